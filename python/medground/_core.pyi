@@ -1,0 +1,49 @@
+"""Rust kernels behind :mod:`medground.geometry`. Private: call the wrappers there,
+which validate arguments and document conventions. Every function releases the GIL;
+a panic inside a kernel surfaces as RuntimeError."""
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__version__: str
+
+def connected_components(
+    mask: NDArray[Any], connectivity: int, binary: bool, out_dtype: str | None = None
+) -> tuple[NDArray[np.unsignedinteger], int]:
+    """Labels components 1..N in memory order; returns (labels, N)."""
+
+def largest_k(
+    mask: NDArray[Any], k: int, connectivity: int, binary: bool, out_dtype: str | None = None
+) -> tuple[NDArray[np.unsignedinteger], int]:
+    """The k largest components labelled 1..k by decreasing size; returns (labels, kept)."""
+
+def dust(mask: NDArray[Any], threshold: int, connectivity: int, binary: bool, invert: bool) -> NDArray[Any]:
+    """A copy of mask with components below threshold voxels (above, if invert) zeroed."""
+
+def regionprops(labels: NDArray[Any], spacing: list[float], intensity: NDArray[Any] | None = None) -> dict[str, NDArray[Any]]:
+    """One-pass region columns: label, voxel_count, bbox_min/max, centroid, volume,
+    axis_lengths, principal_axes, elongation, flatness (2D: eccentricity, orientation),
+    and intensity_mean/std/min/max when intensity is given."""
+
+def surface_areas(labels: NDArray[Any], spacing: list[float], region_labels: NDArray[Any]) -> NDArray[np.float64]:
+    """Marching-cubes surface area (level 0.5) of each region in region_labels; 3D only."""
+
+def shape2d(labels: NDArray[Any], spacing: list[float], region_labels: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
+    """perimeter, convex_area and feret_diameter_max of each region in region_labels; 2D only."""
+
+def slice_areas(labels: NDArray[Any], axis: int, region_labels: NDArray[Any]) -> NDArray[np.int64]:
+    """(n, shape[axis]) voxel counts per region per slice."""
+
+def contacts(labels: NDArray[Any], connectivity: int) -> dict[str, NDArray[np.int64]]:
+    """Touching label pairs a < b and their count of neighbouring voxel pairs: keys a, b, count."""
+
+def overlap(labels_a: NDArray[Any], labels_b: NDArray[Any]) -> dict[str, NDArray[np.int64]]:
+    """Co-occurring nonzero label pairs and their voxel counts: keys a, b, count."""
+
+def set_num_threads(n: int) -> None:
+    """Runs kernels on n threads (0: rayon's default)."""
+
+def get_num_threads() -> int:
+    """Threads the kernels run on."""

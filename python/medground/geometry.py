@@ -1,0 +1,457 @@
+"""Connected components and region descriptors of 2D and 3D masks.
+
+Typed, validated wrappers over the Rust kernels in :mod:`medground._core`. Arrays are
+indexed in numpy order; boxes are ``[min, max)`` per axis (max exclusive); centroids
+are in index coordinates with voxel centres at integer positions; ``spacing`` is the
+physical size of a voxel along each array axis, in that order.
+
+Every kernel releases the GIL and reads the array as it lies in memory: a
+Fortran-ordered array (as nibabel returns) is not copied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from medground import _core
+
+__all__ = [
+    "PairTable",
+    "RegionTable",
+    "connected_components",
+    "contacts",
+    "dust",
+    "get_num_threads",
+    "largest_k",
+    "overlap",
+    "regionprops",
+    "set_num_threads",
+    "slice_areas",
+    "slice_bboxes",
+]
+
+SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64")
+_OUT_DTYPES = ("uint8", "uint16", "uint32", "uint64")
+_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
+
+
+def _as_mask(array: ArrayLike, what: str = "mask") -> NDArray[Any]:
+    """Returns ``array`` as a 2D/3D numpy array of a supported dtype, in native byte order."""
+    arr = np.asarray(array)
+    if arr.dtype.name not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{what} dtype must be one of {', '.join(SUPPORTED_DTYPES)}; got {arr.dtype}"
+        )
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{what} must be 2D or 3D, got {arr.ndim} dimensions with shape {arr.shape}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def _connectivity(ndim: int, connectivity: int | None) -> int:
+    if connectivity is None:
+        return 8 if ndim == 2 else 26
+    if isinstance(connectivity, bool) or not isinstance(connectivity, (int, np.integer)):
+        raise ValueError(f"connectivity must be an integer, got {connectivity!r}")
+    if connectivity not in _CONNECTIVITY[ndim]:
+        allowed = " or ".join(str(c) for c in _CONNECTIVITY[ndim])
+        raise ValueError(f"connectivity must be {allowed} for {ndim}D, got {connectivity}")
+    return int(connectivity)
+
+
+def _spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    if np.isscalar(spacing):
+        raise ValueError(f"spacing must have one value per axis ({ndim}), got the scalar {spacing!r}")
+    values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    if len(values) != ndim:
+        raise ValueError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {values}")
+    for s in values:
+        if not math.isfinite(s) or s <= 0:
+            raise ValueError(f"spacing values must be finite and > 0, got {s} in {values}")
+    return values
+
+
+def _out_dtype(out_dtype: Any) -> str | None:
+    if out_dtype is None:
+        return None
+    name = np.dtype(out_dtype).name
+    if name not in _OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {', '.join(_OUT_DTYPES)}, got {name}")
+    return name
+
+
+def set_num_threads(n: int) -> None:
+    """Limits every kernel to ``n`` threads; 0 restores the default (one per core, or
+    the ``RAYON_NUM_THREADS`` environment variable). Results never depend on it."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads() -> int:
+    """The number of threads the kernels run on."""
+    return int(_core.get_num_threads())
+
+
+@overload
+def connected_components(
+    mask: ArrayLike,
+    connectivity: int | None = ...,
+    *,
+    binary: bool = ...,
+    return_n: Literal[False] = ...,
+    out_dtype: Any = ...,
+) -> NDArray[np.unsignedinteger]: ...
+@overload
+def connected_components(
+    mask: ArrayLike,
+    connectivity: int | None = ...,
+    *,
+    binary: bool = ...,
+    return_n: Literal[True],
+    out_dtype: Any = ...,
+) -> tuple[NDArray[np.unsignedinteger], int]: ...
+def connected_components(
+    mask: ArrayLike,
+    connectivity: int | None = None,
+    *,
+    binary: bool = False,
+    return_n: bool = False,
+    out_dtype: Any = None,
+) -> NDArray[np.unsignedinteger] | tuple[NDArray[np.unsignedinteger], int]:
+    """Labels the connected components of a 2D or 3D mask.
+
+    Voxels of different nonzero values never join (a label map splits into the
+    components of each label) unless ``binary=True``, which joins all nonzero voxels.
+
+    Components are numbered ``1..N`` in the order of their first voxel in the array's
+    memory order: C order for C-ordered and most strided arrays; for Fortran-ordered
+    arrays, Fortran order (the array is walked as it lies instead of being copied).
+    The numbering does not depend on the number of threads.
+
+    Args:
+        mask: 2D or 3D array of bool or any integer dtype; C, Fortran or strided.
+        connectivity: 4 or 8 in 2D (default 8); 6, 18 or 26 in 3D (default 26).
+        binary: Join all nonzero voxels regardless of value.
+        return_n: Also return the number of components.
+        out_dtype: uint8/16/32/64 for the result. Default: the smallest of
+            uint16/uint32/uint64 that holds N.
+
+    Returns:
+        The label image, shaped and ordered like ``mask``; with ``return_n``, also N.
+
+    Raises:
+        TypeError: Unsupported dtype.
+        ValueError: Wrong number of dimensions, bad connectivity, or an ``out_dtype``
+            too small for N.
+    """
+    arr = _as_mask(mask)
+    conn = _connectivity(arr.ndim, connectivity)
+    labels, n = _core.connected_components(arr, conn, bool(binary), _out_dtype(out_dtype))
+    return (labels, int(n)) if return_n else labels
+
+
+def largest_k(
+    labels_or_mask: ArrayLike,
+    k: int,
+    connectivity: int | None = None,
+    *,
+    binary: bool = False,
+    return_n: bool = False,
+    out_dtype: Any = None,
+) -> Any:
+    """Keeps the ``k`` largest connected components, labelled ``1..k`` by decreasing size.
+
+    Ties in size go to the component met first in memory order. Arguments are those
+    of :func:`connected_components`; with ``return_n`` the number kept is returned too.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    arr = _as_mask(labels_or_mask)
+    conn = _connectivity(arr.ndim, connectivity)
+    labels, n = _core.largest_k(arr, int(k), conn, bool(binary), _out_dtype(out_dtype))
+    return (labels, int(n)) if return_n else labels
+
+
+def dust(
+    labels_or_mask: ArrayLike,
+    threshold: int,
+    connectivity: int | None = None,
+    *,
+    binary: bool = False,
+    invert: bool = False,
+) -> NDArray[Any]:
+    """Removes connected components smaller than ``threshold`` voxels.
+
+    Returns a copy with the same dtype and values, where every component with fewer
+    than ``threshold`` voxels is set to 0 (with ``invert=True``: every component with
+    ``threshold`` voxels or more).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
+        raise ValueError(f"threshold must be a non-negative integer voxel count, got {threshold!r}")
+    arr = _as_mask(labels_or_mask)
+    conn = _connectivity(arr.ndim, connectivity)
+    return _core.dust(arr, int(threshold), conn, bool(binary), bool(invert))  # type: ignore[no-any-return]
+
+
+_BASE_COLUMNS = (
+    "label",
+    "voxel_count",
+    "bbox_min",
+    "bbox_max",
+    "centroid",
+    "volume",
+    "axis_lengths",
+    "principal_axes",
+    "elongation",
+    "flatness",
+)
+_COLUMNS_2D = ("perimeter", "circularity", "convex_area", "solidity", "eccentricity", "orientation", "feret_diameter_max")
+_COLUMNS_3D = ("surface_area", "sphericity")
+_INTENSITY_COLUMNS = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
+
+
+class RegionTable:
+    """Region descriptors as columns, one row per distinct nonzero label, sorted by label.
+
+    Columns are numpy arrays, read as attributes (``table.centroid``) or by name
+    (``table["centroid"]``). Counts, boxes, centroids, moments and intensity
+    statistics come from one pass over the label map; the contour measures
+    (``surface_area``, ``sphericity``, ``perimeter``, ``circularity``,
+    ``convex_area``, ``solidity``, ``feret_diameter_max``) take one more pass, made
+    the first time one of them is read.
+
+    Column definitions (physical units come from ``spacing``):
+
+    - ``label``; ``voxel_count`` (int64); ``bbox_min``/``bbox_max`` ((n, ndim) int64,
+      max exclusive); ``centroid`` ((n, ndim) float64, index coordinates);
+      ``volume`` (voxel count × voxel volume; area in 2D).
+    - ``axis_lengths`` ((n, ndim), major first): 4·sqrt(λ) for the eigenvalues λ of
+      the population covariance of voxel-centre physical coordinates;
+      ``principal_axes`` ((n, ndim, ndim)): unit eigenvectors as rows, in array axis
+      order, sign chosen so the largest component is positive; ``elongation`` =
+      sqrt(λ_minor/λ_major); ``flatness`` = sqrt(λ_least/λ_major) in 3D, NaN in 2D.
+      These are pyradiomics' definitions.
+    - 3D: ``surface_area`` of the marching-cubes surface at level 0.5 (vertices at edge
+      midpoints, volume padded with background); ``sphericity`` =
+      π^(1/3)·(6V)^(2/3)/A.
+    - 2D: ``perimeter`` of the marching-squares contour at level 0.5 (holes
+      included); ``circularity`` = 4πA/P²; ``convex_area`` of the convex hull of the
+      region's pixel squares; ``solidity`` = area/convex_area; ``eccentricity`` and
+      ``orientation`` (radians, angle from axis 0 to the major axis, as
+      scikit-image); ``feret_diameter_max`` between hull vertices.
+    - With ``intensity``: ``intensity_mean``, ``intensity_std`` (population),
+      ``intensity_min``, ``intensity_max``.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, NDArray[Any]],
+        labels: NDArray[Any],
+        spacing: tuple[float, ...],
+    ) -> None:
+        self._columns = dict(columns)
+        self._labels = labels
+        self.ndim: int = labels.ndim
+        self.spacing = spacing
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Names of every column this table offers (computed or not yet)."""
+        extra = _COLUMNS_2D if self.ndim == 2 else _COLUMNS_3D
+        names = [c for c in _BASE_COLUMNS] + list(extra)
+        names += [c for c in _INTENSITY_COLUMNS if c in self._columns]
+        return tuple(names)
+
+    def __len__(self) -> int:
+        return len(self._columns["label"])
+
+    def __getitem__(self, name: str) -> NDArray[Any]:
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns are {', '.join(self.columns)}")
+        if name not in self._columns:
+            self._compute_contours()
+        return self._columns[name]
+
+    def __getattr__(self, name: str) -> NDArray[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"RegionTable ({self.ndim}D) has no column {name!r}; columns are {', '.join(self.columns)}"
+            ) from None
+
+    def _compute_contours(self) -> None:
+        region_labels = self._columns["label"]
+        size = self._columns["volume"]
+        if self.ndim == 3:
+            area = _core.surface_areas(self._labels, list(self.spacing), region_labels)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sphericity = np.where(area > 0, np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / area, np.nan)
+            self._columns["surface_area"] = area
+            self._columns["sphericity"] = sphericity
+        else:
+            measures = _core.shape2d(self._labels, list(self.spacing), region_labels)
+            perimeter = measures["perimeter"]
+            convex = measures["convex_area"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._columns["circularity"] = np.where(perimeter > 0, 4 * np.pi * size / perimeter**2, np.nan)
+                self._columns["solidity"] = np.where(convex > 0, size / convex, np.nan)
+            self._columns["perimeter"] = perimeter
+            self._columns["convex_area"] = convex
+            self._columns["feret_diameter_max"] = measures["feret_diameter_max"]
+
+    def to_dict(self) -> dict[str, NDArray[Any]]:
+        """Every column by name (contour measures included, computed if needed)."""
+        return {name: self[name] for name in self.columns}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Rows as dicts of column name → value (scalars or small arrays)."""
+        cols = self.to_dict()
+        for i in range(len(self)):
+            yield {name: col[i].item() if col[i].ndim == 0 else col[i] for name, col in cols.items()}
+
+    def __repr__(self) -> str:
+        return f"RegionTable({len(self)} regions, {self.ndim}D, spacing={self.spacing})"
+
+
+def regionprops(
+    labels: ArrayLike,
+    spacing: Sequence[float] | None = None,
+    *,
+    intensity: ArrayLike | None = None,
+) -> RegionTable:
+    """Descriptors of every region of a label map (or of a connected_components output).
+
+    Args:
+        labels: 2D or 3D label map of bool or integer dtype; one row per distinct
+            nonzero value.
+        spacing: Physical voxel size per array axis (array axis order); default 1.0.
+        intensity: Optional image of the same shape for intensity statistics.
+
+    Returns:
+        A :class:`RegionTable` sorted by label.
+
+    Raises:
+        TypeError: Unsupported dtype of ``labels`` or ``intensity``.
+        ValueError: Wrong dimensions, bad ``spacing``, or ``intensity`` of another shape.
+    """
+    arr = _as_mask(labels, "labels")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    sp = _spacing(spacing, arr.ndim)
+    values = None
+    if intensity is not None:
+        values = np.asarray(intensity)
+        if values.shape != arr.shape:
+            raise ValueError(f"intensity must have the shape of labels {arr.shape}, got {values.shape}")
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"intensity must be a real numeric array, got dtype {values.dtype}")
+        if values.dtype.kind == "f" and values.dtype.itemsize not in (4, 8):
+            values = values.astype(np.float64)
+        if not values.dtype.isnative:
+            values = values.astype(values.dtype.newbyteorder("="))
+    columns = _core.regionprops(arr, list(sp), values)
+    return RegionTable(columns, arr, sp)
+
+
+def slice_areas(labels: ArrayLike, axis: int) -> NDArray[np.int64]:
+    """Voxel count of every region in every slice along ``axis``.
+
+    Returns:
+        (n, labels.shape[axis]) int64; row ``i`` is the ``i``-th distinct nonzero
+        label in ascending order (``regionprops(labels).label[i]``).
+    """
+    arr = _as_mask(labels, "labels")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -arr.ndim <= axis < arr.ndim:
+        raise ValueError(f"axis must be an integer in [{-arr.ndim}, {arr.ndim}) for a {arr.ndim}D array, got {axis!r}")
+    axis = int(axis) % arr.ndim
+    region_labels = _core.regionprops(arr, [1.0] * arr.ndim, None)["label"]
+    return _core.slice_areas(arr, axis, region_labels)  # type: ignore[no-any-return]
+
+
+def slice_bboxes(labels: ArrayLike, axis: int, index: int, spacing: Sequence[float] | None = None) -> RegionTable:
+    """Descriptors (boxes included) of every region present in one slice.
+
+    Args:
+        labels: 3D label map.
+        axis: The axis the slice is taken across (0, 1 or 2).
+        index: The slice's position along ``axis``.
+        spacing: Physical voxel size of the 3D map; the slice keeps the other two.
+
+    Returns:
+        A 2D :class:`RegionTable` of the slice ``np.take(labels, index, axis)``, whose
+        ``bbox_min``/``bbox_max`` are in the slice's remaining axes, in order.
+    """
+    arr = _as_mask(labels, "labels")
+    if arr.ndim != 3:
+        raise ValueError(f"slice_bboxes needs a 3D label map, got {arr.ndim} dimensions")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+    axis = int(axis) % 3
+    size = arr.shape[axis]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -size <= index < size:
+        raise ValueError(f"index must be an integer in [{-size}, {size}) along axis {axis}, got {index!r}")
+    sp = _spacing(spacing, 3)
+    plane = np.moveaxis(arr, axis, 0)[int(index)]  # a view, no copy
+    return regionprops(plane, tuple(s for a, s in enumerate(sp) if a != axis))
+
+
+@dataclass(frozen=True)
+class PairTable:
+    """Pairs of labels with a count each, sorted by ``(a, b)``."""
+
+    a: NDArray[np.int64]
+    b: NDArray[np.int64]
+    count: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def to_dict(self) -> dict[tuple[int, int], int]:
+        """``{(a, b): count}``."""
+        return {(int(x), int(y)): int(c) for x, y, c in zip(self.a, self.b, self.count)}
+
+
+def contacts(labels: ArrayLike, connectivity: int | None = None) -> PairTable:
+    """Which regions touch and by how much.
+
+    For each pair of distinct nonzero labels ``a < b`` with neighbouring voxels, the
+    number of neighbouring voxel pairs under ``connectivity`` (default 8 in 2D, 26 in
+    3D). With face connectivity (4 or 6) this is the contact area in voxel faces.
+    """
+    arr = _as_mask(labels, "labels")
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    conn = _connectivity(arr.ndim, connectivity)
+    return PairTable(**_core.contacts(arr, conn))
+
+
+def overlap(labels_a: ArrayLike, labels_b: ArrayLike) -> PairTable:
+    """Voxel counts of every co-occurring pair of nonzero labels of two maps.
+
+    ``count[i]`` voxels carry label ``a[i]`` in ``labels_a`` and ``b[i]`` in
+    ``labels_b`` (for example: how much of each lesion lies inside each organ).
+    """
+    arr_a = _as_mask(labels_a, "labels_a")
+    arr_b = _as_mask(labels_b, "labels_b")
+    if arr_a.shape != arr_b.shape:
+        raise ValueError(f"labels_a and labels_b must have one shape, got {arr_a.shape} and {arr_b.shape}")
+    if arr_a.dtype == np.bool_:
+        arr_a = arr_a.view(np.uint8)
+    if arr_b.dtype == np.bool_:
+        arr_b = arr_b.view(np.uint8)
+    return PairTable(**_core.overlap(arr_a, arr_b))

@@ -1,0 +1,712 @@
+//! The Python face of the kernels: converts arrays, dispatches on dtype, releases the
+//! GIL, and turns kernel errors and panics into Python exceptions. No geometry here.
+//!
+//! Arrays are walked as they lie in memory: an array whose first axis varies fastest
+//! (Fortran order, as nibabel hands them out) is handed to the kernels with its axes
+//! reversed, which makes it C-ordered, instead of being copied.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayViewD, Axis, Ix3};
+use numpy::{IntoPyArray, PyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
+use crate::error::KernelError;
+use crate::label::{Label, LabelIndex};
+use crate::regions::{moment_shape, region_stats, IntensityRows, Moments};
+use crate::relations::{contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel};
+use crate::shape2d::shape2d as shape2d_kernel;
+use crate::surface::surface_areas as surface_kernel;
+
+impl From<KernelError> for PyErr {
+    fn from(e: KernelError) -> PyErr {
+        match e {
+            KernelError::InvalidArgument(m) | KernelError::ShapeMismatch(m) => PyValueError::new_err(m),
+            KernelError::Overflow(m) => PyOverflowError::new_err(m),
+        }
+    }
+}
+
+const SUPPORTED: &str = "bool, uint8, uint16, uint32, uint64, int8, int16, int32, int64";
+
+/// A label map or mask of any supported dtype.
+#[derive(FromPyObject)]
+enum LabelArray<'py> {
+    Bool(PyReadonlyArrayDyn<'py, bool>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    U16(PyReadonlyArrayDyn<'py, u16>),
+    U32(PyReadonlyArrayDyn<'py, u32>),
+    U64(PyReadonlyArrayDyn<'py, u64>),
+    I8(PyReadonlyArrayDyn<'py, i8>),
+    I16(PyReadonlyArrayDyn<'py, i16>),
+    I32(PyReadonlyArrayDyn<'py, i32>),
+    I64(PyReadonlyArrayDyn<'py, i64>),
+}
+
+/// An intensity image of any numeric dtype.
+#[derive(FromPyObject)]
+enum ValueArray<'py> {
+    F64(PyReadonlyArrayDyn<'py, f64>),
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    U16(PyReadonlyArrayDyn<'py, u16>),
+    U32(PyReadonlyArrayDyn<'py, u32>),
+    U64(PyReadonlyArrayDyn<'py, u64>),
+    I8(PyReadonlyArrayDyn<'py, i8>),
+    I16(PyReadonlyArrayDyn<'py, i16>),
+    I32(PyReadonlyArrayDyn<'py, i32>),
+    I64(PyReadonlyArrayDyn<'py, i64>),
+    Bool(PyReadonlyArrayDyn<'py, bool>),
+}
+
+/// Binds `$v` to the array's view and evaluates `$body` once per dtype.
+macro_rules! with_labels {
+    ($arr:expr, $v:ident => $body:expr) => {
+        match $arr {
+            LabelArray::Bool(a) => { let $v = a.as_array(); $body }
+            LabelArray::U8(a) => { let $v = a.as_array(); $body }
+            LabelArray::U16(a) => { let $v = a.as_array(); $body }
+            LabelArray::U32(a) => { let $v = a.as_array(); $body }
+            LabelArray::U64(a) => { let $v = a.as_array(); $body }
+            LabelArray::I8(a) => { let $v = a.as_array(); $body }
+            LabelArray::I16(a) => { let $v = a.as_array(); $body }
+            LabelArray::I32(a) => { let $v = a.as_array(); $body }
+            LabelArray::I64(a) => { let $v = a.as_array(); $body }
+        }
+    };
+}
+
+macro_rules! with_values {
+    ($arr:expr, $v:ident => $body:expr) => {
+        match $arr {
+            ValueArray::F64(a) => { let $v = a.as_array(); $body }
+            ValueArray::F32(a) => { let $v = a.as_array(); $body }
+            ValueArray::U8(a) => { let $v = a.as_array(); $body }
+            ValueArray::U16(a) => { let $v = a.as_array(); $body }
+            ValueArray::U32(a) => { let $v = a.as_array(); $body }
+            ValueArray::U64(a) => { let $v = a.as_array(); $body }
+            ValueArray::I8(a) => { let $v = a.as_array(); $body }
+            ValueArray::I16(a) => { let $v = a.as_array(); $body }
+            ValueArray::I32(a) => { let $v = a.as_array(); $body }
+            ValueArray::I64(a) => { let $v = a.as_array(); $body }
+            ValueArray::Bool(a) => { let $v = a.as_array(); $body }
+        }
+    };
+}
+
+fn extract_labels<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<LabelArray<'py>> {
+    obj.extract::<LabelArray<'py>>().map_err(|_| {
+        let dtype = obj
+            .getattr("dtype")
+            .map(|d| d.to_string())
+            .unwrap_or_else(|_| obj.get_type().to_string());
+        PyTypeError::new_err(format!("{what} must be a numpy array of {SUPPORTED}; got {dtype}"))
+    })
+}
+
+/// How a view is handed to the kernels: as a 3D view in memory order.
+struct Oriented<'a, T> {
+    view: ArrayView3<'a, T>,
+    /// The axes were reversed (Fortran-ordered input).
+    reversed: bool,
+    ndim: usize,
+}
+
+/// Whether walking `view` with its axes reversed follows memory better.
+fn is_fortran_like<T>(view: &ArrayViewD<'_, T>) -> bool {
+    let strides = view.strides();
+    let shape = view.shape();
+    if view.ndim() < 2 || view.is_standard_layout() {
+        return false;
+    }
+    // Ignore length-1 axes: their stride says nothing about layout.
+    let used: Vec<isize> = strides.iter().zip(shape).filter(|(_, &n)| n > 1).map(|(&s, _)| s.abs()).collect();
+    used.len() >= 2 && used[0] < used[used.len() - 1]
+}
+
+fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
+    let ndim = view.ndim();
+    if ndim != 2 && ndim != 3 {
+        return Err(PyValueError::new_err(format!("expected a 2D or 3D array, got {ndim} dimensions with shape {:?}", view.shape())));
+    }
+    let reversed = is_fortran_like(&view);
+    let view = if reversed { view.reversed_axes() } else { view };
+    let view = if ndim == 2 { view.insert_axis(Axis(0)) } else { view };
+    let view = view
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))?;
+    Ok(Oriented { view, reversed, ndim })
+}
+
+/// The thread pool kernels run in when the caller limited the thread count; `None`
+/// runs them in rayon's global pool (one thread per core, or `RAYON_NUM_THREADS`).
+static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
+
+/// Limits the kernels to `n` threads (0: back to rayon's default).
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<()> {
+    let pool = if n == 0 {
+        None
+    } else {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start {n} threads: {e}")))?;
+        Some(Arc::new(pool))
+    };
+    *POOL.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+    Ok(())
+}
+
+/// The number of threads kernels run on.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    match POOL.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(pool) => pool.current_num_threads(),
+        None => rayon::current_num_threads(),
+    }
+}
+
+/// Runs a kernel without the GIL, in the configured pool, turning a panic into a
+/// RuntimeError.
+fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, what: &str, f: F) -> PyResult<T> {
+    let pool = POOL.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    py.detach(|| {
+        catch_unwind(AssertUnwindSafe(|| match pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }))
+    })
+    .map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        PyRuntimeError::new_err(format!("internal error in medground._core.{what}: {msg}"))
+    })
+}
+
+fn connectivity_for(ndim: usize, connectivity: u32) -> PyResult<Connectivity> {
+    Ok(Connectivity::from_count(ndim, connectivity)?)
+}
+
+/// Allocates a zeroed output array shaped like the input, in the input's memory
+/// order, and writes into it through `fill` without the GIL.
+fn new_output<'py, U, F>(py: Python<'py>, shape: &[usize], fortran: bool, what: &str, fill: F) -> PyResult<Bound<'py, PyArrayDyn<U>>>
+where
+    U: numpy::Element + Send,
+    F: FnOnce(&mut [U]) + Send,
+{
+    let out = PyArray::<U, _>::zeros(py, shape.to_vec(), fortran);
+    {
+        let mut rw = out.readwrite();
+        let slice = rw
+            .as_slice_mut()
+            .map_err(|e| PyRuntimeError::new_err(format!("internal error: output not contiguous: {e}")))?;
+        run(py, what, move || fill(slice))?;
+    }
+    Ok(out)
+}
+
+fn write_labels<'py, T: Label, U: OutLabel + numpy::Element>(
+    py: Python<'py>,
+    rl: &RunLabels<T>,
+    shape: &[usize],
+    fortran: bool,
+    map: Option<&[u32]>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(new_output::<U, _>(py, shape, fortran, "connected_components", |out| rl.write(out, map))?.into_any())
+}
+
+/// Writes run labels as the named unsigned dtype.
+fn emit_labels<'py, T: Label>(
+    py: Python<'py>,
+    rl: &RunLabels<T>,
+    n: u64,
+    shape: &[usize],
+    fortran: bool,
+    out_dtype: Option<&str>,
+    map: Option<&[u32]>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let dtype = match out_dtype {
+        Some(d) => d.to_string(),
+        None if n <= u16::MAX as u64 => "uint16".into(),
+        None if n <= u32::MAX as u64 => "uint32".into(),
+        None => "uint64".into(),
+    };
+    let max = match dtype.as_str() {
+        "uint8" => u8::MAX as u64,
+        "uint16" => u16::MAX as u64,
+        "uint32" => u32::MAX as u64,
+        "uint64" => u64::MAX,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "out_dtype must be uint8, uint16, uint32 or uint64, got {other}"
+            )))
+        }
+    };
+    if n > max {
+        return Err(PyValueError::new_err(format!("out_dtype {dtype} cannot hold {n} labels")));
+    }
+    match dtype.as_str() {
+        "uint8" => write_labels::<T, u8>(py, rl, shape, fortran, map),
+        "uint16" => write_labels::<T, u16>(py, rl, shape, fortran, map),
+        "uint32" => write_labels::<T, u32>(py, rl, shape, fortran, map),
+        _ => write_labels::<T, u64>(py, rl, shape, fortran, map),
+    }
+}
+
+/// Connected components of a 2D or 3D mask; returns `(labels, n)`.
+#[pyfunction]
+#[pyo3(signature = (mask, connectivity, binary, out_dtype=None))]
+fn connected_components<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    connectivity: u32,
+    binary: bool,
+    out_dtype: Option<&str>,
+) -> PyResult<(Bound<'py, PyAny>, u64)> {
+    let arr = extract_labels(mask, "mask")?;
+    with_labels!(arr, v => {
+        let shape = v.shape().to_vec();
+        let o = orient(v)?;
+        let conn = connectivity_for(o.ndim, connectivity)?;
+        let view = o.view;
+        let rl = run(py, "connected_components", move || label_runs(view, conn, binary))??;
+        let n = rl.n as u64;
+        Ok((emit_labels(py, &rl, n, &shape, o.reversed, out_dtype, None)?, n))
+    })
+}
+
+/// The `k` largest components relabelled `1..=k` by decreasing size; returns `(labels, n)`.
+#[pyfunction]
+#[pyo3(signature = (mask, k, connectivity, binary, out_dtype=None))]
+fn largest_k<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    k: usize,
+    connectivity: u32,
+    binary: bool,
+    out_dtype: Option<&str>,
+) -> PyResult<(Bound<'py, PyAny>, u64)> {
+    let arr = extract_labels(mask, "mask")?;
+    with_labels!(arr, v => {
+        let shape = v.shape().to_vec();
+        let o = orient(v)?;
+        let conn = connectivity_for(o.ndim, connectivity)?;
+        let view = o.view;
+        let (rl, map) = run(py, "largest_k", move || {
+            label_runs(view, conn, binary).map(|rl| {
+                let map = largest_k_map(&rl.sizes(), k);
+                (rl, map)
+            })
+        })??;
+        let n = (k as u64).min(rl.n as u64);
+        Ok((emit_labels(py, &rl, n, &shape, o.reversed, out_dtype, Some(&map))?, n))
+    })
+}
+
+/// Removes components with fewer than `threshold` voxels (or, with `invert`, with
+/// `threshold` or more); other voxels keep their values and dtype.
+#[pyfunction]
+#[pyo3(signature = (mask, threshold, connectivity, binary, invert))]
+fn dust<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    threshold: u64,
+    connectivity: u32,
+    binary: bool,
+    invert: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arr = extract_labels(mask, "mask")?;
+    with_labels!(arr, v => {
+        let shape = v.shape().to_vec();
+        let o = orient(v)?;
+        let conn = connectivity_for(o.ndim, connectivity)?;
+        let view = o.view;
+        let rl = run(py, "dust", move || label_runs(view, conn, binary))??;
+        let keep: Vec<bool> = rl.sizes().iter().map(|&s| (s >= threshold) != invert).collect();
+        let out = new_output(py, &shape, o.reversed, "dust", move |out| {
+            // The view's iteration order is the output's memory order (both oriented).
+            for (dst, src) in out.iter_mut().zip(view.iter()) {
+                *dst = *src;
+            }
+            rl.erase(out, &keep);
+        })?;
+        Ok(out.into_any())
+    })
+}
+
+/// Swaps two axes of a region's moments (used to undo an axis reversal).
+fn swap_moment_axes(m: &mut Moments, a: usize, b: usize) {
+    m.min.swap(a, b);
+    m.max.swap(a, b);
+    m.s1.swap(a, b);
+    // s2 = [zz, yy, xx, zy, zx, yx]; the squares swap with the axes, and so do the
+    // two cross terms that pair each swapped axis with the third.
+    m.s2.swap(a, b);
+    let cross = |i: usize, j: usize| match (i.min(j), i.max(j)) {
+        (0, 1) => 3,
+        (0, 2) => 4,
+        _ => 5,
+    };
+    let third = 3 - a - b;
+    m.s2.swap(cross(a, third), cross(b, third));
+}
+
+fn check_spacing(spacing: &[f64], ndim: usize) -> PyResult<()> {
+    if spacing.len() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "spacing must have one value per axis ({ndim}), got {} values: {spacing:?}",
+            spacing.len()
+        )));
+    }
+    if let Some(bad) = spacing.iter().find(|s| !s.is_finite() || **s <= 0.0) {
+        return Err(PyValueError::new_err(format!("spacing values must be finite and > 0, got {bad} in {spacing:?}")));
+    }
+    Ok(())
+}
+
+/// Spacing as the kernels see it: 3 values in the oriented view's axis order.
+fn oriented_spacing(spacing: &[f64], ndim: usize, reversed: bool) -> [f64; 3] {
+    let mut s: Vec<f64> = spacing.to_vec();
+    if reversed {
+        s.reverse();
+    }
+    if ndim == 2 {
+        [1.0, s[0], s[1]]
+    } else {
+        [s[0], s[1], s[2]]
+    }
+}
+
+fn region_rows<'py, T: Label + numpy::Element>(
+    py: Python<'py>,
+    o: Oriented<'_, T>,
+    spacing: &[f64],
+    intensity: Option<&dyn IntensityRows>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let ndim = o.ndim;
+    let view = o.view;
+    let (labels, moments, stats) = run(py, "regionprops", move || {
+        let st = region_stats(view, intensity);
+        (st.index.labels().to_vec(), st.moments, st.intensity)
+    })?;
+    let n = labels.len();
+    let mut moments = moments;
+    // Back to the caller's axis order: a reversed 3D view swapped axes 0 and 2; a
+    // reversed 2D view (with its unit axis in front) swapped axes 1 and 2.
+    if o.reversed {
+        let (a, b) = if ndim == 3 { (0, 2) } else { (1, 2) };
+        moments.iter_mut().for_each(|m| swap_moment_axes(m, a, b));
+    }
+    let sp: [f64; 3] = if ndim == 2 { [1.0, spacing[0], spacing[1]] } else { [spacing[0], spacing[1], spacing[2]] };
+    let first = 3 - ndim;
+    let voxel_volume: f64 = spacing.iter().product();
+
+    let mut count = Array1::<i64>::zeros(n);
+    let mut bbox_min = Array2::<i64>::zeros((n, ndim));
+    let mut bbox_max = Array2::<i64>::zeros((n, ndim));
+    let mut centroid = Array2::<f64>::zeros((n, ndim));
+    let mut volume = Array1::<f64>::zeros(n);
+    let mut axis_lengths = Array2::<f64>::zeros((n, ndim));
+    let mut principal_axes = Array3::<f64>::zeros((n, ndim, ndim));
+    let mut elongation = Array1::<f64>::zeros(n);
+    let mut flatness = Array1::<f64>::from_elem(n, f64::NAN);
+    let mut eccentricity = Array1::<f64>::from_elem(n, f64::NAN);
+    let mut orientation = Array1::<f64>::from_elem(n, f64::NAN);
+    for (i, m) in moments.iter().enumerate() {
+        count[i] = m.count as i64;
+        volume[i] = m.count as f64 * voxel_volume;
+        let c = m.centroid();
+        for a in 0..ndim {
+            bbox_min[[i, a]] = m.min[first + a] as i64;
+            bbox_max[[i, a]] = m.max[first + a] as i64 + 1;
+            centroid[[i, a]] = c[first + a];
+        }
+        let ms = if ndim == 2 {
+            // The unit z axis carries no variance; give it a negative one so it sorts
+            // last and the two in-plane axes come first.
+            let cov = m.covariance();
+            let mut phys = [[0.0; 3]; 3];
+            for r in 1..3 {
+                for c2 in 1..3 {
+                    phys[r][c2] = cov[r][c2] * sp[r] * sp[c2];
+                }
+            }
+            phys[0][0] = -1.0;
+            let (values, axes) = crate::regions::symmetric_eigen3(phys);
+            crate::regions::MomentShape { eigenvalues: values.map(|v| v.max(0.0)), axes }
+        } else {
+            moment_shape(m, sp)
+        };
+        for a in 0..ndim {
+            axis_lengths[[i, a]] = 4.0 * ms.eigenvalues[a].sqrt();
+            for b in 0..ndim {
+                principal_axes[[i, a, b]] = ms.axes[a][first + b];
+            }
+        }
+        let major = ms.eigenvalues[0];
+        let ratio = |minor: f64| if major > 0.0 { (minor / major).sqrt() } else { 0.0 };
+        elongation[i] = ratio(ms.eigenvalues[1]);
+        if ndim == 3 {
+            flatness[i] = ratio(ms.eigenvalues[2]);
+        } else {
+            eccentricity[i] = if major > 0.0 { (1.0 - ms.eigenvalues[1] / major).max(0.0).sqrt() } else { 0.0 };
+            let cov = m.covariance();
+            let var_y = cov[1][1] * sp[1] * sp[1];
+            let var_x = cov[2][2] * sp[2] * sp[2];
+            let cov_yx = cov[1][2] * sp[1] * sp[2];
+            // scikit-image's convention: angle between axis 0 (rows) and the major
+            // axis, in [-π/2, π/2], counter-clockwise.
+            orientation[i] = if var_x == var_y {
+                if cov_yx > 0.0 {
+                    -std::f64::consts::FRAC_PI_4
+                } else {
+                    std::f64::consts::FRAC_PI_4
+                }
+            } else {
+                0.5 * (2.0 * cov_yx).atan2(var_y - var_x)
+            };
+        }
+    }
+
+    let d = PyDict::new(py);
+    d.set_item("label", labels.into_pyarray(py))?;
+    d.set_item("voxel_count", count.into_pyarray(py))?;
+    d.set_item("bbox_min", bbox_min.into_pyarray(py))?;
+    d.set_item("bbox_max", bbox_max.into_pyarray(py))?;
+    d.set_item("centroid", centroid.into_pyarray(py))?;
+    d.set_item("volume", volume.into_pyarray(py))?;
+    d.set_item("axis_lengths", axis_lengths.into_pyarray(py))?;
+    d.set_item("principal_axes", principal_axes.into_pyarray(py))?;
+    d.set_item("elongation", elongation.into_pyarray(py))?;
+    d.set_item("flatness", flatness.into_pyarray(py))?;
+    if ndim == 2 {
+        d.set_item("eccentricity", eccentricity.into_pyarray(py))?;
+        d.set_item("orientation", orientation.into_pyarray(py))?;
+    }
+    if let Some(stats) = stats {
+        d.set_item("intensity_mean", Array1::from_iter(stats.iter().map(|s| s.mean)).into_pyarray(py))?;
+        d.set_item("intensity_std", Array1::from_iter(stats.iter().map(|s| s.std())).into_pyarray(py))?;
+        d.set_item("intensity_min", Array1::from_iter(stats.iter().map(|s| s.min)).into_pyarray(py))?;
+        d.set_item("intensity_max", Array1::from_iter(stats.iter().map(|s| s.max)).into_pyarray(py))?;
+    }
+    Ok(d)
+}
+
+/// Region statistics of a label map: a dict of columns, one row per nonzero label.
+#[pyfunction]
+#[pyo3(signature = (labels, spacing, intensity=None))]
+fn regionprops<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    spacing: Vec<f64>,
+    intensity: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let arr = extract_labels(labels, "labels")?;
+    let values = match intensity {
+        Some(obj) => Some(obj.extract::<ValueArray<'py>>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "intensity must be a numpy array of a real numeric dtype (float32/64, ints, bool); got {}",
+                obj.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| obj.get_type().to_string())
+            ))
+        })?),
+        None => None,
+    };
+    with_labels!(arr, v => {
+        let ndim = v.ndim();
+        let shape = v.shape().to_vec();
+        let o = orient(v)?;
+        check_spacing(&spacing, ndim)?;
+        match values {
+            None => region_rows(py, o, &spacing, None),
+            Some(values) => with_values!(values, iv => {
+                if iv.shape() != shape.as_slice() {
+                    return Err(PyValueError::new_err(format!(
+                        "intensity must have the shape of labels {:?}, got {:?}", shape, iv.shape()
+                    )));
+                }
+                // Walk the intensity in the label map's orientation, whatever its own.
+                let iv = if o.reversed { iv.reversed_axes() } else { iv };
+                let iv = if ndim == 2 { iv.insert_axis(Axis(0)) } else { iv };
+                let iv = iv.into_dimensionality::<Ix3>()
+                    .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+                region_rows(py, o, &spacing, Some(&iv))
+            }),
+        }
+    })
+}
+
+fn label_index_from<T: Label + numpy::Element>(values: &Bound<'_, PyAny>) -> PyResult<LabelIndex<T>> {
+    let arr: PyReadonlyArrayDyn<'_, T> = values
+        .extract()
+        .map_err(|_| PyTypeError::new_err("region labels must have the dtype of the label map"))?;
+    Ok(LabelIndex::new(arr.as_array().iter().copied().collect()))
+}
+
+/// Marching-cubes surface area of each region in `region_labels` (3D only).
+#[pyfunction]
+fn surface_areas<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    spacing: Vec<f64>,
+    region_labels: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arr = extract_labels(labels, "labels")?;
+    with_labels!(arr, v => {
+        if v.ndim() != 3 {
+            return Err(PyValueError::new_err(format!("surface_area needs a 3D label map, got {} dimensions", v.ndim())));
+        }
+        check_spacing(&spacing, 3)?;
+        let index = label_index_from(region_labels)?;
+        let o = orient(v)?;
+        let sp = oriented_spacing(&spacing, 3, o.reversed);
+        let view = o.view;
+        let areas = run(py, "surface_areas", move || surface_kernel(view, sp, &index))?;
+        Ok(areas.into_pyarray(py).into_any())
+    })
+}
+
+/// Perimeter, convex area and maximum Feret diameter of each region (2D only).
+#[pyfunction]
+fn shape2d<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    spacing: Vec<f64>,
+    region_labels: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let arr = extract_labels(labels, "labels")?;
+    with_labels!(arr, v => {
+        if v.ndim() != 2 {
+            return Err(PyValueError::new_err(format!("2D shape measures need a 2D label map, got {} dimensions", v.ndim())));
+        }
+        check_spacing(&spacing, 2)?;
+        let index = label_index_from(region_labels)?;
+        let reversed = is_fortran_like(&v);
+        let (view, sp) = if reversed {
+            (v.reversed_axes(), [spacing[1], spacing[0]])
+        } else {
+            (v, [spacing[0], spacing[1]])
+        };
+        let view = view.into_dimensionality::<ndarray::Ix2>()
+            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+        let s = run(py, "shape2d", move || shape2d_kernel(view, sp, &index))?;
+        let d = PyDict::new(py);
+        d.set_item("perimeter", s.perimeter.into_pyarray(py))?;
+        d.set_item("convex_area", s.convex_area.into_pyarray(py))?;
+        d.set_item("feret_diameter_max", s.feret_diameter_max.into_pyarray(py))?;
+        Ok(d)
+    })
+}
+
+/// Voxel counts per region per slice along `axis`: an (n, size) int64 array.
+#[pyfunction]
+fn slice_areas<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    axis: usize,
+    region_labels: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arr = extract_labels(labels, "labels")?;
+    with_labels!(arr, v => {
+        let ndim = v.ndim();
+        if axis >= ndim {
+            return Err(PyValueError::new_err(format!("axis must be in 0..{ndim} for a {ndim}D array, got {axis}")));
+        }
+        let size = v.shape()[axis];
+        let index = label_index_from(region_labels)?;
+        let n = index.len();
+        let o = orient(v)?;
+        let kernel_axis = {
+            let a = if o.reversed { ndim - 1 - axis } else { axis };
+            a + (3 - ndim)
+        };
+        let view = o.view;
+        let table = run(py, "slice_areas", move || slice_areas_kernel(view, &index, kernel_axis))?;
+        let table = Array2::from_shape_vec((n, size), table.into_iter().map(|c| c as i64).collect())
+            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+        Ok(table.into_pyarray(py).into_any())
+    })
+}
+
+fn pair_columns<'py>(py: Python<'py>, rows: Vec<(i128, i128, u64)>, what: &str) -> PyResult<Bound<'py, PyDict>> {
+    let to_i64 = |v: i128| {
+        i64::try_from(v).map_err(|_| PyOverflowError::new_err(format!("{what}: label {v} does not fit in int64")))
+    };
+    let mut a = Vec::with_capacity(rows.len());
+    let mut b = Vec::with_capacity(rows.len());
+    let mut c = Vec::with_capacity(rows.len());
+    for (x, y, n) in rows {
+        a.push(to_i64(x)?);
+        b.push(to_i64(y)?);
+        c.push(n as i64);
+    }
+    let d = PyDict::new(py);
+    d.set_item("a", a.into_pyarray(py))?;
+    d.set_item("b", b.into_pyarray(py))?;
+    d.set_item("count", c.into_pyarray(py))?;
+    Ok(d)
+}
+
+/// Pairs of touching regions and their contact size.
+#[pyfunction]
+fn contacts<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>, connectivity: u32) -> PyResult<Bound<'py, PyDict>> {
+    let arr = extract_labels(labels, "labels")?;
+    let rows = with_labels!(arr, v => {
+        let o = orient(v)?;
+        let conn = connectivity_for(o.ndim, connectivity)?;
+        let view = o.view;
+        run(py, "contacts", move || contacts_kernel(&view, conn))?
+    });
+    pair_columns(py, rows, "contacts")
+}
+
+/// Voxel counts of co-occurring nonzero label pairs of two maps of one shape.
+#[pyfunction]
+fn overlap<'py>(py: Python<'py>, labels_a: &Bound<'py, PyAny>, labels_b: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let a = extract_labels(labels_a, "labels_a")?;
+    let b = extract_labels(labels_b, "labels_b")?;
+    let rows = with_labels!(a, va => {
+        with_labels!(b, vb => {
+            if va.shape() != vb.shape() {
+                return Err(PyValueError::new_err(format!(
+                    "labels_a and labels_b must have one shape, got {:?} and {:?}", va.shape(), vb.shape()
+                )));
+            }
+            // Walk both in the first map's memory order.
+            let reversed = is_fortran_like(&va);
+            let ndim = va.ndim();
+            let oa = orient(va)?;
+            let vb = if reversed { vb.reversed_axes() } else { vb };
+            let vb = if ndim == 2 { vb.insert_axis(Axis(0)) } else { vb };
+            let vb = vb.into_dimensionality::<Ix3>()
+                .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+            let view_a = oa.view;
+            run(py, "overlap", move || overlap_kernel(&view_a, &vb))?
+        })
+    });
+    pair_columns(py, rows, "overlap")
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(connected_components, m)?)?;
+    m.add_function(wrap_pyfunction!(largest_k, m)?)?;
+    m.add_function(wrap_pyfunction!(dust, m)?)?;
+    m.add_function(wrap_pyfunction!(regionprops, m)?)?;
+    m.add_function(wrap_pyfunction!(surface_areas, m)?)?;
+    m.add_function(wrap_pyfunction!(shape2d, m)?)?;
+    m.add_function(wrap_pyfunction!(slice_areas, m)?)?;
+    m.add_function(wrap_pyfunction!(contacts, m)?)?;
+    m.add_function(wrap_pyfunction!(overlap, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The element types a mask or label map may have, and a lookup from label value to
+//! region row.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+/// An element type of a mask or label map: any numpy bool or integer dtype.
+///
+/// `key` is an order-preserving widening to `i128`, so regions of any dtype sort
+/// by numeric label value and can be looked up in one table type.
+pub trait Label: Copy + PartialEq + Send + Sync + Debug + 'static {
+    /// The background value.
+    const ZERO: Self;
+    /// Whether this is background.
+    #[inline(always)]
+    fn is_zero(self) -> bool {
+        self == Self::ZERO
+    }
+    /// Numeric value, widened without loss.
+    fn key(self) -> i128;
+}
+
+macro_rules! impl_label_int {
+    ($($t:ty),*) => {$(
+        impl Label for $t {
+            const ZERO: Self = 0;
+            #[inline(always)]
+            fn key(self) -> i128 { self as i128 }
+        }
+    )*};
+}
+impl_label_int!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+impl Label for bool {
+    const ZERO: Self = false;
+    #[inline(always)]
+    fn key(self) -> i128 {
+        self as i128
+    }
+}
+
+/// Largest span of label values looked up through a dense table rather than a hash map.
+const DENSE_SPAN: i128 = 1 << 24;
+
+/// Maps the label values present in a volume to their region rows `0..len()`, in
+/// ascending label order. Dense table when the values span at most 2^24, hash map
+/// otherwise; a lookup is O(1) either way.
+#[derive(Debug, Clone)]
+pub struct LabelIndex<T: Label> {
+    labels: Vec<T>,
+    min_key: i128,
+    dense: Vec<u32>,
+    sparse: HashMap<i128, u32>,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+impl<T: Label> LabelIndex<T> {
+    /// Builds the index from distinct nonzero labels in any order; they are sorted here.
+    pub fn new(mut labels: Vec<T>) -> Self {
+        labels.sort_by_key(|v| v.key());
+        labels.dedup_by_key(|v| v.key());
+        let min_key = labels.first().map_or(0, |v| v.key());
+        let max_key = labels.last().map_or(0, |v| v.key());
+        let mut index = LabelIndex {
+            labels,
+            min_key,
+            dense: Vec::new(),
+            sparse: HashMap::new(),
+        };
+        if max_key - min_key < DENSE_SPAN {
+            index.dense = vec![ABSENT; (max_key - min_key + 1) as usize];
+            for (row, v) in index.labels.iter().enumerate() {
+                index.dense[(v.key() - min_key) as usize] = row as u32;
+            }
+        } else {
+            index.sparse = index
+                .labels
+                .iter()
+                .enumerate()
+                .map(|(row, v)| (v.key(), row as u32))
+                .collect();
+        }
+        index
+    }
+
+    /// Number of regions (distinct nonzero labels).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no regions.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The labels, ascending; row `i` of every table is `labels()[i]`.
+    pub fn labels(&self) -> &[T] {
+        &self.labels
+    }
+
+    /// The region row of label `v`, or `None` for background and labels not present.
+    #[inline(always)]
+    pub fn get(&self, v: T) -> Option<usize> {
+        if v.is_zero() {
+            return None;
+        }
+        let k = v.key();
+        if !self.dense.is_empty() || self.sparse.is_empty() {
+            let off = k - self.min_key;
+            if off < 0 || off >= self.dense.len() as i128 {
+                return None;
+            }
+            let row = self.dense[off as usize];
+            (row != ABSENT).then_some(row as usize)
+        } else {
+            self.sparse.get(&k).map(|&r| r as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_lookup_sorts_and_skips_background() {
+        let idx = LabelIndex::new(vec![7u16, 3, 5, 3]);
+        assert_eq!(idx.labels(), &[3, 5, 7]);
+        assert_eq!(idx.get(5), Some(1));
+        assert_eq!(idx.get(4), None);
+        assert_eq!(idx.get(0), None);
+        assert_eq!(idx.get(9), None);
+    }
+
+    #[test]
+    fn sparse_lookup_for_wide_spans_and_negatives() {
+        let idx = LabelIndex::new(vec![i64::MAX, -4, 1]);
+        assert_eq!(idx.labels(), &[-4, 1, i64::MAX]);
+        assert_eq!(idx.get(i64::MAX), Some(2));
+        assert_eq!(idx.get(-4), Some(0));
+        assert_eq!(idx.get(2), None);
+    }
+
+    #[test]
+    fn empty_index() {
+        let idx = LabelIndex::<u8>::new(vec![]);
+        assert!(idx.is_empty());
+        assert_eq!(idx.get(1), None);
+    }
+}

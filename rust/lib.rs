@@ -1,0 +1,17 @@
+//! medground's geometry core: connected components, region statistics and shape
+//! descriptors over 2D images and 3D volumes.
+//!
+//! Every kernel here is pure Rust over `ndarray` views; 2D inputs are treated as 3D
+//! volumes with one plane. The Python bindings live in `bindings.rs` alone, behind the
+//! `python` feature, so `cargo test` and the fuzz targets build without Python.
+
+pub mod ccl;
+pub mod error;
+pub mod label;
+pub mod regions;
+pub mod relations;
+pub mod shape2d;
+pub mod surface;
+
+#[cfg(feature = "python")]
+mod bindings;

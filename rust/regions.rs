@@ -1,0 +1,546 @@
+//! Region statistics in one pass over a label map: voxel counts, boxes, centroids,
+//! second moments and intensity statistics, accumulated per run of equal label.
+//!
+//! Moments are summed as exact integers (a run contributes closed-form sums of `x`
+//! and `x²`), so centroids and covariances carry no rounding from the order of
+//! summation: results are identical for any number of threads and exact to the last
+//! bit of the final division.
+
+use std::collections::HashMap;
+
+use ndarray::ArrayView3;
+use rayon::prelude::*;
+
+use crate::ccl::{for_each_row, push_runs, slab_bounds, Run};
+use crate::label::{Label, LabelIndex};
+
+/// Exact integer moments of one region, in index coordinates `(z, y, x)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Moments {
+    pub count: u64,
+    /// Inclusive minimum and maximum index per axis.
+    pub min: [u32; 3],
+    pub max: [u32; 3],
+    /// Σz, Σy, Σx.
+    pub s1: [u128; 3],
+    /// Σzz, Σyy, Σxx, Σzy, Σzx, Σyx.
+    pub s2: [u128; 6],
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Moments {
+            count: 0,
+            min: [u32::MAX; 3],
+            max: [0; 3],
+            s1: [0; 3],
+            s2: [0; 6],
+        }
+    }
+}
+
+/// Σ i for i in 0..n.
+#[inline(always)]
+fn sum_to(n: u128) -> u128 {
+    if n == 0 {
+        0
+    } else {
+        n * (n - 1) / 2
+    }
+}
+
+/// Σ i² for i in 0..n.
+#[inline(always)]
+fn sum_sq_to(n: u128) -> u128 {
+    if n == 0 {
+        0
+    } else {
+        (n - 1) * n * (2 * n - 1) / 6
+    }
+}
+
+impl Moments {
+    #[inline(always)]
+    fn add_run(&mut self, z: u32, y: u32, start: u32, end: u32) {
+        let len = (end - start) as u128;
+        let (zz, yy) = (z as u128, y as u128);
+        let sx = sum_to(end as u128) - sum_to(start as u128);
+        let sxx = sum_sq_to(end as u128) - sum_sq_to(start as u128);
+        self.count += len as u64;
+        self.min = [self.min[0].min(z), self.min[1].min(y), self.min[2].min(start)];
+        self.max = [self.max[0].max(z), self.max[1].max(y), self.max[2].max(end - 1)];
+        self.s1[0] += zz * len;
+        self.s1[1] += yy * len;
+        self.s1[2] += sx;
+        self.s2[0] += zz * zz * len;
+        self.s2[1] += yy * yy * len;
+        self.s2[2] += sxx;
+        self.s2[3] += zz * yy * len;
+        self.s2[4] += zz * sx;
+        self.s2[5] += yy * sx;
+    }
+
+    fn merge(&mut self, o: &Moments) {
+        self.count += o.count;
+        for a in 0..3 {
+            self.min[a] = self.min[a].min(o.min[a]);
+            self.max[a] = self.max[a].max(o.max[a]);
+            self.s1[a] += o.s1[a];
+        }
+        for k in 0..6 {
+            self.s2[k] += o.s2[k];
+        }
+    }
+
+    /// Centroid in index coordinates.
+    pub fn centroid(&self) -> [f64; 3] {
+        let n = self.count as f64;
+        [self.s1[0] as f64 / n, self.s1[1] as f64 / n, self.s1[2] as f64 / n]
+    }
+
+    /// Population covariance of voxel-centre index coordinates, `[[zz, zy, zx], …]`,
+    /// from the exact integer identity `N²·cov = N·Σab − Σa·Σb`.
+    pub fn covariance(&self) -> [[f64; 3]; 3] {
+        let n = self.count as i128;
+        let s1 = self.s1.map(|v| v as i128);
+        let s2 = self.s2.map(|v| v as i128);
+        let c = |sab: i128, a: usize, b: usize| -> f64 {
+            // N·Σab − Σa·Σb can exceed i128 only for volumes beyond 2^40 voxels a side.
+            let num = n.saturating_mul(sab).saturating_sub(s1[a].saturating_mul(s1[b]));
+            num as f64 / (n as f64 * n as f64)
+        };
+        let (zz, yy, xx) = (c(s2[0], 0, 0), c(s2[1], 1, 1), c(s2[2], 2, 2));
+        let (zy, zx, yx) = (c(s2[3], 0, 1), c(s2[4], 0, 2), c(s2[5], 1, 2));
+        [[zz, zy, zx], [zy, yy, yx], [zx, yx, xx]]
+    }
+}
+
+/// Running intensity statistics of one region (Chan et al.'s pairwise merge of mean
+/// and squared deviations, so long sums of large values lose no precision).
+#[derive(Debug, Clone, Copy)]
+pub struct IntensityStats {
+    pub count: u64,
+    pub mean: f64,
+    pub m2: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Default for IntensityStats {
+    fn default() -> Self {
+        IntensityStats {
+            count: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl IntensityStats {
+    fn add_values(&mut self, values: &[f64]) {
+        if values.is_empty() {
+            return;
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let m2 = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &v in values {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        self.merge(&IntensityStats {
+            count: values.len() as u64,
+            mean,
+            m2,
+            min: lo,
+            max: hi,
+        });
+    }
+
+    fn merge(&mut self, o: &IntensityStats) {
+        if o.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *o;
+            return;
+        }
+        let (na, nb) = (self.count as f64, o.count as f64);
+        let n = na + nb;
+        let delta = o.mean - self.mean;
+        self.mean += delta * nb / n;
+        self.m2 += o.m2 + delta * delta * na * nb / n;
+        self.count += o.count;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+
+    /// Population standard deviation (divide by N), as numpy's `std`.
+    pub fn std(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            (self.m2 / self.count as f64).max(0.0).sqrt()
+        }
+    }
+}
+
+/// A source of intensity rows as `f64`, whatever the intensity array's dtype.
+pub trait IntensityRows: Sync {
+    /// Fills `buf` with row `(z, y)` converted to `f64` and returns it.
+    fn row<'a>(&self, z: usize, y: usize, buf: &'a mut Vec<f64>) -> &'a [f64];
+}
+
+/// Numeric element types an intensity image may have.
+pub trait AsF64: Copy + Send + Sync {
+    fn as_f64(self) -> f64;
+}
+
+macro_rules! impl_as_f64 {
+    ($($t:ty),*) => {$(
+        impl AsF64 for $t {
+            #[inline(always)]
+            fn as_f64(self) -> f64 { self as f64 }
+        }
+    )*};
+}
+impl_as_f64!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+
+impl AsF64 for bool {
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as u8 as f64
+    }
+}
+
+impl<V: AsF64> IntensityRows for ArrayView3<'_, V> {
+    fn row<'a>(&self, z: usize, y: usize, buf: &'a mut Vec<f64>) -> &'a [f64] {
+        buf.clear();
+        buf.extend(self.slice(ndarray::s![z, y, ..]).iter().map(|v| v.as_f64()));
+        buf
+    }
+}
+
+/// The accumulated statistics of every region, one row per label in ascending order.
+#[derive(Debug, Clone)]
+pub struct RegionStats<T: Label> {
+    pub index: LabelIndex<T>,
+    pub moments: Vec<Moments>,
+    /// Present when an intensity image was given.
+    pub intensity: Option<Vec<IntensityStats>>,
+}
+
+/// Label values below this use a dense per-slab slot table; others a hash map.
+const DENSE_LABELS: i128 = 1 << 24;
+
+/// The regions met in one slab, in order of first appearance.
+struct SlabRegions<T> {
+    labels: Vec<T>,
+    moments: Vec<Moments>,
+    intensity: Vec<IntensityStats>,
+}
+
+/// Slot lookup for one slab: a dense table for small nonnegative labels, else a map.
+struct Slots {
+    dense: Vec<u32>,
+    sparse: HashMap<i128, u32>,
+}
+
+impl Slots {
+    #[inline(always)]
+    fn get_or_insert(&mut self, key: i128, next: u32) -> (u32, bool) {
+        if (0..DENSE_LABELS).contains(&key) {
+            let k = key as usize;
+            if k >= self.dense.len() {
+                self.dense.resize((k + 1).next_power_of_two(), u32::MAX);
+            }
+            let slot = self.dense[k];
+            if slot == u32::MAX {
+                self.dense[k] = next;
+                (next, true)
+            } else {
+                (slot, false)
+            }
+        } else {
+            match self.sparse.get(&key) {
+                Some(&slot) => (slot, false),
+                None => {
+                    self.sparse.insert(key, next);
+                    (next, true)
+                }
+            }
+        }
+    }
+}
+
+/// Number of slabs a volume is cut into for statistics. Fixed, not tied to the
+/// thread count, so that floating-point intensity sums merge in the same order on
+/// any machine.
+fn stat_slabs(shape: [usize; 3]) -> usize {
+    if shape.iter().product::<usize>() < (1 << 20) {
+        1
+    } else {
+        16
+    }
+}
+
+/// Accumulates the statistics of every distinct nonzero label of `labels`, with
+/// intensity statistics when `intensity` is given (same shape, checked by the
+/// caller).
+///
+/// Cost: one read of the label map (and of the intensity rows that hold foreground),
+/// O(runs) arithmetic, O(regions) memory per slab in flight. Parallel over slabs.
+pub fn region_stats<T: Label>(
+    labels: ArrayView3<T>,
+    intensity: Option<&dyn IntensityRows>,
+) -> RegionStats<T> {
+    let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
+    let empty = || RegionStats {
+        index: LabelIndex::new(Vec::new()),
+        moments: Vec::new(),
+        intensity: intensity.map(|_| Vec::new()),
+    };
+    if shape.contains(&0) {
+        return empty();
+    }
+    let bounds = slab_bounds(shape, stat_slabs(shape));
+    let slabs: Vec<SlabRegions<T>> = bounds
+        .par_iter()
+        .map(|&(first, last)| scan_stats(&labels, intensity, first, last))
+        .collect();
+
+    let all_labels: Vec<T> = slabs.iter().flat_map(|s| s.labels.iter().copied()).collect();
+    let index = LabelIndex::new(all_labels);
+    let mut moments = vec![Moments::default(); index.len()];
+    let mut stats = intensity.map(|_| vec![IntensityStats::default(); index.len()]);
+    for slab in &slabs {
+        for (i, &label) in slab.labels.iter().enumerate() {
+            // Every slab label went into the index just above.
+            let Some(row) = index.get(label) else { continue };
+            moments[row].merge(&slab.moments[i]);
+            if let Some(stats) = stats.as_mut() {
+                stats[row].merge(&slab.intensity[i]);
+            }
+        }
+    }
+    RegionStats {
+        index,
+        moments,
+        intensity: stats,
+    }
+}
+
+fn scan_stats<T: Label>(
+    labels: &ArrayView3<T>,
+    intensity: Option<&dyn IntensityRows>,
+    first: usize,
+    last: usize,
+) -> SlabRegions<T> {
+    let mut out = SlabRegions {
+        labels: Vec::new(),
+        moments: Vec::new(),
+        intensity: Vec::new(),
+    };
+    let mut slots = Slots {
+        dense: Vec::new(),
+        sparse: HashMap::new(),
+    };
+    let mut runs: Vec<Run<T>> = Vec::new();
+    let mut values: Vec<f64> = Vec::new();
+    for_each_row(labels, first, last, |z, y, row| {
+        runs.clear();
+        push_runs(row, false, &mut runs);
+        if runs.is_empty() {
+            return;
+        }
+        let row_values = intensity.map(|src| src.row(z, y, &mut values));
+        for run in &runs {
+            let (slot, new) = slots.get_or_insert(run.value.key(), out.labels.len() as u32);
+            if new {
+                out.labels.push(run.value);
+                out.moments.push(Moments::default());
+                if intensity.is_some() {
+                    out.intensity.push(IntensityStats::default());
+                }
+            }
+            let slot = slot as usize;
+            out.moments[slot].add_run(z as u32, y as u32, run.start, run.end);
+            if let Some(v) = row_values {
+                out.intensity[slot].add_values(&v[run.start as usize..run.end as usize]);
+            }
+        }
+    });
+    out
+}
+
+/// Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations.
+///
+/// Returns eigenvalues in descending order and the matching unit eigenvectors as
+/// rows. Each eigenvector's sign is fixed so that its largest-magnitude component is
+/// positive (the first such component on ties), so results are reproducible.
+pub fn symmetric_eigen3(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
+    let mut a = m;
+    let mut v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    for _sweep in 0..50 {
+        let off = a[0][1].abs() + a[0][2].abs() + a[1][2].abs();
+        let scale = a[0][0].abs() + a[1][1].abs() + a[2][2].abs();
+        if off <= f64::EPSILON * 1e-3 * scale || off == 0.0 {
+            break;
+        }
+        for (p, q) in [(0, 1), (0, 2), (1, 2)] {
+            if a[p][q] == 0.0 {
+                continue;
+            }
+            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+            let t = if theta == 0.0 { 1.0 } else { t };
+            let c = 1.0 / (t * t + 1.0).sqrt();
+            let s = t * c;
+            // A ← Jᵀ A J for the rotation J in the (p, q) plane.
+            for k in 0..3 {
+                let (akp, akq) = (a[k][p], a[k][q]);
+                a[k][p] = c * akp - s * akq;
+                a[k][q] = s * akp + c * akq;
+            }
+            for k in 0..3 {
+                let (apk, aqk) = (a[p][k], a[q][k]);
+                a[p][k] = c * apk - s * aqk;
+                a[q][k] = s * apk + c * aqk;
+            }
+            for row in v.iter_mut() {
+                let (vp, vq) = (row[p], row[q]);
+                row[p] = c * vp - s * vq;
+                row[q] = s * vp + c * vq;
+            }
+        }
+    }
+    let mut order = [0usize, 1, 2];
+    order.sort_by(|&i, &j| a[j][j].total_cmp(&a[i][i]));
+    let values = order.map(|i| a[i][i]);
+    let vectors = order.map(|i| {
+        let mut e = [v[0][i], v[1][i], v[2][i]];
+        let mut big = 0;
+        for k in 1..3 {
+            if e[k].abs() > e[big].abs() + 1e-12 {
+                big = k;
+            }
+        }
+        if e[big] < 0.0 {
+            e = e.map(|c| -c);
+        }
+        e
+    });
+    (values, vectors)
+}
+
+/// Shape descriptors derived from second moments, in physical units.
+#[derive(Debug, Clone, Copy)]
+pub struct MomentShape {
+    /// Eigenvalues of the physical covariance, descending (negative rounding clamped to 0).
+    pub eigenvalues: [f64; 3],
+    /// Unit eigenvectors as rows, matching `eigenvalues`, in array axis order.
+    pub axes: [[f64; 3]; 3],
+}
+
+/// Eigen-analysis of a region's covariance after scaling index coordinates by
+/// `spacing` (axis order `z, y, x`).
+pub fn moment_shape(m: &Moments, spacing: [f64; 3]) -> MomentShape {
+    let cov = m.covariance();
+    let mut phys = [[0.0; 3]; 3];
+    for i in 0..3 {
+        for j in 0..3 {
+            phys[i][j] = cov[i][j] * spacing[i] * spacing[j];
+        }
+    }
+    let (values, axes) = symmetric_eigen3(phys);
+    MomentShape {
+        eigenvalues: values.map(|v| v.max(0.0)),
+        axes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    #[test]
+    fn moments_of_a_box_are_exact() {
+        let mut a = Array3::<u8>::zeros((4, 5, 6));
+        a.slice_mut(ndarray::s![1..3, 1..4, 2..6]).fill(7);
+        let st = region_stats(a.view(), None);
+        assert_eq!(st.index.labels(), &[7]);
+        let m = st.moments[0];
+        assert_eq!(m.count, 24);
+        assert_eq!(m.min, [1, 1, 2]);
+        assert_eq!(m.max, [2, 3, 5]);
+        assert_eq!(m.centroid(), [1.5, 2.0, 3.5]);
+        let cov = m.covariance();
+        // Population variance of 2 consecutive integers is 1/4, of 3 is 2/3, of 4 is 5/4.
+        assert_eq!(cov[0][0], 0.25);
+        assert!((cov[1][1] - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!(cov[2][2], 1.25);
+        assert_eq!(cov[0][1], 0.0);
+    }
+
+    #[test]
+    fn intensity_statistics_match_direct_computation() {
+        let a = Array3::from_shape_fn((3, 4, 50), |(z, _, x)| ((x / 7 + z) % 3) as u16);
+        let img = Array3::from_shape_fn((3, 4, 50), |(z, y, x)| 1000.0 + (z * 31 + y * 7 + x) as f64 * 0.5);
+        let view = img.view();
+        let st = region_stats(a.view(), Some(&view));
+        let stats = st.intensity.unwrap();
+        for (row, &label) in st.index.labels().iter().enumerate() {
+            let vals: Vec<f64> = a.iter().zip(img.iter()).filter(|(l, _)| **l == label).map(|(_, v)| *v).collect();
+            let n = vals.len() as f64;
+            let mean = vals.iter().sum::<f64>() / n;
+            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            assert!((stats[row].mean - mean).abs() < 1e-9);
+            assert!((stats[row].std() - var.sqrt()).abs() < 1e-9);
+            assert_eq!(stats[row].min, vals.iter().cloned().fold(f64::INFINITY, f64::min));
+        }
+    }
+
+    #[test]
+    fn negative_and_huge_labels() {
+        let mut a = Array3::<i64>::zeros((1, 2, 3));
+        a[[0, 0, 0]] = -5;
+        a[[0, 1, 2]] = i64::MAX;
+        let st = region_stats(a.view(), None);
+        assert_eq!(st.index.labels(), &[-5, i64::MAX]);
+        assert_eq!(st.moments[1].centroid(), [0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn jacobi_diagonalises() {
+        let m = [[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]];
+        let (w, v) = symmetric_eigen3(m);
+        assert!(w[0] >= w[1] && w[1] >= w[2]);
+        for k in 0..3 {
+            for i in 0..3 {
+                let mv: f64 = (0..3).map(|j| m[i][j] * v[k][j]).sum();
+                assert!((mv - w[k] * v[k][i]).abs() < 1e-12);
+            }
+        }
+        let (w, _) = symmetric_eigen3([[0.0; 3]; 3]);
+        assert_eq!(w, [0.0; 3]);
+    }
+
+    #[test]
+    fn statistics_do_not_depend_on_threads() {
+        let a = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| ((z * 7 + y * 13 + x * 3) % 11 / 3) as u32);
+        let img = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| (z as f32).sin() * 100.0 + (y * x) as f32);
+        let run = |threads| {
+            let view = img.view();
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
+                let st = region_stats(a.view(), Some(&view));
+                let i = st.intensity.unwrap();
+                (st.moments.iter().map(|m| m.s2).collect::<Vec<_>>(), i.iter().map(|s| (s.mean, s.m2)).collect::<Vec<_>>())
+            })
+        };
+        assert_eq!(run(1), run(2));
+    }
+}

@@ -1,0 +1,188 @@
+"""connected_components against scipy.ndimage.label (binary) and cc3d (multilabel)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cc3d
+import numpy as np
+import pytest
+from conftest import LABEL_DTYPES, same_partition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import ndimage
+
+from medground import phantoms
+from medground.geometry import connected_components
+
+STRUCTURE = {(2, 4): 1, (2, 8): 2, (3, 6): 1, (3, 18): 2, (3, 26): 3}
+
+
+def scipy_label(mask: np.ndarray, connectivity: int) -> np.ndarray:
+    structure = ndimage.generate_binary_structure(mask.ndim, STRUCTURE[(mask.ndim, connectivity)])
+    return ndimage.label(mask != 0, structure=structure)[0]
+
+
+def structured_volume(dtype) -> np.ndarray:
+    vol = phantoms.ellipsoids((24, 40, 36), 14, labels=3, radius=(2.0, 9.0), seed=3)
+    if dtype == np.bool_:
+        return vol != 0
+    return vol.astype(dtype) * (np.array(-1, dtype=dtype) if np.issubdtype(dtype, np.signedinteger) else 1)
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_binary_matches_scipy_3d(dtype, connectivity, order):
+    vol = np.asarray(structured_volume(dtype), order=order)
+    labels, n = connected_components(vol, connectivity, binary=True, return_n=True)
+    ref = scipy_label(vol, connectivity)
+    assert n == ref.max()
+    assert same_partition(labels, ref)
+    assert labels.flags.f_contiguous == (order == "F")
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_multilabel_matches_cc3d_3d(dtype, connectivity, order):
+    vol = np.asarray(structured_volume(dtype), order=order)
+    labels, n = connected_components(vol, connectivity, return_n=True)
+    ref, ref_n = cc3d.connected_components(np.ascontiguousarray(vol.astype(np.int64) + 8), connectivity=connectivity, return_N=True, out_dtype=np.uint32)
+    # cc3d labels background too once shifted; mask it back out.
+    ref = np.where(vol != 0, ref, 0)
+    assert same_partition(labels, ref)
+    assert n == len(np.unique(ref)) - 1
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+def test_2d_against_scipy_and_cc3d(dtype, connectivity):
+    img = structured_volume(dtype)[12]
+    assert same_partition(connected_components(img, connectivity, binary=True), scipy_label(img, connectivity))
+    if dtype != np.bool_:
+        ref = cc3d.connected_components(np.ascontiguousarray(img.astype(np.int64)), connectivity=connectivity)
+        assert same_partition(connected_components(img, connectivity), ref)
+
+
+def test_default_connectivity_is_full():
+    img = np.eye(4, dtype=np.uint8)
+    assert connected_components(img, return_n=True)[1] == 1
+    vol = np.zeros((2, 2, 2), np.uint8)
+    vol[0, 0, 0] = vol[1, 1, 1] = 1
+    assert connected_components(vol, return_n=True)[1] == 1
+
+
+def test_numbering_follows_c_order_first_voxels():
+    vol = phantoms.ellipsoids((20, 30, 30), 12, labels=4, radius=(2.0, 6.0), seed=5)
+    labels = connected_components(vol)
+    values, first = np.unique(labels.ravel(), return_index=True)
+    assert np.all(np.diff(first[values > 0]) > 0)
+    assert np.array_equal(values, np.arange(len(values)))
+
+
+def test_fortran_numbering_follows_fortran_order():
+    vol = np.asfortranarray(phantoms.ellipsoids((20, 30, 30), 12, labels=4, radius=(2.0, 6.0), seed=5))
+    labels = connected_components(vol)
+    values, first = np.unique(labels.ravel(order="F"), return_index=True)
+    assert np.all(np.diff(first[values > 0]) > 0)
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda v: v[::2, 1:, ::3],
+        lambda v: v[:, ::-1, :],
+        lambda v: np.transpose(v, (1, 0, 2)),
+        lambda v: np.asfortranarray(v)[:, ::2, :],
+    ],
+)
+def test_strided_views(view):
+    vol = phantoms.ellipsoids((24, 40, 36), 14, labels=3, radius=(2.0, 9.0), seed=3)
+    v = view(vol)
+    assert not v.flags.c_contiguous or v.base is not None
+    assert same_partition(connected_components(v, 26, binary=True), scipy_label(np.ascontiguousarray(v), 26))
+
+
+def test_out_dtype_and_smallest_default():
+    img = np.zeros((3, 300), np.uint8)
+    img[1, ::2] = 1
+    labels, n = connected_components(img, 4, return_n=True)
+    assert n == 150 and labels.dtype == np.uint16
+    assert connected_components(img, 4, out_dtype=np.uint8).dtype == np.uint8
+    assert connected_components(img, 4, out_dtype="uint64").dtype == np.uint64
+    with pytest.raises(ValueError, match="cannot hold 300 labels"):
+        connected_components(np.tile(img, (1, 2)), 4, out_dtype=np.uint8)
+    with pytest.raises(ValueError, match="out_dtype must be one of"):
+        connected_components(img, 4, out_dtype=np.int32)
+
+
+def test_more_than_65535_components_switch_to_uint32():
+    img = np.zeros((400, 400), np.uint8)
+    img[::2, ::2] = 1
+    labels, n = connected_components(img, 8, return_n=True)
+    assert n == 40_000
+    vol = np.zeros((2, 400, 400), np.uint8)
+    vol[0, ::2, ::2] = 1
+    vol[1, 1::2, 1::2] = 1
+    labels, n = connected_components(vol, 6, return_n=True)
+    assert n == 80_000 and labels.dtype == np.uint32
+    assert labels.max() == n
+
+
+def test_edge_cases():
+    assert connected_components(np.zeros((0, 5), np.uint8), return_n=True)[1] == 0
+    assert connected_components(np.zeros((4, 0, 3), np.uint8)).shape == (4, 0, 3)
+    labels, n = connected_components(np.zeros((5, 5, 5), np.int32), return_n=True)
+    assert n == 0 and not labels.any()
+    one = np.zeros((1, 1, 1), np.uint8)
+    one[0, 0, 0] = 9
+    assert connected_components(one, return_n=True)[1] == 1
+    full = np.ones((7, 9, 11), np.int64)
+    assert connected_components(full, 6, return_n=True)[1] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        dtype=st.sampled_from([np.uint8, np.int16, np.uint32, np.int64]),
+        shape=st.tuples(st.integers(1, 7), st.integers(1, 9), st.integers(1, 11)),
+        elements=st.integers(0, 3),
+    ),
+    st.sampled_from([6, 18, 26]),
+)
+def test_random_volumes_match_references(vol, connectivity):
+    assert same_partition(connected_components(vol, connectivity, binary=True), scipy_label(vol, connectivity))
+    ref = cc3d.connected_components(vol.astype(np.uint32), connectivity=connectivity)
+    assert same_partition(connected_components(vol, connectivity), ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(dtype=np.uint8, shape=st.tuples(st.integers(1, 40), st.integers(1, 40)), elements=st.integers(0, 2)),
+    st.sampled_from([4, 8]),
+)
+def test_random_images_match_references(img, connectivity):
+    assert same_partition(connected_components(img, connectivity, binary=True), scipy_label(img, connectivity))
+    ref = cc3d.connected_components(img, connectivity=connectivity)
+    assert same_partition(connected_components(img, connectivity), ref)
+
+
+def test_labels_identical_for_one_and_two_threads(tmp_path):
+    script = (
+        "import numpy as np, sys\n"
+        "from medground import phantoms, connected_components\n"
+        "v = phantoms.ellipsoids((64, 96, 96), 60, labels=3, radius=(2.0, 10.0), seed=11)\n"
+        "v |= phantoms.salt(v.shape, 0.01, seed=2).astype(np.uint8)\n"
+        "np.save(sys.argv[1], connected_components(v, 26))\n"
+    )
+    outputs = []
+    for threads in (1, 2):
+        path = tmp_path / f"t{threads}.npy"
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        outputs.append(np.load(path))
+    assert np.array_equal(outputs[0], outputs[1])

@@ -1,0 +1,93 @@
+"""Bad input raises a clear, typed error and never crashes the interpreter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medground import _core
+from medground.geometry import connected_components, contacts, dust, largest_k, overlap, regionprops, slice_areas, slice_bboxes
+
+MASK3 = np.zeros((4, 5, 6), np.uint8)
+MASK2 = np.zeros((5, 6), np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 5), ()])
+def test_wrong_ndim(shape):
+    with pytest.raises(ValueError, match="must be 2D or 3D"):
+        connected_components(np.zeros(shape, np.uint8))
+    with pytest.raises(ValueError, match="must be 2D or 3D"):
+        regionprops(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize(("mask", "conn"), [(MASK2, 6), (MASK2, 26), (MASK3, 8), (MASK3, 4), (MASK3, 0), (MASK3, 27)])
+def test_bad_connectivity(mask, conn):
+    with pytest.raises(ValueError, match=f"got {conn}"):
+        connected_components(mask, conn)
+    with pytest.raises(ValueError, match=f"got {conn}"):
+        contacts(mask, conn)
+    with pytest.raises(ValueError, match=f"got {conn}"):
+        dust(mask, 3, conn)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.dtype("U3"), object, np.float16])
+def test_unsupported_dtype_lists_supported(dtype):
+    with pytest.raises(TypeError, match="bool, uint8, uint16"):
+        connected_components(np.zeros((3, 3), dtype=dtype))
+    with pytest.raises(TypeError, match="bool, uint8, uint16"):
+        regionprops(np.zeros((3, 3), dtype=dtype))
+
+
+def test_core_rejects_bad_dtype_and_ndim_directly():
+    with pytest.raises(TypeError, match="got float64"):
+        _core.connected_components(np.zeros((3, 3)), 8, False)
+    with pytest.raises(ValueError, match="2D or 3D"):
+        _core.connected_components(np.zeros((3,), np.uint8), 8, False)
+    with pytest.raises(ValueError, match="connectivity must be 6, 18 or 26"):
+        _core.connected_components(MASK3, 8, False)
+    with pytest.raises(ValueError, match="spacing"):
+        _core.regionprops(MASK3, [1.0, float("nan"), 1.0])
+
+
+@pytest.mark.parametrize(
+    "spacing", [(1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (float("nan"), 1, 1), (1, float("inf"), 1), 2.0]
+)
+def test_bad_spacing_names_the_value(spacing):
+    with pytest.raises(ValueError, match="spacing"):
+        regionprops(MASK3, spacing)
+
+
+def test_intensity_shape_and_dtype():
+    with pytest.raises(ValueError, match=r"shape of labels \(4, 5, 6\)"):
+        regionprops(MASK3, intensity=np.zeros((4, 5, 7)))
+    with pytest.raises(TypeError, match="intensity"):
+        regionprops(MASK3, intensity=np.zeros((4, 5, 6), complex))
+
+
+def test_other_arguments():
+    with pytest.raises(ValueError, match="threshold"):
+        dust(MASK3, -1)
+    with pytest.raises(ValueError, match="k must be"):
+        largest_k(MASK3, -2)
+    with pytest.raises(ValueError, match="axis"):
+        slice_areas(MASK3, 3)
+    with pytest.raises(ValueError, match="index"):
+        slice_bboxes(MASK3, 0, 4)
+    with pytest.raises(ValueError, match="one shape"):
+        overlap(MASK3, MASK2)
+    with pytest.raises(ValueError, match="connectivity must be an integer"):
+        connected_components(MASK3, 26.0)
+
+
+def test_non_native_byte_order_and_readonly_inputs():
+    vol = np.zeros((4, 5, 6), dtype=">u2")
+    vol[1, 1:3, 2] = 300
+    assert connected_components(vol, return_n=True)[1] == 1
+    assert list(regionprops(vol).label) == [300]
+    ro = np.ones((3, 3), np.uint8)
+    ro.flags.writeable = False
+    assert connected_components(ro, return_n=True)[1] == 1
+
+
+def test_lists_are_accepted():
+    assert connected_components([[1, 0, 1], [0, 0, 0]], 4, return_n=True)[1] == 2

@@ -17,15 +17,19 @@ use pyo3::types::PyDict;
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::KernelError;
 use crate::label::{Label, LabelIndex};
-use crate::regions::{moment_shape, region_stats, IntensityRows, Moments};
-use crate::relations::{contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel};
+use crate::regions::{moment_shapes, region_stats, IntensityRows, Moments};
+use crate::relations::{
+    contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
+};
 use crate::shape2d::shape2d as shape2d_kernel;
 use crate::surface::surface_areas as surface_kernel;
 
 impl From<KernelError> for PyErr {
     fn from(e: KernelError) -> PyErr {
         match e {
-            KernelError::InvalidArgument(m) | KernelError::ShapeMismatch(m) => PyValueError::new_err(m),
+            KernelError::InvalidArgument(m) | KernelError::ShapeMismatch(m) => {
+                PyValueError::new_err(m)
+            }
             KernelError::Overflow(m) => PyOverflowError::new_err(m),
         }
     }
@@ -67,15 +71,42 @@ enum ValueArray<'py> {
 macro_rules! with_labels {
     ($arr:expr, $v:ident => $body:expr) => {
         match $arr {
-            LabelArray::Bool(a) => { let $v = a.as_array(); $body }
-            LabelArray::U8(a) => { let $v = a.as_array(); $body }
-            LabelArray::U16(a) => { let $v = a.as_array(); $body }
-            LabelArray::U32(a) => { let $v = a.as_array(); $body }
-            LabelArray::U64(a) => { let $v = a.as_array(); $body }
-            LabelArray::I8(a) => { let $v = a.as_array(); $body }
-            LabelArray::I16(a) => { let $v = a.as_array(); $body }
-            LabelArray::I32(a) => { let $v = a.as_array(); $body }
-            LabelArray::I64(a) => { let $v = a.as_array(); $body }
+            LabelArray::Bool(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::U8(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::U16(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::U32(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::U64(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::I8(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::I16(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::I32(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            LabelArray::I64(a) => {
+                let $v = a.as_array();
+                $body
+            }
         }
     };
 }
@@ -83,17 +114,50 @@ macro_rules! with_labels {
 macro_rules! with_values {
     ($arr:expr, $v:ident => $body:expr) => {
         match $arr {
-            ValueArray::F64(a) => { let $v = a.as_array(); $body }
-            ValueArray::F32(a) => { let $v = a.as_array(); $body }
-            ValueArray::U8(a) => { let $v = a.as_array(); $body }
-            ValueArray::U16(a) => { let $v = a.as_array(); $body }
-            ValueArray::U32(a) => { let $v = a.as_array(); $body }
-            ValueArray::U64(a) => { let $v = a.as_array(); $body }
-            ValueArray::I8(a) => { let $v = a.as_array(); $body }
-            ValueArray::I16(a) => { let $v = a.as_array(); $body }
-            ValueArray::I32(a) => { let $v = a.as_array(); $body }
-            ValueArray::I64(a) => { let $v = a.as_array(); $body }
-            ValueArray::Bool(a) => { let $v = a.as_array(); $body }
+            ValueArray::F64(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::F32(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::U8(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::U16(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::U32(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::U64(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::I8(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::I16(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::I32(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::I64(a) => {
+                let $v = a.as_array();
+                $body
+            }
+            ValueArray::Bool(a) => {
+                let $v = a.as_array();
+                $body
+            }
         }
     };
 }
@@ -104,7 +168,9 @@ fn extract_labels<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<LabelArr
             .getattr("dtype")
             .map(|d| d.to_string())
             .unwrap_or_else(|_| obj.get_type().to_string());
-        PyTypeError::new_err(format!("{what} must be a numpy array of {SUPPORTED}; got {dtype}"))
+        PyTypeError::new_err(format!(
+            "{what} must be a numpy array of {SUPPORTED}; got {dtype}"
+        ))
     })
 }
 
@@ -124,22 +190,38 @@ fn is_fortran_like<T>(view: &ArrayViewD<'_, T>) -> bool {
         return false;
     }
     // Ignore length-1 axes: their stride says nothing about layout.
-    let used: Vec<isize> = strides.iter().zip(shape).filter(|(_, &n)| n > 1).map(|(&s, _)| s.abs()).collect();
+    let used: Vec<isize> = strides
+        .iter()
+        .zip(shape)
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, _)| s.abs())
+        .collect();
     used.len() >= 2 && used[0] < used[used.len() - 1]
 }
 
 fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
     let ndim = view.ndim();
     if ndim != 2 && ndim != 3 {
-        return Err(PyValueError::new_err(format!("expected a 2D or 3D array, got {ndim} dimensions with shape {:?}", view.shape())));
+        return Err(PyValueError::new_err(format!(
+            "expected a 2D or 3D array, got {ndim} dimensions with shape {:?}",
+            view.shape()
+        )));
     }
     let reversed = is_fortran_like(&view);
     let view = if reversed { view.reversed_axes() } else { view };
-    let view = if ndim == 2 { view.insert_axis(Axis(0)) } else { view };
+    let view = if ndim == 2 {
+        view.insert_axis(Axis(0))
+    } else {
+        view
+    };
     let view = view
         .into_dimensionality::<Ix3>()
         .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))?;
-    Ok(Oriented { view, reversed, ndim })
+    Ok(Oriented {
+        view,
+        reversed,
+        ndim,
+    })
 }
 
 /// The thread pool kernels run in when the caller limited the thread count; `None`
@@ -197,7 +279,13 @@ fn connectivity_for(ndim: usize, connectivity: u32) -> PyResult<Connectivity> {
 
 /// Allocates a zeroed output array shaped like the input, in the input's memory
 /// order, and writes into it through `fill` without the GIL.
-fn new_output<'py, U, F>(py: Python<'py>, shape: &[usize], fortran: bool, what: &str, fill: F) -> PyResult<Bound<'py, PyArrayDyn<U>>>
+fn new_output<'py, U, F>(
+    py: Python<'py>,
+    shape: &[usize],
+    fortran: bool,
+    what: &str,
+    fill: F,
+) -> PyResult<Bound<'py, PyArrayDyn<U>>>
 where
     U: numpy::Element + Send,
     F: FnOnce(&mut [U]) + Send,
@@ -205,9 +293,9 @@ where
     let out = PyArray::<U, _>::zeros(py, shape.to_vec(), fortran);
     {
         let mut rw = out.readwrite();
-        let slice = rw
-            .as_slice_mut()
-            .map_err(|e| PyRuntimeError::new_err(format!("internal error: output not contiguous: {e}")))?;
+        let slice = rw.as_slice_mut().map_err(|e| {
+            PyRuntimeError::new_err(format!("internal error: output not contiguous: {e}"))
+        })?;
         run(py, what, move || fill(slice))?;
     }
     Ok(out)
@@ -220,7 +308,12 @@ fn write_labels<'py, T: Label, U: OutLabel + numpy::Element>(
     fortran: bool,
     map: Option<&[u32]>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(new_output::<U, _>(py, shape, fortran, "connected_components", |out| rl.write(out, map))?.into_any())
+    Ok(
+        new_output::<U, _>(py, shape, fortran, "connected_components", |out| {
+            rl.write(out, map)
+        })?
+        .into_any(),
+    )
 }
 
 /// Writes run labels as the named unsigned dtype.
@@ -251,7 +344,9 @@ fn emit_labels<'py, T: Label>(
         }
     };
     if n > max {
-        return Err(PyValueError::new_err(format!("out_dtype {dtype} cannot hold {n} labels")));
+        return Err(PyValueError::new_err(format!(
+            "out_dtype {dtype} cannot hold {n} labels"
+        )));
     }
     match dtype.as_str() {
         "uint8" => write_labels::<T, u8>(py, rl, shape, fortran, map),
@@ -367,7 +462,9 @@ fn check_spacing(spacing: &[f64], ndim: usize) -> PyResult<()> {
         )));
     }
     if let Some(bad) = spacing.iter().find(|s| !s.is_finite() || **s <= 0.0) {
-        return Err(PyValueError::new_err(format!("spacing values must be finite and > 0, got {bad} in {spacing:?}")));
+        return Err(PyValueError::new_err(format!(
+            "spacing values must be finite and > 0, got {bad} in {spacing:?}"
+        )));
     }
     Ok(())
 }
@@ -393,19 +490,25 @@ fn region_rows<'py, T: Label + numpy::Element>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let ndim = o.ndim;
     let view = o.view;
-    let (labels, moments, stats) = run(py, "regionprops", move || {
+    let reversed = o.reversed;
+    let sp: [f64; 3] = if ndim == 2 {
+        [1.0, spacing[0], spacing[1]]
+    } else {
+        [spacing[0], spacing[1], spacing[2]]
+    };
+    let (labels, moments, shapes, stats) = run(py, "regionprops", move || {
         let st = region_stats(view, intensity);
-        (st.index.labels().to_vec(), st.moments, st.intensity)
+        let mut moments = st.moments;
+        // Back to the caller's axis order: a reversed 3D view swapped axes 0 and 2; a
+        // reversed 2D view (with its unit axis in front) swapped axes 1 and 2.
+        if reversed {
+            let (a, b) = if ndim == 3 { (0, 2) } else { (1, 2) };
+            moments.iter_mut().for_each(|m| swap_moment_axes(m, a, b));
+        }
+        let shapes = moment_shapes(&moments, sp, ndim == 2);
+        (st.index.labels().to_vec(), moments, shapes, st.intensity)
     })?;
     let n = labels.len();
-    let mut moments = moments;
-    // Back to the caller's axis order: a reversed 3D view swapped axes 0 and 2; a
-    // reversed 2D view (with its unit axis in front) swapped axes 1 and 2.
-    if o.reversed {
-        let (a, b) = if ndim == 3 { (0, 2) } else { (1, 2) };
-        moments.iter_mut().for_each(|m| swap_moment_axes(m, a, b));
-    }
-    let sp: [f64; 3] = if ndim == 2 { [1.0, spacing[0], spacing[1]] } else { [spacing[0], spacing[1], spacing[2]] };
     let first = 3 - ndim;
     let voxel_volume: f64 = spacing.iter().product();
 
@@ -429,22 +532,7 @@ fn region_rows<'py, T: Label + numpy::Element>(
             bbox_max[[i, a]] = m.max[first + a] as i64 + 1;
             centroid[[i, a]] = c[first + a];
         }
-        let ms = if ndim == 2 {
-            // The unit z axis carries no variance; give it a negative one so it sorts
-            // last and the two in-plane axes come first.
-            let cov = m.covariance();
-            let mut phys = [[0.0; 3]; 3];
-            for r in 1..3 {
-                for c2 in 1..3 {
-                    phys[r][c2] = cov[r][c2] * sp[r] * sp[c2];
-                }
-            }
-            phys[0][0] = -1.0;
-            let (values, axes) = crate::regions::symmetric_eigen3(phys);
-            crate::regions::MomentShape { eigenvalues: values.map(|v| v.max(0.0)), axes }
-        } else {
-            moment_shape(m, sp)
-        };
+        let ms = &shapes[i];
         for a in 0..ndim {
             axis_lengths[[i, a]] = 4.0 * ms.eigenvalues[a].sqrt();
             for b in 0..ndim {
@@ -452,12 +540,22 @@ fn region_rows<'py, T: Label + numpy::Element>(
             }
         }
         let major = ms.eigenvalues[0];
-        let ratio = |minor: f64| if major > 0.0 { (minor / major).sqrt() } else { 0.0 };
+        let ratio = |minor: f64| {
+            if major > 0.0 {
+                (minor / major).sqrt()
+            } else {
+                0.0
+            }
+        };
         elongation[i] = ratio(ms.eigenvalues[1]);
         if ndim == 3 {
             flatness[i] = ratio(ms.eigenvalues[2]);
         } else {
-            eccentricity[i] = if major > 0.0 { (1.0 - ms.eigenvalues[1] / major).max(0.0).sqrt() } else { 0.0 };
+            eccentricity[i] = if major > 0.0 {
+                (1.0 - ms.eigenvalues[1] / major).max(0.0).sqrt()
+            } else {
+                0.0
+            };
             let cov = m.covariance();
             let var_y = cov[1][1] * sp[1] * sp[1];
             let var_x = cov[2][2] * sp[2] * sp[2];
@@ -492,10 +590,22 @@ fn region_rows<'py, T: Label + numpy::Element>(
         d.set_item("orientation", orientation.into_pyarray(py))?;
     }
     if let Some(stats) = stats {
-        d.set_item("intensity_mean", Array1::from_iter(stats.iter().map(|s| s.mean)).into_pyarray(py))?;
-        d.set_item("intensity_std", Array1::from_iter(stats.iter().map(|s| s.std())).into_pyarray(py))?;
-        d.set_item("intensity_min", Array1::from_iter(stats.iter().map(|s| s.min)).into_pyarray(py))?;
-        d.set_item("intensity_max", Array1::from_iter(stats.iter().map(|s| s.max)).into_pyarray(py))?;
+        d.set_item(
+            "intensity_mean",
+            Array1::from_iter(stats.iter().map(|s| s.mean)).into_pyarray(py),
+        )?;
+        d.set_item(
+            "intensity_std",
+            Array1::from_iter(stats.iter().map(|s| s.std())).into_pyarray(py),
+        )?;
+        d.set_item(
+            "intensity_min",
+            Array1::from_iter(stats.iter().map(|s| s.min)).into_pyarray(py),
+        )?;
+        d.set_item(
+            "intensity_max",
+            Array1::from_iter(stats.iter().map(|s| s.max)).into_pyarray(py),
+        )?;
     }
     Ok(d)
 }
@@ -543,7 +653,9 @@ fn regionprops<'py>(
     })
 }
 
-fn label_index_from<T: Label + numpy::Element>(values: &Bound<'_, PyAny>) -> PyResult<LabelIndex<T>> {
+fn label_index_from<T: Label + numpy::Element>(
+    values: &Bound<'_, PyAny>,
+) -> PyResult<LabelIndex<T>> {
     let arr: PyReadonlyArrayDyn<'_, T> = values
         .extract()
         .map_err(|_| PyTypeError::new_err("region labels must have the dtype of the label map"))?;
@@ -635,9 +747,15 @@ fn slice_areas<'py>(
     })
 }
 
-fn pair_columns<'py>(py: Python<'py>, rows: Vec<(i128, i128, u64)>, what: &str) -> PyResult<Bound<'py, PyDict>> {
+fn pair_columns<'py>(
+    py: Python<'py>,
+    rows: Vec<(i128, i128, u64)>,
+    what: &str,
+) -> PyResult<Bound<'py, PyDict>> {
     let to_i64 = |v: i128| {
-        i64::try_from(v).map_err(|_| PyOverflowError::new_err(format!("{what}: label {v} does not fit in int64")))
+        i64::try_from(v).map_err(|_| {
+            PyOverflowError::new_err(format!("{what}: label {v} does not fit in int64"))
+        })
     };
     let mut a = Vec::with_capacity(rows.len());
     let mut b = Vec::with_capacity(rows.len());
@@ -656,7 +774,11 @@ fn pair_columns<'py>(py: Python<'py>, rows: Vec<(i128, i128, u64)>, what: &str) 
 
 /// Pairs of touching regions and their contact size.
 #[pyfunction]
-fn contacts<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>, connectivity: u32) -> PyResult<Bound<'py, PyDict>> {
+fn contacts<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    connectivity: u32,
+) -> PyResult<Bound<'py, PyDict>> {
     let arr = extract_labels(labels, "labels")?;
     let rows = with_labels!(arr, v => {
         let o = orient(v)?;
@@ -669,7 +791,11 @@ fn contacts<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>, connectivity: u32)
 
 /// Voxel counts of co-occurring nonzero label pairs of two maps of one shape.
 #[pyfunction]
-fn overlap<'py>(py: Python<'py>, labels_a: &Bound<'py, PyAny>, labels_b: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+fn overlap<'py>(
+    py: Python<'py>,
+    labels_a: &Bound<'py, PyAny>,
+    labels_b: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
     let a = extract_labels(labels_a, "labels_a")?;
     let b = extract_labels(labels_b, "labels_b")?;
     let rows = with_labels!(a, va => {

@@ -57,7 +57,12 @@ impl Connectivity {
     fn previous_rows(self) -> &'static [(isize, isize, bool)] {
         match self {
             Connectivity::Face => &[(0, -1, false), (-1, 0, false)],
-            Connectivity::Edge => &[(0, -1, true), (-1, -1, false), (-1, 0, true), (-1, 1, false)],
+            Connectivity::Edge => &[
+                (0, -1, true),
+                (-1, -1, false),
+                (-1, 0, true),
+                (-1, 1, false),
+            ],
             Connectivity::Vertex => &[(0, -1, true), (-1, -1, true), (-1, 0, true), (-1, 1, true)],
         }
     }
@@ -344,7 +349,15 @@ pub fn label_runs<T: Label>(
                     if let Some(p) = neighbour_row(r, ny, dz, dy).filter(|&p| p >= first) {
                         let prev = slab.row(p - first);
                         let prev_base = slab.row_start[p - first];
-                        union_rows(&mut parent, cur, cur_base, prev, prev_base, diagonal, binary);
+                        union_rows(
+                            &mut parent,
+                            cur,
+                            cur_base,
+                            prev,
+                            prev_base,
+                            diagonal,
+                            binary,
+                        );
                     }
                 }
             }
@@ -389,7 +402,15 @@ pub fn label_runs<T: Label>(
                 let prev = prev_slab.row(p - prev_slab.first_row);
                 let prev_base =
                     (slab_offset[j] + prev_slab.row_start[p - prev_slab.first_row] as usize) as u32;
-                union_rows(&mut parent, cur, cur_base, prev, prev_base, diagonal, binary);
+                union_rows(
+                    &mut parent,
+                    cur,
+                    cur_base,
+                    prev,
+                    prev_base,
+                    diagonal,
+                    binary,
+                );
             }
         }
     }
@@ -582,10 +603,15 @@ mod tests {
 
     #[test]
     fn fortran_and_strided_views_label_like_contiguous() {
-        let c = Array3::from_shape_fn((5, 6, 7), |(z, y, x)| ((z * 7 + y * 3 + x * 5) % 4 == 0) as u8);
+        let c = Array3::from_shape_fn((5, 6, 7), |(z, y, x)| {
+            ((z * 7 + y * 3 + x * 5) % 4 == 0) as u8
+        });
         let mut f = Array3::<u8>::zeros((5, 6, 7).f());
         f.assign(&c);
-        assert_eq!(label(&c, Connectivity::Vertex, false), label(&f, Connectivity::Vertex, false));
+        assert_eq!(
+            label(&c, Connectivity::Vertex, false),
+            label(&f, Connectivity::Vertex, false)
+        );
     }
 
     #[test]
@@ -632,6 +658,9 @@ mod tests {
         assert!(Connectivity::from_count(2, 6).is_err());
         assert!(Connectivity::from_count(3, 8).is_err());
         assert!(Connectivity::from_count(4, 8).is_err());
-        assert_eq!(Connectivity::from_count(2, 8).unwrap(), Connectivity::Vertex);
+        assert_eq!(
+            Connectivity::from_count(2, 8).unwrap(),
+            Connectivity::Vertex
+        );
     }
 }

@@ -67,8 +67,16 @@ impl Moments {
         let sx = sum_to(end as u128) - sum_to(start as u128);
         let sxx = sum_sq_to(end as u128) - sum_sq_to(start as u128);
         self.count += len as u64;
-        self.min = [self.min[0].min(z), self.min[1].min(y), self.min[2].min(start)];
-        self.max = [self.max[0].max(z), self.max[1].max(y), self.max[2].max(end - 1)];
+        self.min = [
+            self.min[0].min(z),
+            self.min[1].min(y),
+            self.min[2].min(start),
+        ];
+        self.max = [
+            self.max[0].max(z),
+            self.max[1].max(y),
+            self.max[2].max(end - 1),
+        ];
         self.s1[0] += zz * len;
         self.s1[1] += yy * len;
         self.s1[2] += sx;
@@ -95,7 +103,11 @@ impl Moments {
     /// Centroid in index coordinates.
     pub fn centroid(&self) -> [f64; 3] {
         let n = self.count as f64;
-        [self.s1[0] as f64 / n, self.s1[1] as f64 / n, self.s1[2] as f64 / n]
+        [
+            self.s1[0] as f64 / n,
+            self.s1[1] as f64 / n,
+            self.s1[2] as f64 / n,
+        ]
     }
 
     /// Population covariance of voxel-centre index coordinates, `[[zz, zy, zx], …]`,
@@ -106,7 +118,9 @@ impl Moments {
         let s2 = self.s2.map(|v| v as i128);
         let c = |sab: i128, a: usize, b: usize| -> f64 {
             // N·Σab − Σa·Σb can exceed i128 only for volumes beyond 2^40 voxels a side.
-            let num = n.saturating_mul(sab).saturating_sub(s1[a].saturating_mul(s1[b]));
+            let num = n
+                .saturating_mul(sab)
+                .saturating_sub(s1[a].saturating_mul(s1[b]));
             num as f64 / (n as f64 * n as f64)
         };
         let (zz, yy, xx) = (c(s2[0], 0, 0), c(s2[1], 1, 1), c(s2[2], 2, 2));
@@ -312,14 +326,19 @@ pub fn region_stats<T: Label>(
         .map(|&(first, last)| scan_stats(&labels, intensity, first, last))
         .collect();
 
-    let all_labels: Vec<T> = slabs.iter().flat_map(|s| s.labels.iter().copied()).collect();
+    let all_labels: Vec<T> = slabs
+        .iter()
+        .flat_map(|s| s.labels.iter().copied())
+        .collect();
     let index = LabelIndex::new(all_labels);
     let mut moments = vec![Moments::default(); index.len()];
     let mut stats = intensity.map(|_| vec![IntensityStats::default(); index.len()]);
     for slab in &slabs {
         for (i, &label) in slab.labels.iter().enumerate() {
             // Every slab label went into the index just above.
-            let Some(row) = index.get(label) else { continue };
+            let Some(row) = index.get(label) else {
+                continue;
+            };
             moments[row].merge(&slab.moments[i]);
             if let Some(stats) = stats.as_mut() {
                 stats[row].merge(&slab.intensity[i]);
@@ -399,17 +418,15 @@ pub fn symmetric_eigen3(m: [[f64; 3]; 3]) -> ([f64; 3], [[f64; 3]; 3]) {
             let t = if theta == 0.0 { 1.0 } else { t };
             let c = 1.0 / (t * t + 1.0).sqrt();
             let s = t * c;
-            // A ← Jᵀ A J for the rotation J in the (p, q) plane.
-            for k in 0..3 {
-                let (akp, akq) = (a[k][p], a[k][q]);
-                a[k][p] = c * akp - s * akq;
-                a[k][q] = s * akp + c * akq;
+            // A ← Jᵀ A J for the rotation J in the (p, q) plane: columns, then rows.
+            for row in a.iter_mut() {
+                let (akp, akq) = (row[p], row[q]);
+                row[p] = c * akp - s * akq;
+                row[q] = s * akp + c * akq;
             }
-            for k in 0..3 {
-                let (apk, aqk) = (a[p][k], a[q][k]);
-                a[p][k] = c * apk - s * aqk;
-                a[q][k] = s * apk + c * aqk;
-            }
+            let (rp, rq) = (a[p], a[q]);
+            a[p] = std::array::from_fn(|k| c * rp[k] - s * rq[k]);
+            a[q] = std::array::from_fn(|k| s * rp[k] + c * rq[k]);
             for row in v.iter_mut() {
                 let (vp, vq) = (row[p], row[q]);
                 row[p] = c * vp - s * vq;
@@ -446,8 +463,10 @@ pub struct MomentShape {
 }
 
 /// Eigen-analysis of a region's covariance after scaling index coordinates by
-/// `spacing` (axis order `z, y, x`).
-pub fn moment_shape(m: &Moments, spacing: [f64; 3]) -> MomentShape {
+/// `spacing` (axis order `z, y, x`). With `planar`, the region lies in one `z`
+/// plane and only the in-plane `(y, x)` block is analysed: its two axes come first
+/// and the third eigenvalue is 0.
+pub fn moment_shape(m: &Moments, spacing: [f64; 3], planar: bool) -> MomentShape {
     let cov = m.covariance();
     let mut phys = [[0.0; 3]; 3];
     for i in 0..3 {
@@ -455,11 +474,25 @@ pub fn moment_shape(m: &Moments, spacing: [f64; 3]) -> MomentShape {
             phys[i][j] = cov[i][j] * spacing[i] * spacing[j];
         }
     }
+    if planar {
+        // A negative variance along z sorts that axis last, after the in-plane ones.
+        phys[0] = [-1.0, 0.0, 0.0];
+        phys[1][0] = 0.0;
+        phys[2][0] = 0.0;
+    }
     let (values, axes) = symmetric_eigen3(phys);
     MomentShape {
         eigenvalues: values.map(|v| v.max(0.0)),
         axes,
     }
+}
+
+/// [`moment_shape`] of every region, in parallel.
+pub fn moment_shapes(moments: &[Moments], spacing: [f64; 3], planar: bool) -> Vec<MomentShape> {
+    moments
+        .par_iter()
+        .map(|m| moment_shape(m, spacing, planar))
+        .collect()
 }
 
 #[cfg(test)]
@@ -489,18 +522,28 @@ mod tests {
     #[test]
     fn intensity_statistics_match_direct_computation() {
         let a = Array3::from_shape_fn((3, 4, 50), |(z, _, x)| ((x / 7 + z) % 3) as u16);
-        let img = Array3::from_shape_fn((3, 4, 50), |(z, y, x)| 1000.0 + (z * 31 + y * 7 + x) as f64 * 0.5);
+        let img = Array3::from_shape_fn((3, 4, 50), |(z, y, x)| {
+            1000.0 + (z * 31 + y * 7 + x) as f64 * 0.5
+        });
         let view = img.view();
         let st = region_stats(a.view(), Some(&view));
         let stats = st.intensity.unwrap();
         for (row, &label) in st.index.labels().iter().enumerate() {
-            let vals: Vec<f64> = a.iter().zip(img.iter()).filter(|(l, _)| **l == label).map(|(_, v)| *v).collect();
+            let vals: Vec<f64> = a
+                .iter()
+                .zip(img.iter())
+                .filter(|(l, _)| **l == label)
+                .map(|(_, v)| *v)
+                .collect();
             let n = vals.len() as f64;
             let mean = vals.iter().sum::<f64>() / n;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
             assert!((stats[row].mean - mean).abs() < 1e-9);
             assert!((stats[row].std() - var.sqrt()).abs() < 1e-9);
-            assert_eq!(stats[row].min, vals.iter().cloned().fold(f64::INFINITY, f64::min));
+            assert_eq!(
+                stats[row].min,
+                vals.iter().cloned().fold(f64::INFINITY, f64::min)
+            );
         }
     }
 
@@ -531,15 +574,26 @@ mod tests {
 
     #[test]
     fn statistics_do_not_depend_on_threads() {
-        let a = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| ((z * 7 + y * 13 + x * 3) % 11 / 3) as u32);
-        let img = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| (z as f32).sin() * 100.0 + (y * x) as f32);
+        let a = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| {
+            ((z * 7 + y * 13 + x * 3) % 11 / 3) as u32
+        });
+        let img = Array3::from_shape_fn((64, 128, 129), |(z, y, x)| {
+            (z as f32).sin() * 100.0 + (y * x) as f32
+        });
         let run = |threads| {
             let view = img.view();
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                let st = region_stats(a.view(), Some(&view));
-                let i = st.intensity.unwrap();
-                (st.moments.iter().map(|m| m.s2).collect::<Vec<_>>(), i.iter().map(|s| (s.mean, s.m2)).collect::<Vec<_>>())
-            })
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let st = region_stats(a.view(), Some(&view));
+                    let i = st.intensity.unwrap();
+                    (
+                        st.moments.iter().map(|m| m.s2).collect::<Vec<_>>(),
+                        i.iter().map(|s| (s.mean, s.m2)).collect::<Vec<_>>(),
+                    )
+                })
         };
         assert_eq!(run(1), run(2));
     }

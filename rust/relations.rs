@@ -9,13 +9,16 @@ use rayon::prelude::*;
 use crate::ccl::{for_each_row, push_runs, slab_bounds, Connectivity, Run};
 use crate::label::{Label, LabelIndex};
 
+/// A callback receiving `(z, y, runs)` for one row.
+pub type RowRuns<'a> = dyn FnMut(usize, usize, &[Run<i128>]) + 'a;
+
 /// A label map seen as rows of runs with labels widened to `i128`, so that two maps of
 /// different dtypes can be walked together without a kernel per dtype pair.
 pub trait KeyRows: Sync {
     /// `(nz, ny, nx)`.
     fn shape(&self) -> [usize; 3];
     /// Calls `f(z, y, runs)` for rows `first..last`.
-    fn rows(&self, first: usize, last: usize, f: &mut dyn FnMut(usize, usize, &[Run<i128>]));
+    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>);
 }
 
 impl<T: Label> KeyRows for ArrayView3<'_, T> {
@@ -23,7 +26,7 @@ impl<T: Label> KeyRows for ArrayView3<'_, T> {
         [self.shape()[0], self.shape()[1], self.shape()[2]]
     }
 
-    fn rows(&self, first: usize, last: usize, f: &mut dyn FnMut(usize, usize, &[Run<i128>])) {
+    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>) {
         let mut runs: Vec<Run<T>> = Vec::new();
         let mut keyed: Vec<Run<i128>> = Vec::new();
         for_each_row(self, first, last, |z, y, row| {
@@ -42,7 +45,11 @@ impl<T: Label> KeyRows for ArrayView3<'_, T> {
 
 /// Slabs for relation kernels: a fixed count, so results never depend on threads.
 fn relation_slabs(shape: [usize; 3]) -> Vec<(usize, usize)> {
-    let n = if shape.iter().product::<usize>() < (1 << 20) { 1 } else { 16 };
+    let n = if shape.iter().product::<usize>() < (1 << 20) {
+        1
+    } else {
+        16
+    };
     slab_bounds(shape, n)
 }
 
@@ -52,7 +59,11 @@ fn relation_slabs(shape: [usize; 3]) -> Vec<(usize, usize)> {
 ///
 /// Cost: one read of the map, O(runs) updates (a difference array per region for
 /// axis 2), and `index.len() × size` memory per slab in flight.
-pub fn slice_areas<T: Label>(labels: ArrayView3<T>, index: &LabelIndex<T>, axis: usize) -> Vec<u64> {
+pub fn slice_areas<T: Label>(
+    labels: ArrayView3<T>,
+    index: &LabelIndex<T>,
+    axis: usize,
+) -> Vec<u64> {
     let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
     let size = shape[axis.min(2)];
     let n = index.len();
@@ -71,7 +82,9 @@ pub fn slice_areas<T: Label>(labels: ArrayView3<T>, index: &LabelIndex<T>, axis:
                 runs.clear();
                 push_runs(row, false, &mut runs);
                 for run in &runs {
-                    let Some(r) = index.get(run.value) else { continue };
+                    let Some(r) = index.get(run.value) else {
+                        continue;
+                    };
                     let len = (run.end - run.start) as i64;
                     match axis {
                         0 => table[r * width + z] += len,
@@ -257,7 +270,9 @@ mod tests {
     use ndarray::Array3;
 
     fn plane(rows: &[&str]) -> Array3<u8> {
-        Array3::from_shape_fn((1, rows.len(), rows[0].len()), |(_, y, x)| rows[y].as_bytes()[x] - b'0')
+        Array3::from_shape_fn((1, rows.len(), rows[0].len()), |(_, y, x)| {
+            rows[y].as_bytes()[x] - b'0'
+        })
     }
 
     #[test]
@@ -265,7 +280,10 @@ mod tests {
         let a = plane(&["1120", "0122", "0000"]);
         let index = LabelIndex::new(vec![1u8, 2]);
         assert_eq!(slice_areas(a.view(), &index, 1), vec![2, 1, 0, 1, 2, 0]);
-        assert_eq!(slice_areas(a.view(), &index, 2), vec![1, 2, 0, 0, 0, 0, 2, 1]);
+        assert_eq!(
+            slice_areas(a.view(), &index, 2),
+            vec![1, 2, 0, 0, 0, 0, 2, 1]
+        );
         assert_eq!(slice_areas(a.view(), &index, 0), vec![3, 3]);
     }
 

@@ -57,8 +57,15 @@ def test_label_statistics_match_skimage_and_simpleitk(case):
     for i, label in enumerate(table.label):
         moments = np.sort(stats.GetPrincipalMoments(int(label)))[::-1]
         np.testing.assert_allclose(4 * np.sqrt(np.clip(moments, 0, None)), table.axis_lengths[i], rtol=1e-6, atol=1e-6)
-    assert np.all(table.surface_area > 0)
-    assert np.all((table.sphericity > 0.2) & (table.sphericity < 1.1))
+    # Tiny regions read above 1: the midpoint surface of a few voxels is smaller than a ball's.
+    assert np.all(np.isfinite(table.sphericity) & (table.sphericity > 0))
+    for i, label in enumerate(table.label):
+        padded = np.pad((labels == label).astype(np.float32), 1)
+        verts, faces, *_ = measure.marching_cubes(padded, 0.5, spacing=spacing)
+        # Thin structures have many faces with diagonal inside corners, which we split
+        # so the region reads 6-connected and scikit-image's Lewiner tables may not.
+        rtol = 0.03 if table.voxel_count[i] >= 1000 else 0.1
+        np.testing.assert_allclose(table.surface_area[i], measure.mesh_surface_area(verts, faces), rtol=rtol)
 
 
 def test_organs_touch_their_neighbours(case):

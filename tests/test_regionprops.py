@@ -122,8 +122,9 @@ def test_surface_area_matches_skimage_marching_cubes():
         padded = np.pad((labels == label).astype(np.float32), 1)
         verts, faces, *_ = measure.marching_cubes(padded, 0.5, spacing=spacing)
         ref = measure.mesh_surface_area(verts, faces)
-        # Both place vertices at edge midpoints; they may split ambiguous cubes differently.
-        np.testing.assert_allclose(table.surface_area[i], ref, rtol=0.02)
+        # Both place vertices at edge midpoints; they split ambiguous cubes and
+        # triangulate non-planar loops differently (a digitised ball: ours +7%, theirs +8.7%).
+        np.testing.assert_allclose(table.surface_area[i], ref, rtol=0.03)
 
 
 def disc(radius: float, shape=(101, 101), spacing=(1.0, 1.0)) -> np.ndarray:
@@ -145,12 +146,18 @@ def test_disc_descriptors_are_analytic(spacing):
     table = regionprops(disc(r, shape=(70, 130) if spacing[0] == 2 else (101, 101), spacing=spacing), spacing=spacing)
     assert len(table) == 1
     assert table.volume[0] == pytest.approx(np.pi * r * r, rel=0.01)
-    assert table.perimeter[0] == pytest.approx(2 * np.pi * r, rel=0.03)
-    assert table.circularity[0] == pytest.approx(1.0, abs=0.05)
+    # The marching-squares contour reads curves long: by 8(sqrt(2) - 1)/pi = +5.5% on
+    # average over edge directions with square pixels, more with elongated pixels.
+    bias = 8 * (np.sqrt(2) - 1) / np.pi
+    if spacing == (1.0, 1.0):
+        assert table.perimeter[0] == pytest.approx(2 * np.pi * r * bias, rel=0.015)
+    assert 2 * np.pi * r < table.perimeter[0] < 2 * np.pi * r * 1.11
+    assert 0.8 < table.circularity[0] < 1.0
     assert table.axis_lengths[0] == pytest.approx([2 * r, 2 * r], rel=0.02)
     assert table.eccentricity[0] < 0.1
     assert table.feret_diameter_max[0] == pytest.approx(2 * r, rel=0.05)
-    assert table.solidity[0] == pytest.approx(1.0, abs=0.03)
+    # The hull of the pixel squares takes in their outer corners: about 3% over the area.
+    assert 0.95 < table.solidity[0] <= 1.0
 
 
 def test_ellipse_axes_and_orientation():
@@ -173,8 +180,11 @@ def test_ball_descriptors_are_analytic(spacing):
     shape = (25, 51, 51) if spacing[0] == 2 else (51, 51, 51)
     table = regionprops(ball(r, shape=shape, spacing=spacing), spacing=spacing)
     assert table.volume[0] == pytest.approx(4 / 3 * np.pi * r**3, rel=0.01)
-    assert table.surface_area[0] == pytest.approx(4 * np.pi * r * r, rel=0.03)
-    assert table.sphericity[0] == pytest.approx(1.0, abs=0.04)
+    # Midpoint marching cubes on a binary mask follows the voxel staircase: a digitised
+    # ball reads 6-8% large (10-12% with 2:1 voxels; scikit-image: 8.7% and 12.2%).
+    low, high = (1.06, 1.08) if spacing == (1.0, 1.0, 1.0) else (1.08, 1.12)
+    assert low * 4 * np.pi * r * r < table.surface_area[0] < high * 4 * np.pi * r * r
+    assert 1 / high - 0.01 < table.sphericity[0] < 1 / low + 0.01
     # A solid ball of radius r has variance r²/5 along every axis.
     assert table.axis_lengths[0] == pytest.approx([4 * r / np.sqrt(5)] * 3, rel=0.02)
     assert table.elongation[0] == pytest.approx(1.0, abs=0.03)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy.spatial import ConvexHull
 from skimage import measure
 
@@ -229,3 +232,30 @@ def test_empty_and_large_sums():
     np.testing.assert_allclose(table.centroid[0], [0, (2**14 - 1) / 2, (2**13 - 1) / 2], rtol=1e-15)
     # Variance of 0..n-1 is (n² - 1)/12.
     np.testing.assert_allclose(table.axis_lengths[0], 4 * np.sqrt([(2**28 - 1) / 12, (2**26 - 1) / 12, 0]), rtol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    arrays(
+        dtype=st.sampled_from([np.uint8, np.int16, np.uint32, np.int64]),
+        shape=st.one_of(
+            st.tuples(st.integers(1, 6), st.integers(1, 8), st.integers(1, 9)),
+            st.tuples(st.integers(1, 12), st.integers(1, 12)),
+        ),
+        elements=st.integers(0, 4),
+    ),
+    st.sampled_from(["C", "F"]),
+)
+def test_random_label_maps_match_skimage(labels, order):
+    labels = np.asarray(labels, order=order)
+    table = regionprops(labels)
+    ref = measure.regionprops(np.ascontiguousarray(labels).astype(np.int64))
+    assert list(table.label) == [r.label for r in ref]
+    for i, r in enumerate(ref):
+        assert table.voxel_count[i] == r.area
+        assert tuple(table.bbox_min[i]) + tuple(table.bbox_max[i]) == r.bbox
+        np.testing.assert_allclose(table.centroid[i], r.centroid, rtol=1e-12)
+        cov = np.cov(r.coords.T, bias=True) if r.area > 1 else np.zeros((labels.ndim,) * 2)
+        w = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
+        np.testing.assert_allclose(table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-7)
+    assert np.all(table.convex_area >= table.volume - 1e-9) if labels.ndim == 2 else np.all(table.surface_area > 0)

@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayViewD, Axis, Ix3};
+use ndarray::{Array1, Array2, ArrayView3, ArrayViewD, Axis, Ix3};
 use numpy::{IntoPyArray, PyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -17,7 +17,7 @@ use pyo3::types::PyDict;
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::KernelError;
 use crate::label::{Label, LabelIndex};
-use crate::regions::{moment_shapes, region_stats, IntensityRows, Moments};
+use crate::regions::{moment_shapes, region_columns, region_stats, IntensityRows, Moments};
 use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
 };
@@ -496,7 +496,7 @@ fn region_rows<'py, T: Label + numpy::Element>(
     } else {
         [spacing[0], spacing[1], spacing[2]]
     };
-    let (labels, moments, shapes, stats) = run(py, "regionprops", move || {
+    let (labels, cols, stats) = run(py, "regionprops", move || {
         let st = region_stats(view, intensity);
         let mut moments = st.moments;
         // Back to the caller's axis order: a reversed 3D view swapped axes 0 and 2; a
@@ -506,88 +506,37 @@ fn region_rows<'py, T: Label + numpy::Element>(
             moments.iter_mut().for_each(|m| swap_moment_axes(m, a, b));
         }
         let shapes = moment_shapes(&moments, sp, ndim == 2);
-        (st.index.labels().to_vec(), moments, shapes, st.intensity)
+        let cols = region_columns(&moments, &shapes, sp, ndim);
+        (st.index.labels().to_vec(), cols, st.intensity)
     })?;
     let n = labels.len();
-    let first = 3 - ndim;
-    let voxel_volume: f64 = spacing.iter().product();
-
-    let mut count = Array1::<i64>::zeros(n);
-    let mut bbox_min = Array2::<i64>::zeros((n, ndim));
-    let mut bbox_max = Array2::<i64>::zeros((n, ndim));
-    let mut centroid = Array2::<f64>::zeros((n, ndim));
-    let mut volume = Array1::<f64>::zeros(n);
-    let mut axis_lengths = Array2::<f64>::zeros((n, ndim));
-    let mut principal_axes = Array3::<f64>::zeros((n, ndim, ndim));
-    let mut elongation = Array1::<f64>::zeros(n);
-    let mut flatness = Array1::<f64>::from_elem(n, f64::NAN);
-    let mut eccentricity = Array1::<f64>::from_elem(n, f64::NAN);
-    let mut orientation = Array1::<f64>::from_elem(n, f64::NAN);
-    for (i, m) in moments.iter().enumerate() {
-        count[i] = m.count as i64;
-        volume[i] = m.count as f64 * voxel_volume;
-        let c = m.centroid();
-        for a in 0..ndim {
-            bbox_min[[i, a]] = m.min[first + a] as i64;
-            bbox_max[[i, a]] = m.max[first + a] as i64 + 1;
-            centroid[[i, a]] = c[first + a];
-        }
-        let ms = &shapes[i];
-        for a in 0..ndim {
-            axis_lengths[[i, a]] = 4.0 * ms.eigenvalues[a].sqrt();
-            for b in 0..ndim {
-                principal_axes[[i, a, b]] = ms.axes[a][first + b];
-            }
-        }
-        let major = ms.eigenvalues[0];
-        let ratio = |minor: f64| {
-            if major > 0.0 {
-                (minor / major).sqrt()
-            } else {
-                0.0
-            }
-        };
-        elongation[i] = ratio(ms.eigenvalues[1]);
-        if ndim == 3 {
-            flatness[i] = ratio(ms.eigenvalues[2]);
-        } else {
-            eccentricity[i] = if major > 0.0 {
-                (1.0 - ms.eigenvalues[1] / major).max(0.0).sqrt()
-            } else {
-                0.0
-            };
-            let cov = m.covariance();
-            let var_y = cov[1][1] * sp[1] * sp[1];
-            let var_x = cov[2][2] * sp[2] * sp[2];
-            let cov_yx = cov[1][2] * sp[1] * sp[2];
-            // scikit-image's convention: angle between axis 0 (rows) and the major
-            // axis, in [-π/2, π/2], counter-clockwise.
-            orientation[i] = if var_x == var_y {
-                if cov_yx > 0.0 {
-                    -std::f64::consts::FRAC_PI_4
-                } else {
-                    std::f64::consts::FRAC_PI_4
-                }
-            } else {
-                0.5 * (2.0 * cov_yx).atan2(var_y - var_x)
-            };
-        }
-    }
-
+    let shaped = |v: Vec<f64>, dims: &[usize]| -> PyResult<Bound<'py, PyAny>> {
+        let a = ndarray::ArrayD::from_shape_vec(dims.to_vec(), v)
+            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+        Ok(a.into_pyarray(py).into_any())
+    };
+    let shaped_i64 = |v: Vec<i64>, dims: &[usize]| -> PyResult<Bound<'py, PyAny>> {
+        let a = ndarray::ArrayD::from_shape_vec(dims.to_vec(), v)
+            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+        Ok(a.into_pyarray(py).into_any())
+    };
     let d = PyDict::new(py);
     d.set_item("label", labels.into_pyarray(py))?;
-    d.set_item("voxel_count", count.into_pyarray(py))?;
-    d.set_item("bbox_min", bbox_min.into_pyarray(py))?;
-    d.set_item("bbox_max", bbox_max.into_pyarray(py))?;
-    d.set_item("centroid", centroid.into_pyarray(py))?;
-    d.set_item("volume", volume.into_pyarray(py))?;
-    d.set_item("axis_lengths", axis_lengths.into_pyarray(py))?;
-    d.set_item("principal_axes", principal_axes.into_pyarray(py))?;
-    d.set_item("elongation", elongation.into_pyarray(py))?;
-    d.set_item("flatness", flatness.into_pyarray(py))?;
+    d.set_item("voxel_count", cols.voxel_count.into_pyarray(py))?;
+    d.set_item("bbox_min", shaped_i64(cols.bbox_min, &[n, ndim])?)?;
+    d.set_item("bbox_max", shaped_i64(cols.bbox_max, &[n, ndim])?)?;
+    d.set_item("centroid", shaped(cols.centroid, &[n, ndim])?)?;
+    d.set_item("volume", cols.volume.into_pyarray(py))?;
+    d.set_item("axis_lengths", shaped(cols.axis_lengths, &[n, ndim])?)?;
+    d.set_item(
+        "principal_axes",
+        shaped(cols.principal_axes, &[n, ndim, ndim])?,
+    )?;
+    d.set_item("elongation", cols.elongation.into_pyarray(py))?;
+    d.set_item("flatness", cols.flatness.into_pyarray(py))?;
     if ndim == 2 {
-        d.set_item("eccentricity", eccentricity.into_pyarray(py))?;
-        d.set_item("orientation", orientation.into_pyarray(py))?;
+        d.set_item("eccentricity", cols.eccentricity.into_pyarray(py))?;
+        d.set_item("orientation", cols.orientation.into_pyarray(py))?;
     }
     if let Some(stats) = stats {
         d.set_item(

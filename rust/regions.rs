@@ -257,17 +257,32 @@ struct SlabRegions<T> {
     intensity: Vec<IntensityStats>,
 }
 
-/// Slot lookup for one slab: a dense table for small nonnegative labels, else a map.
+/// Slot lookup for one slab: a dense table over a window of label values starting at
+/// the first label the slab meets (label maps and component labels cluster, so the
+/// window stays small), and a hash map for values outside it.
 struct Slots {
+    base: Option<i128>,
     dense: Vec<u32>,
     sparse: HashMap<i128, u32>,
 }
 
 impl Slots {
+    fn new() -> Self {
+        Slots {
+            base: None,
+            dense: Vec::new(),
+            sparse: HashMap::new(),
+        }
+    }
+
     #[inline(always)]
     fn get_or_insert(&mut self, key: i128, next: u32) -> (u32, bool) {
-        if (0..DENSE_LABELS).contains(&key) {
-            let k = key as usize;
+        // Start the window a little below the first label: neighbours numbered just
+        // before it are common at slab seams.
+        let base = *self.base.get_or_insert(key.saturating_sub(1024));
+        let off = key.wrapping_sub(base);
+        if (0..DENSE_LABELS).contains(&off) {
+            let k = off as usize;
             if k >= self.dense.len() {
                 self.dense.resize((k + 1).next_power_of_two(), u32::MAX);
             }
@@ -363,10 +378,7 @@ fn scan_stats<T: Label>(
         moments: Vec::new(),
         intensity: Vec::new(),
     };
-    let mut slots = Slots {
-        dense: Vec::new(),
-        sparse: HashMap::new(),
-    };
+    let mut slots = Slots::new();
     let mut runs: Vec<Run<T>> = Vec::new();
     let mut values: Vec<f64> = Vec::new();
     for_each_row(labels, first, last, |z, y, row| {
@@ -467,6 +479,18 @@ pub struct MomentShape {
 /// plane and only the in-plane `(y, x)` block is analysed: its two axes come first
 /// and the third eigenvalue is 0.
 pub fn moment_shape(m: &Moments, spacing: [f64; 3], planar: bool) -> MomentShape {
+    if m.count <= 1 {
+        // A point has no extent; skip the eigen-solver (most regions of noisy masks).
+        let axes = if planar {
+            [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+        } else {
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        };
+        return MomentShape {
+            eigenvalues: [0.0; 3],
+            axes,
+        };
+    }
     let cov = m.covariance();
     let mut phys = [[0.0; 3]; 3];
     for i in 0..3 {
@@ -493,6 +517,105 @@ pub fn moment_shapes(moments: &[Moments], spacing: [f64; 3], planar: bool) -> Ve
         .par_iter()
         .map(|m| moment_shape(m, spacing, planar))
         .collect()
+}
+
+/// The per-region columns of a region table, flattened row-major: `(n,)`, `(n, ndim)`
+/// or `(n, ndim, ndim)` per column. Axes are the caller's array axes (a 2D table drops
+/// the unit `z` axis).
+#[derive(Debug, Clone, Default)]
+pub struct RegionColumns {
+    pub ndim: usize,
+    pub voxel_count: Vec<i64>,
+    pub bbox_min: Vec<i64>,
+    pub bbox_max: Vec<i64>,
+    pub centroid: Vec<f64>,
+    pub volume: Vec<f64>,
+    pub axis_lengths: Vec<f64>,
+    pub principal_axes: Vec<f64>,
+    pub elongation: Vec<f64>,
+    /// NaN in 2D.
+    pub flatness: Vec<f64>,
+    /// 2D only (empty in 3D).
+    pub eccentricity: Vec<f64>,
+    /// 2D only (empty in 3D): angle from axis 0 (rows) to the major axis, in
+    /// [-π/2, π/2], counter-clockwise, as scikit-image.
+    pub orientation: Vec<f64>,
+}
+
+/// Turns moments and their eigen-analysis ([`moment_shapes`], same `spacing`) into
+/// table columns. `spacing` is in `(z, y, x)` order; for `ndim == 2` the `z` axis is
+/// the unit axis in front and is dropped. Cost: O(regions), no allocation per region.
+pub fn region_columns(
+    moments: &[Moments],
+    shapes: &[MomentShape],
+    spacing: [f64; 3],
+    ndim: usize,
+) -> RegionColumns {
+    let n = moments.len();
+    let first = 3 - ndim;
+    let voxel_volume: f64 = spacing[first..].iter().product();
+    let mut c = RegionColumns {
+        ndim,
+        voxel_count: Vec::with_capacity(n),
+        bbox_min: Vec::with_capacity(n * ndim),
+        bbox_max: Vec::with_capacity(n * ndim),
+        centroid: Vec::with_capacity(n * ndim),
+        volume: Vec::with_capacity(n),
+        axis_lengths: Vec::with_capacity(n * ndim),
+        principal_axes: Vec::with_capacity(n * ndim * ndim),
+        elongation: Vec::with_capacity(n),
+        flatness: Vec::with_capacity(n),
+        eccentricity: Vec::with_capacity(if ndim == 2 { n } else { 0 }),
+        orientation: Vec::with_capacity(if ndim == 2 { n } else { 0 }),
+    };
+    for (m, ms) in moments.iter().zip(shapes) {
+        c.voxel_count.push(m.count as i64);
+        c.volume.push(m.count as f64 * voxel_volume);
+        c.bbox_min.extend(m.min[first..].iter().map(|&v| v as i64));
+        c.bbox_max
+            .extend(m.max[first..].iter().map(|&v| v as i64 + 1));
+        c.centroid.extend_from_slice(&m.centroid()[first..]);
+        for a in 0..ndim {
+            c.axis_lengths.push(4.0 * ms.eigenvalues[a].sqrt());
+            c.principal_axes.extend_from_slice(&ms.axes[a][first..]);
+        }
+        let major = ms.eigenvalues[0];
+        let ratio = |minor: f64| {
+            if major > 0.0 {
+                (minor / major).sqrt()
+            } else {
+                0.0
+            }
+        };
+        c.elongation.push(ratio(ms.eigenvalues[1]));
+        if ndim == 3 {
+            c.flatness.push(ratio(ms.eigenvalues[2]));
+            continue;
+        }
+        c.flatness.push(f64::NAN);
+        let ecc = if major > 0.0 {
+            (1.0 - ms.eigenvalues[1] / major).max(0.0).sqrt()
+        } else {
+            0.0
+        };
+        c.eccentricity.push(ecc);
+        let cov = m.covariance();
+        let var_y = cov[1][1] * spacing[1] * spacing[1];
+        let var_x = cov[2][2] * spacing[2] * spacing[2];
+        let cov_yx = cov[1][2] * spacing[1] * spacing[2];
+        // scikit-image's convention (the limit of the general formula when the two
+        // variances are equal).
+        c.orientation.push(if var_x == var_y {
+            if cov_yx > 0.0 {
+                std::f64::consts::FRAC_PI_4
+            } else {
+                -std::f64::consts::FRAC_PI_4
+            }
+        } else {
+            0.5 * (2.0 * cov_yx).atan2(var_y - var_x)
+        });
+    }
+    c
 }
 
 #[cfg(test)]
@@ -555,6 +678,26 @@ mod tests {
         let st = region_stats(a.view(), None);
         assert_eq!(st.index.labels(), &[-5, i64::MAX]);
         assert_eq!(st.moments[1].centroid(), [0.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn columns_of_a_tilted_bar() {
+        // A diagonal bar in one plane: major axis along (1, 1)/√2, orientation π/4.
+        let a = Array3::from_shape_fn((1, 6, 6), |(_, y, x)| (y == x) as u8);
+        let st = region_stats(a.view(), None);
+        let shapes = moment_shapes(&st.moments, [1.0, 1.0, 1.0], true);
+        let c = region_columns(&st.moments, &shapes, [1.0, 1.0, 1.0], 2);
+        assert_eq!(c.voxel_count, vec![6]);
+        assert_eq!(
+            (c.bbox_min.clone(), c.bbox_max.clone()),
+            (vec![0, 0], vec![6, 6])
+        );
+        assert!((c.orientation[0] - std::f64::consts::FRAC_PI_4).abs() < 1e-12);
+        assert!((c.eccentricity[0] - 1.0).abs() < 1e-12);
+        assert_eq!(c.elongation, vec![0.0]);
+        let s = std::f64::consts::FRAC_1_SQRT_2;
+        assert!((c.principal_axes[0] - s).abs() < 1e-12 && (c.principal_axes[1] - s).abs() < 1e-12);
+        assert!(c.flatness[0].is_nan());
     }
 
     #[test]

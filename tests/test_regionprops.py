@@ -259,3 +259,9 @@ def test_random_label_maps_match_skimage(labels, order):
         w = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
         np.testing.assert_allclose(table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-7)
     assert np.all(table.convex_area >= table.volume - 1e-9) if labels.ndim == 2 else np.all(table.surface_area > 0)
+
+
+@pytest.mark.parametrize("image", [np.eye(6, dtype=np.uint8), np.fliplr(np.eye(6, dtype=np.uint8)), np.ones((3, 3), np.uint8)])
+def test_orientation_when_variances_tie(image):
+    # Equal variances along rows and columns: scikit-image's special case.
+    assert regionprops(image).orientation[0] == measure.regionprops(image)[0].orientation

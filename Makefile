@@ -24,6 +24,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo check --manifest-path fuzz/Cargo.toml --bins
 
 # Benchmarks side by side with the reference libraries; rewrites bench/README.md.
 bench:

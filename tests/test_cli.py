@@ -17,6 +17,7 @@ def test_run_demo_prints_and_writes_the_region_table(tmp_path):
     n = len(data["regions"]["label"])
     assert n > 5
     assert data["regions"]["label"] == list(range(1, n + 1))
+    assert set(data["regions"]["class"]) <= {1, 2, 3}
     assert f"... {n - 5} more" in result.output
 
 

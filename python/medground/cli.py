@@ -19,16 +19,19 @@ def main() -> None:
     """medground: verified referring-grounding data from medical segmentation masks."""
 
 
-def _format_table(table: geometry.RegionTable, limit: int) -> str:
-    header = f"{'label':>5} {'voxels':>8} {'volume':>10} {'centroid (z, y, x)':>24} {'bbox_min':>16} {'bbox_max':>16} {'axes (major..minor)':>22} {'sphericity':>10}"
+def _format_table(table: geometry.RegionTable, source: dict[int, int], limit: int) -> str:
+    header = (
+        f"{'id':>4} {'class':>5} {'voxels':>8} {'volume mm3':>11} {'centroid (z, y, x)':>22} "
+        f"{'bbox_min':>15} {'bbox_max':>15} {'axes mm (major..minor)':>22} {'sphericity':>10}"
+    )
     lines = [header, "-" * len(header)]
     for row in list(table)[:limit]:
         centroid = ", ".join(f"{c:.1f}" for c in row["centroid"])
         axes = "/".join(f"{a:.1f}" for a in row["axis_lengths"])
         lines.append(
-            f"{row['label']:>5} {row['voxel_count']:>8} {row['volume']:>10.1f} {centroid:>24} "
-            f"{str(row['bbox_min'].tolist()):>16} {str(row['bbox_max'].tolist()):>16} {axes:>22} "
-            f"{row['sphericity']:>10.3f}"
+            f"{row['label']:>4} {source[row['label']]:>5} {row['voxel_count']:>8} {row['volume']:>11.1f} "
+            f"{centroid:>22} {str(row['bbox_min'].tolist()):>15} {str(row['bbox_max'].tolist()):>15} "
+            f"{axes:>22} {row['sphericity']:>10.3f}"
         )
     if len(table) > limit:
         lines.append(f"... {len(table) - limit} more")
@@ -60,15 +63,19 @@ def run(config: Path | None, demo: bool, out: Path | None, seed: int, limit: int
     labels, n = geometry.connected_components(volume, 26, return_n=True)
     table = geometry.regionprops(labels, spacing)
     _ = table.surface_area
+    # Which phantom class (voxel value) each component came from.
+    pairs = geometry.overlap(labels, volume)
+    source = {int(a): int(b) for a, b in zip(pairs.a, pairs.b)}
     t2 = time.perf_counter()
     click.echo(
         f"phantom {volume.shape} uint8, spacing {spacing} mm, seed {seed}: "
         f"{n} components (26-connected) in {1e3 * (t2 - t1):.1f} ms (generated in {t1 - t0:.1f} s)"
     )
-    click.echo(_format_table(table, limit))
+    click.echo(_format_table(table, source, limit))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         rows = {name: np.asarray(col).tolist() for name, col in table.to_dict().items()}
+        rows["class"] = [source[int(label)] for label in table.label]
         (out / "regions.json").write_text(json.dumps({"spacing": spacing, "seed": seed, "regions": rows}))
         click.echo(f"wrote {out / 'regions.json'}")
 

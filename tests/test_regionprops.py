@@ -257,7 +257,9 @@ def test_random_label_maps_match_skimage(labels, order):
         np.testing.assert_allclose(table.centroid[i], r.centroid, rtol=1e-12)
         cov = np.cov(r.coords.T, bias=True) if r.area > 1 else np.zeros((labels.ndim,) * 2)
         w = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
-        np.testing.assert_allclose(table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-7)
+        # A zero eigenvalue (collinear or coplanar voxels) comes out of either solver as
+        # rounding noise around 1e-16·λmax, which the square root lifts to ~1e-8·sqrt(λmax).
+        np.testing.assert_allclose(table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-6 * max(1.0, np.sqrt(w[0])))
     assert np.all(table.convex_area >= table.volume - 1e-9) if labels.ndim == 2 else np.all(table.surface_area > 0)
 
 

@@ -39,7 +39,7 @@ if call == "connected_components":
 else:
     out = regionprops(labels)
     n = len(out)
-    out_bytes = sum(np.asarray(out[c]).nbytes for c in out._columns)
+    out_bytes = sum(col.nbytes for col in out.to_dict().values())
 peak = status("VmHWM")
 print(json.dumps({"volume": name, "call": call, "input_mb": labels.nbytes / 2**20, "output_mb": out_bytes / 2**20,
                   "extra_mb": (peak - before - out_bytes) / 2**20, "objects": n}))

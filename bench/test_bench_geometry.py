@@ -69,7 +69,7 @@ def test_cc_stats_medground(benchmark, clean, threads):
     benchmark.extra_info.update(library="medground", threads=threads)
 
     def run():
-        table = regionprops(connected_components(clean, 26))
+        table = regionprops(connected_components(clean, 26), contours=False)
         return table.voxel_count, table.bbox_min, table.centroid, table.axis_lengths
 
     pedantic(benchmark, run)
@@ -97,7 +97,16 @@ def test_regionprops_medground(benchmark, request, volume, threads):
     labels = connected_components(vol, 26) if volume == "salt" else vol
     benchmark.group = f"regionprops {volume}"
     benchmark.extra_info.update(library="medground", threads=threads, regions=int(labels.max()))
-    pedantic(benchmark, lambda: regionprops(labels, (1.0, 0.8, 0.8)))
+    pedantic(benchmark, lambda: regionprops(labels, (1.0, 0.8, 0.8), contours=False))
+
+
+@pytest.mark.parametrize("volume", ["labelmap", "salt"])
+def test_regionprops_with_contours_medground(benchmark, request, volume, threads):
+    vol = request.getfixturevalue(volume)
+    labels = connected_components(vol, 26) if volume == "salt" else vol
+    benchmark.group = f"regionprops {volume}"
+    benchmark.extra_info.update(library="medground with contour measures (surface area)", threads=threads)
+    pedantic(benchmark, lambda: regionprops(labels, (1.0, 0.8, 0.8)), rounds=5)
 
 
 @pytest.mark.parametrize("sitk_threads", [1, 2])
@@ -110,13 +119,3 @@ def test_regionprops_simpleitk(benchmark, request, volume, sitk_threads):
     benchmark.group = f"regionprops {volume}"
     benchmark.extra_info.update(library="SimpleITK LabelShapeStatistics (perimeter off)", threads=sitk_threads)
     pedantic(benchmark, lambda: sitk_shape_statistics(image, sitk_threads), rounds=3 if volume == "salt" else 7)
-
-
-@pytest.mark.parametrize("volume", ["labelmap", "clean"])
-def test_surface_area_medground(benchmark, request, volume, threads):
-    vol = request.getfixturevalue(volume)
-    labels = connected_components(vol, 26) if volume == "clean" else vol
-    table = regionprops(labels, (1.0, 0.8, 0.8))
-    benchmark.group = f"surface area {volume}"
-    benchmark.extra_info.update(library="medground", threads=threads)
-    pedantic(benchmark, lambda: table._compute_contours(), rounds=5)

@@ -17,7 +17,9 @@ use pyo3::types::PyDict;
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::KernelError;
 use crate::label::{Label, LabelIndex};
-use crate::regions::{moment_shapes, region_columns, region_stats, IntensityRows, Moments};
+use crate::regions::{
+    moment_shapes, present_labels, region_columns, region_stats, IntensityRows, Moments,
+};
 use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
 };
@@ -208,20 +210,25 @@ fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
         )));
     }
     let reversed = is_fortran_like(&view);
+    Ok(Oriented {
+        view: orient_like(view, reversed)?,
+        reversed,
+        ndim,
+    })
+}
+
+/// A 2D or 3D view as the kernels walk it: axes reversed when `reversed`, then a unit
+/// axis in front of a 2D view. Used to walk a second array (an intensity image, a
+/// second label map) in the first one's orientation.
+fn orient_like<T>(view: ArrayViewD<'_, T>, reversed: bool) -> PyResult<ArrayView3<'_, T>> {
     let view = if reversed { view.reversed_axes() } else { view };
-    let view = if ndim == 2 {
+    let view = if view.ndim() == 2 {
         view.insert_axis(Axis(0))
     } else {
         view
     };
-    let view = view
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))?;
-    Ok(Oriented {
-        view,
-        reversed,
-        ndim,
-    })
+    view.into_dimensionality::<Ix3>()
+        .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))
 }
 
 /// The thread pool kernels run in when the caller limited the thread count; `None`
@@ -424,12 +431,17 @@ fn dust<'py>(
         let o = orient(v)?;
         let conn = connectivity_for(o.ndim, connectivity)?;
         let view = o.view;
-        let rl = run(py, "dust", move || label_runs(view, conn, binary))??;
-        let keep: Vec<bool> = rl.sizes().iter().map(|&s| (s >= threshold) != invert).collect();
+        let (rl, keep) = run(py, "dust", move || {
+            label_runs(view, conn, binary).map(|rl| {
+                let keep: Vec<bool> = rl.sizes().iter().map(|&s| (s >= threshold) != invert).collect();
+                (rl, keep)
+            })
+        })??;
         let out = new_output(py, &shape, o.reversed, "dust", move |out| {
-            // The view's iteration order is the output's memory order (both oriented).
-            for (dst, src) in out.iter_mut().zip(view.iter()) {
-                *dst = *src;
+            // The oriented view's logical order is the output's memory order.
+            match view.as_slice() {
+                Some(src) => out.copy_from_slice(src),
+                None => out.iter_mut().zip(view.iter()).for_each(|(d, s)| *d = *s),
             }
             rl.erase(out, &keep);
         })?;
@@ -491,11 +503,8 @@ fn region_rows<'py, T: Label + numpy::Element>(
     let ndim = o.ndim;
     let view = o.view;
     let reversed = o.reversed;
-    let sp: [f64; 3] = if ndim == 2 {
-        [1.0, spacing[0], spacing[1]]
-    } else {
-        [spacing[0], spacing[1], spacing[2]]
-    };
+    // Moments go back to the caller's axis order below, so spacing stays in it.
+    let sp = oriented_spacing(spacing, ndim, false);
     let (labels, cols, stats) = run(py, "regionprops", move || {
         let st = region_stats(view, intensity);
         let mut moments = st.moments;
@@ -592,10 +601,7 @@ fn regionprops<'py>(
                     )));
                 }
                 // Walk the intensity in the label map's orientation, whatever its own.
-                let iv = if o.reversed { iv.reversed_axes() } else { iv };
-                let iv = if ndim == 2 { iv.insert_axis(Axis(0)) } else { iv };
-                let iv = iv.into_dimensionality::<Ix3>()
-                    .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+                let iv = orient_like(iv, o.reversed)?;
                 region_rows(py, o, &spacing, Some(&iv))
             }),
         }
@@ -649,14 +655,10 @@ fn shape2d<'py>(
         }
         check_spacing(&spacing, 2)?;
         let index = label_index_from(region_labels)?;
-        let reversed = is_fortran_like(&v);
-        let (view, sp) = if reversed {
-            (v.reversed_axes(), [spacing[1], spacing[0]])
-        } else {
-            (v, [spacing[0], spacing[1]])
-        };
-        let view = view.into_dimensionality::<ndarray::Ix2>()
-            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+        let o = orient(v)?;
+        let sp = oriented_spacing(&spacing, 2, o.reversed);
+        let view = o.view.index_axis_move(Axis(0), 0);
+        let sp = [sp[1], sp[2]];
         let s = run(py, "shape2d", move || shape2d_kernel(view, sp, &index))?;
         let d = PyDict::new(py);
         d.set_item("perimeter", s.perimeter.into_pyarray(py))?;
@@ -666,14 +668,16 @@ fn shape2d<'py>(
     })
 }
 
-/// Voxel counts per region per slice along `axis`: an (n, size) int64 array.
+/// Voxel counts per region per slice along `axis`: `(labels, (n, size) int64 table)`,
+/// for the given region labels or, by default, every nonzero label in ascending order.
 #[pyfunction]
+#[pyo3(signature = (labels, axis, region_labels=None))]
 fn slice_areas<'py>(
     py: Python<'py>,
     labels: &Bound<'py, PyAny>,
     axis: usize,
-    region_labels: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+    region_labels: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let arr = extract_labels(labels, "labels")?;
     with_labels!(arr, v => {
         let ndim = v.ndim();
@@ -681,43 +685,73 @@ fn slice_areas<'py>(
             return Err(PyValueError::new_err(format!("axis must be in 0..{ndim} for a {ndim}D array, got {axis}")));
         }
         let size = v.shape()[axis];
-        let index = label_index_from(region_labels)?;
-        let n = index.len();
+        let given = region_labels.map(label_index_from).transpose()?;
         let o = orient(v)?;
-        let kernel_axis = {
-            let a = if o.reversed { ndim - 1 - axis } else { axis };
-            a + (3 - ndim)
-        };
+        let kernel_axis = (if o.reversed { ndim - 1 - axis } else { axis }) + (3 - ndim);
         let view = o.view;
-        let table = run(py, "slice_areas", move || slice_areas_kernel(view, &index, kernel_axis))?;
-        let table = Array2::from_shape_vec((n, size), table.into_iter().map(|c| c as i64).collect())
+        let (index, table) = run(py, "slice_areas", move || {
+            let index = given.unwrap_or_else(|| present_labels(view));
+            let table = slice_areas_kernel(view, &index, kernel_axis);
+            (index, table)
+        })?;
+        let table = Array2::from_shape_vec((index.len(), size), table.into_iter().map(|c| c as i64).collect())
             .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
-        Ok(table.into_pyarray(py).into_any())
+        Ok((index.labels().to_vec().into_pyarray(py).into_any(), table.into_pyarray(py).into_any()))
     })
 }
 
+/// Label pairs and counts as numpy columns `a`, `b`, `count`: labels as int64, or as
+/// uint64 when some label is 2^63 or more (uint64 label maps).
 fn pair_columns<'py>(
     py: Python<'py>,
     rows: Vec<(i128, i128, u64)>,
     what: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let to_i64 = |v: i128| {
-        i64::try_from(v).map_err(|_| {
-            PyOverflowError::new_err(format!("{what}: label {v} does not fit in int64"))
-        })
-    };
-    let mut a = Vec::with_capacity(rows.len());
-    let mut b = Vec::with_capacity(rows.len());
-    let mut c = Vec::with_capacity(rows.len());
-    for (x, y, n) in rows {
-        a.push(to_i64(x)?);
-        b.push(to_i64(y)?);
-        c.push(n as i64);
-    }
     let d = PyDict::new(py);
-    d.set_item("a", a.into_pyarray(py))?;
-    d.set_item("b", b.into_pyarray(py))?;
-    d.set_item("count", c.into_pyarray(py))?;
+    let (a, b): (Vec<i128>, Vec<i128>) = rows.iter().map(|&(a, b, _)| (a, b)).unzip();
+    let fits_i64 = |v: &i128| i64::try_from(*v).is_ok();
+    if a.iter().chain(&b).all(fits_i64) {
+        d.set_item(
+            "a",
+            a.iter()
+                .map(|&v| v as i64)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "b",
+            b.iter()
+                .map(|&v| v as i64)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+    } else if a.iter().chain(&b).all(|v| u64::try_from(*v).is_ok()) {
+        d.set_item(
+            "a",
+            a.iter()
+                .map(|&v| v as u64)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+        d.set_item(
+            "b",
+            b.iter()
+                .map(|&v| v as u64)
+                .collect::<Vec<_>>()
+                .into_pyarray(py),
+        )?;
+    } else {
+        return Err(PyOverflowError::new_err(format!(
+            "{what}: the labels span negative values and values of 2^63 or more; no integer dtype holds both"
+        )));
+    }
+    d.set_item(
+        "count",
+        rows.iter()
+            .map(|&(_, _, n)| n as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
     Ok(d)
 }
 
@@ -755,13 +789,8 @@ fn overlap<'py>(
                 )));
             }
             // Walk both in the first map's memory order.
-            let reversed = is_fortran_like(&va);
-            let ndim = va.ndim();
             let oa = orient(va)?;
-            let vb = if reversed { vb.reversed_axes() } else { vb };
-            let vb = if ndim == 2 { vb.insert_axis(Axis(0)) } else { vb };
-            let vb = vb.into_dimensionality::<Ix3>()
-                .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+            let vb = orient_like(vb, oa.reversed)?;
             let view_a = oa.view;
             run(py, "overlap", move || overlap_kernel(&view_a, &vb))?
         })

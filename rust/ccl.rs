@@ -143,6 +143,18 @@ pub fn slab_bounds(shape: [usize; 3], n: usize) -> Vec<(usize, usize)> {
     }
 }
 
+/// Slabs for kernels that merge floating-point or hashed partial results: a fixed
+/// count (16 for volumes of 2^20 voxels or more, else 1) that does not depend on the
+/// thread count, so results are identical on any machine.
+pub fn fixed_slabs(shape: [usize; 3]) -> Vec<(usize, usize)> {
+    let n = if shape.iter().product::<usize>() < (1 << 20) {
+        1
+    } else {
+        16
+    };
+    slab_bounds(shape, n)
+}
+
 /// Whether every element of `row[from..]` is zero up to the returned index, which is
 /// the first nonzero position (or `row.len()`). Checks 32 elements at a time with a
 /// branch-free reduction so the compiler can vectorise the scan through background.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use ndarray::ArrayView3;
 use rayon::prelude::*;
 
-use crate::ccl::{for_each_row, push_runs, slab_bounds, Run};
+use crate::ccl::{fixed_slabs, for_each_row, push_runs, Run};
 use crate::label::{Label, LabelIndex};
 
 /// Exact integer moments of one region, in index coordinates `(z, y, x)`.
@@ -316,17 +316,6 @@ impl Slots {
     }
 }
 
-/// Number of slabs a volume is cut into for statistics. Fixed, not tied to the
-/// thread count, so that floating-point intensity sums merge in the same order on
-/// any machine.
-fn stat_slabs(shape: [usize; 3]) -> usize {
-    if shape.iter().product::<usize>() < (1 << 20) {
-        1
-    } else {
-        16
-    }
-}
-
 /// Accumulates the statistics of every distinct nonzero label of `labels`, with
 /// intensity statistics when `intensity` is given (same shape, checked by the
 /// caller).
@@ -346,7 +335,7 @@ pub fn region_stats<T: Label>(
     if shape.contains(&0) {
         return empty();
     }
-    let bounds = slab_bounds(shape, stat_slabs(shape));
+    let bounds = fixed_slabs(shape);
     let slabs: Vec<SlabRegions<T>> = bounds
         .par_iter()
         .map(|&(first, last)| scan_stats(&labels, intensity, first, last))
@@ -416,6 +405,34 @@ fn scan_stats<T: Label>(
         }
     });
     out
+}
+
+/// The distinct nonzero labels of a map, as an index (no statistics: one read of the
+/// map and O(runs) lookups).
+pub fn present_labels<T: Label>(labels: ArrayView3<T>) -> LabelIndex<T> {
+    let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
+    if shape.contains(&0) {
+        return LabelIndex::new(Vec::new());
+    }
+    let found: Vec<Vec<T>> = fixed_slabs(shape)
+        .par_iter()
+        .map(|&(first, last)| {
+            let mut slots = Slots::new();
+            let mut seen = Vec::new();
+            let mut runs: Vec<Run<T>> = Vec::new();
+            for_each_row(&labels, first, last, |_, _, row| {
+                runs.clear();
+                push_runs(row, false, &mut runs);
+                for run in &runs {
+                    if slots.get_or_insert(run.value.key(), seen.len() as u32).1 {
+                        seen.push(run.value);
+                    }
+                }
+            });
+            seen
+        })
+        .collect();
+    LabelIndex::new(found.into_iter().flatten().collect())
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations.
@@ -725,6 +742,18 @@ mod tests {
         let s = std::f64::consts::FRAC_1_SQRT_2;
         assert!((c.principal_axes[0] - s).abs() < 1e-12 && (c.principal_axes[1] - s).abs() < 1e-12);
         assert!(c.flatness[0].is_nan());
+    }
+
+    #[test]
+    fn present_labels_across_slabs() {
+        // Large enough to be cut into slabs; every label appears in a different one.
+        let a = Array3::from_shape_fn(
+            (64, 128, 130),
+            |(z, y, _)| if y == 5 { (z / 4) as u16 * 3 } else { 0 },
+        );
+        let index = present_labels(a.view());
+        let expected: Vec<u16> = (1..16).map(|k| k * 3).collect();
+        assert_eq!(index.labels(), expected.as_slice());
     }
 
     #[test]

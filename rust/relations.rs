@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use ndarray::ArrayView3;
 use rayon::prelude::*;
 
-use crate::ccl::{for_each_row, push_runs, slab_bounds, Connectivity, Run};
+use crate::ccl::{fixed_slabs, for_each_row, push_runs, Connectivity, Run};
 use crate::label::{Label, LabelIndex};
 
 /// A callback receiving `(z, y, runs)` for one row.
@@ -43,14 +43,17 @@ impl<T: Label> KeyRows for ArrayView3<'_, T> {
     }
 }
 
-/// Slabs for relation kernels: a fixed count, so results never depend on threads.
-fn relation_slabs(shape: [usize; 3]) -> Vec<(usize, usize)> {
-    let n = if shape.iter().product::<usize>() < (1 << 20) {
-        1
-    } else {
-        16
-    };
-    slab_bounds(shape, n)
+/// Sums per-slab pair counts and sorts them by pair.
+fn merge_pairs(partial: Vec<HashMap<(i128, i128), u64>>) -> Vec<(i128, i128, u64)> {
+    let mut total: HashMap<(i128, i128), u64> = HashMap::new();
+    for map in partial {
+        for (k, v) in map {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    let mut out: Vec<(i128, i128, u64)> = total.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+    out.sort_unstable();
+    out
 }
 
 /// Voxel count of every region in every slice along `axis` (0, 1 or 2):
@@ -73,7 +76,7 @@ pub fn slice_areas<T: Label>(
     // Along x a run covers several slices: mark +1 at its start and −1 past its end,
     // then one prefix sum per region gives the counts.
     let width = if axis == 2 { size + 1 } else { size };
-    let partial: Vec<Vec<i64>> = relation_slabs(shape)
+    let partial: Vec<Vec<i64>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
             let mut table = vec![0i64; n * width];
@@ -153,7 +156,7 @@ pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, 
         Connectivity::Edge => &[(0, -1, 1), (-1, -1, 0), (-1, 0, 1), (-1, 1, 0)],
         Connectivity::Vertex => &[(0, -1, 1), (-1, -1, 1), (-1, 0, 1), (-1, 1, 1)],
     };
-    let partial: Vec<HashMap<(i128, i128), u64>> = relation_slabs(shape)
+    let partial: Vec<HashMap<(i128, i128), u64>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
             let mut pairs: HashMap<(i128, i128), u64> = HashMap::new();
@@ -202,15 +205,7 @@ pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, 
             pairs
         })
         .collect();
-    let mut total: HashMap<(i128, i128), u64> = HashMap::new();
-    for map in partial {
-        for (k, v) in map {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    let mut out: Vec<(i128, i128, u64)> = total.into_iter().map(|((a, b), n)| (a, b, n)).collect();
-    out.sort_unstable();
-    out
+    merge_pairs(partial)
 }
 
 /// Voxel count of every co-occurring pair of nonzero labels `(a, b)`, `a` from
@@ -224,7 +219,7 @@ pub fn overlap(labels_a: &dyn KeyRows, labels_b: &dyn KeyRows) -> Vec<(i128, i12
         return Vec::new();
     }
     let [_, ny, _] = shape;
-    let partial: Vec<HashMap<(i128, i128), u64>> = relation_slabs(shape)
+    let partial: Vec<HashMap<(i128, i128), u64>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
             // Rows of `a` are buffered per slab, then walked with the rows of `b`.
@@ -253,15 +248,7 @@ pub fn overlap(labels_a: &dyn KeyRows, labels_b: &dyn KeyRows) -> Vec<(i128, i12
             pairs
         })
         .collect();
-    let mut total: HashMap<(i128, i128), u64> = HashMap::new();
-    for map in partial {
-        for (k, v) in map {
-            *total.entry(k).or_insert(0) += v;
-        }
-    }
-    let mut out: Vec<(i128, i128, u64)> = total.into_iter().map(|((a, b), n)| (a, b, n)).collect();
-    out.sort_unstable();
-    out
+    merge_pairs(partial)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from medground import phantoms
-from medground.geometry import connected_components
+from medground.geometry import connected_components, regionprops
 
 STRUCTURE = {(2, 4): 1, (2, 8): 2, (3, 6): 1, (3, 18): 2, (3, 26): 3}
 
@@ -103,8 +103,10 @@ def test_fortran_numbering_follows_fortran_order():
 def test_strided_views(view):
     vol = phantoms.ellipsoids((24, 40, 36), 14, labels=3, radius=(2.0, 9.0), seed=3)
     v = view(vol)
-    assert not v.flags.c_contiguous or v.base is not None
+    assert not v.flags.c_contiguous
     assert same_partition(connected_components(v, 26, binary=True), scipy_label(np.ascontiguousarray(v), 26))
+    ref = cc3d.connected_components(np.ascontiguousarray(v), connectivity=18)
+    assert same_partition(connected_components(v, 18), ref)
 
 
 def test_out_dtype_and_smallest_default():
@@ -171,6 +173,23 @@ def test_random_images_match_references(img, connectivity):
     assert same_partition(connected_components(img, connectivity), ref)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_labels_identical_for_any_thread_count_in_process(order, dtype):
+    import medground
+
+    vol = np.asarray(phantoms.ellipsoids((64, 96, 96), 60, labels=3, radius=(2.0, 10.0), seed=11), order=order).astype(dtype)
+    vol[phantoms.salt(vol.shape, 0.01, seed=2)] = 2
+    outputs = []
+    try:
+        for threads in (1, 2, 3):
+            medground.set_num_threads(threads)
+            outputs.append(connected_components(vol, 26))
+    finally:
+        medground.set_num_threads(0)
+    assert all(np.array_equal(outputs[0], o) for o in outputs[1:])
+
+
 def test_labels_identical_for_one_and_two_threads(tmp_path):
     script = (
         "import numpy as np, sys\n"
@@ -186,3 +205,21 @@ def test_labels_identical_for_one_and_two_threads(tmp_path):
         subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
         outputs.append(np.load(path))
     assert np.array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_input_is_walked_in_place_not_copied(order):
+    import tracemalloc
+
+    vol = np.asarray(phantoms.ellipsoids((64, 128, 128), 30, labels=2, radius=(4.0, 20.0), seed=8), order=order)
+    vol = vol.astype(np.uint32, order=order)  # 4 MiB: a copy would show
+    tracemalloc.start()
+    try:
+        labels = connected_components(vol, 26)
+        table = regionprops(vol, contours=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # numpy's allocations are traced: only the output (and the small table) may appear.
+    assert peak < labels.nbytes + vol.nbytes // 4
+    assert len(table) > 0

@@ -89,5 +89,24 @@ def test_non_native_byte_order_and_readonly_inputs():
     assert connected_components(ro, return_n=True)[1] == 1
 
 
+@pytest.mark.parametrize("spacing", [(1, None, 2), ("a", 1, 1)])
+def test_non_numeric_spacing_names_spacing(spacing):
+    with pytest.raises(ValueError, match="spacing must be 3 numbers"):
+        regionprops(MASK3, spacing)
+
+
+def test_misaligned_buffers_are_read_safely():
+    raw = np.zeros(2 * 4 * 5 * 6 + 1, np.uint8)
+    vol = np.frombuffer(raw.tobytes(), np.uint16, offset=1, count=4 * 5 * 6).reshape(4, 5, 6)
+    assert not vol.flags.aligned
+    vol = vol.copy()
+    vol[1, 2, 3] = 7
+    buf = bytearray(1) + bytearray(vol.tobytes())
+    misaligned = np.frombuffer(buf, np.uint16, offset=1).reshape(4, 5, 6)
+    assert not misaligned.flags.aligned
+    assert connected_components(misaligned, return_n=True)[1] == 1
+    assert list(regionprops(misaligned, intensity=misaligned.astype(np.float64)).label) == [7]
+
+
 def test_lists_are_accepted():
     assert connected_components([[1, 0, 1], [0, 0, 0]], 4, return_n=True)[1] == 2

@@ -27,7 +27,7 @@ def case(request, shared_data):
     return labels, np.asanyarray(image.dataobj), seg.header.get_zooms()[:3], names
 
 
-def test_nibabel_arrays_are_labelled_in_place(case):
+def test_nibabel_fortran_arrays_label_like_cc3d(case):
     labels, _, _, _ = case
     assert labels.flags.f_contiguous and not labels.flags.c_contiguous
     ours, n = connected_components(labels, 26, return_n=True)

@@ -210,6 +210,52 @@ def test_table_interface():
         table["nope"]
 
 
+def test_contours_false_skips_the_second_pass():
+    labels = blobs3d()
+    full = regionprops(labels, (2.0, 1.0, 1.0))
+    fast = regionprops(labels, (2.0, 1.0, 1.0), contours=False)
+    assert set(full.columns) - set(fast.columns) == {"surface_area", "sphericity"}
+    np.testing.assert_array_equal(fast.axis_lengths, full.axis_lengths)
+    with pytest.raises(AttributeError, match="contours=False"):
+        fast.surface_area
+
+
+def test_table_does_not_change_with_the_label_map():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:5, 2:5, 2:5] = 1
+    labels[6:9, 6:9, 6:9] = 2
+    table = regionprops(labels)
+    labels[labels == 2] = 0
+    assert table.surface_area[0] == table.surface_area[1] > 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_statistics_identical_for_any_thread_count(threads):
+    import medground
+
+    vol = phantoms.ellipsoids((64, 128, 130), 50, labels=6, radius=(3.0, 14.0), seed=4)
+    image = np.random.default_rng(1).normal(0, 100, vol.shape)
+    medground.set_num_threads(0)
+    reference = regionprops(vol, (2.0, 0.7, 0.7), intensity=image).to_dict()
+    medground.set_num_threads(threads)
+    try:
+        assert medground.get_num_threads() == threads
+        table = regionprops(vol, (2.0, 0.7, 0.7), intensity=image).to_dict()
+    finally:
+        medground.set_num_threads(0)
+    for name, column in reference.items():
+        np.testing.assert_array_equal(table[name], column, err_msg=name)
+
+
+def test_intensity_in_another_memory_order_than_the_labels():
+    labels = np.asfortranarray(blobs3d())
+    image = np.random.default_rng(3).normal(size=labels.shape)
+    table = regionprops(labels, intensity=image)
+    for i, label in enumerate(table.label):
+        np.testing.assert_allclose(table.intensity_mean[i], image[labels == label].mean(), rtol=1e-12)
+        assert table.intensity_max[i] == image[labels == label].max()
+
+
 def test_bool_and_signed_labels():
     mask = np.zeros((5, 6), bool)
     mask[1:3, 2:5] = True

@@ -135,3 +135,40 @@ def test_largest_k():
     assert largest_k(vol, 0).max() == 0
     all_components = connected_components(vol)
     assert same_partition(largest_k(vol, 10_000), all_components)
+
+
+def test_uint64_labels_beyond_int64():
+    labels = np.array([[2**63, 1, 0], [2**64 - 1, 2**64 - 1, 0]], np.uint64)
+    table = contacts(labels, 4)
+    assert table.a.dtype == np.uint64
+    assert table.to_dict() == {(1, 2**63): 1, (1, 2**64 - 1): 1, (2**63, 2**64 - 1): 1}
+    assert overlap(labels, labels).to_dict() == {(1, 1): 1, (2**63, 2**63): 1, (2**64 - 1, 2**64 - 1): 2}
+    assert contacts(labels.astype(np.int64) // 4, 4).a.dtype == np.int64
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_relations_identical_for_any_thread_count(threads):
+    import medground
+
+    vol = phantoms.ellipsoids((64, 128, 130), 50, labels=6, radius=(3.0, 14.0), seed=4)
+    components = connected_components(vol, 6)
+    medground.set_num_threads(0)
+    reference = (contacts(vol, 26).to_dict(), overlap(vol, components).to_dict(), slice_areas(vol, 2))
+    medground.set_num_threads(threads)
+    try:
+        assert contacts(vol, 26).to_dict() == reference[0]
+        assert overlap(vol, components).to_dict() == reference[1]
+        np.testing.assert_array_equal(slice_areas(vol, 2), reference[2])
+    finally:
+        medground.set_num_threads(0)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_contacts_and_slice_bboxes_in_fortran_order(order):
+    vol = np.asarray(volume(), order=order)
+    assert contacts(vol, 6).to_dict() == brute_contacts(np.ascontiguousarray(vol), 6)
+    table = slice_bboxes(vol, 1, 18)
+    plane = vol[:, 18, :]
+    for i, label in enumerate(table.label):
+        rr, cc = np.nonzero(plane == label)
+        assert list(table.bbox_min[i]) + list(table.bbox_max[i]) == [rr.min(), cc.min(), rr.max() + 1, cc.max() + 1]

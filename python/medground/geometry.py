@@ -41,8 +41,10 @@ _OUT_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 _CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 
 
-def _as_mask(array: ArrayLike, what: str = "mask") -> NDArray[Any]:
-    """Returns ``array`` as a 2D/3D numpy array of a supported dtype, in native byte order."""
+def _as_mask(array: ArrayLike, what: str = "mask", *, as_labels: bool = False) -> NDArray[Any]:
+    """Returns ``array`` as a 2D/3D numpy array of a supported dtype that the kernels
+    can read in place: native byte order and aligned (copied only when it is not).
+    With ``as_labels``, a bool mask is viewed as uint8 (label 1)."""
     arr = np.asarray(array)
     if arr.dtype.name not in SUPPORTED_DTYPES:
         raise TypeError(
@@ -52,6 +54,10 @@ def _as_mask(array: ArrayLike, what: str = "mask") -> NDArray[Any]:
         raise ValueError(f"{what} must be 2D or 3D, got {arr.ndim} dimensions with shape {arr.shape}")
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.aligned:
+        arr = arr.copy()
+    if as_labels and arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
     return arr
 
 
@@ -71,7 +77,10 @@ def _spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float,
         return (1.0,) * ndim
     if np.isscalar(spacing):
         raise ValueError(f"spacing must have one value per axis ({ndim}), got the scalar {spacing!r}")
-    values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    try:
+        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing must be {ndim} numbers, got {spacing!r}") from None
     if len(values) != ndim:
         raise ValueError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {values}")
     for s in values:
@@ -133,10 +142,12 @@ def connected_components(
     Voxels of different nonzero values never join (a label map splits into the
     components of each label) unless ``binary=True``, which joins all nonzero voxels.
 
-    Components are numbered ``1..N`` in the order of their first voxel in the array's
-    memory order: C order for C-ordered and most strided arrays; for Fortran-ordered
-    arrays, Fortran order (the array is walked as it lies instead of being copied).
-    The numbering does not depend on the number of threads.
+    Components are numbered ``1..N`` in the order of their first voxel in the order
+    the array is walked, which follows memory instead of copying: C (row-major) order,
+    unless the first axis has a smaller stride than the last (ignoring axes of length
+    1; a Fortran-ordered array such as nibabel returns), then Fortran order, and the
+    output has that memory order too. The numbering does not depend on the number of
+    threads.
 
     Args:
         mask: 2D or 3D array of bool or any integer dtype; C, Fortran or strided.
@@ -220,15 +231,36 @@ _COLUMNS_3D = ("surface_area", "sphericity")
 _INTENSITY_COLUMNS = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
 
 
+_CONTOUR_COLUMNS = {2: ("perimeter", "circularity", "convex_area", "solidity", "feret_diameter_max"), 3: _COLUMNS_3D}
+
+
+def _contour_columns(
+    labels: NDArray[Any], spacing: tuple[float, ...], region_labels: NDArray[Any], size: NDArray[np.float64]
+) -> dict[str, NDArray[np.float64]]:
+    """The contour measures of every region: one more pass over the map."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if labels.ndim == 3:
+            area = _core.surface_areas(labels, list(spacing), region_labels)
+            sphericity = np.where(area > 0, np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / area, np.nan)
+            return {"surface_area": area, "sphericity": sphericity}
+        measures = _core.shape2d(labels, list(spacing), region_labels)
+        perimeter = measures["perimeter"]
+        convex = measures["convex_area"]
+        return {
+            "perimeter": perimeter,
+            "circularity": np.where(perimeter > 0, 4 * np.pi * size / perimeter**2, np.nan),
+            "convex_area": convex,
+            "solidity": np.where(convex > 0, size / convex, np.nan),
+            "feret_diameter_max": measures["feret_diameter_max"],
+        }
+
+
 class RegionTable:
     """Region descriptors as columns, one row per distinct nonzero label, sorted by label.
 
     Columns are numpy arrays, read as attributes (``table.centroid``) or by name
-    (``table["centroid"]``). Counts, boxes, centroids, moments and intensity
-    statistics come from one pass over the label map; the contour measures
-    (``surface_area``, ``sphericity``, ``perimeter``, ``circularity``,
-    ``convex_area``, ``solidity``, ``feret_diameter_max``) take one more pass, made
-    the first time one of them is read.
+    (``table["centroid"]``); ``columns`` lists them. The table holds no reference to
+    the label map it was computed from.
 
     Column definitions (physical units come from ``spacing``):
 
@@ -241,84 +273,58 @@ class RegionTable:
       order, sign chosen so the largest component is positive; ``elongation`` =
       sqrt(λ_minor/λ_major); ``flatness`` = sqrt(λ_least/λ_major) in 3D, NaN in 2D.
       These are pyradiomics' definitions.
-    - 3D: ``surface_area`` of the marching-cubes surface at level 0.5 (vertices at edge
+    - 2D: ``eccentricity`` and ``orientation`` (radians, angle from axis 0 to the
+      major axis, as scikit-image).
+    - Contour measures (left out with ``regionprops(..., contours=False)``):
+      3D ``surface_area`` of the marching-cubes surface at level 0.5 (vertices at edge
       midpoints, volume padded with background, faces with two diagonal inside corners
-      split so the region reads 6-connected); exact on axis-aligned faces, about 7%
+      split so the region reads 6-connected), exact on axis-aligned faces, about 7%
       large on a digitised ball (scikit-image's marching cubes: 8.7%), so a ball's
-      ``sphericity`` = π^(1/3)·(6V)^(2/3)/A is about 0.93.
-    - 2D: ``perimeter`` of the marching-squares contour at level 0.5 (holes
-      included; as scikit-image's ``find_contours`` and pyradiomics), exact along axes
-      and diagonals but long on curves: +5.5% on a large disc, so a disc's
-      ``circularity`` = 4πA/P² is about 0.90; ``convex_area`` of the convex hull of the
-      region's pixel squares; ``solidity`` = area/convex_area; ``eccentricity`` and
-      ``orientation`` (radians, angle from axis 0 to the major axis, as
-      scikit-image); ``feret_diameter_max`` between hull vertices.
+      ``sphericity`` = π^(1/3)·(6V)^(2/3)/A is about 0.93 (and a region of a few
+      voxels can read above 1). 2D ``perimeter`` of the marching-squares contour at
+      level 0.5 (holes included; as scikit-image's ``find_contours`` and
+      pyradiomics), exact along axes and diagonals but long on curves: +5.5% on a
+      large disc, so a disc's ``circularity`` = 4πA/P² is about 0.90; ``convex_area``
+      of the convex hull of the region's pixel squares (about 3% over a disc's area);
+      ``solidity`` = area/convex_area; ``feret_diameter_max`` between hull vertices.
     - With ``intensity``: ``intensity_mean``, ``intensity_std`` (population),
       ``intensity_min``, ``intensity_max``.
     """
 
-    def __init__(
-        self,
-        columns: dict[str, NDArray[Any]],
-        labels: NDArray[Any],
-        spacing: tuple[float, ...],
-    ) -> None:
+    def __init__(self, columns: dict[str, NDArray[Any]], ndim: int, spacing: tuple[float, ...]) -> None:
         self._columns = dict(columns)
-        self._labels = labels
-        self.ndim: int = labels.ndim
+        self.ndim = ndim
         self.spacing = spacing
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """Names of every column this table offers (computed or not yet)."""
-        extra = _COLUMNS_2D if self.ndim == 2 else _COLUMNS_3D
-        names = [c for c in _BASE_COLUMNS] + list(extra)
-        names += [c for c in _INTENSITY_COLUMNS if c in self._columns]
-        return tuple(names)
+        """Names of the columns, in a fixed order."""
+        order = _BASE_COLUMNS + (_COLUMNS_2D if self.ndim == 2 else _COLUMNS_3D) + _INTENSITY_COLUMNS
+        return tuple(c for c in order if c in self._columns)
 
     def __len__(self) -> int:
         return len(self._columns["label"])
 
     def __getitem__(self, name: str) -> NDArray[Any]:
-        if name not in self.columns:
-            raise KeyError(f"no column {name!r}; columns are {', '.join(self.columns)}")
-        if name not in self._columns:
-            self._compute_contours()
-        return self._columns[name]
+        try:
+            return self._columns[name]
+        except KeyError:
+            hint = ""
+            if name in _CONTOUR_COLUMNS[self.ndim]:
+                hint = " (a contour measure: this table was made with contours=False)"
+            raise KeyError(f"no column {name!r}{hint}; columns are {', '.join(self.columns)}") from None
 
     def __getattr__(self, name: str) -> NDArray[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
         try:
             return self[name]
-        except KeyError:
-            raise AttributeError(
-                f"RegionTable ({self.ndim}D) has no column {name!r}; columns are {', '.join(self.columns)}"
-            ) from None
-
-    def _compute_contours(self) -> None:
-        region_labels = self._columns["label"]
-        size = self._columns["volume"]
-        if self.ndim == 3:
-            area = _core.surface_areas(self._labels, list(self.spacing), region_labels)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sphericity = np.where(area > 0, np.pi ** (1 / 3) * (6 * size) ** (2 / 3) / area, np.nan)
-            self._columns["surface_area"] = area
-            self._columns["sphericity"] = sphericity
-        else:
-            measures = _core.shape2d(self._labels, list(self.spacing), region_labels)
-            perimeter = measures["perimeter"]
-            convex = measures["convex_area"]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self._columns["circularity"] = np.where(perimeter > 0, 4 * np.pi * size / perimeter**2, np.nan)
-                self._columns["solidity"] = np.where(convex > 0, size / convex, np.nan)
-            self._columns["perimeter"] = perimeter
-            self._columns["convex_area"] = convex
-            self._columns["feret_diameter_max"] = measures["feret_diameter_max"]
+        except KeyError as e:
+            raise AttributeError(f"RegionTable ({self.ndim}D): {e.args[0]}") from None
 
     def to_dict(self) -> dict[str, NDArray[Any]]:
-        """Every column by name (contour measures included, computed if needed)."""
-        return {name: self[name] for name in self.columns}
+        """Every column by name."""
+        return {name: self._columns[name] for name in self.columns}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts of column name → value (scalars or small arrays)."""
@@ -335,14 +341,21 @@ def regionprops(
     spacing: Sequence[float] | None = None,
     *,
     intensity: ArrayLike | None = None,
+    contours: bool = True,
 ) -> RegionTable:
     """Descriptors of every region of a label map (or of a connected_components output).
+
+    Counts, boxes, centroids, moments and intensity statistics come from one pass over
+    the map; the contour measures (surface area and sphericity in 3D; perimeter,
+    circularity, convex area, solidity and Feret diameter in 2D) from a second.
 
     Args:
         labels: 2D or 3D label map of bool or integer dtype; one row per distinct
             nonzero value.
         spacing: Physical voxel size per array axis (array axis order); default 1.0.
         intensity: Optional image of the same shape for intensity statistics.
+        contours: Compute the contour measures (the second pass); False skips them,
+            as SimpleITK's ``ComputePerimeterOff``.
 
     Returns:
         A :class:`RegionTable` sorted by label.
@@ -351,9 +364,7 @@ def regionprops(
         TypeError: Unsupported dtype of ``labels`` or ``intensity``.
         ValueError: Wrong dimensions, bad ``spacing``, or ``intensity`` of another shape.
     """
-    arr = _as_mask(labels, "labels")
-    if arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
+    arr = _as_mask(labels, "labels", as_labels=True)
     sp = _spacing(spacing, arr.ndim)
     values = None
     if intensity is not None:
@@ -366,8 +377,12 @@ def regionprops(
             values = values.astype(np.float64)
         if not values.dtype.isnative:
             values = values.astype(values.dtype.newbyteorder("="))
+        if not values.flags.aligned:
+            values = values.copy()
     columns = _core.regionprops(arr, list(sp), values)
-    return RegionTable(columns, arr, sp)
+    if contours:
+        columns.update(_contour_columns(arr, sp, columns["label"], columns["volume"]))
+    return RegionTable(columns, arr.ndim, sp)
 
 
 def slice_areas(labels: ArrayLike, axis: int) -> NDArray[np.int64]:
@@ -377,14 +392,11 @@ def slice_areas(labels: ArrayLike, axis: int) -> NDArray[np.int64]:
         (n, labels.shape[axis]) int64; row ``i`` is the ``i``-th distinct nonzero
         label in ascending order (``regionprops(labels).label[i]``).
     """
-    arr = _as_mask(labels, "labels")
-    if arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
+    arr = _as_mask(labels, "labels", as_labels=True)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -arr.ndim <= axis < arr.ndim:
         raise ValueError(f"axis must be an integer in [{-arr.ndim}, {arr.ndim}) for a {arr.ndim}D array, got {axis!r}")
-    axis = int(axis) % arr.ndim
-    region_labels = _core.regionprops(arr, [1.0] * arr.ndim, None)["label"]
-    return _core.slice_areas(arr, axis, region_labels)  # type: ignore[no-any-return]
+    _, table = _core.slice_areas(arr, int(axis) % arr.ndim)
+    return table  # type: ignore[no-any-return]
 
 
 def slice_bboxes(labels: ArrayLike, axis: int, index: int, spacing: Sequence[float] | None = None) -> RegionTable:
@@ -416,10 +428,11 @@ def slice_bboxes(labels: ArrayLike, axis: int, index: int, spacing: Sequence[flo
 
 @dataclass(frozen=True)
 class PairTable:
-    """Pairs of labels with a count each, sorted by ``(a, b)``."""
+    """Pairs of labels with a count each, sorted by ``(a, b)``. Labels are int64, or
+    uint64 when a uint64 map holds labels of 2^63 or more."""
 
-    a: NDArray[np.int64]
-    b: NDArray[np.int64]
+    a: NDArray[np.integer]
+    b: NDArray[np.integer]
     count: NDArray[np.int64]
 
     def __len__(self) -> int:
@@ -437,9 +450,7 @@ def contacts(labels: ArrayLike, connectivity: int | None = None) -> PairTable:
     number of neighbouring voxel pairs under ``connectivity`` (default 8 in 2D, 26 in
     3D). With face connectivity (4 or 6) this is the contact area in voxel faces.
     """
-    arr = _as_mask(labels, "labels")
-    if arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
+    arr = _as_mask(labels, "labels", as_labels=True)
     conn = _connectivity(arr.ndim, connectivity)
     return PairTable(**_core.contacts(arr, conn))
 
@@ -450,12 +461,8 @@ def overlap(labels_a: ArrayLike, labels_b: ArrayLike) -> PairTable:
     ``count[i]`` voxels carry label ``a[i]`` in ``labels_a`` and ``b[i]`` in
     ``labels_b`` (for example: how much of each lesion lies inside each organ).
     """
-    arr_a = _as_mask(labels_a, "labels_a")
-    arr_b = _as_mask(labels_b, "labels_b")
+    arr_a = _as_mask(labels_a, "labels_a", as_labels=True)
+    arr_b = _as_mask(labels_b, "labels_b", as_labels=True)
     if arr_a.shape != arr_b.shape:
         raise ValueError(f"labels_a and labels_b must have one shape, got {arr_a.shape} and {arr_b.shape}")
-    if arr_a.dtype == np.bool_:
-        arr_a = arr_a.view(np.uint8)
-    if arr_b.dtype == np.bool_:
-        arr_b = arr_b.view(np.uint8)
     return PairTable(**_core.overlap(arr_a, arr_b))

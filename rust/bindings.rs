@@ -707,51 +707,33 @@ fn pair_columns<'py>(
     rows: Vec<(i128, i128, u64)>,
     what: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let (a, b): (Vec<i128>, Vec<i128>) = rows.iter().map(|&(a, b, _)| (a, b)).unzip();
-    let fits_i64 = |v: &i128| i64::try_from(*v).is_ok();
-    if a.iter().chain(&b).all(fits_i64) {
-        d.set_item(
-            "a",
-            a.iter()
-                .map(|&v| v as i64)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-        d.set_item(
-            "b",
-            b.iter()
-                .map(|&v| v as i64)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-    } else if a.iter().chain(&b).all(|v| u64::try_from(*v).is_ok()) {
-        d.set_item(
-            "a",
-            a.iter()
-                .map(|&v| v as u64)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-        d.set_item(
-            "b",
-            b.iter()
-                .map(|&v| v as u64)
-                .collect::<Vec<_>>()
-                .into_pyarray(py),
-        )?;
-    } else {
-        return Err(PyOverflowError::new_err(format!(
-            "{what}: the labels span negative values and values of 2^63 or more; no integer dtype holds both"
-        )));
+    /// A label column in the integer dtype `V`, if every label fits it.
+    fn column<'py, V: numpy::Element + TryFrom<i128>>(
+        py: Python<'py>,
+        rows: &[(i128, i128, u64)],
+        pick: fn(&(i128, i128, u64)) -> i128,
+    ) -> Option<Bound<'py, PyAny>> {
+        let values: Option<Vec<V>> = rows.iter().map(|r| V::try_from(pick(r)).ok()).collect();
+        values.map(|v| v.into_pyarray(py).into_any())
     }
-    d.set_item(
-        "count",
-        rows.iter()
-            .map(|&(_, _, n)| n as i64)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-    )?;
+    let pick_a: fn(&(i128, i128, u64)) -> i128 = |r| r.0;
+    let pick_b: fn(&(i128, i128, u64)) -> i128 = |r| r.1;
+    let (a, b) = match (column::<i64>(py, &rows, pick_a), column::<i64>(py, &rows, pick_b)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => match (column::<u64>(py, &rows, pick_a), column::<u64>(py, &rows, pick_b)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => {
+                return Err(PyOverflowError::new_err(format!(
+                    "{what}: the labels span negative values and values of 2^63 or more; no integer dtype holds both"
+                )))
+            }
+        },
+    };
+    let d = PyDict::new(py);
+    d.set_item("a", a)?;
+    d.set_item("b", b)?;
+    let count: Vec<i64> = rows.iter().map(|r| r.2 as i64).collect();
+    d.set_item("count", count.into_pyarray(py))?;
     Ok(d)
 }
 

@@ -468,13 +468,9 @@ macro_rules! impl_out_label {
 impl_out_label!(u8, u16, u32, u64);
 
 impl<T: Label> RunLabels<T> {
-    /// Writes the label image into `out`, C-ordered over `shape`, which must be
-    /// zero-filled and hold at least `n` (checked by the caller). Relabels through
-    /// `map` when given: `map[label]` replaces each component's label (0 erases it).
-    /// Cost: one write per foreground voxel, parallel over slabs.
-    pub fn write<U: OutLabel>(&self, out: &mut [U], map: Option<&[u32]>) {
+    /// Splits a C-ordered volume buffer into the part each slab covers.
+    fn slab_chunks<'a, U>(&self, mut rest: &'a mut [U]) -> Vec<&'a mut [U]> {
         let nx = self.shape[2];
-        let mut rest = out;
         let mut chunks = Vec::with_capacity(self.slabs.len());
         for slab in &self.slabs {
             let (head, tail) = rest.split_at_mut(slab.n_rows() * nx);
@@ -482,6 +478,15 @@ impl<T: Label> RunLabels<T> {
             rest = tail;
         }
         chunks
+    }
+
+    /// Writes the label image into `out`, C-ordered over `shape`, which must be
+    /// zero-filled and hold at least `n` (checked by the caller). Relabels through
+    /// `map` when given: `map[label]` replaces each component's label (0 erases it).
+    /// Cost: one write per foreground voxel, parallel over slabs.
+    pub fn write<U: OutLabel>(&self, out: &mut [U], map: Option<&[u32]>) {
+        let nx = self.shape[2];
+        self.slab_chunks(out)
             .into_par_iter()
             .zip(self.slabs.par_iter().zip(self.slab_offset.par_iter()))
             .for_each(|(chunk, (slab, &offset))| {
@@ -516,14 +521,7 @@ impl<T: Label> RunLabels<T> {
     /// hold the volume's values in C order over `shape`.
     pub fn erase(&self, out: &mut [T], keep: &[bool]) {
         let nx = self.shape[2];
-        let mut rest = out;
-        let mut chunks = Vec::with_capacity(self.slabs.len());
-        for slab in &self.slabs {
-            let (head, tail) = rest.split_at_mut(slab.n_rows() * nx);
-            chunks.push(head);
-            rest = tail;
-        }
-        chunks
+        self.slab_chunks(out)
             .into_par_iter()
             .zip(self.slabs.par_iter().zip(self.slab_offset.par_iter()))
             .for_each(|(chunk, (slab, &offset))| {

@@ -33,11 +33,15 @@ def surface_areas(labels: NDArray[Any], spacing: list[float], region_labels: NDA
 def shape2d(labels: NDArray[Any], spacing: list[float], region_labels: NDArray[Any]) -> dict[str, NDArray[np.float64]]:
     """perimeter, convex_area and feret_diameter_max of each region in region_labels; 2D only."""
 
-def slice_areas(labels: NDArray[Any], axis: int, region_labels: NDArray[Any]) -> NDArray[np.int64]:
-    """(n, shape[axis]) voxel counts per region per slice."""
+def slice_areas(
+    labels: NDArray[Any], axis: int, region_labels: NDArray[Any] | None = None
+) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """(region labels, (n, shape[axis]) voxel counts per region per slice); by default
+    every nonzero label, ascending."""
 
 def contacts(labels: NDArray[Any], connectivity: int) -> dict[str, NDArray[np.int64]]:
-    """Touching label pairs a < b and their count of neighbouring voxel pairs: keys a, b, count."""
+    """Touching label pairs a < b and their count of neighbouring voxel pairs: keys a, b
+    (int64, or uint64 for labels of 2^63 or more), count."""
 
 def overlap(labels_a: NDArray[Any], labels_b: NDArray[Any]) -> dict[str, NDArray[np.int64]]:
     """Co-occurring nonzero label pairs and their voxel counts: keys a, b, count."""

@@ -449,6 +449,84 @@ fn dust<'py>(
     })
 }
 
+fn dust_in_place_typed<T: Label + numpy::Element>(
+    py: Python<'_>,
+    mask: &Bound<'_, PyAny>,
+    threshold: u64,
+    connectivity: u32,
+    binary: bool,
+    invert: bool,
+) -> PyResult<()> {
+    let array = mask.cast::<PyArrayDyn<T>>()?;
+    let mut rw = array.try_readwrite().map_err(|e| {
+        PyValueError::new_err(format!(
+            "in_place needs a writeable array that nothing else borrows: {e}"
+        ))
+    })?;
+    let view = rw.as_array_mut();
+    let ndim = view.ndim();
+    if ndim != 2 && ndim != 3 {
+        return Err(PyValueError::new_err(format!(
+            "expected a 2D or 3D array, got {ndim} dimensions"
+        )));
+    }
+    let conn = connectivity_for(ndim, connectivity)?;
+    let reversed = is_fortran_like(&view.view());
+    let view = if reversed { view.reversed_axes() } else { view };
+    let view = if ndim == 2 {
+        view.insert_axis(Axis(0))
+    } else {
+        view
+    };
+    let view = view
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))?;
+    run(py, "dust", move || {
+        let rl = label_runs(view.view(), conn, binary)?;
+        let keep: Vec<bool> = rl
+            .sizes()
+            .iter()
+            .map(|&s| (s >= threshold) != invert)
+            .collect();
+        rl.erase_view(view, &keep);
+        Ok::<(), KernelError>(())
+    })??;
+    Ok(())
+}
+
+/// [`dust`] editing `mask` itself.
+#[pyfunction]
+fn dust_in_place(
+    py: Python<'_>,
+    mask: &Bound<'_, PyAny>,
+    threshold: u64,
+    connectivity: u32,
+    binary: bool,
+    invert: bool,
+) -> PyResult<()> {
+    let dtype = mask
+        .getattr("dtype")?
+        .getattr("name")?
+        .extract::<String>()?;
+    let f = match dtype.as_str() {
+        "bool" => dust_in_place_typed::<bool>,
+        "uint8" => dust_in_place_typed::<u8>,
+        "uint16" => dust_in_place_typed::<u16>,
+        "uint32" => dust_in_place_typed::<u32>,
+        "uint64" => dust_in_place_typed::<u64>,
+        "int8" => dust_in_place_typed::<i8>,
+        "int16" => dust_in_place_typed::<i16>,
+        "int32" => dust_in_place_typed::<i32>,
+        "int64" => dust_in_place_typed::<i64>,
+        other => {
+            return Err(PyTypeError::new_err(format!(
+                "mask must be a numpy array of {SUPPORTED}; got {other}"
+            )))
+        }
+    };
+    f(py, mask, threshold, connectivity, binary, invert)
+}
+
 /// Swaps two axes of a region's moments (used to undo an axis reversal).
 fn swap_moment_axes(m: &mut Moments, a: usize, b: usize) {
     m.min.swap(a, b);
@@ -785,6 +863,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
     m.add_function(wrap_pyfunction!(largest_k, m)?)?;
     m.add_function(wrap_pyfunction!(dust, m)?)?;
+    m.add_function(wrap_pyfunction!(dust_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(regionprops, m)?)?;
     m.add_function(wrap_pyfunction!(surface_areas, m)?)?;
     m.add_function(wrap_pyfunction!(shape2d, m)?)?;

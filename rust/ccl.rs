@@ -12,7 +12,7 @@
 //! of each component's first voxel in the raster order of the view handed in
 //! (C order of its shape).
 
-use ndarray::{s, ArrayView3};
+use ndarray::{s, ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, KernelResult};
@@ -516,21 +516,42 @@ impl<T: Label> RunLabels<T> {
         sizes
     }
 
-    /// Writes `src` with every component whose label maps to `false` in `keep` set to
-    /// zero (the voxels of kept components keep their original values). `out` must
-    /// hold the volume's values in C order over `shape`.
+    /// Sets to zero every voxel of each component whose label maps to `false` in
+    /// `keep`; the voxels of kept components keep their values. `out` holds the
+    /// volume's values in C order over `shape`.
     pub fn erase(&self, out: &mut [T], keep: &[bool]) {
-        let nx = self.shape[2];
-        self.slab_chunks(out)
+        if let Ok(view) = ArrayViewMut3::from_shape(self.shape, out) {
+            self.erase_view(view, keep);
+        }
+    }
+
+    /// [`RunLabels::erase`] on a view of the labelled volume itself, with any strides
+    /// (the volume is edited in place). Parallel over slabs.
+    pub fn erase_view(&self, view: ArrayViewMut3<T>, keep: &[bool]) {
+        // Slabs cover whole planes of a volume, rows of a single plane.
+        let along = if self.shape[0] > 1 { Axis(0) } else { Axis(1) };
+        let per_unit = if along == Axis(0) { self.shape[1] } else { 1 };
+        let mut parts = Vec::with_capacity(self.slabs.len());
+        let mut rest = view;
+        for slab in &self.slabs {
+            let units = slab.n_rows().checked_div(per_unit).unwrap_or(0);
+            let units = units.min(rest.len_of(along));
+            let (head, tail) = rest.split_at(along, units);
+            parts.push(head);
+            rest = tail;
+        }
+        parts
             .into_par_iter()
             .zip(self.slabs.par_iter().zip(self.slab_offset.par_iter()))
-            .for_each(|(chunk, (slab, &offset))| {
+            .for_each(|(mut part, (slab, &offset))| {
+                let ny = part.shape()[1].max(1);
                 for i in 0..slab.n_rows() {
-                    let row = &mut chunk[i * nx..(i + 1) * nx];
+                    let mut row = part.slice_mut(s![i / ny, i % ny, ..]);
                     let base = offset + slab.row_start[i] as usize;
                     for (j, run) in slab.row(i).iter().enumerate() {
                         if !keep[self.labels[base + j] as usize] {
-                            row[run.start as usize..run.end as usize].fill(T::ZERO);
+                            row.slice_mut(s![run.start as usize..run.end as usize])
+                                .fill(T::ZERO);
                         }
                     }
                 }
@@ -661,6 +682,15 @@ mod tests {
         let mut kept = a.as_slice().unwrap().to_vec();
         rl.erase(&mut kept, &[false, true, true, false]);
         assert_eq!(kept, vec![1, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]);
+        // In place, through a Fortran-ordered array walked with reversed axes.
+        let mut f = Array3::<u8>::zeros((1, 3, 4).f());
+        f.assign(&a);
+        let rl = label_runs(f.view().reversed_axes(), Connectivity::Face, false).unwrap();
+        rl.erase_view(f.view_mut().reversed_axes(), &vec![true; rl.n as usize + 1]);
+        assert_eq!(f, a);
+        let small: Vec<bool> = rl.sizes().iter().map(|&s| s >= 2).collect();
+        rl.erase_view(f.view_mut().reversed_axes(), &small);
+        assert_eq!(f.iter().filter(|&&v| v != 0).count(), 5);
     }
 
     #[test]

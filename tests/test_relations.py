@@ -124,6 +124,33 @@ def test_dust_matches_cc3d(connectivity, threshold):
     np.testing.assert_array_equal(np.where(ours != 0, ours, kept_big), vol)
 
 
+@pytest.mark.parametrize(
+    "view",
+    [lambda v: v, np.asfortranarray, lambda v: v[:, ::-1, 1:], lambda v: v[5], lambda v: np.asfortranarray(v[5])],
+    ids=["C", "F", "strided", "2D", "2D-F"],
+)
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int64])
+def test_dust_in_place_matches_the_copy(view, dtype):
+    vol = (volume() | phantoms.salt((20, 36, 40), 0.01, seed=1).astype(np.uint8)).astype(dtype)
+    target = view(vol.copy())
+    expected = dust(target.copy(), 20)
+    result = dust(target, 20, in_place=True)
+    assert result is target
+    np.testing.assert_array_equal(target, expected)
+    assert np.count_nonzero(target) < np.count_nonzero(view(vol))
+
+
+def test_dust_in_place_refuses_what_it_cannot_edit():
+    ro = volume()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        dust(ro, 5, in_place=True)
+    with pytest.raises(ValueError, match="numpy array"):
+        dust([[1, 0], [0, 1]], 5, in_place=True)
+    with pytest.raises(ValueError, match="native byte order"):
+        dust(volume().astype(">u2"), 5, in_place=True)
+
+
 def test_largest_k():
     vol = volume()
     ours, n = largest_k(vol, 4, 26, return_n=True)
@@ -172,3 +199,19 @@ def test_contacts_and_slice_bboxes_in_fortran_order(order):
     for i, label in enumerate(table.label):
         rr, cc = np.nonzero(plane == label)
         assert list(table.bbox_min[i]) + list(table.bbox_max[i]) == [rr.min(), cc.min(), rr.max() + 1, cc.max() + 1]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_dust_in_place_on_images_and_volumes_cut_into_slabs(order):
+    import medground
+
+    image = np.asarray(phantoms.salt((700, 650), 0.2, seed=3).astype(np.uint8), order=order)
+    vol = np.asarray(phantoms.salt((40, 120, 110), 0.15, seed=4).astype(np.uint8), order=order)
+    medground.set_num_threads(2)
+    try:
+        for mask in (image, vol):
+            expected = cc3d.dust(np.ascontiguousarray(mask), 4, connectivity=8 if mask.ndim == 2 else 26)
+            dust(mask, 4, in_place=True)
+            np.testing.assert_array_equal(mask, expected)
+    finally:
+        medground.set_num_threads(0)

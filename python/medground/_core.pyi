@@ -22,6 +22,9 @@ def largest_k(
 def dust(mask: NDArray[Any], threshold: int, connectivity: int, binary: bool, invert: bool) -> NDArray[Any]:
     """A copy of mask with components below threshold voxels (above, if invert) zeroed."""
 
+def dust_in_place(mask: NDArray[Any], threshold: int, connectivity: int, binary: bool, invert: bool) -> None:
+    """dust, zeroing the dropped components in mask itself (any strides)."""
+
 def regionprops(labels: NDArray[Any], spacing: list[float], intensity: NDArray[Any] | None = None) -> dict[str, NDArray[Any]]:
     """One-pass region columns: label, voxel_count, bbox_min/max, centroid, volume,
     axis_lengths, principal_axes, elongation, flatness (2D: eccentricity, orientation),

@@ -200,15 +200,40 @@ def dust(
     *,
     binary: bool = False,
     invert: bool = False,
+    in_place: bool = False,
 ) -> NDArray[Any]:
     """Removes connected components smaller than ``threshold`` voxels.
 
-    Returns a copy with the same dtype and values, where every component with fewer
-    than ``threshold`` voxels is set to 0 (with ``invert=True``: every component with
-    ``threshold`` voxels or more).
+    Every component with fewer than ``threshold`` voxels is set to 0 (with
+    ``invert=True``: every component with ``threshold`` voxels or more); other voxels
+    keep their values and dtype.
+
+    Args:
+        labels_or_mask: 2D or 3D mask or label map (components as in
+            :func:`connected_components`).
+        threshold: Smallest voxel count kept.
+        connectivity: As in :func:`connected_components`.
+        binary: Join all nonzero voxels into components regardless of value.
+        invert: Remove the large components instead.
+        in_place: Edit ``labels_or_mask`` itself (a writeable numpy array in native
+            byte order) instead of returning a copy.
+
+    Returns:
+        The edited array: a new one, or ``labels_or_mask`` with ``in_place``.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
         raise ValueError(f"threshold must be a non-negative integer voxel count, got {threshold!r}")
+    if in_place:
+        if not isinstance(labels_or_mask, np.ndarray):
+            raise ValueError(f"in_place needs a numpy array, got {type(labels_or_mask).__name__}")
+        arr = _as_mask(labels_or_mask)
+        if arr is not labels_or_mask:
+            raise ValueError("in_place needs an aligned array in native byte order; this one would have to be copied")
+        if not arr.flags.writeable:
+            raise ValueError("in_place needs a writeable array; this one is read-only")
+        conn = _connectivity(arr.ndim, connectivity)
+        _core.dust_in_place(arr, int(threshold), conn, bool(binary), bool(invert))
+        return arr
     arr = _as_mask(labels_or_mask)
     conn = _connectivity(arr.ndim, connectivity)
     return _core.dust(arr, int(threshold), conn, bool(binary), bool(invert))  # type: ignore[no-any-return]

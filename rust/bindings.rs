@@ -220,7 +220,10 @@ fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
 /// A 2D or 3D view as the kernels walk it: axes reversed when `reversed`, then a unit
 /// axis in front of a 2D view. Used to walk a second array (an intensity image, a
 /// second label map) in the first one's orientation.
-fn orient_like<T>(view: ArrayViewD<'_, T>, reversed: bool) -> PyResult<ArrayView3<'_, T>> {
+fn orient_like<S: ndarray::RawData>(
+    view: ndarray::ArrayBase<S, ndarray::IxDyn>,
+    reversed: bool,
+) -> PyResult<ndarray::ArrayBase<S, Ix3>> {
     let view = if reversed { view.reversed_axes() } else { view };
     let view = if view.ndim() == 2 {
         view.insert_axis(Axis(0))
@@ -433,7 +436,7 @@ fn dust<'py>(
         let view = o.view;
         let (rl, keep) = run(py, "dust", move || {
             label_runs(view, conn, binary).map(|rl| {
-                let keep: Vec<bool> = rl.sizes().iter().map(|&s| (s >= threshold) != invert).collect();
+                let keep = rl.keep_by_size(threshold, invert);
                 (rl, keep)
             })
         })??;
@@ -472,22 +475,10 @@ fn dust_in_place_typed<T: Label + numpy::Element>(
     }
     let conn = connectivity_for(ndim, connectivity)?;
     let reversed = is_fortran_like(&view.view());
-    let view = if reversed { view.reversed_axes() } else { view };
-    let view = if ndim == 2 {
-        view.insert_axis(Axis(0))
-    } else {
-        view
-    };
-    let view = view
-        .into_dimensionality::<Ix3>()
-        .map_err(|e| PyRuntimeError::new_err(format!("internal error orienting array: {e}")))?;
+    let view = orient_like(view, reversed)?;
     run(py, "dust", move || {
         let rl = label_runs(view.view(), conn, binary)?;
-        let keep: Vec<bool> = rl
-            .sizes()
-            .iter()
-            .map(|&s| (s >= threshold) != invert)
-            .collect();
+        let keep = rl.keep_by_size(threshold, invert);
         rl.erase_view(view, &keep);
         Ok::<(), KernelError>(())
     })??;

@@ -516,6 +516,15 @@ impl<T: Label> RunLabels<T> {
         sizes
     }
 
+    /// Which components [`dust`](RunLabels::erase) keeps: those of `threshold` voxels or
+    /// more (with `invert`, those below it), indexed by label (entry 0 unused).
+    pub fn keep_by_size(&self, threshold: u64, invert: bool) -> Vec<bool> {
+        self.sizes()
+            .iter()
+            .map(|&s| (s >= threshold) != invert)
+            .collect()
+    }
+
     /// Sets to zero every voxel of each component whose label maps to `false` in
     /// `keep`; the voxels of kept components keep their values. `out` holds the
     /// volume's values in C order over `shape`.

@@ -9,25 +9,20 @@
 use libfuzzer_sys::fuzz_target;
 use medground::ccl::{label_runs, largest_k_map, Connectivity};
 use medground_fuzz::{
-    flood_fill, forward_offsets, shape_of, step, volume, with_elem, Bytes, Elem, Layout, Stored,
-    CONNECTIVITIES,
+    flood_fill, forward_offsets, shape_of, step, volume, with_elem, Bytes, Elem, Header, Layout,
+    Stored, CONNECTIVITIES,
 };
 use ndarray::Array3;
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes::new(data);
-    let dtype = b.byte();
-    let flags = b.byte();
-    let param = b.byte();
-    let mut shape = [
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-    ];
-    if flags & 1 == 1 {
-        shape[0] = 1;
-    }
-    let palette = 2 + b.byte() as usize % 4;
+    let Header {
+        dtype,
+        flags,
+        param,
+        shape,
+        palette,
+    } = Header::read(&mut b);
     let kbyte = b.byte();
     let layout = Layout::from_bytes(flags >> 1, param);
     let values = b.rest();

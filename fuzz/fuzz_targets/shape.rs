@@ -17,7 +17,7 @@ use medground::label::LabelIndex;
 use medground::shape2d::shape2d;
 use medground::surface::surface_areas;
 use medground_fuzz::{
-    close, ref_regions, shape_of, volume, with_elem, Bytes, Elem, Layout, Stored,
+    close, ref_regions, shape_of, volume, with_elem, Bytes, Elem, Header, Layout, Stored,
 };
 use ndarray::{Array3, ArrayView3, Axis};
 
@@ -25,18 +25,13 @@ const SPACINGS: [f64; 5] = [1.0, 0.25, 0.5, 2.0, 3.3];
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes::new(data);
-    let dtype = b.byte();
-    let flags = b.byte();
-    let param = b.byte();
-    let mut shape = [
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-    ];
-    if flags & 1 == 1 {
-        shape[0] = 1;
-    }
-    let palette = 2 + b.byte() as usize % 4;
+    let Header {
+        dtype,
+        flags,
+        param,
+        shape,
+        palette,
+    } = Header::read(&mut b);
     let sp = b.byte() as usize;
     let spacing = [
         SPACINGS[sp % 5],

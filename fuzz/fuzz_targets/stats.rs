@@ -14,7 +14,8 @@ use medground::regions::{moment_shape, region_stats, IntensityRows, Moments};
 use medground::relations::{contacts, overlap, slice_areas};
 use medground_fuzz::{
     check_intensity, close, flood_fill, intensities, ref_contacts, ref_overlap, ref_regions,
-    ref_slice_areas, shape_of, volume, with_elem, Bytes, Elem, Layout, Stored, CONNECTIVITIES,
+    ref_slice_areas, shape_of, volume, with_elem, Bytes, Elem, Header, Layout, Stored,
+    CONNECTIVITIES,
 };
 use ndarray::{Array3, ArrayView3};
 
@@ -22,18 +23,13 @@ const SPACINGS: [f64; 5] = [1.0, 0.25, 0.5, 2.0, 3.3];
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes::new(data);
-    let dtype = b.byte();
-    let flags = b.byte();
-    let param = b.byte();
-    let mut shape = [
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-        b.byte() as usize % 13,
-    ];
-    if flags & 1 == 1 {
-        shape[0] = 1;
-    }
-    let palette = 2 + b.byte() as usize % 4;
+    let Header {
+        dtype,
+        flags,
+        param,
+        shape,
+        palette,
+    } = Header::read(&mut b);
     let iflags = b.byte();
     let iparam = b.byte();
     let sp = b.byte() as usize;

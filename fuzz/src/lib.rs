@@ -40,6 +40,41 @@ impl<'a> Bytes<'a> {
     }
 }
 
+/// The header the `label`, `stats` and `shape` targets share:
+/// `[dtype, flags, layout param, nz, ny, nx, palette]`, each side 0..=12 and
+/// `flags` bit 0 making a 2D image (one plane).
+pub struct Header {
+    pub dtype: u8,
+    pub flags: u8,
+    pub param: u8,
+    pub shape: [usize; 3],
+    pub palette: usize,
+}
+
+impl Header {
+    pub fn read(b: &mut Bytes<'_>) -> Self {
+        let dtype = b.byte();
+        let flags = b.byte();
+        let param = b.byte();
+        let mut shape = [
+            b.byte() as usize % 13,
+            b.byte() as usize % 13,
+            b.byte() as usize % 13,
+        ];
+        if flags & 1 == 1 {
+            shape[0] = 1;
+        }
+        let palette = 2 + b.byte() as usize % 4;
+        Header {
+            dtype,
+            flags,
+            param,
+            shape,
+            palette,
+        }
+    }
+}
+
 /// A mask element type the targets build volumes of.
 pub trait Elem: Label + Default {
     const NAME: &'static str;

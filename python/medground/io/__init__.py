@@ -1,0 +1,43 @@
+"""Reading datasets: specs, case discovery, image readers, label maps and orientation."""
+
+from medground.io.case import Case, load_case, present_labels
+from medground.io.errors import CaseError, SpecError
+from medground.io.labels import load_label_file
+from medground.io.readers import DEFAULT_MAX_BYTES, read_image
+from medground.io.spec import (
+    CaseFiles,
+    CaseIndex,
+    DatasetSpec,
+    find_cases,
+    list_presets,
+    load_preset,
+    load_spec,
+    load_specs,
+    parse_spec,
+    resolve_labels,
+)
+from medground.io.volume import Volume, axcodes_of, patient_side
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Case",
+    "CaseError",
+    "CaseFiles",
+    "CaseIndex",
+    "DatasetSpec",
+    "SpecError",
+    "Volume",
+    "axcodes_of",
+    "find_cases",
+    "list_presets",
+    "load_case",
+    "load_label_file",
+    "load_preset",
+    "load_spec",
+    "load_specs",
+    "parse_spec",
+    "patient_side",
+    "present_labels",
+    "read_image",
+    "resolve_labels",
+]

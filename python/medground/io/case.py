@@ -1,0 +1,283 @@
+"""One case read and checked: the image, its label map on the same grid, and the label names.
+
+Everything that can be wrong with a case is found here and raised as a :class:`CaseError`
+naming the file and the problem, so that the runner records it and goes on: unreadable
+or truncated files, grids that do not match, masks with non-integer or negative values,
+non-finite intensities, 4D images without a chosen channel, oversized headers. An empty
+mask is not an error: the case loads with a warning and yields no samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medground.io.errors import CaseError
+from medground.io.readers import read_image
+from medground.io.spec import CaseFiles, DatasetSpec
+from medground.io.volume import Volume
+
+__all__ = ["Case", "load_case", "present_labels"]
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """A loaded case.
+
+    Attributes:
+        dataset: the spec's ``name``.
+        files: the files it came from.
+        image: intensities (3D ``(i, j, k)`` or 2D ``(rows, cols[, 3])``) with the geometry.
+        labels: unsigned label map on the image's spatial grid (0 = background).
+        label_names: id → name for every id in the spec and every id present; ids the
+            spec does not declare are named ``unknown_<id>``.
+        present: ids present in ``labels``, ascending.
+        warnings: what is odd but not fatal (empty mask, undeclared ids, overlapping files).
+    """
+
+    dataset: str
+    files: CaseFiles
+    image: Volume
+    labels: NDArray[np.unsignedinteger[Any]]
+    label_names: dict[int, str]
+    present: tuple[int, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def case_id(self) -> str:
+        return self.files.case_id
+
+    @property
+    def patient_id(self) -> str:
+        return self.files.patient_id
+
+
+def present_labels(labels: NDArray[np.integer[Any]]) -> tuple[int, ...]:
+    """Nonzero ids present in an unsigned label map (bincount for small ids; no copy of
+    Fortran-ordered arrays)."""
+    if labels.size == 0:
+        return ()
+    flat = labels.ravel(order="K")
+    top = int(flat.max())
+    if top == 0:
+        return ()
+    if top < 1 << 16:
+        counts = np.bincount(flat, minlength=top + 1)
+        return tuple(int(i) for i in np.flatnonzero(counts[1:]) + 1)
+    return tuple(int(i) for i in np.unique(flat) if i != 0)
+
+
+def _smallest_unsigned(top: int) -> np.dtype[Any]:
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def _squeeze_trailing(array: NDArray[Any], spatial: int) -> NDArray[Any]:
+    while array.ndim > spatial and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _image_array(volume: Volume, spec: DatasetSpec) -> Volume:
+    """Picks the channel of a 4D image, squeezes singleton trailing axes, checks finiteness."""
+    array = volume.array
+    path = volume.path
+    if volume.is_2d:
+        if array.ndim == 3 and array.shape[2] not in (3,):
+            raise CaseError(path, f"2D image with {array.shape[2]} channels; expected grayscale or RGB")
+    else:
+        array = _squeeze_trailing(array, 3)
+        if array.ndim == 4:
+            channel = spec.cases.channel
+            if channel is None:
+                raise CaseError(path, f"4D image {array.shape} with {array.shape[3]} channels/timepoints; "
+                                "choose one with [cases] channel = N")
+            if channel >= array.shape[3]:
+                raise CaseError(path, f"[cases] channel = {channel} but the image has {array.shape[3]} channels")
+            array = array[..., channel]
+        elif array.ndim != 3:
+            raise CaseError(path, f"{array.ndim}D image {array.shape}; expected a 3D volume (or 4D with channel)")
+    if array.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise CaseError(path, f"{bad} NaN or infinite intensities")
+    elif array.dtype.kind not in "iub":
+        raise CaseError(path, f"unsupported pixel type {array.dtype}")
+    if array is volume.array:
+        return volume
+    return Volume(array, volume.affine, volume.path, volume.oriented, volume.metadata)
+
+
+def _integer_labels(array: NDArray[Any], path: Path) -> NDArray[np.unsignedinteger[Any]]:
+    """Checks that mask values are non-negative integers; returns the smallest unsigned dtype."""
+    if array.dtype == np.bool_:
+        return array.view(np.uint8)
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise CaseError(path, f"mask has {int((~finite).sum())} NaN or infinite values")
+        fractional = array != np.round(array)
+        if fractional.any():
+            example = float(array[fractional].flat[0])
+            raise CaseError(path, f"mask has {int(fractional.sum())} non-integer values (e.g. {example}); "
+                            "expected integer label ids")
+    elif array.dtype.kind not in "iu":
+        raise CaseError(path, f"mask pixel type {array.dtype} is not an integer label map")
+    if array.size == 0:
+        return array.astype(np.uint8)
+    low = array.min()
+    if low < 0:
+        raise CaseError(path, f"mask has negative values (min {low}); label ids must be >= 0")
+    top = int(array.max())
+    dtype = _smallest_unsigned(top)
+    if array.dtype == dtype:
+        return array
+    return array.astype(dtype, order="K")
+
+
+def _read_mask(path: Path, spec: DatasetSpec, image: Volume) -> NDArray[Any]:
+    if image.is_2d:
+        from medground.io.readers import read_raster, suffix_of
+
+        if suffix_of(path) in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+            try:
+                array = read_raster(path, max_bytes=spec.cases.max_bytes, keep_palette=True)
+            except CaseError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise CaseError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+        else:
+            array = read_image(path, max_bytes=spec.cases.max_bytes).array
+        if array.ndim == 3:
+            array = _collapse_colour(array, path, spec)
+        return array
+    volume = read_image(path, max_bytes=spec.cases.max_bytes)
+    array = _squeeze_trailing(volume.array, 3)
+    if array.ndim != 3:
+        raise CaseError(path, f"mask has shape {volume.array.shape}; expected a 3D label map")
+    _check_grid(image, volume, path, spec.cases.affine_tolerance)
+    return array
+
+
+def _collapse_colour(array: NDArray[Any], path: Path, spec: DatasetSpec) -> NDArray[Any]:
+    """An RGB mask → label ids: through ``[cases.colors]``, or as gray when R = G = B."""
+    rgb = array[..., :3].astype(np.int16)
+    if not spec.cases.colors:
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return array[..., 0]
+        raise CaseError(path, "colour-coded mask but the spec has no [cases.colors] table (\"R,G,B\" = label id)")
+    labels = np.zeros(rgb.shape[:2], dtype=np.uint32)
+    matched = np.zeros(rgb.shape[:2], dtype=bool)
+    tolerance = spec.cases.color_tolerance
+    for colour, label_id in spec.cases.colors:
+        hit = (np.abs(rgb - np.asarray(colour, dtype=np.int16)).max(axis=2) <= tolerance) & ~matched
+        labels[hit] = label_id
+        matched |= hit
+    background = (np.abs(rgb).max(axis=2) <= tolerance) & ~matched
+    stray = ~(matched | background)
+    if stray.any():
+        colours, counts = np.unique(rgb[stray].reshape(-1, 3), axis=0, return_counts=True)
+        top = ", ".join(f"{tuple(int(v) for v in c)} x{n}" for c, n in sorted(zip(colours, counts), key=lambda t: -t[1])[:3])
+        raise CaseError(path, f"{int(stray.sum())} mask pixels have colours not in [cases.colors] (e.g. {top}); "
+                        "add them or raise color_tolerance")
+    return labels
+
+
+def _check_grid(image: Volume, mask: Volume, mask_path: Path, tolerance: float) -> None:
+    if image.shape != mask.shape:
+        raise CaseError(mask_path, f"mask grid {mask.shape} does not match image {image.path} grid {image.shape}")
+    if image.ndim == 3 and image.oriented and mask.oriented:
+        difference = float(np.abs(image.affine - mask.affine).max())
+        if difference > tolerance:
+            raise CaseError(
+                mask_path,
+                f"mask affine differs from image {image.path} affine by {difference:.4g} mm "
+                f"(tolerance {tolerance} mm); image affine {np.round(image.affine[:3], 4).tolist()}, "
+                f"mask affine {np.round(mask.affine[:3], 4).tolist()}",
+            )
+
+
+def load_case(spec: DatasetSpec, files: CaseFiles) -> Case:
+    """Reads and checks one case.
+
+    Raises:
+        CaseError: tagged with the case id; the message names the file and the problem.
+    """
+    try:
+        return _load(spec, files)
+    except CaseError as error:
+        raise error.for_case(files.case_id) from error.__cause__
+
+
+def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
+    cases = spec.cases
+    image = read_image(files.image, max_bytes=cases.max_bytes, radiological_2d=spec.is_radiological,
+                       pixel_spacing=cases.pixel_spacing)
+    image = _image_array(image, spec)
+    warnings: list[str] = []
+    if cases.mask_mode == "per_label_files":
+        labels = _stack_label_files(spec, files, image, warnings)
+    else:
+        if cases.mask_mode == "binary":
+            label_id = next(iter(spec.labels))
+            foreground = np.zeros(image.shape, dtype=bool)
+            for path in files.masks:
+                foreground |= _binary_foreground(_read_mask(path, spec, image), path, image, cases.mask_threshold)
+            labels = foreground.astype(_smallest_unsigned(label_id)) * label_id
+        else:
+            (path,) = files.masks
+            raw = _read_mask(path, spec, image)
+            if raw.shape[: image.ndim] != image.shape:
+                raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
+            labels = _integer_labels(raw, path)
+    present = present_labels(labels)
+    names = dict(spec.labels)
+    unknown = [i for i in present if i not in names]
+    for label_id in unknown:
+        names[label_id] = f"unknown_{label_id}"
+    if unknown:
+        warnings.append(f"mask ids {unknown} are not in the label map; named unknown_<id>")
+    if not present:
+        warnings.append(f"empty mask: no labelled {'pixels' if image.is_2d else 'voxels'}; the case yields no samples")
+    return Case(spec.name, files, image, labels, names, present, tuple(warnings))
+
+
+def _binary_foreground(raw: NDArray[Any], path: Path, image: Volume, threshold: float | None) -> NDArray[np.bool_]:
+    """Foreground of a binary mask: nonzero, or above the spec's threshold (lossy masks)."""
+    if raw.shape != image.shape:
+        raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise CaseError(path, "mask has NaN or infinite values")
+    if raw.dtype.kind in "iuf" and raw.size and raw.min() < 0:
+        raise CaseError(path, f"mask has negative values (min {raw.min()}); expected 0 = background")
+    return raw > (0 if threshold is None else threshold)
+
+
+def _stack_label_files(spec: DatasetSpec, files: CaseFiles, image: Volume, warnings: list[str]) -> NDArray[Any]:
+    """One label map from one binary mask per structure (later files win overlaps, reported)."""
+    ids = {name: label_id for label_id, name in spec.labels.items()}
+    top = max(ids.values(), default=0)
+    labels = np.zeros(image.shape, dtype=_smallest_unsigned(top), order="F" if image.array.flags.f_contiguous else "C")
+    undeclared = []
+    overlapping: dict[str, int] = {}
+    for name, path in files.label_masks:
+        if name not in ids:
+            undeclared.append(name)
+            continue
+        foreground = _binary_foreground(_read_mask(path, spec, image), path, image, spec.cases.mask_threshold)
+        clash = int(np.count_nonzero(foreground & (labels != 0)))
+        if clash:
+            overlapping[name] = clash
+        labels[foreground] = ids[name]
+    if undeclared:
+        warnings.append(f"mask files for undeclared structures ignored: {', '.join(sorted(undeclared))}")
+    if overlapping:
+        detail = ", ".join(f"{name} ({count} voxels)" for name, count in sorted(overlapping.items()))
+        warnings.append(f"structures overlap other structures; the later file wins: {detail}")
+    return labels

@@ -1,0 +1,319 @@
+"""Readers for the files segmentation datasets come in.
+
+NIfTI with nibabel; NRRD, MHA/MHD and DICOM series with SimpleITK; 2D PNG, JPEG, BMP and
+TIFF with Pillow. Every reader checks the size a header claims against ``max_bytes``
+before it allocates, and turns any failure into a :class:`CaseError` that names the file.
+Arrays keep the index order of the file (ITK's ``(x, y, z)``, as nibabel gives NIfTI), so
+the same image saved as NIfTI and as NRRD reads to the same array and affine.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medground.io.errors import CaseError
+from medground.io.volume import Volume, axcodes_of, radiograph_affine
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Header",
+    "read_header",
+    "IMAGE_2D_SUFFIXES",
+    "read_image",
+    "read_raster",
+    "suffix_of",
+]
+
+#: Refuse files whose decompressed pixel data would exceed this (4 GiB), before reading them.
+DEFAULT_MAX_BYTES = 4 << 30
+
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+# ITK→RAS: ITK world coordinates are LPS.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def suffix_of(path: Path) -> str:
+    """Lower-case file type, with ``.nii.gz`` as one suffix; ``""`` for a folder."""
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def _check_size(path: Path, shape: tuple[int, ...], itemsize: int, max_bytes: int) -> None:
+    claimed = math.prod(int(s) for s in shape) * itemsize
+    if claimed > max_bytes:
+        raise CaseError(
+            path,
+            f"header claims {'x'.join(str(s) for s in shape)} voxels of {itemsize} bytes "
+            f"({claimed / 2**30:.2f} GiB), over the {max_bytes / 2**30:.2f} GiB cap (max_bytes); not read",
+        )
+
+
+def read_image(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, radiological_2d: bool = False,
+               pixel_spacing: tuple[float, float] | None = None) -> Volume:
+    """Reads one image or mask file (or a DICOM series folder) as a :class:`Volume`.
+
+    Args:
+        path: a NIfTI, NRRD/NHDR, MHA/MHD, DICOM file or series folder, or a 2D raster.
+        max_bytes: refuse (before reading pixel data) anything larger than this.
+        radiological_2d: a 2D raster is stored as displayed radiologically (radiographs):
+            give it patient axes ``("I", "L")``. Otherwise 2D rasters have no orientation.
+        pixel_spacing: millimetres per row and column of a 2D raster, when known.
+
+    Raises:
+        CaseError: the file is missing, unreadable, truncated, of an unknown type or too big.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseError(path, "file not found")
+    suffix = suffix_of(path)
+    try:
+        if path.is_dir() or suffix in _DICOM_SUFFIXES:
+            return _read_dicom_series(path if path.is_dir() else path.parent, max_bytes)
+        if suffix in _NIFTI_SUFFIXES:
+            return _read_nifti(path, max_bytes)
+        if suffix in _ITK_SUFFIXES:
+            return _read_itk(path, max_bytes)
+        if suffix in IMAGE_2D_SUFFIXES:
+            array = read_raster(path, max_bytes=max_bytes)
+            spacing = pixel_spacing or (1.0, 1.0)
+            affine = radiograph_affine(spacing) if radiological_2d else np.diag([spacing[0], spacing[1], 1.0, 1.0])
+            metadata = {"channels_last": array.ndim == 3}
+            return Volume(array, affine, path, oriented=radiological_2d, metadata=metadata)
+    except CaseError:
+        raise
+    except MemoryError as exc:
+        raise CaseError(path, "out of memory while reading") from exc
+    except Exception as exc:  # noqa: BLE001 - any reader failure is this file's problem
+        raise CaseError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+    raise CaseError(
+        path,
+        f"unknown file type {suffix!r}; expected NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), "
+        "MetaImage (.mha, .mhd), DICOM (.dcm or a series folder) or a 2D raster (PNG, JPEG, BMP, TIFF)",
+    )
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file says about its grid, read without its pixel data."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str
+    affine: NDArray[np.float64]
+    oriented: bool
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        n = min(len(self.shape), 3)
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :n], axis=0))
+
+    @property
+    def axcodes(self) -> tuple[str, ...] | None:
+        return axcodes_of(self.affine, min(len(self.shape), 3)) if self.oriented else None
+
+
+def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
+    """The shape, pixel type and geometry of an image file, without reading its pixels.
+
+    Raises:
+        CaseError: missing, unreadable or of an unknown type.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CaseError(path, "file not found")
+    suffix = suffix_of(path)
+    try:
+        if suffix in _NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            image = nib.load(str(path))
+            header = image.header
+            oriented = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+            return Header(path, tuple(int(s) for s in header.get_data_shape()), str(header.get_data_dtype()),
+                          np.asarray(image.affine, dtype=np.float64), oriented)
+        if suffix in IMAGE_2D_SUFFIXES:
+            from PIL import Image
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as raster:
+                    shape = (raster.height, raster.width) + ((len(raster.getbands()),) if len(raster.getbands()) > 1 else ())
+                    mode = raster.mode
+            affine = radiograph_affine() if radiological_2d else np.eye(4)
+            return Header(path, shape, mode, affine, radiological_2d)
+        if path.is_dir() or suffix in _DICOM_SUFFIXES or suffix in _ITK_SUFFIXES:
+            import SimpleITK as sitk
+
+            files = [str(path)]
+            if path.is_dir() or suffix in _DICOM_SUFFIXES:
+                folder = path if path.is_dir() else path.parent
+                series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+                if len(series) != 1:
+                    raise CaseError(folder, f"expected one DICOM series in the folder, found {len(series)}")
+                files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            size = tuple(int(s) for s in reader.GetSize())
+            if len(files) > 1:
+                size = size[:2] + (len(files),)
+            image = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+            image.SetSpacing(reader.GetSpacing())
+            image.SetOrigin(reader.GetOrigin())
+            image.SetDirection(reader.GetDirection())
+            dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+            return Header(path, size, dtype, _itk_affine(image), reader.GetDimension() == 3)
+    except CaseError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise CaseError(path, f"unreadable header ({type(exc).__name__}: {exc})") from exc
+    raise CaseError(path, f"unknown file type {suffix!r}")
+
+
+def _read_nifti(path: Path, max_bytes: int) -> Volume:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    header = image.header
+    shape = tuple(int(s) for s in header.get_data_shape())
+    dtype = header.get_data_dtype()
+    slope, _ = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
+    itemsize = 8 if slope not in (None, 1.0) and not math.isnan(slope or 0.0) else dtype.itemsize
+    _check_size(path, shape, itemsize, max_bytes)
+    array = np.asanyarray(image.dataobj)
+    if array.shape != shape:
+        raise CaseError(path, f"read {array.shape} voxels but the header claims {shape} (truncated file?)")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    code = int(header["sform_code"]) if "sform_code" in header else 0
+    qcode = int(header["qform_code"]) if "qform_code" in header else 0
+    metadata: dict[str, Any] = {"format": "nifti", "sform_code": code, "qform_code": qcode}
+    # NIfTI without sform/qform has only a scaling: no patient orientation to trust.
+    oriented = code > 0 or qcode > 0
+    return Volume(array, affine, path, oriented=oriented, metadata=metadata)
+
+
+def _itk_pixel_bytes(reader: Any) -> int:
+    import SimpleITK as sitk
+
+    sizes = {
+        sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
+        sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkFloat32: 4,
+        sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat64: 8,
+    }
+    component = reader.GetPixelID()
+    return sizes.get(component, 8) * max(1, int(reader.GetNumberOfComponents()))
+
+
+def _itk_affine(image: Any) -> NDArray[np.float64]:
+    ndim = image.GetDimension()
+    direction = np.eye(3)
+    direction[:ndim, :ndim] = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)
+    spacing = np.ones(3)
+    spacing[:ndim] = image.GetSpacing()
+    origin = np.zeros(3)
+    origin[:ndim] = image.GetOrigin()
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ origin
+    return affine
+
+
+def _itk_volume(image: Any, path: Path, fmt: str) -> Volume:
+    import SimpleITK as sitk
+
+    ndim = image.GetDimension()
+    components = image.GetNumberOfComponentsPerPixel()
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c]): reverse the spatial axes to ITK order
+    spatial = tuple(range(ndim))[::-1]
+    if components > 1:
+        array = np.transpose(array, spatial + (ndim,))
+    else:
+        array = np.transpose(array, spatial)
+    if ndim > 3:
+        raise CaseError(path, f"{ndim}D image; only 2D and 3D images (with channels) are supported")
+    if ndim == 2:
+        # 2D ITK images (e.g. a single DICOM radiograph) read as (x, y); store as (rows, columns).
+        array = np.swapaxes(array, 0, 1)
+        return Volume(array, np.diag([1.0, 1.0, 1.0, 1.0]), path, oriented=False,
+                      metadata={"format": fmt, "channels_last": components > 1})
+    metadata: dict[str, Any] = {"format": fmt}
+    if components > 1:
+        metadata["components"] = components
+    return Volume(array, _itk_affine(image), path, oriented=True, metadata=metadata)
+
+
+def _read_itk(path: Path, max_bytes: int) -> Volume:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    _check_size(path, tuple(reader.GetSize()), _itk_pixel_bytes(reader), max_bytes)
+    image = reader.Execute()
+    return _itk_volume(image, path, suffix_of(path).lstrip("."))
+
+
+def _read_dicom_series(folder: Path, max_bytes: int) -> Volume:
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise CaseError(folder, "no DICOM series found in this folder")
+    if len(series) > 1:
+        raise CaseError(folder, f"{len(series)} DICOM series in one folder ({', '.join(series)}); give each its own folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    first = sitk.ImageFileReader()
+    first.SetFileName(files[0])
+    first.ReadImageInformation()
+    size = tuple(first.GetSize())[:2] + (len(files),)
+    _check_size(folder, size, _itk_pixel_bytes(first), max_bytes)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    image = reader.Execute()
+    return _itk_volume(image, folder, "dicom")
+
+
+def read_raster(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep_palette: bool = False) -> NDArray[Any]:
+    """A 2D raster as ``(rows, columns)`` or ``(rows, columns, 3)``.
+
+    Grayscale stays one channel (8 or 16 bit); RGBA and LA drop alpha; palette images
+    become RGB unless ``keep_palette`` (indexed label masks keep their indices).
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            handle = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise CaseError(path, f"image too large to decode safely: {exc}") from exc
+    with handle as image:
+        bands = len(image.getbands())
+        itemsize = 2 if image.mode.startswith("I;16") else (4 if image.mode in ("I", "F") else 1)
+        _check_size(path, (image.height, image.width, bands), itemsize, max_bytes)
+        if getattr(image, "n_frames", 1) > 1:
+            raise CaseError(path, f"{image.n_frames} frames in one raster; 3D stacks must be NIfTI, NRRD, MHA or DICOM")
+        image.load()
+        if image.mode == "P" and keep_palette:
+            return np.asarray(image)
+        if image.mode in ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "PA"):
+            image = image.convert("RGB")
+        elif image.mode in ("LA", "1"):
+            image = image.convert("L")
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        return array

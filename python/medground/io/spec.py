@@ -1,0 +1,613 @@
+"""Dataset specs: what a folder of images and masks holds and how to read it.
+
+A spec is a TOML file (keys in DESIGN.md, "Dataset spec"). Patterns and label files are
+relative to the dataset's folder: the spec file's folder, or ``root`` in the spec, or the
+``--data`` folder given with a preset. A pattern that would reach outside that folder is
+refused. Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob as globlib
+import posixpath
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medground.io.errors import SpecError
+from medground.io.labels import label_map_from_mapping, load_label_file, structure_name
+from medground.io.readers import DEFAULT_MAX_BYTES
+
+__all__ = [
+    "MODALITIES",
+    "CaseFiles",
+    "CaseIndex",
+    "CasesSpec",
+    "DatasetSpec",
+    "RenderSpec",
+    "find_cases",
+    "list_presets",
+    "load_preset",
+    "load_spec",
+    "load_specs",
+    "parse_spec",
+]
+
+MODALITIES = ("CT", "MR", "PET", "XR", "US", "endoscopy", "dermoscopy", "microscopy", "fundus", "other")
+#: Modalities with a patient orientation, displayed in radiological convention by default.
+RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
+MASK_MODES = ("labelmap", "binary", "per_label_files")
+AXES = ("axial", "coronal", "sagittal")
+#: Run-config sections a dataset spec may carry (read by the pipeline, not here).
+_RUN_SECTIONS = {"synthesis", "verification", "split", "output", "run", "anchors", "cues", "refer"}
+_SPEC_KEYS = {"name", "modality", "body_region", "display", "root", "cases", "labels", "labels_file", "render"}
+_CASES_KEYS = {
+    "image", "mask", "mask_mode", "patient", "patient_regex", "exclude", "case_regex", "merge_masks",
+    "channel", "mask_threshold",
+    "colors", "color_tolerance", "max_bytes", "affine_tolerance", "pixel_spacing",
+}
+_RENDER_KEYS = {"axes", "slices", "window", "percentiles", "max_slices", "min_area_fraction", "square_pixels"}
+_SLICES = re.compile(r"^(max_area|all|spread:(?P<k>[1-9]\d*))$")
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """How slices are chosen and shown (``[render]``).
+
+    Attributes:
+        axes: slicing planes of 3D volumes (axial, coronal, sagittal).
+        slices: ``max_area``, ``spread:K`` or ``all`` (per component).
+        window: CT window preset name, ``(level, width)``, or three of either for an RGB
+            rendering; None for the modality's default (soft tissue for CT, percentiles else).
+        percentiles: MR/other normalisation range over the body.
+        max_slices: cap on slices per component and axis for ``all``.
+        min_area_fraction: ``spread:K`` picks slices whose area is at least this share of the max.
+        square_pixels: resample the in-plane axes of anisotropic volumes so pixels are square.
+    """
+
+    axes: tuple[str, ...] = ("axial",)
+    slices: str = "max_area"
+    window: str | tuple[float, float] | tuple[str | tuple[float, float], ...] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    max_slices: int = 16
+    min_area_fraction: float = 0.5
+    square_pixels: bool = True
+
+
+@dataclass(frozen=True)
+class CasesSpec:
+    """Where the images and masks are (``[cases]``); see DESIGN.md for the patterns."""
+
+    image: str
+    mask: str
+    mask_mode: str = "labelmap"
+    patient: str = "{case}"
+    patient_regex: str | None = None
+    exclude: tuple[str, ...] = ()
+    case_regex: str | None = None
+    merge_masks: bool = False
+    channel: int | None = None
+    mask_threshold: float | None = None
+    colors: tuple[tuple[tuple[int, int, int], int], ...] = ()
+    color_tolerance: int = 0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    affine_tolerance: float = 1e-3
+    pixel_spacing: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset spec; ``root`` is the dataset's folder, every path is inside it."""
+
+    name: str
+    modality: str
+    body_region: str
+    display: str
+    root: Path
+    cases: CasesSpec
+    labels: dict[int, str]
+    render: RenderSpec = field(default_factory=RenderSpec)
+    source: Path | None = None
+    preset: str | None = None
+
+    @property
+    def is_radiological(self) -> bool:
+        return self.display == "radiological"
+
+    def label_id(self, name: str) -> int | None:
+        for label_id, label_name in self.labels.items():
+            if label_name == name:
+                return label_id
+        return None
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case, as matched on disk: one label map (``labelmap``), one or
+    more binary masks (``binary``; several only with ``merge_masks``), or one mask per
+    structure name (``per_label_files``)."""
+
+    case_id: str
+    patient_id: str
+    image: Path
+    masks: tuple[Path, ...] = ()
+    label_masks: tuple[tuple[str, Path], ...] = ()
+
+
+@dataclass
+class CaseIndex:
+    """What a spec finds on disk: paired cases and the files that did not pair."""
+
+    cases: list[CaseFiles]
+    unpaired_images: list[Path] = field(default_factory=list)
+    unpaired_masks: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+def list_presets() -> list[str]:
+    """Names of the dataset presets shipped with medground."""
+    folder = resources.files("medground") / "presets" / "datasets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str, data: Path | str | None) -> DatasetSpec:
+    """A shipped preset completed with the folder that holds the dataset.
+
+    Raises:
+        SpecError: unknown preset, or no ``data`` folder.
+    """
+    presets = list_presets()
+    if name not in presets:
+        raise SpecError(None, f"unknown preset {name!r}; available: {', '.join(presets)}")
+    if data is None:
+        raise SpecError(None, f"preset {name!r} needs the dataset's folder (--data /path/to/{name})")
+    data = Path(data)
+    if not data.is_dir():
+        raise SpecError(data, f"dataset folder for preset {name!r} not found")
+    resource = resources.files("medground") / "presets" / "datasets" / f"{name}.toml"
+    source = Path(f"<preset {name}>")
+    try:
+        document = tomllib.loads(resource.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - presets are tested
+        raise SpecError(source, f"invalid TOML ({exc})") from exc
+    return replace(parse_spec(document, source=source, root=data.resolve()), preset=name)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(path, "spec file not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(path, f"invalid TOML ({exc})") from exc
+
+
+def load_spec(path: Path | str, *, data: Path | str | None = None) -> DatasetSpec:
+    """Reads a dataset spec file; ``data`` overrides its folder (``root``)."""
+    path = Path(path)
+    document = _read_toml(path)
+    if "datasets" in document:
+        raise SpecError(path, "this is a run config listing datasets; use load_specs()")
+    root = Path(data).resolve() if data is not None else None
+    return parse_spec(document, source=path, root=root)
+
+
+def load_specs(path: Path | str, *, data: Path | str | None = None) -> list[DatasetSpec]:
+    """The dataset specs of a run config (``datasets = [...]``) or of a bare dataset spec."""
+    path = Path(path)
+    document = _read_toml(path)
+    if "datasets" not in document:
+        return [load_spec(path, data=data)]
+    entries = document["datasets"]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, str) for e in entries):
+        raise SpecError(path, "datasets must be a non-empty list of spec paths")
+    if data is not None:
+        raise SpecError(path, "--data applies to one dataset spec or preset, not to a run config listing several")
+    specs = [load_spec(path.parent / entry) for entry in entries]
+    names = [spec.name for spec in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(path, f"dataset names must be unique (they prefix sample ids); repeated: {', '.join(duplicates)}")
+    return specs
+
+
+# --------------------------------------------------------------------------------- parsing
+
+
+def _unknown_keys(table: Mapping[str, Any], allowed: set[str], where: str, source: Path | None) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SpecError(source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _string(table: Mapping[str, Any], key: str, source: Path | None, where: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value is None:
+        raise SpecError(source, f"missing required key {where}{key}")
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(source, f"{where}{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path | None = None) -> DatasetSpec:
+    """Validates a spec document. ``root`` (absolute) overrides the spec's own folder."""
+    _unknown_keys(document, _SPEC_KEYS | _RUN_SECTIONS, "the spec", source)
+    name = _string(document, "name", source, "")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SpecError(source, f"name {name!r} must be letters, digits, '_', '-' or '.' (it prefixes sample ids)")
+    modality = _string(document, "modality", source, "")
+    if modality not in MODALITIES:
+        raise SpecError(source, f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+    body_region = _string(document, "body_region", source, "", default="unspecified")
+    default_display = "radiological" if modality in RADIOLOGY_MODALITIES else "image"
+    display = _string(document, "display", source, "", default=default_display)
+    if display not in ("radiological", "image"):
+        raise SpecError(source, f"display must be 'radiological' or 'image', got {display!r}")
+
+    if root is None:
+        base = source.parent if source is not None else Path.cwd()
+        root_value = document.get("root", ".")
+        if not isinstance(root_value, str):
+            raise SpecError(source, f"root must be a path string, got {root_value!r}")
+        root = (base / root_value).resolve()
+    if not root.is_dir():
+        raise SpecError(source, f"dataset folder {root} not found")
+
+    cases_table = document.get("cases")
+    if not isinstance(cases_table, Mapping):
+        raise SpecError(source, "missing [cases] table with image and mask patterns")
+    cases = _parse_cases(cases_table, source)
+    labels = _parse_labels(document, cases, root, source)
+    render = _parse_render(document.get("render", {}), modality, source)
+    lossy = cases.mask.lower().endswith((".jpg", ".jpeg"))
+    if lossy and cases.mask_mode == "binary" and cases.mask_threshold is None:
+        raise SpecError(source, "JPEG masks are lossy: set [cases] mask_threshold (foreground = value > threshold, e.g. 127)")
+    if cases.mask_mode == "binary" and len(labels) != 1:
+        raise SpecError(source, f"mask_mode = 'binary' needs exactly one label (the foreground's name), got {len(labels)}")
+    if cases.colors:
+        unknown = sorted({label for _, label in cases.colors if label not in labels})
+        if unknown:
+            raise SpecError(source, f"[cases.colors] maps to label ids {unknown} that [labels] does not declare")
+    return DatasetSpec(
+        name=name, modality=modality, body_region=body_region, display=display, root=root,
+        cases=cases, labels=labels, render=render, source=source,
+    )
+
+
+def _check_pattern(pattern: str, key: str, allowed: tuple[str, ...], required: tuple[str, ...], source: Path | None) -> str:
+    if pattern.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", pattern) or pattern.startswith("~"):
+        raise SpecError(source, f"[cases] {key} = {pattern!r} must be relative to the dataset folder")
+    normal = posixpath.normpath(pattern.replace("\\", "/"))
+    if normal == ".." or normal.startswith("../") or "/../" in f"/{normal}/":
+        raise SpecError(source, f"[cases] {key} = {pattern!r} resolves outside the dataset folder")
+    placeholders = re.findall(r"\{([^{}]*)\}", pattern)
+    for placeholder in placeholders:
+        if placeholder not in allowed:
+            raise SpecError(source, f"[cases] {key} = {pattern!r}: unknown placeholder {{{placeholder}}}; allowed: "
+                            + ", ".join(f"{{{a}}}" for a in allowed))
+    for placeholder in required:
+        if placeholder not in placeholders:
+            raise SpecError(source, f"[cases] {key} = {pattern!r} must contain {{{placeholder}}}")
+    return normal
+
+
+def _parse_cases(table: Mapping[str, Any], source: Path | None) -> CasesSpec:
+    _unknown_keys(table, _CASES_KEYS, "[cases]", source)
+    mask_mode = table.get("mask_mode", "labelmap")
+    if mask_mode not in MASK_MODES:
+        raise SpecError(source, f"[cases] mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
+    image = _check_pattern(_string(table, "image", source, "[cases] "), "image", ("case",), (), source)
+    # Without {case} in the image pattern the folder is one case, named after the image file.
+    single = "{case}" not in image
+    mask_needs = ("case", "label") if mask_mode == "per_label_files" else ("case",)
+    mask = _check_pattern(_string(table, "mask", source, "[cases] "), "mask", mask_needs,
+                          mask_needs[1:] if single else mask_needs, source)
+    if single and "{case}" in mask:
+        raise SpecError(source, f"[cases] mask = {mask!r} uses {{case}} but image = {image!r} does not")
+    patient = _string(table, "patient", source, "[cases] ", default="{case}")
+    try:
+        patient.format(case="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SpecError(source, f"[cases] patient = {patient!r} may only use {{case}}") from exc
+    patient_regex = table.get("patient_regex")
+    if patient_regex is not None:
+        try:
+            compiled = re.compile(patient_regex)
+        except (re.error, TypeError) as exc:
+            raise SpecError(source, f"[cases] patient_regex {patient_regex!r} is not a regular expression ({exc})") from exc
+        if compiled.groups < 1:
+            raise SpecError(source, f"[cases] patient_regex {patient_regex!r} needs a group capturing the patient id")
+    case_regex = table.get("case_regex")
+    if case_regex is not None:
+        try:
+            re.compile(case_regex)
+        except (re.error, TypeError) as exc:
+            raise SpecError(source, f"[cases] case_regex {case_regex!r} is not a regular expression ({exc})") from exc
+    merge_masks = table.get("merge_masks", False)
+    if not isinstance(merge_masks, bool):
+        raise SpecError(source, f"[cases] merge_masks must be true or false, got {merge_masks!r}")
+    if merge_masks and mask_mode != "binary":
+        raise SpecError(source, "[cases] merge_masks unions several binary masks per case; it needs mask_mode = 'binary'")
+    exclude = table.get("exclude", [])
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+        raise SpecError(source, f"[cases] exclude must be a list of glob patterns, got {exclude!r}")
+    channel = table.get("channel")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise SpecError(source, f"[cases] channel must be a non-negative integer, got {channel!r}")
+    threshold = table.get("mask_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise SpecError(source, f"[cases] mask_threshold must be a number, got {threshold!r}")
+    if threshold is not None and mask_mode == "labelmap":
+        raise SpecError(source, "[cases] mask_threshold applies to binary masks; this spec's mask_mode is 'labelmap'")
+    colors = _parse_colors(table.get("colors"), source)
+    if colors and mask_mode != "labelmap":
+        raise SpecError(source, "[cases.colors] describes a colour-coded label map; set mask_mode = 'labelmap'")
+    tolerance = table.get("color_tolerance", 0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 0 <= tolerance <= 255:
+        raise SpecError(source, f"[cases] color_tolerance must be an integer 0..255, got {tolerance!r}")
+    max_bytes = table.get("max_bytes", DEFAULT_MAX_BYTES)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise SpecError(source, f"[cases] max_bytes must be a positive integer, got {max_bytes!r}")
+    affine_tolerance = table.get("affine_tolerance", 1e-3)
+    if isinstance(affine_tolerance, bool) or not isinstance(affine_tolerance, (int, float)) or affine_tolerance < 0:
+        raise SpecError(source, f"[cases] affine_tolerance must be a non-negative number (mm), got {affine_tolerance!r}")
+    pixel_spacing = table.get("pixel_spacing")
+    if pixel_spacing is not None:
+        if (not isinstance(pixel_spacing, list) or len(pixel_spacing) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in pixel_spacing)):
+            raise SpecError(source, f"[cases] pixel_spacing must be [row_mm, column_mm], got {pixel_spacing!r}")
+        pixel_spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+    return CasesSpec(
+        image=image, mask=mask, mask_mode=mask_mode, patient=patient, patient_regex=patient_regex,
+        exclude=tuple(exclude), case_regex=case_regex, merge_masks=merge_masks, channel=channel, mask_threshold=None if threshold is None else float(threshold),
+        colors=colors, color_tolerance=tolerance, max_bytes=max_bytes,
+        affine_tolerance=float(affine_tolerance), pixel_spacing=pixel_spacing,
+    )
+
+
+def _parse_colors(table: Any, source: Path | None) -> tuple[tuple[tuple[int, int, int], int], ...]:
+    if table is None:
+        return ()
+    if not isinstance(table, Mapping):
+        raise SpecError(source, '[cases.colors] must be a table like "255,0,0" = 1')
+    colors = []
+    for key, value in table.items():
+        text = key.strip()
+        if text.startswith("#") and len(text) == 7:
+            rgb = tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
+        else:
+            parts = [p.strip() for p in text.split(",")]
+            if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+                raise SpecError(source, f'[cases.colors] key {key!r} must be "R,G,B" (0..255) or "#rrggbb"')
+            rgb = tuple(int(p) for p in parts)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SpecError(source, f"[cases.colors] {key!r} must map to a label id, got {value!r}")
+        colors.append((rgb, value))
+    return tuple(colors)  # type: ignore[return-value]
+
+
+def _parse_labels(document: Mapping[str, Any], cases: CasesSpec, root: Path, source: Path | None) -> dict[int, str]:
+    inline = document.get("labels")
+    labels_file = document.get("labels_file")
+    if inline is not None and labels_file is not None:
+        raise SpecError(source, "give [labels] or labels_file, not both")
+    if inline is not None:
+        if not isinstance(inline, Mapping):
+            raise SpecError(source, "[labels] must be a table of id = name")
+        return label_map_from_mapping(inline, source)
+    if labels_file is not None:
+        if not isinstance(labels_file, str):
+            raise SpecError(source, f"labels_file must be a path string, got {labels_file!r}")
+        relative = _check_pattern(labels_file, "labels_file", (), (), source)
+        return load_label_file(root / relative)
+    if cases.mask_mode == "per_label_files":
+        return {}  # named after the files found (find_cases)
+    raise SpecError(source, "no labels: give [labels] (id = name) or labels_file")
+
+
+def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
+    if not isinstance(table, Mapping):
+        raise SpecError(source, "[render] must be a table")
+    _unknown_keys(table, _RENDER_KEYS, "[render]", source)
+    axes = table.get("axes", ["axial"])
+    if isinstance(axes, str):
+        axes = [axes]
+    if not isinstance(axes, list) or not axes or any(a not in AXES for a in axes):
+        raise SpecError(source, f"[render] axes must be a list of {', '.join(AXES)}, got {axes!r}")
+    slices = table.get("slices", "max_area")
+    if not isinstance(slices, str) or not _SLICES.match(slices):
+        raise SpecError(source, f"[render] slices must be 'max_area', 'spread:K' (K >= 1) or 'all', got {slices!r}")
+    window = _parse_window(table.get("window"), modality, source)
+    percentiles = table.get("percentiles", [0.5, 99.5])
+    if (not isinstance(percentiles, list) or len(percentiles) != 2
+            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles)
+            or not 0 <= percentiles[0] < percentiles[1] <= 100):
+        raise SpecError(source, f"[render] percentiles must be [low, high] with 0 <= low < high <= 100, got {percentiles!r}")
+    max_slices = table.get("max_slices", 16)
+    if isinstance(max_slices, bool) or not isinstance(max_slices, int) or max_slices < 1:
+        raise SpecError(source, f"[render] max_slices must be a positive integer, got {max_slices!r}")
+    fraction = table.get("min_area_fraction", 0.5)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise SpecError(source, f"[render] min_area_fraction must be in (0, 1], got {fraction!r}")
+    square = table.get("square_pixels", True)
+    if not isinstance(square, bool):
+        raise SpecError(source, f"[render] square_pixels must be true or false, got {square!r}")
+    return RenderSpec(
+        axes=tuple(dict.fromkeys(axes)), slices=slices, window=window,
+        percentiles=(float(percentiles[0]), float(percentiles[1])), max_slices=max_slices,
+        min_area_fraction=float(fraction), square_pixels=square,
+    )
+
+
+def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
+    from medground.render import CT_WINDOWS
+
+    def one(item: Any) -> str | tuple[float, float]:
+        if isinstance(item, str):
+            if item not in CT_WINDOWS:
+                raise SpecError(source, f"[render] unknown window {item!r}; presets: {', '.join(CT_WINDOWS)} or [level, width]")
+            return item
+        if (isinstance(item, list) and len(item) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item) and item[1] > 0):
+            return (float(item[0]), float(item[1]))
+        raise SpecError(source, f"[render] window must be a preset name or [level, width > 0], got {item!r}")
+
+    if value is None:
+        return None
+    if isinstance(value, list) and len(value) == 3 and all(isinstance(v, (str, list)) for v in value):
+        windows = tuple(one(v) for v in value)
+    else:
+        windows = one(value)  # type: ignore[assignment]
+    if modality not in ("CT",):
+        raise SpecError(source, f"[render] window applies to CT (Hounsfield units); {modality} uses percentiles")
+    return windows
+
+
+# --------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    glob: str
+    regex: re.Pattern[str]
+
+
+def _compile(pattern: str, **fixed: str) -> _Pattern:
+    """Glob and regex of a pattern; ``fixed`` placeholders are substituted literally."""
+    glob_parts: list[str] = []
+    regex_parts: list[str] = []
+    seen: set[str] = set()
+    for token in re.split(r"(\{[a-z]+\}|\*\*/|\*\*|\*|\?)", pattern):
+        if not token:
+            continue
+        if token.startswith("{"):
+            name = token[1:-1]
+            if name in fixed:
+                glob_parts.append(globlib.escape(fixed[name]))
+                regex_parts.append(re.escape(fixed[name]))
+            else:
+                glob_parts.append("*")
+                regex_parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
+                seen.add(name)
+        elif token == "**/":
+            glob_parts.append("**/")
+            regex_parts.append("(?:.*/)?")
+        elif token == "**":
+            glob_parts.append("**")
+            regex_parts.append(".*")
+        elif token == "*":
+            glob_parts.append("*")
+            regex_parts.append("[^/]*")
+        elif token == "?":
+            glob_parts.append("?")
+            regex_parts.append("[^/]")
+        else:
+            glob_parts.append(globlib.escape(token))
+            regex_parts.append(re.escape(token))
+    return _Pattern("".join(glob_parts), re.compile("".join(regex_parts) + r"\Z"))
+
+
+def _matches(root: Path, pattern: _Pattern, exclude: tuple[str, ...] = ()) -> list[tuple[Path, re.Match[str]]]:
+    found = []
+    for path in sorted(root.glob(pattern.glob)):
+        relative = path.relative_to(root).as_posix()
+        if any(fnmatch.fnmatchcase(relative, e) or fnmatch.fnmatchcase(path.name, e) for e in exclude):
+            continue
+        match = pattern.regex.match(relative)
+        if match is not None:
+            found.append((path, match))
+    return found
+
+
+def _patient_id(spec: DatasetSpec, case_id: str) -> str:
+    cases = spec.cases
+    if cases.patient_regex is not None:
+        match = re.search(cases.patient_regex, case_id)
+        if match is not None:
+            return match.group("patient") if "patient" in match.re.groupindex else match.group(1)
+        return case_id
+    return cases.patient.format(case=case_id)
+
+
+def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
+    """Pairs images with masks on disk; cases are sorted by id.
+
+    For ``per_label_files`` specs without declared labels, the labels are the union of the
+    structure names found, in sorted order (see :func:`resolve_labels`).
+    """
+    root = spec.root
+    images: dict[str, Path] = {}
+    problems: list[str] = []
+    case_filter = re.compile(spec.cases.case_regex) if spec.cases.case_regex else None
+    for path, match in _matches(root, _compile(spec.cases.image), spec.cases.exclude):
+        case_id = match.group("case") if "case" in match.re.groupindex else structure_name(path)
+        if case_filter is not None and not case_filter.search(case_id):
+            continue
+        if case_id in images:
+            problems.append(f"case {case_id!r} matches two images: {images[case_id]} and {path}")
+            continue
+        images[case_id] = path
+    if "{case}" not in spec.cases.image and len(images) > 1:
+        problems.append(f"image = {spec.cases.image!r} has no {{case}} but matches {len(images)} files; "
+                        f"a pattern without {{case}} must name one image")
+        images = {}
+    index = CaseIndex(cases=[], problems=problems)
+    masks_seen: set[Path] = set()
+    for case_id in sorted(images):
+        files = _case_masks(spec, case_id, index)
+        if files is None:
+            index.unpaired_images.append(images[case_id])
+            continue
+        masks, label_masks = files
+        masks_seen.update(masks or [p for _, p in label_masks])
+        index.cases.append(CaseFiles(case_id, _patient_id(spec, case_id), images[case_id], masks, label_masks))
+    # Masks whose case has no image (only checked for one-file-per-case masks: cheap and common).
+    if spec.cases.mask_mode != "per_label_files":
+        image_paths = set(images.values())
+        for path, match in _matches(root, _compile(spec.cases.mask)):
+            if case_filter is not None and "case" in match.re.groupindex and not case_filter.search(match.group("case")):
+                continue
+            if path not in masks_seen and path not in image_paths:
+                index.unpaired_masks.append(path)
+    if limit is not None:
+        index.cases = index.cases[:limit]
+    return index
+
+
+def _case_masks(spec: DatasetSpec, case_id: str, index: CaseIndex) -> tuple[tuple[Path, ...], tuple[tuple[str, Path], ...]] | None:
+    pattern = _compile(spec.cases.mask, case=case_id)
+    found = _matches(spec.root, pattern)
+    if spec.cases.mask_mode != "per_label_files":
+        if not found:
+            return None
+        if len(found) > 1 and not spec.cases.merge_masks:
+            index.problems.append(f"case {case_id!r} matches {len(found)} masks: {', '.join(str(p) for p, _ in found)}")
+            return None
+        return tuple(path for path, _ in found), ()
+    by_name = {match.group("label"): path for path, match in found}
+    if not by_name:
+        return None
+    # "{label}.nii.gz" matches "liver.nii.gz" with label "liver"; names keep no suffix.
+    label_masks = tuple(sorted((structure_name(Path(name)) if "." in name else name, path) for name, path in by_name.items()))
+    return (), label_masks
+
+
+def resolve_labels(spec: DatasetSpec, index: CaseIndex) -> DatasetSpec:
+    """A per-structure spec without declared labels gets ids 1..N for the structure names
+    found across all cases (sorted); other specs are returned unchanged."""
+    if spec.labels or spec.cases.mask_mode != "per_label_files":
+        return spec
+    from medground.io.labels import labels_from_filenames
+
+    names = {name for case in index.cases for name, _ in case.label_masks}
+    return replace(spec, labels=labels_from_filenames(names))

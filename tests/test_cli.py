@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 from click.testing import CliRunner
 
 from medground.cli import main
@@ -24,4 +27,69 @@ def test_run_demo_prints_and_writes_the_region_table(tmp_path):
 def test_run_without_demo_explains():
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code == 2
-    assert "medground run --demo" in result.output
+    assert "--preset NAME --data DIR" in result.output
+
+
+def test_run_resolves_a_preset_before_explaining(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--preset", "kits", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "kits are valid" in result.output and "medground inspect" in result.output
+    result = CliRunner().invoke(main, ["run", "--preset", "kitz", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown preset 'kitz'" in result.output
+
+
+def test_presets_lists_the_shipped_specs():
+    result = CliRunner().invoke(main, ["presets"])
+    assert result.exit_code == 0 and {"kits", "msd_liver", "cxr_lung"} <= set(result.output.split())
+
+
+def _toy_dataset(folder: Path) -> Path:
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    mask = np.zeros((8, 8, 5), np.uint8)
+    mask[1:4, 1:4, 1:3] = 1
+    mask[5:7, 5:7, 2:4] = 1
+    mask[6, 1, 1] = 9
+    for case in ("c1", "c2"):
+        (folder / "img").mkdir(exist_ok=True)
+        (folder / "seg").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.int16), affine), folder / "img" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), folder / "seg" / f"{case}.nii.gz")
+    (folder / "img" / "c3.nii.gz").write_bytes(b"broken")
+    (folder / "seg" / "c3.nii.gz").write_bytes(b"broken")
+    spec = folder / "spec.toml"
+    spec.write_text('name = "toy"\nmodality = "CT"\n[cases]\nimage = "img/{case}.nii.gz"\nmask = "seg/{case}.nii.gz"\n'
+                    '[labels]\n1 = "lesion"\n2 = "liver"\n')
+    return spec
+
+
+def test_inspect_reports_cases_labels_orientation_and_failures(tmp_path):
+    spec = _toy_dataset(tmp_path)
+    result = CliRunner().invoke(main, ["inspect", str(spec)])
+    assert result.exit_code == 1, result.output  # c3 fails to load
+    assert "cases found: 3; 1 failed to load" in result.output
+    assert "c3" in result.output and "img/c3.nii.gz: unreadable" in result.output
+    assert "8x8x5" in result.output and "LPS" in result.output
+    assert "declared but never seen: 1 (2 liver)" in result.output
+    assert "undeclared id 9 (named unknown_9) in 2 case(s)" in result.output
+    report = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json"]).output)
+    assert report["cases_found"] == 3 and report["unknown_labels"] == ["unknown_9"]
+    assert report["cases"][0]["labels"] == {"1": 26, "9": 1} and report["cases"][0]["axcodes"] == "LPS"
+    assert report["labels_seen"] == {"1": 2, "9": 2}
+    quick = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json", "--headers-only", "--limit", "2"]).output)
+    assert [c["shape"] for c in quick["cases"]] == [[8, 8, 5], [8, 8, 5]] and quick["labels_seen"] is None
+
+
+def test_inspect_one_case_lists_components(tmp_path):
+    spec = _toy_dataset(tmp_path)
+    result = CliRunner().invoke(main, ["inspect", str(spec), "--case", "c1"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if " lesion " in line)
+    assert row.split()[2] == "2"  # two components
+    assert "unknown_9" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(spec), "--case", "nope"])
+    assert result.exit_code == 1 and "case 'nope' not found" in result.output
+
+
+def test_inspect_a_preset_on_real_data(shared_data):
+    result = CliRunner().invoke(main, ["inspect", "--preset", "cxr_lung", "--data", str(shared_data / "cxr_lung")])
+    assert result.exit_code == 0, result.output
+    assert "cases found: 4" in result.output and "IL" in result.output

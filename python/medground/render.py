@@ -1,0 +1,426 @@
+"""Slices as a reader sees them, with an exact map between volume indices and pixels.
+
+3D volumes are sliced along the patient's axial, coronal or sagittal plane, whatever
+their storage orientation, and displayed in radiological convention: the patient's left
+on the viewer's right; anterior at the top of axial slices; superior at the top of
+coronal and sagittal slices, with anterior on the left of sagittal ones. 2D images are
+shown as stored.
+
+The :class:`SliceMap` of a rendered slice says, for every output row and column, which
+voxel it shows (nearest neighbour; anisotropic in-plane voxels are repeated so that pixels
+are square). Boxes are mapped through the same tables that draw the image, so the box of
+the rendered mask is exactly the mapped box of the mask's voxels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medground.io.volume import Volume, opposite
+
+__all__ = [
+    "CT_WINDOWS",
+    "PLANES",
+    "Intensity",
+    "RenderedSlice",
+    "SliceMap",
+    "image_map",
+    "intensity_for",
+    "plane_axis",
+    "render_image",
+    "render_slice",
+    "select_slices",
+    "slice_map",
+    "to_uint8",
+    "write_png",
+]
+
+#: CT windows as (level, width) in Hounsfield units.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (40.0, 350.0),
+    "mediastinum": (50.0, 350.0),
+    "liver": (30.0, 150.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+}
+
+PLANES = ("axial", "coronal", "sagittal")
+#: The patient axis each plane is perpendicular to.
+_NORMAL = {"axial": "SI", "coronal": "AP", "sagittal": "LR"}
+#: Radiological display: the direction in which rows and columns of each plane grow.
+_DISPLAY = {"axial": ("P", "L"), "coronal": ("I", "L"), "sagittal": ("I", "P")}
+#: Without patient orientation: the array axis sliced per plane (rows, columns keep axis order).
+_UNORIENTED_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def plane_axis(axcodes: Sequence[str] | None, plane: str) -> int:
+    """The array axis perpendicular to a patient plane (``axial`` slices along S/I)."""
+    if plane not in _NORMAL:
+        raise ValueError(f"plane must be one of {', '.join(PLANES)}, got {plane!r}")
+    if axcodes is None:
+        return _UNORIENTED_AXIS[plane]
+    for axis, code in enumerate(axcodes):
+        if code in _NORMAL[plane]:
+            return axis
+    raise ValueError(f"no array axis runs along {_NORMAL[plane]} in axcodes {tuple(axcodes)}")
+
+
+def _sources(n: int, scale: float, flip: bool) -> NDArray[np.intp]:
+    """Voxel index shown by each output pixel along one axis: pixel p shows voxel
+    floor((p + 0.5) / scale), so each voxel covers round-to-nearest pixel edges."""
+    n_out = max(n, int(round(n * scale)))
+    source = np.minimum(((np.arange(n_out) + 0.5) / scale).astype(np.intp), n - 1)
+    return (n - 1 - source) if flip else source
+
+
+def _span(source: NDArray[np.intp], lo: int, hi: int) -> tuple[int, int]:
+    """Pixels [first, last + 1) that show voxels lo..hi-1 (contiguous: sources are monotone)."""
+    hit = np.flatnonzero((source >= lo) & (source < hi))
+    if hit.size == 0:
+        raise ValueError(f"voxels [{lo}, {hi}) are outside the slice")
+    return int(hit[0]), int(hit[-1]) + 1
+
+
+@dataclass(frozen=True, eq=False)
+class SliceMap:
+    """Exact map between a volume's index space and the pixels of one rendered view.
+
+    Attributes:
+        volume_shape: spatial shape of the volume (2 or 3 axes).
+        axis: the array axis sliced (None for 2D images).
+        slice_index: the index along ``axis`` (None for 2D images).
+        plane: axial / coronal / sagittal, or None for 2D images.
+        row_axis, col_axis: the array axes that run down the rows and across the columns.
+        row_source, col_source: for each output row / column, the voxel index it shows.
+    """
+
+    volume_shape: tuple[int, ...]
+    axis: int | None
+    slice_index: int | None
+    plane: str | None
+    row_axis: int
+    col_axis: int
+    row_source: NDArray[np.intp]
+    col_source: NDArray[np.intp]
+
+    @property
+    def height(self) -> int:
+        return int(self.row_source.size)
+
+    @property
+    def width(self) -> int:
+        return int(self.col_source.size)
+
+    @property
+    def row_flipped(self) -> bool:
+        return self.row_source.size > 1 and bool(self.row_source[0] > self.row_source[-1])
+
+    @property
+    def col_flipped(self) -> bool:
+        return self.col_source.size > 1 and bool(self.col_source[0] > self.col_source[-1])
+
+    def plane_of(self, array: NDArray[Any]) -> NDArray[Any]:
+        """The 2D slice of ``array`` (spatial axes first; trailing channels kept), unresampled,
+        with its axes as (row_axis, col_axis)."""
+        if self.axis is None:
+            plane = array
+        else:
+            plane = np.take(array, self.slice_index, axis=self.axis)
+        remaining = [a for a in range(len(self.volume_shape)) if a != self.axis]
+        if remaining.index(self.row_axis) == 1:
+            plane = np.swapaxes(plane, 0, 1)
+        return plane
+
+    def render(self, array: NDArray[Any]) -> NDArray[Any]:
+        """The view of ``array`` (intensities or labels, on the volume's grid)."""
+        if tuple(array.shape[: len(self.volume_shape)]) != self.volume_shape:
+            raise ValueError(f"array of shape {array.shape} is not on this map's grid {self.volume_shape}")
+        plane = self.plane_of(array)
+        return np.ascontiguousarray(plane[self.row_source][:, self.col_source])
+
+    def pixel_box(self, bbox_min: Sequence[int], bbox_max: Sequence[int]) -> tuple[int, int, int, int]:
+        """``[x_min, y_min, x_max, y_max]`` (max exclusive) of the pixels showing the voxel box
+        ``[bbox_min, bbox_max)`` (the slice axis is ignored: the in-plane footprint)."""
+        x0, x1 = _span(self.col_source, int(bbox_min[self.col_axis]), int(bbox_max[self.col_axis]))
+        y0, y1 = _span(self.row_source, int(bbox_min[self.row_axis]), int(bbox_max[self.row_axis]))
+        return x0, y0, x1, y1
+
+    def index_of_pixel(self, x: float, y: float) -> tuple[int, ...]:
+        """The voxel index shown at image point (x, y) (continuous pixel coordinates)."""
+        column, row = int(math.floor(x)), int(math.floor(y))
+        if not (0 <= column < self.width and 0 <= row < self.height):
+            raise ValueError(f"point ({x}, {y}) is outside the {self.width}x{self.height} image")
+        index = [0] * len(self.volume_shape)
+        if self.axis is not None:
+            assert self.slice_index is not None
+            index[self.axis] = self.slice_index
+        index[self.row_axis] = int(self.row_source[row])
+        index[self.col_axis] = int(self.col_source[column])
+        return tuple(index)
+
+    def pixel_of_index(self, index: Sequence[float]) -> tuple[float, float]:
+        """Continuous image point (x, y) of a (possibly fractional) voxel index: the centre
+        of a voxel lands at the centre of the pixels that show it."""
+        return (
+            _continuous(self.col_source, float(index[self.col_axis])),
+            _continuous(self.row_source, float(index[self.row_axis])),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Provenance for records: which voxels the image shows."""
+        return {
+            "plane": self.plane,
+            "axis": self.axis,
+            "slice_index": self.slice_index,
+            "row_axis": self.row_axis,
+            "col_axis": self.col_axis,
+            "row_flipped": self.row_flipped,
+            "col_flipped": self.col_flipped,
+            "volume_shape": list(self.volume_shape),
+            "size": [self.width, self.height],
+        }
+
+
+def _continuous(source: NDArray[np.intp], position: float) -> float:
+    """Pixel coordinate of a continuous voxel position, piecewise linear through voxel spans."""
+    n = int(source.max()) + 1
+    base = int(math.floor(position + 0.5))
+    base = min(max(base, 0), n - 1)
+    lo, hi = _span(source, base, base + 1)
+    centre = 0.5 * (lo + hi)
+    width = hi - lo
+    direction = -1.0 if source.size > 1 and source[0] > source[-1] else 1.0
+    return centre + direction * (position - base) * width
+
+
+def slice_map(
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    axcodes: Sequence[str] | None,
+    plane: str,
+    slice_index: int,
+    *,
+    square_pixels: bool = True,
+) -> SliceMap:
+    """The map of one slice of a 3D volume in radiological display.
+
+    Args:
+        shape: the volume's shape.
+        spacing: voxel size per array axis (mm).
+        axcodes: patient direction of each array axis; None shows array axes in order.
+        plane: axial, coronal or sagittal.
+        slice_index: index along the plane's normal axis.
+        square_pixels: repeat voxels of the coarser in-plane axis so that pixels are square.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3:
+        raise ValueError(f"slice_map needs a 3D shape, got {shape}")
+    axis = plane_axis(axcodes, plane)
+    if not 0 <= slice_index < shape[axis]:
+        raise ValueError(f"slice_index {slice_index} out of range for axis {axis} of size {shape[axis]}")
+    remaining = [a for a in range(3) if a != axis]
+    if axcodes is None:
+        row_axis, col_axis = remaining
+        row_flip = col_flip = False
+    else:
+        row_dir, col_dir = _DISPLAY[plane]
+        row_axis = next(a for a in remaining if axcodes[a] in (row_dir, opposite(row_dir)))
+        col_axis = next(a for a in remaining if axcodes[a] in (col_dir, opposite(col_dir)))
+        row_flip = axcodes[row_axis] != row_dir
+        col_flip = axcodes[col_axis] != col_dir
+    row_scale = col_scale = 1.0
+    if square_pixels:
+        finest = min(spacing[row_axis], spacing[col_axis])
+        row_scale, col_scale = spacing[row_axis] / finest, spacing[col_axis] / finest
+    return SliceMap(
+        volume_shape=shape, axis=axis, slice_index=int(slice_index), plane=plane,
+        row_axis=row_axis, col_axis=col_axis,
+        row_source=_sources(shape[row_axis], row_scale, row_flip),
+        col_source=_sources(shape[col_axis], col_scale, col_flip),
+    )
+
+
+def image_map(shape: Sequence[int], spacing: Sequence[float] | None = None, *, square_pixels: bool = False) -> SliceMap:
+    """The map of a 2D image shown as stored (optionally resampled to square pixels)."""
+    rows, cols = int(shape[0]), int(shape[1])
+    row_scale = col_scale = 1.0
+    if square_pixels and spacing is not None:
+        finest = min(spacing[0], spacing[1])
+        row_scale, col_scale = spacing[0] / finest, spacing[1] / finest
+    return SliceMap((rows, cols), None, None, None, 0, 1, _sources(rows, row_scale, False), _sources(cols, col_scale, False))
+
+
+# ------------------------------------------------------------------------------- intensities
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """How stored intensities become 8-bit pixels (recorded with every sample).
+
+    ``kind`` is ``window`` (CT level/width; three for RGB), ``percentile`` (the range
+    between two percentiles of the body's intensities), or ``as_is`` (8-bit images).
+    ``ranges`` are the (low, high) intensities mapped to 0 and 255.
+    """
+
+    kind: str
+    ranges: tuple[tuple[float, float], ...]
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "ranges": [list(r) for r in self.ranges]}
+
+
+def _window_range(window: str | tuple[float, float]) -> tuple[float, float]:
+    level, width = CT_WINDOWS[window] if isinstance(window, str) else window
+    return level - width / 2.0, level + width / 2.0
+
+
+def _subsample(array: NDArray[Any], target: int = 1 << 21) -> NDArray[Any]:
+    """A deterministic strided sample of at most ~target values (cheap statistics on big volumes)."""
+    flat = array.ravel(order="K")
+    step = max(1, flat.size // target)
+    return flat[::step]
+
+
+def otsu_threshold(values: NDArray[Any], bins: int = 256) -> float:
+    """Otsu's threshold of a sample (maximises the between-class variance)."""
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return low
+    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    weight0 = np.cumsum(counts)
+    weight1 = weight0[-1] - weight0
+    sum0 = np.cumsum(counts * centres)
+    mean0 = sum0 / np.maximum(weight0, 1)
+    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def intensity_for(volume: Volume, modality: str, window: Any = None,
+                  percentiles: tuple[float, float] = (0.5, 99.5)) -> Intensity:
+    """The intensity mapping of a volume: CT windows (default soft tissue), else the
+    percentiles of the body's intensities over the whole volume (so every slice of a
+    case shares one mapping); 8-bit 2D images are kept as they are."""
+    array = volume.array
+    if volume.is_2d and array.dtype == np.uint8:
+        return Intensity("as_is", ((0.0, 255.0),))
+    if modality == "CT" and not volume.is_2d:
+        window = "soft_tissue" if window is None else window
+        if isinstance(window, tuple) and len(window) == 3:
+            names = [w if isinstance(w, str) else None for w in window]
+            return Intensity("window", tuple(_window_range(w) for w in window),
+                             "+".join(n or "custom" for n in names))
+        return Intensity("window", (_window_range(window),), window if isinstance(window, str) else None)
+    sample = _subsample(array).astype(np.float64)
+    body = sample[sample > otsu_threshold(sample)] if not volume.is_2d else sample
+    if body.size < 16:
+        body = sample
+    low, high = (float(v) for v in np.percentile(body, percentiles))
+    if high <= low:
+        high = low + 1.0
+    return Intensity("percentile", ((low, high),), f"p{percentiles[0]:g}-p{percentiles[1]:g}")
+
+
+def to_uint8(values: NDArray[Any], intensity: Intensity) -> NDArray[np.uint8]:
+    """Maps intensities to 8-bit: one range → grayscale, three windows → RGB."""
+    if intensity.kind == "as_is":
+        return np.asarray(values, dtype=np.uint8)
+    channels = []
+    data = np.asarray(values, dtype=np.float32)
+    for low, high in intensity.ranges:
+        scaled = (data - low) * (255.0 / (high - low))
+        channels.append(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    if len(channels) == 1:
+        return channels[0]
+    return np.stack(channels, axis=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class RenderedSlice:
+    """An 8-bit view with its map and intensity mapping."""
+
+    image: NDArray[np.uint8]
+    map: SliceMap
+    intensity: Intensity
+
+    def labels(self, label_volume: NDArray[Any]) -> NDArray[Any]:
+        """The label map as it appears in this view (same pixels as the image)."""
+        return self.map.render(label_volume)
+
+
+def render_slice(volume: Volume, plane: str, slice_index: int, intensity: Intensity, *,
+                 square_pixels: bool = True, radiological: bool = True) -> RenderedSlice:
+    """One slice of a 3D volume, 8-bit, in radiological display (or array order when
+    ``radiological`` is False or the volume has no orientation)."""
+    axcodes = volume.axcodes if radiological else None
+    smap = slice_map(volume.shape, volume.spacing, axcodes, plane, slice_index, square_pixels=square_pixels)
+    return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
+
+
+def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = False) -> RenderedSlice:
+    """A 2D image as stored, 8-bit (RGB stays RGB)."""
+    smap = image_map(volume.shape, volume.spacing, square_pixels=square_pixels)
+    return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
+
+
+def write_png(path: Path | str, image: NDArray[np.uint8]) -> None:
+    """Writes an 8-bit grayscale or RGB image as PNG (lossless)."""
+    from PIL import Image
+
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"write_png needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    Image.fromarray(image).save(path, format="PNG")
+
+
+# ------------------------------------------------------------------------------- slices
+
+
+def select_slices(areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int = 16,
+                  min_area_fraction: float = 0.5) -> list[int]:
+    """Slices to render for one component, from its area on each slice.
+
+    Args:
+        areas: the component's voxel count on each slice along the plane's axis.
+        rule: ``max_area`` (the slice of largest cross-section; among ties the middle one),
+            ``spread:K`` (K slices evenly spread over those with area ≥ ``min_area_fraction``
+            of the max), or ``all`` (every slice it appears on).
+        max_slices: cap for ``all`` and ``spread:K`` (evenly subsampled).
+
+    Returns:
+        Ascending slice indices; empty for an empty component.
+    """
+    areas = np.asarray(areas)
+    if areas.ndim != 1:
+        raise ValueError(f"areas must be one value per slice, got shape {areas.shape}")
+    peak = int(areas.max()) if areas.size else 0
+    if peak == 0:
+        return []
+    if rule == "max_area":
+        ties = np.flatnonzero(areas == peak)
+        return [int(ties[(ties.size - 1) // 2])]
+    if rule == "all":
+        candidates = np.flatnonzero(areas > 0)
+        limit = max_slices
+    elif rule.startswith("spread:") and rule[7:].isdigit() and int(rule[7:]) >= 1:
+        candidates = np.flatnonzero(areas >= min_area_fraction * peak)
+        limit = min(int(rule[7:]), max_slices)
+    else:
+        raise ValueError(f"slice rule must be 'max_area', 'spread:K' or 'all', got {rule!r}")
+    if candidates.size <= limit:
+        return [int(c) for c in candidates]
+    picks = np.unique(np.rint(np.linspace(0, candidates.size - 1, limit)).astype(np.intp))
+    return [int(candidates[p]) for p in picks]

@@ -410,18 +410,23 @@ def regionprops(
     return RegionTable(columns, arr.ndim, sp)
 
 
-def slice_areas(labels: ArrayLike, axis: int) -> NDArray[np.int64]:
+@overload
+def slice_areas(labels: ArrayLike, axis: int, *, return_labels: Literal[False] = ...) -> NDArray[np.int64]: ...
+@overload
+def slice_areas(labels: ArrayLike, axis: int, *, return_labels: Literal[True]) -> tuple[NDArray[Any], NDArray[np.int64]]: ...
+def slice_areas(labels: ArrayLike, axis: int, *, return_labels: bool = False) -> Any:
     """Voxel count of every region in every slice along ``axis``.
 
     Returns:
         (n, labels.shape[axis]) int64; row ``i`` is the ``i``-th distinct nonzero
-        label in ascending order (``regionprops(labels).label[i]``).
+        label in ascending order (``regionprops(labels).label[i]``). With
+        ``return_labels``, ``(labels, table)``: those label values and the table.
     """
     arr = _as_mask(labels, "labels", as_labels=True)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -arr.ndim <= axis < arr.ndim:
         raise ValueError(f"axis must be an integer in [{-arr.ndim}, {arr.ndim}) for a {arr.ndim}D array, got {axis!r}")
-    _, table = _core.slice_areas(arr, int(axis) % arr.ndim)
-    return table  # type: ignore[no-any-return]
+    values, table = _core.slice_areas(arr, int(axis) % arr.ndim)
+    return (values, table) if return_labels else table
 
 
 def slice_bboxes(labels: ArrayLike, axis: int, index: int, spacing: Sequence[float] | None = None) -> RegionTable:

@@ -31,6 +31,7 @@ __all__ = [
     "Intensity",
     "RenderedSlice",
     "SliceMap",
+    "component_slices",
     "image_map",
     "intensity_for",
     "plane_axis",
@@ -422,5 +423,26 @@ def select_slices(areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int
         raise ValueError(f"slice rule must be 'max_area', 'spread:K' or 'all', got {rule!r}")
     if candidates.size <= limit:
         return [int(c) for c in candidates]
+    if limit == 1:
+        return [int(candidates[(candidates.size - 1) // 2])]
     picks = np.unique(np.rint(np.linspace(0, candidates.size - 1, limit)).astype(np.intp))
     return [int(candidates[p]) for p in picks]
+
+
+def component_slices(components: NDArray[np.integer[Any]], axis: int, rule: str, *, max_slices: int = 16,
+                     min_area_fraction: float = 0.5) -> dict[int, list[int]]:
+    """Slices to render for every component of a label map, along one array axis.
+
+    One pass over the volume (:func:`medground.geometry.slice_areas`), then
+    :func:`select_slices` on each component's areas.
+
+    Returns:
+        component id → ascending slice indices along ``axis``.
+    """
+    from medground import geometry
+
+    ids, table = geometry.slice_areas(components, axis, return_labels=True)
+    return {
+        int(component): select_slices(row, rule, max_slices=max_slices, min_area_fraction=min_area_fraction)
+        for component, row in zip(ids, table)
+    }

@@ -1,0 +1,345 @@
+"""Rendering: radiological display whatever the storage orientation, exact voxel<->pixel maps,
+intensity mappings, slice selection and PNG output."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import nibabel as nib
+import nibabel.orientations as nio
+import numpy as np
+import pytest
+
+from medground import geometry, render
+from medground.geometry import regionprops, slice_bboxes
+from medground.io import load_label_file, read_image
+from medground.io.volume import Volume, axcodes_of
+from medground.render import (
+    CT_WINDOWS, Intensity, image_map, intensity_for, plane_axis, render_image, render_slice,
+    select_slices, to_uint8, write_png,
+)
+
+SHAPE = (23, 19, 11)
+SPACING = (0.7, 1.1, 2.5)  # no pixel centre falls on a voxel edge when resampled
+AFFINE = np.diag([*SPACING, 1.0])
+AFFINE[:3, 3] = (-7.0, 12.5, 30.0)
+WINDOW = Intensity("window", ((-200.0, 300.0),))
+PLANES = ("axial", "coronal", "sagittal")
+BASE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}  # the base volume is RAS
+POS, NEG = ("R", "A", "S"), ("L", "P", "I")
+ORIENTATIONS = [tuple((NEG if f else POS)[w] for w, f in zip(perm, flips))
+                for perm in itertools.permutations(range(3)) for flips in itertools.product((0, 1), repeat=3)]
+SOME_ORIENTATIONS = [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R"), ("S", "L", "A"), ("I", "R", "P")]
+
+
+@functools.lru_cache(maxsize=None)
+def base() -> tuple[np.ndarray, np.ndarray]:
+    """Random intensities and four asymmetric labelled blobs on a RAS grid."""
+    rng = np.random.default_rng(7)
+    image = rng.uniform(-250.0, 350.0, SHAPE).astype(np.float32)
+    i, j, k = np.indices(SHAPE)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[(i - 5) ** 2 / 9 + (j - 6) ** 2 / 16 + (k - 3) ** 2 / 4 <= 1] = 1
+    labels[15:21, 3:8, 2:9] = 2
+    labels[17:21, 3:5, 2:4] = 0
+    labels[(i >= 9) & (i <= 16) & (j >= 11) & (j - 11 <= i - 9) & (k >= 5)] = 3
+    labels[2:4, 14:18, 7:10] = 4
+    return image, labels
+
+
+def reorient(array: np.ndarray, codes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The base array re-stored with axes ``codes``, and the affine depicting the same object."""
+    transform = nio.ornt_transform(nio.axcodes2ornt(POS), nio.axcodes2ornt(codes))
+    return nio.apply_orientation(array, transform), AFFINE @ nio.inv_ornt_aff(transform, array.shape)
+
+
+def expected_view(array: np.ndarray, plane: str, s: int, square: bool) -> np.ndarray:
+    """Independent radiological view of a slice of the RAS base: every in-plane axis is shown
+    reversed (P, L, I grow down/right); pixels counted from the displayed top-left edge."""
+    axis = BASE_AXIS[plane]
+    rem = [a for a in range(3) if a != axis]
+    view = np.take(array, s, axis=axis)[::-1, ::-1].T  # rows: rem[1], columns: rem[0]
+    if square:
+        fine = min(SPACING[a] for a in rem)
+        for dim, a in enumerate((rem[1], rem[0])):
+            n_out = round(SHAPE[a] * SPACING[a] / fine)
+            view = np.take(view, np.floor((np.arange(n_out) + 0.5) * fine / SPACING[a]).astype(int), axis=dim)
+    return view
+
+
+def new_slice(affine: np.ndarray, codes: tuple[str, ...], plane: str, s: int) -> tuple[int, int]:
+    """(axis, index) of the re-stored volume's slice through the base slice ``s`` of ``plane``."""
+    axis = next(a for a, c in enumerate(codes) if c in (POS[BASE_AXIS[plane]], NEG[BASE_AXIS[plane]]))
+    index = np.zeros(3)
+    index[BASE_AXIS[plane]] = s
+    new_index = np.linalg.solve(affine, AFFINE @ np.append(index, 1.0))[:3]
+    return axis, int(round(new_index[axis]))
+
+
+def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask)
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
+def oriented_case(codes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image, labels = base()
+    new_image, affine = reorient(image, codes)
+    return new_image, reorient(labels, codes)[0], affine
+
+
+@pytest.mark.parametrize("square", [True, False])
+@pytest.mark.parametrize("codes", ORIENTATIONS, ids="".join)
+def test_same_view_in_all_48_orientations(codes, square):
+    image, labels = base()
+    new_image, new_labels, affine = oriented_case(codes)
+    assert axcodes_of(affine) == nib.aff2axcodes(affine) == codes
+    # The re-stored arrays depict the same object (checks the fixture itself).
+    idx = np.indices(new_image.shape).reshape(3, -1)
+    old = np.rint(np.linalg.solve(AFFINE[:3, :3], affine[:3, :3] @ idx + (affine - AFFINE)[:3, 3:])).astype(int)
+    assert np.array_equal(image[tuple(old)], new_image[tuple(idx)])
+    base_volume = Volume(image, AFFINE, Path("x"))
+    volume = Volume(new_image, affine, Path("x"))
+    for plane in PLANES:
+        for s in (0, SHAPE[BASE_AXIS[plane]] // 2, SHAPE[BASE_AXIS[plane]] - 2):
+            ref = render_slice(base_volume, plane, s, WINDOW, square_pixels=square)
+            assert np.array_equal(ref.image, to_uint8(expected_view(image, plane, s, square), WINDOW))
+            assert np.array_equal(ref.labels(labels), expected_view(labels, plane, s, square))
+            axis, index = new_slice(affine, codes, plane, s)
+            assert plane_axis(codes, plane) == axis
+            got = render_slice(volume, plane, index, WINDOW, square_pixels=square)
+            assert got.image.dtype == np.uint8
+            assert np.array_equal(got.image, ref.image)
+            assert np.array_equal(got.labels(new_labels), ref.labels(labels))
+
+
+@pytest.mark.parametrize("codes", ORIENTATIONS, ids="".join)
+def test_boxes_are_exact_in_all_48_orientations(codes):
+    new_image, new_labels, affine = oriented_case(codes)
+    volume = Volume(new_image, affine, Path("x"))
+    for plane, square in itertools.product(PLANES, (True, False)):
+        axis = plane_axis(codes, plane)
+        for s in range(new_labels.shape[axis]):
+            rendered = render_slice(volume, plane, s, WINDOW, square_pixels=square)
+            shown = rendered.labels(new_labels)
+            table = slice_bboxes(new_labels, axis, s)
+            assert sorted(np.unique(shown[shown > 0]).tolist()) == sorted(table.label.tolist())
+            part = np.zeros_like(new_labels)
+            keep = tuple(slice(s, s + 1) if a == axis else slice(None) for a in range(3))
+            part[keep] = new_labels[keep]
+            full = regionprops(part, contours=False)
+            for row, label in enumerate(table.label):
+                bmin = np.insert(table.bbox_min[row], axis, s)
+                bmax = np.insert(table.bbox_max[row], axis, s + 1)
+                expected = box_of(shown == label)
+                assert rendered.map.pixel_box(bmin, bmax) == expected
+                k = int(np.flatnonzero(full.label == label)[0])
+                assert rendered.map.pixel_box(full.bbox_min[k], full.bbox_max[k]) == expected
+
+
+@pytest.mark.parametrize("square", [True, False])
+@pytest.mark.parametrize("codes", SOME_ORIENTATIONS, ids="".join)
+def test_index_of_pixel_and_pixel_of_index(codes, square):
+    image, labels = base()
+    new_image, new_labels, affine = oriented_case(codes)
+    volume = Volume(new_image, affine, Path("x"))
+    for plane in PLANES:
+        s = SHAPE[BASE_AXIS[plane]] // 2
+        ref = render_slice(Volume(image, AFFINE, Path("x")), plane, s, WINDOW, square_pixels=square).map
+        m = render_slice(volume, plane, new_slice(affine, codes, plane, s)[1], WINDOW, square_pixels=square).map
+        shown_labels, shown_values = m.render(new_labels), m.render(new_image)
+        voxels = np.empty((m.height, m.width, 3), int)
+        for y, x in np.ndindex(m.height, m.width):
+            v = voxels[y, x] = m.index_of_pixel(x + 0.5, y + 0.5)
+            assert new_labels[tuple(v)] == shown_labels[y, x] and new_image[tuple(v)] == shown_values[y, x]
+            # Same physical voxel as the base volume shows at that pixel.
+            assert np.allclose(volume.world(v), AFFINE[:3, :3] @ ref.index_of_pixel(x + 0.5, y + 0.5) + AFFINE[:3, 3])
+        rects = {}
+        for v in np.unique(voxels.reshape(-1, 3), axis=0):
+            ys, xs = np.nonzero((voxels == v).all(axis=-1))
+            assert ys.size == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a rectangle
+            rects[tuple(v)] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            x, y = m.pixel_of_index(v)
+            assert (x, y) == ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2)
+            assert m.index_of_pixel(x, y) == tuple(v)
+        # Half a voxel toward a neighbour lands on the edge shared with the neighbour's pixels.
+        for v, rect in rects.items():
+            for dim, axis in enumerate((m.col_axis, m.row_axis)):
+                for step in (-1, 1):
+                    neighbour = tuple(c + step * (a == axis) for a, c in enumerate(v))
+                    if neighbour in rects:
+                        edge = rect[dim + 2] if rects[neighbour][dim] >= rect[dim + 2] else rect[dim]
+                        half = [c + 0.5 * step * (a == axis) for a, c in enumerate(v)]
+                        assert m.pixel_of_index(half)[dim] == edge
+        for x, y in [(-0.01, 0), (0, -0.01), (m.width, 0), (0, m.height), (m.width + 3.5, m.height + 2)]:
+            with pytest.raises(ValueError):
+                m.index_of_pixel(x, y)
+
+
+@pytest.mark.parametrize("codes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R"), ("S", "R", "P")], ids="".join)
+def test_radiological_display(codes):
+    shape, spacing = (15, 12, 9), (1.2, 0.9, 2.0)
+    affine = np.zeros((4, 4))
+    affine[:, 3] = (10.0, -20.0, 5.0, 1.0)
+    for a, code in enumerate(codes):
+        world = next(w for w in range(3) if code in (POS[w], NEG[w]))
+        affine[world, a] = spacing[a] * (1 if code in POS else -1)
+    labels = np.zeros(shape, np.uint8)
+    centre = (7, 6, 4)
+    volume = Volume(np.zeros(shape, np.float32), affine, Path("x"))
+    points = volume.world(np.indices(shape).reshape(3, -1).T) - volume.world(centre)
+    for label, direction in ((1, (-1, 0, 0)), (2, (0, 1, 0)), (3, (0, 0, 1))):  # left, anterior, superior
+        along = points @ direction
+        off = np.linalg.norm(points - np.outer(along, direction), axis=1)
+        pick = np.unravel_index(int(np.argmax(along - 1000.0 * off)), shape)
+        assert along.max() > 0 and pick != centre
+        labels[pick] = label
+    labels[centre] = 4
+    expect = {"axial": {1: "right", 2: "top"}, "coronal": {1: "right", 3: "top"}, "sagittal": {2: "left", 3: "top"}}
+    for plane, markers in expect.items():
+        shown = render_slice(volume, plane, centre[plane_axis(codes, plane)], WINDOW).labels(labels)
+        rows_c, cols_c = np.nonzero(shown == 4)
+        for label, where in markers.items():
+            rows, cols = np.nonzero(shown == label)
+            assert rows.size, (plane, label)
+            if where == "right":
+                assert cols.max() == shown.shape[1] - 1 and cols.mean() > cols_c.mean()
+            elif where == "left":
+                assert cols.min() == 0 and cols.mean() < cols_c.mean()
+            else:
+                assert rows.min() == 0 and rows.mean() < rows_c.mean()
+
+
+@pytest.mark.parametrize(("folder", "image", "modality"), [("ct_abdomen_totalseg", "ct", "CT"),
+                                                           ("mr_abdomen_totalseg", "mr", "MR")])
+def test_real_data_radiological(shared_data, folder, image, modality):
+    volume = read_image(shared_data / folder / f"{image}.nii.gz")
+    seg = read_image(shared_data / folder / "seg.nii.gz")
+    names = load_label_file(shared_data / folder / "labels.json")
+    assert np.allclose(volume.affine, seg.affine) and volume.shape == seg.shape
+    intensity = intensity_for(volume, modality)
+    checks = {"pairs": 0, "liver/spleen": 0, "vertebrae/aorta": 0}
+    for k in range(volume.shape[plane_axis(volume.axcodes, "axial")]):
+        shown = render_slice(volume, "axial", k, intensity).labels(seg.array)
+        where = {names[int(v)]: np.nonzero(shown == v) for v in np.unique(shown) if v}
+        col = {n: rc[1].mean() for n, rc in where.items()}
+        for name in col:
+            twin = name.replace("_left", "_right")
+            if twin != name and twin in col:
+                assert col[name] > col[twin], (k, name)
+                checks["pairs"] += 1
+        if "liver" in col and "spleen" in col:
+            assert col["liver"] < col["spleen"], k
+            checks["liver/spleen"] += 1
+        spine = [rc[0] for n, rc in where.items() if n.startswith("vertebrae")]
+        if spine and "aorta" in where:
+            assert np.concatenate(spine).mean() > where["aorta"][0].mean(), k
+            checks["vertebrae/aorta"] += 1
+    assert min(checks.values()) > 0, checks
+
+
+@pytest.mark.parametrize("name", sorted(CT_WINDOWS))
+def test_ct_windows(name):
+    level, width = CT_WINDOWS[name]
+    intensity = intensity_for(Volume(np.zeros((4, 4, 4), np.int16), AFFINE, Path("x")), "CT", name)
+    assert intensity.kind == "window" and intensity.ranges == ((level - width / 2, level + width / 2),)
+    values = np.array([level - width, level - width / 2, level, level + width / 2, level + 2 * width])
+    assert to_uint8(values, intensity).tolist() == [0, 0, 128, 255, 255]
+    ramp = to_uint8(np.linspace(level - width, level + width, 101), intensity)
+    assert ramp.dtype == np.uint8 and np.all(np.diff(ramp.astype(int)) >= 0)
+
+
+def test_intensity_defaults_and_rgb():
+    ct = Volume(np.random.default_rng(1).integers(-1000, 1500, (6, 5, 4)).astype(np.int16), AFFINE, Path("x"))
+    assert intensity_for(ct, "CT") == Intensity("window", ((-160.0, 240.0),), "soft_tissue")
+    custom = intensity_for(ct, "CT", (100.0, 50.0))
+    assert custom.kind == "window" and custom.ranges == ((75.0, 125.0),)
+    rgb = intensity_for(ct, "CT", ("lung", "soft_tissue", "bone"))
+    assert rgb.kind == "window" and len(rgb.ranges) == 3
+    image = render_slice(ct, "axial", 2, rgb, square_pixels=False).image
+    assert image.shape == (5, 6, 3) and image.dtype == np.uint8
+    gray = render_slice(ct, "axial", 2, intensity_for(ct, "CT", "bone"), square_pixels=False).image
+    assert np.array_equal(image[..., 2], gray)
+    # MR: a percentile range of the body (above Otsu's threshold), inside the data range.
+    rng = np.random.default_rng(2)
+    mr = rng.uniform(0.0, 10.0, (30, 30, 20))
+    body = np.zeros(mr.shape, bool)
+    body[5:25, 8:22, 3:17] = True
+    mr[body] = rng.normal(600.0, 60.0, body.sum())
+    intensity = intensity_for(Volume(mr, AFFINE, Path("x")), "MR")
+    assert intensity.kind == "percentile"
+    low, high = intensity.ranges[0]
+    assert mr.min() <= low < high <= mr.max()
+    assert np.allclose((low, high), np.percentile(mr[body], (0.5, 99.5)))
+    flat = np.random.default_rng(3).integers(0, 256, (7, 9), dtype=np.uint8)
+    assert intensity_for(Volume(flat, np.eye(4), Path("x"), oriented=False), "XR").kind == "as_is"
+    colour = Volume(np.stack([flat, flat[::-1], flat[:, ::-1]], -1), np.eye(4), Path("x"), oriented=False,
+                    metadata={"channels_last": True})
+    assert intensity_for(colour, "endoscopy").kind == "as_is"
+    assert np.array_equal(render_image(colour, intensity_for(colour, "endoscopy")).image, colour.array)
+
+
+@pytest.mark.parametrize(("areas", "expected"), [
+    ([0, 3, 5, 5, 5, 1], [3]),
+    ([5, 0, 1, 0, 5, 2, 5], [4]),
+    ([0, 0, 9, 0], [2]),
+])
+def test_select_max_area(areas, expected):
+    assert select_slices(np.array(areas), "max_area") == expected
+
+
+def test_select_spread_all_and_errors():
+    areas = np.array([1, 10, 4, 6, 10, 5, 9, 2])  # >= half the peak: 1, 3, 4, 5, 6
+    assert select_slices(areas, "spread:3") == [1, 4, 6]
+    assert select_slices(areas, "spread:10") == [1, 3, 4, 5, 6]
+    assert select_slices(areas, "spread:3", max_slices=2) == [1, 6]
+    assert select_slices(areas, "spread:5", min_area_fraction=0.9) == [1, 4, 6]
+    assert select_slices(np.full(10, 4), "spread:4") == [0, 3, 6, 9]
+    assert select_slices(np.array([0, 2, 0, 3, 1]), "all") == [1, 3, 4]
+    picks = select_slices(np.r_[np.zeros(5), np.ones(30)], "all", max_slices=16)
+    assert len(picks) == 16 and picks[0] == 5 and picks[-1] == 34 and set(np.diff(picks)) <= {1, 2}
+    for rule in ("max_area", "spread:2", "all"):
+        assert select_slices(np.zeros(6, int), rule) == [] and select_slices(np.array([], int), rule) == []
+    for rule in ("spread:0", "spread:", "spread:x", "spread:-1", "largest", ""):
+        with pytest.raises(ValueError):
+            select_slices(areas, rule)
+    with pytest.raises(ValueError):
+        select_slices(np.ones((2, 3), int), "all")
+
+
+def test_image_map_is_identity_and_png_round_trip(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    gray = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    m = image_map(gray.shape)
+    assert np.array_equal(m.render(gray), gray) and (m.width, m.height) == (9, 7)
+    assert m.pixel_box((2, 3), (5, 8)) == (3, 2, 8, 5)
+    assert m.index_of_pixel(8.9, 6.2) == (6, 8)
+    stretched = image_map(gray.shape, (2.0, 1.0), square_pixels=True)
+    assert np.array_equal(stretched.render(gray), np.repeat(gray, 2, axis=0))
+    volume = Volume(gray, np.eye(4), Path("x"), oriented=False)
+    assert np.array_equal(render_image(volume, intensity_for(volume, "XR")).image, gray)
+    rgb = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    for image, mode in ((gray, "L"), (rgb, "RGB")):
+        write_png(tmp_path / f"{mode}.png", image)
+        with Image.open(tmp_path / f"{mode}.png") as png:
+            assert png.format == "PNG" and png.mode == mode
+            assert np.array_equal(np.asarray(png), image)
+    with pytest.raises(ValueError):
+        write_png(tmp_path / "bad.png", gray.astype(np.uint16))
+
+
+def test_spread_one_takes_the_middle_and_component_slices_cover_every_component() -> None:
+    areas = np.array([0, 5, 9, 10, 9, 8, 1, 0])
+    assert select_slices(areas, "spread:1", min_area_fraction=0.5) == [3]
+    labels = np.zeros((4, 6, 8), np.uint8)
+    labels[1:3, 1:5, 2:7] = 1
+    labels[3, 0, 0] = 4
+    labels[0, 5, 7] = 4
+    picked = render.component_slices(labels, 2, "all")
+    assert picked == {1: [2, 3, 4, 5, 6], 4: [0, 7]}
+    assert render.component_slices(labels, 0, "max_area") == {1: [1], 4: [0]}
+    ids, table = geometry.slice_areas(labels, 2, return_labels=True)
+    assert ids.tolist() == [1, 4] and table.shape == (2, 8) and table.sum() == labels.astype(bool).sum()

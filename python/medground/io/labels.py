@@ -36,11 +36,13 @@ def labels_from_filenames(names: Iterable[str]) -> dict[int, str]:
     return {i: name for i, name in enumerate(sorted(set(names)), start=1)}
 
 
-def label_map_from_mapping(mapping: Mapping[Any, Any], source: Path | str | None) -> dict[int, str]:
-    """Normalises ``{id: name}`` or ``{name: id}`` (ids as ints or digit strings) to
-    ``{int id: name}``, dropping background (0)."""
+def label_map_from_mapping(mapping: Mapping[Any, Any] | Iterable[tuple[Any, Any]], source: Path | str | None) -> dict[int, str]:
+    """Normalises ``{id: name}`` or ``{name: id}`` (ids as ints or digit strings; or the
+    same as a sequence of pairs, so that repeated ids are seen) to ``{int id: name}``,
+    dropping background (0)."""
     labels: dict[int, str] = {}
-    for key, value in mapping.items():
+    pairs = mapping.items() if isinstance(mapping, Mapping) else mapping
+    for key, value in pairs:
         if isinstance(value, Mapping) and "name" in value:  # {id: {name = ..., ...}}
             value = value["name"]
         key_is_id = _as_id(key) is not None
@@ -109,8 +111,15 @@ def load_label_file(path: Path) -> dict[int, str]:
 
 
 def _from_json(path: Path, text: str) -> dict[int, str]:
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise SpecError(path, f"id(s) {', '.join(repeated)} named twice (a key repeats in one JSON object)")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(path, f"invalid JSON ({exc})") from exc
     if isinstance(data, Mapping) and "labels" in data and isinstance(data["labels"], Mapping):
@@ -126,7 +135,7 @@ def _from_table(path: Path, text: str, delimiter: str | None) -> dict[int, str]:
     if delimiter is None:
         delimiter = "\t" if any("\t" in line for line in lines) else ","
     rows = [row for row in csv.reader(lines, delimiter=delimiter)]
-    mapping: dict[str, str] = {}
+    mapping: list[tuple[str, str]] = []
     for number, row in enumerate(rows, start=1):
         cells = [cell.strip() for cell in row]
         if len(cells) < 2:
@@ -135,7 +144,7 @@ def _from_table(path: Path, text: str, delimiter: str | None) -> dict[int, str]:
             if number == 1:
                 continue  # header
             raise SpecError(path, f"row {number}: id {cells[0]!r} is not an integer")
-        mapping[cells[0]] = cells[1]
+        mapping.append((cells[0], cells[1]))
     return label_map_from_mapping(mapping, path)
 
 
@@ -150,7 +159,7 @@ def _looks_like_itksnap(text: str) -> bool:
 
 def _from_itksnap(path: Path, text: str) -> dict[int, str]:
     """ITK-SNAP: ``IDX R G B A VIS MSH "LABEL"`` per line, ``#`` comments; 0 is "Clear Label"."""
-    mapping: dict[str, str] = {}
+    mapping: list[tuple[str, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -163,5 +172,5 @@ def _from_itksnap(path: Path, text: str) -> dict[int, str]:
             raise SpecError(path, f'line {number}: expected IDX R G B A VIS MSH "LABEL", got {stripped!r}')
         if fields[7].strip().lower() in _BACKGROUND_NAMES and int(fields[0]) == 0:
             continue
-        mapping[fields[0]] = fields[7]
+        mapping.append((fields[0], fields[7]))
     return label_map_from_mapping(mapping, path)

@@ -57,8 +57,15 @@ def _check_size(path: Path, shape: tuple[int, ...], itemsize: int, max_bytes: in
         raise CaseError(
             path,
             f"header claims {'x'.join(str(s) for s in shape)} voxels of {itemsize} bytes "
-            f"({claimed / 2**30:.2f} GiB), over the {max_bytes / 2**30:.2f} GiB cap (max_bytes); not read",
+            f"({_bytes(claimed)}), over the {_bytes(max_bytes)} cap (max_bytes); not read",
         )
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return f"{count} bytes"
 
 
 def read_image(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, radiological_2d: bool = False,
@@ -81,6 +88,8 @@ def read_image(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, radiolog
     suffix = suffix_of(path)
     try:
         if path.is_dir() or suffix in _DICOM_SUFFIXES:
+            if not path.is_dir():
+                _check_dicom_file(path)
             return _read_dicom_series(path if path.is_dir() else path.parent, max_bytes)
         if suffix in _NIFTI_SUFFIXES:
             return _read_nifti(path, max_bytes)
@@ -150,7 +159,9 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(path) as raster:
-                    shape = (raster.height, raster.width) + ((len(raster.getbands()),) if len(raster.getbands()) > 1 else ())
+                    # Channels as read_image returns them: alpha dropped, palettes as RGB.
+                    bands = 1 if raster.mode in ("L", "LA", "1", "I", "F") or raster.mode.startswith("I;") else 3
+                    shape = (raster.height, raster.width) + ((bands,) if bands > 1 else ())
                     mode = raster.mode
             affine = radiograph_affine() if radiological_2d else np.eye(4)
             return Header(path, shape, mode, affine, radiological_2d)
@@ -159,6 +170,8 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
 
             files = [str(path)]
             if path.is_dir() or suffix in _DICOM_SUFFIXES:
+                if not path.is_dir():
+                    _check_dicom_file(path)
                 folder = path if path.is_dir() else path.parent
                 series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
                 if len(series) != 1:
@@ -174,8 +187,21 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
             image.SetSpacing(reader.GetSpacing())
             image.SetOrigin(reader.GetOrigin())
             image.SetDirection(reader.GetDirection())
+            if len(files) > 1:
+                # A series' slice spacing and direction come from the slice positions (the
+                # second file's origin), not from one file's thickness tag.
+                second = sitk.ImageFileReader()
+                second.SetFileName(files[1])
+                second.ReadImageInformation()
+                step = np.subtract(second.GetOrigin(), reader.GetOrigin())
+                distance = float(np.linalg.norm(step))
+                if distance > 0:
+                    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+                    direction[:, 2] = step / distance
+                    image.SetDirection(direction.ravel().tolist())
+                    image.SetSpacing((*reader.GetSpacing()[:2], distance))
             dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-            return Header(path, size, dtype, _itk_affine(image), reader.GetDimension() == 3)
+            return Header(path, size, dtype, _itk_affine(image), len(size) == 3)
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -264,6 +290,18 @@ def _read_itk(path: Path, max_bytes: int) -> Volume:
     _check_size(path, tuple(reader.GetSize()), _itk_pixel_bytes(reader), max_bytes)
     image = reader.Execute()
     return _itk_volume(image, path, suffix_of(path).lstrip("."))
+
+
+def _check_dicom_file(path: Path) -> None:
+    """A named .dcm file must itself be readable DICOM (its folder's series is then read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CaseError(path, f"unreadable DICOM file ({str(exc).strip().splitlines()[-1]})") from exc
 
 
 def _read_dicom_series(folder: Path, max_bytes: int) -> Volume:

@@ -1,0 +1,170 @@
+"""COCO run-length encoding, compared with pycocotools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from medground import rle
+
+coco_mask = pytest.importorskip("pycocotools.mask")
+
+
+def coco_encode(mask: np.ndarray) -> dict:
+    return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def coco_bbox_xyxy(coco_rle: dict) -> list[int] | None:
+    x, y, w, h = (int(v) for v in coco_mask.toBbox(coco_rle))
+    return None if w == 0 or h == 0 else [x, y, x + w, y + h]
+
+
+shapes = st.tuples(st.integers(1, 64), st.integers(1, 64))
+
+
+@st.composite
+def masks(draw: st.DrawFn) -> np.ndarray:
+    """Random masks plus the edge cases: empty, full, one pixel at a corner, sparse noise."""
+    shape = draw(shapes)
+    kind = draw(st.sampled_from(["random", "zeros", "ones", "corner", "blob"]))
+    if kind == "random":
+        return draw(arrays(np.bool_, shape))
+    if kind == "zeros":
+        return np.zeros(shape, bool)
+    if kind == "ones":
+        return np.ones(shape, bool)
+    mask = np.zeros(shape, bool)
+    if kind == "corner":
+        mask[draw(st.sampled_from([0, -1])), draw(st.sampled_from([0, -1]))] = True
+        return mask
+    y0, y1 = sorted(draw(st.lists(st.integers(0, shape[0]), min_size=2, max_size=2)))
+    x0, x1 = sorted(draw(st.lists(st.integers(0, shape[1]), min_size=2, max_size=2)))
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@settings(max_examples=400, deadline=None)
+@given(masks())
+def test_matches_pycocotools(mask: np.ndarray) -> None:
+    ours = rle.encode(mask)
+    theirs = coco_encode(mask)
+    assert ours == {"size": list(mask.shape), "counts": theirs["counts"].decode("ascii")}
+    assert isinstance(ours["counts"], str)
+    assert rle.area(ours) == int(coco_mask.area(theirs)) == int(mask.sum())
+    assert rle.bbox_xyxy(ours) == coco_bbox_xyxy(theirs)
+
+
+@settings(max_examples=400, deadline=None)
+@given(masks())
+def test_round_trip(mask: np.ndarray) -> None:
+    decoded = rle.decode(rle.encode(mask))
+    assert decoded.dtype == np.bool_
+    np.testing.assert_array_equal(decoded, mask)
+
+
+# pycocotools' decode still calls __array__ without numpy 2's copy keyword.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+@settings(max_examples=200, deadline=None)
+@given(masks())
+def test_decodes_pycocotools_rle(mask: np.ndarray) -> None:
+    theirs = coco_encode(mask)
+    np.testing.assert_array_equal(rle.decode(theirs), mask)  # counts as bytes
+    np.testing.assert_array_equal(rle.decode({**theirs, "counts": theirs["counts"].decode()}), mask)
+    np.testing.assert_array_equal(coco_mask.decode(rle.encode(mask)).astype(bool), mask)
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks())
+def test_uncompressed_counts(mask: np.ndarray) -> None:
+    compressed = rle.encode(mask)
+    # pycocotools turns an uncompressed RLE (list counts) into a compressed one.
+    counts = rle._decompress(compressed["counts"]).tolist()
+    uncompressed = {"size": list(mask.shape), "counts": counts}
+    assert coco_mask.frPyObjects(uncompressed, *mask.shape)["counts"].decode() == compressed["counts"]
+    np.testing.assert_array_equal(rle.decode(uncompressed), mask)
+    assert rle.area(uncompressed) == int(mask.sum())
+    assert rle.bbox_xyxy(uncompressed) == rle.bbox_xyxy(compressed)
+
+
+def test_runs_start_with_zeros() -> None:
+    mask = np.array([[1, 0], [1, 1]], bool)  # Fortran order: 1 1 0 1
+    assert rle._decompress(rle.encode(mask)["counts"]).tolist() == [0, 2, 1, 1]
+    assert rle._decompress(rle.encode(np.zeros((3, 2)))["counts"]).tolist() == [6]
+    assert rle._decompress(rle.encode(np.ones((3, 2)))["counts"]).tolist() == [0, 6]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int32, np.float32])
+def test_any_dtype_and_memory_order(dtype: type, order: str) -> None:
+    mask = np.random.default_rng(1).random((17, 23)) < 0.3
+    array = np.asarray(mask.astype(dtype) * 3, order=order)  # nonzero, not just 1, is foreground
+    assert rle.encode(array) == rle.encode(mask)
+
+
+def test_bbox_is_max_exclusive() -> None:
+    mask = np.zeros((10, 12), bool)
+    mask[2, 3] = True
+    assert rle.bbox_xyxy(rle.encode(mask)) == [3, 2, 4, 3]
+    mask[4:7, 5:9] = True
+    assert rle.bbox_xyxy(rle.encode(mask)) == [3, 2, 9, 7]
+    assert rle.bbox_xyxy(rle.encode(np.ones((10, 12)))) == [0, 0, 12, 10]
+
+
+def test_bbox_of_runs_that_wrap_columns() -> None:
+    mask = np.zeros((5, 4), bool)
+    mask[3:, 0] = True  # one run: rows 3-4 of column 0, then rows 0-1 of column 1
+    mask[:2, 1] = True
+    assert rle.bbox_xyxy(rle.encode(mask)) == [0, 0, 2, 5]
+
+
+def test_empty_mask() -> None:
+    empty = rle.encode(np.zeros((8, 9), bool))
+    assert rle.area(empty) == 0
+    assert rle.bbox_xyxy(empty) is None
+    assert not rle.decode(empty).any()
+
+
+def test_large_counts_and_long_deltas() -> None:
+    mask = np.zeros((1024, 1024), bool)
+    mask[1000:, 1000:] = True
+    mask[0, 0] = True
+    theirs = coco_encode(mask)
+    assert rle.encode(mask)["counts"] == theirs["counts"].decode()
+    np.testing.assert_array_equal(rle.decode(theirs), mask)
+
+
+def test_noise_1024() -> None:
+    mask = np.random.default_rng(2).random((1024, 1024)) < 0.5
+    ours = rle.encode(mask)
+    assert ours["counts"] == coco_encode(mask)["counts"].decode()
+    np.testing.assert_array_equal(rle.decode(ours), mask)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"size": [2, 2]}, "'size' and 'counts'"),
+        ([4], "mapping"),
+        ({"size": [2], "counts": [4]}, r"\[height, width\]"),
+        ({"size": [2, -1], "counts": [4]}, r"\[height, width\]"),
+        ({"size": [2, 2], "counts": [3]}, "add up to 3 pixels"),
+        ({"size": [2, 2], "counts": [2, -1, 3]}, "negative"),
+        ({"size": [2, 2], "counts": []}, "non-empty list"),
+        ({"size": [2, 2], "counts": [1.5, 2.5]}, "non-empty list"),
+        ({"size": [2, 2], "counts": ""}, "empty"),
+        ({"size": [2, 2], "counts": "4 "}, "outside COCO's alphabet"),
+        ({"size": [2, 2], "counts": "4P"}, "ends inside a count"),
+        ({"size": [2, 2], "counts": "P" * 12 + "0"}, "longer than 12"),
+    ],
+)
+def test_malformed_rle(bad: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        rle.decode(bad)  # type: ignore[arg-type]
+
+
+def test_encode_needs_2d() -> None:
+    with pytest.raises(ValueError, match=r"2D, got 3 dimensions with shape \(2, 2, 2\)"):
+        rle.encode(np.zeros((2, 2, 2)))

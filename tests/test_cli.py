@@ -85,6 +85,7 @@ def test_inspect_one_case_lists_components(tmp_path):
     row = next(line for line in result.output.splitlines() if " lesion " in line)
     assert row.split()[2] == "2"  # two components
     assert "unknown_9" in result.output
+    assert "template draft(s)" in result.output
     result = CliRunner().invoke(main, ["inspect", str(spec), "--case", "nope"])
     assert result.exit_code == 1 and "case 'nope' not found" in result.output
 

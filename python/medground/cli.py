@@ -12,6 +12,7 @@ import numpy as np
 
 from medground import __version__, geometry, phantoms
 from medground.io import CaseError, DatasetSpec, SpecError, find_cases, list_presets, load_case, load_preset, load_specs, resolve_labels
+from medground.generate import draft_case
 from medground.io.inventory import describe_case, format_inventory, inventory
 
 
@@ -146,6 +147,13 @@ def inspect(config: Path | None, preset: str | None, data: Path | None, case_id:
             except CaseError as error:
                 raise click.ClickException(str(error)) from error
             click.echo(describe_case(case, spec))
+            drafts = draft_case(case, spec)
+            click.echo(f"\n{len(drafts.views)} view(s), {len(drafts.samples)} template draft(s), "
+                       f"{len(drafts.skipped)} skipped (could not be singled out)")
+            for sample in drafts.samples[:limit or 12]:
+                where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
+                boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
+                click.echo(f"  [{where}] {sample.query_type:<12} {sample.query}  -> {boxes}")
             continue
         report = inventory(spec, limit=limit, read_masks=not headers_only)
         failed = failed or bool(report.failed) or not report.index.cases

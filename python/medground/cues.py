@@ -280,8 +280,13 @@ def compute_cues(view: View, anchors: dict[int, Anchor], context: CaseContext, m
         by_area = sorted(same, key=lambda o: (-o.area_px, o.component_id))
         rank = by_area.index(obj) + 1
         extremes = _extremes(obj, same) if len(same) > 1 else []
+        offset = None
+        if context.midline_x is not None and anchor.centroid_world is not None:
+            offset = round(abs(anchor.centroid_world[0] - context.midline_x), 2)
         cues[component] = {
             "laterality": laterality(context.right_share.get(component)) if view.case.image.oriented else None,
+            "midline_offset_mm": offset,
+            "centroid_world": None if anchor.centroid_world is None else [round(c, 2) for c in anchor.centroid_world],
             "image_position": image_position(obj.bbox_xyxy, view.width, view.height),
             "relations": relations(anchor, anchors, context, spacing),
             "size": {

@@ -13,26 +13,35 @@ from medground.anchors import AnchorFilters, View, build_views, find_anchors
 from medground.cues import case_context, compute_cues
 from medground.io.case import Case
 from medground.io.spec import DatasetSpec
-from medground.records import Sample
+from medground.records import Sample, image_path
 from medground.refer import Skip, refer_view
 from medground.synth.template import TemplateSynthesizer
+from medground.verify.stages import object_facts
 
-__all__ = ["CaseDrafts", "draft_case"]
+__all__ = ["CaseDrafts", "draft_case", "verify_drafts"]
 
 
 @dataclass
 class CaseDrafts:
-    """The drafts of one case, the views they are on, and what was skipped and why."""
+    """The drafts of one case, the views they are on, and what was skipped and why.
+
+    ``facts`` holds, per view (``image`` path), the checkable facts of every object in it,
+    which verification matches claims against."""
 
     samples: list[Sample] = field(default_factory=list)
     views: list[View] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorFilters | None = None,
                synthesizer: TemplateSynthesizer | None = None) -> CaseDrafts:
-    """Anchors, views, cues and references of one case, worded by the template synthesizer."""
+    """Anchors, views, cues and references of one case, worded by the template synthesizer.
+
+    ``filters`` default to the spec's ``[anchors]`` table (minimum sizes, per label)."""
     synthesizer = synthesizer or TemplateSynthesizer(seed)
+    if filters is None:
+        filters = AnchorFilters.from_table(spec.sections.get("anchors"))
     components, anchors = find_anchors(case, filters)
     views = build_views(case, components, anchors, spec.render, spec.modality,
                         radiological=spec.is_radiological, filters=filters)
@@ -40,9 +49,10 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
     drafts = CaseDrafts(views=views)
     for view in views:
         cues = compute_cues(view, anchors, context, spec.modality)
-        references, skips = refer_view(view, cues)
-        drafts.samples.extend(synthesizer.synthesize(view, cues, references, modality=spec.modality,
-                                                     body_region=spec.body_region))
+        references, skips = refer_view(view, cues, spec.body_region)
+        samples = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
+        drafts.samples.extend(samples)
+        drafts.facts[image_path(case.dataset, case.case_id, view.view_record())] = object_facts(view, cues)
         drafts.skipped.extend(_skip_record(view, skip) for skip in skips)
     return drafts
 
@@ -50,3 +60,27 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
 def _skip_record(view: View, skip: Skip) -> dict[str, Any]:
     return {"case_id": view.case.case_id, "view": view.view_record(), "query_type": skip.query_type,
             "targets": list(skip.targets), "reason": skip.reason}
+
+
+def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -> tuple[list[Sample], list[dict[str, Any]], Any]:
+    """Runs verification on a case's drafts.
+
+    Returns:
+        accepted samples (with ``verification``), rejected records (with ``rejection``) and the
+        case's :class:`medground.verify.Funnel`.
+    """
+    from medground.verify import Funnel, Verifier, reject
+
+    verifier = verifier or Verifier()
+    views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
+    accepted, rejected, funnel = [], [], Funnel()
+    for sample in drafts.samples:
+        view = views[sample.image]
+        checked, failed = verifier.verify(sample, drafts.facts[sample.image], view.image, view.values,
+                                          body_region=spec.body_region, oriented=view.case.image.oriented)
+        funnel.add(verifier.results_of(checked))
+        if failed is None:
+            accepted.append(checked)
+        else:
+            rejected.append(reject(checked, failed))
+    return accepted, rejected, funnel

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from medground.anchors import View
+from medground.predicates import holds
+from medground.verify.stages import object_facts
 
 __all__ = [
     "PREFERENCE",
     "Reference",
+    "Scene",
     "Skip",
     "attribute_values",
     "matching_distractors",
@@ -35,23 +38,19 @@ PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def attribute_values(cues: dict[str, Any], label: str) -> dict[str, Any]:
-    """The referable attribute values of one object, from its cues."""
-    relations = cues["relations"]
-    nearest = relations.get("nearest") or {}
-    relation = None
-    if nearest.get("direction") and nearest.get("label"):
-        relation = f"{nearest['direction']}:{nearest['label']}"
+def attribute_values(fact: dict[str, Any]) -> dict[str, Any]:
+    """The referable attribute values of one object, from its facts
+    (:func:`medground.verify.stages.object_facts`)."""
     return {
-        "category": label,
-        "laterality": cues["laterality"] if cues["laterality"] in ("left", "right", "midline") else None,
-        "within": relations.get("within"),
-        "size_rank": cues["count"]["size_extreme"],
-        "size_class": cues["size"]["size_class"],
-        "position": cues["image_position"],
-        "shape": cues["shape"],
-        "intensity": (cues.get("intensity") or {}).get("relation"),
-        "relation": relation,
+        "category": fact["label"],
+        "laterality": fact["laterality"] if fact["laterality"] in ("left", "right", "midline") else None,
+        "within": fact["within"],
+        "size_rank": fact["size_rank"],
+        "size_class": fact["size_class"],
+        "position": fact["position"],
+        "shape": fact["shape"],
+        "intensity": fact["intensity"],
+        "relation": fact["nearest"],
     }
 
 
@@ -74,71 +73,94 @@ class Skip:
     reason: str
 
 
-def matching_distractors(attributes: dict[str, Any], values: dict[int, dict[str, Any]], targets: Sequence[int]) -> list[int]:
-    """Objects other than the targets that match every chosen attribute (should be none)."""
-    return [c for c, v in values.items() if c not in targets and all(v.get(k) == a for k, a in attributes.items())]
+@dataclass(frozen=True)
+class Scene:
+    """The objects of one view as the referring step and the rules see them."""
+
+    facts: dict[int, dict[str, Any]]
+    width: int
+    height: int
+    body_region: str | None = None
+
+    def holds(self, attribute: str, value: Any, component: int) -> bool:
+        return holds(attribute, value, self.facts[component], self.facts, width=self.width, height=self.height,
+                     body_region=self.body_region)
 
 
-def refer(target: int, values: dict[int, dict[str, Any]], query_type: str) -> Reference | Skip:
+def matching_distractors(attributes: dict[str, Any], scene: Scene, targets: Sequence[int]) -> list[int]:
+    """Objects other than the targets that have every chosen attribute (should be none)."""
+    return [c for c in scene.facts if c not in targets
+            and all(k == "count" or scene.holds(k, v, c) for k, v in attributes.items())]
+
+
+def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
     """The incremental algorithm for one target among the objects of a view."""
     order = PREFERENCE[query_type]
-    mine = values[target]
-    remaining = [c for c in values if c != target]
+    mine = attribute_values(scene.facts[target])
+    remaining = [c for c in scene.facts if c != target]
     # Same label first: the objects a reader is likeliest to confuse with the target.
-    remaining.sort(key=lambda c: (values[c]["category"] != mine["category"], c))
+    remaining.sort(key=lambda c: (scene.facts[c]["label"] != mine["category"], c))
     chosen: dict[str, Any] = {}
+
+    def choose(attribute: str) -> None:
+        nonlocal remaining
+        chosen[attribute] = mine[attribute]
+        remaining = [c for c in remaining if scene.holds(attribute, mine[attribute], c)]
+
     for attribute in order:
-        value = mine.get(attribute)
-        if value is None:
+        if mine.get(attribute) is None or not scene.holds(attribute, mine[attribute], target):
             continue
-        ruled_out = [c for c in remaining if values[c].get(attribute) != value]
-        if attribute == "category" or ruled_out:
-            chosen[attribute] = value
-            remaining = [c for c in remaining if values[c].get(attribute) == value]
+        if attribute == "category" or any(not scene.holds(attribute, mine[attribute], c) for c in remaining):
+            choose(attribute)
         if not remaining:
             break
+    if query_type in PREFERENCE and "category" in order and "category" not in chosen:
+        return Skip(query_type, (target,), f"its label {mine['category']!r} names a side its position contradicts")
     if query_type in ("descriptive", "implicit"):
         # Descriptive queries say what it looks like and where it is, needed or not.
         for attribute in ("shape", "position"):
             if attribute not in chosen and mine.get(attribute) is not None:
-                chosen[attribute] = mine[attribute]
+                choose(attribute)
     if query_type == "relational" and not {"within", "relation"} & chosen.keys():
         key = "within" if mine.get("within") else "relation" if mine.get("relation") else None
-        if key is None:
+        if key is None or not scene.holds(key, mine[key], target):
             return Skip(query_type, (target,), "no containing or nearby structure to relate to")
-        chosen[key] = mine[key]
+        choose(key)
     if query_type == "implicit" and len(chosen) < 2:
         return Skip(query_type, (target,), "too few attributes to describe it without its name")
     if remaining:
-        names = sorted({values[c]["category"] for c in remaining})
+        names = sorted({scene.facts[c]["label"] for c in remaining})
         return Skip(query_type, (target,), f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute")
-    return Reference(query_type, (target,), chosen, _distractors(chosen, values, (target,)))
+    return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)))
 
 
-def _distractors(chosen: dict[str, Any], values: dict[int, dict[str, Any]], targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
+def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
     return tuple(
-        {"component_id": c, "label": v["category"], "values": {k: v.get(k) for k in chosen}}
-        for c, v in sorted(values.items()) if c not in targets
+        {"component_id": c, "label": fact["label"],
+         "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"}}
+        for c, fact in sorted(scene.facts.items()) if c not in targets
     )
 
 
-def refer_view(view: View, cues: dict[int, dict[str, Any]]) -> tuple[list[Reference], list[Skip]]:
+def refer_view(view: View, cues: dict[int, dict[str, Any]], body_region: str | None = None) -> tuple[list[Reference], list[Skip]]:
     """References for every target of a view: direct, descriptive (with and without the
     category), relational, and one multi-object set per label with several objects."""
-    values = {c: attribute_values(cues[c], view.objects[c].anchor.label) for c in view.objects}
+    scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
     references: list[Reference] = []
     skips: list[Skip] = []
     for target in view.targets:
         for query_type in ("direct", "descriptive", "implicit", "relational"):
-            result = refer(target, values, query_type)
+            result = refer(target, scene, query_type)
             (references if isinstance(result, Reference) else skips).append(result)
     by_label: dict[str, list[int]] = {}
-    for component in sorted(view.objects):
-        by_label.setdefault(values[component]["category"], []).append(component)
+    for component in sorted(scene.facts):
+        by_label.setdefault(scene.facts[component]["label"], []).append(component)
     for label, members in by_label.items():
         if len(members) > 1 and set(members) & set(view.targets):
-            attributes = {"category": label, "count": len(members)}
-            others = {c: v for c, v in values.items() if c not in members}
+            attributes: dict[str, Any] = {"category": label, "count": len(members)}
+            sides = {scene.facts[c]["laterality"] for c in members}
+            if {"left", "right"} <= sides:
+                attributes["laterality"] = "bilateral"
             references.append(Reference("multi_object", tuple(members), attributes,
-                                        _distractors({"category": label}, {**others}, tuple(members))))
+                                        _distractors({"category": label}, scene, tuple(members))))
     return references, skips

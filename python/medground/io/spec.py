@@ -114,6 +114,8 @@ class DatasetSpec:
     render: RenderSpec = field(default_factory=RenderSpec)
     source: Path | None = None
     preset: str | None = None
+    #: Run-config sections carried by the spec (``[anchors]``, ``[synthesis]``, …), as read.
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_radiological(self) -> bool:
@@ -276,9 +278,17 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
         unknown = sorted({label for _, label in cases.colors if label not in labels})
         if unknown:
             raise SpecError(source, f"[cases.colors] maps to label ids {unknown} that [labels] does not declare")
+    sections = {key: document[key] for key in _RUN_SECTIONS if key in document}
+    if "anchors" in sections:
+        from medground.anchors import AnchorFilters  # late: anchors builds on io
+
+        try:
+            AnchorFilters.from_table(sections["anchors"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SpecError(source, str(exc)) from exc
     return DatasetSpec(
         name=name, modality=modality, body_region=body_region, display=display, root=root,
-        cases=cases, labels=labels, render=render, source=source,
+        cases=cases, labels=labels, render=render, source=source, sections=sections,
     )
 
 

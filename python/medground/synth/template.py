@@ -26,6 +26,7 @@ _INTENSITY_ADJECTIVE = {
     "hypointense": "hypointense", "isointense": "isointense", "hyperintense": "hyperintense",
     "darker": "darker", "brighter": "brighter",
 }
+_NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 _SIZE_CLASS = {"small": "small", "medium": "medium-sized", "large": "large", "normal": "normal-sized"}
 
 
@@ -114,8 +115,9 @@ class TemplateSynthesizer:
             identifier = sample_id(case.dataset, case.case_id, view_record, reference.targets, query_type, index)
             if query_type == "multi_object":
                 term = clinical_term(reference.attributes["category"], body_region)
+                count = reference.attributes["count"]
                 query = self._pick(phrasings["multi_object"], identifier).format(
-                    plural=term.plural, singular=term.text, count=reference.attributes["count"])
+                    plural=term.plural, singular=term.text, count=_NUMBER_WORDS.get(count, "several"))
             else:
                 phrase = noun_phrase(reference.attributes, body_region=body_region, oriented=oriented, implicit=implicit)
                 query = self._pick(phrasings[query_type], identifier).format(np=phrase)

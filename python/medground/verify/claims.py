@@ -1,0 +1,150 @@
+"""Claim extraction: what a query asserts about its target, found with a vocabulary.
+
+The parser does not need to understand English; it needs to find every word that asserts
+a checkable fact (``presets/claims.toml``): the category (a label's clinical term), patient
+side, place in the image, relations to other structures, size words and measurements,
+shape, intensity, superlatives and counts. Template and VLM drafts go through the same
+parser, so the rules reach the same verdict whoever wrote the query.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from medground.terms import clinical_term
+
+__all__ = ["Claims", "extract_claims", "vocabulary"]
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> dict[str, Any]:
+    """The claim vocabulary (package data, versioned)."""
+    return tomllib.loads((resources.files("medground") / "presets" / "claims.toml").read_text(encoding="utf-8"))
+
+
+@dataclass
+class Claims:
+    """The checkable claims of one query (empty lists: nothing claimed)."""
+
+    categories: list[str] = field(default_factory=list)
+    sides: list[str] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)
+    shapes: list[str] = field(default_factory=list)
+    intensities: list[str] = field(default_factory=list)
+    size_classes: list[str] = field(default_factory=list)
+    size_ranks: list[str] = field(default_factory=list)
+    lengths_mm: list[float] = field(default_factory=list)
+    volumes_ml: list[float] = field(default_factory=list)
+    relations: list[tuple[str, str]] = field(default_factory=list)  # (within | touches | direction, label)
+    counts: list[int] = field(default_factory=list)
+    generic: list[str] = field(default_factory=list)  # "lesion", "tumor": any lesion-like label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+def _alternation(words: list[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+def _term_forms(label: str, body_region: str | None) -> list[str]:
+    term = clinical_term(label, body_region)
+    forms = {term.text.lower(), term.plural.lower()}
+    if term.side is None:
+        forms.add(term.noun.lower())
+    forms.add(label.lower().replace("_", " "))
+    return sorted(forms, key=len, reverse=True)
+
+
+def extract_claims(query: str, labels: list[str], body_region: str | None = None) -> Claims:
+    """Claims of a query, with ``labels`` the label names it may mention (the view's).
+
+    Relation phrases ("within the liver", "inferior to the gallbladder", "adjacent to the
+    aorta") and image places ("in the upper left part of the image") are taken out first,
+    so that "right" in "upper right of the image" or "left" in "medial to the left kidney"
+    is never read as the target's side.
+    """
+    vocab = vocabulary()
+    text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
+    claims = Claims()
+    # Terms of every label, longest first, so "left kidney" wins over "kidney".
+    forms = sorted(((form, label) for label in labels for form in _term_forms(label, body_region)),
+                   key=lambda item: len(item[0]), reverse=True)
+    term_pattern = _alternation([f for f, _ in forms]) if forms else r"(?!x)x"
+    label_of: dict[str, str] = {}
+    for form, label in forms:
+        label_of.setdefault(form, label)
+    plurals = {clinical_term(label, body_region).plural.lower() for label in labels}
+
+    def consume(pattern: str, handler: Any) -> None:
+        nonlocal text
+        for match in list(re.finditer(pattern, text)):
+            handler(match)
+        text = re.sub(pattern, " ", text)
+
+    positions = vocab["position"]
+    consume(
+        rf"\b(?:in|at|on|toward|towards) the ({_alternation(list(positions))})"
+        r"(?: (?:part|portion|region|corner|side|half|area|aspect))? of the (?:image|picture|frame|view|slice)\b",
+        lambda m: claims.positions.append(positions[m.group(1)]),
+    )
+    consume(rf"\b(?:image|picture)'s ({_alternation(list(positions))})\b",
+            lambda m: claims.positions.append(positions[m.group(1)]))
+    # Terms become placeholders first, so that relation words inside a term ("upper lobe
+    # of the lung") are never read as relations.
+    found: list[str] = []
+    plural: list[bool] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        found.append(label_of[match.group(1)])
+        plural.append(match.group(1) in plurals)
+        return f" @{len(found) - 1}@ "
+
+    text = re.sub(rf"(?<![\w-])({term_pattern})(?![\w-])", placeholder, text)
+    text = re.sub(r"\s+", " ", text)
+    related: set[int] = set()
+
+    def relation(kind: str) -> Any:
+        def handle(match: re.Match[str]) -> None:
+            index = int(match.group(2))
+            related.add(index)
+            claims.relations.append((kind if kind != "direction" else directions[match.group(1)], found[index]))
+        return handle
+
+    directions = vocab["direction"]
+    consume(rf"\b({_alternation(list(directions))}) (?:to |from |of )?(?:the |a )?@(\d+)@", relation("direction"))
+    consume(rf"\b({_alternation(list(vocab['contact']))}) (?:the |a )?@(\d+)@", relation("touches"))
+    consume(rf"\b({_alternation(list(vocab['containment']))}) the @(\d+)@", relation("within"))
+    for index, label in enumerate(found):
+        if index in related:
+            continue
+        claims.categories.append(label)
+        side = clinical_term(label, body_region).side
+        if side is not None and not plural[index]:  # "kidneys" names no side
+            claims.sides.append(side)
+    text = re.sub(r"@\d+@", " ", text)
+    if re.search(r"\b(?:lesion|tumou?r|mass|nodule|cyst|polyp|metastas[ie]s)(?:es|s)?\b", text):
+        claims.generic.append("lesion")
+    for key, target in (("side", claims.sides), ("shape", claims.shapes), ("intensity", claims.intensities),
+                        ("size_class", claims.size_classes), ("size_rank", claims.size_ranks)):
+        table = vocab[key]
+        consume(rf"(?<![\w-])({_alternation(list(table))})(?![\w-])", lambda m, t=table, out=target: out.append(t[m.group(1)]))
+    for match in re.finditer(r"(\d+(?:\.\d+)?)\s*(mm|cm|ml|cc|cm3|cm³)\b", text):
+        value, unit = float(match.group(1)), match.group(2)
+        if unit in ("mm", "cm"):
+            claims.lengths_mm.append(value * (10.0 if unit == "cm" else 1.0))
+        else:
+            claims.volumes_ml.append(value)
+    numbers = vocab["numbers"]
+    for match in re.finditer(rf"\b({_alternation(list(numbers))})\b", text):
+        if match.group(1) == "one" and re.match(r"one of\b", text[match.start():]):
+            continue
+        claims.counts.append(int(numbers[match.group(1)]))
+    for match in re.finditer(r"(?<![\w.])(\d+)\s+(?=[a-z]+s\b)", text):
+        claims.counts.append(int(match.group(1)))
+    return claims

@@ -77,7 +77,8 @@ def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -
     for sample in drafts.samples:
         view = views[sample.image]
         checked, failed = verifier.verify(sample, drafts.facts[sample.image], view.image, view.values,
-                                          body_region=spec.body_region, oriented=view.case.image.oriented)
+                                          body_region=spec.body_region, oriented=view.case.image.oriented,
+                                          labels=view.case.label_names.values())
         funnel.add(verifier.results_of(checked))
         if failed is None:
             accepted.append(checked)

@@ -8,6 +8,7 @@ stage let through and why it rejected the rest.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,14 +105,16 @@ class Verifier:
             self._onnx = OnnxJudge(onnx_model, threshold=onnx_threshold)
 
     def verify(self, sample: Sample, facts: dict[int, dict[str, Any]], image: NDArray[Any], values: NDArray[Any], *,
-               body_region: str | None, oriented: bool) -> tuple[Sample, StageResult | None]:
+               body_region: str | None, oriented: bool, labels: Iterable[str] = ()) -> tuple[Sample, StageResult | None]:
         """The sample with its stage results, and the failing result (None if accepted).
 
-        ``image`` is the stored 8-bit image, ``values`` the stored intensities on its grid.
+        ``image`` is the stored 8-bit image, ``values`` the stored intensities on its grid,
+        ``labels`` the dataset's label names.
         """
         results = [check_format(sample)]
         if results[-1].passed:
-            results.append(check_rules(sample, facts, body_region=body_region, oriented=oriented, settings=self.rules))
+            results.append(check_rules(sample, facts, body_region=body_region, oriented=oriented, settings=self.rules,
+                                       labels=labels))
         if results[-1].passed:
             if self._onnx is not None:
                 results.append(self._onnx(sample, image))

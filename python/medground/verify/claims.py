@@ -43,6 +43,7 @@ class Claims:
     relations: list[tuple[str, str]] = field(default_factory=list)  # (within | touches | direction, label)
     counts: list[int] = field(default_factory=list)
     generic: list[str] = field(default_factory=list)  # "lesion", "tumor": any lesion-like label
+    unknown: list[str] = field(default_factory=list)  # anatomy named that no label matches
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}
@@ -54,10 +55,7 @@ def _alternation(words: list[str]) -> str:
 
 def _term_forms(label: str, body_region: str | None) -> list[str]:
     term = clinical_term(label, body_region)
-    forms = {term.text.lower(), term.plural.lower()}
-    if term.side is None:
-        forms.add(term.noun.lower())
-    forms.add(label.lower().replace("_", " "))
+    forms = {term.text.lower(), term.plural.lower(), term.noun.lower(), label.lower().replace("_", " ")}
     return sorted(forms, key=len, reverse=True)
 
 
@@ -79,7 +77,9 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
     label_of: dict[str, str] = {}
     for form, label in forms:
         label_of.setdefault(form, label)
-    plurals = {clinical_term(label, body_region).plural.lower() for label in labels}
+    # Forms that name the structure without its side ("kidney", "kidneys").
+    sideless = {form for label in labels for form in (clinical_term(label, body_region).plural.lower(),
+                                                      clinical_term(label, body_region).noun.lower())}
 
     def consume(pattern: str, handler: Any) -> None:
         nonlocal text
@@ -102,7 +102,7 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
 
     def placeholder(match: re.Match[str]) -> str:
         found.append(label_of[match.group(1)])
-        plural.append(match.group(1) in plurals)
+        plural.append(match.group(1) in sideless)
         return f" @{len(found) - 1}@ "
 
     text = re.sub(rf"(?<![\w-])({term_pattern})(?![\w-])", placeholder, text)
@@ -125,11 +125,13 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
             continue
         claims.categories.append(label)
         side = clinical_term(label, body_region).side
-        if side is not None and not plural[index]:  # "kidneys" names no side
+        if side is not None and not plural[index]:  # "kidney(s)" names no side
             claims.sides.append(side)
     text = re.sub(r"@\d+@", " ", text)
     if re.search(r"\b(?:lesion|tumou?r|mass|nodule|cyst|polyp|metastas[ie]s)(?:es|s)?\b", text):
         claims.generic.append("lesion")
+    anatomy = vocab["anatomy"]["words"]
+    claims.unknown.extend(m.group(1) for m in re.finditer(rf"\b({_alternation(anatomy)})\b", text))
     for key, target in (("side", claims.sides), ("shape", claims.shapes), ("intensity", claims.intensities),
                         ("size_class", claims.size_classes), ("size_rank", claims.size_ranks)):
         table = vocab[key]

@@ -9,7 +9,7 @@ rejects it with a stable reason code and a detail a person can read. Reason code
 * rules: ``category_mismatch``, ``laterality_mismatch``, ``side_without_orientation``,
   ``position_mismatch``, ``shape_mismatch``, ``intensity_mismatch``, ``size_mismatch``,
   ``measurement_mismatch``, ``relation_mismatch``, ``count_mismatch``, ``ambiguous``,
-  ``no_match``, ``laterality_prior``, ``implausible_size``, ``unexpected_region``,
+  ``no_match``, ``unknown_structure``, ``laterality_prior``, ``implausible_size``, ``unexpected_region``,
   ``outside_container``, ``below_visibility_floor``.
 * visual (evidence): ``low_contrast``, ``cut_by_border``, ``intensity_not_visible``,
   ``box_not_tight``.
@@ -223,13 +223,16 @@ def _matches(claims: Claims, fact: dict[str, Any], facts: dict[int, dict[str, An
 
 
 def check_rules(sample: Sample, facts: dict[int, dict[str, Any]], *, body_region: str | None, oriented: bool,
-                settings: RuleSettings | None = None) -> StageResult:
+                settings: RuleSettings | None = None, labels: Iterable[str] = ()) -> StageResult:
     """Stage 2: every claim agrees with the computed cues, the claims pick out exactly the
-    target(s) among the view's objects, and the target is medically plausible."""
+    target(s) among the view's objects, and the target is medically plausible.
+
+    ``labels`` are the dataset's label names, so that a query naming a structure absent from
+    the view is caught too."""
     settings = settings or RuleSettings()
     stage = "rules"
     # Every structure a claim could name: the view's objects and those they relate to.
-    labels = sorted({f["label"] for f in facts.values()}
+    labels = sorted(set(labels) | {f["label"] for f in facts.values()}
                     | {name for f in facts.values() for name in [f["within"], *f["touches"], *f["boundary_shares"]] if name}
                     | {f["nearest"].partition(":")[2] for f in facts.values() if f["nearest"]})
     claims = extract_claims(sample.query, labels, body_region)
@@ -239,6 +242,9 @@ def check_rules(sample: Sample, facts: dict[int, dict[str, Any]], *, body_region
     missing = targets - set(facts)
     if missing:
         return _fail(stage, "schema", f"targets {sorted(missing)} are not objects of the view")
+    if claims.unknown:
+        return StageResult(stage, False, "unknown_structure",
+                           f"the query names {', '.join(claims.unknown)}, which no label of the dataset matches", info)
     if not oriented and any(side in ("left", "right") for side in claims.sides):
         return StageResult(stage, False, "side_without_orientation",
                            "the image has no patient orientation; left/right may only be image-relative", info)
@@ -298,7 +304,7 @@ def _container(label: str, facts: dict[int, dict[str, Any]], body_region: str | 
     organs = {f["label"] for f in facts.values() if not is_lesion(f["label"])}
     words = label.lower().replace("_", " ")
     for organ in sorted(organs, key=len, reverse=True):
-        noun = _noun(organ, body_region)
+        noun = category_key(organ, body_region)
         if words.startswith(noun + " ") or words.startswith(organ.lower().replace("_", " ") + " "):
             return organ
     return None

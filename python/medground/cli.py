@@ -22,25 +22,6 @@ def main() -> None:
     """medground: verified referring-grounding data from medical segmentation masks."""
 
 
-def _format_table(table: geometry.RegionTable, source: dict[int, int], limit: int) -> str:
-    header = (
-        f"{'id':>4} {'class':>5} {'voxels':>8} {'volume mm3':>11} {'centroid (z, y, x)':>22} "
-        f"{'bbox_min':>15} {'bbox_max':>15} {'axes mm (major..minor)':>22} {'sphericity':>10}"
-    )
-    lines = [header, "-" * len(header)]
-    for row in list(table)[:limit]:
-        centroid = ", ".join(f"{c:.1f}" for c in row["centroid"])
-        axes = "/".join(f"{a:.1f}" for a in row["axis_lengths"])
-        lines.append(
-            f"{row['label']:>4} {source[row['label']]:>5} {row['voxel_count']:>8} {row['volume']:>11.1f} "
-            f"{centroid:>22} {str(row['bbox_min'].tolist()):>15} {str(row['bbox_max'].tolist()):>15} "
-            f"{axes:>22} {row['sphericity']:>10.3f}"
-        )
-    if len(table) > limit:
-        lines.append(f"... {len(table) - limit} more")
-    return "\n".join(lines)
-
-
 def _resolve_specs(config: Path | None, preset: str | None, data: Path | None) -> list[DatasetSpec]:
     """The dataset specs named on the command line: a spec or run config, or a preset + --data."""
     if config is not None and preset is not None:
@@ -61,53 +42,59 @@ _DATA_HELP = "The dataset's folder (for --preset, or to override a spec's folder
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--demo", is_flag=True, help="Run on a generated phantom volume instead of a config.")
+@click.option("--demo", is_flag=True, help="Generate a small phantom dataset (CT-like volumes and photographs) and run on it.")
 @click.option("--preset", help=_PRESET_HELP)
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), help=_DATA_HELP)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results here.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated phantom.")
-@click.option("--limit", type=int, default=20, show_default=True, help="Rows of the table to print.")
-def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, out: Path | None,
-        seed: int, limit: int) -> None:
-    """Run medground on CONFIG (or --preset NAME --data DIR), or with --demo on a phantom.
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder [default: medground-demo for --demo, else medground-out].")
+@click.option("--ray-address", help="Join this Ray cluster (auto or HOST:PORT); default: a local Ray instance.")
+@click.option("--no-ray", is_flag=True, help="Run every case in this process, without Ray.")
+@click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished cases.")
+@click.option("--limit", type=int, help="At most this many cases per dataset.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthesizer (and of the demo data).")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, out: Path | None, ray_address: str | None,
+        no_ray: bool, resume: bool, limit: int | None, seed: int, quiet: bool) -> None:
+    """Run the pipeline: dataset spec(s) in, verified grounding samples out.
 
-    This release reads datasets (check them with `medground inspect`) and runs the
-    geometry demo: --demo labels the connected components of a seeded phantom CT-like
-    volume (rotated ellipsoids, 3 x 0.8 x 0.8 mm voxels) and prints their region table.
+    CONFIG is a dataset spec or a run config listing several; or use --preset NAME --data
+    DIR; or --demo. Writes samples.jsonl, rejected.jsonl, errors.jsonl, images/,
+    manifest.json and a dataset card (README.md, plots/) to --out.
     """
-    if not demo:
-        specs = _resolve_specs(config, preset, data)
-        names = ", ".join(spec.name for spec in specs)
-        raise click.UsageError(
-            f"the dataset spec(s) {names} are valid, but sample generation lands with the pipeline; "
-            "check what they find with `medground inspect`, or run `medground run --demo`"
-        )
-    if config is not None or preset is not None:
-        raise click.UsageError("--demo runs on a generated phantom; drop CONFIG/--preset")
-    spacing = (3.0, 0.8, 0.8)
-    t0 = time.perf_counter()
-    volume = phantoms.ellipsoids((96, 256, 256), 40, labels=3, radius=(3.0, 24.0), seed=seed)
-    t1 = time.perf_counter()
-    labels, n = geometry.connected_components(volume, 26, return_n=True)
-    table = geometry.regionprops(labels, spacing)
-    _ = table.surface_area
-    # Which phantom class (voxel value) each component came from.
-    pairs = geometry.overlap(labels, volume)
-    source = {int(a): int(b) for a, b in zip(pairs.a, pairs.b)}
-    t2 = time.perf_counter()
+    from medground.pipeline import load_run_config
+    from medground.pipeline import run as run_pipeline
+
+    if demo and (config is not None or preset is not None):
+        raise click.UsageError("--demo runs on generated data; drop CONFIG/--preset")
+    try:
+        if demo:
+            out = out or Path("medground-demo")
+            source = out / "source"
+            if (out / "run.json").exists():
+                resume = True  # running the demo again continues (and re-assembles) it
+            elif not (source / "run.toml").exists():
+                if out.exists() and any(out.iterdir()):
+                    raise click.ClickException(f"{out} is not empty; choose another --out for the demo")
+                phantoms.demo_dataset(source, seed=seed)
+            settings = load_run_config(source / "run.toml", seed=seed)
+        else:
+            if config is None and preset is None:
+                raise click.UsageError("give a dataset spec or run config, or --preset NAME --data DIR, or --demo")
+            if config is not None and preset is not None:
+                raise click.UsageError("give CONFIG or --preset, not both")
+            out = out or Path("medground-out")
+            settings = load_run_config(config, preset=preset, data=data, seed=seed)
+        summary = run_pipeline(settings, out, ray_address=ray_address, resume=resume, limit=limit,
+                               use_ray=not no_ray, progress=not quiet, allowed=("source",) if demo else ())
+    except (SpecError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    funnel = summary.manifest["funnel"]
     click.echo(
-        f"phantom {volume.shape} uint8, spacing {spacing} mm, seed {seed}: "
-        f"{n} components (26-connected) in {1e3 * (t2 - t1):.1f} ms (generated in {t1 - t0:.1f} s)"
+        f"{summary.cases} cases ({summary.skipped_done} already done, {summary.failed} failed): "
+        f"{summary.accepted} samples accepted, {summary.rejected} rejected, in {summary.seconds:.1f} s"
     )
-    click.echo(_format_table(table, source, limit))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        rows = {name: np.asarray(col).tolist() for name, col in table.to_dict().items()}
-        rows["class"] = [source[int(label)] for label in table.label]
-        (out / "regions.json").write_text(json.dumps({"spacing": spacing, "seed": seed, "regions": rows}))
-        click.echo(f"wrote {out / 'regions.json'}")
-
-
+    click.echo(f"funnel: {funnel['drafts']} drafts -> " + " -> ".join(f"{k} {v}" for k, v in funnel["passed"].items()))
+    click.echo(f"wrote {out}/samples.jsonl, rejected.jsonl, errors.jsonl, images/, manifest.json, README.md")
 
 
 @main.command()

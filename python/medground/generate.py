@@ -6,7 +6,8 @@ files other than through the case already loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from medground.anchors import AnchorFilters, View, build_views, find_anchors
@@ -51,10 +52,21 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
         cues = compute_cues(view, anchors, context, spec.modality)
         references, skips = refer_view(view, cues, spec.body_region)
         samples = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
+        # Provenance names the source file relative to the dataset folder: portable, and the
+        # same wherever the data is mounted.
+        source = _relative(case.image.path, spec.root)
+        samples = [replace(s, provenance={**s.provenance, "image_path": source}) for s in samples]
         drafts.samples.extend(samples)
         drafts.facts[image_path(case.dataset, case.case_id, view.view_record())] = object_facts(view, cues)
         drafts.skipped.extend(_skip_record(view, skip) for skip in skips)
     return drafts
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def _skip_record(view: View, skip: Skip) -> dict[str, Any]:

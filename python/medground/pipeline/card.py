@@ -1,0 +1,90 @@
+"""The dataset card (``DIR/README.md``) and its plots (``DIR/plots/*.png``)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from medground.pipeline.store import atomic_write
+
+__all__ = ["write_card"]
+
+
+def _table(title: str, counter: Counter[str]) -> list[str]:
+    lines = [f"| {title} | samples |", "|---|---:|"]
+    lines += [f"| {key} | {count} |" for key, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return lines + [""]
+
+
+def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
+    """Box sizes, query lengths and labels as PNGs; returns their paths relative to root."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    written = []
+    sides = [((t["bbox_xyxy"][2] - t["bbox_xyxy"][0]) * (t["bbox_xyxy"][3] - t["bbox_xyxy"][1])) ** 0.5
+             / max(1.0, (s["width"] * s["height"]) ** 0.5) for s in samples for t in s["targets"]]
+    lengths = [len(s["query"].split()) for s in samples]
+    labels = Counter(t["label"] for s in samples for t in s["targets"])
+    figures = [
+        ("box_sizes.png", "Box size (sqrt of box area / sqrt of image area)", lambda ax: ax.hist(sides, bins=30, color="#4c72b0")),
+        ("query_lengths.png", "Query length (words)", lambda ax: ax.hist(lengths, bins=range(0, max(lengths, default=1) + 2), color="#55a868")),
+        ("labels.png", "Targets per label", lambda ax: ax.barh(*zip(*sorted(labels.items(), key=lambda kv: kv[1])[-25:]), color="#c44e52")
+         if labels else None),
+    ]
+    for name, title, draw in figures:
+        figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+        draw(axis)
+        axis.set_title(title)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", metadata={"Software": None})
+        plt.close(figure)
+        atomic_write(root / "plots" / name, buffer.getvalue())
+        written.append(f"plots/{name}")
+    return written
+
+
+def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+    """Writes the dataset card: counts, the verification funnel, splits, plots, provenance."""
+    counts = manifest["counts"]
+    funnel = manifest["funnel"]
+    lines = [
+        "# medground dataset",
+        "",
+        f"{counts['accepted']} verified referring-grounding samples from {counts['cases']} cases "
+        f"({counts['errors']} failed to load; {counts['rejected']} drafts rejected). Made by medground "
+        f"{manifest['medground_version']} (config fingerprint `{manifest['fingerprint']}`). Boxes are "
+        "`[x_min, y_min, x_max, y_max]` in pixels of the stored image, max exclusive; `samples.jsonl` is canonical.",
+        "",
+        "## Samples",
+        "",
+    ]
+    lines += _table("dataset", Counter(s["dataset"] for s in samples))
+    lines += _table("modality", Counter(s["modality"] for s in samples))
+    lines += _table("query type", Counter(s["query_type"] for s in samples))
+    lines += _table("split", Counter(str(s["split"]) for s in samples))
+    lines += _table("label", Counter(t["label"] for s in samples for t in s["targets"]))
+    lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
+    lines += [f"| {stage} | {n} |" for stage, n in funnel["passed"].items()]
+    lines.append("")
+    for stage, reasons in funnel.get("rejected", {}).items():
+        lines.append(f"Rejected at {stage}: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
+    split = manifest["splits"]
+    lines += ["", "## Splits", "",
+              f"Patient-level; patients per split: {split['patients']}; patients on two sides: "
+              f"{len(split['patients_on_two_sides'])}.", ""]
+    plots = _plots(root, samples)
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    lines += ["## Provenance", "", "```json"]
+    import json
+
+    lines += [json.dumps(manifest["config"], indent=2, default=str), "```", ""]
+    if manifest["errors"]:
+        lines += ["## Cases that failed", ""] + [f"- {e['dataset']}/{e['case_id']} ({e['stage']}): {e['error']}"
+                                                  for e in manifest["errors"]] + [""]
+    atomic_write(root / "README.md", "\n".join(lines).encode())

@@ -1,0 +1,118 @@
+"""Run configuration: the datasets of a run and the settings of its stages.
+
+A run config lists dataset specs (``datasets = [...]``) and adds ``[synthesis]``,
+``[verification]``, ``[split]`` and ``[output]``; a bare dataset spec runs with defaults
+(DESIGN.md, "Dataset spec").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medground.io.errors import SpecError
+from medground.io.spec import DatasetSpec, load_preset, load_specs
+
+__all__ = ["RunConfig", "SplitConfig", "load_run_config"]
+
+_RUN_KEYS = {"datasets", "synthesis", "verification", "split", "output", "run"}
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Patient-level split: ``ratios`` (train, val, test) or a user's ``file`` (CSV/JSON
+    patient → split), stratified by dataset and modality."""
+
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    file: Path | None = None
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None, base: Path, source: Path | None) -> SplitConfig:
+        table = dict(table or {})
+        unknown = sorted(set(table) - {"ratios", "file"})
+        if unknown:
+            raise SpecError(source, f"unknown key(s) in [split]: {', '.join(unknown)}; allowed: file, ratios")
+        ratios = table.get("ratios", [0.8, 0.1, 0.1])
+        if (not isinstance(ratios, list) or len(ratios) != 3
+                or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios)
+                or abs(sum(ratios) - 1.0) > 1e-6):
+            raise SpecError(source, f"[split] ratios must be three non-negative numbers summing to 1, got {ratios!r}")
+        file = table.get("file")
+        if file is not None:
+            path = (base / file).resolve()
+            if not path.is_file():
+                raise SpecError(source, f"[split] file {path} not found")
+            file = path
+        return cls(tuple(float(r) for r in ratios), file)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``fingerprint`` identifies it for ``--resume``."""
+
+    datasets: tuple[DatasetSpec, ...]
+    synthesis: dict[str, Any] = field(default_factory=lambda: {"backend": "template"})
+    verification: dict[str, Any] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 0
+    source: Path | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What made the run (for the manifest and the dataset card)."""
+        return {
+            "source": None if self.source is None else str(self.source),
+            "datasets": [{"name": d.name, "modality": d.modality, "body_region": d.body_region, "root": str(d.root),
+                          "preset": d.preset, "labels": {str(k): v for k, v in d.labels.items()}} for d in self.datasets],
+            "synthesis": self.synthesis,
+            "verification": self.verification,
+            "split": {"ratios": list(self.split.ratios), "file": None if self.split.file is None else str(self.split.file)},
+            "seed": self.seed,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the settings that change the output (not the paths of the data)."""
+        description = self.describe()
+        for dataset in description["datasets"]:
+            dataset.pop("root")
+        description.pop("source")
+        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_run_config(path: Path | None = None, *, preset: str | None = None, data: Path | None = None,
+                    seed: int = 0) -> RunConfig:
+    """A run config from a run-config file, a bare dataset spec, or a preset with its data.
+
+    Raises:
+        SpecError: naming the file and the key.
+    """
+    if preset is not None:
+        return RunConfig(datasets=(load_preset(preset, data),), seed=seed)
+    if path is None:
+        raise SpecError(None, "give a dataset spec or run config, or a preset with its data")
+    path = Path(path)
+    specs = load_specs(path, data=data)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # load_specs has read it already
+        raise SpecError(path, str(exc)) from exc
+    if "datasets" in document:
+        unknown = sorted(set(document) - _RUN_KEYS)
+        if unknown:
+            raise SpecError(path, f"unknown key(s) in the run config: {', '.join(unknown)}; allowed: {', '.join(sorted(_RUN_KEYS))}")
+    synthesis = dict(document.get("synthesis", {"backend": "template"}))
+    synthesis.setdefault("backend", "template")
+    if synthesis["backend"] not in ("template", "vllm", "openai"):
+        raise SpecError(path, f"[synthesis] backend must be template, vllm or openai, got {synthesis['backend']!r}")
+    verification = dict(document.get("verification", {}))
+    visual = dict(verification.get("visual", {}))
+    if visual.get("backend", "evidence") not in ("evidence", "vlm", "onnx"):
+        raise SpecError(path, f"[verification.visual] backend must be evidence, vlm or onnx, got {visual.get('backend')!r}")
+    split = SplitConfig.from_table(document.get("split"), path.parent, path)
+    return RunConfig(datasets=tuple(specs), synthesis=synthesis, verification=verification, split=split,
+                     seed=seed, source=path.resolve())

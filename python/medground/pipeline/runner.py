@@ -1,0 +1,217 @@
+"""``medground run``: cases to verified samples, on Ray or in-process, resumable.
+
+The driver finds the cases, skips those already finished (``--resume``), and keeps a
+bounded number of case tasks in flight (backpressure: twice the cluster's CPUs), writing
+each result as it arrives. Case tasks are pure functions of their inputs, so Ray may
+retry one that died with its worker; a case that fails on its data is recorded in
+``errors.jsonl`` and the run goes on. At the end the canonical files are assembled from
+the per-case shards (``store.py``), splits assigned per patient, and the dataset card
+written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medground import __version__
+from medground.io.spec import CaseFiles, DatasetSpec, find_cases, resolve_labels
+from medground.pipeline.config import RunConfig
+from medground.pipeline.splits import assign_splits, check_splits, read_split_file
+from medground.pipeline.store import OutputFolder, atomic_write, write_jsonl
+from medground.pipeline.worker import CaseResult, case_key, process_case
+
+__all__ = ["RunSummary", "assemble", "plan", "run"]
+
+
+@dataclass
+class RunSummary:
+    cases: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    out: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(config: RunConfig, limit: int | None = None) -> list[tuple[DatasetSpec, CaseFiles]]:
+    """Every case of every dataset, in (dataset, case id) order; ``limit`` per dataset."""
+    work = []
+    for spec in config.datasets:
+        index = find_cases(spec, limit=limit)
+        spec = resolve_labels(spec, index)
+        work.extend((spec, files) for files in index.cases)
+    return work
+
+
+class _Progress:
+    """One status line: cases done, samples accepted and rejected, rate and time left."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled and total > 0
+        self.done = self.accepted = self.rejected = self.failed = 0
+        self.start = time.perf_counter()
+
+    def update(self, result: CaseResult) -> None:
+        self.done += 1
+        self.accepted += len(result.accepted)
+        self.rejected += len(result.rejected)
+        self.failed += result.error is not None
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        line = (f"\rcases {self.done}/{self.total}  accepted {self.accepted}  rejected {self.rejected}  "
+                f"failed {self.failed}  {rate:.2f} cases/s  ~{left:.0f} s left ")
+        sys.stderr.write(line)
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) -> Iterator[CaseResult]:
+    for spec, files in work:
+        yield process_case(spec, files, seed=config.seed, verification=config.verification)
+
+
+def _ray_init(address: str | None) -> Any:
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    node_ip = os.environ.get("MEDGROUND_RAY_NODE_IP")
+    if address:
+        options = {"address": address, "logging_level": "WARNING", "log_to_driver": False}
+        if node_ip:
+            options["_node_ip_address"] = node_ip
+        ray.init(**options)
+    else:
+        # A local instance sized to the machine; "local" never joins a stale cluster.
+        options: dict[str, Any] = {"address": "local", "num_cpus": os.cpu_count() or 1, "include_dashboard": False,
+                                   "logging_level": "WARNING", "log_to_driver": False}
+        if node_ip:
+            options["_node_ip_address"] = node_ip
+        ray.init(**options)
+    return ray
+
+
+def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, address: str | None) -> Iterator[CaseResult]:
+    ray = _ray_init(address)
+    task = ray.remote(num_cpus=1, max_retries=3)(process_case)
+    spec_refs: dict[str, Any] = {}
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: list[Any] = []
+    queue = iter(work)
+    exhausted = False
+    while pending or not exhausted:
+        while not exhausted and len(pending) < window:
+            try:
+                spec, files = next(queue)
+            except StopIteration:
+                exhausted = True
+                break
+            if spec.name not in spec_refs:
+                spec_refs[spec.name] = ray.put(spec)
+            pending.append(task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification))
+        if not pending:
+            break
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            yield ray.get(ref)
+
+
+def run(config: RunConfig, out: Path, *, ray_address: str | None = None, resume: bool = False, limit: int | None = None,
+        use_ray: bool = True, progress: bool = True, allowed: tuple[str, ...] = (),
+        on_result: Callable[[CaseResult], None] | None = None) -> RunSummary:
+    """Runs the pipeline into ``out``.
+
+    Args:
+        config: datasets and settings.
+        out: the output folder (created; must be empty or, with ``resume``, hold this run).
+        ray_address: join this Ray cluster ("auto" or HOST:PORT); None starts a local instance.
+        resume: skip cases already finished in ``out``.
+        limit: at most this many cases per dataset.
+        use_ray: False runs every case in this process (no Ray).
+        allowed: names that may already be in ``out`` (the demo's generated data).
+        on_result: called after each case is written (progress hooks, tests).
+    """
+    started = time.perf_counter()
+    folder = OutputFolder(out)
+    folder.prepare(config.fingerprint, config.describe(), resume=resume, allowed=allowed)
+    work = plan(config, limit)
+    done = folder.finished() if resume else set()
+    todo = [(spec, files) for spec, files in work if case_key(spec.name, files.case_id) not in done]
+    summary = RunSummary(cases=len(work), skipped_done=len(work) - len(todo), out=out)
+    meter = _Progress(len(todo), progress)
+    results = _on_ray(todo, config, ray_address) if use_ray and todo else _in_process(todo, config)
+    for result in results:
+        folder.write(result)
+        meter.update(result)
+        if on_result is not None:
+            on_result(result)
+    keys = {case_key(spec.name, files.case_id) for spec, files in work}
+    summary.manifest = assemble(folder, config, keys)
+    summary.failed = len(summary.manifest["errors"])
+    summary.accepted = summary.manifest["counts"]["accepted"]
+    summary.rejected = summary.manifest["counts"]["rejected"]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = None) -> dict[str, Any]:
+    """Builds samples.jsonl, rejected.jsonl, errors.jsonl, manifest.json and the card from
+    the shards (only those of ``keys`` when given: the cases of this config and limit)."""
+    from medground.pipeline.card import write_card
+    from medground.verify import Funnel
+
+    shards = [s for s in folder.read_shards() if keys is None or s["key"] in keys]
+    fixed = read_split_file(config.split.file) if config.split.file else None
+    patients = [(s["dataset"], s["modality"], s["patient_id"]) for s in shards]
+    splits = assign_splits(patients, ratios=config.split.ratios, seed=config.seed, fixed=fixed)
+    accepted, rejected, errors, skipped = [], [], [], []
+    funnel = Funnel()
+    for shard in shards:
+        split = splits.get(shard["patient_id"])
+        for record in shard["accepted"]:
+            accepted.append({**record, "split": split})
+        for record in shard["rejected"]:
+            rejected.append({**record, "split": split})
+        if shard["error"] is not None:
+            errors.append({"dataset": shard["dataset"], **shard["error"]})
+        skipped.extend({"dataset": shard["dataset"], **s} for s in shard["skipped"])
+        if shard["funnel"]:
+            part = Funnel(drafts=shard["funnel"]["drafts"])
+            part.passed.update(shard["funnel"]["passed"])
+            for stage, reasons in shard["funnel"].get("rejected", {}).items():
+                part.reasons.setdefault(stage, type(part.passed)()).update(reasons)
+            funnel.merge(part)
+    root = folder.root
+    write_jsonl(root / "samples.jsonl", accepted)
+    write_jsonl(root / "rejected.jsonl", rejected)
+    write_jsonl(root / "errors.jsonl", errors)
+    write_jsonl(root / "skipped.jsonl", skipped)
+    split_check = check_splits(accepted)
+    manifest = {
+        "medground_version": __version__,
+        "fingerprint": config.fingerprint,
+        "config": config.describe(),
+        "cases": {"finished": [s["key"] for s in shards], "failed": [f"{e['dataset']}/{e['case_id']}" for e in errors]},
+        "counts": {"cases": len(shards), "accepted": len(accepted), "rejected": len(rejected), "errors": len(errors),
+                   "skipped_targets": len(skipped)},
+        "funnel": funnel.to_dict(),
+        "splits": split_check,
+        "errors": errors,
+        "ray_nodes": len({s.get("node") for s in shards if s.get("node")}),
+    }
+    atomic_write(root / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
+    write_card(root, manifest, accepted)
+    return manifest

@@ -1,0 +1,183 @@
+"""The pipeline end to end: the demo, determinism, Ray (local and a two-node cluster),
+SIGKILL and resume, corrupt cases, splits and the output contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from medground import phantoms, rle
+from medground.cli import main
+from medground.pipeline import load_run_config, run
+from medground.pipeline.splits import assign_splits
+
+OUTPUTS = ("samples.jsonl", "rejected.jsonl", "errors.jsonl", "skipped.jsonl")
+SAMPLE_FIELDS = {"id", "dataset", "case_id", "patient_id", "split", "image", "width", "height", "modality", "view",
+                 "query", "query_type", "targets", "referring_attributes", "distractors", "synthesis", "verification"}
+TARGET_FIELDS = {"label_id", "label", "component_id", "bbox_xyxy", "area_px", "mask_rle", "bbox_3d", "cues"}
+RAY_ENV = {"MEDGROUND_RAY_NODE_IP": "127.0.0.2", "RAY_AUTH_MODE": "disabled"}
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    phantoms.demo_dataset(root)
+    return root
+
+
+def read(out: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (out / name).read_text().splitlines()]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def reference(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "out"
+    run(load_run_config(demo_data / "run.toml"), out, use_ray=False, progress=False)
+    return out
+
+
+def test_demo_output_contract(reference: Path) -> None:
+    samples = read(reference, "samples.jsonl")
+    assert len(samples) > 100 and len({s["id"] for s in samples}) == len(samples)
+    assert {s["query_type"] for s in samples} == {"direct", "descriptive", "relational", "multi_object"}
+    for sample in samples:
+        assert SAMPLE_FIELDS <= set(sample)
+        with Image.open(reference / sample["image"]) as image:
+            assert image.size == (sample["width"], sample["height"])
+        for target in sample["targets"]:
+            assert TARGET_FIELDS <= set(target)
+            assert rle.bbox_xyxy(target["mask_rle"]) == target["bbox_xyxy"]
+        assert all(result["passed"] for result in sample["verification"].values())
+        assert sample["split"] in ("train", "val", "test")
+    manifest = json.loads((reference / "manifest.json").read_text())
+    assert manifest["counts"]["accepted"] == len(samples) and manifest["splits"]["patients_on_two_sides"] == []
+    card = (reference / "README.md").read_text()
+    assert "Verification funnel" in card and all((reference / "plots" / p).is_file() for p in ("box_sizes.png", "labels.png"))
+    # Patient-level split: both studies of a patient share a side.
+    sides: dict[str, set[str]] = {}
+    for sample in samples:
+        sides.setdefault(sample["patient_id"], set()).add(sample["split"])
+    assert all(len(s) == 1 for s in sides.values()) and len(sides) >= 4
+
+
+def test_same_config_and_seed_same_bytes(demo_data: Path, reference: Path, tmp_path: Path) -> None:
+    run(load_run_config(demo_data / "run.toml"), tmp_path / "again", use_ray=False, progress=False)
+    assert outputs(tmp_path / "again") == outputs(reference)
+
+
+def test_ray_local_instance_matches_in_process(demo_data: Path, reference: Path, tmp_path: Path, monkeypatch) -> None:
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    result = subprocess.run([sys.executable, "-m", "medground.cli", "run", str(demo_data / "run.toml"), "--out",
+                             str(tmp_path / "ray"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert outputs(tmp_path / "ray") == outputs(reference)
+
+
+def test_two_node_ray_cluster(demo_data: Path, reference: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.2", "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.2")
+        env = {**os.environ, **RAY_ENV}
+        result = subprocess.run([sys.executable, "-m", "medground.cli", "run", str(demo_data / "run.toml"), "--out",
+                                 str(tmp_path / "cluster"), "--ray-address", cluster.address, "--quiet"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    finally:
+        cluster.shutdown()
+    assert outputs(tmp_path / "cluster") == outputs(reference)
+    manifest = json.loads((tmp_path / "cluster" / "manifest.json").read_text())
+    assert manifest["ray_nodes"] >= 1
+
+
+@pytest.mark.parametrize("kill_after", [1, 4, 7])
+def test_sigkill_and_resume_gives_the_same_samples(demo_data: Path, reference: Path, tmp_path: Path, kill_after: int) -> None:
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "medground.cli", "run", str(demo_data / "run.toml"), "--out", str(out), "--no-ray", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if len(list((out / "shards").glob("*.json"))) >= kill_after:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list((out / "shards").glob("*.json")))
+    assert finished >= kill_after and not (out / "samples.jsonl").exists() or finished == 8
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"({finished} already done" in resumed.stdout
+    assert outputs(out) == outputs(reference)
+    # No temporary files are left behind.
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_resume_refuses_another_config(demo_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(load_run_config(demo_data / "run.toml"), out, use_ray=False, progress=False, limit=1)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(load_run_config(demo_data / "run.toml"), out, use_ray=False, progress=False)
+    with pytest.raises(ValueError, match="different settings"):
+        run(load_run_config(demo_data / "run.toml", seed=5), out, use_ray=False, progress=False, resume=True)
+
+
+def test_corrupt_cases_go_to_errors_and_the_rest_completes(demo_data: Path, reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    (data / "demo_ct" / "images" / "patient01_study0.nii.gz").write_bytes(b"\x1f\x8b broken")
+    mask = np.zeros((10, 10), np.uint8)
+    Image.fromarray(mask).save(data / "demo_skin" / "masks" / "lesion001.png")  # wrong grid
+    result = CliRunner().invoke(main, ["run", str(data / "run.toml"), "--out", str(tmp_path / "out"), "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    errors = read(tmp_path / "out", "errors.jsonl")
+    assert {(e["dataset"], e["case_id"]) for e in errors} == {("demo_ct", "patient01_study0"), ("demo_skin", "lesion001")}
+    assert any("patient01_study0.nii.gz" in e["error"] and "unreadable" in e["error"] for e in errors)
+    assert any("lesion001.png" in e["error"] and "does not match" in e["error"] for e in errors)
+    samples = read(tmp_path / "out", "samples.jsonl")
+    others = [s for s in read(reference, "samples.jsonl") if s["case_id"] not in ("patient01_study0", "lesion001")]
+    # The other cases give exactly their samples (splits may differ: fewer patients).
+    strip = lambda records: [{k: v for k, v in r.items() if k != "split"} for r in records]  # noqa: E731
+    assert strip(samples) == strip(others)
+
+
+def test_splits_by_ratio_and_file(tmp_path: Path) -> None:
+    patients = [("a", "CT", f"p{i:03d}") for i in range(100)] + [("b", "MR", f"q{i:03d}") for i in range(10)]
+    splits = assign_splits(patients, ratios=(0.7, 0.2, 0.1), seed=1)
+    counts = {s: sum(1 for p, v in splits.items() if v == s and p.startswith("p")) for s in ("train", "val", "test")}
+    assert counts == {"train": 70, "val": 20, "test": 10}
+    assert sum(1 for p, v in splits.items() if p.startswith("q") and v == "train") == 7
+    assert splits == assign_splits(list(reversed(patients)), ratios=(0.7, 0.2, 0.1), seed=1)
+    fixed = assign_splits(patients, ratios=(0.7, 0.2, 0.1), seed=1, fixed={"p000": "test"})
+    assert fixed["p000"] == "test"
+    # A patient in two datasets is placed once.
+    both = assign_splits([("a", "CT", "x"), ("b", "MR", "x")], ratios=(0.5, 0.5, 0.0))
+    assert list(both) == ["x"]
+
+
+def test_cli_demo(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "--demo", "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "samples accepted" in result.output and (tmp_path / "medground-demo" / "samples.jsonl").is_file()
+    again = CliRunner().invoke(main, ["run", "--demo", "--no-ray", "--quiet"])
+    assert again.exit_code == 0 and "8 already done" in again.output

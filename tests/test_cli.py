@@ -12,27 +12,19 @@ from click.testing import CliRunner
 from medground.cli import main
 
 
-def test_run_demo_prints_and_writes_the_region_table(tmp_path):
-    result = CliRunner().invoke(main, ["run", "--demo", "--out", str(tmp_path), "--limit", "5"])
-    assert result.exit_code == 0, result.output
-    assert "components (26-connected)" in result.output
-    data = json.loads((tmp_path / "regions.json").read_text())
-    n = len(data["regions"]["label"])
-    assert n > 5
-    assert data["regions"]["label"] == list(range(1, n + 1))
-    assert set(data["regions"]["class"]) <= {1, 2, 3}
-    assert f"... {n - 5} more" in result.output
-
-
 def test_run_without_demo_explains():
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code == 2
     assert "--preset NAME --data DIR" in result.output
 
 
-def test_run_resolves_a_preset_before_explaining(tmp_path):
-    result = CliRunner().invoke(main, ["run", "--preset", "kits", "--data", str(tmp_path)])
-    assert result.exit_code == 2 and "kits are valid" in result.output and "medground inspect" in result.output
+def test_run_a_preset(shared_data, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["run", "--preset", "cxr_lung", "--data", str(shared_data / "cxr_lung"),
+                                       "--out", str(out), "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {s["case_id"] for s in samples} == {"1", "2", "3", "4"}
     result = CliRunner().invoke(main, ["run", "--preset", "kitz", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "unknown preset 'kitz'" in result.output
 

@@ -97,6 +97,29 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
     click.echo(f"wrote {out}/samples.jsonl, rejected.jsonl, errors.jsonl, images/, manifest.json, README.md")
 
 
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl",
+                                                                  "qwen3-vl", "internvl", "refcoco", "parquet"]),
+              help="Target format (its box convention is documented in medground.export).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT].")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
+@click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
+@click.option("--min-pixels", type=int, default=56 * 56, show_default=True, help="Qwen2.5-VL processor min_pixels.")
+@click.option("--max-pixels", type=int, default=28 * 28 * 1280, show_default=True, help="Qwen2.5-VL processor max_pixels.")
+def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool,
+                   min_pixels: int, max_pixels: int) -> None:
+    """Write a run's samples.jsonl in a training or evaluation format."""
+    from medground.export import export
+
+    try:
+        written = export(run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.command()
 def presets() -> None:
     """List the shipped dataset presets."""
@@ -153,6 +176,16 @@ def inspect(config: Path | None, preset: str | None, data: Path | None, case_id:
     if failed:
         sys.exit(1)
 
+
+def _register() -> None:
+    from medground.evaluate import eval_command
+    from medground.predict import predict_command
+
+    main.add_command(eval_command, "eval")
+    main.add_command(predict_command, "predict")
+
+
+_register()
 
 if __name__ == "__main__":
     sys.exit(main())

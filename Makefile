@@ -29,6 +29,7 @@ lint:
 # Benchmarks side by side with the reference libraries; rewrites bench/README.md.
 bench:
 	$(PYTHON) bench/memory.py
+	$(PYTHON) bench/pipeline.py
 	$(PYTHON) -m pytest bench --benchmark-enable --benchmark-only \
 		--benchmark-json bench/results.json -p no:cacheprovider
 	$(PYTHON) bench/report.py bench/results.json bench/README.md

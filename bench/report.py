@@ -85,6 +85,24 @@ def main(src: str, dst: str) -> None:
                 f"| {m['volume']} | {m['call']} | {m['input_mb']:.0f} | {m['output_mb']:.1f} | {m['extra_mb']:.1f} | {m['objects']} |"
             )
         lines.append("")
+    pipeline = Path(src).with_name("pipeline.json")
+    if pipeline.exists():
+        lines += [
+            "## Pipeline throughput (CPU path, template backend)",
+            "",
+            "`bench/pipeline.py`: every case in-process on one core (load → anchors → cues → references →",
+            "template queries → verification → PNG), median of 3 passes; the share of time per stage.",
+            "",
+            "| data | cases | samples | cases/s | samples/s | load | draft | verify | render |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in json.loads(pipeline.read_text()):
+            share = r["share"]
+            lines.append(
+                f"| {r['name']} | {r['cases']} | {r['samples']} | {r['cases_per_s']:.2f} | {r['samples_per_s']:.0f} | "
+                + " | ".join(f"{share.get(k, 0):.0%}" for k in ("load", "draft", "verify", "render")) + " |"
+            )
+        lines.append("")
     for group in sorted(groups):
         rows = groups[group]
         ours = [r for r in rows if r["extra_info"].get("library") == "medground"]

@@ -59,6 +59,22 @@ def _term_forms(label: str, body_region: str | None) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
+@lru_cache(maxsize=64)
+def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str, dict[str, str], frozenset[str]]:
+    """The term pattern of a label set (cached: a dataset's views share a few label sets)."""
+    # Terms of every label, longest first, so "left kidney" wins over "kidney".
+    forms = sorted(((form, label) for label in labels for form in _term_forms(label, body_region)),
+                   key=lambda item: len(item[0]), reverse=True)
+    term_pattern = _alternation([f for f, _ in forms]) if forms else r"(?!x)x"
+    label_of: dict[str, str] = {}
+    for form, label in forms:
+        label_of.setdefault(form, label)
+    # Forms that name the structure without its side ("kidney", "kidneys").
+    sideless = frozenset(form for label in labels for form in (clinical_term(label, body_region).plural.lower(),
+                                                               clinical_term(label, body_region).noun.lower()))
+    return term_pattern, label_of, sideless
+
+
 def extract_claims(query: str, labels: list[str], body_region: str | None = None) -> Claims:
     """Claims of a query, with ``labels`` the label names it may mention (the view's).
 
@@ -70,16 +86,7 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
     vocab = vocabulary()
     text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
     claims = Claims()
-    # Terms of every label, longest first, so "left kidney" wins over "kidney".
-    forms = sorted(((form, label) for label in labels for form in _term_forms(label, body_region)),
-                   key=lambda item: len(item[0]), reverse=True)
-    term_pattern = _alternation([f for f, _ in forms]) if forms else r"(?!x)x"
-    label_of: dict[str, str] = {}
-    for form, label in forms:
-        label_of.setdefault(form, label)
-    # Forms that name the structure without its side ("kidney", "kidneys").
-    sideless = {form for label in labels for form in (clinical_term(label, body_region).plural.lower(),
-                                                      clinical_term(label, body_region).noun.lower())}
+    term_pattern, label_of, sideless = _label_terms(tuple(sorted(set(labels))), body_region)
 
     def consume(pattern: str, handler: Any) -> None:
         nonlocal text

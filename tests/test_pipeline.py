@@ -181,3 +181,23 @@ def test_cli_demo(tmp_path: Path, monkeypatch) -> None:
     assert "samples accepted" in result.output and (tmp_path / "medground-demo" / "samples.jsonl").is_file()
     again = CliRunner().invoke(main, ["run", "--demo", "--no-ray", "--quiet"])
     assert again.exit_code == 0 and "8 already done" in again.output
+
+
+def test_end_to_end_on_the_shared_data(shared_data: Path, tmp_path: Path) -> None:
+    specs = []
+    for name, image, modality in (("ct_abdomen_totalseg", "ct.nii.gz", "CT"), ("mr_abdomen_totalseg", "mr.nii.gz", "MR")):
+        (tmp_path / f"{name}.toml").write_text(
+            f'name = "{name}"\nmodality = "{modality}"\nbody_region = "abdomen"\nroot = "{shared_data / name}"\n'
+            f'labels_file = "labels.json"\n[cases]\nimage = "{image}"\nmask = "seg.nii.gz"\n')
+        specs.append(f"{name}.toml")
+    (tmp_path / "run.toml").write_text(f"datasets = {json.dumps(specs)}\n")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "run.toml"), "--out", str(tmp_path / "out"), "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    samples = read(tmp_path / "out", "samples.jsonl")
+    assert {s["dataset"] for s in samples} == {"ct_abdomen_totalseg", "mr_abdomen_totalseg"}
+    # The patient's left kidney is on the viewer's right in both, whatever the storage orientation.
+    for sample in samples:
+        if sample["query_type"] == "direct" and sample["view"]["axis"] == "axial" and sample["targets"][0]["label"] in ("kidney_left", "kidney_right"):
+            x0, _, x1, _ = sample["targets"][0]["bbox_xyxy"]
+            assert ((x0 + x1) / 2 > sample["width"] / 2) == (sample["targets"][0]["label"] == "kidney_left")
+    assert read(tmp_path / "out", "errors.jsonl") == []

@@ -173,7 +173,8 @@ def size_class(anchor: Anchor, diameter_mm: float, is_3d: bool) -> str | None:
     return None
 
 
-def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """Binary dilation of a 2D mask by ``radius`` steps of the 4-neighbourhood (a diamond)."""
     out = mask.copy()
     for _ in range(radius):
         grown = out.copy()
@@ -192,7 +193,7 @@ def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, 
     ys = slice(max(0, y0 - radius), min(view.height, y1 + radius))
     xs = slice(max(0, x0 - radius), min(view.width, x1 + radius))
     inside = view.components[ys, xs] == obj.component_id
-    ring = _dilate(inside, radius) & ~inside
+    ring = dilate(inside, radius) & ~inside
     values = view.values[ys, xs]
     if not ring.any():
         return {"relation": None, "reason": "no surrounding tissue in the view"}

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground import rle
-from medground.cues import is_lesion, priors
+from medground.cues import dilate, is_lesion, priors
 from medground.predicates import category_key, holds
 from medground.records import Sample
 from medground.terms import clinical_term
@@ -343,7 +343,7 @@ def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSetti
         border_share = float((boundary & edge).sum()) / max(1, int(boundary.sum()))
         if border_share > settings.max_border_share:
             return _fail(stage, "cut_by_border", f"{border_share:.0%} of its outline is the image border")
-        ring = _dilate(mask, settings.ring_px) & ~mask
+        ring = dilate(mask, settings.ring_px) & ~mask
         if not ring.any():
             return _fail(stage, "low_contrast", "no surrounding tissue to compare with")
         inside, around = values[mask].astype(np.float64), values[ring].astype(np.float64)
@@ -369,22 +369,10 @@ def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSetti
     return StageResult(stage, True, info={"judge": "evidence", "contrast": contrasts})
 
 
-def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
-    out = mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
 def _erode(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Erosion that treats outside the image as background, so pixels on the border are outline."""
     padded = np.pad(mask, 1, constant_values=False)
-    return ~_dilate(~padded, 1)[1:-1, 1:-1]
+    return ~dilate(~padded, 1)[1:-1, 1:-1]
 
 
 def with_verification(sample: Sample, results: list[StageResult]) -> Sample:

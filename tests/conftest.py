@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from chatserver import ChatServer, Script
 
 SHARED_DATA = Path(os.environ.get("MEDGROUND_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -27,3 +30,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (set MEDGROUND_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], ChatServer]]:
+    servers: list[ChatServer] = []
+
+    def start(script: Script) -> ChatServer:
+        server = ChatServer(script).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)

@@ -1,0 +1,313 @@
+"""The VLM query synthesizer: a vision-language model words the queries, guided by the
+computed cues and held to the referring step's attributes.
+
+For each :class:`~medground.refer.Reference` of a view the model is shown the clean image
+and a marked copy (the target boxes drawn, in memory only, never written anywhere) and is
+told the attributes the query must use (and only those), the distractors it must not fit,
+and the target's computed cues; it answers JSON with the queries, their type and the
+attributes each uses (prompt ``presets/prompts/synthesis_v1.toml``, versioned). All
+requests of a view go to the backend as one batch.
+
+A request that fails (timeout, HTTP error, unparseable or off-schema answer) and a query
+that breaks the request (another query type, a missing or unrequested attribute, a
+duplicate) become failure records shaped like ``rejected.jsonl`` lines, with
+``rejection = {"stage": "synthesis", "reason", "detail"}``: nothing is dropped silently.
+The accepted drafts go on to verification like the template's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from medground.anchors import View
+from medground.backends import Backend, Request, make_backend
+from medground.backends.images import FAMILIES, ImageFamily, ImagePrep, draw_boxes, family_for_model, prepare_image
+from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.records import Sample, Target, image_path, sample_id
+from medground.refer import Reference
+from medground.synth.template import TemplateSynthesizer, noun_phrase
+from medground.terms import clinical_term
+from medground.verify.stages import StageResult, reject
+
+__all__ = ["DEFAULT_PROMPT", "VlmSynthesizer", "make_synthesizer", "synthesize_view"]
+
+DEFAULT_PROMPT = "synthesis_v1"
+OPTIONAL_ATTRIBUTES = frozenset({"count"})  # "all liver lesions" need not say how many
+_SIDES = {"left": "the patient's left side", "right": "the patient's right side", "midline": "midline",
+          "bilateral": "both sides of the patient (bilateral)"}
+_COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
+_CUE_KEYS = ("laterality", "image_position", "relations", "size", "shape", "intensity", "count", "visibility")
+_MAX_LISTED = 12
+
+
+def _seed_for(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}|{key}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _orientation(view: View) -> str:
+    if not view.case.image.oriented:
+        return "none"
+    return "radiological" if view.view_record() is not None else "image"
+
+
+def _attribute_line(name: str, value: Any, body_region: str | None) -> str:
+    if name == "category":
+        return f"- category: {clinical_term(value, body_region).text}"
+    if name == "laterality":
+        return f"- laterality: {_SIDES.get(value, value)}"
+    if name == "within":
+        return f"- within: inside the {clinical_term(value, body_region).text}"
+    if name == "relation":
+        direction, _, other = str(value).partition(":")
+        return f"- relation: {direction} to the {clinical_term(other, body_region).text}"
+    if name == "position":
+        return "- position: the center of the image" if value == "center" else f"- position: the {value} part of the image"
+    if name == "count":
+        return f"- count: {_COUNT_WORDS.get(value, 'several')} (optional)"
+    return f"- {name}: {value}"
+
+
+def _distractor_lines(reference: Reference, body_region: str | None) -> str:
+    lines = []
+    for distractor in reference.distractors[:_MAX_LISTED]:
+        values = ", ".join(f"{k}: {v}" for k, v in distractor["values"].items() if k != "category" and v is not None)
+        term = clinical_term(distractor["label"], body_region).text
+        lines.append(f"- {term}" + (f" ({values})" if values else ""))
+    if len(reference.distractors) > _MAX_LISTED:
+        lines.append(f"- and {len(reference.distractors) - _MAX_LISTED} more")
+    return "\n".join(lines) or "- none"
+
+
+def _compact_cues(cues: dict[str, Any]) -> dict[str, Any]:
+    return {k: cues[k] for k in _CUE_KEYS if k in cues}
+
+
+class VlmSynthesizer:
+    """Writes queries with a vision-language model behind a :class:`~medground.backends.Backend`.
+
+    Args:
+        backend: the model backend (``openai`` or ``vllm``; see :func:`medground.backends.make_backend`).
+        seed: the run's seed; each request's sampling seed is derived from it and the
+            reference, and it is stored in every sample.
+        prompt: the prompt template's name under ``presets/prompts/``.
+        queries_per_reference: queries asked for per reference.
+        image_family: how images are prepared (a name in
+            :data:`medground.backends.images.FAMILIES`); by default from the model name.
+    """
+
+    def __init__(self, backend: Backend, *, seed: int = 0, prompt: str = DEFAULT_PROMPT, queries_per_reference: int = 1,
+                 image_family: str | None = None) -> None:
+        if isinstance(queries_per_reference, bool) or not isinstance(queries_per_reference, int) \
+                or not 1 <= queries_per_reference <= 10:
+            raise ValueError(f"queries_per_reference must be an integer in 1..10, got {queries_per_reference!r}")
+        if image_family is not None and image_family not in FAMILIES:
+            raise ValueError(f"image_family must be one of {', '.join(FAMILIES)}, got {image_family!r}")
+        self.backend = backend
+        self.seed = seed
+        self.prompt: PromptTemplate = load_prompt(prompt)
+        self.version = self.prompt.version
+        self.queries_per_reference = queries_per_reference
+        self.family: ImageFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, seed: int = 0, backend: Backend | None = None) -> VlmSynthesizer:
+        """The synthesizer of a ``[synthesis]`` section: the backend's keys (see
+        :func:`~medground.backends.make_backend`) plus ``prompt``, ``queries_per_reference``
+        and ``image_family``. ``seed`` is the run's; a ``seed`` key in the section wins."""
+        return cls(backend or make_backend(config), seed=config.get("seed", seed),
+                   prompt=config.get("prompt", DEFAULT_PROMPT),
+                   queries_per_reference=config.get("queries_per_reference", 1),
+                   image_family=config.get("image_family"))
+
+    # ------------------------------------------------------------------ requests
+
+    def _schema(self, query_type: str) -> dict[str, Any]:
+        schema = self.prompt.answer_schema()
+        queries = schema["properties"]["queries"]
+        queries["maxItems"] = self.queries_per_reference
+        queries["items"]["properties"]["query_type"]["enum"] = [query_type]
+        return schema
+
+    def _user_text(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, *, modality: str,
+                   body_region: str | None) -> str:
+        implicit = reference.query_type == "implicit"
+        query_type = "descriptive" if implicit else reference.query_type
+        orientation = _orientation(view)
+        label = view.objects[reference.targets[0]].anchor.label
+        term = clinical_term(label, body_region)
+        if query_type == "multi_object":
+            target = f"all {_COUNT_WORDS.get(len(reference.targets), 'the')} {term.plural}, as one set"
+            phrase = f"all {term.plural}"
+            naming, guide = self.prompt.snippet("naming", "multi_object"), self.prompt.snippet("guides", "multi_object")
+        else:
+            target = f"one {term.text}" + (" (known to you, not to be named)" if implicit else "")
+            phrase = noun_phrase(reference.attributes, body_region=body_region, oriented=orientation != "none",
+                                 implicit=implicit)
+            naming = self.prompt.snippet("naming", "implicit" if implicit else "named")
+            guide = self.prompt.snippet("guides", "implicit" if implicit else query_type)
+        record = view.view_record()
+        region = ", ".join(filter(None, [body_region if body_region not in (None, "unspecified") else None,
+                                         f"{record['axis']} slice" if record else "2D image"]))
+        target_cues = {str(c): _compact_cues(cues[c]) for c in reference.targets[:6]}
+        return self.prompt.render(
+            modality=modality, region=region, orientation=self.prompt.snippet("orientation", orientation),
+            target=target, query_type=query_type, guide=guide,
+            attributes="\n".join(_attribute_line(k, v, body_region) for k, v in reference.attributes.items()),
+            phrase=phrase, distractors=_distractor_lines(reference, body_region),
+            cues=json.dumps(target_cues if len(target_cues) > 1 else next(iter(target_cues.values())),
+                            separators=(",", ":")),
+            how_many=(f"one {query_type} query" if self.queries_per_reference == 1 else
+                      f"{_COUNT_WORDS[self.queries_per_reference]} different {query_type} queries"),
+            naming=naming,
+        )
+
+    def requests(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *, modality: str,
+                 body_region: str | None) -> tuple[list[Request], ImagePrep]:
+        """The backend requests for the references of one view, and how its image was prepared.
+
+        Request ids are the references' positions in ``references``. The clean image is
+        shared by all requests; each has its own marked copy (in memory only).
+        """
+        clean, prep = prepare_image(view.image, self.family)
+        requests = []
+        for position, reference in enumerate(references):
+            query_type = "descriptive" if reference.query_type == "implicit" else reference.query_type
+            boxes = [prep.to_prepared(list(view.objects[c].bbox_xyxy)) for c in reference.targets]
+            marked = draw_boxes(clean, boxes)
+            user = self._user_text(view, cues, reference, modality=modality, body_region=body_region)
+            key = f"{view.case.dataset}|{view.case.case_id}|{view.view_record()}|{reference.query_type}|{reference.targets}"
+            requests.append(Request(
+                id=str(position),
+                messages=[{"role": "system", "content": self.prompt.system},
+                          {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "image", "index": 1},
+                                                       {"type": "text", "text": user}]}],
+                images=(clean, marked), schema=self._schema(query_type), schema_name="referring_queries",
+                seed=_seed_for(self.seed, key),
+            ))
+        return requests, prep
+
+    # ------------------------------------------------------------------ samples
+
+    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *, modality: str,
+                   body_region: str | None) -> tuple[list[Sample], list[dict[str, Any]]]:
+        """Query drafts for the references of one view, and the failures.
+
+        Args:
+            view: the view (its clean ``image`` is what the model sees).
+            cues: computed cues per component id of the view.
+            references: the referring step's references for the view.
+            modality: the dataset's modality.
+            body_region: the dataset's body region.
+
+        Returns:
+            The drafts (``verification`` empty, ``synthesis`` = {backend, model,
+            prompt_version, seed, …}) and the failure records: ``rejected.jsonl``-shaped
+            dicts whose ``rejection`` is ``{"stage": "synthesis", "reason", "detail"}``.
+        """
+        if not references:
+            return [], []
+        requests, prep = self.requests(view, cues, references, modality=modality, body_region=body_region)
+        responses = self.backend.run(requests)
+        if len(responses) != len(requests):
+            raise RuntimeError(f"backend {self.backend.name} answered {len(responses)} of {len(requests)} requests")
+        samples: list[Sample] = []
+        failures: list[dict[str, Any]] = []
+        counters: dict[tuple[tuple[int, ...], str], int] = {}
+        seen: set[tuple[tuple[int, ...], str]] = set()
+        for reference, request, response in zip(references, requests, responses):
+            implicit = reference.query_type == "implicit"
+            query_type = "descriptive" if implicit else reference.query_type
+            key = (reference.targets, query_type)
+            first = counters.get(key, 0)
+            counters[key] = first + self.queries_per_reference  # ids do not depend on other answers
+            # Timings and attempt counts vary run to run; drafts keep only what the answer determines.
+            base = {"implicit": implicit, "image_prep": prep.to_dict(), "request_seed": request.seed}
+            if not response.ok:
+                draft = self._sample(view, cues, reference, first, "",
+                                     {**base, "attempts": response.attempts, "answer": _excerpt(response.text)},
+                                     modality=modality)
+                failures.append(reject(draft, StageResult("synthesis", False, response.reason, response.detail)))
+                continue
+            assert response.data is not None
+            for offset, item in enumerate(response.data["queries"][: self.queries_per_reference]):
+                query = " ".join(str(item["query"]).split())
+                used = list(dict.fromkeys(item["attributes"]))
+                draft = self._sample(view, cues, reference, first + offset, query, {**base, "attributes_used": used},
+                                     modality=modality)
+                problem = self._check(reference, query_type, item["query_type"], used, query, seen)
+                if problem is not None:
+                    failures.append(reject(draft, StageResult("synthesis", False, *problem)))
+                    continue
+                seen.add((reference.targets, query.lower()))
+                samples.append(draft)
+        return samples, failures
+
+    @staticmethod
+    def _check(reference: Reference, query_type: str, answered_type: str, used: list[str], query: str,
+               seen: set[tuple[tuple[int, ...], str]]) -> tuple[str, str] | None:
+        if answered_type != query_type:
+            return "query_type_mismatch", f"asked for a {query_type} query, the model wrote a {answered_type} one"
+        allowed = set(reference.attributes)
+        missing = sorted(allowed - OPTIONAL_ATTRIBUTES - set(used))
+        if missing:
+            return "missing_attribute", f"the query does not use {', '.join(missing)} (needed to single out the target)"
+        extra = sorted(set(used) - allowed)
+        if extra:
+            return "unrequested_attribute", f"the query uses {', '.join(extra)}, which the referring step did not choose"
+        if (reference.targets, query.lower()) in seen:
+            return "duplicate_query", f"the same query was already written for this target: {query!r}"
+        return None
+
+    def _sample(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, index: int, query: str,
+                extra: dict[str, Any], *, modality: str) -> Sample:
+        case = view.case
+        record = view.view_record()
+        query_type = "descriptive" if reference.query_type == "implicit" else reference.query_type
+        targets = []
+        for component in reference.targets:
+            obj = view.objects[component]
+            anchor = obj.anchor
+            targets.append(Target(
+                label_id=anchor.label_id, label=anchor.label, component_id=component, bbox_xyxy=list(obj.bbox_xyxy),
+                area_px=obj.area_px, mask_rle=obj.mask_rle,
+                bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
+                cues=cues[component],
+            ))
+        return Sample(
+            id=sample_id(case.dataset, case.case_id, record, reference.targets, query_type, index),
+            dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id, split=None,
+            image=image_path(case.dataset, case.case_id, record), width=view.width, height=view.height,
+            modality=modality, view=record, query=query, query_type=query_type, targets=targets,
+            referring_attributes=dict(reference.attributes), distractors=[dict(d) for d in reference.distractors],
+            synthesis={"backend": self.backend.name, "model": self.backend.model, "prompt_version": self.version,
+                       "seed": self.seed, **extra},
+            provenance={"image_path": str(case.image.path), "map": view.map.to_dict(),
+                        "intensity": view.intensity.to_dict()},
+        )
+
+
+def _excerpt(text: str | None, limit: int = 500) -> str | None:
+    return None if text is None else text[:limit]
+
+
+def make_synthesizer(config: Mapping[str, Any] | None = None, *, seed: int = 0,
+                     backend: Backend | None = None) -> TemplateSynthesizer | VlmSynthesizer:
+    """The synthesizer a ``[synthesis]`` section asks for: the template (default, no
+    model) or a :class:`VlmSynthesizer` over the ``vllm``/``openai`` backend."""
+    config = config or {}
+    if config.get("backend", "template") == "template":
+        return TemplateSynthesizer(config.get("seed", seed), templates=config.get("templates", "template_v1"))
+    return VlmSynthesizer.from_config(config, seed=seed, backend=backend)
+
+
+def synthesize_view(synthesizer: TemplateSynthesizer | VlmSynthesizer, view: View, cues: dict[int, dict[str, Any]],
+                    references: list[Reference], *, modality: str,
+                    body_region: str | None) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Drafts and failure records of one view, whichever synthesizer (the template has no failures)."""
+    result = synthesizer.synthesize(view, cues, references, modality=modality, body_region=body_region)
+    if isinstance(result, tuple):
+        return result
+    return list(result), []

@@ -1,0 +1,128 @@
+"""The visual stage with a vision-language model as judge.
+
+The model sees the stored image with the target box(es) drawn (a marked copy, in memory
+only) and the query, and answers JSON ``{verdict: yes|no, confidence: 0..1, reason}``
+(prompt ``presets/prompts/judge_v1.toml``, versioned). A draft passes when the verdict is
+``yes`` with a confidence of at least the threshold. Reason codes of this judge:
+
+* ``judge_rejected``: the verdict is ``no``.
+* ``judge_unsure``: ``yes``, but with a confidence below the threshold.
+* ``judge_failed``: no usable answer (timeout, HTTP error, malformed JSON, off-schema);
+  ``info.failure`` holds the backend's reason code.
+
+The model, prompt version, verdict, confidence and the model's reason are kept in the
+stage result's ``info``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medground.backends import Backend, Request
+from medground.backends.images import FAMILIES, ImageFamily, draw_boxes, family_for_model, prepare_image
+from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.records import Sample
+from medground.verify.stages import StageResult
+
+__all__ = ["DEFAULT_JUDGE_PROMPT", "VlmJudge"]
+
+DEFAULT_JUDGE_PROMPT = "judge_v1"
+
+
+def _orientation(sample: Sample) -> str:
+    if all(t.cues.get("laterality") is None for t in sample.targets):
+        return "none"
+    return "radiological" if sample.view is not None else "image"
+
+
+class VlmJudge:
+    """Judges drafts with a vision-language model behind a :class:`~medground.backends.Backend`.
+
+    Args:
+        backend: the model backend (``openai`` or ``vllm``).
+        threshold: the least confidence of a ``yes`` that passes, in [0, 1].
+        prompt: the prompt template's name under ``presets/prompts/``.
+        image_family: how images are prepared; by default from the model name.
+
+    Raises:
+        ValueError: for a threshold outside [0, 1] or an unknown image family.
+    """
+
+    stage = "visual"
+
+    def __init__(self, backend: Backend, threshold: float = 0.5, *, prompt: str = DEFAULT_JUDGE_PROMPT,
+                 image_family: str | None = None) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if image_family is not None and image_family not in FAMILIES:
+            raise ValueError(f"image_family must be one of {', '.join(FAMILIES)}, got {image_family!r}")
+        self.backend = backend
+        self.threshold = float(threshold)
+        self.prompt: PromptTemplate = load_prompt(prompt)
+        self.version = self.prompt.version
+        self.family: ImageFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, backend: Backend | None = None) -> VlmJudge:
+        """The judge of a ``[verification.visual]`` section with ``backend = "vlm"``: the
+        backend's keys (see :func:`~medground.backends.make_backend`) plus ``threshold``
+        (0.5), ``prompt`` and ``image_family``."""
+        from medground.backends import make_backend
+
+        return cls(backend or make_backend(config), config.get("threshold", 0.5),
+                   prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT), image_family=config.get("image_family"))
+
+    def request(self, sample: Sample, image: NDArray[np.uint8]) -> Request:
+        """The backend request for one draft: the marked image and the query."""
+        prepared, prep = prepare_image(image, self.family)
+        marked = draw_boxes(prepared, [prep.to_prepared(t.bbox_xyxy) for t in sample.targets])
+        region = f"{sample.view['axis']} slice" if sample.view else "2D image"
+        text = self.prompt.render(modality=sample.modality, region=region, query=sample.query,
+                                  orientation=self.prompt.snippet("orientation", _orientation(sample)))
+        return Request(
+            id=sample.id,
+            messages=[{"role": "system", "content": self.prompt.system},
+                      {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}],
+            images=(marked,), schema=self.prompt.answer_schema(), schema_name="grounding_verdict",
+        )
+
+    def judge(self, samples: Sequence[Sample], images: Sequence[NDArray[np.uint8]]) -> list[StageResult]:
+        """Stage results for drafts in one backend batch (``images[i]`` is the stored image of ``samples[i]``).
+
+        Raises:
+            ValueError: when the two sequences differ in length.
+        """
+        if len(samples) != len(images):
+            raise ValueError(f"{len(samples)} samples but {len(images)} images")
+        if not samples:
+            return []
+        responses = self.backend.run([self.request(s, i) for s, i in zip(samples, images)])
+        results = []
+        for response in responses:
+            info: dict[str, Any] = {"judge": "vlm", "backend": self.backend.name, "model": self.backend.model,
+                                    "prompt_version": self.version, "threshold": self.threshold}
+            if not response.ok:
+                info["failure"] = response.reason
+                results.append(StageResult(self.stage, False, "judge_failed",
+                                           f"no usable verdict: {response.reason}: {response.detail}", info))
+                continue
+            assert response.data is not None
+            verdict, confidence = response.data["verdict"], float(response.data["confidence"])
+            info.update(verdict=verdict, confidence=round(confidence, 4), reason=response.data["reason"])
+            if verdict != "yes":
+                results.append(StageResult(self.stage, False, "judge_rejected",
+                                           f"the judge says no ({confidence:.2f}): {response.data['reason']}", info))
+            elif confidence < self.threshold:
+                results.append(StageResult(self.stage, False, "judge_unsure",
+                                           f"yes with confidence {confidence:.2f} < {self.threshold}", info))
+            else:
+                results.append(StageResult(self.stage, True, info=info))
+        return results
+
+    def __call__(self, sample: Sample, image: NDArray[np.uint8]) -> StageResult:
+        """The stage result for one draft on its stored 8-bit image."""
+        return self.judge([sample], [image])[0]

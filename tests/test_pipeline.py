@@ -201,3 +201,61 @@ def test_end_to_end_on_the_shared_data(shared_data: Path, tmp_path: Path) -> Non
             x0, _, x1, _ = sample["targets"][0]["bbox_xyxy"]
             assert ((x0 + x1) / 2 > sample["width"] / 2) == (sample["targets"][0]["label"] == "kidney_left")
     assert read(tmp_path / "out", "errors.jsonl") == []
+
+
+def _write_config(data: Path, extra: str) -> Path:
+    path = data / "run_models.toml"
+    path.write_text('datasets = ["demo_ct/spec.toml", "demo_skin/spec.toml"]\n' + extra)
+    return path
+
+
+def test_a_model_that_answers_garbage_loses_nothing(demo_data: Path, tmp_path: Path, serve, monkeypatch) -> None:
+    from chatserver import Reply, completion
+
+    server = serve(lambda key, attempt, payload: Reply(body=completion("I cannot help with that.")))
+    config = _write_config(demo_data, f'[synthesis]\nbackend = "openai"\nmodel = "Qwen/Qwen2.5-VL-7B-Instruct"\n'
+                                      f'base_url = "{server.base_url}"\nmax_retries = 0\n')
+    summary = run(load_run_config(config), tmp_path / "out", use_ray=False, progress=False, limit=1)
+    rejected = read(tmp_path / "out", "rejected.jsonl")
+    assert summary.accepted == 0 and rejected and len(rejected) == summary.manifest["funnel"]["drafts"]
+    assert {r["rejection"]["stage"] for r in rejected} == {"synthesis"}
+    assert {r["rejection"]["reason"] for r in rejected} == {"malformed_json"}
+    assert summary.manifest["funnel"]["rejected"]["synthesis"]["malformed_json"] == len(rejected)
+
+
+def test_vlm_judge_over_http(demo_data: Path, tmp_path: Path, serve) -> None:
+    from chatserver import Reply, completion
+
+    verdict = json.dumps({"verdict": "yes", "confidence": 0.9, "reason": "the box covers the structure"})
+    server = serve(lambda key, attempt, payload: Reply(body=completion(verdict)))
+    config = _write_config(demo_data, f'[verification.visual]\nbackend = "vlm"\nmodel = "Qwen/Qwen2.5-VL-7B-Instruct"\n'
+                                      f'base_url = "{server.base_url}"\nthreshold = 0.8\n')
+    summary = run(load_run_config(config), tmp_path / "out", use_ray=False, progress=False, limit=1)
+    samples = read(tmp_path / "out", "samples.jsonl")
+    assert samples and summary.rejected == 0 and len(server.payloads) == len(samples)
+    assert all(s["verification"]["visual"]["info"]["judge"] == "vlm" for s in samples)
+
+
+def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypatch) -> None:
+    """The GPU path's plumbing (a model held by an actor, views sent without their volumes),
+    here with the openai backend and no GPU."""
+    from chatserver import Reply, completion
+
+    ray = pytest.importorskip("ray")
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.worker import ModelActor, process_case
+
+    verdict = json.dumps({"verdict": "no", "confidence": 0.9, "reason": "nothing there"})
+    server = serve(lambda key, attempt, payload: Reply(body=completion(verdict)))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.2", log_to_driver=False)
+    try:
+        settings = {"backend": "vlm", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "base_url": server.base_url}
+        judge = ray.remote(ModelActor).options(num_gpus=0).remote("judge", settings)
+        spec = load_spec(demo_data / "demo_skin" / "spec.toml")
+        files = find_cases(spec).cases[0]
+        result = process_case(spec, files, verification={"visual": settings}, models={"judge": judge})
+    finally:
+        ray.shutdown()
+    assert result.error is None and not result.accepted and result.rejected
+    assert {r["rejection"]["reason"] for r in result.rejected} == {"judge_rejected"}

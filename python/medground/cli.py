@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
-import numpy as np
 
-from medground import __version__, geometry, phantoms
+from medground import __version__, phantoms
 from medground.io import CaseError, DatasetSpec, SpecError, find_cases, list_presets, load_case, load_preset, load_specs, resolve_labels
 from medground.generate import draft_case
 from medground.io.inventory import describe_case, format_inventory, inventory

@@ -17,6 +17,7 @@ from medground.io.spec import DatasetSpec
 from medground.records import Sample, image_path
 from medground.refer import Skip, refer_view
 from medground.synth.template import TemplateSynthesizer
+from medground.synth.vlm import synthesize_view
 from medground.verify.stages import object_facts
 
 __all__ = ["CaseDrafts", "draft_case", "verify_drafts"]
@@ -33,11 +34,14 @@ class CaseDrafts:
     views: list[View] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     facts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # synthesis rejections (VLM backends)
 
 
 def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorFilters | None = None,
-               synthesizer: TemplateSynthesizer | None = None) -> CaseDrafts:
-    """Anchors, views, cues and references of one case, worded by the template synthesizer.
+               synthesizer: Any = None) -> CaseDrafts:
+    """Anchors, views, cues and references of one case, worded by ``synthesizer`` (the
+    template by default, or a :class:`medground.synth.vlm.VlmSynthesizer`; its failures
+    are kept in ``failures``).
 
     ``filters`` default to the spec's ``[anchors]`` table (minimum sizes, per label)."""
     synthesizer = synthesizer or TemplateSynthesizer(seed)
@@ -51,7 +55,9 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
     for view in views:
         cues = compute_cues(view, anchors, context, spec.modality)
         references, skips = refer_view(view, cues, spec.body_region)
-        samples = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
+        samples, failures = synthesize_view(synthesizer, view, cues, references, modality=spec.modality,
+                                            body_region=spec.body_region)
+        drafts.failures.extend(failures)
         # Provenance names the source file relative to the dataset folder: portable, and the
         # same wherever the data is mounted.
         source = _relative(case.image.path, spec.root)
@@ -78,14 +84,16 @@ def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -
     """Runs verification on a case's drafts.
 
     Returns:
-        accepted samples (with ``verification``), rejected records (with ``rejection``) and the
-        case's :class:`medground.verify.Funnel`.
+        accepted samples (with ``verification``), rejected records (with ``rejection``; the
+        synthesis failures first) and the case's :class:`medground.verify.Funnel`.
     """
     from medground.verify import Funnel, Verifier, reject
 
     verifier = verifier or Verifier()
     views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
-    accepted, rejected, funnel = [], [], Funnel()
+    accepted, rejected, funnel = [], list(drafts.failures), Funnel()
+    for failure in drafts.failures:
+        funnel.add_failure(failure["rejection"]["stage"], failure["rejection"]["reason"])
     for sample in drafts.samples:
         view = views[sample.image]
         checked, failed = verifier.verify(sample, drafts.facts[sample.image], view.image, view.values,

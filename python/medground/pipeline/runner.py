@@ -80,7 +80,25 @@ class _Progress:
 
 def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) -> Iterator[CaseResult]:
     for spec, files in work:
-        yield process_case(spec, files, seed=config.seed, verification=config.verification)
+        yield process_case(spec, files, seed=config.seed, verification=config.verification, synthesis=config.synthesis)
+
+
+def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
+    """GPU models live in actors (restarted if they die): the vLLM synthesizer and judge.
+    Clients of OpenAI-compatible servers need no GPU and stay in the CPU tasks."""
+    from medground.pipeline.worker import ModelActor
+
+    actors = {}
+    visual = dict(config.verification.get("visual", {}))
+    wanted = {"synthesizer": config.synthesis if config.synthesis.get("backend") == "vllm" else None,
+              "judge": visual if visual.get("backend") == "vlm" and not visual.get("base_url")
+              and visual.get("engine", "vllm") == "vllm" else None}
+    for kind, settings in wanted.items():
+        if settings is None:
+            continue
+        options = {"num_gpus": float(settings.get("num_gpus", 1)), "num_cpus": 1, "max_restarts": 3, "max_task_retries": 3}
+        actors[kind] = ray.remote(ModelActor).options(**options).remote(kind, settings, config.seed)
+    return actors
 
 
 def _ray_init(address: str | None) -> Any:
@@ -107,6 +125,7 @@ def _ray_init(address: str | None) -> Any:
 def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, address: str | None) -> Iterator[CaseResult]:
     ray = _ray_init(address)
     task = ray.remote(num_cpus=1, max_retries=3)(process_case)
+    models = _model_actors(ray, config)
     spec_refs: dict[str, Any] = {}
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: list[Any] = []
@@ -121,7 +140,8 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
                 break
             if spec.name not in spec_refs:
                 spec_refs[spec.name] = ray.put(spec)
-            pending.append(task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification))
+            pending.append(task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification,
+                                       synthesis=config.synthesis, models=models))
         if not pending:
             break
         ready, pending = ray.wait(pending, num_returns=1)

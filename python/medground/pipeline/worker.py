@@ -60,8 +60,13 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verification: dict[str, Any] | None = None) -> CaseResult:
-    """Runs one case through every CPU stage; a bad case becomes ``error``, never an exception."""
+def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verification: dict[str, Any] | None = None,
+                 synthesis: dict[str, Any] | None = None, models: dict[str, Any] | None = None) -> CaseResult:
+    """Runs one case through every stage; a bad case becomes ``error``, never an exception.
+
+    ``synthesis``/``verification`` are the run config's sections. ``models`` holds Ray actor
+    handles of the GPU models (``synthesizer``, ``judge``) when they run in actors; without
+    them a model backend is built in this process (openai: a client; vllm: the model)."""
     result = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
     started = time.perf_counter()
     stage = "load"
@@ -70,10 +75,10 @@ def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verifica
         result.warnings = list(case.warnings)
         result.seconds["load"] = time.perf_counter() - started
         stage = "draft"
-        drafts = draft_case(case, spec, seed=seed, synthesizer=TemplateSynthesizer(seed))
+        drafts = draft_case(case, spec, seed=seed, synthesizer=_synthesizer(synthesis or {}, seed, (models or {}).get("synthesizer")))
         result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
         stage = "verify"
-        accepted, rejected, funnel = verify_drafts(drafts, spec, _verifier(verification or {}))
+        accepted, rejected, funnel = verify_drafts(drafts, spec, _verifier(verification or {}, (models or {}).get("judge")))
         result.seconds["verify"] = time.perf_counter() - started - sum(result.seconds.values())
         stage = "render"
         used = {s.image for s in accepted} | {r["image"] for r in rejected}
@@ -103,22 +108,99 @@ def _ray_node() -> str | None:
         return None
 
 
-_VERIFIERS: dict[str, Any] = {}
+_CACHE: dict[str, Any] = {}
 
 
-def _verifier(settings: dict[str, Any]) -> Any:
-    """One verifier per process and settings (an ONNX session is worth keeping)."""
+def _cached(key: str, build: Any) -> Any:
+    """One model object per process and settings (clients, ONNX sessions, in-process models)."""
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+def _synthesizer(settings: dict[str, Any], seed: int, actor: Any) -> Any:
+    if settings.get("backend", "template") == "template":
+        return TemplateSynthesizer(seed)
+    if actor is not None:
+        return RemoteSynthesizer(actor)
+    from medground.synth.vlm import make_synthesizer
+
+    return _cached(f"synth|{seed}|{sorted(settings.items())!r}", lambda: make_synthesizer(settings, seed=seed))
+
+
+def _verifier(settings: dict[str, Any], judge_actor: Any = None) -> Any:
     from medground.verify import Verifier
 
     visual = dict(settings.get("visual", {}))
     backend = visual.get("backend", "evidence")
-    key = repr(sorted(visual.items()))
-    if key not in _VERIFIERS:
-        if backend == "onnx":
-            _VERIFIERS[key] = Verifier("onnx", onnx_model=visual.get("model"),
-                                       onnx_threshold=float(visual.get("threshold", 0.5)))
-        elif backend == "evidence":
-            _VERIFIERS[key] = Verifier()
+    if backend == "vlm":
+        if judge_actor is not None:
+            return Verifier("vlm", vlm_judge=RemoteJudge(judge_actor))
+        from medground.verify.vlm_judge import VlmJudge
+
+        return _cached(f"judge|{sorted(visual.items())!r}", lambda: Verifier("vlm", vlm_judge=VlmJudge.from_config(visual)))
+    if backend == "onnx":
+        return _cached(f"onnx|{sorted(visual.items())!r}", lambda: Verifier(
+            "onnx", onnx_model=visual.get("model"), onnx_threshold=float(visual.get("threshold", 0.5))))
+    return _cached("evidence", Verifier)
+
+
+def _slim(view: Any) -> Any:
+    """The view without the case's volumes: what a model actor needs (image, objects, ids)."""
+    import dataclasses
+
+    import numpy as np
+
+    from medground.io.volume import Volume
+
+    case = view.case
+    image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
+    light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
+    return dataclasses.replace(view, case=light, values=np.zeros((1, 1), np.float32), components=np.zeros((1, 1), np.uint8))
+
+
+class RemoteSynthesizer:
+    """Synthesis by a model held in a Ray actor (one GPU model, many CPU workers)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def synthesize(self, view: Any, cues: Any, references: Any, *, modality: str, body_region: str | None) -> Any:
+        import ray
+
+        return ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))
+
+
+class RemoteJudge:
+    """The VLM judge held in a Ray actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def __call__(self, sample: Any, image: Any) -> Any:
+        import ray
+
+        return ray.get(self.actor.judge.remote(sample, image))
+
+
+class ModelActor:
+    """Holds a model for the pipeline's tasks (run as a Ray actor with ``num_gpus``)."""
+
+    def __init__(self, kind: str, settings: dict[str, Any], seed: int = 0) -> None:
+        self.kind = kind
+        if kind == "synthesizer":
+            from medground.synth.vlm import make_synthesizer
+
+            self.model = make_synthesizer(settings, seed=seed)
         else:
-            raise ValueError(f"[verification.visual] backend {backend!r} is not available in this release")
-    return _VERIFIERS[key]
+            from medground.verify.vlm_judge import VlmJudge
+
+            self.model = VlmJudge.from_config(settings)
+
+    def synthesize(self, view: Any, cues: Any, references: Any, modality: str, body_region: str | None) -> Any:
+        from medground.synth.vlm import synthesize_view
+
+        return synthesize_view(self.model, view, cues, references, modality=modality, body_region=body_region)
+
+    def judge(self, sample: Any, image: Any) -> Any:
+        return self.model(sample, image)

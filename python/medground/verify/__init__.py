@@ -8,7 +8,7 @@ stage let through and why it rejected the rest.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,11 @@ class Funnel:
             else:
                 self.reasons.setdefault(result.stage, Counter())[result.reason or "unknown"] += 1
 
+    def add_failure(self, stage: str, reason: str) -> None:
+        """A draft that failed before the verification stages (synthesis)."""
+        self.drafts += 1
+        self.reasons.setdefault(stage, Counter())[reason] += 1
+
     @property
     def accepted(self) -> int:
         return self.passed[STAGES[-1]]
@@ -83,16 +88,21 @@ class Verifier:
     """Runs the three stages on drafts.
 
     Args:
-        judge: ``evidence`` (default, no model) or ``onnx`` (``onnx_model`` path). The
-            ``vlm`` judge comes with the VLM backends.
+        judge: ``evidence`` (default, no model), ``onnx`` (``onnx_model`` path) or ``vlm``
+            (``vlm_judge``: a :class:`medground.verify.vlm_judge.VlmJudge` or any callable
+            ``(sample, image) -> StageResult``).
         onnx_model: path of the ONNX judge (see :mod:`medground.verify.onnx_judge`).
         onnx_threshold: minimum score to accept.
     """
 
     def __init__(self, judge: str = "evidence", *, onnx_model: Path | str | None = None, onnx_threshold: float = 0.5,
+                 vlm_judge: Callable[[Sample, NDArray[Any]], StageResult] | None = None,
                  rules: RuleSettings | None = None, evidence: EvidenceSettings | None = None) -> None:
-        if judge not in ("evidence", "onnx"):
-            raise ValueError(f"judge must be 'evidence' or 'onnx', got {judge!r}")
+        if judge not in ("evidence", "onnx", "vlm"):
+            raise ValueError(f"judge must be 'evidence', 'onnx' or 'vlm', got {judge!r}")
+        if judge == "vlm" and vlm_judge is None:
+            raise ValueError("the vlm judge needs vlm_judge = VlmJudge.from_config([verification.visual])")
+        self._vlm = vlm_judge
         self.judge = judge
         self.rules = rules or RuleSettings()
         self.evidence = evidence or EvidenceSettings()
@@ -116,7 +126,9 @@ class Verifier:
             results.append(check_rules(sample, facts, body_region=body_region, oriented=oriented, settings=self.rules,
                                        labels=labels))
         if results[-1].passed:
-            if self._onnx is not None:
+            if self._vlm is not None:
+                results.append(self._vlm(sample, image))
+            elif self._onnx is not None:
                 results.append(self._onnx(sample, image))
             else:
                 results.append(judge_evidence(sample, values, self.evidence))

@@ -85,7 +85,7 @@ def scenario(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
         # A misbehaving proxy that echoes the request's credentials in its error page.
         return Reply(500, f"upstream failed for {payload['_authorization']}")
     if key.startswith("busy"):
-        return Reply(body=completion(GOOD), delay=0.15)
+        return Reply(body=completion(GOOD), delay=0.4)
     return Reply(404, {"error": f"unknown scenario {key}"})
 
 
@@ -155,7 +155,8 @@ def test_openai_backend_bounds_concurrency(serve, monkeypatch) -> None:
     backend = backend_for(server, concurrency=3, timeout_s=5.0)
     responses = backend.run([verdict_request(f"busy-{i}") for i in range(12)])
     assert all(r.ok for r in responses)
-    assert server.max_active == 3  # 12 slow requests, never more than 3 at once (and all 3 used)
+    # 12 slow requests: never more than 3 at once, and (barring a stalled machine) they overlap.
+    assert 2 <= server.max_active <= 3
     assert sum(server.counts.values()) == 12
 
 

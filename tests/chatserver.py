@@ -60,12 +60,18 @@ class ChatServer:
                     server.max_active = max(server.max_active, server.active)
                     server.authorizations.append(self.headers.get("Authorization"))
                     server.payloads.append(payload)
+                counted = True
                 try:
                     if self.path != "/v1/chat/completions":
                         reply = Reply(404, {"error": f"no route {self.path}"})
                     else:
                         reply = server.script(key, attempt, {**payload, "_authorization": self.headers.get("Authorization")})
                     time.sleep(reply.delay)
+                    # Done before answering: once the client has the answer it may send the
+                    # next request, which must not find this one still counted.
+                    with server.lock:
+                        server.active -= 1
+                    counted = False
                     body = reply.body
                     data = json.dumps(body).encode() if isinstance(body, (dict, list)) else \
                         body.encode() if isinstance(body, str) else (body or b"")
@@ -77,8 +83,9 @@ class ChatServer:
                     self.end_headers()
                     self.wfile.write(data)
                 finally:
-                    with server.lock:
-                        server.active -= 1
+                    if counted:
+                        with server.lock:
+                            server.active -= 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

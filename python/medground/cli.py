@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -116,6 +117,30 @@ def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None,
         raise click.ClickException(str(error)) from error
     for path in written:
         click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [default: RUN_DIR/browse].")
+@click.option("--serve", "serve_it", is_flag=True, help="Serve it on a loopback address until interrupted.")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port for --serve (0: any free port).")
+def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
+    """Build a static site to look at a run: samples, boxes, cues, rejections."""
+    from medground.browse import build_site, serve
+
+    try:
+        index = build_site(run_dir, out)
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote {index} (open it in a browser; works from file://)")
+    if serve_it:
+        server = serve(index.parent, run_dir, port)
+        click.echo(f"serving {server.site_url} (Ctrl-C to stop)")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            server.shutdown()
+            server.server_close()
 
 
 @main.command()

@@ -136,7 +136,7 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
 
 def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
     return tuple(
-        {"component_id": c, "label": fact["label"],
+        {"component_id": c, "label": fact["label"], "bbox_xyxy": list(fact["bbox_xyxy"]),
          "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"}}
         for c, fact in sorted(scene.facts.items()) if c not in targets
     )

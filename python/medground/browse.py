@@ -1,0 +1,161 @@
+"""``medground browse``: a self-contained static site to look at a run's samples.
+
+The site (``index.html``, ``style.css``, ``app.js`` from ``presets/browse/``, plus the
+generated ``data.js``, ``details/*.js`` and ``thumbs/``) uses no CDN and no build step and
+works from ``file://`` as well as from a loopback server: data comes in script files, not
+fetched JSON. Boxes are drawn as SVG over the images, never burnt into them.
+
+``data.js`` holds one compact row per sample (facet indices, query, thumbnail, boxes) so
+that filtering and paging stay fast with 50,000 samples; the full records are split into
+chunks of ``CHUNK`` loaded when a detail view opens.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from medground.pipeline.store import atomic_write
+
+__all__ = ["CHUNK", "build_site", "serve"]
+
+CHUNK = 500
+THUMB = 256
+_STAGES = ("synthesis", "format", "rules", "visual")
+_FACETS = ("status", "dataset", "modality", "label", "query_type", "split", "stage", "reason")
+
+
+def _records(run: Path) -> list[dict[str, Any]]:
+    records = []
+    for name, status in (("samples.jsonl", "accepted"), ("rejected.jsonl", "rejected")):
+        path = run / name
+        if not path.is_file():
+            if status == "accepted":
+                raise FileNotFoundError(f"{path} not found: browse reads a run folder written by `medground run`")
+            continue
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                record["_status"] = status
+                records.append(record)
+    return records
+
+
+def _thumbnail(source: Path, target: Path) -> None:
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.thumbnail((THUMB, THUMB))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, format="PNG")
+
+
+def build_site(run: Path | str, out: Path | str | None = None) -> Path:
+    """Writes the site for a run folder; returns the path of ``index.html``.
+
+    Raises:
+        FileNotFoundError: ``run`` holds no ``samples.jsonl``.
+    """
+    run = Path(run).resolve()
+    out = Path(out).resolve() if out is not None else run / "browse"
+    records = _records(run)
+    out.mkdir(parents=True, exist_ok=True)
+    assets = resources.files("medground") / "presets" / "browse"
+    for name in ("index.html", "style.css", "app.js"):
+        atomic_write(out / name, (assets / name).read_bytes())
+    images_from_site = Path(os.path.relpath(run, out))
+
+    values: dict[str, list[Any]] = {facet: [] for facet in _FACETS}
+    index_of: dict[str, dict[Any, int]] = {facet: {} for facet in _FACETS}
+
+    def code(facet: str, value: Any) -> int:
+        key = "(none)" if value is None else value
+        if key not in index_of[facet]:
+            index_of[facet][key] = len(values[facet])
+            values[facet].append(key)
+        return index_of[facet][key]
+
+    for facet, fixed in (("status", ("accepted", "rejected")), ("stage", _STAGES)):
+        for value in fixed:
+            code(facet, value)
+    thumbs: dict[str, str] = {}
+    rows = []
+    chunks: list[list[dict[str, Any]]] = []
+    for position, record in enumerate(records):
+        image = record["image"]
+        if image not in thumbs:
+            name = f"thumbs/{hashlib.sha1(image.encode()).hexdigest()[:16]}.png"
+            source = run / image
+            if source.is_file():
+                if not (out / name).is_file():
+                    _thumbnail(source, out / name)
+                thumbs[image] = name
+            else:
+                thumbs[image] = (images_from_site / image).as_posix()
+        rejection = record.get("rejection") or {}
+        chunk, offset = divmod(position, CHUNK)
+        if offset == 0:
+            chunks.append([])
+        chunks[-1].append({k: v for k, v in record.items() if k != "_status"})
+        rows.append({
+            "id": record["id"],
+            "s": code("status", record["_status"]),
+            "d": code("dataset", record["dataset"]),
+            "m": code("modality", record["modality"]),
+            "l": sorted({code("label", t["label"]) for t in record["targets"]}),
+            "t": code("query_type", record["query_type"]),
+            "p": code("split", record.get("split")),
+            "g": code("stage", rejection.get("stage")) if rejection else -1,
+            "r": code("reason", rejection.get("reason")) if rejection else -1,
+            "q": record["query"],
+            "th": thumbs[image],
+            "im": (images_from_site / image).as_posix(),
+            "w": record["width"],
+            "h": record["height"],
+            "b": [t["bbox_xyxy"] for t in record["targets"]],
+            "x": [d["bbox_xyxy"] for d in record.get("distractors", []) if d.get("bbox_xyxy")],
+            "c": chunk,
+            "k": offset,
+        })
+    manifest_path = run / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    funnel = manifest.get("funnel") or {"drafts": len(records), "passed": {}, "accepted": len(rows), "rejected": {}}
+    data = {"title": run.name, "funnel": funnel, "stages": ["format", "rules", "visual"], "facets": values,
+            "chunk_size": CHUNK, "samples": rows}
+    atomic_write(out / "data.js", ("window.MEDGROUND_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n").encode())
+    details = out / "details"
+    if details.is_dir():
+        shutil.rmtree(details)
+    for number, chunk_records in enumerate(chunks):
+        payload = json.dumps(chunk_records, separators=(",", ":"))
+        atomic_write(details / f"{number:04d}.js", f"window.medgroundChunk({number}, {payload});\n".encode())
+    return out / "index.html"
+
+
+def serve(site: Path | str, run: Path | str | None = None, port: int = 8765,
+          host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+    """Serves the folder holding both the site and the run (so the images resolve) on a
+    loopback address in a background thread; returns the server (``shutdown()`` stops it)
+    with ``site_url``."""
+    site = Path(site).resolve()
+    root = Path(os.path.commonpath([site, Path(run).resolve()])) if run is not None else site.parent
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    relative = site.relative_to(root).as_posix()
+    server.site_url = f"http://{host}:{server.server_address[1]}/{relative}/index.html"  # type: ignore[attr-defined]
+    return server
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass

@@ -231,9 +231,9 @@ def build_views(case: Case, components: NDArray[Any], anchors: dict[int, Anchor]
     with every object on it. 2D images give one view."""
     filters = filters or AnchorFilters()
     image = case.image
-    intensity = render.intensity_for(image, modality, render_spec.window, render_spec.percentiles)
     if not anchors:
         return []
+    intensity = render.intensity_for(image, modality, render_spec.window, render_spec.percentiles)
     if image.is_2d:
         smap = render.image_map(image.shape, image.spacing, square_pixels=False)
         view = _make_view(case, smap, components, anchors, tuple(sorted(anchors)), intensity, None, filters)

@@ -186,6 +186,33 @@ def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     return out
 
 
+_INTENSITY_WORDS = {
+    "CT": (("hypodense", "isodense", "hyperdense"), 15.0),
+    "MR": (("hypointense", "isointense", "hyperintense"), 0.5),
+    "PET": (("hypointense", "isointense", "hyperintense"), 0.5),
+    "other": (("darker", "similar", "brighter"), 0.05),
+}
+
+
+def full_scale(stored: NDArray[Any], values: NDArray[Any]) -> float:
+    """The intensity range photographs and radiographs are compared in: 255 for 8-bit
+    images, else the range of the view."""
+    if stored.dtype == np.uint8:
+        return 255.0
+    return max(float(values.max() - values.min()), 1e-6)
+
+
+def contrast(modality: str, inside: NDArray[Any], ring: NDArray[Any], scale: float) -> float:
+    """An object's contrast against its ring, in the unit its modality is judged in: HU
+    difference (CT), ring standard deviations (MR, PET), share of full scale (others)."""
+    difference = float(np.mean(inside, dtype=np.float64) - np.mean(ring, dtype=np.float64))
+    if modality == "CT":
+        return difference
+    if modality in ("MR", "PET"):
+        return difference / max(float(np.std(ring, dtype=np.float64)), 1e-6)
+    return difference / scale
+
+
 def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, Any]:
     """The object's mean intensity against a ring of surrounding tissue in the view."""
     radius = max(2, int(math.ceil(RING_MM / min(view.pixel_mm))))
@@ -198,17 +225,8 @@ def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, 
     if not ring.any():
         return {"relation": None, "reason": "no surrounding tissue in the view"}
     mean_in, mean_ring = float(values[inside].mean()), float(values[ring].mean())
-    ring_std = float(values[ring].std())
-    difference = mean_in - mean_ring
-    if modality == "CT":
-        words, threshold, score = ("hypodense", "isodense", "hyperdense"), 15.0, difference
-    elif modality in ("MR", "PET"):
-        words, threshold = ("hypointense", "isointense", "hyperintense"), 0.5
-        score = difference / max(ring_std, 1e-6)
-    else:
-        words, threshold = ("darker", "similar", "brighter"), 0.05
-        full = 255.0 if view.case.image.array.dtype == np.uint8 else max(float(view.values.max() - view.values.min()), 1e-6)
-        score = difference / full
+    score = contrast(modality, values[inside], values[ring], full_scale(view.case.image.array, view.values))
+    words, threshold = _INTENSITY_WORDS.get(modality, _INTENSITY_WORDS["other"])
     relation = words[0] if score < -threshold else words[2] if score > threshold else words[1]
     return {"relation": relation, "mean": round(mean_in, 2), "ring_mean": round(mean_ring, 2),
             "contrast": round(score, 4)}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.anchors import AnchorFilters, View, build_views, find_anchors
-from medground.cues import case_context, compute_cues
+from medground.cues import case_context, compute_cues, full_scale
 from medground.io.case import Case
 from medground.io.spec import DatasetSpec
 from medground.records import Sample, image_path
@@ -98,7 +98,8 @@ def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -
         view = views[sample.image]
         checked, failed = verifier.verify(sample, drafts.facts[sample.image], view.image, view.values,
                                           body_region=spec.body_region, oriented=view.case.image.oriented,
-                                          labels=view.case.label_names.values())
+                                          labels=view.case.label_names.values(),
+                                          full_scale=full_scale(view.case.image.array, view.values))
         funnel.add(verifier.results_of(checked))
         if failed is None:
             accepted.append(checked)

@@ -72,6 +72,15 @@ class Funnel:
     def accepted(self) -> int:
         return self.passed[STAGES[-1]]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Funnel:
+        """The inverse of :meth:`to_dict`."""
+        funnel = cls(drafts=int(data["drafts"]))
+        funnel.passed.update(data.get("passed", {}))
+        for stage, reasons in data.get("rejected", {}).items():
+            funnel.reasons.setdefault(stage, Counter()).update(reasons)
+        return funnel
+
     def merge(self, other: Funnel) -> None:
         self.drafts += other.drafts
         self.passed.update(other.passed)
@@ -115,11 +124,13 @@ class Verifier:
             self._onnx = OnnxJudge(onnx_model, threshold=onnx_threshold)
 
     def verify(self, sample: Sample, facts: dict[int, dict[str, Any]], image: NDArray[Any], values: NDArray[Any], *,
-               body_region: str | None, oriented: bool, labels: Iterable[str] = ()) -> tuple[Sample, StageResult | None]:
+               body_region: str | None, oriented: bool, labels: Iterable[str] = (),
+               full_scale: float | None = None) -> tuple[Sample, StageResult | None]:
         """The sample with its stage results, and the failing result (None if accepted).
 
         ``image`` is the stored 8-bit image, ``values`` the stored intensities on its grid,
-        ``labels`` the dataset's label names.
+        ``labels`` the dataset's label names, ``full_scale`` the intensity range of
+        photographs (255 for 8-bit images).
         """
         results = [check_format(sample)]
         if results[-1].passed:
@@ -131,7 +142,7 @@ class Verifier:
             elif self._onnx is not None:
                 results.append(self._onnx(sample, image))
             else:
-                results.append(judge_evidence(sample, values, self.evidence))
+                results.append(judge_evidence(sample, values, self.evidence, full_scale))
         checked = with_verification(sample, results)
         failed = next((r for r in results if not r.passed), None)
         return checked, failed

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground import rle
-from medground.cues import dilate, is_lesion, priors
+from medground.cues import contrast, dilate, is_lesion, priors
 from medground.predicates import category_key, holds
 from medground.records import Sample
 from medground.terms import clinical_term
@@ -322,10 +322,14 @@ class EvidenceSettings:
     ring_px: int = 3
 
 
-def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSettings | None = None) -> StageResult:
+def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSettings | None = None,
+                   full_scale: float | None = None) -> StageResult:
     """Stage 3 without a model: each target is visible in the stored intensities ``values``
     (on the image grid): contrast against a surrounding ring, not cut off by the border,
-    the claimed intensity relation holds, and the box is tight around the mask."""
+    the claimed intensity relation holds, and the box is tight around the mask.
+
+    ``full_scale`` is the range photographs are compared in (255 for 8-bit images; by
+    default the range of ``values``), as in :func:`medground.cues.contrast`."""
     settings = settings or EvidenceSettings()
     stage = "visual"
     contrasts = []
@@ -347,25 +351,19 @@ def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSetti
         if not ring.any():
             return _fail(stage, "low_contrast", "no surrounding tissue to compare with")
         inside, around = values[mask].astype(np.float64), values[ring].astype(np.float64)
-        difference = float(inside.mean() - around.mean())
-        if sample.modality == "CT":
-            contrast = difference
-        elif sample.modality in ("MR", "PET"):
-            contrast = difference / max(float(around.std()), 1e-6)
-        else:
-            scale = 255.0 if values.dtype == np.uint8 else max(float(values.max() - values.min()), 1e-6)
-            contrast = difference / scale
+        scale = full_scale if full_scale is not None else max(float(values.max() - values.min()), 1e-6)
+        score = contrast(sample.modality, inside, around, scale)
         threshold = settings.min_contrast.get(sample.modality, settings.min_contrast["other"])
         # Visible if the mean differs, or if the outline shows as an edge (e.g. isodense organs
         # separated by fat planes): the ring's spread exceeds the threshold too.
         edge_strength = float(around.std()) if sample.modality == "CT" else float(around.std()) / max(float(around.mean()), 1e-6)
-        if abs(contrast) < threshold and edge_strength < threshold:
-            return _fail(stage, "low_contrast", f"contrast {contrast:.3g} against its surroundings (< {threshold})")
+        if abs(score) < threshold and edge_strength < threshold:
+            return _fail(stage, "low_contrast", f"contrast {score:.3g} against its surroundings (< {threshold})")
         claimed = target.cues.get("intensity", {}).get("relation")
         words = extract_claims(sample.query, [target.label]).intensities
-        if words and claimed in words and math.copysign(1.0, contrast) != math.copysign(1.0, target.cues["intensity"]["contrast"]):
+        if words and claimed in words and math.copysign(1.0, score) != math.copysign(1.0, target.cues["intensity"]["contrast"]):
             return _fail(stage, "intensity_not_visible", f"the query says {words[0]} but the pixels disagree")
-        contrasts.append(round(contrast, 4))
+        contrasts.append(round(score, 4))
     return StageResult(stage, True, info={"judge": "evidence", "contrast": contrasts})
 
 

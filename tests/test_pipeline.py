@@ -259,3 +259,48 @@ def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypat
         ray.shutdown()
     assert result.error is None and not result.accepted and result.rejected
     assert {r["rejection"]["reason"] for r in result.rejected} == {"judge_rejected"}
+
+
+def test_resume_retries_failed_cases_and_refuses_changed_settings(demo_data: Path, reference: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    image = data / "demo_skin" / "images" / "lesion002.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    first = run(load_run_config(data / "run.toml"), out, use_ray=False, progress=False)
+    assert first.failed == 1
+    image.write_bytes(good)  # the user fixes the file and resumes: only that case is redone
+    second = run(load_run_config(data / "run.toml"), out, use_ray=False, progress=False, resume=True)
+    assert second.failed == 0 and second.skipped_done == 7
+    assert outputs(out)["samples.jsonl"] == outputs(reference)["samples.jsonl"]
+    # A different [render] is a different run.
+    spec = data / "demo_ct" / "spec.toml"
+    spec.write_text(spec.read_text().replace('slices = "spread:2"', 'slices = "max_area"'))
+    with pytest.raises(ValueError, match="different settings"):
+        run(load_run_config(data / "run.toml"), out, use_ray=False, progress=False, resume=True)
+
+
+def test_bad_split_file_fails_before_the_run(demo_data: Path, tmp_path: Path) -> None:
+    from medground.io import SpecError
+
+    (tmp_path / "splits.csv").write_text("patient00\npatient01,train\n")
+    config = tmp_path / "run.toml"
+    config.write_text(f'datasets = ["{demo_data / "demo_ct" / "spec.toml"}"]\n[split]\nfile = "splits.csv"\n')
+    with pytest.raises(SpecError, match="row 1 has no split column"):
+        load_run_config(config)
+    (tmp_path / "splits.csv").write_text("patient,split\npatient00,test\npatient01,train\n")
+    out = tmp_path / "out"
+    run(load_run_config(config), out, use_ray=False, progress=False)
+    sides = {s["patient_id"]: s["split"] for s in read(out, "samples.jsonl")}
+    assert sides == {"patient00": "test", "patient01": "train"}
+
+
+def test_inspect_one_case_of_a_run_config(demo_data: Path) -> None:
+    result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "lesion001"])
+    assert result.exit_code == 0, result.output
+    assert "skin lesion" in result.output and "side None" in result.output and "template draft(s)" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "nope"])
+    assert result.exit_code == 1 and "not found in demo_ct, demo_skin" in result.output

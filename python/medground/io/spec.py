@@ -44,7 +44,7 @@ RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
 MASK_MODES = ("labelmap", "binary", "per_label_files")
 AXES = ("axial", "coronal", "sagittal")
 #: Run-config sections a dataset spec may carry (read by the pipeline, not here).
-_RUN_SECTIONS = {"synthesis", "verification", "split", "output", "run", "anchors", "cues", "refer"}
+_RUN_SECTIONS = {"synthesis", "verification", "split", "anchors"}
 _SPEC_KEYS = {"name", "modality", "body_region", "display", "root", "cases", "labels", "labels_file", "render"}
 _CASES_KEYS = {
     "image", "mask", "mask_mode", "patient", "patient_regex", "exclude", "case_regex", "merge_masks",

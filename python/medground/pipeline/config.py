@@ -20,7 +20,7 @@ from medground.io.spec import DatasetSpec, load_preset, load_specs
 
 __all__ = ["RunConfig", "SplitConfig", "load_run_config"]
 
-_RUN_KEYS = {"datasets", "synthesis", "verification", "split", "output", "run"}
+_RUN_KEYS = {"datasets", "synthesis", "verification", "split"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,12 @@ class SplitConfig:
             raise SpecError(source, f"[split] ratios must be three non-negative numbers summing to 1, got {ratios!r}")
         file = table.get("file")
         if file is not None:
+            from medground.pipeline.splits import read_split_file
+
             path = (base / file).resolve()
             if not path.is_file():
                 raise SpecError(source, f"[split] file {path} not found")
+            read_split_file(path)  # a bad split file fails now, not after the run
             file = path
         return cls(tuple(float(r) for r in ratios), file)  # type: ignore[arg-type]
 
@@ -76,11 +79,21 @@ class RunConfig:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of the settings that change the output (not the paths of the data)."""
-        description = self.describe()
-        for dataset in description["datasets"]:
-            dataset.pop("root")
-        description.pop("source")
+        """A hash of everything that changes the output: every dataset's spec (cases,
+        labels, render, anchors…; not where the data lives), the stage settings, the seed
+        and the medground version."""
+        from dataclasses import asdict
+
+        from medground import __version__
+
+        datasets = []
+        for spec in self.datasets:
+            fields = asdict(spec)
+            for where in ("root", "source", "preset"):
+                fields.pop(where, None)
+            datasets.append(fields)
+        description = {"datasets": datasets, "synthesis": self.synthesis, "verification": self.verification,
+                       "split": self.describe()["split"], "seed": self.seed, "version": __version__}
         return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -110,9 +123,20 @@ def load_run_config(path: Path | None = None, *, preset: str | None = None, data
     if synthesis["backend"] not in ("template", "vllm", "openai"):
         raise SpecError(path, f"[synthesis] backend must be template, vllm or openai, got {synthesis['backend']!r}")
     verification = dict(document.get("verification", {}))
+    unknown = sorted(set(verification) - {"visual"})
+    if unknown:
+        raise SpecError(path, f"unknown key(s) in [verification]: {', '.join(unknown)}; allowed: visual")
     visual = dict(verification.get("visual", {}))
     if visual.get("backend", "evidence") not in ("evidence", "vlm", "onnx"):
         raise SpecError(path, f"[verification.visual] backend must be evidence, vlm or onnx, got {visual.get('backend')!r}")
+    if visual.get("backend") == "onnx":
+        if not isinstance(visual.get("model"), str):
+            raise SpecError(path, "[verification.visual] backend = 'onnx' needs model = path to the .onnx file")
+        model = (path.parent / visual["model"]).resolve()
+        if not model.is_file():
+            raise SpecError(path, f"[verification.visual] model {model} not found")
+        visual["model"] = str(model)
+        verification["visual"] = visual
     split = SplitConfig.from_table(document.get("split"), path.parent, path)
     return RunConfig(datasets=tuple(specs), synthesis=synthesis, verification=verification, split=split,
                      seed=seed, source=path.resolve())

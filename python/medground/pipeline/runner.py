@@ -46,9 +46,10 @@ def plan(config: RunConfig, limit: int | None = None) -> list[tuple[DatasetSpec,
     """Every case of every dataset, in (dataset, case id) order; ``limit`` per dataset."""
     work = []
     for spec in config.datasets:
-        index = find_cases(spec, limit=limit)
+        index = find_cases(spec)
+        # Structure names are numbered over all cases, so ids never depend on --limit.
         spec = resolve_labels(spec, index)
-        work.extend((spec, files) for files in index.cases)
+        work.extend((spec, files) for files in index.cases[:limit])
     return work
 
 
@@ -93,6 +94,11 @@ def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
     wanted = {"synthesizer": config.synthesis if config.synthesis.get("backend") == "vllm" else None,
               "judge": visual if visual.get("backend") == "vlm" and not visual.get("base_url")
               and visual.get("engine", "vllm") == "vllm" else None}
+    needed = sum(float(s.get("num_gpus", 1)) for s in wanted.values() if s is not None)
+    available = float(ray.cluster_resources().get("GPU", 0))
+    if needed > available:
+        raise ValueError(f"the vLLM models need {needed:g} GPU(s) (num_gpus in [synthesis] / [verification.visual]); "
+                         f"the Ray cluster has {available:g}")
     for kind, settings in wanted.items():
         if settings is None:
             continue
@@ -124,11 +130,13 @@ def _ray_init(address: str | None) -> Any:
 
 def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, address: str | None) -> Iterator[CaseResult]:
     ray = _ray_init(address)
-    task = ray.remote(num_cpus=1, max_retries=3)(process_case)
+    # A task whose worker died is retried once (pure function); then it is this case's error.
+    task = ray.remote(num_cpus=1, max_retries=1)(process_case)
     models = _model_actors(ray, config)
     spec_refs: dict[str, Any] = {}
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: list[Any] = []
+    owner: dict[Any, tuple[DatasetSpec, CaseFiles]] = {}
     queue = iter(work)
     exhausted = False
     while pending or not exhausted:
@@ -140,13 +148,24 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
                 break
             if spec.name not in spec_refs:
                 spec_refs[spec.name] = ray.put(spec)
-            pending.append(task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification,
-                                       synthesis=config.synthesis, models=models))
+            ref = task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification,
+                              synthesis=config.synthesis, models=models)
+            owner[ref] = (spec, files)
+            pending.append(ref)
         if not pending:
             break
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
-            yield ray.get(ref)
+            spec, files = owner.pop(ref)
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.RayError as error:
+                # The worker died (out of memory on a huge volume, a crash): this case fails,
+                # the run goes on, and --resume tries it again.
+                failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
+                failed.error = {"case_id": files.case_id, "stage": "worker", "error": f"{files.image}: {type(error).__name__}: "
+                                f"{str(error).strip().splitlines()[0] if str(error).strip() else 'worker failed'}"}
+                yield failed
 
 
 def run(config: RunConfig, out: Path, *, ray_address: str | None = None, resume: bool = False, limit: int | None = None,
@@ -209,11 +228,7 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
             errors.append({"dataset": shard["dataset"], **shard["error"]})
         skipped.extend({"dataset": shard["dataset"], **s} for s in shard["skipped"])
         if shard["funnel"]:
-            part = Funnel(drafts=shard["funnel"]["drafts"])
-            part.passed.update(shard["funnel"]["passed"])
-            for stage, reasons in shard["funnel"].get("rejected", {}).items():
-                part.reasons.setdefault(stage, type(part.passed)()).update(reasons)
-            funnel.merge(part)
+            funnel.merge(Funnel.from_dict(shard["funnel"]))
     root = folder.root
     write_jsonl(root / "samples.jsonl", accepted)
     write_jsonl(root / "rejected.jsonl", rejected)

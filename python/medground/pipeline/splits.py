@@ -33,6 +33,9 @@ def read_split_file(path: Path) -> dict[str, str]:
     else:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         rows = [r for r in csv.reader(text.splitlines(), delimiter=delimiter) if r and r[0].strip()]
+        short = next((n for n, r in enumerate(rows, start=1) if len(r) < 2), None)
+        if short is not None:
+            raise SpecError(path, f"row {short} has no split column; expected patient_id{delimiter}split")
         if rows and rows[0][1].strip().lower() not in SPLITS:
             rows = rows[1:]
         mapping = {row[0].strip(): row[1].strip() for row in rows}

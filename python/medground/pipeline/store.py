@@ -2,7 +2,8 @@
 
 A case is finished when its shard exists: images are written first, each through a
 temporary file and a rename, then the shard the same way, so a run killed at any moment
-leaves only whole files and ``--resume`` redoes exactly the cases without a shard. The
+leaves only whole files and ``--resume`` redoes exactly the cases without a shard (and
+retries those whose shard records a failure). The
 canonical outputs (``samples.jsonl``, ``rejected.jsonl``, ``errors.jsonl``,
 ``manifest.json``) are rebuilt from the shards in case order, so an interrupted and resumed
 run writes the same bytes as an uninterrupted one.
@@ -60,7 +61,7 @@ class OutputFolder:
                 raise ValueError(f"{self.root} holds a run with different settings (fingerprint {previous.get('fingerprint')} "
                                  f"vs {fingerprint}); resume with the same config and seed, or choose another --out")
             return
-        if self.root.exists() and any(p.name not in allowed for p in self.root.iterdir()) and not resume:
+        if self.root.exists() and any(p.name not in allowed for p in self.root.iterdir()):
             raise ValueError(f"{self.root} is not empty and holds no medground run; choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write(marker, json.dumps({"fingerprint": fingerprint, "config": description}, indent=2, default=str).encode())
@@ -69,8 +70,8 @@ class OutputFolder:
         return self.shards / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 
     def finished(self) -> set[str]:
-        """Keys of the cases with a shard."""
-        return {shard["key"] for shard in self.read_shards()}
+        """Keys of the cases finished without an error (failed cases are tried again on resume)."""
+        return {shard["key"] for shard in self.read_shards() if shard.get("error") is None}
 
     def write(self, result: CaseResult) -> None:
         """Images first, then the shard that marks the case finished."""

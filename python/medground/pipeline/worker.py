@@ -19,7 +19,6 @@ from medground.io.case import load_case
 from medground.io.errors import CaseError
 from medground.io.spec import CaseFiles, DatasetSpec
 from medground.records import image_path
-from medground.synth.template import TemplateSynthesizer
 
 __all__ = ["CaseResult", "case_key", "process_case"]
 
@@ -78,7 +77,7 @@ def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verifica
         drafts = draft_case(case, spec, seed=seed, synthesizer=_synthesizer(synthesis or {}, seed, (models or {}).get("synthesizer")))
         result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
         stage = "verify"
-        accepted, rejected, funnel = verify_drafts(drafts, spec, _verifier(verification or {}, (models or {}).get("judge")))
+        accepted, rejected, funnel = verify_drafts(drafts, spec, _verifier(verification or {}, (models or {}).get("judge"), seed))
         result.seconds["verify"] = time.perf_counter() - started - sum(result.seconds.values())
         stage = "render"
         used = {s.image for s in accepted} | {r["image"] for r in rejected}
@@ -92,7 +91,7 @@ def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verifica
         result.skipped = drafts.skipped
         result.funnel = funnel.to_dict()
     except CaseError as error:
-        result.error = {"case_id": files.case_id, "stage": error.stage, "error": str(error)}
+        result.error = error.for_case(files.case_id).to_record()
     except Exception as error:  # noqa: BLE001 - one broken case must not stop the run
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         result.error = {"case_id": files.case_id, "stage": stage, "error": f"{files.image}: {detail}"}
@@ -119,8 +118,6 @@ def _cached(key: str, build: Any) -> Any:
 
 
 def _synthesizer(settings: dict[str, Any], seed: int, actor: Any) -> Any:
-    if settings.get("backend", "template") == "template":
-        return TemplateSynthesizer(seed)
     if actor is not None:
         return RemoteSynthesizer(actor)
     from medground.synth.vlm import make_synthesizer
@@ -128,10 +125,11 @@ def _synthesizer(settings: dict[str, Any], seed: int, actor: Any) -> Any:
     return _cached(f"synth|{seed}|{sorted(settings.items())!r}", lambda: make_synthesizer(settings, seed=seed))
 
 
-def _verifier(settings: dict[str, Any], judge_actor: Any = None) -> Any:
+def _verifier(settings: dict[str, Any], judge_actor: Any = None, seed: int = 0) -> Any:
     from medground.verify import Verifier
 
     visual = dict(settings.get("visual", {}))
+    visual.setdefault("seed", seed)  # the judge samples reproducibly for the run's seed
     backend = visual.get("backend", "evidence")
     if backend == "vlm":
         if judge_actor is not None:
@@ -195,7 +193,7 @@ class ModelActor:
         else:
             from medground.verify.vlm_judge import VlmJudge
 
-            self.model = VlmJudge.from_config(settings)
+            self.model = VlmJudge.from_config({**settings, "seed": settings.get("seed", seed)})
 
     def synthesize(self, view: Any, cues: Any, references: Any, modality: str, body_region: str | None) -> Any:
         from medground.synth.vlm import synthesize_view

@@ -16,6 +16,7 @@ stage result's ``info``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,12 +56,13 @@ class VlmJudge:
     stage = "visual"
 
     def __init__(self, backend: Backend, threshold: float = 0.5, *, prompt: str = DEFAULT_JUDGE_PROMPT,
-                 image_family: str | None = None) -> None:
+                 image_family: str | None = None, seed: int = 0) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
         if image_family is not None and image_family not in FAMILIES:
             raise ValueError(f"image_family must be one of {', '.join(FAMILIES)}, got {image_family!r}")
         self.backend = backend
+        self.seed = int(seed)
         self.threshold = float(threshold)
         self.prompt: PromptTemplate = load_prompt(prompt)
         self.version = self.prompt.version
@@ -74,7 +76,8 @@ class VlmJudge:
         from medground.backends import make_backend
 
         return cls(backend or make_backend(config), config.get("threshold", 0.5),
-                   prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT), image_family=config.get("image_family"))
+                   prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT), image_family=config.get("image_family"),
+                   seed=int(config.get("seed", 0)))
 
     def request(self, sample: Sample, image: NDArray[np.uint8]) -> Request:
         """The backend request for one draft: the marked image and the query."""
@@ -88,6 +91,8 @@ class VlmJudge:
             messages=[{"role": "system", "content": self.prompt.system},
                       {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}],
             images=(marked,), schema=self.prompt.answer_schema(), schema_name="grounding_verdict",
+            # Reproducible sampling: the seed follows the draft, not the order of requests.
+            seed=int.from_bytes(hashlib.sha256(f"{self.seed}|{sample.id}".encode()).digest()[:4], "big"),
         )
 
     def judge(self, samples: Sequence[Sample], images: Sequence[NDArray[np.uint8]]) -> list[StageResult]:

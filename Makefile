@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: dev install test test-rust test-python lint bench fuzz demo
+.PHONY: dev install test test-rust test-python lint lint-python bench fuzz demo
 
 # Editable install with the reference libraries, for iterating on the code.
 dev:
@@ -12,10 +12,14 @@ dev:
 install:
 	$(PIP) install '.[test]'
 
-test: install test-rust test-python
+test: install test-rust lint-python test-python
 
 test-rust:
 	cargo test --lib
+
+# Python lint needs the test extra (pyflakes), so it runs after install.
+lint-python:
+	$(PYTHON) -m pyflakes python tests bench scripts
 
 test-python:
 	$(PYTHON) -m pytest

@@ -52,10 +52,13 @@ def _records(run: Path) -> list[dict[str, Any]]:
 def _thumbnail(source: Path, target: Path) -> None:
     from PIL import Image
 
+    import io
+
     with Image.open(source) as image:
         image.thumbnail((THUMB, THUMB))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target, format="PNG")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    atomic_write(target, buffer.getvalue())
 
 
 def build_site(run: Path | str, out: Path | str | None = None) -> Path:
@@ -147,6 +150,9 @@ def serve(site: Path | str, run: Path | str | None = None, port: int = 8765,
     with ``site_url``."""
     site = Path(site).resolve()
     root = Path(os.path.commonpath([site, Path(run).resolve()])) if run is not None else site.parent
+    if run is not None and root not in (Path(run).resolve(), Path(run).resolve().parent):
+        raise ValueError(f"to serve it, write the site inside the run folder or next to it (--out); "
+                         f"{site} and {run} only share {root}")
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +20,48 @@ from medground.io.inventory import describe_case, format_inventory, inventory
 @click.version_option(__version__, prog_name="medground")
 def main() -> None:
     """medground: verified referring-grounding data from medical segmentation masks."""
+
+
+def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> None:
+    """One case in detail: grid, components, and the cues and drafts of its views."""
+    from medground.anchors import AnchorFilters, build_views, find_anchors
+    from medground.cues import case_context, compute_cues
+
+    for spec in specs:
+        index = find_cases(spec)
+        spec = resolve_labels(spec, index)
+        matches = [files for files in index.cases if files.case_id == case_id]
+        if not matches:
+            continue
+        try:
+            case = load_case(spec, matches[0])
+        except CaseError as error:
+            raise click.ClickException(str(error)) from error
+        click.echo(describe_case(case, spec))
+        filters = AnchorFilters.from_table(spec.sections.get("anchors"))
+        components, anchors = find_anchors(case, filters)
+        views = build_views(case, components, anchors, spec.render, spec.modality,
+                            radiological=spec.is_radiological, filters=filters)
+        context = case_context(case, components, anchors, spec.modality)
+        click.echo(f"\ncues ({len(views)} view(s); midline at x = "
+                   f"{'n/a' if context.midline_x is None else f'{context.midline_x:.1f} mm'}):")
+        for view in views[: limit or 4]:
+            where = "2D" if view.plane is None else f"{view.plane} {view.slice_index}"
+            for component, cue in compute_cues(view, anchors, context, spec.modality).items():
+                obj = view.objects[component]
+                click.echo(f"  [{where}] {obj.anchor.label} #{component} {list(obj.bbox_xyxy)}: side {cue['laterality']}, "
+                           f"{cue['image_position']}, {cue['shape']}, {cue['intensity'].get('relation')}, "
+                           f"{cue['size']['diameter_mm']:.0f} mm, within {cue['relations']['within']}, "
+                           f"{cue['count']['same_label']} of its label")
+        drafts = draft_case(case, spec)
+        click.echo(f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (could not be singled out)")
+        for sample in drafts.samples[: limit or 12]:
+            where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
+            boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
+            click.echo(f"  [{where}] {sample.query_type:<12} {sample.query}  -> {boxes}")
+        return
+    names = ", ".join(spec.name for spec in specs)
+    raise click.ClickException(f"case {case_id!r} not found in {names}")
 
 
 def _resolve_specs(config: Path | None, preset: str | None, data: Path | None) -> list[DatasetSpec]:
@@ -71,9 +114,11 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
             source = out / "source"
             if (out / "run.json").exists():
                 resume = True  # running the demo again continues (and re-assembles) it
-            elif not (source / "run.toml").exists():
-                if out.exists() and any(out.iterdir()):
+            elif not (source / "run.toml").exists():  # run.toml is written last: absent = unfinished
+                if out.exists() and any(p.name != "source" for p in out.iterdir()):
                     raise click.ClickException(f"{out} is not empty; choose another --out for the demo")
+                if source.exists():
+                    shutil.rmtree(source)
                 phantoms.demo_dataset(source, seed=seed)
             settings = load_run_config(source / "run.toml", seed=seed)
         else:
@@ -134,7 +179,10 @@ def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
         raise click.ClickException(str(error)) from error
     click.echo(f"wrote {index} (open it in a browser; works from file://)")
     if serve_it:
-        server = serve(index.parent, run_dir, port)
+        try:
+            server = serve(index.parent, run_dir, port)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from error
         click.echo(f"serving {server.site_url} (Ctrl-C to stop)")
         try:
             threading.Event().wait()
@@ -168,26 +216,10 @@ def inspect(config: Path | None, preset: str | None, data: Path | None, case_id:
     specs = _resolve_specs(config, preset, data)
     failed = False
     reports = []
+    if case_id is not None:
+        _inspect_case(specs, case_id, limit)
+        return
     for spec in specs:
-        if case_id is not None:
-            index = find_cases(spec)
-            spec = resolve_labels(spec, index)
-            matches = [files for files in index.cases if files.case_id == case_id]
-            if not matches:
-                raise click.ClickException(f"case {case_id!r} not found in {spec.name} ({len(index.cases)} cases)")
-            try:
-                case = load_case(spec, matches[0])
-            except CaseError as error:
-                raise click.ClickException(str(error)) from error
-            click.echo(describe_case(case, spec))
-            drafts = draft_case(case, spec)
-            click.echo(f"\n{len(drafts.views)} view(s), {len(drafts.samples)} template draft(s), "
-                       f"{len(drafts.skipped)} skipped (could not be singled out)")
-            for sample in drafts.samples[:limit or 12]:
-                where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
-                boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
-                click.echo(f"  [{where}] {sample.query_type:<12} {sample.query}  -> {boxes}")
-            continue
         report = inventory(spec, limit=limit, read_masks=not headers_only)
         failed = failed or bool(report.failed) or not report.index.cases
         if as_json:

@@ -87,20 +87,21 @@ def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -
         accepted samples (with ``verification``), rejected records (with ``rejection``; the
         synthesis failures first) and the case's :class:`medground.verify.Funnel`.
     """
-    from medground.verify import Funnel, Verifier, reject
+    from medground.verify import Draft, Funnel, Verifier, reject
 
     verifier = verifier or Verifier()
     views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
     accepted, rejected, funnel = [], list(drafts.failures), Funnel()
     for failure in drafts.failures:
         funnel.add_failure(failure["rejection"]["stage"], failure["rejection"]["reason"])
+    batch = []
     for sample in drafts.samples:
         view = views[sample.image]
-        checked, failed = verifier.verify(sample, drafts.facts[sample.image], view.image, view.values,
-                                          body_region=spec.body_region, oriented=view.case.image.oriented,
-                                          labels=view.case.label_names.values(),
-                                          full_scale=full_scale(view.case.image.array, view.values))
-        funnel.add(verifier.results_of(checked))
+        batch.append(Draft(sample, drafts.facts[sample.image], view.image, view.values, spec.body_region,
+                           view.case.image.oriented, tuple(view.case.label_names.values()),
+                           full_scale(view.case.image.array, view.values)))
+    for checked, failed, results in verifier.verify_many(batch):
+        funnel.add(results)
         if failed is None:
             accepted.append(checked)
         else:

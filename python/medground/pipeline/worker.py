@@ -176,9 +176,13 @@ class RemoteJudge:
         self.actor = actor
 
     def __call__(self, sample: Any, image: Any) -> Any:
+        return self.judge([sample], [image])[0]
+
+    def judge(self, samples: Any, images: Any) -> Any:
+        """A case's surviving drafts in one actor call (one model batch)."""
         import ray
 
-        return ray.get(self.actor.judge.remote(sample, image))
+        return ray.get(self.actor.judge.remote(list(samples), list(images)))
 
 
 class ModelActor:
@@ -200,5 +204,5 @@ class ModelActor:
 
         return synthesize_view(self.model, view, cues, references, modality=modality, body_region=body_region)
 
-    def judge(self, sample: Any, image: Any) -> Any:
-        return self.model(sample, image)
+    def judge(self, samples: Any, images: Any) -> Any:
+        return self.model.judge(samples, images)

@@ -8,10 +8,10 @@ stage let through and why it rejected the rest.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from numpy.typing import NDArray
 
@@ -31,6 +31,7 @@ from medground.verify.stages import (
 
 __all__ = [
     "Claims",
+    "Draft",
     "EvidenceSettings",
     "Funnel",
     "RuleSettings",
@@ -45,6 +46,20 @@ __all__ = [
 ]
 
 STAGES = ("format", "rules", "visual")
+
+
+class Draft(NamedTuple):
+    """One draft with what verifying it needs: its view's object facts, the stored 8-bit
+    image, the stored intensities, and the case's context."""
+
+    sample: Sample
+    facts: dict[int, dict[str, Any]]
+    image: NDArray[Any]
+    values: NDArray[Any]
+    body_region: str | None
+    oriented: bool
+    labels: tuple[str, ...] = ()
+    full_scale: float | None = None
 
 
 @dataclass
@@ -132,21 +147,35 @@ class Verifier:
         ``labels`` the dataset's label names, ``full_scale`` the intensity range of
         photographs (255 for 8-bit images).
         """
-        results = [check_format(sample)]
-        if results[-1].passed:
-            results.append(check_rules(sample, facts, body_region=body_region, oriented=oriented, settings=self.rules,
-                                       labels=labels))
-        if results[-1].passed:
-            if self._vlm is not None:
-                results.append(self._vlm(sample, image))
-            elif self._onnx is not None:
-                results.append(self._onnx(sample, image))
-            else:
-                results.append(judge_evidence(sample, values, self.evidence, full_scale))
-        checked = with_verification(sample, results)
-        failed = next((r for r in results if not r.passed), None)
+        draft = Draft(sample, facts, image, values, body_region, oriented, tuple(labels), full_scale)
+        checked, failed, _ = self.verify_many([draft])[0]
         return checked, failed
 
-    def results_of(self, sample: Sample) -> list[StageResult]:
-        return [StageResult(stage, bool(v["passed"]), v.get("reason"), v.get("detail"))
-                for stage, v in sample.verification.items()]
+    def verify_many(self, drafts: Sequence[Draft]) -> list[tuple[Sample, StageResult | None, list[StageResult]]]:
+        """Verifies drafts together: format and rules for each, then the visual judge for the
+        survivors in one batch where the judge takes batches (a VLM judge), so a model sees
+        a case's drafts at once. Returns (checked sample, failing result or None, all results)."""
+        results: list[list[StageResult]] = []
+        for draft in drafts:
+            stages = [check_format(draft.sample)]
+            if stages[-1].passed:
+                stages.append(check_rules(draft.sample, draft.facts, body_region=draft.body_region,
+                                          oriented=draft.oriented, settings=self.rules, labels=draft.labels))
+            results.append(stages)
+        survivors = [i for i, stages in enumerate(results) if stages[-1].passed]
+        if self._vlm is not None and hasattr(self._vlm, "judge"):
+            verdicts = self._vlm.judge([drafts[i].sample for i in survivors], [drafts[i].image for i in survivors])
+        elif self._vlm is not None:
+            verdicts = [self._vlm(drafts[i].sample, drafts[i].image) for i in survivors]
+        elif self._onnx is not None:
+            verdicts = [self._onnx(drafts[i].sample, drafts[i].image) for i in survivors]
+        else:
+            verdicts = [judge_evidence(drafts[i].sample, drafts[i].values, self.evidence, drafts[i].full_scale)
+                        for i in survivors]
+        for i, verdict in zip(survivors, verdicts):
+            results[i].append(verdict)
+        out = []
+        for draft, stages in zip(drafts, results):
+            failed = next((r for r in stages if not r.passed), None)
+            out.append((with_verification(draft.sample, stages), failed, stages))
+        return out

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,13 +26,13 @@ from medground.backends.prompts import available_prompts, load_prompt
 from medground.backends.schema import AnswerError, parse_answer, schema_errors
 from medground.backends.vllm import VllmBackend
 from medground.generate import draft_case
-from medground.io import find_cases, load_case, load_spec
 from medground.synth import TemplateSynthesizer
 from medground.synth.vlm import VlmSynthesizer, make_synthesizer, synthesize_view
 from medground.verify import Verifier
 from medground.verify.vlm_judge import VlmJudge
 
 from chatserver import ChatServer, Reply, completion
+from phantom_cases import liver_phantom
 
 KEY_ENV = "MEDGROUND_TEST_API_KEY"
 KEY = "sk-test-5ecret-0123456789abcdef"
@@ -431,29 +430,8 @@ def test_draw_boxes_outlines_outside_the_box() -> None:
 
 
 def phantom(tmp_path: Path):
-    """A liver with three hypodense lesions, as in tests/test_verify.py."""
-    shape = (90, 90, 9)
-    rng = np.random.default_rng(0)
-    image = np.full(shape, -100.0, np.float32) + rng.normal(0, 2, shape).astype(np.float32)
-    labels = np.zeros(shape, np.uint8)
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(np.float32)
-    organ = ((grid - (45, 45, 4)) ** 2 / (40**2, 40**2, 6**2)).sum(-1) <= 1
-    labels[organ] = 1
-    image[organ] = 60 + rng.normal(0, 2, organ.sum())
-    for centre, radius in (((45, 20, 4), 6), ((45, 70, 4), 4), ((22, 45, 4), 5)):
-        blob = ((grid - centre) ** 2).sum(-1) <= radius**2
-        labels[blob] = 2
-        image[blob] = 10.0 + rng.normal(0, 2, blob.sum())
-    affine = np.diag([-1.0, -1.0, 3.0, 1.0])
-    nib.save(nib.Nifti1Image(image, affine), tmp_path / "img.nii.gz")
-    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "seg.nii.gz")
-    (tmp_path / "s.toml").write_text(
-        'name = "phantom"\nmodality = "CT"\nbody_region = "abdomen"\n[cases]\nimage = "img.nii.gz"\nmask = "seg.nii.gz"\n'
-        '[labels]\n1 = "liver"\n2 = "liver lesion"\n'
-    )
-    spec = load_spec(tmp_path / "s.toml")
-    case = load_case(spec, find_cases(spec).cases[0])
-    return spec, case
+    """The liver phantom of tests/test_verify.py (three hypodense lesions)."""
+    return liver_phantom(tmp_path)
 
 
 def view_inputs(spec, case):

@@ -35,6 +35,7 @@ __all__ = [
     "image_map",
     "intensity_for",
     "plane_axis",
+    "png_bytes",
     "render_image",
     "render_slice",
     "select_slices",
@@ -378,13 +379,22 @@ def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = 
     return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
 
 
-def write_png(path: Path | str, image: NDArray[np.uint8]) -> None:
-    """Writes an 8-bit grayscale or RGB image as PNG (lossless)."""
+def png_bytes(image: NDArray[np.uint8]) -> bytes:
+    """An 8-bit grayscale or RGB image encoded as PNG (lossless)."""
+    import io
+
     from PIL import Image
 
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"write_png needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
-    Image.fromarray(image).save(path, format="PNG")
+        raise ValueError(f"PNG output needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: Path | str, image: NDArray[np.uint8]) -> None:
+    """Writes an 8-bit grayscale or RGB image as PNG (lossless)."""
+    Path(path).write_bytes(png_bytes(image))
 
 
 # ------------------------------------------------------------------------------- slices

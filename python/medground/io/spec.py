@@ -492,6 +492,10 @@ class _Pattern:
     regex: re.Pattern[str]
 
 
+#: Glob wildcards and the regex each matches (``**/``: any folders, possibly none).
+_WILDCARDS = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+
+
 def _compile(pattern: str, **fixed: str) -> _Pattern:
     """Glob and regex of a pattern; ``fixed`` placeholders are substituted literally."""
     glob_parts: list[str] = []
@@ -509,18 +513,9 @@ def _compile(pattern: str, **fixed: str) -> _Pattern:
                 glob_parts.append("*")
                 regex_parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
                 seen.add(name)
-        elif token == "**/":
-            glob_parts.append("**/")
-            regex_parts.append("(?:.*/)?")
-        elif token == "**":
-            glob_parts.append("**")
-            regex_parts.append(".*")
-        elif token == "*":
-            glob_parts.append("*")
-            regex_parts.append("[^/]*")
-        elif token == "?":
-            glob_parts.append("?")
-            regex_parts.append("[^/]")
+        elif token in _WILDCARDS:
+            glob_parts.append(token)
+            regex_parts.append(_WILDCARDS[token])
         else:
             glob_parts.append(globlib.escape(token))
             regex_parts.append(re.escape(token))

@@ -8,7 +8,6 @@ same in-process, in a Ray task on any node, or twice after a crash.
 
 from __future__ import annotations
 
-import io
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from medground.io.case import load_case
 from medground.io.errors import CaseError
 from medground.io.spec import CaseFiles, DatasetSpec
 from medground.records import image_path
+from medground.render import png_bytes
 
 __all__ = ["CaseResult", "case_key", "process_case"]
 
@@ -51,14 +51,6 @@ class CaseResult:
         return case_key(self.dataset, self.case_id)
 
 
-def _png(image: Any) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
-
-
 def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verification: dict[str, Any] | None = None,
                  synthesis: dict[str, Any] | None = None, models: dict[str, Any] | None = None) -> CaseResult:
     """Runs one case through every stage; a bad case becomes ``error``, never an exception.
@@ -84,7 +76,7 @@ def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verifica
         for view in drafts.views:
             path = image_path(spec.name, files.case_id, view.view_record())
             if path in used:
-                result.images[path] = _png(view.image)
+                result.images[path] = png_bytes(view.image)
         result.seconds["render"] = time.perf_counter() - started - sum(result.seconds.values())
         result.accepted = [s.to_dict() for s in accepted]
         result.rejected = rejected

@@ -35,12 +35,15 @@ NO_ANSWER = frozenset({"malformed_json", "schema_violation", "truncated", "refus
 class _Capture:
     """Stands in for a synthesizer inside ``draft_case`` to keep each view's inputs."""
 
+    backend = version = "capture"
+
     def __init__(self) -> None:
         self.views: list[tuple[Any, dict[int, dict[str, Any]], list[Any]]] = []
 
-    def synthesize(self, view: Any, cues: dict[int, dict[str, Any]], references: list[Any], **_: Any) -> list[Any]:
+    def synthesize(self, view: Any, cues: dict[int, dict[str, Any]], references: list[Any],
+                   **_: Any) -> tuple[list[Any], list[Any]]:
         self.views.append((view, cues, references))
-        return []
+        return [], []
 
 
 def _answered(reason: str) -> bool:
@@ -92,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from medground.backends import make_backend
     from medground.generate import draft_case
     from medground.io import find_cases, load_case
-    from medground.synth.vlm import VlmSynthesizer
-    from medground.verify import check_format, check_rules
+    from medground.synth import VlmSynthesizer
+    from medground.verify import JudgeItem, check_format, check_rules
     from medground.verify.vlm_judge import VlmJudge
 
     if not args.data.is_dir():
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             case = load_case(spec, found[0])
             capture = _Capture()
-            draft_case(case, spec, synthesizer=capture)  # type: ignore[arg-type]
+            draft_case(case, spec, synthesizer=capture)
             view, cues, references = next((v for v in capture.views if v[2]), (None, None, []))
             if view is None:
                 print(f"\n== {spec.name}: no references, skipped")
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     judge_s = 0.0
     if drafts_all:
         started = time.monotonic()
-        results = judge.judge(drafts_all, images)
+        results = judge.judge([JudgeItem(s, i, i) for s, i in zip(drafts_all, images)])
         judge_s = time.monotonic() - started
         print(f"\n== judge: {len(results)} drafts in {judge_s:.1f} s")
         for sample, result in zip(drafts_all, results):

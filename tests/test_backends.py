@@ -20,15 +20,16 @@ import pytest
 from PIL import Image
 
 from medground.backends import Request, make_backend
-from medground.backends.images import FAMILIES, draw_boxes, family_for_model, png_data_url, prepare_image
+from medground.backends.images import draw_boxes, png_data_url, prepare_image
+from medground.boxes import FAMILIES, family_for_model
 from medground.backends.openai import OpenAIBackend
 from medground.backends.prompts import available_prompts, load_prompt
 from medground.backends.schema import AnswerError, parse_answer, schema_errors
 from medground.backends.vllm import VllmBackend
 from medground.generate import draft_case
 from medground.synth import TemplateSynthesizer
-from medground.synth.vlm import VlmSynthesizer, make_synthesizer, synthesize_view
-from medground.verify import Verifier
+from medground.synth import VlmSynthesizer, make_synthesizer
+from medground.verify import JudgeItem, Verifier
 from medground.verify.vlm_judge import VlmJudge
 
 from chatserver import ChatServer, Reply, completion
@@ -383,7 +384,8 @@ def test_answers_are_parsed_and_checked() -> None:
 
 
 @pytest.mark.parametrize(("model", "family", "multiple"), [
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2-vl", 28), ("/models/lingshu-7b", "qwen2-vl", 28),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl", 28), ("/models/lingshu-7b", "qwen2.5-vl", 28),
+    ("Qwen/Qwen2-VL-7B-Instruct", "qwen2-vl", 28),
     ("Qwen/Qwen3-VL-8B-Instruct", "qwen3-vl", 32), ("OpenGVLab/InternVL3-8B", "internvl", 1),
     ("google/medgemma-4b-it", "gemma3", 1), ("gpt-4o", "default", 1),
 ])
@@ -436,11 +438,12 @@ def phantom(tmp_path: Path):
 
 def view_inputs(spec, case):
     """The first view of the case with its cues and references (what draft_case hands a synthesizer)."""
-    from medground.anchors import AnchorFilters, build_views, find_anchors
+    from medground.anchors import find_anchors
+    from medground.views import build_views
     from medground.cues import case_context, compute_cues
     from medground.refer import refer_view
 
-    filters = AnchorFilters.from_table(spec.sections.get("anchors"))
+    filters = spec.anchors
     components, anchors = find_anchors(case, filters)
     views = build_views(case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological,
                         filters=filters)
@@ -475,7 +478,8 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     answers: dict[str, Reply] = {}
     for position, (reference, request) in enumerate(zip(references, requests)):
         key = request.messages[-1]["content"][-1]["text"]
-        (worded,) = template.synthesize(view, cues, [reference], modality=spec.modality, body_region=spec.body_region)
+        (worded,), _ = template.synthesize(view, cues, [reference], modality=spec.modality,
+                                           body_region=spec.body_region)
         item = {"query": worded.query, "query_type": worded.query_type, "attributes": list(reference.attributes)}
         if position == 0:
             answers[key] = Reply(body=completion('{"queries": [{"query": "Locate the liver."'))
@@ -513,7 +517,7 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
         assert sample.synthesis["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
         assert sample.synthesis["prompt_version"] == "vlm-synthesis-v1"
         assert sample.synthesis["seed"] == 3
-        assert sample.synthesis["image_prep"]["family"] == "qwen2-vl"
+        assert sample.synthesis["image_prep"]["family"] == "qwen2.5-vl"
         assert sample.query and sample.image.startswith("images/phantom/")
         reference = next(r for r in references if r.targets == tuple(t.component_id for t in sample.targets)
                          and dict(r.attributes) == sample.referring_attributes)
@@ -551,8 +555,8 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     # The same answers give the same drafts (seeded, ids stable).
     again, _ = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
     assert [s.to_dict() for s in again] == [s.to_dict() for s in samples]
-    assert synthesize_view(template, view, cues, references, modality=spec.modality,
-                           body_region=spec.body_region)[1] == []
+    assert template.synthesize(view, cues, references, modality=spec.modality,
+                               body_region=spec.body_region)[1] == []
 
 
 def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
@@ -576,7 +580,7 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
     judge = VlmJudge.from_config({"backend": "vlm", "model": "google/medgemma-4b-it", "base_url": server.base_url,
                                   "threshold": 0.5})
     samples = [replace(base, query=f"Locate the {name} liver lesion.") for name in replies]
-    results = judge.judge(samples, [view.image] * len(samples))
+    results = judge.judge([JudgeItem(s, view.image, view.values) for s in samples])
     assert [(r.stage, r.passed, r.reason) for r in results] == [
         ("visual", True, None), ("visual", False, "judge_rejected"), ("visual", False, "judge_unsure"),
         ("visual", False, "judge_failed"), ("visual", False, "judge_failed")]
@@ -633,7 +637,7 @@ def test_vllm_check_script_runs_on_real_data_with_a_stand_in_engine(shared_data:
                          "--out", str(out)])
     printed = capsys.readouterr().out
     assert status == 0, printed
-    assert "backend vllm" in printed and "image family qwen2-vl" in printed and printed.rstrip().endswith("OK")
+    assert "backend vllm" in printed and "image family qwen2.5-vl" in printed and printed.rstrip().endswith("OK")
     for name in ("ct_abdomen", "cxr_lung", "kvasir", "ph2"):
         assert f"== {name}" in printed
     records = [json.loads(line) for line in out.read_text().splitlines()]

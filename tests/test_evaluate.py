@@ -17,20 +17,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from medground.evaluate import (
-    FORMATS,
-    CoordinateFormat,
-    EvalFileError,
-    _hungarian,
-    centre_inside,
-    eval_command,
-    iou,
-    load_ground_truth,
-    match_boxes,
-    parse_boxes,
-    smart_resize,
-)
-from medground.predict import grounding_prompt, predict, predict_command
+from medground.boxes import GROUNDING_FAMILIES as FORMATS
+from medground.boxes import convention, smart_resize
+from medground.cli import eval_command, predict_command
+from medground.evaluate import centre_inside, iou, load_ground_truth, match_boxes, parse_boxes
+from medground.evaluate.match import _hungarian
+from medground.backends import EncodedImage, Request, Response
+from medground.predict import grounding_prompt, predict
+from medground.runfolder import RecordFileError as EvalFileError
 from medground.records import Sample, Target
 from PIL import Image
 
@@ -122,19 +116,19 @@ def test_smart_resize_rejects_what_the_processor_rejects(height, width, kwargs, 
     ("internvl", [600, 750, 200, 250], (153, 143, 459, 429)),
 ])
 def test_each_convention_maps_to_stored_pixels(name, box, expected):
-    assert CoordinateFormat(name).to_pixels(box, 765, 572) == pytest.approx(expected)
+    assert convention(name).to_pixels(box, 765, 572) == pytest.approx(expected)
 
 
 def test_qwen25_resize_parameters_are_configurable():
     # max_pixels 256*28*28 resizes 512x512 to 448x448, so 448 maps back to 512 (not 455.1 via 504).
-    fmt = CoordinateFormat("qwen2.5-vl", max_pixels=256 * 28 * 28)
+    fmt = convention("qwen2.5-vl", max_pixels=256 * 28 * 28)
     assert fmt.to_pixels([0, 0, 448, 224], 512, 512) == pytest.approx((0, 0, 512, 256))
-    default = CoordinateFormat("qwen2.5-vl").to_pixels([0, 0, 448, 224], 512, 512)
+    default = convention("qwen2.5-vl").to_pixels([0, 0, 448, 224], 512, 512)
     assert default == pytest.approx((0, 0, 448 * 512 / 504, 224 * 512 / 504))
     assert fmt.describe() == {"name": "qwen2.5-vl", "factor": 28, "min_pixels": 3136, "max_pixels": 200704}
-    assert CoordinateFormat("internvl").describe() == {"name": "internvl"}
-    with pytest.raises(ValueError, match="format must be one of"):
-        CoordinateFormat("qwen")
+    assert convention("internvl").describe() == {"name": "norm1000"}
+    with pytest.raises(ValueError, match="box convention must be one of"):
+        convention("qwen")
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -407,7 +401,7 @@ def test_format_comes_from_the_flag_or_the_predictions_never_a_guess(tmp_path):
         {"id": "s1", "text": "<box>[[200, 250, 600, 750]]</box>", "format": "internvl"},
         {"id": "s2", "text": "<box>[[0, 0, 13, 17]]</box>", "format": "internvl"},
     ])
-    assert run_eval(gt, recorded)["format"] == {"name": "internvl"}
+    assert run_eval(gt, recorded)["format"] == {"name": "internvl", "convention": "norm1000"}
     result = CliRunner().invoke(eval_command, ["--gt", str(gt), "--pred", str(recorded), "--format", "pixel"])
     assert result.exit_code == 1
     assert f"{recorded}:1: prediction records format 'internvl' but --format is 'pixel'" in result.output
@@ -442,7 +436,8 @@ def test_bad_prediction_lines_name_the_file_and_line(tmp_path, lines, message):
 
 def test_bad_ground_truth_lines_name_the_file_and_line(tmp_path):
     good = make_sample("s1", [[0, 0, 10, 10]])
-    broken = {**make_sample("s2", [[0, 0, 10, 10]]), "targets": [{"label": "x", "bbox_xyxy": [0, 0, 10]}]}
+    broken = make_sample("s2", [[0, 0, 10, 10]])
+    broken["targets"][0]["bbox_xyxy"] = [0, 0, 10]
     path = tmp_path / "samples.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(broken) + "\n")
     with pytest.raises(EvalFileError, match=r"samples.jsonl:2: targets\[0\].bbox_xyxy must be 4 finite numbers"):
@@ -557,7 +552,7 @@ def test_predict_against_a_chat_server_resumes_then_eval_scores_it(tmp_path, cha
     out = tmp_path / "preds.jsonl"
     args = ["--gt", str(gt), "--backend", "openai", "--model", "qwen25vl-test", "--format", "qwen2.5-vl",
             "--out", str(out), "--base-url", f"http://127.0.0.1:{server.server_port}/v1",
-            "--api-key-env", "MEDGROUND_TEST_KEY", "--batch-size", "2", "--timeout", "10"]
+            "--api-key-env", "MEDGROUND_TEST_KEY", "--batch-size", "2", "--timeout", "10", "--max-retries", "0"]
 
     first = CliRunner().invoke(predict_command, args)
     assert first.exit_code == 1
@@ -605,12 +600,24 @@ def test_predict_repairs_a_cut_line_and_refuses_another_format(tmp_path):
                    + '{"id": "s1", "te')
     asked: list[list[str]] = []
 
-    def ask(batch: list[dict[str, str]]) -> list[str | None]:
-        asked.append([item["id"] for item in batch])
-        assert all(Path(item["image"]).is_file() and "answer with its bounding box" in item["prompt"].lower()
-                   for item in batch)
-        return ["[0, 0, 10, 10]" if item["id"] != "s2" else None for item in batch]
+    class Backend:
+        """A stand-in backend: answers every grounding request but s2's."""
 
+        name, model = "stand-in", "m"
+
+        def run(self, requests: list[Request]) -> list[Response]:
+            asked.append([request.id for request in requests])
+            for request in requests:
+                text = request.messages[0]["content"][1]["text"].lower()
+                assert "answer with its bounding box" in text and not request.schema
+                assert isinstance(request.images[0], EncodedImage) and request.images[0].mime == "image/png"
+            return [Response(r.id, text="[0, 0, 10, 10]") if r.id != "s2" else Response(r.id, reason="timeout")
+                    for r in requests]
+
+        def close(self) -> None:
+            pass
+
+    ask = Backend()
     summary = predict(truths, ask, out, format_name="pixel", model="m", batch_size=8)
     assert asked == [["s1", "s2"]]
     assert (summary.total, summary.skipped, summary.answered, summary.failed) == (3, 1, 1, 1)
@@ -629,7 +636,7 @@ def test_predict_vllm_without_vllm_says_what_to_install(tmp_path, monkeypatch):
         "--gt", str(gt), "--backend", "vllm", "--model", "Qwen/Qwen2.5-VL-7B-Instruct",
         "--format", "qwen2.5-vl", "--out", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 1
-    assert "pip install medground[vllm]" in result.output
+    assert "pip install 'medground[vllm]'" in result.output
     assert not (tmp_path / "p.jsonl").exists()
 
 

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from medground import phantoms, rle
 from medground.cli import main
-from medground.evaluate import CoordinateFormat, parse_boxes, smart_resize
-from medground.export import FORMATS, from_pixels
+from medground.boxes import convention, smart_resize
+from medground.evaluate import parse_boxes
+from medground.export import FORMATS
 from medground.pipeline import load_run_config, run
 
 
@@ -57,7 +58,7 @@ def test_text_answers_read_back_to_the_canonical_boxes(run_dir: Path, fmt: str) 
     text = path.read_text()
     rows = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines()]
     assert len(rows) == len(truth)
-    convention, relative = TEXT_FORMATS[fmt]
+    name, relative = TEXT_FORMATS[fmt]
     for row in rows:
         sample = truth[row["id"]]
         if "conversations" in row:
@@ -68,11 +69,11 @@ def test_text_answers_read_back_to_the_canonical_boxes(run_dir: Path, fmt: str) 
             answer = answer[0]["text"] if isinstance(answer, list) else answer
             image = row["images"][0] if "images" in row else row["messages"][0]["content"][0]["image"]
         assert (run_dir / image).is_file() and "<image>" not in answer
-        boxes = [CoordinateFormat(convention).to_pixels(b, sample["width"], sample["height"]) for b in parse_boxes(answer)]
+        boxes = [convention(name).to_pixels(b, sample["width"], sample["height"]) for b in parse_boxes(answer)]
         expected = [t["bbox_xyxy"] for t in sample["targets"]]
         if relative is None:
             # Rounded to integers in the model's grid: half a grid step, in stored pixels.
-            if convention == "qwen2.5-vl":
+            if name == "qwen2.5-vl":
                 height, width = smart_resize(sample["height"], sample["width"])
                 tolerance = max(sample["width"] / width, sample["height"] / height) / 2 + 1e-9
             else:
@@ -130,10 +131,10 @@ def test_parquet_with_image_column(run_dir: Path) -> None:
 
 
 def test_from_pixels_conventions() -> None:
-    assert from_pixels([10, 20, 30, 40], 100, 200, "norm1000") == [100, 100, 300, 200]
-    assert from_pixels([10, 20, 30, 40], 100, 200, "norm1") == [0.1, 0.1, 0.3, 0.2]
+    assert convention("norm1000").from_pixels([10, 20, 30, 40], 100, 200) == [100, 100, 300, 200]
+    assert convention("norm1").from_pixels([10, 20, 30, 40], 100, 200) == [0.1, 0.1, 0.3, 0.2]
     height, width = smart_resize(572, 765)
-    assert from_pixels([0, 0, 765, 572], 765, 572, "qwen2.5-vl") == [0, 0, width, height]
+    assert convention("qwen2.5-vl").from_pixels([0, 0, 765, 572], 765, 572) == [0, 0, width, height]
     assert set(FORMATS) == {"llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl", "qwen3-vl", "internvl", "refcoco", "parquet"}
     with pytest.raises(ValueError):
-        from_pixels([0, 0, 1, 1], 1, 1, "yolo")
+        convention("yolo")

@@ -14,7 +14,7 @@ from PIL import Image
 from medground import geometry
 from medground.io import CaseError, find_cases, load_case, load_preset, load_spec
 from medground.io.inventory import inventory
-from medground.io.spec import resolve_labels
+from medground.io import resolve_labels
 
 AFFINE = np.array([[-1.5, 0, 0, 90], [0, -1.5, 0, 100], [0, 0, 3.0, -40], [0, 0, 0, 1]])
 SHAPE = (10, 9, 6)

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from medground.io import CaseError, SpecError, find_cases, list_presets, load_case, load_preset, load_spec, load_specs
-from medground.io.spec import resolve_labels
+from medground.io import resolve_labels
 
 
 def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:

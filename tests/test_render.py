@@ -18,8 +18,9 @@ from medground.io import load_label_file, read_image
 from medground.io.volume import Volume, axcodes_of
 from medground.render import (
     CT_WINDOWS, Intensity, image_map, intensity_for, plane_axis, render_image, render_slice,
-    select_slices, to_uint8, write_png,
+    to_uint8, write_png,
 )
+from medground.views import component_slices, select_slices
 
 SHAPE = (23, 19, 11)
 SPACING = (0.7, 1.1, 2.5)  # no pixel centre falls on a voxel edge when resampled
@@ -338,8 +339,8 @@ def test_spread_one_takes_the_middle_and_component_slices_cover_every_component(
     labels[1:3, 1:5, 2:7] = 1
     labels[3, 0, 0] = 4
     labels[0, 5, 7] = 4
-    picked = render.component_slices(labels, 2, "all")
+    picked = component_slices(labels, 2, "all")
     assert picked == {1: [2, 3, 4, 5, 6], 4: [0, 7]}
-    assert render.component_slices(labels, 0, "max_area") == {1: [1], 4: [0]}
+    assert component_slices(labels, 0, "max_area") == {1: [1], 4: [0]}
     ids, table = geometry.slice_areas(labels, 2, return_labels=True)
     assert ids.tolist() == [1, 4] and table.shape == (2, 8) and table.sum() == labels.astype(bool).sum()

@@ -12,7 +12,7 @@ import pytest
 from medground.generate import draft_case, verify_drafts
 from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.records import Sample
-from medground.verify import Funnel, Verifier, check_format, check_rules, extract_claims, judge_evidence
+from medground.verify import Funnel, Verifier, check_format, check_rules, extract_claims, judge_evidence, make_judge
 
 from phantom_cases import liver_phantom
 
@@ -190,7 +190,7 @@ def test_onnx_judge(tmp_path: Path) -> None:
     assert judge.size == 64 and judge(sample, bright).passed
     result = judge(sample, dark)
     assert (result.passed, result.reason) == (False, "judge_rejected") and result.info["score"] == 0.0
-    verifier = Verifier("onnx", onnx_model=path)
+    verifier = Verifier(make_judge({"backend": "onnx", "model": str(path)}))
     view = next(v for v in drafts.views if v.view_record() == sample.view)
     checked, failed = verifier.verify(sample, drafts.facts[sample.image], bright, view.values,
                                       body_region="abdomen", oriented=True)

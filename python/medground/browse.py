@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import io
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medground.pipeline.store import atomic_write
+from medground.runfolder import REJECTED, SAMPLES, RunFolder, atomic_write
 
 __all__ = ["CHUNK", "build_site", "serve"]
 
@@ -34,25 +35,18 @@ _FACETS = ("status", "dataset", "modality", "label", "query_type", "split", "sta
 
 
 def _records(run: Path) -> list[dict[str, Any]]:
+    folder = RunFolder(run)
+    folder.require(SAMPLES, reader="browse")
     records = []
-    for name, status in (("samples.jsonl", "accepted"), ("rejected.jsonl", "rejected")):
-        path = run / name
-        if not path.is_file():
-            if status == "accepted":
-                raise FileNotFoundError(f"{path} not found: browse reads a run folder written by `medground run`")
-            continue
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                record["_status"] = status
-                records.append(record)
+    for name, status in ((SAMPLES, "accepted"), (REJECTED, "rejected")):
+        for _, record in folder.records(name):
+            record["_status"] = status
+            records.append(record)
     return records
 
 
 def _thumbnail(source: Path, target: Path) -> None:
     from PIL import Image
-
-    import io
 
     with Image.open(source) as image:
         image.thumbnail((THUMB, THUMB))
@@ -128,8 +122,7 @@ def build_site(run: Path | str, out: Path | str | None = None) -> Path:
             "c": chunk,
             "k": offset,
         })
-    manifest_path = run / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = RunFolder(run).manifest()
     funnel = manifest.get("funnel") or {"drafts": len(records), "passed": {}, "accepted": len(rows), "rejected": {}}
     data = {"title": run.name, "funnel": funnel, "stages": ["format", "rules", "visual"], "facets": values,
             "chunk_size": CHUNK, "samples": rows}

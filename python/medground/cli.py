@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import threading
@@ -11,9 +12,27 @@ from pathlib import Path
 import click
 
 from medground import __version__, phantoms
-from medground.io import CaseError, DatasetSpec, SpecError, find_cases, list_presets, load_case, load_preset, load_specs, resolve_labels
+from medground.anchors import find_anchors
+from medground.backends import make_backend
+from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
+from medground.cues import case_context, compute_cues
+from medground.evaluate import evaluate, format_report, load_ground_truth, load_predictions, resolve_format, samples_file
+from medground.export import FORMATS as EXPORT_FORMATS
 from medground.generate import draft_case
+from medground.io import (
+    CaseError,
+    DatasetSpec,
+    SpecError,
+    find_cases,
+    list_presets,
+    load_case,
+    load_preset,
+    load_specs,
+    resolve_labels,
+)
 from medground.io.inventory import describe_case, format_inventory, inventory
+from medground.predict import predict
+from medground.views import build_views
 
 
 @click.group()
@@ -24,9 +43,6 @@ def main() -> None:
 
 def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> None:
     """One case in detail: grid, components, and the cues and drafts of its views."""
-    from medground.anchors import AnchorFilters, build_views, find_anchors
-    from medground.cues import case_context, compute_cues
-
     for spec in specs:
         index = find_cases(spec)
         spec = resolve_labels(spec, index)
@@ -38,7 +54,7 @@ def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> 
         except CaseError as error:
             raise click.ClickException(str(error)) from error
         click.echo(describe_case(case, spec))
-        filters = AnchorFilters.from_table(spec.sections.get("anchors"))
+        filters = spec.anchors
         components, anchors = find_anchors(case, filters)
         views = build_views(case, components, anchors, spec.render, spec.modality,
                             radiological=spec.is_radiological, filters=filters)
@@ -143,14 +159,13 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", required=True, type=click.Choice(["llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl",
-                                                                  "qwen3-vl", "internvl", "refcoco", "parquet"]),
+@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)),
               help="Target format (its box convention is documented in medground.export).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
 @click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
-@click.option("--min-pixels", type=int, default=56 * 56, show_default=True, help="Qwen2.5-VL processor min_pixels.")
-@click.option("--max-pixels", type=int, default=28 * 28 * 1280, show_default=True, help="Qwen2.5-VL processor max_pixels.")
+@click.option("--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True, help="Qwen2.5-VL processor min_pixels.")
+@click.option("--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True, help="Qwen2.5-VL processor max_pixels.")
 def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool,
                    min_pixels: int, max_pixels: int) -> None:
     """Write a run's samples.jsonl in a training or evaluation format."""
@@ -232,15 +247,110 @@ def inspect(config: Path | None, preset: str | None, data: Path | None, case_id:
         sys.exit(1)
 
 
-def _register() -> None:
-    from medground.evaluate import eval_command
-    from medground.predict import predict_command
+@main.command("eval")
+@click.option("--gt", "gt", required=True, type=click.Path(exists=True, path_type=Path),
+              help="An output folder of `medground run`, or its samples.jsonl.")
+@click.option("--pred", "pred", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Predictions JSONL: {id, text} or {id, bbox} or {id, bboxes} per line.")
+@click.option("--format", "format_name", type=click.Choice(list(GROUNDING_FAMILIES)),
+              help="The predictions' coordinate convention (default: the one the predictions record).")
+@click.option("--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True,
+              help="qwen2.5-vl only: the processor's min_pixels.")
+@click.option("--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True,
+              help="qwen2.5-vl only: the processor's max_pixels.")
+@click.option("--split", default=None, help="Score only the samples of this split (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_command(gt: Path, pred: Path, format_name: str | None, min_pixels: int, max_pixels: int,
+                 split: str | None, as_json: bool) -> None:
+    """Score grounding predictions against the samples of an output folder.
 
-    main.add_command(eval_command, "eval")
-    main.add_command(predict_command, "predict")
+    The coordinate convention is fixed for the whole run by --format (or recorded in the
+    predictions by `medground predict`), never guessed per prediction.
+    """
+    try:
+        truths = load_ground_truth(gt, split=split)
+        predictions = load_predictions(pred)
+        name = resolve_format(predictions, pred, format_name)
+        fmt = convention(name, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if not truths:
+        where = f" with split {split!r}" if split is not None else ""
+        raise click.ClickException(f"{samples_file(gt)}: no samples{where} to score")
+    try:
+        report = evaluate(truths, predictions, fmt, format_name=name)
+    except ValueError as error:  # an image Qwen2.5-VL's processor would refuse (aspect ratio)
+        raise click.ClickException(str(error)) from error
+    report.update(gt=str(samples_file(gt)), pred=str(pred), split=split)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
-_register()
+@main.command("predict")
+@click.option("--gt", "gt", required=True, type=click.Path(exists=True, path_type=Path),
+              help="An output folder of `medground run` (or its samples.jsonl).")
+@click.option("--split", default="test", show_default=True, help="The split to predict; 'all' for every sample.")
+@click.option("--backend", required=True, type=click.Choice(["vllm", "openai"]),
+              help="openai: an OpenAI-compatible server at --base-url; vllm: load --model in this process.")
+@click.option("--model", required=True, help="The model (name on the server, or what vLLM loads).")
+@click.option("--format", "format_name", required=True, type=click.Choice(list(GROUNDING_FAMILIES)),
+              help="The model family: chooses its grounding prompt and is recorded for eval.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Predictions JSONL; an existing file is resumed (its ids are skipped).")
+@click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai: the API root.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="openai: the environment variable holding the API key (sent if set).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Queries per backend call (and between writes).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="openai: requests in flight at once.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=4, show_default=True,
+              help="openai: retries of a failed request (timeouts, 429, 5xx) before it counts as failed.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Answer length limit.")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="openai: seconds per attempt.")
+def predict_command(gt: Path, split: str, backend: str, model: str, format_name: str, out: Path, base_url: str,
+                    api_key_env: str, batch_size: int, concurrency: int, max_retries: int, max_tokens: int,
+                    timeout: float) -> None:
+    """Ask a VLM to ground each query of an output folder; `medground eval` scores the answers.
+
+    Resumable: answers are appended to --out as they come, and ids already there are
+    skipped, so rerunning the same command retries only what is left.
+    """
+    try:
+        truths = load_ground_truth(gt, split=None if split == "all" else split)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if not truths:
+        raise click.ClickException(
+            f"{samples_file(gt)}: no samples with split {split!r} (use --split all for every sample)")
+    settings: dict[str, object] = {"backend": backend, "model": model, "temperature": 0.0, "max_tokens": max_tokens}
+    if backend == "openai":
+        settings.update(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
+        if os.environ.get(api_key_env):
+            settings["api_key_env"] = api_key_env
+    else:
+        settings["limit_mm_per_prompt"] = {"image": 1}
+    try:
+        client = make_backend(settings)
+    except (ImportError, ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error
+
+    def progress(done: int, todo: int) -> None:
+        click.echo(f"{done}/{todo} asked", err=True)
+
+    try:
+        summary = predict(truths, client, out, format_name=format_name, model=model, batch_size=batch_size,
+                          progress=progress)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        client.close()
+    click.echo(f"{summary.total} samples: {summary.answered} answered now, {summary.skipped} already in {out}, "
+               f"{summary.failed} without answer")
+    if summary.failed:
+        shown = "\n".join(f"  {line}" for line in summary.errors[:5])
+        raise click.ClickException(
+            f"{summary.failed} queries got no answer; rerun the same command to retry them:\n{shown}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,40 +26,25 @@ Thresholds (documented here and in the cue records, so a reader can re-check):
 from __future__ import annotations
 
 import math
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from medground import geometry
-from medground.anchors import Anchor, View, ViewObject
+from medground.anatomy import is_lesion, priors
+from medground.anchors import Anchor
 from medground.io.case import Case
+from medground.render import otsu_threshold
+from medground.views import View, ViewObject
 
 __all__ = ["CaseContext", "case_context", "compute_cues", "image_position", "shape_class"]
 
 LATERAL_SHARE = 0.75
 CONTAINED_SHARE = 0.5
 RING_MM = 3.0
-LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "nodule", "polyp", "mass", "metasta", "cancer", "carcinoma")
-
-
-@lru_cache(maxsize=1)
-def priors() -> dict[str, Any]:
-    """Adult size priors per structure (package data, versioned)."""
-    text = (resources.files("medground") / "presets" / "priors.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
-def is_lesion(label: str) -> bool:
-    name = label.lower()
-    return any(word in name for word in LESION_WORDS)
-
-
 @dataclass(frozen=True)
 class CaseContext:
     """Case-level facts the cues of every view share.
@@ -86,8 +71,6 @@ def _body_mask_sample(case: Case, modality: str, step: int) -> tuple[NDArray[np.
         if modality == "CT":
             grid = sample > -500
         else:
-            from medground.render import otsu_threshold
-
             grid = sample > otsu_threshold(sample.ravel().astype(np.float64))
     return np.argwhere(grid) * step, grid
 

@@ -27,46 +27,27 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medground.evaluate import QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, smart_resize
-from medground.pipeline.store import atomic_write
+from medground.boxes import QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention, smart_resize
+from medground.runfolder import RunFolder, atomic_write
 
-__all__ = ["FORMATS", "export", "from_pixels"]
+__all__ = ["FORMATS", "export"]
 
 FORMATS = ("llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl", "qwen3-vl", "internvl", "refcoco", "parquet")
 
 
-def from_pixels(box: list[int], width: int, height: int, convention: str, *, min_pixels: int = QWEN25_MIN_PIXELS,
-                max_pixels: int = QWEN25_MAX_PIXELS) -> list[float] | list[int]:
-    """A stored-image box ``[x_min, y_min, x_max, y_max]`` in another convention:
-    ``pixel``, ``norm1`` (0–1), ``norm1000`` (0–1000, integers), ``qwen2.5-vl`` (integer
-    pixels of the smart-resized image)."""
-    x0, y0, x1, y1 = box
-    if convention == "pixel":
-        return [int(x0), int(y0), int(x1), int(y1)]
-    if convention == "norm1":
-        return [round(x0 / width, 3), round(y0 / height, 3), round(x1 / width, 3), round(y1 / height, 3)]
-    if convention == "norm1000":
-        return [round(1000 * x0 / width), round(1000 * y0 / height), round(1000 * x1 / width), round(1000 * y1 / height)]
-    if convention == "qwen2.5-vl":
-        resized_h, resized_w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
-        sx, sy = resized_w / width, resized_h / height
-        return [round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)]
-    raise ValueError(f"unknown convention {convention!r}")
-
-
-def _read(run: Path) -> list[dict[str, Any]]:
-    path = run / "samples.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: export reads a run folder written by `medground run`")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _read(run: Path, split: str | None) -> list[dict[str, Any]]:
+    folder = RunFolder(run)
+    folder.require(reader="export")
+    return [sample.to_dict() for _, sample in folder.samples(split=split)]
 
 
 def _image(run: Path, sample: dict[str, Any], absolute: bool) -> str:
     return str((run / sample["image"]).resolve()) if absolute else sample["image"]
 
 
-def _boxes(sample: dict[str, Any], convention: str, **resize: int) -> list[Any]:
-    return [from_pixels(t["bbox_xyxy"], sample["width"], sample["height"], convention, **resize) for t in sample["targets"]]
+def _boxes(sample: dict[str, Any], name: str, **resize: int) -> list[Any]:
+    out = convention(name, **resize)
+    return [out.from_pixels(t["bbox_xyxy"], sample["width"], sample["height"]) for t in sample["targets"]]
 
 
 def _json_answer(sample: dict[str, Any], boxes: list[Any]) -> str:
@@ -212,7 +193,7 @@ def export(run: Path | str, fmt: str, *, out: Path | str | None = None, split: s
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run = Path(run)
-    samples = [s for s in _read(run) if split is None or s["split"] == split]
+    samples = _read(run, split)
     target = Path(out) if out is not None else run / "exports" / fmt
     resize = {"min_pixels": min_pixels, "max_pixels": max_pixels}
     if fmt == "refcoco":

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from medground.anchors import AnchorFilters, View, build_views, find_anchors
+from medground.anchors import find_anchors
 from medground.cues import case_context, compute_cues, full_scale
+from medground.facts import object_facts
 from medground.io.case import Case
-from medground.io.spec import DatasetSpec
-from medground.records import Sample, image_path
+from medground.io.schema import AnchorFilters, DatasetSpec
+from medground.records import Sample, image_path, reject
 from medground.refer import Skip, refer_view
-from medground.synth.template import TemplateSynthesizer
-from medground.synth.vlm import synthesize_view
-from medground.verify.stages import object_facts
+from medground.synth import Synthesizer, TemplateSynthesizer
+from medground.verify import Draft, Funnel, Verifier
+from medground.views import View, build_views
 
 __all__ = ["CaseDrafts", "draft_case", "verify_drafts"]
 
@@ -38,15 +39,15 @@ class CaseDrafts:
 
 
 def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorFilters | None = None,
-               synthesizer: Any = None) -> CaseDrafts:
+               synthesizer: Synthesizer | None = None) -> CaseDrafts:
     """Anchors, views, cues and references of one case, worded by ``synthesizer`` (the
-    template by default, or a :class:`medground.synth.vlm.VlmSynthesizer`; its failures
-    are kept in ``failures``).
+    template by default, or a :class:`medground.synth.VlmSynthesizer`; its failures are
+    kept in ``failures``).
 
     ``filters`` default to the spec's ``[anchors]`` table (minimum sizes, per label)."""
     synthesizer = synthesizer or TemplateSynthesizer(seed)
     if filters is None:
-        filters = AnchorFilters.from_table(spec.sections.get("anchors"))
+        filters = spec.anchors
     components, anchors = find_anchors(case, filters)
     views = build_views(case, components, anchors, spec.render, spec.modality,
                         radiological=spec.is_radiological, filters=filters)
@@ -55,8 +56,8 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
     for view in views:
         cues = compute_cues(view, anchors, context, spec.modality)
         references, skips = refer_view(view, cues, spec.body_region)
-        samples, failures = synthesize_view(synthesizer, view, cues, references, modality=spec.modality,
-                                            body_region=spec.body_region)
+        samples, failures = synthesizer.synthesize(view, cues, references, modality=spec.modality,
+                                                   body_region=spec.body_region)
         drafts.failures.extend(failures)
         # Provenance names the source file relative to the dataset folder: portable, and the
         # same wherever the data is mounted.
@@ -80,18 +81,18 @@ def _skip_record(view: View, skip: Skip) -> dict[str, Any]:
             "targets": list(skip.targets), "reason": skip.reason}
 
 
-def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec, verifier: Any = None) -> tuple[list[Sample], list[dict[str, Any]], Any]:
+def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec,
+                  verifier: Verifier | None = None) -> tuple[list[Sample], list[dict[str, Any]], Funnel]:
     """Runs verification on a case's drafts.
 
     Returns:
         accepted samples (with ``verification``), rejected records (with ``rejection``; the
         synthesis failures first) and the case's :class:`medground.verify.Funnel`.
     """
-    from medground.verify import Draft, Funnel, Verifier, reject
-
     verifier = verifier or Verifier()
     views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
-    accepted, rejected, funnel = [], list(drafts.failures), Funnel()
+    accepted: list[Sample] = []
+    rejected, funnel = list(drafts.failures), Funnel()
     for failure in drafts.failures:
         funnel.add_failure(failure["rejection"]["stage"], failure["rejection"]["reason"])
     batch = []

@@ -1,17 +1,20 @@
 """The records that flow from synthesis to export: one schema version, JSON-ready.
 
 A :class:`Sample` is one query with the box(es) of exactly the object(s) it names, on one
-stored image; its fields are the contract of ``samples.jsonl`` (DESIGN.md, "Output folder").
+stored image; its fields are the contract of ``samples.jsonl`` (docs/RECORDS.md). A
+:class:`StageResult` is one verification stage's verdict on a draft; :func:`reject` makes
+the ``rejected.jsonl`` record of a draft that failed one. Every stage builds on these
+records, so they sit below all of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "Sample", "Target", "image_path", "sample_id"]
+__all__ = ["SCHEMA_VERSION", "Sample", "StageResult", "Target", "image_path", "reject", "sample_id", "with_verification"]
 
 SCHEMA_VERSION = 1
 
@@ -59,11 +62,36 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
-        """Reads a record written by :meth:`to_dict` (unknown keys are an error)."""
-        fields = dict(data)
-        fields.pop("rejection", None)
-        fields["targets"] = [Target(**t) for t in fields["targets"]]
-        return cls(**fields)
+        """Reads a record written by :meth:`to_dict` (a ``rejected.jsonl`` line's
+        ``rejection`` is dropped).
+
+        Raises:
+            ValueError: naming a missing or unknown field.
+        """
+        values = dict(data)
+        values.pop("rejection", None)
+        _check_fields(values, _SAMPLE_FIELDS, _SAMPLE_REQUIRED, "sample")
+        targets = values["targets"]
+        if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+            raise ValueError("targets must be a list of objects")
+        for k, target in enumerate(targets):
+            _check_fields(target, _TARGET_FIELDS, _TARGET_FIELDS, f"targets[{k}]")
+        values["targets"] = [Target(**t) for t in targets]
+        return cls(**values)
+
+
+def _check_fields(record: dict[str, Any], known: tuple[str, ...], required: tuple[str, ...], what: str) -> None:
+    missing = [name for name in required if name not in record]
+    if missing:
+        raise ValueError(f"{what} has no {missing[0]!r}")
+    unknown = sorted(set(record) - set(known))
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {', '.join(map(repr, unknown))}")
+
+
+_SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+_SAMPLE_REQUIRED = tuple(f.name for f in fields(Sample) if f.default is MISSING and f.default_factory is MISSING)
+_TARGET_FIELDS = tuple(f.name for f in fields(Target))
 
 
 def _safe(text: str) -> str:
@@ -87,3 +115,47 @@ def sample_id(dataset: str, case_id: str, view: dict[str, Any] | None, component
     where = "2d" if view is None else f"{view['axis']}:{view['slice_index']}"
     key = "|".join([dataset, case_id, where, ",".join(map(str, components)), query_type, str(index)])
     return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One stage's verdict on one draft (synthesis, format, rules or visual).
+
+    Attributes:
+        stage: the stage's name.
+        passed: whether the draft passed it.
+        reason: a stable reason code when it failed (listed in docs/RECORDS.md).
+        detail: what went wrong, for a person.
+        info: what the stage measured (claims found, contrast, a judge's verdict).
+    """
+
+    stage: str
+    passed: bool
+    reason: str | None = None
+    detail: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fail(cls, stage: str, reason: str, detail: str, info: dict[str, Any] | None = None) -> StageResult:
+        """A failing verdict with its reason code and detail."""
+        return cls(stage, False, reason, detail, info or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"passed": self.passed}
+        if not self.passed:
+            out.update(reason=self.reason, detail=self.detail)
+        if self.info:
+            out["info"] = self.info
+        return out
+
+
+def reject(sample: Sample, result: StageResult) -> dict[str, Any]:
+    """The ``rejected.jsonl`` record of a draft that failed ``result``."""
+    record = sample.to_dict()
+    record["rejection"] = {"stage": result.stage, "reason": result.reason, "detail": result.detail}
+    return record
+
+
+def with_verification(sample: Sample, results: list[StageResult]) -> Sample:
+    """The sample with its per-stage results recorded."""
+    return replace(sample, verification={r.stage: r.to_dict() for r in results})

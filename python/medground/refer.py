@@ -14,16 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medground.anchors import View
-from medground.predicates import holds
-from medground.verify.stages import object_facts
+from medground.facts import attribute_values, holds, object_facts
+from medground.views import View
 
 __all__ = [
     "PREFERENCE",
     "Reference",
     "Scene",
     "Skip",
-    "attribute_values",
     "matching_distractors",
     "refer",
     "refer_view",
@@ -36,22 +34,6 @@ PREFERENCE: dict[str, tuple[str, ...]] = {
     "implicit": ("shape", "intensity", "size_class", "position", "laterality", "size_rank", "within"),
     "relational": ("category", "within", "relation", "laterality", "size_rank"),
 }
-
-
-def attribute_values(fact: dict[str, Any]) -> dict[str, Any]:
-    """The referable attribute values of one object, from its facts
-    (:func:`medground.verify.stages.object_facts`)."""
-    return {
-        "category": fact["label"],
-        "laterality": fact["laterality"] if fact["laterality"] in ("left", "right", "midline") else None,
-        "within": fact["within"],
-        "size_rank": fact["size_rank"],
-        "size_class": fact["size_class"],
-        "position": fact["position"],
-        "shape": fact["shape"],
-        "intensity": fact["intensity"],
-        "relation": fact["nearest"],
-    }
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medground.io.schema import CT_WINDOWS
 from medground.io.volume import Volume, opposite
 
 __all__ = [
@@ -31,31 +32,17 @@ __all__ = [
     "Intensity",
     "RenderedSlice",
     "SliceMap",
-    "component_slices",
     "image_map",
     "intensity_for",
+    "luminance",
     "plane_axis",
     "png_bytes",
     "render_image",
     "render_slice",
-    "select_slices",
     "slice_map",
     "to_uint8",
     "write_png",
 ]
-
-#: CT windows as (level, width) in Hounsfield units.
-CT_WINDOWS: dict[str, tuple[float, float]] = {
-    "soft_tissue": (40.0, 400.0),
-    "abdomen": (40.0, 350.0),
-    "mediastinum": (50.0, 350.0),
-    "liver": (30.0, 150.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-    "subdural": (75.0, 215.0),
-    "stroke": (40.0, 40.0),
-}
 
 PLANES = ("axial", "coronal", "sagittal")
 #: The patient axis each plane is perpendicular to.
@@ -397,62 +384,9 @@ def write_png(path: Path | str, image: NDArray[np.uint8]) -> None:
     Path(path).write_bytes(png_bytes(image))
 
 
-# ------------------------------------------------------------------------------- slices
-
-
-def select_slices(areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int = 16,
-                  min_area_fraction: float = 0.5) -> list[int]:
-    """Slices to render for one component, from its area on each slice.
-
-    Args:
-        areas: the component's voxel count on each slice along the plane's axis.
-        rule: ``max_area`` (the slice of largest cross-section; among ties the middle one),
-            ``spread:K`` (K slices evenly spread over those with area ≥ ``min_area_fraction``
-            of the max), or ``all`` (every slice it appears on).
-        max_slices: cap for ``all`` and ``spread:K`` (evenly subsampled).
-
-    Returns:
-        Ascending slice indices; empty for an empty component.
-    """
-    areas = np.asarray(areas)
-    if areas.ndim != 1:
-        raise ValueError(f"areas must be one value per slice, got shape {areas.shape}")
-    peak = int(areas.max()) if areas.size else 0
-    if peak == 0:
-        return []
-    if rule == "max_area":
-        ties = np.flatnonzero(areas == peak)
-        return [int(ties[(ties.size - 1) // 2])]
-    if rule == "all":
-        candidates = np.flatnonzero(areas > 0)
-        limit = max_slices
-    elif rule.startswith("spread:") and rule[7:].isdigit() and int(rule[7:]) >= 1:
-        candidates = np.flatnonzero(areas >= min_area_fraction * peak)
-        limit = min(int(rule[7:]), max_slices)
-    else:
-        raise ValueError(f"slice rule must be 'max_area', 'spread:K' or 'all', got {rule!r}")
-    if candidates.size <= limit:
-        return [int(c) for c in candidates]
-    if limit == 1:
-        return [int(candidates[(candidates.size - 1) // 2])]
-    picks = np.unique(np.rint(np.linspace(0, candidates.size - 1, limit)).astype(np.intp))
-    return [int(candidates[p]) for p in picks]
-
-
-def component_slices(components: NDArray[np.integer[Any]], axis: int, rule: str, *, max_slices: int = 16,
-                     min_area_fraction: float = 0.5) -> dict[int, list[int]]:
-    """Slices to render for every component of a label map, along one array axis.
-
-    One pass over the volume (:func:`medground.geometry.slice_areas`), then
-    :func:`select_slices` on each component's areas.
-
-    Returns:
-        component id → ascending slice indices along ``axis``.
-    """
-    from medground import geometry
-
-    ids, table = geometry.slice_areas(components, axis, return_labels=True)
-    return {
-        int(component): select_slices(row, rule, max_slices=max_slices, min_area_fraction=min_area_fraction)
-        for component, row in zip(ids, table)
-    }
+def luminance(array: NDArray[Any]) -> NDArray[np.float32]:
+    """Intensities as one float channel: RGB photographs as luminance (ITU-R BT.601 weights)."""
+    if array.ndim == 3:
+        rgb = array[..., :3].astype(np.float32)
+        return rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
+    return array.astype(np.float32)

@@ -17,11 +17,13 @@ Backends, chosen by the run config (``[synthesis]`` or ``[verification.visual]``
 Failure reason codes: ``timeout``, ``connection``, ``http_<status>`` (after retries where
 retrying makes sense), ``malformed_response`` (not a chat completion), ``refused`` (the
 model declined), ``truncated`` (stopped at ``max_tokens`` before the JSON closed),
-``malformed_json``, ``schema_violation`` and ``backend_error`` (the engine failed on it).
+``malformed_json``, ``schema_violation``, ``empty_answer`` (a plain-text request answered
+with nothing) and ``backend_error`` (the engine failed on it).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -29,21 +31,46 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from medground.backends.images import png_data_url
 from medground.backends.schema import AnswerError, parse_answer
 
 __all__ = [
     "BACKENDS",
+    "COMMON_KEYS",
     "Backend",
+    "EncodedImage",
     "Request",
     "Response",
     "SamplingSettings",
     "answer_from_text",
+    "config_keys",
+    "image_url",
     "make_backend",
     "resolve_messages",
 ]
 
 BACKENDS = ("template", "vllm", "openai")
 TEXT_LIMIT = 4000  # characters of a raw answer kept on a response
+#: Keys every model backend reads from its run-config section (``seed`` is the sampling seed).
+COMMON_KEYS = frozenset({"backend", "engine", "model", "temperature", "top_p", "max_tokens", "seed"})
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """An image file's bytes, sent as they are (no decoding, no re-encoding)."""
+
+    data: bytes
+    mime: str = "image/png"
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+def image_url(image: NDArray[np.uint8] | EncodedImage) -> str:
+    """The data URL a chat request carries for an image (arrays as lossless PNG)."""
+    if isinstance(image, EncodedImage):
+        return image.data_url()
+    return png_data_url(image)
 
 
 @dataclass(frozen=True)
@@ -56,15 +83,17 @@ class Request:
             parts ``{"type": "text", "text": …}`` and ``{"type": "image", "index": i}``, the
             latter showing ``images[i]``.
         images: RGB uint8 arrays, already prepared for the model family
-            (:func:`medground.backends.images.prepare_image`).
-        schema: the JSON schema of the answer (sent for structured output, and checked).
+            (:func:`medground.backends.images.prepare_image`), or :class:`EncodedImage` s
+            sent as they are (a stored image file).
+        schema: the JSON schema of the answer (sent for structured output, and checked);
+            empty for a plain-text answer (``Response.text``, e.g. a grounding answer).
         schema_name: a short name for the schema (``response_format.json_schema.name``).
         seed: a per-request sampling seed, for reproducible sampling where the engine has one.
     """
 
     id: str
     messages: list[dict[str, Any]]
-    images: tuple[NDArray[np.uint8], ...] = ()
+    images: tuple[NDArray[np.uint8] | EncodedImage, ...] = ()
     schema: dict[str, Any] = field(default_factory=dict)
     schema_name: str = "answer"
     seed: int | None = None
@@ -181,7 +210,13 @@ def resolve_messages(request: Request, image_urls: Sequence[str]) -> list[dict[s
 
 def answer_from_text(request: Request, text: str | None, *, finish_reason: str | None = None, attempts: int = 1,
                      seconds: float = 0.0) -> Response:
-    """The response for a model's answer text: parsed and checked, or a failure saying why."""
+    """The response for a model's answer text: parsed and checked (or, for a request
+    without a schema, the text itself), or a failure saying why."""
+    if not request.schema:
+        kept = text  # the answer itself is the product (a grounding answer): kept whole
+        if text is None or not text.strip():
+            return Response(request.id, None, "empty_answer", "the model answered no text", kept, attempts, seconds)
+        return Response(request.id, None, None, None, kept, attempts, seconds)
     kept = None if text is None else text[:TEXT_LIMIT]
     try:
         data = parse_answer(text, request.schema)
@@ -232,3 +267,14 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
 
         return VllmBackend.from_config(config)
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+
+
+def config_keys(kind: str) -> frozenset[str]:
+    """The run-config keys a model backend reads (``openai`` or ``vllm``)."""
+    if kind == "openai":
+        from medground.backends.openai import CONFIG_KEYS
+    elif kind == "vllm":
+        from medground.backends.vllm import CONFIG_KEYS
+    else:
+        raise ValueError(f"backend must be openai or vllm, got {kind!r}")
+    return COMMON_KEYS | CONFIG_KEYS

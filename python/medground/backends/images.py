@@ -18,68 +18,15 @@ from __future__ import annotations
 import base64
 import io
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = [
-    "FAMILIES",
-    "ImageFamily",
-    "ImagePrep",
-    "draw_boxes",
-    "family_for_model",
-    "png_data_url",
-    "prepare_image",
-]
+from medground.boxes import FAMILIES, ModelFamily
 
-
-@dataclass(frozen=True)
-class ImageFamily:
-    """How one model family wants its images.
-
-    Attributes:
-        name: the family's name (``qwen2-vl``, ``qwen3-vl``, ``internvl``, ``gemma3``, ``default``).
-        multiple: both sides are rounded to a multiple of this (the patch × merge size), or 1.
-        min_pixels: smaller images are scaled up to at least this many pixels.
-        max_pixels: larger images are scaled down to at most this many pixels.
-        square: the encoder reads one square of this side; the image is padded (black) to a
-            square, then resized, so its aspect ratio is kept.
-    """
-
-    name: str
-    multiple: int = 1
-    min_pixels: int = 224 * 224
-    max_pixels: int = 1024 * 1024
-    square: int | None = None
-
-
-FAMILIES: dict[str, ImageFamily] = {
-    "qwen2-vl": ImageFamily("qwen2-vl", multiple=28, min_pixels=128 * 28 * 28, max_pixels=1280 * 28 * 28),
-    "qwen3-vl": ImageFamily("qwen3-vl", multiple=32, min_pixels=128 * 32 * 32, max_pixels=1280 * 32 * 32),
-    "internvl": ImageFamily("internvl", multiple=1, min_pixels=448 * 448, max_pixels=4 * 448 * 448),
-    "gemma3": ImageFamily("gemma3", square=896),
-    "default": ImageFamily("default"),
-}
-
-# Checked in order: the first pattern found in the lower-cased model name or path wins.
-_MODEL_PATTERNS = (
-    (r"qwen3[-_.]?vl", "qwen3-vl"),
-    (r"qwen2(\.5)?[-_.]?vl|lingshu|medvlm-r1|huatuogpt-vision", "qwen2-vl"),
-    (r"internvl|intern[-_]?s1", "internvl"),
-    (r"medgemma|gemma[-_]?3", "gemma3"),
-)
-
-
-def family_for_model(model: str | None) -> ImageFamily:
-    """The image family of a model name or local path (``default`` when not recognised)."""
-    name = (model or "").lower()
-    for pattern, family in _MODEL_PATTERNS:
-        if re.search(pattern, name):
-            return FAMILIES[family]
-    return FAMILIES["default"]
+__all__ = ["ImagePrep", "draw_boxes", "png_data_url", "prepare_image"]
 
 
 @dataclass(frozen=True)
@@ -124,7 +71,7 @@ def _rgb(image: NDArray[Any]) -> NDArray[np.uint8]:
     raise ValueError(f"an image must be H×W, H×W×1, H×W×3 or H×W×4, got shape {image.shape}")
 
 
-def _target_size(width: int, height: int, family: ImageFamily) -> tuple[int, int]:
+def _target_size(width: int, height: int, family: ModelFamily) -> tuple[int, int]:
     pixels = width * height
     factor = 1.0
     if pixels > family.max_pixels:
@@ -143,12 +90,13 @@ def _target_size(width: int, height: int, family: ImageFamily) -> tuple[int, int
     return int(new_w), int(new_h)
 
 
-def prepare_image(image: NDArray[Any], family: ImageFamily | str = "default") -> tuple[NDArray[np.uint8], ImagePrep]:
+def prepare_image(image: NDArray[Any], family: ModelFamily | str = "default") -> tuple[NDArray[np.uint8], ImagePrep]:
     """An RGB copy of ``image`` sized for ``family``, and the record of how it was made.
 
     Args:
         image: the stored 8-bit image (H×W grey, or H×W×3/4 colour).
-        family: an :class:`ImageFamily` or the name of one in :data:`FAMILIES`.
+        family: a :class:`medground.boxes.ModelFamily` or the name of one in
+            :data:`medground.boxes.FAMILIES`.
 
     Returns:
         The prepared H'×W'×3 uint8 image and its :class:`ImagePrep`.
@@ -160,7 +108,7 @@ def prepare_image(image: NDArray[Any], family: ImageFamily | str = "default") ->
 
     if isinstance(family, str):
         if family not in FAMILIES:
-            raise ValueError(f"image family must be one of {', '.join(FAMILIES)}, got {family!r}")
+            raise ValueError(f"model family must be one of {', '.join(FAMILIES)}, got {family!r}")
         family = FAMILIES[family]
     rgb = _rgb(np.asarray(image))
     height, width = rgb.shape[:2]

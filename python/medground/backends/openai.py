@@ -30,16 +30,18 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, resolve_messages
-from medground.backends.images import png_data_url
+from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, image_url, resolve_messages
 
-__all__ = ["DEFAULT_BASE_URL", "RETRY_STATUSES", "OpenAIBackend"]
+__all__ = ["CONFIG_KEYS", "DEFAULT_BASE_URL", "RETRY_STATUSES", "OpenAIBackend"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
+#: The run-config keys of this backend (beyond ``backends.COMMON_KEYS``).
+CONFIG_KEYS = frozenset({"base_url", "api_key_env", "timeout_s", "max_retries", "concurrency", "backoff_s",
+                         "max_backoff_s", "max_retry_after_s", "response_format"})
 
 
 class _Attempt:
@@ -191,7 +193,9 @@ class OpenAIBackend:
         seed = request.seed if request.seed is not None else self.seed
         if seed is not None:
             body["seed"] = seed
-        if self.response_format == "json_schema":
+        if not request.schema:
+            pass  # a plain-text answer
+        elif self.response_format == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": request.schema_name, "schema": request.schema, "strict": True}}
         elif self.response_format == "json_object":
@@ -209,7 +213,7 @@ class OpenAIBackend:
         for request in requests:
             for image in request.images:
                 if id(image) not in urls:
-                    urls[id(image)] = png_data_url(image)
+                    urls[id(image)] = image_url(image)
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="medground-openai") as pool:
             return list(pool.map(lambda r: self._guarded(r, [urls[id(i)] for i in r.images]), requests))
 

@@ -22,14 +22,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, resolve_messages
-from medground.backends.images import png_data_url
+from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, image_url, resolve_messages
 
-__all__ = ["INSTALL_HINT", "VllmBackend", "build_sampling_params", "import_vllm"]
+__all__ = ["CONFIG_KEYS", "INSTALL_HINT", "VllmBackend", "build_sampling_params", "import_vllm"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'medground[vllm]'"
+#: The run-config keys of this backend (beyond ``backends.COMMON_KEYS``).
+CONFIG_KEYS = frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "limit_mm_per_prompt",
+                         "dtype", "trust_remote_code", "enforce_eager", "max_num_seqs", "chat_template_kwargs",
+                         "mm_processor_kwargs"})
 
 
 def import_vllm() -> ModuleType:
@@ -50,7 +53,7 @@ def build_sampling_params(schema: dict[str, Any], sampling: SamplingSettings, se
     """vLLM sampling parameters that constrain the answer to ``schema``.
 
     Args:
-        schema: the answer's JSON schema.
+        schema: the answer's JSON schema (empty: a plain-text answer).
         sampling: temperature, top_p, max_tokens.
         seed: the request's sampling seed.
         module: ``vllm.sampling_params`` (imported when not given).
@@ -63,6 +66,8 @@ def build_sampling_params(schema: dict[str, Any], sampling: SamplingSettings, se
     params = module or importlib.import_module("vllm.sampling_params")
     common: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
                               "max_tokens": sampling.max_tokens, "seed": seed}
+    if not schema:
+        return params.SamplingParams(**common), "none"
     if hasattr(params, "StructuredOutputsParams"):
         return params.SamplingParams(**common, structured_outputs=params.StructuredOutputsParams(json=schema)), \
             "structured_outputs"
@@ -177,7 +182,7 @@ class VllmBackend:
         urls = {} if urls is None else urls
         for image in request.images:
             if id(image) not in urls:
-                urls[id(image)] = png_data_url(image)
+                urls[id(image)] = image_url(image)
         return resolve_messages(request, [urls[id(image)] for image in request.images])
 
     def sampling_params(self, request: Request) -> tuple[Any, str]:

@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 
 from medground.io.errors import CaseError
 from medground.io.readers import read_image
-from medground.io.spec import CaseFiles, DatasetSpec
+from medground.io.discover import CaseFiles
+from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 
 __all__ = ["Case", "load_case", "present_labels"]

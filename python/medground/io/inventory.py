@@ -17,7 +17,8 @@ from medground import geometry
 from medground.io.case import Case, load_case
 from medground.io.errors import CaseError
 from medground.io.readers import read_header
-from medground.io.spec import CaseIndex, DatasetSpec, find_cases, resolve_labels
+from medground.io.discover import CaseIndex, find_cases, resolve_labels
+from medground.io.schema import DatasetSpec
 
 __all__ = ["CaseSummary", "Inventory", "describe_case", "format_inventory", "inventory"]
 

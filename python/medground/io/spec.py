@@ -1,49 +1,43 @@
-"""Dataset specs: what a folder of images and masks holds and how to read it.
+"""Dataset specs: reading and checking the TOML that says what a folder of images and masks
+holds.
 
-A spec is a TOML file (keys in DESIGN.md, "Dataset spec"). Patterns and label files are
+A spec is a TOML file (keys in docs/RECORDS.md, "Dataset spec"). Patterns and label files are
 relative to the dataset's folder: the spec file's folder, or ``root`` in the spec, or the
 ``--data`` folder given with a preset. A pattern that would reach outside that folder is
-refused. Unknown keys are errors, so a typo never silently falls back to a default.
+refused. Unknown keys are errors, so a typo never silently falls back to a default. The
+parsed records are in :mod:`medground.io.schema`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob as globlib
 import posixpath
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from medground.io.errors import SpecError
-from medground.io.labels import label_map_from_mapping, load_label_file, structure_name
+from medground.io.labels import label_map_from_mapping, load_label_file
 from medground.io.readers import DEFAULT_MAX_BYTES
+from medground.io.schema import (
+    AXES,
+    CT_WINDOWS,
+    MASK_MODES,
+    MODALITIES,
+    RADIOLOGY_MODALITIES,
+    AnchorFilters,
+    CasesSpec,
+    DatasetSpec,
+    RenderSpec,
+)
 
-__all__ = [
-    "MODALITIES",
-    "CaseFiles",
-    "CaseIndex",
-    "CasesSpec",
-    "DatasetSpec",
-    "RenderSpec",
-    "find_cases",
-    "list_presets",
-    "load_preset",
-    "load_spec",
-    "load_specs",
-    "parse_spec",
-]
+__all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec"]
 
-MODALITIES = ("CT", "MR", "PET", "XR", "US", "endoscopy", "dermoscopy", "microscopy", "fundus", "other")
-#: Modalities with a patient orientation, displayed in radiological convention by default.
-RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
-MASK_MODES = ("labelmap", "binary", "per_label_files")
-AXES = ("axial", "coronal", "sagittal")
-#: Run-config sections a dataset spec may carry (read by the pipeline, not here).
+#: Sections a dataset spec may carry: ``[anchors]`` is the spec's own; a bare spec run as
+#: a run config may also hold the run's sections (read by the pipeline's config).
 _RUN_SECTIONS = {"synthesis", "verification", "split", "anchors"}
 _SPEC_KEYS = {"name", "modality", "body_region", "display", "root", "cases", "labels", "labels_file", "render"}
 _CASES_KEYS = {
@@ -54,104 +48,6 @@ _CASES_KEYS = {
 _RENDER_KEYS = {"axes", "slices", "window", "percentiles", "max_slices", "min_area_fraction", "square_pixels"}
 _SLICES = re.compile(r"^(max_area|all|spread:(?P<k>[1-9]\d*))$")
 
-
-@dataclass(frozen=True)
-class RenderSpec:
-    """How slices are chosen and shown (``[render]``).
-
-    Attributes:
-        axes: slicing planes of 3D volumes (axial, coronal, sagittal).
-        slices: ``max_area``, ``spread:K`` or ``all`` (per component).
-        window: CT window preset name, ``(level, width)``, or three of either for an RGB
-            rendering; None for the modality's default (soft tissue for CT, percentiles else).
-        percentiles: MR/other normalisation range over the body.
-        max_slices: cap on slices per component and axis for ``all``.
-        min_area_fraction: ``spread:K`` picks slices whose area is at least this share of the max.
-        square_pixels: resample the in-plane axes of anisotropic volumes so pixels are square.
-    """
-
-    axes: tuple[str, ...] = ("axial",)
-    slices: str = "max_area"
-    window: str | tuple[float, float] | tuple[str | tuple[float, float], ...] | None = None
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    max_slices: int = 16
-    min_area_fraction: float = 0.5
-    square_pixels: bool = True
-
-
-@dataclass(frozen=True)
-class CasesSpec:
-    """Where the images and masks are (``[cases]``); see DESIGN.md for the patterns."""
-
-    image: str
-    mask: str
-    mask_mode: str = "labelmap"
-    patient: str = "{case}"
-    patient_regex: str | None = None
-    exclude: tuple[str, ...] = ()
-    case_regex: str | None = None
-    merge_masks: bool = False
-    channel: int | None = None
-    mask_threshold: float | None = None
-    colors: tuple[tuple[tuple[int, int, int], int], ...] = ()
-    color_tolerance: int = 0
-    max_bytes: int = DEFAULT_MAX_BYTES
-    affine_tolerance: float = 1e-3
-    pixel_spacing: tuple[float, float] | None = None
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A parsed dataset spec; ``root`` is the dataset's folder, every path is inside it."""
-
-    name: str
-    modality: str
-    body_region: str
-    display: str
-    root: Path
-    cases: CasesSpec
-    labels: dict[int, str]
-    render: RenderSpec = field(default_factory=RenderSpec)
-    source: Path | None = None
-    preset: str | None = None
-    #: Run-config sections carried by the spec (``[anchors]``, ``[synthesis]``, …), as read.
-    sections: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_radiological(self) -> bool:
-        return self.display == "radiological"
-
-    def label_id(self, name: str) -> int | None:
-        for label_id, label_name in self.labels.items():
-            if label_name == name:
-                return label_id
-        return None
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    """The files of one case, as matched on disk: one label map (``labelmap``), one or
-    more binary masks (``binary``; several only with ``merge_masks``), or one mask per
-    structure name (``per_label_files``)."""
-
-    case_id: str
-    patient_id: str
-    image: Path
-    masks: tuple[Path, ...] = ()
-    label_masks: tuple[tuple[str, Path], ...] = ()
-
-
-@dataclass
-class CaseIndex:
-    """What a spec finds on disk: paired cases and the files that did not pair."""
-
-    cases: list[CaseFiles]
-    unpaired_images: list[Path] = field(default_factory=list)
-    unpaired_masks: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------- loading
 
 
 def list_presets() -> list[str]:
@@ -221,8 +117,6 @@ def load_specs(path: Path | str, *, data: Path | str | None = None) -> list[Data
     return specs
 
 
-# --------------------------------------------------------------------------------- parsing
-
 
 def _unknown_keys(table: Mapping[str, Any], allowed: set[str], where: str, source: Path | None) -> None:
     unknown = sorted(set(table) - allowed)
@@ -278,17 +172,13 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
         unknown = sorted({label for _, label in cases.colors if label not in labels})
         if unknown:
             raise SpecError(source, f"[cases.colors] maps to label ids {unknown} that [labels] does not declare")
-    sections = {key: document[key] for key in _RUN_SECTIONS if key in document}
-    if "anchors" in sections:
-        from medground.anchors import AnchorFilters  # late: anchors builds on io
-
-        try:
-            AnchorFilters.from_table(sections["anchors"])
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise SpecError(source, str(exc)) from exc
+    try:
+        anchors = AnchorFilters.from_table(document.get("anchors"))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SpecError(source, str(exc)) from exc
     return DatasetSpec(
         name=name, modality=modality, body_region=body_region, display=display, root=root,
-        cases=cases, labels=labels, render=render, source=source, sections=sections,
+        cases=cases, labels=labels, render=render, source=source, preset=None, anchors=anchors,
     )
 
 
@@ -460,8 +350,6 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
 
 
 def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
-    from medground.render import CT_WINDOWS
-
     def one(item: Any) -> str | tuple[float, float]:
         if isinstance(item, str):
             if item not in CT_WINDOWS:
@@ -481,138 +369,3 @@ def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
     if modality not in ("CT",):
         raise SpecError(source, f"[render] window applies to CT (Hounsfield units); {modality} uses percentiles")
     return windows
-
-
-# --------------------------------------------------------------------------------- discovery
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    glob: str
-    regex: re.Pattern[str]
-
-
-#: Glob wildcards and the regex each matches (``**/``: any folders, possibly none).
-_WILDCARDS = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-
-
-def _compile(pattern: str, **fixed: str) -> _Pattern:
-    """Glob and regex of a pattern; ``fixed`` placeholders are substituted literally."""
-    glob_parts: list[str] = []
-    regex_parts: list[str] = []
-    seen: set[str] = set()
-    for token in re.split(r"(\{[a-z]+\}|\*\*/|\*\*|\*|\?)", pattern):
-        if not token:
-            continue
-        if token.startswith("{"):
-            name = token[1:-1]
-            if name in fixed:
-                glob_parts.append(globlib.escape(fixed[name]))
-                regex_parts.append(re.escape(fixed[name]))
-            else:
-                glob_parts.append("*")
-                regex_parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
-                seen.add(name)
-        elif token in _WILDCARDS:
-            glob_parts.append(token)
-            regex_parts.append(_WILDCARDS[token])
-        else:
-            glob_parts.append(globlib.escape(token))
-            regex_parts.append(re.escape(token))
-    return _Pattern("".join(glob_parts), re.compile("".join(regex_parts) + r"\Z"))
-
-
-def _matches(root: Path, pattern: _Pattern, exclude: tuple[str, ...] = ()) -> list[tuple[Path, re.Match[str]]]:
-    found = []
-    for path in sorted(root.glob(pattern.glob)):
-        relative = path.relative_to(root).as_posix()
-        if any(fnmatch.fnmatchcase(relative, e) or fnmatch.fnmatchcase(path.name, e) for e in exclude):
-            continue
-        match = pattern.regex.match(relative)
-        if match is not None:
-            found.append((path, match))
-    return found
-
-
-def _patient_id(spec: DatasetSpec, case_id: str) -> str:
-    cases = spec.cases
-    if cases.patient_regex is not None:
-        match = re.search(cases.patient_regex, case_id)
-        if match is not None:
-            return match.group("patient") if "patient" in match.re.groupindex else match.group(1)
-        return case_id
-    return cases.patient.format(case=case_id)
-
-
-def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
-    """Pairs images with masks on disk; cases are sorted by id.
-
-    For ``per_label_files`` specs without declared labels, the labels are the union of the
-    structure names found, in sorted order (see :func:`resolve_labels`).
-    """
-    root = spec.root
-    images: dict[str, Path] = {}
-    problems: list[str] = []
-    case_filter = re.compile(spec.cases.case_regex) if spec.cases.case_regex else None
-    for path, match in _matches(root, _compile(spec.cases.image), spec.cases.exclude):
-        case_id = match.group("case") if "case" in match.re.groupindex else structure_name(path)
-        if case_filter is not None and not case_filter.search(case_id):
-            continue
-        if case_id in images:
-            problems.append(f"case {case_id!r} matches two images: {images[case_id]} and {path}")
-            continue
-        images[case_id] = path
-    if "{case}" not in spec.cases.image and len(images) > 1:
-        problems.append(f"image = {spec.cases.image!r} has no {{case}} but matches {len(images)} files; "
-                        f"a pattern without {{case}} must name one image")
-        images = {}
-    index = CaseIndex(cases=[], problems=problems)
-    masks_seen: set[Path] = set()
-    for case_id in sorted(images):
-        files = _case_masks(spec, case_id, index)
-        if files is None:
-            index.unpaired_images.append(images[case_id])
-            continue
-        masks, label_masks = files
-        masks_seen.update(masks or [p for _, p in label_masks])
-        index.cases.append(CaseFiles(case_id, _patient_id(spec, case_id), images[case_id], masks, label_masks))
-    # Masks whose case has no image (only checked for one-file-per-case masks: cheap and common).
-    if spec.cases.mask_mode != "per_label_files":
-        image_paths = set(images.values())
-        for path, match in _matches(root, _compile(spec.cases.mask)):
-            if case_filter is not None and "case" in match.re.groupindex and not case_filter.search(match.group("case")):
-                continue
-            if path not in masks_seen and path not in image_paths:
-                index.unpaired_masks.append(path)
-    if limit is not None:
-        index.cases = index.cases[:limit]
-    return index
-
-
-def _case_masks(spec: DatasetSpec, case_id: str, index: CaseIndex) -> tuple[tuple[Path, ...], tuple[tuple[str, Path], ...]] | None:
-    pattern = _compile(spec.cases.mask, case=case_id)
-    found = _matches(spec.root, pattern)
-    if spec.cases.mask_mode != "per_label_files":
-        if not found:
-            return None
-        if len(found) > 1 and not spec.cases.merge_masks:
-            index.problems.append(f"case {case_id!r} matches {len(found)} masks: {', '.join(str(p) for p, _ in found)}")
-            return None
-        return tuple(path for path, _ in found), ()
-    by_name = {match.group("label"): path for path, match in found}
-    if not by_name:
-        return None
-    # "{label}.nii.gz" matches "liver.nii.gz" with label "liver"; names keep no suffix.
-    label_masks = tuple(sorted((structure_name(Path(name)) if "." in name else name, path) for name, path in by_name.items()))
-    return (), label_masks
-
-
-def resolve_labels(spec: DatasetSpec, index: CaseIndex) -> DatasetSpec:
-    """A per-structure spec without declared labels gets ids 1..N for the structure names
-    found across all cases (sorted); other specs are returned unchanged."""
-    if spec.labels or spec.cases.mask_mode != "per_label_files":
-        return spec
-    from medground.io.labels import labels_from_filenames
-
-    names = {name for case in index.cases for name, _ in case.label_masks}
-    return replace(spec, labels=labels_from_filenames(names))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medground.pipeline.store import atomic_write
+from medground.runfolder import atomic_write
 
 __all__ = ["write_card"]
 
@@ -81,8 +82,6 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     plots = _plots(root, samples)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["## Provenance", "", "```json"]
-    import json
-
     lines += [json.dumps(manifest["config"], indent=2, default=str), "```", ""]
     if manifest["errors"]:
         lines += ["## Cases that failed", ""] + [f"- {e['dataset']}/{e['case_id']} ({e['stage']}): {e['error']}"

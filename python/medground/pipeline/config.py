@@ -1,8 +1,8 @@
 """Run configuration: the datasets of a run and the settings of its stages.
 
 A run config lists dataset specs (``datasets = [...]``) and adds ``[synthesis]``,
-``[verification]``, ``[split]`` and ``[output]``; a bare dataset spec runs with defaults
-(DESIGN.md, "Dataset spec").
+``[verification]`` and ``[split]``; a bare dataset spec is a run config too, with those
+sections in it or their defaults (docs/RECORDS.md, "Run config").
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medground import __version__
 from medground.io.errors import SpecError
-from medground.io.spec import DatasetSpec, load_preset, load_specs
+from medground.io.schema import DatasetSpec
+from medground.io.spec import load_preset, load_specs
+from medground.pipeline.splits import read_split_file
+from medground.settings import SynthesisSettings, VerificationSettings
 
 __all__ = ["RunConfig", "SplitConfig", "load_run_config"]
 
@@ -44,8 +48,6 @@ class SplitConfig:
             raise SpecError(source, f"[split] ratios must be three non-negative numbers summing to 1, got {ratios!r}")
         file = table.get("file")
         if file is not None:
-            from medground.pipeline.splits import read_split_file
-
             path = (base / file).resolve()
             if not path.is_file():
                 raise SpecError(source, f"[split] file {path} not found")
@@ -59,8 +61,8 @@ class RunConfig:
     """Everything a run needs; ``fingerprint`` identifies it for ``--resume``."""
 
     datasets: tuple[DatasetSpec, ...]
-    synthesis: dict[str, Any] = field(default_factory=lambda: {"backend": "template"})
-    verification: dict[str, Any] = field(default_factory=dict)
+    synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0
     source: Path | None = None
@@ -71,8 +73,8 @@ class RunConfig:
             "source": None if self.source is None else str(self.source),
             "datasets": [{"name": d.name, "modality": d.modality, "body_region": d.body_region, "root": str(d.root),
                           "preset": d.preset, "labels": {str(k): v for k, v in d.labels.items()}} for d in self.datasets],
-            "synthesis": self.synthesis,
-            "verification": self.verification,
+            "synthesis": self.synthesis.to_dict(),
+            "verification": self.verification.to_dict(),
             "split": {"ratios": list(self.split.ratios), "file": None if self.split.file is None else str(self.split.file)},
             "seed": self.seed,
         }
@@ -82,17 +84,14 @@ class RunConfig:
         """A hash of everything that changes the output: every dataset's spec (cases,
         labels, render, anchors…; not where the data lives), the stage settings, the seed
         and the medground version."""
-        from dataclasses import asdict
-
-        from medground import __version__
-
         datasets = []
         for spec in self.datasets:
             fields = asdict(spec)
             for where in ("root", "source", "preset"):
                 fields.pop(where, None)
             datasets.append(fields)
-        description = {"datasets": datasets, "synthesis": self.synthesis, "verification": self.verification,
+        description = {"datasets": datasets, "synthesis": self.synthesis.to_dict(),
+                       "verification": self.verification.to_dict(),
                        "split": self.describe()["split"], "seed": self.seed, "version": __version__}
         return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -118,25 +117,8 @@ def load_run_config(path: Path | None = None, *, preset: str | None = None, data
         unknown = sorted(set(document) - _RUN_KEYS)
         if unknown:
             raise SpecError(path, f"unknown key(s) in the run config: {', '.join(unknown)}; allowed: {', '.join(sorted(_RUN_KEYS))}")
-    synthesis = dict(document.get("synthesis", {"backend": "template"}))
-    synthesis.setdefault("backend", "template")
-    if synthesis["backend"] not in ("template", "vllm", "openai"):
-        raise SpecError(path, f"[synthesis] backend must be template, vllm or openai, got {synthesis['backend']!r}")
-    verification = dict(document.get("verification", {}))
-    unknown = sorted(set(verification) - {"visual"})
-    if unknown:
-        raise SpecError(path, f"unknown key(s) in [verification]: {', '.join(unknown)}; allowed: visual")
-    visual = dict(verification.get("visual", {}))
-    if visual.get("backend", "evidence") not in ("evidence", "vlm", "onnx"):
-        raise SpecError(path, f"[verification.visual] backend must be evidence, vlm or onnx, got {visual.get('backend')!r}")
-    if visual.get("backend") == "onnx":
-        if not isinstance(visual.get("model"), str):
-            raise SpecError(path, "[verification.visual] backend = 'onnx' needs model = path to the .onnx file")
-        model = (path.parent / visual["model"]).resolve()
-        if not model.is_file():
-            raise SpecError(path, f"[verification.visual] model {model} not found")
-        visual["model"] = str(model)
-        verification["visual"] = visual
+    synthesis = SynthesisSettings.from_table(document.get("synthesis"), path)
+    verification = VerificationSettings.from_table(document.get("verification"), path, path.parent)
     split = SplitConfig.from_table(document.get("split"), path.parent, path)
     return RunConfig(datasets=tuple(specs), synthesis=synthesis, verification=verification, split=split,
                      seed=seed, source=path.resolve())

@@ -21,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from medground import __version__
-from medground.io.spec import CaseFiles, DatasetSpec, find_cases, resolve_labels
+from medground.io.discover import CaseFiles, find_cases, resolve_labels
+from medground.io.schema import DatasetSpec
+from medground.pipeline.card import write_card
 from medground.pipeline.config import RunConfig
 from medground.pipeline.splits import assign_splits, check_splits, read_split_file
-from medground.pipeline.store import OutputFolder, atomic_write, write_jsonl
-from medground.pipeline.worker import CaseResult, case_key, process_case
+from medground.pipeline.store import CaseResult, OutputFolder, case_key
+from medground.pipeline.worker import ModelActor, process_case
+from medground.runfolder import ERRORS, MANIFEST, REJECTED, SAMPLES, SKIPPED, atomic_write, write_jsonl
+from medground.verify import Funnel
 
 __all__ = ["RunSummary", "assemble", "plan", "run"]
 
@@ -87,14 +91,11 @@ def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) ->
 def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
     """GPU models live in actors (restarted if they die): the vLLM synthesizer and judge.
     Clients of OpenAI-compatible servers need no GPU and stay in the CPU tasks."""
-    from medground.pipeline.worker import ModelActor
-
     actors = {}
-    visual = dict(config.verification.get("visual", {}))
-    wanted = {"synthesizer": config.synthesis if config.synthesis.get("backend") == "vllm" else None,
-              "judge": visual if visual.get("backend") == "vlm" and not visual.get("base_url")
-              and visual.get("engine", "vllm") == "vllm" else None}
-    needed = sum(float(s.get("num_gpus", 1)) for s in wanted.values() if s is not None)
+    visual = config.verification.visual
+    wanted: dict[str, Any] = {"synthesizer": config.synthesis if config.synthesis.backend == "vllm" else None,
+                              "judge": visual if visual.engine == "vllm" else None}
+    needed = sum(s.num_gpus for s in wanted.values() if s is not None)
     available = float(ray.cluster_resources().get("GPU", 0))
     if needed > available:
         raise ValueError(f"the vLLM models need {needed:g} GPU(s) (num_gpus in [synthesis] / [verification.visual]); "
@@ -102,7 +103,7 @@ def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
     for kind, settings in wanted.items():
         if settings is None:
             continue
-        options = {"num_gpus": float(settings.get("num_gpus", 1)), "num_cpus": 1, "max_restarts": 3, "max_task_retries": 3}
+        options = {"num_gpus": settings.num_gpus, "num_cpus": 1, "max_restarts": 3, "max_task_retries": 3}
         actors[kind] = ray.remote(ModelActor).options(**options).remote(kind, settings, config.seed)
     return actors
 
@@ -209,9 +210,6 @@ def run(config: RunConfig, out: Path, *, ray_address: str | None = None, resume:
 def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = None) -> dict[str, Any]:
     """Builds samples.jsonl, rejected.jsonl, errors.jsonl, manifest.json and the card from
     the shards (only those of ``keys`` when given: the cases of this config and limit)."""
-    from medground.pipeline.card import write_card
-    from medground.verify import Funnel
-
     shards = [s for s in folder.read_shards() if keys is None or s["key"] in keys]
     fixed = read_split_file(config.split.file) if config.split.file else None
     patients = [(s["dataset"], s["modality"], s["patient_id"]) for s in shards]
@@ -230,10 +228,10 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
         if shard["funnel"]:
             funnel.merge(Funnel.from_dict(shard["funnel"]))
     root = folder.root
-    write_jsonl(root / "samples.jsonl", accepted)
-    write_jsonl(root / "rejected.jsonl", rejected)
-    write_jsonl(root / "errors.jsonl", errors)
-    write_jsonl(root / "skipped.jsonl", skipped)
+    write_jsonl(root / SAMPLES, accepted)
+    write_jsonl(root / REJECTED, rejected)
+    write_jsonl(root / ERRORS, errors)
+    write_jsonl(root / SKIPPED, skipped)
     split_check = check_splits(accepted)
     manifest = {
         "medground_version": __version__,
@@ -247,6 +245,6 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
         "errors": errors,
         "ray_nodes": len({s.get("node") for s in shards if s.get("node")}),
     }
-    atomic_write(root / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
+    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
     write_card(root, manifest, accepted)
     return manifest

@@ -13,30 +13,44 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medground.pipeline.worker import CaseResult
+from medground.runfolder import atomic_write
 
-__all__ = ["OutputFolder", "atomic_write"]
+__all__ = ["CaseResult", "OutputFolder", "case_key"]
 
 RUN_FILE = "run.json"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def case_key(dataset: str, case_id: str) -> str:
+    """The key of a case in shards and the manifest."""
+    return f"{dataset}/{case_id}"
+
+
+@dataclass
+class CaseResult:
+    """What one case produced (the content of its shard, plus its images)."""
+
+    dataset: str
+    case_id: str
+    patient_id: str
+    modality: str
+    images: dict[str, bytes] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    funnel: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    node: str | None = None  # the Ray node that ran it (None in-process)
+
+    @property
+    def key(self) -> str:
+        return case_key(self.dataset, self.case_id)
 
 
 class OutputFolder:
@@ -96,8 +110,3 @@ class OutputFolder:
             except (OSError, json.JSONDecodeError):
                 continue  # not possible with atomic writes; a damaged shard is redone on resume
         return iter(sorted(shards, key=lambda s: (s["dataset"], s["case_id"])))
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    """A JSON-lines file, written atomically (keys in a stable order)."""
-    atomic_write(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())

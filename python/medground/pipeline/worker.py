@@ -8,57 +8,47 @@ same in-process, in a Ray task on any node, or twice after a crash.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
 
 from medground.generate import draft_case, verify_drafts
 from medground.io.case import load_case
+from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
-from medground.io.spec import CaseFiles, DatasetSpec
-from medground.records import image_path
+from medground.io.schema import DatasetSpec
+from medground.io.volume import Volume
+from medground.pipeline.store import CaseResult
+from medground.records import Sample, StageResult, image_path
+from medground.refer import Reference
 from medground.render import png_bytes
+from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
+from medground.synth import Synthesis, Synthesizer, make_synthesizer
+from medground.verify import JudgeItem, Verifier, make_judge
+from medground.views import View
 
-__all__ = ["CaseResult", "case_key", "process_case"]
+__all__ = ["ModelActor", "RemoteJudge", "RemoteSynthesizer", "process_case"]
 
-
-def case_key(dataset: str, case_id: str) -> str:
-    """The key of a case in shards and the manifest."""
-    return f"{dataset}/{case_id}"
-
-
-@dataclass
-class CaseResult:
-    """What one case produced."""
-
-    dataset: str
-    case_id: str
-    patient_id: str
-    modality: str
-    images: dict[str, bytes] = field(default_factory=dict)
-    accepted: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    funnel: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    node: str | None = None  # the Ray node that ran it (None in-process)
-
-    @property
-    def key(self) -> str:
-        return case_key(self.dataset, self.case_id)
+T = TypeVar("T")
 
 
-def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verification: dict[str, Any] | None = None,
-                 synthesis: dict[str, Any] | None = None, models: dict[str, Any] | None = None) -> CaseResult:
+def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0,
+                 verification: VerificationSettings | None = None, synthesis: SynthesisSettings | None = None,
+                 models: dict[str, Any] | None = None) -> CaseResult:
     """Runs one case through every stage; a bad case becomes ``error``, never an exception.
 
-    ``synthesis``/``verification`` are the run config's sections. ``models`` holds Ray actor
+    ``synthesis``/``verification`` are the run config's settings. ``models`` holds Ray actor
     handles of the GPU models (``synthesizer``, ``judge``) when they run in actors; without
     them a model backend is built in this process (openai: a client; vllm: the model)."""
     result = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
+    synthesis = synthesis or SynthesisSettings()
+    verification = verification or VerificationSettings()
+    models = models or {}
     started = time.perf_counter()
     stage = "load"
     try:
@@ -66,10 +56,11 @@ def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0, verifica
         result.warnings = list(case.warnings)
         result.seconds["load"] = time.perf_counter() - started
         stage = "draft"
-        drafts = draft_case(case, spec, seed=seed, synthesizer=_synthesizer(synthesis or {}, seed, (models or {}).get("synthesizer")))
+        drafts = draft_case(case, spec, seed=seed, synthesizer=_synthesizer(synthesis, seed, models.get("synthesizer")))
         result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
         stage = "verify"
-        accepted, rejected, funnel = verify_drafts(drafts, spec, _verifier(verification or {}, (models or {}).get("judge"), seed))
+        verifier = _verifier(verification.visual, models.get("judge"), seed)
+        accepted, rejected, funnel = verify_drafts(drafts, spec, verifier)
         result.seconds["verify"] = time.perf_counter() - started - sum(result.seconds.values())
         stage = "render"
         used = {s.image for s in accepted} | {r["image"] for r in rejected}
@@ -102,47 +93,31 @@ def _ray_node() -> str | None:
 _CACHE: dict[str, Any] = {}
 
 
-def _cached(key: str, build: Any) -> Any:
+def _cached(key: str, build: Callable[[], T]) -> T:
     """One model object per process and settings (clients, ONNX sessions, in-process models)."""
     if key not in _CACHE:
         _CACHE[key] = build()
-    return _CACHE[key]
+    return _CACHE[key]  # type: ignore[no-any-return]
 
 
-def _synthesizer(settings: dict[str, Any], seed: int, actor: Any) -> Any:
+def _key(kind: str, table: Any, seed: int) -> str:
+    return f"{kind}|{seed}|{json.dumps(dict(table), sort_keys=True, default=str)}"
+
+
+def _synthesizer(settings: SynthesisSettings, seed: int, actor: Any) -> Synthesizer:
     if actor is not None:
         return RemoteSynthesizer(actor)
-    from medground.synth.vlm import make_synthesizer
-
-    return _cached(f"synth|{seed}|{sorted(settings.items())!r}", lambda: make_synthesizer(settings, seed=seed))
+    return _cached(_key("synth", settings.table, seed), lambda: make_synthesizer(settings, seed=seed))
 
 
-def _verifier(settings: dict[str, Any], judge_actor: Any = None, seed: int = 0) -> Any:
-    from medground.verify import Verifier
-
-    visual = dict(settings.get("visual", {}))
-    visual.setdefault("seed", seed)  # the judge samples reproducibly for the run's seed
-    backend = visual.get("backend", "evidence")
-    if backend == "vlm":
-        if judge_actor is not None:
-            return Verifier("vlm", vlm_judge=RemoteJudge(judge_actor))
-        from medground.verify.vlm_judge import VlmJudge
-
-        return _cached(f"judge|{sorted(visual.items())!r}", lambda: Verifier("vlm", vlm_judge=VlmJudge.from_config(visual)))
-    if backend == "onnx":
-        return _cached(f"onnx|{sorted(visual.items())!r}", lambda: Verifier(
-            "onnx", onnx_model=visual.get("model"), onnx_threshold=float(visual.get("threshold", 0.5))))
-    return _cached("evidence", Verifier)
+def _verifier(settings: VisualSettings, judge_actor: Any = None, seed: int = 0) -> Verifier:
+    if judge_actor is not None:
+        return Verifier(RemoteJudge(judge_actor))
+    return _cached(_key("judge", settings.table, seed), lambda: Verifier(make_judge(settings, seed=seed)))
 
 
-def _slim(view: Any) -> Any:
+def _slim(view: View) -> View:
     """The view without the case's volumes: what a model actor needs (image, objects, ids)."""
-    import dataclasses
-
-    import numpy as np
-
-    from medground.io.volume import Volume
-
     case = view.case
     image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
     light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
@@ -152,49 +127,47 @@ def _slim(view: Any) -> Any:
 class RemoteSynthesizer:
     """Synthesis by a model held in a Ray actor (one GPU model, many CPU workers)."""
 
+    backend = "remote"
+    version = "remote"
+
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def synthesize(self, view: Any, cues: Any, references: Any, *, modality: str, body_region: str | None) -> Any:
+    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
+                   modality: str, body_region: str | None) -> Synthesis:
         import ray
 
-        return ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))
+        return ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))  # type: ignore[no-any-return]
 
 
 class RemoteJudge:
-    """The VLM judge held in a Ray actor."""
+    """The VLM judge held in a Ray actor; a case's surviving drafts go in one actor call."""
+
+    name = "remote"
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def __call__(self, sample: Any, image: Any) -> Any:
-        return self.judge([sample], [image])[0]
-
-    def judge(self, samples: Any, images: Any) -> Any:
-        """A case's surviving drafts in one actor call (one model batch)."""
+    def judge(self, items: Sequence[JudgeItem]) -> list[StageResult]:
         import ray
 
-        return ray.get(self.actor.judge.remote(list(samples), list(images)))
+        pairs = [(item.sample, item.image) for item in items]  # the stored intensities stay here
+        return ray.get(self.actor.judge.remote(pairs))  # type: ignore[no-any-return]
 
 
 class ModelActor:
     """Holds a model for the pipeline's tasks (run as a Ray actor with ``num_gpus``)."""
 
-    def __init__(self, kind: str, settings: dict[str, Any], seed: int = 0) -> None:
+    def __init__(self, kind: str, settings: SynthesisSettings | VisualSettings, seed: int = 0) -> None:
         self.kind = kind
-        if kind == "synthesizer":
-            from medground.synth.vlm import make_synthesizer
-
-            self.model = make_synthesizer(settings, seed=seed)
+        if isinstance(settings, SynthesisSettings):
+            self.synthesizer = make_synthesizer(settings, seed=seed)
         else:
-            from medground.verify.vlm_judge import VlmJudge
+            self.judge_model = make_judge(settings, seed=seed)
 
-            self.model = VlmJudge.from_config({**settings, "seed": settings.get("seed", seed)})
+    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], modality: str,
+                   body_region: str | None) -> Synthesis:
+        return self.synthesizer.synthesize(view, cues, references, modality=modality, body_region=body_region)
 
-    def synthesize(self, view: Any, cues: Any, references: Any, modality: str, body_region: str | None) -> Any:
-        from medground.synth.vlm import synthesize_view
-
-        return synthesize_view(self.model, view, cues, references, modality=modality, body_region=body_region)
-
-    def judge(self, samples: Any, images: Any) -> Any:
-        return self.model.judge(samples, images)
+    def judge(self, pairs: list[tuple[Sample, Any]]) -> list[StageResult]:
+        return self.judge_model.judge([JudgeItem(sample, image, image) for sample, image in pairs])

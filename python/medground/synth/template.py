@@ -14,10 +14,11 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from medground.anchors import View
-from medground.records import Sample, Target, image_path, sample_id
+from medground.records import sample_id
 from medground.refer import Reference
+from medground.synth.base import Synthesis, draft_sample, query_type_of
 from medground.terms import clinical_term
+from medground.views import View
 
 __all__ = ["TemplateSynthesizer", "noun_phrase"]
 
@@ -96,11 +97,11 @@ class TemplateSynthesizer:
         return options[int.from_bytes(digest[:8], "big") % len(options)]
 
     def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
-                   modality: str, body_region: str | None) -> list[Sample]:
-        """Samples for the references of one view (verification fills ``verification``)."""
+                   modality: str, body_region: str | None) -> Synthesis:
+        """Drafts for the references of one view (verification fills ``verification``); the
+        template never fails, so the failure list is empty."""
         case = view.case
         view_record = view.view_record()
-        image = image_path(case.dataset, case.case_id, view_record)
         oriented = case.image.oriented
         phrasings = self.templates["phrasings"]
         samples = []
@@ -108,7 +109,7 @@ class TemplateSynthesizer:
         seen_queries: set[tuple[tuple[int, ...], str]] = set()
         for reference in references:
             implicit = reference.query_type == "implicit"
-            query_type = "descriptive" if implicit else reference.query_type
+            query_type = query_type_of(reference)
             key = (reference.targets, query_type)
             index = counters.get(key, 0)
             counters[key] = index + 1
@@ -125,25 +126,7 @@ class TemplateSynthesizer:
             if (reference.targets, query) in seen_queries:
                 continue  # two query types worded the same for one target: keep one
             seen_queries.add((reference.targets, query))
-            targets = []
-            for component in reference.targets:
-                obj = view.objects[component]
-                anchor = obj.anchor
-                targets.append(Target(
-                    label_id=anchor.label_id, label=anchor.label, component_id=component,
-                    bbox_xyxy=list(obj.bbox_xyxy), area_px=obj.area_px, mask_rle=obj.mask_rle,
-                    bbox_3d=None if view_record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
-                    cues=cues[component],
-                ))
-            samples.append(Sample(
-                id=identifier, dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id,
-                split=None, image=image, width=view.width, height=view.height, modality=modality,
-                view=view_record, query=query, query_type=query_type, targets=targets,
-                referring_attributes=dict(reference.attributes),
-                distractors=[dict(d) for d in reference.distractors],
-                synthesis={"backend": self.backend, "model": None, "prompt_version": self.version,
-                           "seed": self.seed, "implicit": implicit},
-                provenance={"image_path": str(case.image.path), "map": view.map.to_dict(),
-                            "intensity": view.intensity.to_dict()},
-            ))
-        return samples
+            synthesis = {"backend": self.backend, "model": None, "prompt_version": self.version, "seed": self.seed,
+                         "implicit": implicit}
+            samples.append(draft_sample(view, cues, reference, index, query, synthesis, modality=modality))
+        return samples, []

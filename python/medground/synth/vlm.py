@@ -22,17 +22,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from medground.anchors import View
 from medground.backends import Backend, Request, make_backend
-from medground.backends.images import FAMILIES, ImageFamily, ImagePrep, draw_boxes, family_for_model, prepare_image
+from medground.backends.images import ImagePrep, draw_boxes, prepare_image
+from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.backends.prompts import PromptTemplate, load_prompt
-from medground.records import Sample, Target, image_path, sample_id
+from medground.records import Sample, StageResult, reject
 from medground.refer import Reference
-from medground.synth.template import TemplateSynthesizer, noun_phrase
+from medground.synth.base import Synthesis, draft_sample, query_type_of
+from medground.synth.template import noun_phrase
 from medground.terms import clinical_term
-from medground.verify.stages import StageResult, reject
+from medground.views import View
 
-__all__ = ["DEFAULT_PROMPT", "VlmSynthesizer", "make_synthesizer", "synthesize_view"]
+__all__ = ["DEFAULT_PROMPT", "VlmSynthesizer"]
 
 DEFAULT_PROMPT = "synthesis_v1"
 OPTIONAL_ATTRIBUTES = frozenset({"count"})  # "all liver lesions" need not say how many
@@ -95,7 +96,7 @@ class VlmSynthesizer:
         prompt: the prompt template's name under ``presets/prompts/``.
         queries_per_reference: queries asked for per reference.
         image_family: how images are prepared (a name in
-            :data:`medground.backends.images.FAMILIES`); by default from the model name.
+            :data:`medground.boxes.FAMILIES`); by default from the model name.
     """
 
     def __init__(self, backend: Backend, *, seed: int = 0, prompt: str = DEFAULT_PROMPT, queries_per_reference: int = 1,
@@ -110,7 +111,7 @@ class VlmSynthesizer:
         self.prompt: PromptTemplate = load_prompt(prompt)
         self.version = self.prompt.version
         self.queries_per_reference = queries_per_reference
-        self.family: ImageFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
+        self.family: ModelFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, seed: int = 0, backend: Backend | None = None) -> VlmSynthesizer:
@@ -134,7 +135,7 @@ class VlmSynthesizer:
     def _user_text(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, *, modality: str,
                    body_region: str | None) -> str:
         implicit = reference.query_type == "implicit"
-        query_type = "descriptive" if implicit else reference.query_type
+        query_type = query_type_of(reference)
         orientation = _orientation(view)
         label = view.objects[reference.targets[0]].anchor.label
         term = clinical_term(label, body_region)
@@ -174,7 +175,7 @@ class VlmSynthesizer:
         clean, prep = prepare_image(view.image, self.family)
         requests = []
         for position, reference in enumerate(references):
-            query_type = "descriptive" if reference.query_type == "implicit" else reference.query_type
+            query_type = query_type_of(reference)
             boxes = [prep.to_prepared(list(view.objects[c].bbox_xyxy)) for c in reference.targets]
             marked = draw_boxes(clean, boxes)
             user = self._user_text(view, cues, reference, modality=modality, body_region=body_region)
@@ -192,7 +193,7 @@ class VlmSynthesizer:
     # ------------------------------------------------------------------ samples
 
     def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *, modality: str,
-                   body_region: str | None) -> tuple[list[Sample], list[dict[str, Any]]]:
+                   body_region: str | None) -> Synthesis:
         """Query drafts for the references of one view, and the failures.
 
         Args:
@@ -219,7 +220,7 @@ class VlmSynthesizer:
         seen: set[tuple[tuple[int, ...], str]] = set()
         for reference, request, response in zip(references, requests, responses):
             implicit = reference.query_type == "implicit"
-            query_type = "descriptive" if implicit else reference.query_type
+            query_type = query_type_of(reference)
             key = (reference.targets, query_type)
             first = counters.get(key, 0)
             counters[key] = first + self.queries_per_reference  # ids do not depend on other answers
@@ -229,7 +230,7 @@ class VlmSynthesizer:
                 draft = self._sample(view, cues, reference, first, "",
                                      {**base, "attempts": response.attempts, "answer": _excerpt(response.text)},
                                      modality=modality)
-                failures.append(reject(draft, StageResult("synthesis", False, response.reason, response.detail)))
+                failures.append(reject(draft, StageResult.fail("synthesis", response.reason or "backend_error", response.detail or "")))
                 continue
             assert response.data is not None
             for offset, item in enumerate(response.data["queries"][: self.queries_per_reference]):
@@ -239,7 +240,7 @@ class VlmSynthesizer:
                                      modality=modality)
                 problem = self._check(reference, query_type, item["query_type"], used, query, seen)
                 if problem is not None:
-                    failures.append(reject(draft, StageResult("synthesis", False, *problem)))
+                    failures.append(reject(draft, StageResult.fail("synthesis", *problem)))
                     continue
                 seen.add((reference.targets, query.lower()))
                 samples.append(draft)
@@ -263,51 +264,10 @@ class VlmSynthesizer:
 
     def _sample(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, index: int, query: str,
                 extra: dict[str, Any], *, modality: str) -> Sample:
-        case = view.case
-        record = view.view_record()
-        query_type = "descriptive" if reference.query_type == "implicit" else reference.query_type
-        targets = []
-        for component in reference.targets:
-            obj = view.objects[component]
-            anchor = obj.anchor
-            targets.append(Target(
-                label_id=anchor.label_id, label=anchor.label, component_id=component, bbox_xyxy=list(obj.bbox_xyxy),
-                area_px=obj.area_px, mask_rle=obj.mask_rle,
-                bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
-                cues=cues[component],
-            ))
-        return Sample(
-            id=sample_id(case.dataset, case.case_id, record, reference.targets, query_type, index),
-            dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id, split=None,
-            image=image_path(case.dataset, case.case_id, record), width=view.width, height=view.height,
-            modality=modality, view=record, query=query, query_type=query_type, targets=targets,
-            referring_attributes=dict(reference.attributes), distractors=[dict(d) for d in reference.distractors],
-            synthesis={"backend": self.backend.name, "model": self.backend.model, "prompt_version": self.version,
-                       "seed": self.seed, **extra},
-            provenance={"image_path": str(case.image.path), "map": view.map.to_dict(),
-                        "intensity": view.intensity.to_dict()},
-        )
+        synthesis = {"backend": self.backend.name, "model": self.backend.model, "prompt_version": self.version,
+                     "seed": self.seed, **extra}
+        return draft_sample(view, cues, reference, index, query, synthesis, modality=modality)
 
 
 def _excerpt(text: str | None, limit: int = 500) -> str | None:
     return None if text is None else text[:limit]
-
-
-def make_synthesizer(config: Mapping[str, Any] | None = None, *, seed: int = 0,
-                     backend: Backend | None = None) -> TemplateSynthesizer | VlmSynthesizer:
-    """The synthesizer a ``[synthesis]`` section asks for: the template (default, no
-    model) or a :class:`VlmSynthesizer` over the ``vllm``/``openai`` backend."""
-    config = config or {}
-    if config.get("backend", "template") == "template":
-        return TemplateSynthesizer(config.get("seed", seed), templates=config.get("templates", "template_v1"))
-    return VlmSynthesizer.from_config(config, seed=seed, backend=backend)
-
-
-def synthesize_view(synthesizer: TemplateSynthesizer | VlmSynthesizer, view: View, cues: dict[int, dict[str, Any]],
-                    references: list[Reference], *, modality: str,
-                    body_region: str | None) -> tuple[list[Sample], list[dict[str, Any]]]:
-    """Drafts and failure records of one view, whichever synthesizer (the template has no failures)."""
-    result = synthesizer.synthesize(view, cues, references, modality=modality, body_region=body_region)
-    if isinstance(result, tuple):
-        return result
-    return list(result), []

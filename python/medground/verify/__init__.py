@@ -1,39 +1,37 @@
 """Multi-stage verification: format → rules → visual judge, every rejection with its reason.
 
-:class:`Verifier` runs the stages on a draft and returns it with ``verification`` filled,
+:class:`Verifier` runs the stages on drafts and returns each with ``verification`` filled,
 plus the failing stage's result (None when accepted); :class:`Funnel` counts what each
-stage let through and why it rejected the rest.
+stage let through and why it rejected the rest. The stages live in their own modules
+(:mod:`~medground.verify.format`, :mod:`~medground.verify.rules`, and the judges behind
+:mod:`~medground.verify.judge`); reason codes are listed in docs/RECORDS.md.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from numpy.typing import NDArray
 
-from medground.records import Sample
+from medground.records import Sample, StageResult, reject, with_verification
 from medground.verify.claims import Claims, extract_claims
-from medground.verify.stages import (
-    EvidenceSettings,
-    RuleSettings,
-    StageResult,
-    check_format,
-    check_rules,
-    judge_evidence,
-    object_facts,
-    reject,
-    with_verification,
-)
+from medground.verify.evidence import EvidenceJudge, EvidenceSettings, judge_evidence
+from medground.verify.format import check_format
+from medground.verify.judge import Judge, JudgeItem, make_judge
+from medground.verify.rules import RuleSettings, check_rules
 
 __all__ = [
+    "STAGES",
     "Claims",
     "Draft",
+    "EvidenceJudge",
     "EvidenceSettings",
     "Funnel",
+    "Judge",
+    "JudgeItem",
     "RuleSettings",
     "StageResult",
     "Verifier",
@@ -41,7 +39,7 @@ __all__ = [
     "check_rules",
     "extract_claims",
     "judge_evidence",
-    "object_facts",
+    "make_judge",
     "reject",
 ]
 
@@ -112,31 +110,14 @@ class Verifier:
     """Runs the three stages on drafts.
 
     Args:
-        judge: ``evidence`` (default, no model), ``onnx`` (``onnx_model`` path) or ``vlm``
-            (``vlm_judge``: a :class:`medground.verify.vlm_judge.VlmJudge` or any callable
-            ``(sample, image) -> StageResult``).
-        onnx_model: path of the ONNX judge (see :mod:`medground.verify.onnx_judge`).
-        onnx_threshold: minimum score to accept.
+        judge: the visual judge (:func:`medground.verify.judge.make_judge`); the evidence
+            judge by default.
+        rules: the rules stage's tolerances.
     """
 
-    def __init__(self, judge: str = "evidence", *, onnx_model: Path | str | None = None, onnx_threshold: float = 0.5,
-                 vlm_judge: Callable[[Sample, NDArray[Any]], StageResult] | None = None,
-                 rules: RuleSettings | None = None, evidence: EvidenceSettings | None = None) -> None:
-        if judge not in ("evidence", "onnx", "vlm"):
-            raise ValueError(f"judge must be 'evidence', 'onnx' or 'vlm', got {judge!r}")
-        if judge == "vlm" and vlm_judge is None:
-            raise ValueError("the vlm judge needs vlm_judge = VlmJudge.from_config([verification.visual])")
-        self._vlm = vlm_judge
-        self.judge = judge
+    def __init__(self, judge: Judge | None = None, *, rules: RuleSettings | None = None) -> None:
+        self.judge = judge if judge is not None else EvidenceJudge()
         self.rules = rules or RuleSettings()
-        self.evidence = evidence or EvidenceSettings()
-        self._onnx = None
-        if judge == "onnx":
-            if onnx_model is None:
-                raise ValueError("the onnx judge needs onnx_model = path to the .onnx file")
-            from medground.verify.onnx_judge import OnnxJudge
-
-            self._onnx = OnnxJudge(onnx_model, threshold=onnx_threshold)
 
     def verify(self, sample: Sample, facts: dict[int, dict[str, Any]], image: NDArray[Any], values: NDArray[Any], *,
                body_region: str | None, oriented: bool, labels: Iterable[str] = (),
@@ -153,8 +134,8 @@ class Verifier:
 
     def verify_many(self, drafts: Sequence[Draft]) -> list[tuple[Sample, StageResult | None, list[StageResult]]]:
         """Verifies drafts together: format and rules for each, then the visual judge for the
-        survivors in one batch where the judge takes batches (a VLM judge), so a model sees
-        a case's drafts at once. Returns (checked sample, failing result or None, all results)."""
+        survivors in one call, so a model judge sees a case's drafts as one batch. Returns
+        (checked sample, failing result or None, all results) per draft."""
         results: list[list[StageResult]] = []
         for draft in drafts:
             stages = [check_format(draft.sample)]
@@ -163,15 +144,10 @@ class Verifier:
                                           oriented=draft.oriented, settings=self.rules, labels=draft.labels))
             results.append(stages)
         survivors = [i for i, stages in enumerate(results) if stages[-1].passed]
-        if self._vlm is not None and hasattr(self._vlm, "judge"):
-            verdicts = self._vlm.judge([drafts[i].sample for i in survivors], [drafts[i].image for i in survivors])
-        elif self._vlm is not None:
-            verdicts = [self._vlm(drafts[i].sample, drafts[i].image) for i in survivors]
-        elif self._onnx is not None:
-            verdicts = [self._onnx(drafts[i].sample, drafts[i].image) for i in survivors]
-        else:
-            verdicts = [judge_evidence(drafts[i].sample, drafts[i].values, self.evidence, drafts[i].full_scale)
-                        for i in survivors]
+        items = [JudgeItem(drafts[i].sample, drafts[i].image, drafts[i].values, drafts[i].full_scale) for i in survivors]
+        verdicts = self.judge.judge(items)
+        if len(verdicts) != len(items):
+            raise RuntimeError(f"judge {self.judge.name} gave {len(verdicts)} verdicts for {len(items)} drafts")
         for i, verdict in zip(survivors, verdicts):
             results[i].append(verdict)
         out = []

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from medground.records import Sample
-from medground.verify.stages import StageResult
+from collections.abc import Sequence
+
+from medground.records import Sample, StageResult
+from medground.verify.judge import JudgeItem
 
 __all__ = ["OnnxJudge", "prepare_inputs"]
 
@@ -53,7 +55,10 @@ def prepare_inputs(image: NDArray[np.uint8], boxes: list[list[int]], size: int =
 
 
 class OnnxJudge:
-    """Scores drafts with an ONNX model under the contract above."""
+    """Scores drafts with an ONNX model under the contract above (a
+    :class:`medground.verify.judge.Judge`)."""
+
+    name = "onnx"
 
     def __init__(self, model: Path | str, *, threshold: float = 0.5) -> None:
         try:
@@ -81,6 +86,10 @@ class OnnxJudge:
         if value.size != 1:
             raise ValueError(f"{self.path}: the judge must return one score, got shape {value.shape}")
         return float(value.reshape(()))
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[StageResult]:
+        """Verdicts for :class:`medground.verify.judge.JudgeItem` s, in order."""
+        return [self(item.sample, item.image) for item in items]
 
     def __call__(self, sample: Sample, image: NDArray[np.uint8]) -> StageResult:
         score = self.score(image, [t.bbox_xyxy for t in sample.targets])

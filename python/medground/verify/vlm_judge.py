@@ -24,10 +24,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground.backends import Backend, Request
-from medground.backends.images import FAMILIES, ImageFamily, draw_boxes, family_for_model, prepare_image
+from medground.backends.images import draw_boxes, prepare_image
+from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.backends.prompts import PromptTemplate, load_prompt
-from medground.records import Sample
-from medground.verify.stages import StageResult
+from medground.records import Sample, StageResult
+from medground.verify.judge import JudgeItem
 
 __all__ = ["DEFAULT_JUDGE_PROMPT", "VlmJudge"]
 
@@ -54,6 +55,7 @@ class VlmJudge:
     """
 
     stage = "visual"
+    name = "vlm"
 
     def __init__(self, backend: Backend, threshold: float = 0.5, *, prompt: str = DEFAULT_JUDGE_PROMPT,
                  image_family: str | None = None, seed: int = 0) -> None:
@@ -66,7 +68,7 @@ class VlmJudge:
         self.threshold = float(threshold)
         self.prompt: PromptTemplate = load_prompt(prompt)
         self.version = self.prompt.version
-        self.family: ImageFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
+        self.family: ModelFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, backend: Backend | None = None) -> VlmJudge:
@@ -95,16 +97,12 @@ class VlmJudge:
             seed=int.from_bytes(hashlib.sha256(f"{self.seed}|{sample.id}".encode()).digest()[:4], "big"),
         )
 
-    def judge(self, samples: Sequence[Sample], images: Sequence[NDArray[np.uint8]]) -> list[StageResult]:
-        """Stage results for drafts in one backend batch (``images[i]`` is the stored image of ``samples[i]``).
-
-        Raises:
-            ValueError: when the two sequences differ in length.
-        """
-        if len(samples) != len(images):
-            raise ValueError(f"{len(samples)} samples but {len(images)} images")
-        if not samples:
+    def judge(self, items: Sequence[JudgeItem]) -> list[StageResult]:
+        """Stage results for drafts (:class:`medground.verify.judge.JudgeItem` s) in one backend batch."""
+        if not items:
             return []
+        samples = [item.sample for item in items]
+        images = [item.image for item in items]
         responses = self.backend.run([self.request(s, i) for s, i in zip(samples, images)])
         results = []
         for response in responses:
@@ -130,4 +128,4 @@ class VlmJudge:
 
     def __call__(self, sample: Sample, image: NDArray[np.uint8]) -> StageResult:
         """The stage result for one draft on its stored 8-bit image."""
-        return self.judge([sample], [image])[0]
+        return self.judge([JudgeItem(sample, image, image)])[0]

@@ -1,8 +1,10 @@
-"""What it means for an object to have an attribute value: one definition for the referring
-step (which picks attributes that rule distractors out) and the rules stage of verification
-(which checks that a query's claims pick out exactly its targets), so the two always agree.
+"""An object's facts, and what it means for an object to have an attribute value.
 
-Objects are described by their *facts* (:func:`medground.verify.stages.object_facts`).
+:func:`object_facts` turns the cues of every object in a view into flat, JSON-ready facts
+(they travel with the drafts to verification). :func:`holds` is the one definition of
+having an attribute value, used by the referring step (which picks attributes that rule
+distractors out) and by the rules stage of verification (which checks that a query's
+claims pick out exactly its targets), so the two always agree.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from medground.terms import clinical_term
 
-__all__ = ["category_key", "holds", "in_cell"]
+__all__ = ["WITHIN_SHARE", "attribute_values", "category_key", "holds", "in_cell", "object_facts"]
 
 #: Share of an object's boundary another structure must cover for "within" to hold.
 WITHIN_SHARE = 0.25
@@ -83,3 +85,50 @@ def holds(attribute: str, value: Any, fact: dict[str, Any], facts: dict[int, dic
         return any(_direction(direction, fact, other) for other in facts.values()
                    if other["label"] == other_label and other is not fact)
     return bool(fact.get(attribute) == value)
+
+
+def object_facts(view: Any, cues: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The facts of every object in a view (a :class:`medground.views.View`) that the
+    referring step and the rules reason with, by component id (JSON-ready, so they travel
+    with the drafts)."""
+    facts = {}
+    for component, obj in view.objects.items():
+        cue = cues[component]
+        nearest = cue["relations"].get("nearest")
+        facts[component] = {
+            "label": obj.anchor.label,
+            "bbox_xyxy": list(obj.bbox_xyxy),
+            "area_px": obj.area_px,
+            "position": cue["image_position"],
+            "nearest": f"{nearest['direction']}:{nearest['label']}" if nearest and nearest.get("direction") else None,
+            "laterality": cue["laterality"],
+            "midline_offset_mm": cue.get("midline_offset_mm"),
+            "centroid_world": cue.get("centroid_world"),
+            "shape": cue["shape"],
+            "intensity": (cue.get("intensity") or {}).get("relation"),
+            "size_class": cue["size"]["size_class"],
+            "size_rank": cue["count"]["size_extreme"],
+            "diameter_mm": cue["size"]["diameter_mm"],
+            "volume_ml": cue["size"]["volume_ml"],
+            "within": cue["relations"]["within"],
+            "touches": list(cue["relations"]["touches"]),
+            "boundary_shares": dict(cue["relations"]["boundary_shares"]),
+            "cross_section_share": cue["visibility"]["cross_section_share"],
+            "cut_by_border": cue["visibility"]["cut_by_border"],
+        }
+    return facts
+
+
+def attribute_values(fact: dict[str, Any]) -> dict[str, Any]:
+    """The referable attribute values of one object, from its facts."""
+    return {
+        "category": fact["label"],
+        "laterality": fact["laterality"] if fact["laterality"] in ("left", "right", "midline") else None,
+        "within": fact["within"],
+        "size_rank": fact["size_rank"],
+        "size_class": fact["size_class"],
+        "position": fact["position"],
+        "shape": fact["shape"],
+        "intensity": fact["intensity"],
+        "relation": fact["nearest"],
+    }

@@ -1,0 +1,220 @@
+"""What ``eval`` and ``predict`` read: the ground truth of a run folder and a predictions file.
+
+Errors name the file and the line (:class:`medground.runfolder.RecordFileError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medground.boxes import GROUNDING_FAMILIES, Box
+from medground.evaluate.parse import parse_boxes
+from medground.runfolder import RecordFileError, RunFolder, read_jsonl
+
+__all__ = [
+    "BREAKDOWNS",
+    "NONE_KEY",
+    "GroundTruth",
+    "Prediction",
+    "load_ground_truth",
+    "load_predictions",
+    "resolve_format",
+    "samples_file",
+]
+
+BREAKDOWNS = ("dataset", "modality", "label", "query_type", "split", "same_label_distractors")
+NONE_KEY = "(none)"
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the evaluator needs of one ``samples.jsonl`` line.
+
+    Attributes:
+        id: Sample id.
+        width: Stored image width in pixels.
+        height: Stored image height in pixels.
+        boxes: The targets' ``bbox_xyxy`` in stored-image pixels.
+        labels: The targets' labels.
+        dataset, modality, split, query_type: As in the sample (None when absent).
+        same_label_distractors: Distractors whose label is one of the targets' labels.
+        query: The query text (None when absent).
+        image: The image path, resolved against the output folder (None when absent).
+    """
+
+    id: str
+    width: int
+    height: int
+    boxes: tuple[Box, ...]
+    labels: tuple[str, ...]
+    dataset: str | None
+    modality: str | None
+    split: str | None
+    query_type: str | None
+    same_label_distractors: int
+    query: str | None = None
+    image: Path | None = None
+
+    @property
+    def multi(self) -> bool:
+        """Whether the sample is scored by matching (several targets or ``multi_object``)."""
+        return len(self.boxes) != 1 or self.query_type == "multi_object"
+
+    def group(self, breakdown: str) -> str:
+        """The sample's group in one of :data:`BREAKDOWNS`."""
+        if breakdown == "label":
+            names = sorted(set(self.labels))
+            return " + ".join(names) if names else NONE_KEY
+        if breakdown == "same_label_distractors":
+            return str(self.same_label_distractors)
+        value = getattr(self, breakdown)
+        return NONE_KEY if value is None else str(value)
+
+
+def _box(value: Any, path: Path, line: int, what: str) -> Box:
+    if (not isinstance(value, (list, tuple)) or len(value) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {json.dumps(value)}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def samples_file(gt: Path | str) -> Path:
+    """``gt`` itself, or ``gt/samples.jsonl`` when ``gt`` is an output folder."""
+    gt = Path(gt)
+    return RunFolder(gt).samples_path if gt.is_dir() else gt
+
+
+def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[GroundTruth]:
+    """Reads the samples of an output folder (or of a ``samples.jsonl``).
+
+    Args:
+        gt: The output folder of ``medground run`` or its ``samples.jsonl``.
+        split: Keep only the samples of this split (None keeps all).
+
+    Returns:
+        The samples, in file order.
+
+    Raises:
+        RecordFileError: For unreadable files, bad JSON, records that are not samples,
+            malformed boxes or duplicate ids, naming the file and line.
+    """
+    path = samples_file(gt)
+    folder = RunFolder(path.parent)
+    if not path.is_file():
+        raise RecordFileError(path, None, "cannot read: No such file or directory")
+    truths: list[GroundTruth] = []
+    seen: dict[str, int] = {}
+    for line, sample in folder.samples(name=path.name):
+        if sample.id in seen:
+            raise RecordFileError(path, line, f"duplicate id {sample.id!r} (first on line {seen[sample.id]})")
+        seen[sample.id] = line
+        width, height = sample.width, sample.height
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            raise RecordFileError(path, line, f"width and height must be positive integers, got {width!r}, {height!r}")
+        if not sample.targets:
+            raise RecordFileError(path, line, "targets must be a non-empty list")
+        boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
+        labels = tuple(str(t.label) for t in sample.targets if t.label is not None)
+        same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
+        if split is not None and sample.split != split:
+            continue
+        truths.append(GroundTruth(
+            id=sample.id, width=width, height=height, boxes=boxes, labels=labels, dataset=sample.dataset,
+            modality=sample.modality, split=sample.split, query_type=sample.query_type,
+            same_label_distractors=same_label, query=sample.query,
+            image=folder.path(sample.image) if sample.image else None,
+        ))
+    return truths
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction line: the model's raw text, or boxes already read.
+
+    Attributes:
+        id: Sample id.
+        text: The raw answer (None when the line gives boxes).
+        boxes: The boxes of a ``bbox``/``bboxes`` line (None when the line gives text).
+        format: The convention the line records (``medground predict`` writes it), if any.
+        line: Line number in the file, for messages.
+    """
+
+    id: str
+    text: str | None
+    boxes: tuple[Box, ...] | None
+    format: str | None
+    line: int
+
+    def raw_boxes(self) -> list[Box]:
+        """The predicted boxes in the prediction's own convention (parsed from the text)."""
+        if self.boxes is not None:
+            return list(self.boxes)
+        return parse_boxes(self.text or "")
+
+
+def load_predictions(pred: Path | str) -> dict[str, Prediction]:
+    """Reads a predictions JSONL: ``{"id", "text"}``, ``{"id", "bbox"}`` or ``{"id", "bboxes"}``.
+
+    Boxes given as numbers are in the run's convention like boxes in text. Other keys are
+    ignored, except ``format``, which :func:`resolve_format` checks against ``--format``.
+
+    Raises:
+        RecordFileError: For bad JSON, a line without ``id``, a line with none or several of
+            ``text``/``bbox``/``bboxes``, malformed boxes or duplicate ids (file and line named).
+    """
+    path = Path(pred)
+    predictions: dict[str, Prediction] = {}
+    for line, record in read_jsonl(path):
+        if "id" not in record:
+            raise RecordFileError(path, line, "prediction has no 'id'")
+        sample_id = str(record["id"])
+        if sample_id in predictions:
+            raise RecordFileError(path, line, f"duplicate id {sample_id!r} (first on line {predictions[sample_id].line})")
+        given = [key for key in ("text", "bbox", "bboxes") if key in record]
+        if len(given) != 1:
+            raise RecordFileError(path, line, f"give exactly one of 'text', 'bbox', 'bboxes', got {given or 'none'}")
+        text: str | None = None
+        boxes: tuple[Box, ...] | None = None
+        if given[0] == "text":
+            text = record["text"]
+            if not isinstance(text, str):
+                raise RecordFileError(path, line, f"'text' must be a string, got {json.dumps(text)}")
+        elif given[0] == "bbox":
+            boxes = (_box(record["bbox"], path, line, "bbox"),)
+        else:
+            if not isinstance(record["bboxes"], list):
+                raise RecordFileError(path, line, f"'bboxes' must be a list of boxes, got {json.dumps(record['bboxes'])}")
+            boxes = tuple(_box(b, path, line, f"bboxes[{k}]") for k, b in enumerate(record["bboxes"]))
+        fmt = record.get("format")
+        if fmt is not None and not isinstance(fmt, str):
+            raise RecordFileError(path, line, f"'format' must be a string, got {json.dumps(fmt)}")
+        predictions[sample_id] = Prediction(sample_id, text, boxes, fmt, line)
+    return predictions
+
+
+def resolve_format(predictions: Mapping[str, Prediction], path: Path | str, name: str | None) -> str:
+    """The run's format: ``name`` if given, else the one format every prediction records.
+
+    Raises:
+        RecordFileError: When a prediction records another format than ``name``, or when
+            ``name`` is None and the predictions record none or several.
+    """
+    recorded = {p.format for p in predictions.values()}
+    if name is not None:
+        for p in sorted(predictions.values(), key=lambda p: p.line):
+            if p.format is not None and p.format != name:
+                raise RecordFileError(path, p.line, f"prediction records format {p.format!r} but --format is {name!r}")
+        return name
+    if recorded == {None} or not recorded:
+        raise RecordFileError(path, None, f"the predictions record no format; give --format ({', '.join(GROUNDING_FAMILIES)})")
+    if None in recorded or len(recorded) > 1:
+        found = ", ".join(sorted(str(f) for f in recorded))
+        raise RecordFileError(path, None, f"the predictions record different formats ({found}); give --format")
+    (only,) = recorded
+    assert only is not None
+    return only

@@ -1,0 +1,136 @@
+"""Box overlap and one-to-one matching of predicted to true boxes.
+
+Boxes are ``[x_min, y_min, x_max, y_max]`` in the stored image's continuous pixel-edge
+convention, area ``(x_max - x_min) * (y_max - y_min)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["MATCH_THRESHOLD", "Matching", "centre_inside", "iou", "match_boxes"]
+
+MATCH_THRESHOLD = 0.5
+
+
+def _area(box: Sequence[float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``[x_min, y_min, x_max, y_max]`` boxes (continuous
+    pixel edges, area ``(x_max - x_min) * (y_max - y_min)``); 0 when the union is empty."""
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    union = _area(a) + _area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def centre_inside(predicted: Sequence[float], truth: Sequence[float]) -> bool:
+    """Whether the centre of ``predicted`` lies in ``truth`` (half-open: max edges excluded)."""
+    cx, cy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
+    return truth[0] <= cx < truth[2] and truth[1] <= cy < truth[3]
+
+
+@dataclass(frozen=True)
+class Matching:
+    """A one-to-one matching of predicted to true boxes.
+
+    Attributes:
+        pairs: ``(predicted index, true index, IoU)`` for every matched pair.
+        hits: Pairs with IoU at or above the threshold (true positives).
+        n_predicted: Number of predicted boxes.
+        n_truth: Number of true boxes.
+    """
+
+    pairs: tuple[tuple[int, int, float], ...]
+    hits: int
+    n_predicted: int
+    n_truth: int
+
+
+def match_boxes(predicted: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], *,
+                threshold: float = MATCH_THRESHOLD) -> Matching:
+    """Hungarian one-to-one matching of predicted to true boxes.
+
+    The matching maximises the number of pairs with IoU >= ``threshold`` and, among those
+    matchings, the summed IoU, so a pair of near misses never costs a hit.
+
+    Args:
+        predicted: Predicted boxes (stored-image pixels).
+        truth: True boxes (stored-image pixels).
+        threshold: IoU at which a matched pair counts as a hit.
+
+    Returns:
+        The matching.
+    """
+    overlaps = [[iou(p, t) for t in truth] for p in predicted]
+    pairs = _match(overlaps, threshold)
+    hits = sum(1 for _, _, value in pairs if value >= threshold)
+    return Matching(tuple(pairs), hits, len(predicted), len(truth))
+
+
+def _match(overlaps: list[list[float]], threshold: float) -> list[tuple[int, int, float]]:
+    if not overlaps or not overlaps[0]:
+        return []
+    n, m = len(overlaps), len(overlaps[0])
+    # A hit outweighs any sum of IoUs (at most min(n, m)), so hits are maximised first.
+    bonus = min(n, m) + 1.0
+    weights = [[(bonus if v >= threshold else 0.0) + v for v in row] for row in overlaps]
+    return [(i, j, overlaps[i][j]) for i, j in _max_weight_assignment(weights)]
+
+
+def _max_weight_assignment(weights: list[list[float]]) -> list[tuple[int, int]]:
+    """A maximum-weight assignment of min(rows, cols) pairs: scipy's when it is installed,
+    else the O(n^2 m) Hungarian algorithm below (the sizes here are a handful of boxes)."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        return _hungarian(weights)
+    rows, cols = linear_sum_assignment(weights, maximize=True)
+    return sorted((int(i), int(j)) for i, j in zip(rows, cols))
+
+
+def _hungarian(weights: list[list[float]]) -> list[tuple[int, int]]:
+    """Exact maximum-weight assignment (Kuhn-Munkres with potentials, shortest augmenting
+    paths); rectangular matrices are transposed so that rows <= columns."""
+    transposed = len(weights) > len(weights[0])
+    cost = [list(col) for col in zip(*weights)] if transposed else [list(row) for row in weights]
+    n, m = len(cost), len(cost[0])
+    cost = [[-v for v in row] for row in cost]  # minimise the negated weights
+    inf = math.inf
+    u, v = [0.0] * (n + 1), [0.0] * (m + 1)
+    owner = [0] * (m + 1)  # owner[j]: 1-based row assigned to column j (0: none)
+    way = [0] * (m + 1)
+    for i in range(1, n + 1):
+        owner[0] = i
+        j0 = 0
+        min_slack = [inf] * (m + 1)
+        used = [False] * (m + 1)
+        while True:
+            used[j0] = True
+            i0, delta, j1 = owner[j0], inf, 0
+            for j in range(1, m + 1):
+                if used[j]:
+                    continue
+                slack = cost[i0 - 1][j - 1] - u[i0] - v[j]
+                if slack < min_slack[j]:
+                    min_slack[j], way[j] = slack, j0
+                if min_slack[j] < delta:
+                    delta, j1 = min_slack[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    min_slack[j] -= delta
+            j0 = j1
+            if owner[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            owner[j0] = owner[j1]
+            j0 = j1
+    pairs = [(owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j]]
+    return sorted((j, i) for i, j in pairs) if transposed else sorted(pairs)

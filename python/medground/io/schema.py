@@ -1,0 +1,159 @@
+"""The dataset spec's schema: what a dataset is and how each stage treats it.
+
+Frozen records, parsed once from a spec file by :mod:`medground.io.spec` and read by every
+stage: where the cases are (:class:`CasesSpec`), the label map, how slices are chosen and
+shown (:class:`RenderSpec`, with the CT windows), and the minimum object sizes
+(:class:`AnchorFilters`). The keys are documented in docs/RECORDS.md ("Dataset spec").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medground.io.readers import DEFAULT_MAX_BYTES
+
+__all__ = [
+    "AXES",
+    "CT_WINDOWS",
+    "MASK_MODES",
+    "MODALITIES",
+    "RADIOLOGY_MODALITIES",
+    "AnchorFilters",
+    "CasesSpec",
+    "DatasetSpec",
+    "RenderSpec",
+]
+
+MODALITIES = ("CT", "MR", "PET", "XR", "US", "endoscopy", "dermoscopy", "microscopy", "fundus", "other")
+#: Modalities with a patient orientation, displayed in radiological convention by default.
+RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
+MASK_MODES = ("labelmap", "binary", "per_label_files")
+AXES = ("axial", "coronal", "sagittal")
+
+#: CT windows as (level, width) in Hounsfield units.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (40.0, 350.0),
+    "mediastinum": (50.0, 350.0),
+    "liver": (30.0, 150.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+}
+
+
+@dataclass(frozen=True)
+class AnchorFilters:
+    """Minimum sizes below which a component is not an object (``[anchors]`` in a spec).
+
+    ``min_voxels``/``min_volume_mm3`` apply to 3D components, ``min_area_px``/
+    ``min_area_mm2`` to an object's footprint in a view. ``per_label`` overrides any of
+    them by label name: ``[anchors.labels."kidney tumor"] min_volume_mm3 = 50``.
+    """
+
+    min_voxels: int = 10
+    min_volume_mm3: float = 0.0
+    min_area_px: int = 16
+    min_area_mm2: float = 0.0
+    per_label: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    _KEYS = ("min_voxels", "min_volume_mm3", "min_area_px", "min_area_mm2")
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None) -> AnchorFilters:
+        """Parses an ``[anchors]`` table; unknown keys raise ValueError naming them."""
+        table = dict(table or {})
+        per_label = table.pop("labels", {})
+        unknown = sorted(set(table) - set(cls._KEYS))
+        if unknown:
+            raise ValueError(f"unknown key(s) in [anchors]: {', '.join(unknown)}; allowed: {', '.join(cls._KEYS)}, labels")
+        for name, overrides in per_label.items():
+            bad = sorted(set(overrides) - set(cls._KEYS))
+            if bad:
+                raise ValueError(f"unknown key(s) in [anchors.labels.{name!r}]: {', '.join(bad)}")
+        values = {k: table[k] for k in cls._KEYS if k in table}
+        for key, value in [*values.items(), *((k, v) for o in per_label.values() for k, v in o.items())]:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"[anchors] {key} must be a non-negative number, got {value!r}")
+        return cls(**values, per_label=per_label)
+
+    def get(self, key: str, label: str) -> float:
+        return float(self.per_label.get(label, {}).get(key, getattr(self, key)))
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """How slices are chosen and shown (``[render]``).
+
+    Attributes:
+        axes: slicing planes of 3D volumes (axial, coronal, sagittal).
+        slices: ``max_area``, ``spread:K`` or ``all`` (per component).
+        window: CT window preset name, ``(level, width)``, or three of either for an RGB
+            rendering; None for the modality's default (soft tissue for CT, percentiles else).
+        percentiles: MR/other normalisation range over the body.
+        max_slices: cap on slices per component and axis for ``all``.
+        min_area_fraction: ``spread:K`` picks slices whose area is at least this share of the max.
+        square_pixels: resample the in-plane axes of anisotropic volumes so pixels are square.
+    """
+
+    axes: tuple[str, ...] = ("axial",)
+    slices: str = "max_area"
+    window: str | tuple[float, float] | tuple[str | tuple[float, float], ...] | None = None
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    max_slices: int = 16
+    min_area_fraction: float = 0.5
+    square_pixels: bool = True
+
+
+@dataclass(frozen=True)
+class CasesSpec:
+    """Where the images and masks are (``[cases]``; the patterns are in docs/RECORDS.md, "Dataset spec")."""
+
+    image: str
+    mask: str
+    mask_mode: str = "labelmap"
+    patient: str = "{case}"
+    patient_regex: str | None = None
+    exclude: tuple[str, ...] = ()
+    case_regex: str | None = None
+    merge_masks: bool = False
+    channel: int | None = None
+    mask_threshold: float | None = None
+    colors: tuple[tuple[tuple[int, int, int], int], ...] = ()
+    color_tolerance: int = 0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    affine_tolerance: float = 1e-3
+    pixel_spacing: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed dataset spec; ``root`` is the dataset's folder, every path is inside it."""
+
+    name: str
+    modality: str
+    body_region: str
+    display: str
+    root: Path
+    cases: CasesSpec
+    labels: dict[int, str]
+    render: RenderSpec = field(default_factory=RenderSpec)
+    source: Path | None = None
+    preset: str | None = None
+    #: Minimum object sizes (``[anchors]``).
+    anchors: AnchorFilters = field(default_factory=lambda: AnchorFilters())
+
+    @property
+    def is_radiological(self) -> bool:
+        return self.display == "radiological"
+
+    def label_id(self, name: str) -> int | None:
+        for label_id, label_name in self.labels.items():
+            if label_name == name:
+                return label_id
+        return None

@@ -1,0 +1,69 @@
+"""What every synthesizer is: one protocol, and the one way a draft sample is built.
+
+A synthesizer turns the references of one view (the attributes that single out each
+target, from :mod:`medground.refer`) into query drafts. It returns the drafts and the
+failures (``rejected.jsonl``-shaped records with ``rejection.stage = "synthesis"``); the
+template never fails, a model may.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from medground.records import Sample, Target, image_path, sample_id
+from medground.refer import Reference
+from medground.views import View
+
+__all__ = ["Synthesis", "Synthesizer", "draft_sample", "query_type_of"]
+
+#: A view's drafts and its synthesis failures.
+Synthesis = tuple[list[Sample], list[dict[str, Any]]]
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """What the pipeline needs of a synthesizer."""
+
+    backend: str
+    version: str
+
+    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
+                   modality: str, body_region: str | None) -> Synthesis:
+        """Drafts (``verification`` empty) and failure records for the references of one view."""
+        ...
+
+
+def query_type_of(reference: Reference) -> str:
+    """The ``query_type`` a reference's drafts carry (implicit queries are descriptive)."""
+    return "descriptive" if reference.query_type == "implicit" else reference.query_type
+
+
+def draft_sample(view: View, cues: dict[int, dict[str, Any]], reference: Reference, index: int, query: str,
+                 synthesis: dict[str, Any], *, modality: str) -> Sample:
+    """The draft of one query: its targets' boxes, masks and cues in the view, the
+    reference's attributes and distractors, and where the image comes from.
+
+    ``index`` numbers the drafts of one (targets, query type) pair, which makes the id.
+    """
+    case = view.case
+    record = view.view_record()
+    targets = []
+    for component in reference.targets:
+        obj = view.objects[component]
+        anchor = obj.anchor
+        targets.append(Target(
+            label_id=anchor.label_id, label=anchor.label, component_id=component, bbox_xyxy=list(obj.bbox_xyxy),
+            area_px=obj.area_px, mask_rle=obj.mask_rle,
+            bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
+            cues=cues[component],
+        ))
+    query_type = query_type_of(reference)
+    return Sample(
+        id=sample_id(case.dataset, case.case_id, record, reference.targets, query_type, index),
+        dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id, split=None,
+        image=image_path(case.dataset, case.case_id, record), width=view.width, height=view.height,
+        modality=modality, view=record, query=query, query_type=query_type, targets=targets,
+        referring_attributes=dict(reference.attributes), distractors=[dict(d) for d in reference.distractors],
+        synthesis=synthesis,
+        provenance={"image_path": str(case.image.path), "map": view.map.to_dict(), "intensity": view.intensity.to_dict()},
+    )

@@ -1,0 +1,75 @@
+"""Verification stage 1 (format): a well-formed record, exact boxes, and a query that
+gives nothing away.
+
+Reason codes: ``schema``, ``box_outside_image``, ``box_degenerate``, ``box_mask_mismatch``,
+``query_length``, ``leaked_number``, ``leaked_rendering``, ``leaked_identifier``,
+``unfilled_slot``, ``register``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from medground import rle
+from medground.records import Sample, StageResult
+from medground.verify.claims import vocabulary
+
+__all__ = ["QUERY_TYPES", "check_format"]
+
+QUERY_TYPES = ("direct", "descriptive", "relational", "multi_object")
+
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\s*(?:mm|cm|ml|cc|cm3|%)\b)(?![\w.])")
+_SLOT = re.compile(r"[{}<>\[\]]|\bTODO\b|\bN/A\b|\bnull\b|\bNone\b|\$\w+")
+_FILE = re.compile(r"\.\s?(?:nii|gz|png|jpe?g|bmp|tiff?|nrrd|mha|mhd|dcm)\b", re.IGNORECASE)
+_REGISTER = re.compile(r"\b(?:I|I'm|I am|sure|as an ai|certainly|here is|here's|the answer)\b", re.IGNORECASE)
+
+
+def check_format(sample: Sample, *, min_words: int = 3, max_words: int = 40) -> StageResult:
+    """Stage 1: a well-formed record, exact boxes, and a query that gives nothing away."""
+    stage = "format"
+    if sample.query_type not in QUERY_TYPES:
+        return StageResult.fail(stage, "schema", f"query_type {sample.query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+    if not isinstance(sample.query, str) or not sample.query.strip():
+        return StageResult.fail(stage, "schema", "empty query")
+    if not sample.targets or (sample.query_type == "multi_object") != (len(sample.targets) > 1):
+        return StageResult.fail(stage, "schema", f"{len(sample.targets)} target(s) for a {sample.query_type} query")
+    if not (isinstance(sample.width, int) and isinstance(sample.height, int) and sample.width > 0 and sample.height > 0):
+        return StageResult.fail(stage, "schema", f"image size {sample.width}x{sample.height}")
+    for target in sample.targets:
+        box = target.bbox_xyxy
+        if len(box) != 4 or not all(isinstance(v, int) for v in box):
+            return StageResult.fail(stage, "schema", f"bbox_xyxy {box} is not four integers")
+        x0, y0, x1, y1 = box
+        if x0 < 0 or y0 < 0 or x1 > sample.width or y1 > sample.height:
+            return StageResult.fail(stage, "box_outside_image", f"box {box} outside the {sample.width}x{sample.height} image")
+        if x1 <= x0 or y1 <= y0:
+            return StageResult.fail(stage, "box_degenerate", f"box {box} has no area")
+        try:
+            size = list(target.mask_rle["size"])
+            mask_box = rle.bbox_xyxy(target.mask_rle)
+        except (KeyError, TypeError, ValueError) as exc:
+            return StageResult.fail(stage, "schema", f"mask_rle unreadable: {exc}")
+        if size != [sample.height, sample.width] or mask_box != box:
+            return StageResult.fail(stage, "box_mask_mismatch", f"box {box} but the mask's box is {mask_box} (mask size {size})")
+    query = sample.query.strip()
+    words = query.split()
+    if not min_words <= len(words) <= max_words:
+        return StageResult.fail(stage, "query_length", f"{len(words)} words; expected {min_words}..{max_words}")
+    if _SLOT.search(query):
+        return StageResult.fail(stage, "unfilled_slot", f"template or markup left in the query: {_SLOT.search(query).group(0)!r}")  # type: ignore[union-attr]
+    number = _NUMBER.search(query)
+    if number:
+        return StageResult.fail(stage, "leaked_number", f"a bare number {number.group(0)!r} (only measurements with units may appear)")
+    for word in vocabulary()["leaks"]["words"]:
+        if re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", query, re.IGNORECASE):
+            return StageResult.fail(stage, "leaked_rendering", f"the query mentions {word!r}")
+    if _FILE.search(query) or re.search(rf"\b{re.escape(sample.case_id)}\b", query) and len(sample.case_id) > 3:
+        return StageResult.fail(stage, "leaked_identifier", "the query names a file or the case id")
+    if re.search(r"\b(?:label|class|id)\s*#?\s*\d", query, re.IGNORECASE):
+        return StageResult.fail(stage, "leaked_identifier", "the query names a label id")
+    letters = sum(ch.isascii() and (ch.isalpha() or ch in " -',.?;:()/%³") or ch.isdigit() for ch in query)
+    if letters < 0.95 * len(query) or _REGISTER.search(query) or query[-1] not in ".?":
+        return StageResult.fail(stage, "register", "not a single clinical sentence in English (chatter, first person, stray characters or no final punctuation)")
+    return StageResult(stage, True)

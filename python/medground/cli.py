@@ -17,7 +17,9 @@ from medground.backends import make_backend
 from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
 from medground.cues import case_context, compute_cues
 from medground.evaluate import evaluate, format_report, load_ground_truth, load_predictions, resolve_format, samples_file
+from medground.browse import build_site, serve
 from medground.export import FORMATS as EXPORT_FORMATS
+from medground.export import export
 from medground.generate import draft_case
 from medground.io import (
     CaseError,
@@ -31,6 +33,8 @@ from medground.io import (
     resolve_labels,
 )
 from medground.io.inventory import describe_case, format_inventory, inventory
+from medground.pipeline import load_run_config
+from medground.pipeline import run as run_pipeline
 from medground.predict import predict
 from medground.views import build_views
 
@@ -119,9 +123,6 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
     DIR; or --demo. Writes samples.jsonl, rejected.jsonl, errors.jsonl, images/,
     manifest.json and a dataset card (README.md, plots/) to --out.
     """
-    from medground.pipeline import load_run_config
-    from medground.pipeline import run as run_pipeline
-
     if demo and (config is not None or preset is not None):
         raise click.UsageError("--demo runs on generated data; drop CONFIG/--preset")
     try:
@@ -169,8 +170,6 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
 def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool,
                    min_pixels: int, max_pixels: int) -> None:
     """Write a run's samples.jsonl in a training or evaluation format."""
-    from medground.export import export
-
     try:
         written = export(run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels)
     except (FileNotFoundError, ValueError) as error:
@@ -186,8 +185,6 @@ def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None,
 @click.option("--port", type=int, default=8765, show_default=True, help="Port for --serve (0: any free port).")
 def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
     """Build a static site to look at a run: samples, boxes, cues, rejections."""
-    from medground.browse import build_site, serve
-
     try:
         index = build_site(run_dir, out)
     except FileNotFoundError as error:

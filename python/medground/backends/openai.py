@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, image_url, resolve_messages
+from medground.backends.base import Request, Response, SamplingSettings, config_integer, config_number, answer_from_text, image_url, resolve_messages
 
 __all__ = ["CONFIG_KEYS", "DEFAULT_BASE_URL", "RETRY_STATUSES", "OpenAIBackend"]
 
@@ -119,11 +119,11 @@ class OpenAIBackend:
             raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
         for key, value, low in (("timeout_s", timeout_s, 0.0), ("backoff_s", backoff_s, 0.0),
                                 ("max_backoff_s", max_backoff_s, 0.0), ("max_retry_after_s", max_retry_after_s, 0.0)):
-            _number({key: value}, key, value, low)
+            config_number({key: value}, key, value, low)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-        _integer({"max_retries": max_retries}, "max_retries", 0, 0)
-        _integer({"concurrency": concurrency}, "concurrency", 1, 1)
+        config_integer({"max_retries": max_retries}, "max_retries", 0, 0)
+        config_integer({"concurrency": concurrency}, "concurrency", 1, 1)
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
@@ -162,14 +162,14 @@ class OpenAIBackend:
             base_url=config.get("base_url", DEFAULT_BASE_URL),
             api_key_env=config.get("api_key_env"),
             sampling=SamplingSettings.from_config(config),
-            timeout_s=_number(config, "timeout_s", 60.0, 0.0),
-            max_retries=_integer(config, "max_retries", 4, 0),  # type: ignore[arg-type]
-            concurrency=_integer(config, "concurrency", 8, 1),  # type: ignore[arg-type]
-            backoff_s=_number(config, "backoff_s", 1.0, 0.0),
-            max_backoff_s=_number(config, "max_backoff_s", 30.0, 0.0),
-            max_retry_after_s=_number(config, "max_retry_after_s", 120.0, 0.0),
+            timeout_s=config_number(config, "timeout_s", 60.0, 0.0),
+            max_retries=config_integer(config, "max_retries", 4, 0),  # type: ignore[arg-type]
+            concurrency=config_integer(config, "concurrency", 8, 1),  # type: ignore[arg-type]
+            backoff_s=config_number(config, "backoff_s", 1.0, 0.0),
+            max_backoff_s=config_number(config, "max_backoff_s", 30.0, 0.0),
+            max_retry_after_s=config_number(config, "max_retry_after_s", 120.0, 0.0),
             response_format=config.get("response_format", "json_schema"),
-            seed=_integer(config, "seed", None, 0),
+            seed=config_integer(config, "seed", None, 0),
         )
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medground.backends import Request, Response, SamplingSettings, _integer, _number, answer_from_text, image_url, resolve_messages
+from medground.backends.base import Request, Response, SamplingSettings, config_integer, config_number, answer_from_text, image_url, resolve_messages
 
 __all__ = ["CONFIG_KEYS", "INSTALL_HINT", "VllmBackend", "build_sampling_params", "import_vllm"]
 
@@ -119,10 +119,10 @@ class VllmBackend:
             raise ValueError(f"the vllm backend needs model = a local model folder or name, got {model!r}")
         if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
             raise FileNotFoundError(f"model folder not found: {model}")
-        _integer({"tensor_parallel_size": tensor_parallel_size}, "tensor_parallel_size", 1, 1)
-        _number({"gpu_memory_utilization": gpu_memory_utilization}, "gpu_memory_utilization", 0.9, 0.01, 1.0)
-        _integer({"max_model_len": max_model_len}, "max_model_len", None, 1)
-        _integer({"max_num_seqs": max_num_seqs}, "max_num_seqs", None, 1)
+        config_integer({"tensor_parallel_size": tensor_parallel_size}, "tensor_parallel_size", 1, 1)
+        config_number({"gpu_memory_utilization": gpu_memory_utilization}, "gpu_memory_utilization", 0.9, 0.01, 1.0)
+        config_integer({"max_model_len": max_model_len}, "max_model_len", None, 1)
+        config_integer({"max_num_seqs": max_num_seqs}, "max_num_seqs", None, 1)
         limits = dict(limit_mm_per_prompt or {"image": 2})
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values()):
             raise ValueError(f"limit_mm_per_prompt must map modalities to counts, got {limits!r}")
@@ -152,16 +152,16 @@ class VllmBackend:
         """The backend for a run-config section (keys as in :func:`medground.backends.make_backend`)."""
         return cls(
             config.get("model"),  # type: ignore[arg-type]
-            tensor_parallel_size=_integer(config, "tensor_parallel_size", 1, 1),  # type: ignore[arg-type]
-            gpu_memory_utilization=_number(config, "gpu_memory_utilization", 0.9, 0.01, 1.0),
-            max_model_len=_integer(config, "max_model_len", None, 1),
+            tensor_parallel_size=config_integer(config, "tensor_parallel_size", 1, 1),  # type: ignore[arg-type]
+            gpu_memory_utilization=config_number(config, "gpu_memory_utilization", 0.9, 0.01, 1.0),
+            max_model_len=config_integer(config, "max_model_len", None, 1),
             limit_mm_per_prompt=config.get("limit_mm_per_prompt"),
             dtype=config.get("dtype", "auto"),
             trust_remote_code=bool(config.get("trust_remote_code", False)),
             enforce_eager=bool(config.get("enforce_eager", False)),
-            max_num_seqs=_integer(config, "max_num_seqs", None, 1),
+            max_num_seqs=config_integer(config, "max_num_seqs", None, 1),
             sampling=SamplingSettings.from_config(config),
-            seed=_integer(config, "seed", None, 0),
+            seed=config_integer(config, "seed", None, 0),
             chat_template_kwargs=config.get("chat_template_kwargs"),
             mm_processor_kwargs=config.get("mm_processor_kwargs"),
         )

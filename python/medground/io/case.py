@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground.io.errors import CaseError
-from medground.io.readers import read_image
+from medground.io.readers import read_image, read_raster, suffix_of
 from medground.io.discover import CaseFiles
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
@@ -144,8 +144,6 @@ def _integer_labels(array: NDArray[Any], path: Path) -> NDArray[np.unsignedinteg
 
 def _read_mask(path: Path, spec: DatasetSpec, image: Volume) -> NDArray[Any]:
     if image.is_2d:
-        from medground.io.readers import read_raster, suffix_of
-
         if suffix_of(path) in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
             try:
                 array = read_raster(path, max_bytes=spec.cases.max_bytes, keep_palette=True)

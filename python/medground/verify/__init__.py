@@ -10,7 +10,7 @@ stage let through and why it rejected the rest. The stages live in their own mod
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,8 +20,11 @@ from medground.records import Sample, StageResult, reject, with_verification
 from medground.verify.claims import Claims, extract_claims
 from medground.verify.evidence import EvidenceJudge, EvidenceSettings, judge_evidence
 from medground.verify.format import check_format
-from medground.verify.judge import Judge, JudgeItem, make_judge
+from medground.settings import VisualSettings
+from medground.verify.judge import Judge, JudgeItem
+from medground.verify.onnx_judge import OnnxJudge
 from medground.verify.rules import RuleSettings, check_rules
+from medground.verify.vlm_judge import VlmJudge
 
 __all__ = [
     "STAGES",
@@ -32,9 +35,11 @@ __all__ = [
     "Funnel",
     "Judge",
     "JudgeItem",
+    "OnnxJudge",
     "RuleSettings",
     "StageResult",
     "Verifier",
+    "VlmJudge",
     "check_format",
     "check_rules",
     "extract_claims",
@@ -155,3 +160,21 @@ class Verifier:
             failed = next((r for r in stages if not r.passed), None)
             out.append((with_verification(draft.sample, stages), failed, stages))
         return out
+
+
+def make_judge(settings: VisualSettings | Mapping[str, Any] | None = None, *, seed: int = 0,
+               backend: Any = None) -> Judge:
+    """The judge ``[verification.visual]`` asks for.
+
+    Args:
+        settings: the parsed section (a plain mapping is parsed first).
+        seed: the run's seed (a vlm judge samples reproducibly from it; a ``seed`` key wins).
+        backend: a model backend to use instead of building one (vlm judge only).
+    """
+    if not isinstance(settings, VisualSettings):
+        settings = VisualSettings.from_table(settings)
+    if settings.backend == "onnx":
+        return OnnxJudge(settings.get("model"), threshold=float(settings.get("threshold", 0.5)))
+    if settings.backend == "vlm":
+        return VlmJudge.from_config({**settings.table, "seed": settings.get("seed", seed)}, backend=backend)
+    return EvidenceJudge()

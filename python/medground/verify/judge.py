@@ -1,4 +1,4 @@
-"""The visual stage's judges: one protocol, one factory.
+"""The visual stage's judges: what a judge is (the factory is :func:`medground.verify.make_judge`).
 
 A judge looks at drafts that passed format and rules and returns one
 :class:`~medground.records.StageResult` (stage ``visual``) per draft, in order. It gets a
@@ -9,7 +9,7 @@ medground: :class:`~medground.verify.evidence.EvidenceJudge` (no model, the defa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,9 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground.records import Sample, StageResult
-from medground.settings import VisualSettings
 
-__all__ = ["Judge", "JudgeItem", "make_judge"]
+__all__ = ["Judge", "JudgeItem"]
 
 
 @dataclass(frozen=True)
@@ -48,27 +47,3 @@ class Judge(Protocol):
     def judge(self, items: Sequence[JudgeItem]) -> list[StageResult]:
         """One ``visual`` result per item, in order; a judge never raises for one bad draft."""
         ...
-
-
-def make_judge(settings: VisualSettings | Mapping[str, Any] | None = None, *, seed: int = 0,
-               backend: Any = None) -> Judge:
-    """The judge ``[verification.visual]`` asks for.
-
-    Args:
-        settings: the parsed section (a plain mapping is parsed first).
-        seed: the run's seed (a vlm judge samples reproducibly from it; a ``seed`` key wins).
-        backend: a model backend to use instead of building one (vlm judge only).
-    """
-    if not isinstance(settings, VisualSettings):
-        settings = VisualSettings.from_table(settings)
-    if settings.backend == "onnx":
-        from medground.verify.onnx_judge import OnnxJudge
-
-        return OnnxJudge(settings.get("model"), threshold=float(settings.get("threshold", 0.5)))
-    if settings.backend == "vlm":
-        from medground.verify.vlm_judge import VlmJudge
-
-        return VlmJudge.from_config({**settings.table, "seed": settings.get("seed", seed)}, backend=backend)
-    from medground.verify.evidence import EvidenceJudge
-
-    return EvidenceJudge()

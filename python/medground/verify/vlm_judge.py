@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from medground.backends import Backend, Request
+from medground.backends import Backend, Request, make_backend
 from medground.backends.images import draw_boxes, prepare_image
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.backends.prompts import PromptTemplate, load_prompt
@@ -75,8 +75,6 @@ class VlmJudge:
         """The judge of a ``[verification.visual]`` section with ``backend = "vlm"``: the
         backend's keys (see :func:`~medground.backends.make_backend`) plus ``threshold``
         (0.5), ``prompt`` and ``image_family``."""
-        from medground.backends import make_backend
-
         return cls(backend or make_backend(config), config.get("threshold", 0.5),
                    prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT), image_family=config.get("image_family"),
                    seed=int(config.get("seed", 0)))

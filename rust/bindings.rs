@@ -17,9 +17,10 @@ use pyo3::types::PyDict;
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::KernelError;
 use crate::label::{Label, LabelIndex};
-use crate::regions::{
-    moment_shapes, present_labels, region_columns, region_stats, IntensityRows, Moments,
+use crate::layout::{
+    check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
 };
+use crate::regions::{moment_shapes, present_labels, region_columns, region_stats, IntensityRows};
 use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
 };
@@ -37,131 +38,82 @@ impl From<KernelError> for PyErr {
     }
 }
 
-const SUPPORTED: &str = "bool, uint8, uint16, uint32, uint64, int8, int16, int32, int64";
-
-/// A label map or mask of any supported dtype.
-#[derive(FromPyObject)]
-enum LabelArray<'py> {
-    Bool(PyReadonlyArrayDyn<'py, bool>),
-    U8(PyReadonlyArrayDyn<'py, u8>),
-    U16(PyReadonlyArrayDyn<'py, u16>),
-    U32(PyReadonlyArrayDyn<'py, u32>),
-    U64(PyReadonlyArrayDyn<'py, u64>),
-    I8(PyReadonlyArrayDyn<'py, i8>),
-    I16(PyReadonlyArrayDyn<'py, i16>),
-    I32(PyReadonlyArrayDyn<'py, i32>),
-    I64(PyReadonlyArrayDyn<'py, i64>),
+/// Every dtype a label map or mask may have: `(variant, element type, numpy name)`.
+/// A callback macro gets the list after its own arguments and a `;`.
+/// The enum, the dispatch macro and the messages below are all generated from it.
+macro_rules! label_dtypes {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! {$($args)*;
+            (Bool, bool, "bool"), (U8, u8, "uint8"), (U16, u16, "uint16"), (U32, u32, "uint32"),
+            (U64, u64, "uint64"), (I8, i8, "int8"), (I16, i16, "int16"), (I32, i32, "int32"),
+            (I64, i64, "int64")
+        }
+    };
 }
 
-/// An intensity image of any numeric dtype.
-#[derive(FromPyObject)]
-enum ValueArray<'py> {
-    F64(PyReadonlyArrayDyn<'py, f64>),
-    F32(PyReadonlyArrayDyn<'py, f32>),
-    U8(PyReadonlyArrayDyn<'py, u8>),
-    U16(PyReadonlyArrayDyn<'py, u16>),
-    U32(PyReadonlyArrayDyn<'py, u32>),
-    U64(PyReadonlyArrayDyn<'py, u64>),
-    I8(PyReadonlyArrayDyn<'py, i8>),
-    I16(PyReadonlyArrayDyn<'py, i16>),
-    I32(PyReadonlyArrayDyn<'py, i32>),
-    I64(PyReadonlyArrayDyn<'py, i64>),
-    Bool(PyReadonlyArrayDyn<'py, bool>),
+/// Every dtype an intensity image may have (the label dtypes and floats).
+macro_rules! value_dtypes {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback! {$($args)*;
+            (F64, f64, "float64"), (F32, f32, "float32"), (U8, u8, "uint8"), (U16, u16, "uint16"),
+            (U32, u32, "uint32"), (U64, u64, "uint64"), (I8, i8, "int8"), (I16, i16, "int16"),
+            (I32, i32, "int32"), (I64, i64, "int64"), (Bool, bool, "bool")
+        }
+    };
+}
+
+/// An enum of readonly arrays, one variant per dtype of a list.
+macro_rules! array_enum {
+    ($(#[$meta:meta])* $name:ident; $(($variant:ident, $t:ty, $dtype:literal)),+) => {
+        $(#[$meta])*
+        #[derive(FromPyObject)]
+        enum $name<'py> {
+            $($variant(PyReadonlyArrayDyn<'py, $t>),)+
+        }
+    };
 }
 
 /// Binds `$v` to the array's view and evaluates `$body` once per dtype.
+macro_rules! dispatch {
+    ($enum:ident, $arr:expr, $v:ident, $body:expr; $(($variant:ident, $t:ty, $dtype:literal)),+) => {
+        match $arr {
+            $($enum::$variant(a) => {
+                let $v = a.as_array();
+                $body
+            })+
+        }
+    };
+}
+
+/// The numpy names of a dtype list, for messages.
+macro_rules! dtype_names {
+    (; $(($variant:ident, $t:ty, $dtype:literal)),+) => {
+        concat!($($dtype, ", ",)+)
+    };
+}
+
+label_dtypes!(array_enum!(
+    /// A label map or mask of any supported dtype.
+    LabelArray));
+value_dtypes!(array_enum!(
+    /// An intensity image of any numeric dtype.
+    ValueArray));
+
 macro_rules! with_labels {
     ($arr:expr, $v:ident => $body:expr) => {
-        match $arr {
-            LabelArray::Bool(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::U8(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::U16(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::U32(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::U64(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::I8(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::I16(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::I32(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            LabelArray::I64(a) => {
-                let $v = a.as_array();
-                $body
-            }
-        }
+        label_dtypes!(dispatch!(LabelArray, $arr, $v, $body))
     };
 }
 
 macro_rules! with_values {
     ($arr:expr, $v:ident => $body:expr) => {
-        match $arr {
-            ValueArray::F64(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::F32(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::U8(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::U16(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::U32(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::U64(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::I8(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::I16(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::I32(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::I64(a) => {
-                let $v = a.as_array();
-                $body
-            }
-            ValueArray::Bool(a) => {
-                let $v = a.as_array();
-                $body
-            }
-        }
+        value_dtypes!(dispatch!(ValueArray, $arr, $v, $body))
     };
+}
+
+/// The supported label dtypes, for messages ("bool, uint8, …, int64").
+fn supported() -> &'static str {
+    label_dtypes!(dtype_names!()).trim_end_matches(", ")
 }
 
 fn extract_labels<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<LabelArray<'py>> {
@@ -171,7 +123,8 @@ fn extract_labels<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<LabelArr
             .map(|d| d.to_string())
             .unwrap_or_else(|_| obj.get_type().to_string());
         PyTypeError::new_err(format!(
-            "{what} must be a numpy array of {SUPPORTED}; got {dtype}"
+            "{what} must be a numpy array of {}; got {dtype}",
+            supported()
         ))
     })
 }
@@ -184,23 +137,6 @@ struct Oriented<'a, T> {
     ndim: usize,
 }
 
-/// Whether walking `view` with its axes reversed follows memory better.
-fn is_fortran_like<T>(view: &ArrayViewD<'_, T>) -> bool {
-    let strides = view.strides();
-    let shape = view.shape();
-    if view.ndim() < 2 || view.is_standard_layout() {
-        return false;
-    }
-    // Ignore length-1 axes: their stride says nothing about layout.
-    let used: Vec<isize> = strides
-        .iter()
-        .zip(shape)
-        .filter(|(_, &n)| n > 1)
-        .map(|(&s, _)| s.abs())
-        .collect();
-    used.len() >= 2 && used[0] < used[used.len() - 1]
-}
-
 fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
     let ndim = view.ndim();
     if ndim != 2 && ndim != 3 {
@@ -209,7 +145,7 @@ fn orient<'a, T>(view: ArrayViewD<'a, T>) -> PyResult<Oriented<'a, T>> {
             view.shape()
         )));
     }
-    let reversed = is_fortran_like(&view);
+    let reversed = walk_reversed(view.shape(), view.strides());
     Ok(Oriented {
         view: orient_like(view, reversed)?,
         reversed,
@@ -452,6 +388,8 @@ fn dust<'py>(
     })
 }
 
+type DustInPlace = fn(Python<'_>, &Bound<'_, PyAny>, u64, u32, bool, bool) -> PyResult<()>;
+
 fn dust_in_place_typed<T: Label + numpy::Element>(
     py: Python<'_>,
     mask: &Bound<'_, PyAny>,
@@ -474,7 +412,7 @@ fn dust_in_place_typed<T: Label + numpy::Element>(
         )));
     }
     let conn = connectivity_for(ndim, connectivity)?;
-    let reversed = is_fortran_like(&view.view());
+    let reversed = walk_reversed(view.shape(), view.strides());
     let view = orient_like(view, reversed)?;
     run(py, "dust", move || {
         let rl = label_runs(view.view(), conn, binary)?;
@@ -499,68 +437,22 @@ fn dust_in_place(
         .getattr("dtype")?
         .getattr("name")?
         .extract::<String>()?;
-    let f = match dtype.as_str() {
-        "bool" => dust_in_place_typed::<bool>,
-        "uint8" => dust_in_place_typed::<u8>,
-        "uint16" => dust_in_place_typed::<u16>,
-        "uint32" => dust_in_place_typed::<u32>,
-        "uint64" => dust_in_place_typed::<u64>,
-        "int8" => dust_in_place_typed::<i8>,
-        "int16" => dust_in_place_typed::<i16>,
-        "int32" => dust_in_place_typed::<i32>,
-        "int64" => dust_in_place_typed::<i64>,
-        other => {
-            return Err(PyTypeError::new_err(format!(
-                "mask must be a numpy array of {SUPPORTED}; got {other}"
-            )))
-        }
-    };
+    // The typed function for the array's dtype, from the one list of label dtypes.
+    macro_rules! typed {
+        ($name:expr; $(($variant:ident, $t:ty, $dtype:literal)),+) => {
+            match $name {
+                $($dtype => dust_in_place_typed::<$t> as DustInPlace,)+
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "mask must be a numpy array of {}; got {other}",
+                        supported()
+                    )))
+                }
+            }
+        };
+    }
+    let f = label_dtypes!(typed!(dtype.as_str()));
     f(py, mask, threshold, connectivity, binary, invert)
-}
-
-/// Swaps two axes of a region's moments (used to undo an axis reversal).
-fn swap_moment_axes(m: &mut Moments, a: usize, b: usize) {
-    m.min.swap(a, b);
-    m.max.swap(a, b);
-    m.s1.swap(a, b);
-    // s2 = [zz, yy, xx, zy, zx, yx]; the squares swap with the axes, and so do the
-    // two cross terms that pair each swapped axis with the third.
-    m.s2.swap(a, b);
-    let cross = |i: usize, j: usize| match (i.min(j), i.max(j)) {
-        (0, 1) => 3,
-        (0, 2) => 4,
-        _ => 5,
-    };
-    let third = 3 - a - b;
-    m.s2.swap(cross(a, third), cross(b, third));
-}
-
-fn check_spacing(spacing: &[f64], ndim: usize) -> PyResult<()> {
-    if spacing.len() != ndim {
-        return Err(PyValueError::new_err(format!(
-            "spacing must have one value per axis ({ndim}), got {} values: {spacing:?}",
-            spacing.len()
-        )));
-    }
-    if let Some(bad) = spacing.iter().find(|s| !s.is_finite() || **s <= 0.0) {
-        return Err(PyValueError::new_err(format!(
-            "spacing values must be finite and > 0, got {bad} in {spacing:?}"
-        )));
-    }
-    Ok(())
-}
-
-/// Spacing as the kernels see it: 3 values in the oriented view's axis order.
-fn oriented_spacing(spacing: &[f64], ndim: usize, reversed: bool) -> [f64; 3] {
-    let mut s: Vec<f64> = spacing.to_vec();
-    if reversed {
-        s.reverse();
-    }
-    if ndim == 2 {
-        [1.0, s[0], s[1]]
-    } else {
-        [s[0], s[1], s[2]]
-    }
 }
 
 fn region_rows<'py, T: Label + numpy::Element>(
@@ -577,12 +469,7 @@ fn region_rows<'py, T: Label + numpy::Element>(
     let (labels, cols, stats) = run(py, "regionprops", move || {
         let st = region_stats(view, intensity);
         let mut moments = st.moments;
-        // Back to the caller's axis order: a reversed 3D view swapped axes 0 and 2; a
-        // reversed 2D view (with its unit axis in front) swapped axes 1 and 2.
-        if reversed {
-            let (a, b) = if ndim == 3 { (0, 2) } else { (1, 2) };
-            moments.iter_mut().for_each(|m| swap_moment_axes(m, a, b));
-        }
+        unreverse_moments(&mut moments, ndim, reversed);
         let shapes = moment_shapes(&moments, sp, ndim == 2);
         let cols = region_columns(&moments, &shapes, sp, ndim);
         (st.index.labels().to_vec(), cols, st.intensity)
@@ -756,7 +643,7 @@ fn slice_areas<'py>(
         let size = v.shape()[axis];
         let given = region_labels.map(label_index_from).transpose()?;
         let o = orient(v)?;
-        let kernel_axis = (if o.reversed { ndim - 1 - axis } else { axis }) + (3 - ndim);
+        let kernel_axis = kernel_axis(axis, ndim, o.reversed);
         let view = o.view;
         let (index, table) = run(py, "slice_areas", move || {
             let index = given.unwrap_or_else(|| present_labels(view));

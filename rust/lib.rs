@@ -3,11 +3,14 @@
 //!
 //! Every kernel here is pure Rust over `ndarray` views; 2D inputs are treated as 3D
 //! volumes with one plane. The Python bindings live in `bindings.rs` alone, behind the
-//! `python` feature, so `cargo test` and the fuzz targets build without Python.
+//! `python` feature, so `cargo test` and the fuzz targets build without Python; the
+//! layout arithmetic they need (walking order, oriented spacing, moments back in the
+//! caller's axis order) is in `layout.rs`, where tests reach it.
 
 pub mod ccl;
 pub mod error;
 pub mod label;
+pub mod layout;
 pub mod regions;
 pub mod relations;
 pub mod shape2d;

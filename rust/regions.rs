@@ -15,7 +15,7 @@ use crate::ccl::{fixed_slabs, for_each_row, push_runs, Run};
 use crate::label::{Label, LabelIndex};
 
 /// Exact integer moments of one region, in index coordinates `(z, y, x)`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moments {
     pub count: u64,
     /// Inclusive minimum and maximum index per axis.

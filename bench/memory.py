@@ -50,7 +50,9 @@ def main() -> None:
     rows = []
     for name in ("clean", "noisy", "salt", "labelmap"):
         for call in ("connected_components", "regionprops"):
-            res = subprocess.run([sys.executable, "-c", CHILD, str(HERE), name, call], capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, str(HERE), name, call], capture_output=True, text=True, check=True
+            )
             rows.append(json.loads(res.stdout))
             print(rows[-1])
     (HERE / "memory.json").write_text(json.dumps(rows, indent=1))

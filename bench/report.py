@@ -7,12 +7,13 @@ import os
 import platform
 import sys
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -20,13 +21,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main(src: str, dst: str) -> None:
-    data = json.load(open(src))
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for b in data["benchmarks"]:
-        groups[b["group"]].append(b)
+def _median(groups: dict[str, list[dict]], group: str, library: str, threads: int) -> float:
+    """The median time of ``library`` on ``threads`` threads in ``group`` (NaN when not measured)."""
+    for r in groups.get(group, []):
+        if r["extra_info"].get("library", "").startswith(library) and r["extra_info"].get("threads") == threads:
+            return float(r["stats"]["median"])
+    return float("nan")
+
+
+def _introduction(data: dict) -> list[str]:
+    """What was measured, on which machine, and how to reproduce it."""
     info = data.get("machine_info", {})
-    lines = [
+    return [
         "# Benchmarks",
         "",
         "The geometry core measured side by side with the reference libraries in one run of",
@@ -36,23 +42,40 @@ def main(src: str, dst: str) -> None:
         "**noisy** clean + 0.05% random labelled voxels; **salt** 1% random binary voxels;",
         "**labelmap** 300×512×512 uint16 with 72 organ-like labels (22.8% foreground).",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {info.get('python_version', platform.python_version())}, "
+        f"Machine: {cpu_model()}, {os.cpu_count()} cores, "
+        f"Python {info.get('python_version', platform.python_version())}, "
         f"{data.get('datetime', '')[:10]}. The machine is shared: read ratios, not absolute times.",
         "",
-        "Reproduce: `make bench` (runs `bench/memory.py`, then the suite into `bench/results.json`, then writes this file).",
+        "Reproduce: `make bench` (runs `bench/memory.py`, then the suite into `bench/results.json`, "
+        "then writes this file).",
         "",
     ]
-    def median(group: str, library: str, threads: int) -> float:
-        for r in groups.get(group, []):
-            if r["extra_info"].get("library", "").startswith(library) and r["extra_info"].get("threads") == threads:
-                return float(r["stats"]["median"])
-        return float("nan")
 
+
+def _targets_section(groups: dict[str, list[dict]]) -> list[str]:
+    """The speed-ups and times the Rust geometry core was asked for, measured."""
+    median = partial(_median, groups)
     targets = [
-        ("cc26 clean: cc3d ÷ medground, 1 thread", median("cc26 clean", "cc3d", 1) / median("cc26 clean", "medground", 1), "≥ 1"),
-        ("cc26 clean: cc3d ÷ medground, 2 threads", median("cc26 clean", "cc3d", 1) / median("cc26 clean", "medground", 2), "≥ 1.5"),
-        ("cc26 noisy: cc3d ÷ medground, 1 thread", median("cc26 noisy", "cc3d", 1) / median("cc26 noisy", "medground", 1), "≥ 1"),
-        ("cc26 noisy: cc3d ÷ medground, 2 threads", median("cc26 noisy", "cc3d", 1) / median("cc26 noisy", "medground", 2), "≥ 1.5"),
+        (
+            "cc26 clean: cc3d ÷ medground, 1 thread",
+            median("cc26 clean", "cc3d", 1) / median("cc26 clean", "medground", 1),
+            "≥ 1",
+        ),
+        (
+            "cc26 clean: cc3d ÷ medground, 2 threads",
+            median("cc26 clean", "cc3d", 1) / median("cc26 clean", "medground", 2),
+            "≥ 1.5",
+        ),
+        (
+            "cc26 noisy: cc3d ÷ medground, 1 thread",
+            median("cc26 noisy", "cc3d", 1) / median("cc26 noisy", "medground", 1),
+            "≥ 1",
+        ),
+        (
+            "cc26 noisy: cc3d ÷ medground, 2 threads",
+            median("cc26 noisy", "cc3d", 1) / median("cc26 noisy", "medground", 2),
+            "≥ 1.5",
+        ),
         (
             "cc26 + statistics clean: cc3d ÷ medground, 2 threads",
             median("cc26 + statistics clean", "cc3d", 1) / median("cc26 + statistics clean", "medground", 2),
@@ -65,57 +88,89 @@ def main(src: str, dst: str) -> None:
         ),
         ("regionprops salt, medground 2 threads (s)", median("regionprops salt", "medground", 2), "< 0.5 s"),
     ]
-    lines += ["## Targets (issue: Rust geometry core)", "", "| measure | value | target |", "|---|---|---|"]
-    for name, value, goal in targets:
-        lines.append(f"| {name} | {value:.2f} | {goal} |")
+    lines = ["## Targets (issue: Rust geometry core)", "", "| measure | value | target |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.2f} | {goal} |" for name, value, goal in targets]
     lines.append("")
-    memory = Path(src).with_name("memory.json")
-    if memory.exists():
-        lines += [
-            "## Peak memory beyond input and output",
-            "",
-            "`bench/memory.py`: fresh process per call, peak resident set reset before the call;",
-            "extra = peak − resident before the call − the output's size (runs, union-find, region tables).",
-            "",
-            "| volume | call | input (MiB) | output (MiB) | extra (MiB) | objects |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m in json.loads(memory.read_text()):
-            lines.append(
-                f"| {m['volume']} | {m['call']} | {m['input_mb']:.0f} | {m['output_mb']:.1f} | {m['extra_mb']:.1f} | {m['objects']} |"
-            )
-        lines.append("")
-    pipeline = Path(src).with_name("pipeline.json")
-    if pipeline.exists():
-        lines += [
-            "## Pipeline throughput (CPU path, template backend)",
-            "",
-            "`bench/pipeline.py`: every case in-process on one core (load → anchors → cues → references →",
-            "template queries → verification → PNG), median of 3 passes; the share of time per stage.",
-            "",
-            "| data | cases | samples | cases/s | samples/s | load | draft | verify | render |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in json.loads(pipeline.read_text()):
-            share = r["share"]
-            lines.append(
-                f"| {r['name']} | {r['cases']} | {r['samples']} | {r['cases_per_s']:.2f} | {r['samples_per_s']:.0f} | "
-                + " | ".join(f"{share.get(k, 0):.0%}" for k in ("load", "draft", "verify", "render")) + " |"
-            )
-        lines.append("")
+    return lines
+
+
+def _memory_section(memory: Path) -> list[str]:
+    """The peak-memory table of ``bench/memory.py`` (nothing when it was not run)."""
+    if not memory.exists():
+        return []
+    lines = [
+        "## Peak memory beyond input and output",
+        "",
+        "`bench/memory.py`: fresh process per call, peak resident set reset before the call;",
+        "extra = peak − resident before the call − the output's size (runs, union-find, region tables).",
+        "",
+        "| volume | call | input (MiB) | output (MiB) | extra (MiB) | objects |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in json.loads(memory.read_text()):
+        lines.append(
+            f"| {m['volume']} | {m['call']} | {m['input_mb']:.0f} | {m['output_mb']:.1f} | "
+            f"{m['extra_mb']:.1f} | {m['objects']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _pipeline_section(pipeline: Path) -> list[str]:
+    """The throughput table of ``bench/pipeline.py`` (nothing when it was not run)."""
+    if not pipeline.exists():
+        return []
+    lines = [
+        "## Pipeline throughput (CPU path, template backend)",
+        "",
+        "`bench/pipeline.py`: every case in-process on one core (load → anchors → cues → references →",
+        "template queries → verification → PNG), median of 3 passes; the share of time per stage.",
+        "",
+        "| data | cases | samples | cases/s | samples/s | load | draft | verify | render |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in json.loads(pipeline.read_text()):
+        share = r["share"]
+        lines.append(
+            f"| {r['name']} | {r['cases']} | {r['samples']} | {r['cases_per_s']:.2f} | {r['samples_per_s']:.0f} | "
+            + " | ".join(f"{share.get(k, 0):.0%}" for k in ("load", "draft", "verify", "render"))
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def _group_section(group: str, rows: list[dict]) -> list[str]:
+    """One benchmark group's libraries, fastest first, against medground's best median."""
+    ours = [r for r in rows if r["extra_info"].get("library") == "medground"]
+    best = min((r["stats"]["median"] for r in ours), default=None)
+    lines = [
+        f"## {group}",
+        "",
+        "| library | threads | median (ms) | IQR (ms) | vs medground best |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["stats"]["median"]):
+        med = r["stats"]["median"]
+        ratio = f"{med / best:.2f}×" if best else ""
+        lines.append(
+            f"| {r['extra_info'].get('library')} | {r['extra_info'].get('threads')} | {1e3 * med:.1f} | "
+            f"{1e3 * r['stats']['iqr']:.1f} | {ratio} |"
+        )
+    lines.append("")
+    return lines
+
+
+def main(src: str, dst: str) -> None:
+    data = json.loads(Path(src).read_text())
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for b in data["benchmarks"]:
+        groups[b["group"]].append(b)
+    lines = _introduction(data) + _targets_section(groups)
+    lines += _memory_section(Path(src).with_name("memory.json"))
+    lines += _pipeline_section(Path(src).with_name("pipeline.json"))
     for group in sorted(groups):
-        rows = groups[group]
-        ours = [r for r in rows if r["extra_info"].get("library") == "medground"]
-        best = min((r["stats"]["median"] for r in ours), default=None)
-        lines += [f"## {group}", "", "| library | threads | median (ms) | IQR (ms) | vs medground best |", "|---|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: r["stats"]["median"]):
-            med = r["stats"]["median"]
-            ratio = f"{med / best:.2f}×" if best else ""
-            lines.append(
-                f"| {r['extra_info'].get('library')} | {r['extra_info'].get('threads')} | {1e3 * med:.1f} | "
-                f"{1e3 * r['stats']['iqr']:.1f} | {ratio} |"
-            )
-        lines.append("")
+        lines += _group_section(group, groups[group])
     with open(dst, "w") as f:
         f.write("\n".join(lines) + "\n")
 

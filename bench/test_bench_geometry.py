@@ -28,6 +28,7 @@ def threads(request):
 
 # --- connected components, 26-connected, multilabel -------------------------------
 
+
 @pytest.mark.parametrize("volume", ["clean", "noisy"])
 def test_cc26_medground(benchmark, request, volume, threads):
     vol = request.getfixturevalue(volume)
@@ -64,6 +65,7 @@ def test_read_floor_numpy(benchmark, clean):
 
 # --- components + statistics -------------------------------------------------------
 
+
 def test_cc_stats_medground(benchmark, clean, threads):
     benchmark.group = "cc26 + statistics clean"
     benchmark.extra_info.update(library="medground", threads=threads)
@@ -82,6 +84,7 @@ def test_cc_stats_cc3d(benchmark, clean):
 
 
 # --- region statistics on label maps -----------------------------------------------
+
 
 def sitk_shape_statistics(image, threads):
     f = sitk.LabelShapeStatisticsImageFilter()

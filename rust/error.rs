@@ -1,5 +1,5 @@
 //! Errors a kernel can report. The bindings turn each variant into the Python
-//! exception a caller expects (`ValueError`, `TypeError`, `MemoryError`).
+//! exception a caller expects (`ValueError` or `OverflowError`).
 
 use std::fmt;
 

@@ -28,8 +28,18 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-NO_ANSWER = frozenset({"malformed_json", "schema_violation", "truncated", "refused", "malformed_response", "timeout",
-                       "connection", "backend_error"})
+NO_ANSWER = frozenset(
+    {
+        "malformed_json",
+        "schema_violation",
+        "truncated",
+        "refused",
+        "malformed_response",
+        "timeout",
+        "connection",
+        "backend_error",
+    }
+)
 
 
 class _Capture:
@@ -40,8 +50,9 @@ class _Capture:
     def __init__(self) -> None:
         self.views: list[tuple[Any, dict[int, dict[str, Any]], list[Any]]] = []
 
-    def synthesize(self, view: Any, cues: dict[int, dict[str, Any]], references: list[Any],
-                   **_: Any) -> tuple[list[Any], list[Any]]:
+    def synthesize(
+        self, view: Any, cues: dict[int, dict[str, Any]], references: list[Any], **_: Any
+    ) -> tuple[list[Any], list[Any]]:
         self.views.append((view, cues, references))
         return [], []
 
@@ -60,7 +71,8 @@ def datasets(data: Path, scratch: Path) -> list[Any]:
     if ct.is_dir():
         (scratch / "ct.toml").write_text(
             f'name = "ct_abdomen"\nmodality = "CT"\nbody_region = "abdomen"\nroot = "{ct}"\n'
-            'labels_file = "labels.json"\n[cases]\nimage = "ct.nii.gz"\nmask = "seg.nii.gz"\n')
+            'labels_file = "labels.json"\n[cases]\nimage = "ct.nii.gz"\nmask = "seg.nii.gz"\n'
+        )
         specs.append(load_spec(scratch / "ct.toml"))
     for preset, folder in (("cxr_lung", "cxr_lung"), ("kvasir_seg", "endoscopy_kvasir")):
         if (data / folder).is_dir():
@@ -70,12 +82,26 @@ def datasets(data: Path, scratch: Path) -> list[Any]:
         (scratch / "ph2.toml").write_text(
             f'name = "ph2"\nmodality = "dermoscopy"\nbody_region = "skin"\ndisplay = "image"\nroot = "{ph2}"\n'
             '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n'
-            '[labels]\n1 = "skin lesion"\n')
+            '[labels]\n1 = "skin lesion"\n'
+        )
         specs.append(load_spec(scratch / "ph2.toml"))
     return specs
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Tally:
+    """What the check gathers: the records to write, the drafts to judge (with the images
+    they were drawn on), the count of valid answers per kind, and the synthesis time."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.drafts: list[Any] = []
+        self.images: list[Any] = []
+        self.answered = {"synthesis": 0, "judge": 0}
+        self.synthesis_s = 0.0
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="local model folder (or a name the server/vLLM knows)")
     parser.add_argument("--base-url", help="use a running OpenAI-compatible server instead of in-process vLLM")
@@ -90,95 +116,139 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-family", help="override the image family guessed from the model name")
     parser.add_argument("--threshold", type=float, default=0.5, help="judge confidence needed to accept")
     parser.add_argument("--out", type=Path, help="write the drafts, failures and verdicts here (JSON Lines)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from medground.backends import make_backend
+
+def _backend_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend's configuration: a running server's when ``--base-url`` names one, else in-process vLLM."""
+    config: dict[str, Any] = {
+        "model": args.model,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "seed": 0,
+    }
+    if args.base_url:
+        config.update(backend="openai", base_url=args.base_url, api_key_env=args.api_key_env)
+    else:
+        config.update(
+            backend="vllm",
+            tensor_parallel_size=args.tensor_parallel_size,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len,
+            limit_mm_per_prompt={"image": 2},
+        )
+    return config
+
+
+def _format_and_rules(sample: Any, facts: dict[int, dict[str, Any]], spec: Any, case: Any) -> list[Any]:
+    """The format check's result, then the rules' when the format passed."""
+    from medground.verify import check_format, check_rules
+
+    checks = [check_format(sample)]
+    if checks[-1].passed:
+        checks.append(
+            check_rules(
+                sample,
+                facts,
+                body_region=spec.body_region,
+                oriented=case.image.oriented,
+                labels=spec.labels.values(),
+            )
+        )
+    return checks
+
+
+def _synthesize_dataset(spec: Any, references_per_dataset: int, synthesizer: Any, tally: _Tally) -> None:
+    """Asks for queries about a few targets of the dataset's first case and checks the drafts."""
     from medground.generate import draft_case
     from medground.io import find_cases, load_case
+
+    found = find_cases(spec, limit=1).cases
+    if not found:
+        print(f"\n== {spec.name}: no cases found under {spec.root}, skipped")
+        return
+    case = load_case(spec, found[0])
+    capture = _Capture()
+    draft_case(case, spec, synthesizer=capture)
+    view, cues, references = next((v for v in capture.views if v[2]), (None, None, []))
+    if view is None:
+        print(f"\n== {spec.name}: no references, skipped")
+        return
+    chosen = references[:references_per_dataset]
+    print(
+        f"\n== {spec.name} ({spec.modality}, case {case.case_id}, {view.width}x{view.height}): "
+        f"{len(chosen)} of {len(references)} references"
+    )
+    started = time.monotonic()
+    samples, failures = synthesizer.synthesize(view, cues, chosen, modality=spec.modality, body_region=spec.body_region)
+    elapsed = time.monotonic() - started
+    tally.synthesis_s += elapsed
+    tally.answered["synthesis"] += len(samples) + sum(_answered(f["rejection"]["reason"]) for f in failures)
+    print(f"   synthesis: {len(samples)} drafts, {len(failures)} rejected, {elapsed:.1f} s")
+    facts = draft_case(case, spec).facts[samples[0].image] if samples else {}
+    for sample in samples:
+        checks = _format_and_rules(sample, facts, spec, case)
+        failed = next((c for c in checks if not c.passed), None)
+        verdict = "passes format+rules" if failed is None else f"{failed.stage}: {failed.reason}"
+        print(f"   + {sample.query!r}  [{', '.join(sample.synthesis['attributes_used'])}]  -> {verdict}")
+        tally.drafts.append(sample)
+        tally.images.append(view.image)
+        tally.records.append({"kind": "draft", **sample.to_dict(), "checks": [c.to_dict() for c in checks]})
+    for failure in failures:
+        print(f"   - {failure['rejection']['reason']}: {failure['rejection']['detail']}")
+        tally.records.append({"kind": "failure", **failure})
+
+
+def _judge_drafts(judge: Any, tally: _Tally) -> float:
+    """Asks the judge about every draft; returns the time it took."""
+    from medground.verify import JudgeItem
+
+    started = time.monotonic()
+    results = judge.judge([JudgeItem(s, i, i) for s, i in zip(tally.drafts, tally.images, strict=True)])
+    judge_s = time.monotonic() - started
+    print(f"\n== judge: {len(results)} drafts in {judge_s:.1f} s")
+    for sample, result in zip(tally.drafts, results, strict=True):
+        info = result.info
+        if "verdict" in info:
+            tally.answered["judge"] += 1
+            print(f"   {info['verdict']:>3} {info['confidence']:.2f}  {sample.query!r}: {info['reason']}")
+        else:
+            print(f"   failed ({info.get('failure')}): {result.detail}")
+        tally.records.append({"kind": "verdict", "id": sample.id, **result.to_dict()})
+    return judge_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+
+    from medground.backends import make_backend
     from medground.synth import VlmSynthesizer
-    from medground.verify import JudgeItem, check_format, check_rules
     from medground.verify.vlm_judge import VlmJudge
 
     if not args.data.is_dir():
         print(f"real sample data not found at {args.data} (pass --data)", file=sys.stderr)
         return 1
-    config: dict[str, Any] = {"model": args.model, "temperature": args.temperature, "max_tokens": args.max_tokens,
-                              "seed": 0}
-    if args.base_url:
-        config.update(backend="openai", base_url=args.base_url, api_key_env=args.api_key_env)
-    else:
-        config.update(backend="vllm", tensor_parallel_size=args.tensor_parallel_size,
-                      gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
-                      limit_mm_per_prompt={"image": 2})
     started = time.monotonic()
-    backend = make_backend(config)
+    backend = make_backend(_backend_config(args))
     load_s = time.monotonic() - started
     print(f"backend {backend.name}: {args.model} ready in {load_s:.1f} s")
     synthesizer = VlmSynthesizer(backend, seed=0, image_family=args.image_family)
     judge = VlmJudge(backend, args.threshold, image_family=args.image_family)
     print(f"image family {synthesizer.family.name}; prompts {synthesizer.version}, {judge.version}")
 
-    records: list[dict[str, Any]] = []
-    drafts_all, images, answered = [], [], {"synthesis": 0, "judge": 0}
-    synthesis_s = 0.0
+    tally = _Tally()
     with tempfile.TemporaryDirectory() as scratch:
         for spec in datasets(args.data, Path(scratch)):
-            found = find_cases(spec, limit=1).cases
-            if not found:
-                print(f"\n== {spec.name}: no cases found under {spec.root}, skipped")
-                continue
-            case = load_case(spec, found[0])
-            capture = _Capture()
-            draft_case(case, spec, synthesizer=capture)
-            view, cues, references = next((v for v in capture.views if v[2]), (None, None, []))
-            if view is None:
-                print(f"\n== {spec.name}: no references, skipped")
-                continue
-            chosen = references[: args.references]
-            print(f"\n== {spec.name} ({spec.modality}, case {case.case_id}, {view.width}x{view.height}): "
-                  f"{len(chosen)} of {len(references)} references")
-            started = time.monotonic()
-            samples, failures = synthesizer.synthesize(view, cues, chosen, modality=spec.modality,
-                                                       body_region=spec.body_region)
-            elapsed = time.monotonic() - started
-            synthesis_s += elapsed
-            answered["synthesis"] += len(samples) + sum(_answered(f["rejection"]["reason"]) for f in failures)
-            print(f"   synthesis: {len(samples)} drafts, {len(failures)} rejected, {elapsed:.1f} s")
-            facts = draft_case(case, spec).facts[samples[0].image] if samples else {}
-            for sample in samples:
-                checks = [check_format(sample)]
-                if checks[-1].passed:
-                    checks.append(check_rules(sample, facts, body_region=spec.body_region,
-                                              oriented=case.image.oriented, labels=spec.labels.values()))
-                failed = next((c for c in checks if not c.passed), None)
-                verdict = "passes format+rules" if failed is None else f"{failed.stage}: {failed.reason}"
-                print(f"   + {sample.query!r}  [{', '.join(sample.synthesis['attributes_used'])}]  -> {verdict}")
-                drafts_all.append(sample)
-                images.append(view.image)
-                records.append({"kind": "draft", **sample.to_dict(), "checks": [c.to_dict() for c in checks]})
-            for failure in failures:
-                print(f"   - {failure['rejection']['reason']}: {failure['rejection']['detail']}")
-                records.append({"kind": "failure", **failure})
-
-    judge_s = 0.0
-    if drafts_all:
-        started = time.monotonic()
-        results = judge.judge([JudgeItem(s, i, i) for s, i in zip(drafts_all, images)])
-        judge_s = time.monotonic() - started
-        print(f"\n== judge: {len(results)} drafts in {judge_s:.1f} s")
-        for sample, result in zip(drafts_all, results):
-            info = result.info
-            if "verdict" in info:
-                answered["judge"] += 1
-                print(f"   {info['verdict']:>3} {info['confidence']:.2f}  {sample.query!r}: {info['reason']}")
-            else:
-                print(f"   failed ({info.get('failure')}): {result.detail}")
-            records.append({"kind": "verdict", "id": sample.id, **result.to_dict()})
-    print(f"\ntimings: load {load_s:.1f} s, synthesis {synthesis_s:.1f} s, judge {judge_s:.1f} s; "
-          f"valid answers: synthesis {answered['synthesis']}, judge {answered['judge']}")
+            _synthesize_dataset(spec, args.references, synthesizer, tally)
+    judge_s = _judge_drafts(judge, tally) if tally.drafts else 0.0
+    answered = tally.answered
+    print(
+        f"\ntimings: load {load_s:.1f} s, synthesis {tally.synthesis_s:.1f} s, judge {judge_s:.1f} s; "
+        f"valid answers: synthesis {answered['synthesis']}, judge {answered['judge']}"
+    )
     if args.out:
         with args.out.open("w", encoding="utf-8") as out:
-            for record in records:
+            for record in tally.records:
                 out.write(json.dumps(record, default=str) + "\n")
         print(f"records written to {args.out}")
     backend.close()

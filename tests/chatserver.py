@@ -14,9 +14,12 @@ from typing import Any
 
 
 def completion(content: str | None, finish_reason: str = "stop") -> dict[str, Any]:
-    return {"id": "cmpl-1", "object": "chat.completion", "model": "test-model",
-            "choices": [{"index": 0, "finish_reason": finish_reason,
-                         "message": {"role": "assistant", "content": content}}]}
+    return {
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", "content": content}}],
+    }
 
 
 @dataclass
@@ -65,7 +68,9 @@ class ChatServer:
                     if self.path != "/v1/chat/completions":
                         reply = Reply(404, {"error": f"no route {self.path}"})
                     else:
-                        reply = server.script(key, attempt, {**payload, "_authorization": self.headers.get("Authorization")})
+                        reply = server.script(
+                            key, attempt, {**payload, "_authorization": self.headers.get("Authorization")}
+                        )
                     time.sleep(reply.delay)
                     # Done before answering: once the client has the answer it may send the
                     # next request, which must not find this one still counted.
@@ -73,8 +78,13 @@ class ChatServer:
                         server.active -= 1
                     counted = False
                     body = reply.body
-                    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else \
-                        body.encode() if isinstance(body, str) else (body or b"")
+                    data = (
+                        json.dumps(body).encode()
+                        if isinstance(body, (dict, list))
+                        else body.encode()
+                        if isinstance(body, str)
+                        else (body or b"")
+                    )
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))

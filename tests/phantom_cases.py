@@ -22,7 +22,11 @@ def liver_phantom(tmp_path: Path, faint: bool = False) -> tuple[DatasetSpec, Cas
     organ = ((grid - (45, 45, 4)) ** 2 / (40**2, 40**2, 6**2)).sum(-1) <= 1
     labels[organ] = 1
     image[organ] = 60 + rng.normal(0, 2, organ.sum())
-    for centre, radius, value in (((45, 20, 4), 6, 10.0), ((45, 70, 4), 4, 10.0), ((22, 45, 4), 5, 60.0 if faint else 10.0)):
+    for centre, radius, value in (
+        ((45, 20, 4), 6, 10.0),
+        ((45, 70, 4), 4, 10.0),
+        ((22, 45, 4), 5, 60.0 if faint else 10.0),
+    ):
         blob = ((grid - centre) ** 2).sum(-1) <= radius**2
         labels[blob] = 2
         image[blob] = value + rng.normal(0, 2, blob.sum())
@@ -30,7 +34,8 @@ def liver_phantom(tmp_path: Path, faint: bool = False) -> tuple[DatasetSpec, Cas
     nib.save(nib.Nifti1Image(image, affine), tmp_path / "img.nii.gz")
     nib.save(nib.Nifti1Image(labels, affine), tmp_path / "seg.nii.gz")
     (tmp_path / "s.toml").write_text(
-        'name = "phantom"\nmodality = "CT"\nbody_region = "abdomen"\n[cases]\nimage = "img.nii.gz"\nmask = "seg.nii.gz"\n'
+        'name = "phantom"\nmodality = "CT"\nbody_region = "abdomen"\n[cases]\nimage = "img.nii.gz"\n'
+        'mask = "seg.nii.gz"\n'
         '[labels]\n1 = "liver"\n2 = "liver lesion"\n'
     )
     spec = load_spec(tmp_path / "s.toml")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import medground
 import pytest
+
+import medground
 
 PACKAGE = Path(medground.__file__).parent
 
@@ -19,11 +20,18 @@ PACKAGE = Path(medground.__file__).parent
 #: draws the same picture.
 LAYERS: dict[str, int] = {
     # Foundations: records, conventions and knowledge every stage shares.
-    "medground._core": 0, "medground.geometry": 0, "medground.rle": 0, "medground.records": 0,
-    "medground.boxes": 0, "medground.terms": 0, "medground.anatomy": 0, "medground.phantoms": 0,
+    "medground._core": 0,
+    "medground.geometry": 0,
+    "medground.rle": 0,
+    "medground.records": 0,
+    "medground.boxes": 0,
+    "medground.terms": 0,
+    "medground.anatomy": 0,
+    "medground.phantoms": 0,
     "medground.runfolder": 1,
     # The dataset layer and the model clients.
-    "medground.io": 2, "medground.backends": 2,
+    "medground.io": 2,
+    "medground.backends": 2,
     "medground.settings": 3,
     # The stages, in the order a case flows through them.
     "medground.render": 4,
@@ -37,14 +45,27 @@ LAYERS: dict[str, int] = {
     "medground.generate": 12,
     "medground.pipeline": 13,
     # Outputs read a run folder; they never import the pipeline or a stage.
-    "medground.evaluate": 14, "medground.predict": 15, "medground.export": 15, "medground.browse": 15,
+    "medground.evaluate": 14,
+    "medground.predict": 15,
+    "medground.export": 15,
+    "medground.browse": 15,
     "medground.cli": 16,
     "medground": 1,  # the package's __init__ re-exports the geometry API
 }
 OUTPUTS = ("medground.evaluate", "medground.predict", "medground.export", "medground.browse")
 #: What the outputs may import: the run folder, the records and the conventions.
-OUTPUT_ALLOWED = ("medground.records", "medground.runfolder", "medground.boxes", "medground.backends",
-                  "medground.rle", "medground.terms", "medground._core", "medground.geometry", "medground", *OUTPUTS)
+OUTPUT_ALLOWED = (
+    "medground.records",
+    "medground.runfolder",
+    "medground.boxes",
+    "medground.backends",
+    "medground.rle",
+    "medground.terms",
+    "medground._core",
+    "medground.geometry",
+    "medground",
+    *OUTPUTS,
+)
 
 
 def _module_name(path: Path) -> str:
@@ -72,7 +93,8 @@ def _resolve(name: str) -> str:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path) -> set[str]:
@@ -85,7 +107,9 @@ def _imports(path: Path) -> set[str]:
             return
         if isinstance(node, ast.Import):
             found.update(_resolve(a.name) for a in node.names if a.name.startswith("medground"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medground") and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medground") and node.level == 0
+        ):
             for alias in node.names:
                 found.add(_resolve(f"{node.module}.{alias.name}"))
         for child in ast.iter_child_nodes(node):
@@ -112,7 +136,8 @@ def test_imports_run_down_the_data_flow(module: str) -> None:
         if imported == "medground" and module != "medground":
             continue  # importing a submodule runs the package's __init__; not a dependency on it
         assert other_layer < layer or (other_layer == layer and other_prefix == prefix), (
-            f"{module} (layer {layer}) imports {imported} (layer {other_layer}): imports must run down the data flow")
+            f"{module} (layer {layer}) imports {imported} (layer {other_layer}): imports must run down the data flow"
+        )
         if prefix in OUTPUTS:
             assert imported.startswith(OUTPUT_ALLOWED), f"output {module} imports {imported}"
     if prefix == "medground.io":
@@ -130,7 +155,7 @@ def test_the_import_graph_has_no_cycle() -> None:
             if imported == "medground":
                 continue
             if state.get(imported) == 1:
-                cycle = path[path.index(imported):] + [imported]
+                cycle = path[path.index(imported) :] + [imported]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if imported not in state:
                 visit(imported)

@@ -19,20 +19,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chatserver import ChatServer, Reply, completion
 from medground.backends import Request, make_backend
 from medground.backends.images import draw_boxes, png_data_url, prepare_image
-from medground.boxes import FAMILIES, family_for_model
 from medground.backends.openai import OpenAIBackend
 from medground.backends.prompts import available_prompts, load_prompt
 from medground.backends.schema import AnswerError, parse_answer, schema_errors
 from medground.backends.vllm import VllmBackend
+from medground.boxes import FAMILIES, family_for_model
 from medground.generate import draft_case
-from medground.synth import TemplateSynthesizer
-from medground.synth import VlmSynthesizer, make_synthesizer
+from medground.synth import TemplateSynthesizer, VlmSynthesizer, make_synthesizer
 from medground.verify import JudgeItem, Verifier
 from medground.verify.vlm_judge import VlmJudge
-
-from chatserver import ChatServer, Reply, completion
 from phantom_cases import liver_phantom
 
 KEY_ENV = "MEDGROUND_TEST_API_KEY"
@@ -46,52 +44,74 @@ def verdict_request(key: str, *, image: np.ndarray | None = None) -> Request:
     if image is not None:
         content.insert(0, {"type": "image", "index": 0})
         images = (image,)
-    return Request(id=key, messages=[{"role": "system", "content": "Answer JSON."}, {"role": "user", "content": content}],
-                   images=images, schema=VERDICT, schema_name="verdict")
+    return Request(
+        id=key,
+        messages=[{"role": "system", "content": "Answer JSON."}, {"role": "user", "content": content}],
+        images=images,
+        schema=VERDICT,
+        schema_name="verdict",
+    )
 
 
 GOOD = json.dumps({"verdict": "yes", "confidence": 0.9, "reason": "clearly the boxed lesion"})
 
 
+def refusal() -> Reply:
+    """A completion that refuses instead of answering."""
+    body = completion(None)
+    body["choices"][0]["message"]["refusal"] = "I cannot help with that."
+    return Reply(body=body)
+
+
+#: Scenario name → its reply to the ``attempt``-th request (from 1) with ``payload``.
+SCENARIOS: dict[str, Callable[[int, dict[str, Any]], Reply]] = {
+    "good": lambda attempt, payload: Reply(body=completion(GOOD)),
+    "fenced": lambda attempt, payload: Reply(
+        body=completion(f"<think>the box is on a lesion</think>\n```json\n{GOOD}\n```")
+    ),
+    "malformed": lambda attempt, payload: Reply(body=completion('{"verdict": "yes", "confidence": 0.9, reason: oops}')),
+    "schema": lambda attempt, payload: Reply(body=completion(json.dumps({"verdict": "maybe", "confidence": 1.7}))),
+    "truncated": lambda attempt, payload: Reply(
+        body=completion('{"verdict": "yes", "confidence": 0.', finish_reason="length")
+    ),
+    "refused": lambda attempt, payload: refusal(),
+    "not_chat": lambda attempt, payload: Reply(body="<html>proxy error page</html>"),
+    "flaky_500": lambda attempt, payload: (
+        Reply(500, {"error": "overloaded"}) if attempt <= 2 else Reply(body=completion(GOOD))
+    ),
+    "always_503": lambda attempt, payload: Reply(503, {"error": "unavailable"}),
+    "rate_limited": lambda attempt, payload: (
+        Reply(429, {"error": "slow down"}, {"Retry-After": "2"}) if attempt == 1 else Reply(body=completion(GOOD))
+    ),
+    "bad_request": lambda attempt, payload: Reply(400, {"error": "unsupported response_format"}),
+    "slow": lambda attempt, payload: Reply(body=completion(GOOD), delay=1.0),
+    # A misbehaving proxy that echoes the request's credentials in its error page.
+    "echo_key": lambda attempt, payload: Reply(500, f"upstream failed for {payload['_authorization']}"),
+}
+
+
 def scenario(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
-    """Answers by the request's text (the scenario's name)."""
-    if key == "good":
-        return Reply(body=completion(GOOD))
-    if key == "fenced":
-        return Reply(body=completion(f"<think>the box is on a lesion</think>\n```json\n{GOOD}\n```"))
-    if key == "malformed":
-        return Reply(body=completion('{"verdict": "yes", "confidence": 0.9, reason: oops}'))
-    if key == "schema":
-        return Reply(body=completion(json.dumps({"verdict": "maybe", "confidence": 1.7})))
-    if key == "truncated":
-        return Reply(body=completion('{"verdict": "yes", "confidence": 0.', finish_reason="length"))
-    if key == "refused":
-        body = completion(None)
-        body["choices"][0]["message"]["refusal"] = "I cannot help with that."
-        return Reply(body=body)
-    if key == "not_chat":
-        return Reply(body="<html>proxy error page</html>")
-    if key == "flaky_500":
-        return Reply(500, {"error": "overloaded"}) if attempt <= 2 else Reply(body=completion(GOOD))
-    if key == "always_503":
-        return Reply(503, {"error": "unavailable"})
-    if key == "rate_limited":
-        return Reply(429, {"error": "slow down"}, {"Retry-After": "2"}) if attempt == 1 else Reply(body=completion(GOOD))
-    if key == "bad_request":
-        return Reply(400, {"error": "unsupported response_format"})
-    if key == "slow":
-        return Reply(body=completion(GOOD), delay=1.0)
-    if key == "echo_key":
-        # A misbehaving proxy that echoes the request's credentials in its error page.
-        return Reply(500, f"upstream failed for {payload['_authorization']}")
+    """Answers by the request's text (the scenario's name): one of ``SCENARIOS``, or ``busy…``
+    (a good answer, a little late)."""
+    if key in SCENARIOS:
+        return SCENARIOS[key](attempt, payload)
     if key.startswith("busy"):
         return Reply(body=completion(GOOD), delay=0.4)
     return Reply(404, {"error": f"unknown scenario {key}"})
 
 
 def backend_for(server: ChatServer, **settings: Any) -> OpenAIBackend:
-    config = {"backend": "openai", "model": "test-model", "base_url": server.base_url, "api_key_env": KEY_ENV,
-              "timeout_s": 0.4, "max_retries": 2, "backoff_s": 0.0, "concurrency": 4, **settings}
+    config = {
+        "backend": "openai",
+        "model": "test-model",
+        "base_url": server.base_url,
+        "api_key_env": KEY_ENV,
+        "timeout_s": 0.4,
+        "max_retries": 2,
+        "backoff_s": 0.0,
+        "concurrency": 4,
+        **settings,
+    }
     backend = make_backend(config)
     assert isinstance(backend, OpenAIBackend)
     return backend
@@ -106,8 +126,20 @@ def test_openai_backend_answers_retries_and_rejections(serve, monkeypatch, caplo
     backend = backend_for(server)
     waits: list[float] = []
     backend._sleep = waits.append  # record the backoff instead of waiting it out
-    names = ["good", "fenced", "malformed", "schema", "truncated", "refused", "not_chat", "flaky_500", "always_503",
-             "rate_limited", "bad_request", "slow"]
+    names = [
+        "good",
+        "fenced",
+        "malformed",
+        "schema",
+        "truncated",
+        "refused",
+        "not_chat",
+        "flaky_500",
+        "always_503",
+        "rate_limited",
+        "bad_request",
+        "slow",
+    ]
     caplog.set_level(logging.DEBUG)
     responses = backend.run([verdict_request(n) for n in names])
     by_id = {r.id: r for r in responses}
@@ -116,9 +148,16 @@ def test_openai_backend_answers_retries_and_rejections(serve, monkeypatch, caplo
     for name in ("good", "fenced", "flaky_500", "rate_limited"):
         assert by_id[name].ok, by_id[name]
         assert by_id[name].data == json.loads(GOOD)
-    expected = {"malformed": "malformed_json", "schema": "schema_violation", "truncated": "truncated",
-                "refused": "refused", "not_chat": "malformed_response", "always_503": "http_503",
-                "bad_request": "http_400", "slow": "timeout"}
+    expected = {
+        "malformed": "malformed_json",
+        "schema": "schema_violation",
+        "truncated": "truncated",
+        "refused": "refused",
+        "not_chat": "malformed_response",
+        "always_503": "http_503",
+        "bad_request": "http_400",
+        "slow": "timeout",
+    }
     for name, reason in expected.items():
         assert (by_id[name].ok, by_id[name].reason) == (False, reason), by_id[name]
         assert by_id[name].data is None and by_id[name].detail
@@ -126,8 +165,16 @@ def test_openai_backend_answers_retries_and_rejections(serve, monkeypatch, caplo
     assert "0.4 s" in by_id["slow"].detail
 
     # Retries: 429/5xx/timeouts are retried (max_retries = 2 → at most 3 attempts); the rest are not.
-    attempts = {"good": 1, "malformed": 1, "schema": 1, "bad_request": 1, "flaky_500": 3, "always_503": 3,
-                "rate_limited": 2, "slow": 3}
+    attempts = {
+        "good": 1,
+        "malformed": 1,
+        "schema": 1,
+        "bad_request": 1,
+        "flaky_500": 3,
+        "always_503": 3,
+        "rate_limited": 2,
+        "slow": 3,
+    }
     for name, count in attempts.items():
         assert server.counts[name] == count, name
         assert by_id[name].attempts == count, name
@@ -137,8 +184,10 @@ def test_openai_backend_answers_retries_and_rejections(serve, monkeypatch, caplo
     # What was sent: the model, the JSON schema as response_format, sampling settings.
     payload = next(p for p in server.payloads if ChatServer.key_of(p) == "good")
     assert payload["model"] == "test-model"
-    assert payload["response_format"] == {"type": "json_schema", "json_schema": {
-        "name": "verdict", "schema": VERDICT, "strict": True}}
+    assert payload["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "verdict", "schema": VERDICT, "strict": True},
+    }
     assert payload["temperature"] == 0.2 and payload["max_tokens"] == 1024
 
     # The key reached the server, and nowhere else.
@@ -184,8 +233,9 @@ def test_openai_backend_never_leaks_the_key(monkeypatch, caplog) -> None:
         backend = backend_for(server, max_retries=1)
         backend._sleep = lambda seconds: None
         # A server that echoes the credentials, and a broken request (an image it does not have).
-        broken = Request(id="broken", messages=[{"role": "user", "content": [{"type": "image", "index": 3}]}],
-                         schema=VERDICT)
+        broken = Request(
+            id="broken", messages=[{"role": "user", "content": [{"type": "image", "index": 3}]}], schema=VERDICT
+        )
         echoed, failed = backend.run([verdict_request("echo_key"), broken])
     assert echoed.reason == "http_500" and "***" in echoed.detail and KEY not in echoed.detail
     assert failed.reason == "backend_error" and "image part 3" in failed.detail
@@ -211,8 +261,9 @@ def test_openai_backend_connection_refused_is_a_failure(monkeypatch) -> None:
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.0,
-                            sleep=lambda s: None)
+    backend = OpenAIBackend(
+        "m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff_s=0.0, sleep=lambda s: None
+    )
     (response,) = backend.run([verdict_request("good")])
     assert (response.reason, response.attempts) == ("connection", 2)
 
@@ -222,9 +273,19 @@ def test_openai_backend_connection_refused_is_a_failure(monkeypatch) -> None:
 
 def test_make_backend_reads_the_run_config(monkeypatch) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
-    backend = make_backend({"backend": "vlm", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "base_url": "http://127.0.0.1:9/v1",
-                            "api_key_env": KEY_ENV, "temperature": 0.0, "max_tokens": 256, "concurrency": 2,
-                            "response_format": "json_object", "threshold": 0.7})
+    backend = make_backend(
+        {
+            "backend": "vlm",
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key_env": KEY_ENV,
+            "temperature": 0.0,
+            "max_tokens": 256,
+            "concurrency": 2,
+            "response_format": "json_object",
+            "threshold": 0.7,
+        }
+    )
     assert isinstance(backend, OpenAIBackend)
     assert (backend.sampling.temperature, backend.sampling.max_tokens, backend.concurrency) == (0.0, 256, 2)
     assert backend.payload(verdict_request("x"), [])["response_format"] == {"type": "json_object"}
@@ -262,10 +323,23 @@ class FakeLLM:
         self.calls: list[tuple[list[list[dict[str, Any]]], Any, dict[str, Any]]] = []
         self.answer: Callable[[list[dict[str, Any]]], FakeCompletion] = lambda c: FakeCompletion(GOOD)
 
-    def chat(self, messages, sampling_params=None, use_tqdm=True, lora_request=None, chat_template=None,
-             chat_template_content_format="auto", add_generation_prompt=True, continue_final_message=False,
-             tools=None, chat_template_kwargs=None, mm_processor_kwargs=None):
-        self.calls.append((messages, sampling_params, {"use_tqdm": use_tqdm, "chat_template_kwargs": chat_template_kwargs}))
+    def chat(
+        self,
+        messages,
+        sampling_params=None,
+        use_tqdm=True,
+        lora_request=None,
+        chat_template=None,
+        chat_template_content_format="auto",
+        add_generation_prompt=True,
+        continue_final_message=False,
+        tools=None,
+        chat_template_kwargs=None,
+        mm_processor_kwargs=None,
+    ):
+        self.calls.append(
+            (messages, sampling_params, {"use_tqdm": use_tqdm, "chat_template_kwargs": chat_template_kwargs})
+        )
         conversations = messages if messages and isinstance(messages[0], list) else [messages]
         if any("too long" in ChatServer.key_of({"messages": c}) for c in conversations) and len(conversations) > 1:
             raise ValueError("prompt length exceeds max_model_len")
@@ -308,26 +382,50 @@ def fake_vllm(monkeypatch, *, current: bool = True) -> types.ModuleType:
 @pytest.mark.parametrize("current", [True, False], ids=["structured_outputs", "guided_decoding"])
 def test_vllm_backend_builds_requests_and_parses_answers(monkeypatch, current: bool) -> None:
     fake_vllm(monkeypatch, current=current)
-    backend = make_backend({"backend": "vllm", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "tensor_parallel_size": 2,
-                            "gpu_memory_utilization": 0.8, "max_model_len": 16384, "temperature": 0.0, "seed": 7,
-                            "chat_template_kwargs": {"enable_thinking": False}})
+    backend = make_backend(
+        {
+            "backend": "vllm",
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+            "tensor_parallel_size": 2,
+            "gpu_memory_utilization": 0.8,
+            "max_model_len": 16384,
+            "temperature": 0.0,
+            "seed": 7,
+            "chat_template_kwargs": {"enable_thinking": False},
+        }
+    )
     assert isinstance(backend, VllmBackend)
     llm = backend.llm
     assert isinstance(llm, FakeLLM)
-    assert llm.engine_args == {"model": "Qwen/Qwen2.5-VL-7B-Instruct", "tensor_parallel_size": 2,
-                               "gpu_memory_utilization": 0.8, "limit_mm_per_prompt": {"image": 2}, "dtype": "auto",
-                               "trust_remote_code": False, "enforce_eager": False, "max_model_len": 16384, "seed": 7}
-    answers = {"good": FakeCompletion(GOOD), "malformed": FakeCompletion("The lesion is boxed. Yes."),
-               "schema": FakeCompletion('{"verdict": "yes"}'),
-               "truncated": FakeCompletion('{"verdict": "yes", "confi', "length")}
+    assert llm.engine_args == {
+        "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.8,
+        "limit_mm_per_prompt": {"image": 2},
+        "dtype": "auto",
+        "trust_remote_code": False,
+        "enforce_eager": False,
+        "max_model_len": 16384,
+        "seed": 7,
+    }
+    answers = {
+        "good": FakeCompletion(GOOD),
+        "malformed": FakeCompletion("The lesion is boxed. Yes."),
+        "schema": FakeCompletion('{"verdict": "yes"}'),
+        "truncated": FakeCompletion('{"verdict": "yes", "confi', "length"),
+    }
     llm.answer = lambda conversation: answers[ChatServer.key_of({"messages": conversation})]
     image = np.full((20, 30), 128, np.uint8)
     requests = [verdict_request(name, image=np.repeat(image[..., None], 3, axis=2)) for name in answers]
     requests[1] = replace(requests[1], seed=99)
     responses = backend.run(requests)
 
-    assert [(r.id, r.reason) for r in responses] == [("good", None), ("malformed", "malformed_json"),
-                                                   ("schema", "schema_violation"), ("truncated", "truncated")]
+    assert [(r.id, r.reason) for r in responses] == [
+        ("good", None),
+        ("malformed", "malformed_json"),
+        ("schema", "schema_violation"),
+        ("truncated", "truncated"),
+    ]
     assert responses[0].data == json.loads(GOOD)
     assert len(llm.calls) == 1  # one batched chat call
     conversations, params, options = llm.calls[0]
@@ -368,27 +466,45 @@ def test_vllm_backend_missing_gives_the_install_command(monkeypatch, tmp_path: P
 
 def test_answers_are_parsed_and_checked() -> None:
     assert parse_answer(f"Sure, here it is: {GOOD} Hope that helps.", VERDICT)["verdict"] == "yes"
-    for text, reason in ((None, "malformed_json"), ("", "malformed_json"), ("[1, 2]", "schema_violation"),
-                         ('{"verdict": "yes", "confidence": true, "reason": "x"}', "schema_violation"),
-                         ('{"verdict": "yes", "confidence": 0.5, "reason": "x", "extra": 1}', "schema_violation")):
+    for text, reason in (
+        (None, "malformed_json"),
+        ("", "malformed_json"),
+        ("[1, 2]", "schema_violation"),
+        ('{"verdict": "yes", "confidence": true, "reason": "x"}', "schema_violation"),
+        ('{"verdict": "yes", "confidence": 0.5, "reason": "x", "extra": 1}', "schema_violation"),
+    ):
         with pytest.raises(AnswerError) as error:
             parse_answer(text, VERDICT)
         assert error.value.reason == reason
-    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"},
-              "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 2}}}}
+    schema = {
+        "type": "object",
+        "required": ["n"],
+        "properties": {
+            "n": {"type": "integer"},
+            "tags": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 2}},
+        },
+    }
     assert schema_errors({"n": 2.0, "tags": ["ab"]}, schema) == []
-    assert schema_errors({"tags": []}, schema) == ["$: missing required property 'n'",
-                                                   "$.tags: 0 items, at least 1 required"]
+    assert schema_errors({"tags": []}, schema) == [
+        "$: missing required property 'n'",
+        "$.tags: 0 items, at least 1 required",
+    ]
     assert schema_errors({"n": 1, "tags": ["a"]}, schema) == ["$.tags[0]: shorter than 2 characters"]
     assert set(available_prompts()) >= {"synthesis_v1", "judge_v1"}
 
 
-@pytest.mark.parametrize(("model", "family", "multiple"), [
-    ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl", 28), ("/models/lingshu-7b", "qwen2.5-vl", 28),
-    ("Qwen/Qwen2-VL-7B-Instruct", "qwen2-vl", 28),
-    ("Qwen/Qwen3-VL-8B-Instruct", "qwen3-vl", 32), ("OpenGVLab/InternVL3-8B", "internvl", 1),
-    ("google/medgemma-4b-it", "gemma3", 1), ("gpt-4o", "default", 1),
-])
+@pytest.mark.parametrize(
+    ("model", "family", "multiple"),
+    [
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl", 28),
+        ("/models/lingshu-7b", "qwen2.5-vl", 28),
+        ("Qwen/Qwen2-VL-7B-Instruct", "qwen2-vl", 28),
+        ("Qwen/Qwen3-VL-8B-Instruct", "qwen3-vl", 32),
+        ("OpenGVLab/InternVL3-8B", "internvl", 1),
+        ("google/medgemma-4b-it", "gemma3", 1),
+        ("gpt-4o", "default", 1),
+    ],
+)
 @pytest.mark.parametrize("shape", [(90, 90), (512, 512), (2048, 1536, 3), (300, 41)])
 def test_images_are_prepared_per_family_and_boxes_map_back(model: str, family: str, multiple: int, shape) -> None:
     chosen = family_for_model(model)
@@ -439,14 +555,15 @@ def phantom(tmp_path: Path):
 def view_inputs(spec, case):
     """The first view of the case with its cues and references (what draft_case hands a synthesizer)."""
     from medground.anchors import find_anchors
-    from medground.views import build_views
     from medground.cues import case_context, compute_cues
     from medground.refer import refer_view
+    from medground.views import build_views
 
     filters = spec.anchors
     components, anchors = find_anchors(case, filters)
-    views = build_views(case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological,
-                        filters=filters)
+    views = build_views(
+        case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
+    )
     context = case_context(case, components, anchors, spec.modality)
     view = views[0]
     cues = compute_cues(view, anchors, context, spec.modality)
@@ -476,10 +593,11 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     probe = VlmSynthesizer(OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://127.0.0.1:9/v1"), seed=3)
     requests, _ = probe.requests(view, cues, references, modality=spec.modality, body_region=spec.body_region)
     answers: dict[str, Reply] = {}
-    for position, (reference, request) in enumerate(zip(references, requests)):
+    for position, (reference, request) in enumerate(zip(references, requests, strict=True)):
         key = request.messages[-1]["content"][-1]["text"]
-        (worded,), _ = template.synthesize(view, cues, [reference], modality=spec.modality,
-                                           body_region=spec.body_region)
+        (worded,), _ = template.synthesize(
+            view, cues, [reference], modality=spec.modality, body_region=spec.body_region
+        )
         item = {"query": worded.query, "query_type": worded.query_type, "attributes": list(reference.attributes)}
         if position == 0:
             answers[key] = Reply(body=completion('{"queries": [{"query": "Locate the liver."'))
@@ -494,10 +612,20 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     server = serve(lambda key, attempt, payload: answers[key])
     monkeypatch.setenv(KEY_ENV, KEY)
     synthesizer = VlmSynthesizer.from_config(
-        {"backend": "openai", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "base_url": server.base_url,
-         "api_key_env": KEY_ENV, "max_retries": 1, "backoff_s": 0.0, "temperature": 0.7}, seed=3)
-    samples, failures = synthesizer.synthesize(view, cues, references, modality=spec.modality,
-                                               body_region=spec.body_region)
+        {
+            "backend": "openai",
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+            "base_url": server.base_url,
+            "api_key_env": KEY_ENV,
+            "max_retries": 1,
+            "backoff_s": 0.0,
+            "temperature": 0.7,
+        },
+        seed=3,
+    )
+    samples, failures = synthesizer.synthesize(
+        view, cues, references, modality=spec.modality, body_region=spec.body_region
+    )
 
     # Nothing dropped: every reference is a sample or a recorded failure.
     assert len(samples) + len(failures) == len(references)
@@ -519,8 +647,12 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
         assert sample.synthesis["seed"] == 3
         assert sample.synthesis["image_prep"]["family"] == "qwen2.5-vl"
         assert sample.query and sample.image.startswith("images/phantom/")
-        reference = next(r for r in references if r.targets == tuple(t.component_id for t in sample.targets)
-                         and dict(r.attributes) == sample.referring_attributes)
+        reference = next(
+            r
+            for r in references
+            if r.targets == tuple(t.component_id for t in sample.targets)
+            and dict(r.attributes) == sample.referring_attributes
+        )
         assert sample.synthesis["attributes_used"] == list(reference.attributes)
     assert len({s.id for s in samples} | {f["id"] for f in failures}) == len(references)
 
@@ -528,14 +660,24 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     facts = draft_case(case, spec).facts[samples[0].image]
     verifier = Verifier()
     for sample in samples:
-        _, failed = verifier.verify(sample, facts, view.image, view.values, body_region=spec.body_region,
-                                    oriented=True, labels=spec.labels.values())
+        _, failed = verifier.verify(
+            sample,
+            facts,
+            view.image,
+            view.values,
+            body_region=spec.body_region,
+            oriented=True,
+            labels=spec.labels.values(),
+        )
         assert failed is None, (sample.query, failed)
 
     # The prompt: clean image, marked copy (red box), the attributes and cues, the schema.
     # (requests run concurrently: pick a single-target one with a category by its text, not by arrival)
-    chosen = next(request for reference, request in zip(references, requests)
-                  if "category" in reference.attributes and reference.query_type != "multi_object")
+    chosen = next(
+        request
+        for reference, request in zip(references, requests, strict=True)
+        if "category" in reference.attributes and reference.query_type != "multi_object"
+    )
     payload = next(p for p in server.payloads if ChatServer.key_of(p) == chosen.messages[-1]["content"][-1]["text"])
     content = payload["messages"][-1]["content"]
     assert [p["type"] for p in content] == ["image_url", "image_url", "text"]
@@ -555,8 +697,7 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     # The same answers give the same drafts (seeded, ids stable).
     again, _ = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
     assert [s.to_dict() for s in again] == [s.to_dict() for s in samples]
-    assert template.synthesize(view, cues, references, modality=spec.modality,
-                               body_region=spec.body_region)[1] == []
+    assert template.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)[1] == []
 
 
 def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
@@ -565,7 +706,9 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
     view = drafts.views[0]
     base = next(s for s in drafts.samples if s.targets[0].label == "liver lesion")
     replies = {
-        "yes": completion(json.dumps({"verdict": "yes", "confidence": 0.92, "reason": "The hypodense lesion is boxed."})),
+        "yes": completion(
+            json.dumps({"verdict": "yes", "confidence": 0.92, "reason": "The hypodense lesion is boxed."})
+        ),
         "no": completion(json.dumps({"verdict": "no", "confidence": 0.8, "reason": "The box holds another lesion."})),
         "unsure": completion(json.dumps({"verdict": "yes", "confidence": 0.3, "reason": "Hard to see."})),
         "garbage": completion("I think so, yes!"),
@@ -577,16 +720,28 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
         return Reply(body=replies[name])
 
     server = serve(script)
-    judge = VlmJudge.from_config({"backend": "vlm", "model": "google/medgemma-4b-it", "base_url": server.base_url,
-                                  "threshold": 0.5})
+    judge = VlmJudge.from_config(
+        {"backend": "vlm", "model": "google/medgemma-4b-it", "base_url": server.base_url, "threshold": 0.5}
+    )
     samples = [replace(base, query=f"Locate the {name} liver lesion.") for name in replies]
     results = judge.judge([JudgeItem(s, view.image, view.values) for s in samples])
     assert [(r.stage, r.passed, r.reason) for r in results] == [
-        ("visual", True, None), ("visual", False, "judge_rejected"), ("visual", False, "judge_unsure"),
-        ("visual", False, "judge_failed"), ("visual", False, "judge_failed")]
-    assert results[0].info == {"judge": "vlm", "backend": "openai", "model": "google/medgemma-4b-it",
-                               "prompt_version": "vlm-judge-v1", "threshold": 0.5, "verdict": "yes",
-                               "confidence": 0.92, "reason": "The hypodense lesion is boxed."}
+        ("visual", True, None),
+        ("visual", False, "judge_rejected"),
+        ("visual", False, "judge_unsure"),
+        ("visual", False, "judge_failed"),
+        ("visual", False, "judge_failed"),
+    ]
+    assert results[0].info == {
+        "judge": "vlm",
+        "backend": "openai",
+        "model": "google/medgemma-4b-it",
+        "prompt_version": "vlm-judge-v1",
+        "threshold": 0.5,
+        "verdict": "yes",
+        "confidence": 0.92,
+        "reason": "The hypodense lesion is boxed.",
+    }
     assert "another lesion" in results[1].detail
     assert results[3].info["failure"] == "malformed_json" and results[4].info["failure"] == "schema_violation"
     assert results[0].to_dict()["passed"] is True and results[1].to_dict()["reason"] == "judge_rejected"
@@ -620,21 +775,29 @@ def scripted_model(conversation: list[dict[str, Any]]) -> str:
     return json.dumps({"verdict": "yes", "confidence": 0.8, "reason": "The outlined object matches the query."})
 
 
-def test_vllm_check_script_runs_on_real_data_with_a_stand_in_engine(shared_data: Path, monkeypatch, capsys,
-                                                                    tmp_path: Path) -> None:
+def test_vllm_check_script_runs_on_real_data_with_a_stand_in_engine(
+    shared_data: Path, monkeypatch, capsys, tmp_path: Path
+) -> None:
     import importlib.util
 
     fake_vllm(monkeypatch)
-    monkeypatch.setattr(FakeLLM, "__init__", lambda self, model, **kwargs: (
-        setattr(self, "calls", []), setattr(self, "answer", lambda c: FakeCompletion(scripted_model(c))))[0])
+    monkeypatch.setattr(
+        FakeLLM,
+        "__init__",
+        lambda self, model, **kwargs: (
+            setattr(self, "calls", []),
+            setattr(self, "answer", lambda c: FakeCompletion(scripted_model(c))),
+        )[0],
+    )
     path = Path(__file__).resolve().parents[1] / "scripts" / "vllm_check.py"
     module_spec = importlib.util.spec_from_file_location("vllm_check", path)
     assert module_spec and module_spec.loader
     check = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(check)
     out = tmp_path / "check.jsonl"
-    status = check.main(["--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--data", str(shared_data), "--references", "2",
-                         "--out", str(out)])
+    status = check.main(
+        ["--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--data", str(shared_data), "--references", "2", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "backend vllm" in printed and "image family qwen2.5-vl" in printed and printed.rstrip().endswith("OK")

@@ -25,8 +25,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     samples = [json.loads(line) for line in (root / "run" / "samples.jsonl").read_text().splitlines()]
     rejected = []
     for sample in samples[:3]:
-        record = {**sample, "id": sample["id"] + "x", "query": "Locate the structure on the wrong side.",
-                  "rejection": {"stage": "rules", "reason": "laterality_mismatch", "detail": "test"}}
+        record = {
+            **sample,
+            "id": sample["id"] + "x",
+            "query": "Locate the structure on the wrong side.",
+            "rejection": {"stage": "rules", "reason": "laterality_mismatch", "detail": "test"},
+        }
         rejected.append(json.dumps(record))
     (root / "run" / "rejected.jsonl").write_text("\n".join(rejected) + "\n")
     return root / "run"
@@ -47,11 +51,19 @@ def browser():
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver_path = shutil.which("chromedriver")
     options = Options()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(argument)
     try:
         if binary is None or driver_path is None:
-            raise RuntimeError("chromium or chromedriver not on PATH (Debian: apt-get install chromium chromium-driver)")
+            raise RuntimeError(
+                "chromium or chromedriver not on PATH (Debian: apt-get install chromium chromium-driver)"
+            )
         options.binary_location = binary
         driver = webdriver.Chrome(service=Service(driver_path), options=options)
     except Exception as error:  # noqa: BLE001 - any failure to start is a reason to skip
@@ -85,7 +97,7 @@ def test_site_files_are_self_contained(run_dir: Path) -> None:
     assert "http://" not in html and "https://" not in html
     data = (index.parent / "data.js").read_text()
     assert data.startswith("window.MEDGROUND_DATA = ")
-    rows = json.loads(data[len("window.MEDGROUND_DATA = "):].rstrip().rstrip(";"))["samples"]
+    rows = json.loads(data[len("window.MEDGROUND_DATA = ") :].rstrip().rstrip(";"))["samples"]
     assert len(rows) == len(records(run_dir))
     assert all((index.parent / row["th"]).is_file() for row in rows)
     # The stored images are untouched: boxes are drawn by the page, never into the files.
@@ -135,7 +147,10 @@ def test_filters_counts_and_the_box_overlay_in_chromium(run_dir: Path, browser) 
     from selenium.webdriver.common.keys import Keys
 
     browser.find_element("tag name", "body").send_keys(Keys.ARROW_RIGHT)
-    wait_for(browser, lambda d: d.find_element("id", "detail-svg").get_attribute("data-id") == cards[6].get_attribute("data-id"))
+    wait_for(
+        browser,
+        lambda d: d.find_element("id", "detail-svg").get_attribute("data-id") == cards[6].get_attribute("data-id"),
+    )
     browser.find_element("tag name", "body").send_keys(Keys.ESCAPE)
     wait_for(browser, lambda d: not d.find_element("id", "detail").is_displayed())
     browser.save_screenshot(str(ARTIFACTS / "browse-grid.png"))

@@ -20,8 +20,20 @@ def test_run_without_demo_explains():
 
 def test_run_a_preset(shared_data, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["run", "--preset", "cxr_lung", "--data", str(shared_data / "cxr_lung"),
-                                       "--out", str(out), "--no-ray", "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--preset",
+            "cxr_lung",
+            "--data",
+            str(shared_data / "cxr_lung"),
+            "--out",
+            str(out),
+            "--no-ray",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["case_id"] for s in samples} == {"1", "2", "3", "4"}
@@ -48,8 +60,10 @@ def _toy_dataset(folder: Path) -> Path:
     (folder / "img" / "c3.nii.gz").write_bytes(b"broken")
     (folder / "seg" / "c3.nii.gz").write_bytes(b"broken")
     spec = folder / "spec.toml"
-    spec.write_text('name = "toy"\nmodality = "CT"\n[cases]\nimage = "img/{case}.nii.gz"\nmask = "seg/{case}.nii.gz"\n'
-                    '[labels]\n1 = "lesion"\n2 = "liver"\n')
+    spec.write_text(
+        'name = "toy"\nmodality = "CT"\n[cases]\nimage = "img/{case}.nii.gz"\nmask = "seg/{case}.nii.gz"\n'
+        '[labels]\n1 = "lesion"\n2 = "liver"\n'
+    )
     return spec
 
 
@@ -66,7 +80,9 @@ def test_inspect_reports_cases_labels_orientation_and_failures(tmp_path):
     assert report["cases_found"] == 3 and report["unknown_labels"] == ["unknown_9"]
     assert report["cases"][0]["labels"] == {"1": 26, "9": 1} and report["cases"][0]["axcodes"] == "LPS"
     assert report["labels_seen"] == {"1": 2, "9": 2}
-    quick = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json", "--headers-only", "--limit", "2"]).output)
+    quick = json.loads(
+        CliRunner().invoke(main, ["inspect", str(spec), "--json", "--headers-only", "--limit", "2"]).output
+    )
     assert [c["shape"] for c in quick["cases"]] == [[8, 8, 5], [8, 8, 5]] and quick["labels_seen"] is None
 
 

@@ -9,12 +9,12 @@ import sys
 import cc3d
 import numpy as np
 import pytest
-from conftest import LABEL_DTYPES, same_partition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
+from conftest import LABEL_DTYPES, same_partition
 from medground import phantoms
 from medground.geometry import connected_components, regionprops
 
@@ -51,7 +51,9 @@ def test_binary_matches_scipy_3d(dtype, connectivity, order):
 def test_multilabel_matches_cc3d_3d(dtype, connectivity, order):
     vol = np.asarray(structured_volume(dtype), order=order)
     labels, n = connected_components(vol, connectivity, return_n=True)
-    ref, ref_n = cc3d.connected_components(np.ascontiguousarray(vol.astype(np.int64) + 8), connectivity=connectivity, return_N=True, out_dtype=np.uint32)
+    ref, ref_n = cc3d.connected_components(
+        np.ascontiguousarray(vol.astype(np.int64) + 8), connectivity=connectivity, return_N=True, out_dtype=np.uint32
+    )
     # cc3d labels background too once shifted; mask it back out.
     ref = np.where(vol != 0, ref, 0)
     assert same_partition(labels, ref)
@@ -178,7 +180,9 @@ def test_random_images_match_references(img, connectivity):
 def test_labels_identical_for_any_thread_count_in_process(order, dtype):
     import medground
 
-    vol = np.asarray(phantoms.ellipsoids((64, 96, 96), 60, labels=3, radius=(2.0, 10.0), seed=11), order=order).astype(dtype)
+    vol = np.asarray(phantoms.ellipsoids((64, 96, 96), 60, labels=3, radius=(2.0, 10.0), seed=11), order=order).astype(
+        dtype
+    )
     vol[phantoms.salt(vol.shape, 0.01, seed=2)] = 2
     outputs = []
     try:

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from medground import _core
-from medground.geometry import connected_components, contacts, dust, largest_k, overlap, regionprops, slice_areas, slice_bboxes
+from medground.geometry import (
+    connected_components,
+    contacts,
+    dust,
+    largest_k,
+    overlap,
+    regionprops,
+    slice_areas,
+    slice_bboxes,
+)
 
 MASK3 = np.zeros((4, 5, 6), np.uint8)
 MASK2 = np.zeros((5, 6), np.uint8)
@@ -50,7 +59,16 @@ def test_core_rejects_bad_dtype_and_ndim_directly():
 
 
 @pytest.mark.parametrize(
-    "spacing", [(1.0, 1.0), (1.0, 1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (float("nan"), 1, 1), (1, float("inf"), 1), 2.0]
+    "spacing",
+    [
+        (1.0, 1.0),
+        (1.0, 1.0, 1.0, 1.0),
+        (0.0, 1.0, 1.0),
+        (-1.0, 1.0, 1.0),
+        (float("nan"), 1, 1),
+        (1, float("inf"), 1),
+        2.0,
+    ],
 )
 def test_bad_spacing_names_the_value(spacing):
     with pytest.raises(ValueError, match="spacing"):

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from medground import phantoms, rle
-from medground.cli import main
 from medground.boxes import convention, smart_resize
+from medground.cli import main
 from medground.evaluate import parse_boxes
 from medground.export import FORMATS
 from medground.pipeline import load_run_config, run
@@ -36,8 +36,8 @@ def export(run_dir: Path, fmt: str, *extra: str) -> list[Path]:
 
 def assert_close(boxes: list, truth: list[list[int]], tolerance: float) -> None:
     assert len(boxes) == len(truth)
-    for box, true in zip(boxes, truth):
-        assert max(abs(a - b) for a, b in zip(box, true)) <= tolerance, (box, true)
+    for box, true in zip(boxes, truth, strict=True):
+        assert max(abs(a - b) for a, b in zip(box, true, strict=True)) <= tolerance, (box, true)
 
 
 # Format -> (how to read the answer text, the evaluator's convention, tolerance in stored pixels)
@@ -105,7 +105,7 @@ def test_refcoco_layout(run_dir: Path) -> None:
         sample = truth[ref["sample_id"]]
         assert ref["sentences"][0]["raw"] == sample["query"] and ref["split"] == sample["split"]
         assert images[ref["image_id"]]["file_name"] == sample["image"]
-        for ann_id, target in zip(ref["ann_ids"], sample["targets"]):
+        for ann_id, target in zip(ref["ann_ids"], sample["targets"], strict=True):
             x, y, w, h = annotations[ann_id]["bbox"]
             assert [x, y, x + w, y + h] == target["bbox_xyxy"]
             assert rle.area(annotations[ann_id]["segmentation"]) == annotations[ann_id]["area"]
@@ -135,6 +135,16 @@ def test_from_pixels_conventions() -> None:
     assert convention("norm1").from_pixels([10, 20, 30, 40], 100, 200) == [0.1, 0.1, 0.3, 0.2]
     height, width = smart_resize(572, 765)
     assert convention("qwen2.5-vl").from_pixels([0, 0, 765, 572], 765, 572) == [0, 0, width, height]
-    assert set(FORMATS) == {"llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl", "qwen3-vl", "internvl", "refcoco", "parquet"}
+    assert set(FORMATS) == {
+        "llava",
+        "sharegpt",
+        "swift",
+        "qwen2.5-vl",
+        "qwen2-vl",
+        "qwen3-vl",
+        "internvl",
+        "refcoco",
+        "parquet",
+    }
     with pytest.raises(ValueError):
         convention("yolo")

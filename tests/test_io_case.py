@@ -12,9 +12,8 @@ import pytest
 from PIL import Image
 
 from medground import geometry
-from medground.io import CaseError, find_cases, load_case, load_preset, load_spec
+from medground.io import CaseError, find_cases, load_case, load_preset, load_spec, resolve_labels
 from medground.io.inventory import inventory
-from medground.io import resolve_labels
 
 AFFINE = np.array([[-1.5, 0, 0, 90], [0, -1.5, 0, 100], [0, 0, 3.0, -40], [0, 0, 0, 1]])
 SHAPE = (10, 9, 6)
@@ -56,26 +55,59 @@ def truncated(path: Path) -> None:
 
 # Each bad case: how to write it, and what its error must say.
 BAD_CASES = {
-    "shape": (lambda d: (nifti(d / "img/shape.nii.gz", image()), nifti(d / "seg/shape.nii.gz", np.zeros((10, 9, 5), np.uint8))),
-              ["seg/shape.nii.gz", "(10, 9, 5)", "img/shape.nii.gz", "(10, 9, 6)"]),
-    "affine": (lambda d: (nifti(d / "img/affine.nii.gz", image()),
-                          nifti(d / "seg/affine.nii.gz", good_mask(), AFFINE + np.diag([0, 0, 0.5, 0])),),
-               ["seg/affine.nii.gz", "img/affine.nii.gz", "affine differs", "0.5"]),
-    "fraction": (lambda d: (nifti(d / "img/fraction.nii.gz", image()),
-                            nifti(d / "seg/fraction.nii.gz", good_mask().astype(np.float32) * 0.5)),
-                 ["seg/fraction.nii.gz", "non-integer"]),
-    "negative": (lambda d: (nifti(d / "img/negative.nii.gz", image()),
-                            nifti(d / "seg/negative.nii.gz", good_mask().astype(np.int16) - 1)),
-                 ["seg/negative.nii.gz", "negative"]),
-    "nan": (lambda d: (nifti(d / "img/nan.nii.gz", np.where(good_mask() == 2, np.nan, 1.0).astype(np.float32)),
-                       nifti(d / "seg/nan.nii.gz", good_mask())),
-            ["img/nan.nii.gz", "8 NaN or infinite"]),
-    "fourd": (lambda d: (nifti(d / "img/fourd.nii.gz", np.stack([image()] * 3, axis=-1)), nifti(d / "seg/fourd.nii.gz", good_mask())),
-              ["img/fourd.nii.gz", "3 channels", "channel = N"]),
-    "truncated": (lambda d: (truncated(d / "img/truncated.nii.gz"), nifti(d / "seg/truncated.nii.gz", good_mask())),
-                  ["img/truncated.nii.gz", "unreadable"]),
-    "garbage": (lambda d: (nifti(d / "img/garbage.nii.gz", image()), (d / "seg/garbage.nii.gz").write_bytes(gzip.compress(b"x" * 400))),
-                ["seg/garbage.nii.gz", "unreadable"]),
+    "shape": (
+        lambda d: (
+            nifti(d / "img/shape.nii.gz", image()),
+            nifti(d / "seg/shape.nii.gz", np.zeros((10, 9, 5), np.uint8)),
+        ),
+        ["seg/shape.nii.gz", "(10, 9, 5)", "img/shape.nii.gz", "(10, 9, 6)"],
+    ),
+    "affine": (
+        lambda d: (
+            nifti(d / "img/affine.nii.gz", image()),
+            nifti(d / "seg/affine.nii.gz", good_mask(), AFFINE + np.diag([0, 0, 0.5, 0])),
+        ),
+        ["seg/affine.nii.gz", "img/affine.nii.gz", "affine differs", "0.5"],
+    ),
+    "fraction": (
+        lambda d: (
+            nifti(d / "img/fraction.nii.gz", image()),
+            nifti(d / "seg/fraction.nii.gz", good_mask().astype(np.float32) * 0.5),
+        ),
+        ["seg/fraction.nii.gz", "non-integer"],
+    ),
+    "negative": (
+        lambda d: (
+            nifti(d / "img/negative.nii.gz", image()),
+            nifti(d / "seg/negative.nii.gz", good_mask().astype(np.int16) - 1),
+        ),
+        ["seg/negative.nii.gz", "negative"],
+    ),
+    "nan": (
+        lambda d: (
+            nifti(d / "img/nan.nii.gz", np.where(good_mask() == 2, np.nan, 1.0).astype(np.float32)),
+            nifti(d / "seg/nan.nii.gz", good_mask()),
+        ),
+        ["img/nan.nii.gz", "8 NaN or infinite"],
+    ),
+    "fourd": (
+        lambda d: (
+            nifti(d / "img/fourd.nii.gz", np.stack([image()] * 3, axis=-1)),
+            nifti(d / "seg/fourd.nii.gz", good_mask()),
+        ),
+        ["img/fourd.nii.gz", "3 channels", "channel = N"],
+    ),
+    "truncated": (
+        lambda d: (truncated(d / "img/truncated.nii.gz"), nifti(d / "seg/truncated.nii.gz", good_mask())),
+        ["img/truncated.nii.gz", "unreadable"],
+    ),
+    "garbage": (
+        lambda d: (
+            nifti(d / "img/garbage.nii.gz", image()),
+            (d / "seg/garbage.nii.gz").write_bytes(gzip.compress(b"x" * 400)),
+        ),
+        ["seg/garbage.nii.gz", "unreadable"],
+    ),
 }
 
 
@@ -143,7 +175,9 @@ def test_empty_mask_warns_and_unknown_ids_are_named(tmp_path: Path) -> None:
 
 
 def test_header_cap_refuses_before_reading(dataset: Path) -> None:
-    (dataset / "spec.toml").write_text(SPEC.replace('mask = "seg/{case}.nii.gz"', 'mask = "seg/{case}.nii.gz"\nmax_bytes = 500'))
+    (dataset / "spec.toml").write_text(
+        SPEC.replace('mask = "seg/{case}.nii.gz"', 'mask = "seg/{case}.nii.gz"\nmax_bytes = 500')
+    )
     spec = load_spec(dataset / "spec.toml")
     with pytest.raises(CaseError, match="over the .* cap"):
         load_case(spec, next(c for c in find_cases(spec).cases if c.case_id == "good"))
@@ -226,17 +260,23 @@ def test_ct_per_structure_folder_and_label_map_give_the_same_objects(shared_data
         b = per_structure.labels == specs[1].label_id(name)
         dice = 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
         assert dice > 0.75, (name, dice)
-        shift = labelmap.image.world(np.argwhere(a).mean(axis=0)) - per_structure.image.world(np.argwhere(b).mean(axis=0))
+        shift = labelmap.image.world(np.argwhere(a).mean(axis=0)) - per_structure.image.world(
+            np.argwhere(b).mean(axis=0)
+        )
         assert np.linalg.norm(shift) < 6.0, (name, shift)
     assert np.allclose(labelmap.image.affine, per_structure.image.affine)
 
 
-@pytest.mark.parametrize(("folder", "image", "orientation"), [
-    ("ct_abdomen_totalseg", "ct.nii.gz", ("R", "A", "S")),
-    ("mr_abdomen_totalseg", "mr.nii.gz", ("L", "P", "S")),
-])
-def test_real_volumes_keep_their_orientation(shared_data: Path, tmp_path: Path, folder: str, image: str,
-                                             orientation: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("folder", "image", "orientation"),
+    [
+        ("ct_abdomen_totalseg", "ct.nii.gz", ("R", "A", "S")),
+        ("mr_abdomen_totalseg", "mr.nii.gz", ("L", "P", "S")),
+    ],
+)
+def test_real_volumes_keep_their_orientation(
+    shared_data: Path, tmp_path: Path, folder: str, image: str, orientation: tuple[str, ...]
+) -> None:
     modality = "CT" if image.startswith("ct") else "MR"
     (tmp_path / "s.toml").write_text(
         f'name = "x"\nmodality = "{modality}"\nroot = "{shared_data / folder}"\nlabels_file = "labels.json"\n'
@@ -282,7 +322,8 @@ def test_kvasir_jpeg_masks_are_thresholded(shared_data: Path) -> None:
 def test_ph2_dermoscopy_loads_all_cases(shared_data: Path, tmp_path: Path) -> None:
     (tmp_path / "ph2.toml").write_text(
         f'name = "ph2"\nmodality = "dermoscopy"\nroot = "{shared_data / "dermoscopy_ph2"}"\n'
-        '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n1 = "skin lesion"\n'
+        '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n'
+        '1 = "skin lesion"\n'
     )
     report = inventory(load_spec(tmp_path / "ph2.toml"))
     assert len(report.cases) == 20 and not report.failed

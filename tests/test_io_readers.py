@@ -60,8 +60,15 @@ def _sitk_write(image: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path))
 
 
-def _write_dicom_series(folder: Path, array_xyz: np.ndarray, spacing, origin_lps, direction_lps: np.ndarray,
-                        series_uid: str, prefix: str = "slice") -> None:
+def _write_dicom_series(
+    folder: Path,
+    array_xyz: np.ndarray,
+    spacing,
+    origin_lps,
+    direction_lps: np.ndarray,
+    series_uid: str,
+    prefix: str = "slice",
+) -> None:
     """One CT file per slice, SimpleITK's DicomSeriesFromArray pattern."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)))
@@ -69,10 +76,16 @@ def _write_dicom_series(folder: Path, array_xyz: np.ndarray, spacing, origin_lps
     image.SetOrigin([float(o) for o in origin_lps])
     image.SetDirection([float(d) for d in direction_lps.ravel()])
     d = direction_lps.ravel()
-    tags = [("0008|0060", "CT"), ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"), ("0010|0020", "TEST"),
-            ("0020|000d", series_uid + ".0"), ("0020|000e", series_uid),
-            ("0020|0037", "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))),
-            ("0018|0050", f"{spacing[2]}"), ("0028|0030", f"{spacing[1]}\\{spacing[0]}")]
+    tags = [
+        ("0008|0060", "CT"),
+        ("0008|0016", "1.2.840.10008.5.1.4.1.1.2"),
+        ("0010|0020", "TEST"),
+        ("0020|000d", series_uid + ".0"),
+        ("0020|000e", series_uid),
+        ("0020|0037", "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))),
+        ("0018|0050", f"{spacing[2]}"),
+        ("0028|0030", f"{spacing[1]}\\{spacing[0]}"),
+    ]
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
@@ -125,10 +138,12 @@ def _peak_traced_bytes(call, path: Path, *fragments: str) -> int:
 def _forbid(monkeypatch, owner, name: str) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError(f"{owner.__name__}.{name} must not run")
+
     monkeypatch.setattr(owner, name, refuse)
 
 
 # --- 3D formats ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"])
 @pytest.mark.parametrize("orientation", list(ORIENTATIONS))
@@ -181,8 +196,14 @@ DICOM_SPACING = (0.8, 0.6, 2.5)
 @pytest.fixture
 def dicom_folder(tmp_path) -> tuple[Path, np.ndarray]:
     array = _volume((6, 5, 4))
-    _write_dicom_series(tmp_path / "series", array, DICOM_SPACING, (10.0, -20.0, 30.0), DICOM_DIRECTION_LPS,
-                        "1.2.826.0.1.3680043.2.1125.7.1")
+    _write_dicom_series(
+        tmp_path / "series",
+        array,
+        DICOM_SPACING,
+        (10.0, -20.0, 30.0),
+        DICOM_DIRECTION_LPS,
+        "1.2.826.0.1.3680043.2.1125.7.1",
+    )
     return tmp_path / "series", array
 
 
@@ -216,8 +237,9 @@ def test_dicom_header_geometry_matches_volume(dicom_folder):
 
 def test_dicom_folder_with_two_series(tmp_path, dicom_folder):
     folder, array = dicom_folder
-    _write_dicom_series(folder, array, DICOM_SPACING, (0.0, 0.0, 0.0), np.eye(3), "1.2.826.0.1.3680043.2.1125.7.2",
-                        prefix="other")
+    _write_dicom_series(
+        folder, array, DICOM_SPACING, (0.0, 0.0, 0.0), np.eye(3), "1.2.826.0.1.3680043.2.1125.7.2", prefix="other"
+    )
     _case_error(lambda: read_image(folder), folder, "2 DICOM series")
     _case_error(lambda: read_header(folder), folder, "found 2")
 
@@ -293,6 +315,7 @@ def test_multiframe_tiff_is_refused(tmp_path):
 
 # --- size caps ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
 def test_nifti_claiming_huge_dims_is_refused_before_allocating(tmp_path, name):
     _write_raw_nifti(tmp_path / name, (4096, 4096, 4096), 64)
@@ -302,8 +325,9 @@ def test_nifti_claiming_huge_dims_is_refused_before_allocating(tmp_path, name):
 
 def test_nifti_over_max_bytes_is_not_decoded(tmp_path):
     _write_raw_nifti(tmp_path / "big.nii.gz", (512, 512, 256), 512 * 512 * 256 * 2)  # 128 MiB of voxels
-    peak = _peak_traced_bytes(lambda: read_image(tmp_path / "big.nii.gz", max_bytes=MiB), tmp_path / "big.nii.gz",
-                              "max_bytes")
+    peak = _peak_traced_bytes(
+        lambda: read_image(tmp_path / "big.nii.gz", max_bytes=MiB), tmp_path / "big.nii.gz", "max_bytes"
+    )
     assert peak < 50 * MiB
 
 
@@ -325,8 +349,9 @@ def test_png_claiming_huge_dims_is_refused(tmp_path):
 def test_metaimage_over_max_bytes_is_not_read(tmp_path, monkeypatch):
     _sitk_write(sitk.GetImageFromArray(np.zeros((64, 64, 64), np.int16)), tmp_path / "m.mha")
     (tmp_path / "huge.raw").write_bytes(b"\0" * 64)
-    (tmp_path / "huge.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\n"
-                                       "ElementType = MET_SHORT\nElementDataFile = huge.raw\n")
+    (tmp_path / "huge.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4096 4096 4096\nElementType = MET_SHORT\nElementDataFile = huge.raw\n"
+    )
     _forbid(monkeypatch, sitk.ImageFileReader, "Execute")
     _case_error(lambda: read_image(tmp_path / "m.mha", max_bytes=64 * 64 * 64), tmp_path / "m.mha", "max_bytes")
     _case_error(lambda: read_image(tmp_path / "huge.mhd"), tmp_path / "huge.mhd", "max_bytes")
@@ -340,6 +365,7 @@ def test_dicom_series_over_max_bytes_is_not_read(monkeypatch, dicom_folder):
 
 # --- corrupt, missing and unknown files --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
 def test_truncated_nifti(tmp_path, name):
     nib.Nifti1Image(_volume((20, 20, 20)), np.eye(4)).to_filename(str(tmp_path / name))
@@ -348,10 +374,19 @@ def test_truncated_nifti(tmp_path, name):
     _case_error(lambda: read_image(tmp_path / name), tmp_path / name)
 
 
-@pytest.mark.parametrize("name", [
-    "noise.nii.gz", "noise.nii", "noise.nrrd", "noise.mha", "noise.png", "noise.jpg", "noise.tif",
-    "noise.dcm",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "noise.nii.gz",
+        "noise.nii",
+        "noise.nrrd",
+        "noise.mha",
+        "noise.png",
+        "noise.jpg",
+        "noise.tif",
+        "noise.dcm",
+    ],
+)
 def test_random_bytes_are_a_case_error_naming_the_file(tmp_path, name):
     (tmp_path / name).write_bytes(np.random.default_rng(RNG_SEED).bytes(4096))
     _case_error(lambda: read_image(tmp_path / name), tmp_path / name)
@@ -366,19 +401,38 @@ def test_missing_file(tmp_path, reader):
 def test_unknown_suffix_names_the_supported_types(tmp_path):
     path = tmp_path / "image.xyz"
     path.write_bytes(b"data")
-    _case_error(lambda: read_image(path), path, "'.xyz'", "NIfTI", ".nii.gz", "NRRD", "MetaImage", "DICOM", "PNG", "JPEG",
-                "TIFF")
+    _case_error(
+        lambda: read_image(path),
+        path,
+        "'.xyz'",
+        "NIfTI",
+        ".nii.gz",
+        "NRRD",
+        "MetaImage",
+        "DICOM",
+        "PNG",
+        "JPEG",
+        "TIFF",
+    )
     _case_error(lambda: read_header(path), path, "unknown file type")
 
 
-@pytest.mark.parametrize(("name", "suffix"), [
-    ("ct.NII.GZ", ".nii.gz"), ("a.b.nii.gz", ".nii.gz"), ("x.Nrrd", ".nrrd"), ("x.gz", ".gz"), ("folder", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("ct.NII.GZ", ".nii.gz"),
+        ("a.b.nii.gz", ".nii.gz"),
+        ("x.Nrrd", ".nrrd"),
+        ("x.gz", ".gz"),
+        ("folder", ""),
+    ],
+)
 def test_suffix_of(name, suffix):
     assert suffix_of(Path("/data") / name) == suffix
 
 
 # --- geometry helpers ---------------------------------------------------------------------------------
+
 
 def test_axcodes_of_matches_nibabel_on_random_affines():
     rng = np.random.default_rng(RNG_SEED)
@@ -393,8 +447,10 @@ def test_axcodes_of_matches_nibabel_on_random_affines():
 def test_axcodes_of_known_orientations(orientation):
     affine = _affine(ORIENTATIONS[orientation])
     assert axcodes_of(affine) == nib.aff2axcodes(affine)
-    assert axcodes_of(affine) == {"RAS": ("R", "A", "S"), "LPS": ("L", "P", "S"),
-                                  "oblique_permuted": ("A", "I", "R")}[orientation]
+    assert (
+        axcodes_of(affine)
+        == {"RAS": ("R", "A", "S"), "LPS": ("L", "P", "S"), "oblique_permuted": ("A", "I", "R")}[orientation]
+    )
 
 
 def test_radiograph_affine():
@@ -404,11 +460,18 @@ def test_radiograph_affine():
     np.testing.assert_allclose(np.linalg.norm(affine[:3, :2], axis=0), [0.5, 0.25])
 
 
-@pytest.mark.parametrize(("point", "kwargs", "side"), [
-    ((10.0, 0.0, 0.0), {}, "right"), ((-10.0, 5.0, 5.0), {}, "left"), ((0.0, 1.0, 1.0), {}, "midline"),
-    ((1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"), ((-1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"),
-    ((2.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "right"), ((5.0, 0.0, 0.0), {"midline_x": 8.0}, "left"),
-])
+@pytest.mark.parametrize(
+    ("point", "kwargs", "side"),
+    [
+        ((10.0, 0.0, 0.0), {}, "right"),
+        ((-10.0, 5.0, 5.0), {}, "left"),
+        ((0.0, 1.0, 1.0), {}, "midline"),
+        ((1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"),
+        ((-1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"),
+        ((2.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "right"),
+        ((5.0, 0.0, 0.0), {"midline_x": 8.0}, "left"),
+    ],
+)
 def test_patient_side(point, kwargs, side):
     assert patient_side(point, **kwargs) == side
 
@@ -427,10 +490,14 @@ LABEL_FILES = {
     "id_name.json": ('{"1": "liver", "2": "spleen"}', {1: "liver", 2: "spleen"}),
     "name_id.json": ('{"liver": 1, "spleen": 2}', {1: "liver", 2: "spleen"}),
     "nested.json": ('{"1": {"name": "liver", "color": [255, 0, 0]}}', {1: "liver"}),
-    "msd/dataset.json": (json.dumps({"name": "Liver", "labels": {"0": "background", "1": "liver", "2": "tumour"}}),
-                         {1: "liver", 2: "tumour"}),
-    "nnunet/dataset.json": (json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}),
-                            {1: "liver"}),
+    "msd/dataset.json": (
+        json.dumps({"name": "Liver", "labels": {"0": "background", "1": "liver", "2": "tumour"}}),
+        {1: "liver", 2: "tumour"},
+    ),
+    "nnunet/dataset.json": (
+        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}),
+        {1: "liver"},
+    ),
     "header.csv": ("id,name\n0,background\n1,liver\n2,kidney_left\n", {1: "liver", 2: "kidney_left"}),
     "plain.csv": ("1,liver\n2, kidney_left \n", {1: "liver", 2: "kidney_left"}),
     "labels.tsv": ("id\tname\n1\tliver\n2\tkidney left\n", {1: "liver", 2: "kidney left"}),
@@ -464,25 +531,26 @@ def test_real_totalseg_labels(shared_data):
     assert list(structures.values()) == sorted(structures.values())
 
 
-
-
-@pytest.mark.parametrize(("name", "text", "problem"), [
-    ("twice.json", '{"liver": 1, "spleen": 1}', "named twice"),
-    ("twice_padded.json", '{"1": "liver", "01": "spleen"}', "named twice"),
-    ("twice_key.json", '{"1": "liver", "1": "spleen"}', "named twice"),
-    ("twice.csv", "1,liver\n1,spleen\n", "named twice"),
-    ("twice.txt", ITKSNAP + '    1   0 0 255   1 1 1   "spleen"\n', "named twice"),
-    ("bad_id.csv", "id,name\n1,liver\nx,spleen\n", "not an integer"),
-    ("negative.csv", "1,liver\n-2,spleen\n", "negative"),
-    ("negative.json", '{"-1": "liver"}', "negative"),
-    ("broken.json", '{"1": "liver"', "invalid JSON"),
-    ("list.json", '["liver"]', "JSON object"),
-    ("neither.json", '{"liver": "spleen"}', "neither"),
-    ("empty_name.json", '{"1": " "}', "empty name"),
-    ("region.json", '{"labels": {"background": 0, "tumour": [1, 2]}}', "region"),
-    ("short.csv", "1\n", "column"),
-    ("labels.xml", "<labels/>", "unknown label file type"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("twice.json", '{"liver": 1, "spleen": 1}', "named twice"),
+        ("twice_padded.json", '{"1": "liver", "01": "spleen"}', "named twice"),
+        ("twice_key.json", '{"1": "liver", "1": "spleen"}', "named twice"),
+        ("twice.csv", "1,liver\n1,spleen\n", "named twice"),
+        ("twice.txt", ITKSNAP + '    1   0 0 255   1 1 1   "spleen"\n', "named twice"),
+        ("bad_id.csv", "id,name\n1,liver\nx,spleen\n", "not an integer"),
+        ("negative.csv", "1,liver\n-2,spleen\n", "negative"),
+        ("negative.json", '{"-1": "liver"}', "negative"),
+        ("broken.json", '{"1": "liver"', "invalid JSON"),
+        ("list.json", '["liver"]', "JSON object"),
+        ("neither.json", '{"liver": "spleen"}', "neither"),
+        ("empty_name.json", '{"1": " "}', "empty name"),
+        ("region.json", '{"labels": {"background": 0, "tumour": [1, 2]}}', "region"),
+        ("short.csv", "1\n", "column"),
+        ("labels.xml", "<labels/>", "unknown label file type"),
+    ],
+)
 def test_label_file_errors(tmp_path, name, text, problem):
     (tmp_path / name).write_text(text)
     with pytest.raises(SpecError) as info:

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import same_partition
 from skimage import measure
 
+from conftest import same_partition
 from medground.geometry import connected_components, contacts, overlap, regionprops
 
 CASES = [("ct_abdomen_totalseg", "ct.nii.gz"), ("mr_abdomen_totalseg", "mr.nii.gz")]

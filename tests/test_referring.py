@@ -127,7 +127,8 @@ def test_chest_xray_lungs_are_told_apart_by_side(shared_data: Path) -> None:
 def test_dermoscopy_has_no_patient_side(shared_data: Path, tmp_path: Path) -> None:
     (tmp_path / "ph2.toml").write_text(
         f'name = "ph2"\nmodality = "dermoscopy"\nbody_region = "skin"\nroot = "{shared_data / "dermoscopy_ph2"}"\n'
-        '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n1 = "skin lesion"\n'
+        '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n'
+        '1 = "skin lesion"\n'
     )
     spec = load_spec(tmp_path / "ph2.toml")
     for files in find_cases(spec, limit=6).cases:
@@ -149,15 +150,15 @@ def _phantom_case(tmp_path: Path, seed: int) -> tuple:
     for _ in range(5):  # lesions, some inside the organ, some outside
         centre = rng.uniform((8, 8, 4), (56, 56, 20))
         radius = rng.uniform(2, 5)
-        blob = (((grid - centre) ** 2).sum(-1) <= radius**2)
+        blob = ((grid - centre) ** 2).sum(-1) <= radius**2
         labels[blob] = 2
         image[blob] = rng.choice([-10.0, 90.0])
     affine = np.diag([1.5, 1.5, 3.0, 1.0])
     nib.save(nib.Nifti1Image(image, affine), tmp_path / "img.nii.gz")
     nib.save(nib.Nifti1Image(labels, affine), tmp_path / "seg.nii.gz")
     (tmp_path / "s.toml").write_text(
-        'name = "phantom"\nmodality = "CT"\nbody_region = "abdomen"\n[cases]\nimage = "img.nii.gz"\nmask = "seg.nii.gz"\n'
-        '[labels]\n1 = "liver"\n2 = "liver lesion"\n[render]\nslices = "all"\nmax_slices = 6\n'
+        'name = "phantom"\nmodality = "CT"\nbody_region = "abdomen"\n[cases]\nimage = "img.nii.gz"\n'
+        'mask = "seg.nii.gz"\n[labels]\n1 = "liver"\n2 = "liver lesion"\n[render]\nslices = "all"\nmax_slices = 6\n'
     )
     spec = load_spec(tmp_path / "s.toml")
     return spec, load_case(spec, find_cases(spec).cases[0])
@@ -193,7 +194,9 @@ def test_anchor_filters_from_the_spec(tmp_path: Path) -> None:
     _, everything = find_anchors(case)
     lesions = [a for a in everything.values() if a.label == "liver lesion"]
     cutoff = sorted(a.size * 1000 for a in lesions)[len(lesions) // 2]  # mm³: drops the smaller half
-    text = (tmp_path / "s.toml").read_text() + f'[anchors]\nmin_voxels = 1\n[anchors.labels."liver lesion"]\nmin_volume_mm3 = {cutoff}\n'
+    text = (
+        tmp_path / "s.toml"
+    ).read_text() + f'[anchors]\nmin_voxels = 1\n[anchors.labels."liver lesion"]\nmin_volume_mm3 = {cutoff}\n'
     (tmp_path / "s.toml").write_text(text)
     spec = load_spec(tmp_path / "s.toml")
     drafts = draft_case(case, spec)

@@ -40,7 +40,9 @@ def test_2d_matches_skimage(order):
         assert table.voxel_count[i] == r.area
         assert tuple(table.bbox_min[i]) + tuple(table.bbox_max[i]) == r.bbox
         np.testing.assert_allclose(table.centroid[i], r.centroid, rtol=RTOL)
-        np.testing.assert_allclose(table.axis_lengths[i], [r.axis_major_length, r.axis_minor_length], rtol=RTOL, atol=1e-12)
+        np.testing.assert_allclose(
+            table.axis_lengths[i], [r.axis_major_length, r.axis_minor_length], rtol=RTOL, atol=1e-12
+        )
         np.testing.assert_allclose(table.eccentricity[i], r.eccentricity, rtol=1e-7, atol=1e-9)
         if r.axis_major_length > r.axis_minor_length * 1.01:  # orientation is undefined for discs
             np.testing.assert_allclose(table.orientation[i], r.orientation, rtol=1e-7, atol=1e-9)
@@ -64,7 +66,9 @@ def test_2d_convex_hull_and_feret_match_scipy():
     table = regionprops(labels, spacing=spacing)
     for i, label in enumerate(table.label):
         rr, cc = np.nonzero(labels == label)
-        corners = np.concatenate([np.stack([rr + dr, cc + dc], 1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)]) * spacing
+        corners = (
+            np.concatenate([np.stack([rr + dr, cc + dc], 1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)]) * spacing
+        )
         hull = ConvexHull(corners)
         np.testing.assert_allclose(table.convex_area[i], hull.volume, rtol=1e-9)
         pts = corners[hull.vertices]
@@ -205,7 +209,7 @@ def test_table_interface():
     assert all(len(col) == len(table) for col in d.values())
     assert np.isnan(table.flatness).all()
     with pytest.raises(AttributeError, match="no column 'surface_area'"):
-        table.surface_area
+        _ = table.surface_area
     with pytest.raises(KeyError):
         table["nope"]
 
@@ -217,7 +221,7 @@ def test_contours_false_skips_the_second_pass():
     assert set(full.columns) - set(fast.columns) == {"surface_area", "sphericity"}
     np.testing.assert_array_equal(fast.axis_lengths, full.axis_lengths)
     with pytest.raises(AttributeError, match="contours=False"):
-        fast.surface_area
+        _ = fast.surface_area
 
 
 def test_table_does_not_change_with_the_label_map():
@@ -305,11 +309,15 @@ def test_random_label_maps_match_skimage(labels, order):
         w = np.clip(np.linalg.eigvalsh(cov)[::-1], 0, None)
         # A zero eigenvalue (collinear or coplanar voxels) comes out of either solver as
         # rounding noise around 1e-16·λmax, which the square root lifts to ~1e-8·sqrt(λmax).
-        np.testing.assert_allclose(table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-6 * max(1.0, np.sqrt(w[0])))
+        np.testing.assert_allclose(
+            table.axis_lengths[i], 4 * np.sqrt(w), rtol=1e-7, atol=1e-6 * max(1.0, np.sqrt(w[0]))
+        )
     assert np.all(table.convex_area >= table.volume - 1e-9) if labels.ndim == 2 else np.all(table.surface_area > 0)
 
 
-@pytest.mark.parametrize("image", [np.eye(6, dtype=np.uint8), np.fliplr(np.eye(6, dtype=np.uint8)), np.ones((3, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "image", [np.eye(6, dtype=np.uint8), np.fliplr(np.eye(6, dtype=np.uint8)), np.ones((3, 3), np.uint8)]
+)
 def test_orientation_when_variances_tie(image):
     # Equal variances along rows and columns: scikit-image's special case.
     assert regionprops(image).orientation[0] == measure.regionprops(image)[0].orientation

@@ -7,13 +7,22 @@ import itertools
 import cc3d
 import numpy as np
 import pytest
-from conftest import same_partition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import same_partition
 from medground import phantoms
-from medground.geometry import connected_components, contacts, dust, largest_k, overlap, regionprops, slice_areas, slice_bboxes
+from medground.geometry import (
+    connected_components,
+    contacts,
+    dust,
+    largest_k,
+    overlap,
+    regionprops,
+    slice_areas,
+    slice_bboxes,
+)
 
 
 def volume() -> np.ndarray:
@@ -24,7 +33,11 @@ def brute_contacts(labels: np.ndarray, connectivity: int) -> dict[tuple[int, int
     """Counts neighbouring voxel pairs by looping over half of the neighbour offsets."""
     ndim = labels.ndim
     max_nonzero = {4: 1, 8: 2, 6: 1, 18: 2, 26: 3}[connectivity]
-    offsets = [o for o in itertools.product((-1, 0, 1), repeat=ndim) if 0 < np.count_nonzero(o) <= max_nonzero and o > (0,) * ndim]
+    offsets = [
+        o
+        for o in itertools.product((-1, 0, 1), repeat=ndim)
+        if 0 < np.count_nonzero(o) <= max_nonzero and o > (0,) * ndim
+    ]
     counts: dict[tuple[int, int], int] = {}
     padded = np.pad(labels.astype(np.int64), 1)
     core = tuple(slice(1, -1) for _ in range(ndim))
@@ -32,7 +45,7 @@ def brute_contacts(labels: np.ndarray, connectivity: int) -> dict[tuple[int, int
         shifted = padded[tuple(slice(1 + o, padded.shape[a] - 1 + o) for a, o in enumerate(off))]
         a, b = padded[core], shifted
         sel = (a != 0) & (b != 0) & (a != b)
-        for x, y in zip(a[sel], b[sel]):
+        for x, y in zip(a[sel], b[sel], strict=True):
             key = (min(x, y), max(x, y))
             counts[key] = counts.get(key, 0) + 1
     return counts
@@ -96,11 +109,13 @@ def test_contacts_across_slabs_of_a_large_volume():
 @pytest.mark.parametrize("order_b", ["C", "F"])
 def test_overlap(order_b):
     a = volume()
-    b = np.asarray(phantoms.ellipsoids(a.shape, 10, labels=3, radius=(3.0, 12.0), seed=9).astype(np.int32), order=order_b)
+    b = np.asarray(
+        phantoms.ellipsoids(a.shape, 10, labels=3, radius=(3.0, 12.0), seed=9).astype(np.int32), order=order_b
+    )
     table = overlap(a, b)
     fg = (a != 0) & (b != 0)
     pairs, counts = np.unique(np.stack([a[fg].astype(np.int64), b[fg].astype(np.int64)]), axis=1, return_counts=True)
-    assert table.to_dict() == {(int(x), int(y)): int(c) for (x, y), c in zip(pairs.T, counts)}
+    assert table.to_dict() == {(int(x), int(y)): int(c) for (x, y), c in zip(pairs.T, counts, strict=True)}
 
 
 def test_overlap_large_volume_across_slabs():

@@ -12,13 +12,20 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from medground import geometry, render
+from medground import geometry
 from medground.geometry import regionprops, slice_bboxes
 from medground.io import load_label_file, read_image
 from medground.io.volume import Volume, axcodes_of
 from medground.render import (
-    CT_WINDOWS, Intensity, image_map, intensity_for, plane_axis, render_image, render_slice,
-    to_uint8, write_png,
+    CT_WINDOWS,
+    Intensity,
+    image_map,
+    intensity_for,
+    plane_axis,
+    render_image,
+    render_slice,
+    to_uint8,
+    write_png,
 )
 from medground.views import component_slices, select_slices
 
@@ -30,12 +37,15 @@ WINDOW = Intensity("window", ((-200.0, 300.0),))
 PLANES = ("axial", "coronal", "sagittal")
 BASE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}  # the base volume is RAS
 POS, NEG = ("R", "A", "S"), ("L", "P", "I")
-ORIENTATIONS = [tuple((NEG if f else POS)[w] for w, f in zip(perm, flips))
-                for perm in itertools.permutations(range(3)) for flips in itertools.product((0, 1), repeat=3)]
+ORIENTATIONS = [
+    tuple((NEG if f else POS)[w] for w, f in zip(perm, flips, strict=True))
+    for perm in itertools.permutations(range(3))
+    for flips in itertools.product((0, 1), repeat=3)
+]
 SOME_ORIENTATIONS = [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R"), ("S", "L", "A"), ("I", "R", "P")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def base() -> tuple[np.ndarray, np.ndarray]:
     """Random intensities and four asymmetric labelled blobs on a RAS grid."""
     rng = np.random.default_rng(7)
@@ -212,8 +222,9 @@ def test_radiological_display(codes):
                 assert rows.min() == 0 and rows.mean() < rows_c.mean()
 
 
-@pytest.mark.parametrize(("folder", "image", "modality"), [("ct_abdomen_totalseg", "ct", "CT"),
-                                                           ("mr_abdomen_totalseg", "mr", "MR")])
+@pytest.mark.parametrize(
+    ("folder", "image", "modality"), [("ct_abdomen_totalseg", "ct", "CT"), ("mr_abdomen_totalseg", "mr", "MR")]
+)
 def test_real_data_radiological(shared_data, folder, image, modality):
     volume = read_image(shared_data / folder / f"{image}.nii.gz")
     seg = read_image(shared_data / folder / "seg.nii.gz")
@@ -275,17 +286,25 @@ def test_intensity_defaults_and_rgb():
     assert np.allclose((low, high), np.percentile(mr[body], (0.5, 99.5)))
     flat = np.random.default_rng(3).integers(0, 256, (7, 9), dtype=np.uint8)
     assert intensity_for(Volume(flat, np.eye(4), Path("x"), oriented=False), "XR").kind == "as_is"
-    colour = Volume(np.stack([flat, flat[::-1], flat[:, ::-1]], -1), np.eye(4), Path("x"), oriented=False,
-                    metadata={"channels_last": True})
+    colour = Volume(
+        np.stack([flat, flat[::-1], flat[:, ::-1]], -1),
+        np.eye(4),
+        Path("x"),
+        oriented=False,
+        metadata={"channels_last": True},
+    )
     assert intensity_for(colour, "endoscopy").kind == "as_is"
     assert np.array_equal(render_image(colour, intensity_for(colour, "endoscopy")).image, colour.array)
 
 
-@pytest.mark.parametrize(("areas", "expected"), [
-    ([0, 3, 5, 5, 5, 1], [3]),
-    ([5, 0, 1, 0, 5, 2, 5], [4]),
-    ([0, 0, 9, 0], [2]),
-])
+@pytest.mark.parametrize(
+    ("areas", "expected"),
+    [
+        ([0, 3, 5, 5, 5, 1], [3]),
+        ([5, 0, 1, 0, 5, 2, 5], [4]),
+        ([0, 0, 9, 0], [2]),
+    ],
+)
 def test_select_max_area(areas, expected):
     assert select_slices(np.array(areas), "max_area") == expected
 

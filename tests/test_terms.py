@@ -145,9 +145,25 @@ def test_side_markers(label: str, side: str) -> None:
 
 @pytest.mark.parametrize(
     "label",
-    ["liver", "spleen", "vertebrae_L1", "vertebrae_S1", "heart", "aorta", "spinal_cord", "small_bowel",
-     "costal_cartilages", "unknown_7", "Vermis_1_2", "kidney tumor", "lung field", "L", "left", "left_right",
-     "kidney_l1"],
+    [
+        "liver",
+        "spleen",
+        "vertebrae_L1",
+        "vertebrae_S1",
+        "heart",
+        "aorta",
+        "spinal_cord",
+        "small_bowel",
+        "costal_cartilages",
+        "unknown_7",
+        "Vermis_1_2",
+        "kidney tumor",
+        "lung field",
+        "L",
+        "left",
+        "left_right",
+        "kidney_l1",
+    ],
 )
 def test_no_side_for_unlateralised_names(label: str) -> None:
     assert clinical_term(label).side is None
@@ -249,8 +265,10 @@ COMMON = {"version": VOCAB_VERSION, "sides": {"words": {"left": "left"}}}
         ({"common": {**COMMON, "names": {}}}, r"unknown keys \['names'\]"),
         ({"common": COMMON, "brain": {"version": 1, "plurals": {}}}, r"brain.toml: \['plurals'\] belong in"),
         ({"common": {**COMMON, "terms": ["rib"]}}, r"\[terms\] must be a table"),
-        ({"common": {**COMMON, "terms": {"hip": "hip bone"}}, "abdomen": {"version": 1, "terms": {"hip": "hip"}}},
-         "abdomen.toml: name 'hip' is already defined in common.toml"),
+        (
+            {"common": {**COMMON, "terms": {"hip": "hip bone"}}, "abdomen": {"version": 1, "terms": {"hip": "hip"}}},
+            "abdomen.toml: name 'hip' is already defined in common.toml",
+        ),
         ({"common": {**COMMON, "terms": {"Hip": "hip bone"}}}, "name 'Hip' must be lowercase"),
         ({"common": {**COMMON, "terms": {"hip bone": "hip bone"}}}, "joined by '_'"),
         ({"common": {**COMMON, "terms": {"hip": {"plural": "hips"}}}}, "hip must be a noun string or a table"),

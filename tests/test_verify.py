@@ -13,7 +13,6 @@ from medground.generate import draft_case, verify_drafts
 from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.records import Sample
 from medground.verify import Funnel, Verifier, check_format, check_rules, extract_claims, judge_evidence, make_judge
-
 from phantom_cases import liver_phantom
 
 
@@ -25,8 +24,15 @@ def phantom(tmp_path: Path, faint: bool = False):
 
 def run(spec, drafts, sample: Sample):
     view = next(v for v in drafts.views if v.view_record() == sample.view)
-    return Verifier().verify(sample, drafts.facts[sample.image], view.image, view.values,
-                             body_region=spec.body_region, oriented=True, labels=spec.labels.values())
+    return Verifier().verify(
+        sample,
+        drafts.facts[sample.image],
+        view.image,
+        view.values,
+        body_region=spec.body_region,
+        oriented=True,
+        labels=spec.labels.values(),
+    )
 
 
 def lesion_sample(drafts, query_type: str = "direct") -> Sample:
@@ -43,25 +49,30 @@ def test_template_drafts_of_the_phantom_all_pass(tmp_path: Path) -> None:
         assert all(result["passed"] for result in sample.verification.values())
 
 
-@pytest.mark.parametrize(("query", "stage", "reason"), [
-    ("Locate the liver lesion.", "rules", "ambiguous"),
-    ("Locate the largest liver lesion on the patient's right.", "rules", "laterality_mismatch"),
-    ("Locate the 9 cm liver lesion.", "rules", "measurement_mismatch"),
-    ("Locate the largest of the five liver lesions.", "rules", "count_mismatch"),
-    ("Locate the largest liver lesion at 120, 45.", "format", "leaked_number"),
-    ("Locate the largest liver lesion inside the red box.", "format", "leaked_rendering"),
-    ("Locate the {adjective} liver lesion.", "format", "unfilled_slot"),
-    ("Sure! I think it is the largest liver lesion.", "format", "register"),
-    ("Lesion.", "format", "query_length"),
-    ("Locate the largest hyperdense liver lesion.", "rules", "intensity_mismatch"),
-    ("Locate the largest liver lesion in the lower right part of the image.", "rules", "position_mismatch"),
-    ("Locate the largest kidney.", "rules", "unknown_structure"),
-    ("Locate the liver lesion adjacent to the aorta.", "rules", "unknown_structure"),
-    ("Locate the liver.", "rules", "category_mismatch"),
-])
+@pytest.mark.parametrize(
+    ("query", "stage", "reason"),
+    [
+        ("Locate the liver lesion.", "rules", "ambiguous"),
+        ("Locate the largest liver lesion on the patient's right.", "rules", "laterality_mismatch"),
+        ("Locate the 9 cm liver lesion.", "rules", "measurement_mismatch"),
+        ("Locate the largest of the five liver lesions.", "rules", "count_mismatch"),
+        ("Locate the largest liver lesion at 120, 45.", "format", "leaked_number"),
+        ("Locate the largest liver lesion inside the red box.", "format", "leaked_rendering"),
+        ("Locate the {adjective} liver lesion.", "format", "unfilled_slot"),
+        ("Sure! I think it is the largest liver lesion.", "format", "register"),
+        ("Lesion.", "format", "query_length"),
+        ("Locate the largest hyperdense liver lesion.", "rules", "intensity_mismatch"),
+        ("Locate the largest liver lesion in the lower right part of the image.", "rules", "position_mismatch"),
+        ("Locate the largest kidney.", "rules", "unknown_structure"),
+        ("Locate the liver lesion adjacent to the aorta.", "rules", "unknown_structure"),
+        ("Locate the liver.", "rules", "category_mismatch"),
+    ],
+)
 def test_adversarial_drafts_are_rejected_with_their_reason(tmp_path: Path, query: str, stage: str, reason: str) -> None:
     spec, drafts = phantom(tmp_path)
-    good = next(s for s in drafts.samples if s.query_type == "direct" and s.referring_attributes.get("size_rank") == "largest")
+    good = next(
+        s for s in drafts.samples if s.query_type == "direct" and s.referring_attributes.get("size_rank") == "largest"
+    )
     assert run(spec, drafts, good)[1] is None
     checked, failed = run(spec, drafts, replace(good, query=query))
     assert failed is not None and (failed.stage, failed.reason) == (stage, reason), (failed, checked.verification)
@@ -81,26 +92,41 @@ def test_box_must_match_its_mask(tmp_path: Path) -> None:
 
 def test_a_lesion_too_faint_to_see_fails_the_evidence_judge(tmp_path: Path) -> None:
     spec, drafts = phantom(tmp_path, faint=True)
-    faint = [s for s in drafts.samples if s.targets[0].label == "liver lesion"
-             and abs(s.targets[0].cues["intensity"]["contrast"]) < 5]
+    faint = [
+        s
+        for s in drafts.samples
+        if s.targets[0].label == "liver lesion" and abs(s.targets[0].cues["intensity"]["contrast"]) < 5
+    ]
     assert faint
     view = next(v for v in drafts.views if v.view_record() == faint[0].view)
     result = judge_evidence(faint[0], view.values)
     assert (result.passed, result.reason) == (False, "low_contrast")
-    visible = next(s for s in drafts.samples if s.view == faint[0].view and s.targets[0].label == "liver lesion"
-                   and abs(s.targets[0].cues["intensity"]["contrast"]) > 20)
+    visible = next(
+        s
+        for s in drafts.samples
+        if s.view == faint[0].view
+        and s.targets[0].label == "liver lesion"
+        and abs(s.targets[0].cues["intensity"]["contrast"]) > 20
+    )
     assert judge_evidence(visible, view.values).passed
 
 
 def test_rules_read_template_and_vlm_wording_alike(tmp_path: Path) -> None:
     spec, drafts = phantom(tmp_path)
-    good = next(s for s in drafts.samples if s.query_type == "direct" and s.referring_attributes.get("size_rank") == "largest")
+    good = next(
+        s for s in drafts.samples if s.query_type == "direct" and s.referring_attributes.get("size_rank") == "largest"
+    )
     facts = drafts.facts[good.image]
-    for query in ("Please find the biggest hypodense liver lesion.",
-                  "Which is the largest hypoattenuating lesion of the liver?",
-                  "The largest liver lesion, hypodense relative to the surrounding parenchyma."):
+    for query in (
+        "Please find the biggest hypodense liver lesion.",
+        "Which is the largest hypoattenuating lesion of the liver?",
+        "The largest liver lesion, hypodense relative to the surrounding parenchyma.",
+    ):
         assert check_rules(replace(good, query=query), facts, body_region="abdomen", oriented=True).passed, query
-    for query in ("Please find the smallest hypodense liver lesion.", "Which is the largest hyperattenuating lesion of the liver?"):
+    for query in (
+        "Please find the smallest hypodense liver lesion.",
+        "Which is the largest hyperattenuating lesion of the liver?",
+    ):
         assert not check_rules(replace(good, query=query), facts, body_region="abdomen", oriented=True).passed, query
 
 
@@ -126,14 +152,19 @@ def test_photographs_take_no_patient_side(shared_data: Path) -> None:
     drafts = draft_case(load_case(spec, find_cases(spec).cases[0]), spec)
     sample = drafts.samples[0]
     facts = drafts.facts[sample.image]
-    result = check_rules(replace(sample, query="Locate the polyp on the left."), facts, body_region="colon", oriented=False)
+    result = check_rules(
+        replace(sample, query="Locate the polyp on the left."), facts, body_region="colon", oriented=False
+    )
     assert (result.passed, result.reason) == (False, "side_without_orientation")
 
 
 def test_claims_parser() -> None:
     labels = ["liver", "liver lesion", "kidney_left", "kidney_right", "gallbladder", "lung_upper_lobe_left"]
-    claims = extract_claims("Locate the largest hypodense liver lesion within the liver, 2.5 cm across, "
-                            "in the upper right part of the image.", labels)
+    claims = extract_claims(
+        "Locate the largest hypodense liver lesion within the liver, 2.5 cm across, "
+        "in the upper right part of the image.",
+        labels,
+    )
     assert claims.categories == ["liver lesion"] and claims.relations == [("within", "liver")]
     assert claims.positions == ["upper right"] and claims.sides == [] and claims.lengths_mm == [25.0]
     assert claims.intensities == ["hypodense"] and claims.size_ranks == ["largest"]
@@ -169,8 +200,10 @@ def test_onnx_judge(tmp_path: Path) -> None:
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["image"], ["score"], keepdims=0)],
         "judge",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64]),
-         helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, 4])],
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64]),
+            helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, 4]),
+        ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, [])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -192,6 +225,7 @@ def test_onnx_judge(tmp_path: Path) -> None:
     assert (result.passed, result.reason) == (False, "judge_rejected") and result.info["score"] == 0.0
     verifier = Verifier(make_judge({"backend": "onnx", "model": str(path)}))
     view = next(v for v in drafts.views if v.view_record() == sample.view)
-    checked, failed = verifier.verify(sample, drafts.facts[sample.image], bright, view.values,
-                                      body_region="abdomen", oriented=True)
+    checked, failed = verifier.verify(
+        sample, drafts.facts[sample.image], bright, view.values, body_region="abdomen", oriented=True
+    )
     assert failed is None and checked.verification["visual"]["info"]["judge"] == "onnx"

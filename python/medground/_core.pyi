@@ -7,6 +7,22 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "__version__",
+    "connected_components",
+    "contacts",
+    "dust",
+    "dust_in_place",
+    "get_num_threads",
+    "largest_k",
+    "overlap",
+    "regionprops",
+    "set_num_threads",
+    "shape2d",
+    "slice_areas",
+    "surface_areas",
+]
+
 __version__: str
 
 def connected_components(
@@ -25,7 +41,9 @@ def dust(mask: NDArray[Any], threshold: int, connectivity: int, binary: bool, in
 def dust_in_place(mask: NDArray[Any], threshold: int, connectivity: int, binary: bool, invert: bool) -> None:
     """dust, zeroing the dropped components in mask itself (any strides)."""
 
-def regionprops(labels: NDArray[Any], spacing: list[float], intensity: NDArray[Any] | None = None) -> dict[str, NDArray[Any]]:
+def regionprops(
+    labels: NDArray[Any], spacing: list[float], intensity: NDArray[Any] | None = None
+) -> dict[str, NDArray[Any]]:
     """One-pass region columns: label, voxel_count, bbox_min/max, centroid, volume,
     axis_lengths, principal_axes, elongation, flatness (2D: eccentricity, orientation),
     and intensity_mean/std/min/max when intensity is given."""

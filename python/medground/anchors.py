@@ -43,11 +43,16 @@ class Anchor:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "component_id": self.component_id, "label_id": self.label_id, "label": self.label,
-            "voxel_count": self.voxel_count, "bbox_min": list(self.bbox_min), "bbox_max": list(self.bbox_max),
+            "component_id": self.component_id,
+            "label_id": self.label_id,
+            "label": self.label,
+            "voxel_count": self.voxel_count,
+            "bbox_min": list(self.bbox_min),
+            "bbox_max": list(self.bbox_max),
             "centroid_index": [round(c, 3) for c in self.centroid_index],
             "centroid_world": None if self.centroid_world is None else [round(c, 2) for c in self.centroid_world],
-            "size": round(self.size, 4), "descriptors": self.descriptors,
+            "size": round(self.size, 4),
+            "descriptors": self.descriptors,
         }
 
 
@@ -67,7 +72,7 @@ def find_anchors(case: Case, filters: AnchorFilters | None = None) -> tuple[NDAr
     intensity = image.array if not image.is_2d else luminance(image.array)
     table = geometry.regionprops(components, image.spacing, intensity=intensity)
     pairs = geometry.overlap(components, case.labels)
-    label_of = {int(a): int(b) for a, b in zip(pairs.a, pairs.b)}
+    label_of = {int(a): int(b) for a, b in zip(pairs.a, pairs.b, strict=True)}
     voxel_mm3 = float(np.prod(image.spacing))
     anchors: dict[int, Anchor] = {}
     dropped = []
@@ -85,7 +90,10 @@ def find_anchors(case: Case, filters: AnchorFilters | None = None) -> tuple[NDAr
             dropped.append(component)
             continue
         centroid = tuple(float(c) for c in row["centroid"])
-        world = tuple(float(c) for c in image.world(centroid)) if image.oriented else None
+        world: tuple[float, float, float] | None = None
+        if image.oriented:
+            x, y, z = (float(c) for c in image.world(centroid))
+            world = (x, y, z)
         descriptors: dict[str, Any] = {
             "axis_lengths_mm": [round(float(a), 3) for a in row["axis_lengths"]],
             "elongation": round(float(row["elongation"]), 4),
@@ -99,10 +107,16 @@ def find_anchors(case: Case, filters: AnchorFilters | None = None) -> tuple[NDAr
             for key in ("flatness", "surface_area", "sphericity"):
                 descriptors[key] = round(float(row[key]), 4)
         anchors[component] = Anchor(
-            component_id=component, label_id=label_id, label=name, voxel_count=count,
-            bbox_min=tuple(int(v) for v in row["bbox_min"]), bbox_max=tuple(int(v) for v in row["bbox_max"]),
-            centroid_index=centroid, centroid_world=world,  # type: ignore[arg-type]
-            size=physical / 1000.0 if not image.is_2d else physical, descriptors=descriptors,
+            component_id=component,
+            label_id=label_id,
+            label=name,
+            voxel_count=count,
+            bbox_min=tuple(int(v) for v in row["bbox_min"]),
+            bbox_max=tuple(int(v) for v in row["bbox_max"]),
+            centroid_index=centroid,
+            centroid_world=world,
+            size=physical / 1000.0 if not image.is_2d else physical,
+            descriptors=descriptors,
         )
     if dropped:
         keep_mask = np.isin(components, np.asarray(dropped, dtype=components.dtype), invert=True)

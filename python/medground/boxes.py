@@ -54,8 +54,14 @@ QWEN25_MIN_PIXELS = 56 * 56
 QWEN25_MAX_PIXELS = 28 * 28 * 1280
 
 
-def smart_resize(height: int, width: int, *, factor: int = QWEN25_FACTOR, min_pixels: int = QWEN25_MIN_PIXELS,
-                 max_pixels: int = QWEN25_MAX_PIXELS) -> tuple[int, int]:
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = QWEN25_FACTOR,
+    min_pixels: int = QWEN25_MIN_PIXELS,
+    max_pixels: int = QWEN25_MAX_PIXELS,
+) -> tuple[int, int]:
     """The size Qwen2-VL/Qwen2.5-VL's processor resizes an image to, as ``(height, width)``.
 
     Each side is rounded to the nearest multiple of ``factor``; if the area is then above
@@ -166,11 +172,14 @@ CONVENTIONS: dict[str, float | None] = {"pixel": None, "norm1": 1.0, "norm1000":
 
 def convention(name: str, *, min_pixels: int = QWEN25_MIN_PIXELS, max_pixels: int = QWEN25_MAX_PIXELS) -> BoxConvention:
     """A convention by its name, or by the name of a model family that uses it."""
-    if name in FAMILIES and FAMILIES[name].convention is not None:
-        name = FAMILIES[name].convention  # type: ignore[assignment]
+    family = FAMILIES.get(name)
+    if family is not None and family.convention is not None:
+        name = family.convention
     if name not in CONVENTIONS:
-        raise ValueError(f"box convention must be one of {', '.join(CONVENTIONS)} or a model family "
-                         f"({', '.join(GROUNDING_FAMILIES)}), got {name!r}")
+        raise ValueError(
+            f"box convention must be one of {', '.join(CONVENTIONS)} or a model family "
+            f"({', '.join(GROUNDING_FAMILIES)}), got {name!r}"
+        )
     return BoxConvention(name, CONVENTIONS[name], min_pixels, max_pixels)
 
 
@@ -197,7 +206,9 @@ class ModelFamily:
 
 
 FAMILIES: dict[str, ModelFamily] = {
-    "qwen2.5-vl": ModelFamily("qwen2.5-vl", "qwen2.5-vl", multiple=28, min_pixels=128 * 28 * 28, max_pixels=1280 * 28 * 28),
+    "qwen2.5-vl": ModelFamily(
+        "qwen2.5-vl", "qwen2.5-vl", multiple=28, min_pixels=128 * 28 * 28, max_pixels=1280 * 28 * 28
+    ),
     "qwen2-vl": ModelFamily("qwen2-vl", "norm1000", multiple=28, min_pixels=128 * 28 * 28, max_pixels=1280 * 28 * 28),
     "qwen3-vl": ModelFamily("qwen3-vl", "norm1000", multiple=32, min_pixels=128 * 32 * 32, max_pixels=1280 * 32 * 32),
     "qwen-vl": ModelFamily("qwen-vl", "norm1000"),

@@ -26,7 +26,7 @@ from typing import Any
 
 from medground.runfolder import REJECTED, SAMPLES, RunFolder, atomic_write
 
-__all__ = ["CHUNK", "build_site", "serve"]
+__all__ = ["CHUNK", "SiteServer", "build_site", "serve"]
 
 CHUNK = 500
 THUMB = 256
@@ -55,6 +55,79 @@ def _thumbnail(source: Path, target: Path) -> None:
     atomic_write(target, buffer.getvalue())
 
 
+class _Facets:
+    """Each facet's distinct values in order of first appearance; rows refer to them by index."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[Any]] = {facet: [] for facet in _FACETS}
+        self._index_of: dict[str, dict[Any, int]] = {facet: {} for facet in _FACETS}
+        for facet, fixed in (("status", ("accepted", "rejected")), ("stage", _STAGES)):
+            for value in fixed:
+                self.code(facet, value)
+
+    def code(self, facet: str, value: Any) -> int:
+        """The index of ``value`` (``None`` as ``"(none)"``) among ``facet``'s values, added when new."""
+        key = "(none)" if value is None else value
+        index_of = self._index_of[facet]
+        if key not in index_of:
+            index_of[key] = len(self.values[facet])
+            self.values[facet].append(key)
+        return index_of[key]
+
+
+def _thumb(image: str, run: Path, out: Path, images_from_site: Path) -> str:
+    """The site-relative path of ``image``'s thumbnail, written unless already there; the
+    image itself when the run does not hold it."""
+    source = run / image
+    if not source.is_file():
+        return (images_from_site / image).as_posix()
+    name = f"thumbs/{hashlib.sha1(image.encode()).hexdigest()[:16]}.png"
+    if not (out / name).is_file():
+        _thumbnail(source, out / name)
+    return name
+
+
+def _row(record: dict[str, Any], position: int, facets: _Facets, thumb: str, images_from_site: Path) -> dict[str, Any]:
+    """The compact ``data.js`` row of the ``position``-th record."""
+    code = facets.code
+    rejection = record.get("rejection") or {}
+    chunk, offset = divmod(position, CHUNK)
+    image = record["image"]
+    return {
+        "id": record["id"],
+        "s": code("status", record["_status"]),
+        "d": code("dataset", record["dataset"]),
+        "m": code("modality", record["modality"]),
+        "l": sorted({code("label", t["label"]) for t in record["targets"]}),
+        "t": code("query_type", record["query_type"]),
+        "p": code("split", record.get("split")),
+        "g": code("stage", rejection.get("stage")) if rejection else -1,
+        "r": code("reason", rejection.get("reason")) if rejection else -1,
+        "q": record["query"],
+        "th": thumb,
+        "im": (images_from_site / image).as_posix(),
+        "w": record["width"],
+        "h": record["height"],
+        "b": [t["bbox_xyxy"] for t in record["targets"]],
+        "x": [d["bbox_xyxy"] for d in record.get("distractors", []) if d.get("bbox_xyxy")],
+        "c": chunk,
+        "k": offset,
+    }
+
+
+def _write_details(out: Path, records: list[dict[str, Any]]) -> None:
+    """Replaces ``details/`` with the full records, ``CHUNK`` to a script file."""
+    details = out / "details"
+    if details.is_dir():
+        shutil.rmtree(details)
+    for number, start in enumerate(range(0, len(records), CHUNK)):
+        chunk_records = [
+            {k: v for k, v in record.items() if k != "_status"} for record in records[start : start + CHUNK]
+        ]
+        payload = json.dumps(chunk_records, separators=(",", ":"))
+        atomic_write(details / f"{number:04d}.js", f"window.medgroundChunk({number}, {payload});\n".encode())
+
+
 def build_site(run: Path | str, out: Path | str | None = None) -> Path:
     """Writes the site for a run folder; returns the path of ``index.html``.
 
@@ -70,88 +143,54 @@ def build_site(run: Path | str, out: Path | str | None = None) -> Path:
         atomic_write(out / name, (assets / name).read_bytes())
     images_from_site = Path(os.path.relpath(run, out))
 
-    values: dict[str, list[Any]] = {facet: [] for facet in _FACETS}
-    index_of: dict[str, dict[Any, int]] = {facet: {} for facet in _FACETS}
-
-    def code(facet: str, value: Any) -> int:
-        key = "(none)" if value is None else value
-        if key not in index_of[facet]:
-            index_of[facet][key] = len(values[facet])
-            values[facet].append(key)
-        return index_of[facet][key]
-
-    for facet, fixed in (("status", ("accepted", "rejected")), ("stage", _STAGES)):
-        for value in fixed:
-            code(facet, value)
+    facets = _Facets()
     thumbs: dict[str, str] = {}
     rows = []
-    chunks: list[list[dict[str, Any]]] = []
     for position, record in enumerate(records):
         image = record["image"]
         if image not in thumbs:
-            name = f"thumbs/{hashlib.sha1(image.encode()).hexdigest()[:16]}.png"
-            source = run / image
-            if source.is_file():
-                if not (out / name).is_file():
-                    _thumbnail(source, out / name)
-                thumbs[image] = name
-            else:
-                thumbs[image] = (images_from_site / image).as_posix()
-        rejection = record.get("rejection") or {}
-        chunk, offset = divmod(position, CHUNK)
-        if offset == 0:
-            chunks.append([])
-        chunks[-1].append({k: v for k, v in record.items() if k != "_status"})
-        rows.append({
-            "id": record["id"],
-            "s": code("status", record["_status"]),
-            "d": code("dataset", record["dataset"]),
-            "m": code("modality", record["modality"]),
-            "l": sorted({code("label", t["label"]) for t in record["targets"]}),
-            "t": code("query_type", record["query_type"]),
-            "p": code("split", record.get("split")),
-            "g": code("stage", rejection.get("stage")) if rejection else -1,
-            "r": code("reason", rejection.get("reason")) if rejection else -1,
-            "q": record["query"],
-            "th": thumbs[image],
-            "im": (images_from_site / image).as_posix(),
-            "w": record["width"],
-            "h": record["height"],
-            "b": [t["bbox_xyxy"] for t in record["targets"]],
-            "x": [d["bbox_xyxy"] for d in record.get("distractors", []) if d.get("bbox_xyxy")],
-            "c": chunk,
-            "k": offset,
-        })
+            thumbs[image] = _thumb(image, run, out, images_from_site)
+        rows.append(_row(record, position, facets, thumbs[image], images_from_site))
     manifest = RunFolder(run).manifest()
     funnel = manifest.get("funnel") or {"drafts": len(records), "passed": {}, "accepted": len(rows), "rejected": {}}
-    data = {"title": run.name, "funnel": funnel, "stages": ["format", "rules", "visual"], "facets": values,
-            "chunk_size": CHUNK, "samples": rows}
-    atomic_write(out / "data.js", ("window.MEDGROUND_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n").encode())
-    details = out / "details"
-    if details.is_dir():
-        shutil.rmtree(details)
-    for number, chunk_records in enumerate(chunks):
-        payload = json.dumps(chunk_records, separators=(",", ":"))
-        atomic_write(details / f"{number:04d}.js", f"window.medgroundChunk({number}, {payload});\n".encode())
+    data = {
+        "title": run.name,
+        "funnel": funnel,
+        "stages": ["format", "rules", "visual"],
+        "facets": facets.values,
+        "chunk_size": CHUNK,
+        "samples": rows,
+    }
+    atomic_write(
+        out / "data.js", ("window.MEDGROUND_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n").encode()
+    )
+    _write_details(out, records)
     return out / "index.html"
 
 
-def serve(site: Path | str, run: Path | str | None = None, port: int = 8765,
-          host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+class SiteServer(http.server.ThreadingHTTPServer):
+    """The loopback server of a site; ``site_url`` is the address of its ``index.html``."""
+
+    site_url: str = ""
+
+
+def serve(site: Path | str, run: Path | str | None = None, port: int = 8765, host: str = "127.0.0.1") -> SiteServer:
     """Serves the folder holding both the site and the run (so the images resolve) on a
     loopback address in a background thread; returns the server (``shutdown()`` stops it)
     with ``site_url``."""
     site = Path(site).resolve()
     root = Path(os.path.commonpath([site, Path(run).resolve()])) if run is not None else site.parent
     if run is not None and root not in (Path(run).resolve(), Path(run).resolve().parent):
-        raise ValueError(f"to serve it, write the site inside the run folder or next to it (--out); "
-                         f"{site} and {run} only share {root}")
+        raise ValueError(
+            f"to serve it, write the site inside the run folder or next to it (--out); "
+            f"{site} and {run} only share {root}"
+        )
     handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server = SiteServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     relative = site.relative_to(root).as_posix()
-    server.site_url = f"http://{host}:{server.server_address[1]}/{relative}/index.html"  # type: ignore[attr-defined]
+    server.site_url = f"http://{host}:{server.server_address[1]}/{relative}/index.html"
     return server
 
 

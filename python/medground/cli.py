@@ -15,9 +15,16 @@ from medground import __version__, phantoms
 from medground.anchors import find_anchors
 from medground.backends import make_backend
 from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
-from medground.cues import case_context, compute_cues
-from medground.evaluate import evaluate, format_report, load_ground_truth, load_predictions, resolve_format, samples_file
 from medground.browse import build_site, serve
+from medground.cues import case_context, compute_cues
+from medground.evaluate import (
+    evaluate,
+    format_report,
+    load_ground_truth,
+    load_predictions,
+    resolve_format,
+    samples_file,
+)
 from medground.export import FORMATS as EXPORT_FORMATS
 from medground.export import export
 from medground.generate import draft_case
@@ -60,21 +67,28 @@ def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> 
         click.echo(describe_case(case, spec))
         filters = spec.anchors
         components, anchors = find_anchors(case, filters)
-        views = build_views(case, components, anchors, spec.render, spec.modality,
-                            radiological=spec.is_radiological, filters=filters)
+        views = build_views(
+            case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
+        )
         context = case_context(case, components, anchors, spec.modality)
-        click.echo(f"\ncues ({len(views)} view(s); midline at x = "
-                   f"{'n/a' if context.midline_x is None else f'{context.midline_x:.1f} mm'}):")
+        click.echo(
+            f"\ncues ({len(views)} view(s); midline at x = "
+            f"{'n/a' if context.midline_x is None else f'{context.midline_x:.1f} mm'}):"
+        )
         for view in views[: limit or 4]:
             where = "2D" if view.plane is None else f"{view.plane} {view.slice_index}"
             for component, cue in compute_cues(view, anchors, context, spec.modality).items():
                 obj = view.objects[component]
-                click.echo(f"  [{where}] {obj.anchor.label} #{component} {list(obj.bbox_xyxy)}: side {cue['laterality']}, "
-                           f"{cue['image_position']}, {cue['shape']}, {cue['intensity'].get('relation')}, "
-                           f"{cue['size']['diameter_mm']:.0f} mm, within {cue['relations']['within']}, "
-                           f"{cue['count']['same_label']} of its label")
+                click.echo(
+                    f"  [{where}] {obj.anchor.label} #{component} {list(obj.bbox_xyxy)}: side {cue['laterality']}, "
+                    f"{cue['image_position']}, {cue['shape']}, {cue['intensity'].get('relation')}, "
+                    f"{cue['size']['diameter_mm']:.0f} mm, within {cue['relations']['within']}, "
+                    f"{cue['count']['same_label']} of its label"
+                )
         drafts = draft_case(case, spec)
-        click.echo(f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (could not be singled out)")
+        click.echo(
+            f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (could not be singled out)"
+        )
         for sample in drafts.samples[: limit or 12]:
             where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
             boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
@@ -104,19 +118,35 @@ _DATA_HELP = "The dataset's folder (for --preset, or to override a spec's folder
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--demo", is_flag=True, help="Generate a small phantom dataset (CT-like volumes and photographs) and run on it.")
+@click.option(
+    "--demo", is_flag=True, help="Generate a small phantom dataset (CT-like volumes and photographs) and run on it."
+)
 @click.option("--preset", help=_PRESET_HELP)
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), help=_DATA_HELP)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder [default: medground-demo for --demo, else medground-out].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder [default: medground-demo for --demo, else medground-out].",
+)
 @click.option("--ray-address", help="Join this Ray cluster (auto or HOST:PORT); default: a local Ray instance.")
 @click.option("--no-ray", is_flag=True, help="Run every case in this process, without Ray.")
 @click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished cases.")
 @click.option("--limit", type=int, help="At most this many cases per dataset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthesizer (and of the demo data).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, out: Path | None, ray_address: str | None,
-        no_ray: bool, resume: bool, limit: int | None, seed: int, quiet: bool) -> None:
+def run(
+    config: Path | None,
+    demo: bool,
+    preset: str | None,
+    data: Path | None,
+    out: Path | None,
+    ray_address: str | None,
+    no_ray: bool,
+    resume: bool,
+    limit: int | None,
+    seed: int,
+    quiet: bool,
+) -> None:
     """Run the pipeline: dataset spec(s) in, verified grounding samples out.
 
     CONFIG is a dataset spec or a run config listing several; or use --preset NAME --data
@@ -145,8 +175,16 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
                 raise click.UsageError("give CONFIG or --preset, not both")
             out = out or Path("medground-out")
             settings = load_run_config(config, preset=preset, data=data, seed=seed)
-        summary = run_pipeline(settings, out, ray_address=ray_address, resume=resume, limit=limit,
-                               use_ray=not no_ray, progress=not quiet, allowed=("source",) if demo else ())
+        summary = run_pipeline(
+            settings,
+            out,
+            ray_address=ray_address,
+            resume=resume,
+            limit=limit,
+            use_ray=not no_ray,
+            progress=not quiet,
+            allowed=("source",) if demo else (),
+        )
     except (SpecError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     funnel = summary.manifest["funnel"]
@@ -160,18 +198,32 @@ def run(config: Path | None, demo: bool, preset: str | None, data: Path | None, 
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)),
-              help="Target format (its box convention is documented in medground.export).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT].")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(list(EXPORT_FORMATS)),
+    help="Target format (its box convention is documented in medground.export).",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT]."
+)
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
 @click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
-@click.option("--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True, help="Qwen2.5-VL processor min_pixels.")
-@click.option("--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True, help="Qwen2.5-VL processor max_pixels.")
-def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool,
-                   min_pixels: int, max_pixels: int) -> None:
+@click.option(
+    "--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True, help="Qwen2.5-VL processor min_pixels."
+)
+@click.option(
+    "--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True, help="Qwen2.5-VL processor max_pixels."
+)
+def export_command(
+    run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool, min_pixels: int, max_pixels: int
+) -> None:
     """Write a run's samples.jsonl in a training or evaluation format."""
     try:
-        written = export(run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels)
+        written = export(
+            run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels
+        )
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     for path in written:
@@ -180,7 +232,9 @@ def export_command(run_dir: Path, fmt: str, out: Path | None, split: str | None,
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [default: RUN_DIR/browse].")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [default: RUN_DIR/browse]."
+)
 @click.option("--serve", "serve_it", is_flag=True, help="Serve it on a loopback address until interrupted.")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port for --serve (0: any free port).")
 def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
@@ -218,8 +272,15 @@ def presets() -> None:
 @click.option("--limit", type=int, help="Inspect at most this many cases (in case-id order).")
 @click.option("--headers-only", is_flag=True, help="Read only image headers (fast); skip masks and labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a report.")
-def inspect(config: Path | None, preset: str | None, data: Path | None, case_id: str | None,
-            limit: int | None, headers_only: bool, as_json: bool) -> None:
+def inspect(
+    config: Path | None,
+    preset: str | None,
+    data: Path | None,
+    case_id: str | None,
+    limit: int | None,
+    headers_only: bool,
+    as_json: bool,
+) -> None:
     """What a dataset spec finds: cases, unpaired files, shapes, spacings, orientations, labels.
 
     Exits with status 1 when a case fails to load or nothing pairs, so that scripts can
@@ -245,20 +306,45 @@ def inspect(config: Path | None, preset: str | None, data: Path | None, case_id:
 
 
 @main.command("eval")
-@click.option("--gt", "gt", required=True, type=click.Path(exists=True, path_type=Path),
-              help="An output folder of `medground run`, or its samples.jsonl.")
-@click.option("--pred", "pred", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Predictions JSONL: {id, text} or {id, bbox} or {id, bboxes} per line.")
-@click.option("--format", "format_name", type=click.Choice(list(GROUNDING_FAMILIES)),
-              help="The predictions' coordinate convention (default: the one the predictions record).")
-@click.option("--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True,
-              help="qwen2.5-vl only: the processor's min_pixels.")
-@click.option("--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True,
-              help="qwen2.5-vl only: the processor's max_pixels.")
+@click.option(
+    "--gt",
+    "gt",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="An output folder of `medground run`, or its samples.jsonl.",
+)
+@click.option(
+    "--pred",
+    "pred",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Predictions JSONL: {id, text} or {id, bbox} or {id, bboxes} per line.",
+)
+@click.option(
+    "--format",
+    "format_name",
+    type=click.Choice(list(GROUNDING_FAMILIES)),
+    help="The predictions' coordinate convention (default: the one the predictions record).",
+)
+@click.option(
+    "--min-pixels",
+    type=int,
+    default=QWEN25_MIN_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl only: the processor's min_pixels.",
+)
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=QWEN25_MAX_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl only: the processor's max_pixels.",
+)
 @click.option("--split", default=None, help="Score only the samples of this split (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(gt: Path, pred: Path, format_name: str | None, min_pixels: int, max_pixels: int,
-                 split: str | None, as_json: bool) -> None:
+def eval_command(
+    gt: Path, pred: Path, format_name: str | None, min_pixels: int, max_pixels: int, split: str | None, as_json: bool
+) -> None:
     """Score grounding predictions against the samples of an output folder.
 
     The coordinate convention is fixed for the whole run by --format (or recorded in the
@@ -283,30 +369,79 @@ def eval_command(gt: Path, pred: Path, format_name: str | None, min_pixels: int,
 
 
 @main.command("predict")
-@click.option("--gt", "gt", required=True, type=click.Path(exists=True, path_type=Path),
-              help="An output folder of `medground run` (or its samples.jsonl).")
+@click.option(
+    "--gt",
+    "gt",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="An output folder of `medground run` (or its samples.jsonl).",
+)
 @click.option("--split", default="test", show_default=True, help="The split to predict; 'all' for every sample.")
-@click.option("--backend", required=True, type=click.Choice(["vllm", "openai"]),
-              help="openai: an OpenAI-compatible server at --base-url; vllm: load --model in this process.")
+@click.option(
+    "--backend",
+    required=True,
+    type=click.Choice(["vllm", "openai"]),
+    help="openai: an OpenAI-compatible server at --base-url; vllm: load --model in this process.",
+)
 @click.option("--model", required=True, help="The model (name on the server, or what vLLM loads).")
-@click.option("--format", "format_name", required=True, type=click.Choice(list(GROUNDING_FAMILIES)),
-              help="The model family: chooses its grounding prompt and is recorded for eval.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Predictions JSONL; an existing file is resumed (its ids are skipped).")
+@click.option(
+    "--format",
+    "format_name",
+    required=True,
+    type=click.Choice(list(GROUNDING_FAMILIES)),
+    help="The model family: chooses its grounding prompt and is recorded for eval.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions JSONL; an existing file is resumed (its ids are skipped).",
+)
 @click.option("--base-url", default="http://127.0.0.1:8000/v1", show_default=True, help="openai: the API root.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-              help="openai: the environment variable holding the API key (sent if set).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Queries per backend call (and between writes).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-              help="openai: requests in flight at once.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=4, show_default=True,
-              help="openai: retries of a failed request (timeouts, 429, 5xx) before it counts as failed.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="openai: the environment variable holding the API key (sent if set).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Queries per backend call (and between writes).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="openai: requests in flight at once.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="openai: retries of a failed request (timeouts, 429, 5xx) before it counts as failed.",
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Answer length limit.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="openai: seconds per attempt.")
-def predict_command(gt: Path, split: str, backend: str, model: str, format_name: str, out: Path, base_url: str,
-                    api_key_env: str, batch_size: int, concurrency: int, max_retries: int, max_tokens: int,
-                    timeout: float) -> None:
+def predict_command(
+    gt: Path,
+    split: str,
+    backend: str,
+    model: str,
+    format_name: str,
+    out: Path,
+    base_url: str,
+    api_key_env: str,
+    batch_size: int,
+    concurrency: int,
+    max_retries: int,
+    max_tokens: int,
+    timeout: float,
+) -> None:
     """Ask a VLM to ground each query of an output folder; `medground eval` scores the answers.
 
     Resumable: answers are appended to --out as they come, and ids already there are
@@ -318,7 +453,8 @@ def predict_command(gt: Path, split: str, backend: str, model: str, format_name:
         raise click.ClickException(str(error)) from error
     if not truths:
         raise click.ClickException(
-            f"{samples_file(gt)}: no samples with split {split!r} (use --split all for every sample)")
+            f"{samples_file(gt)}: no samples with split {split!r} (use --split all for every sample)"
+        )
     settings: dict[str, object] = {"backend": backend, "model": model, "temperature": 0.0, "max_tokens": max_tokens}
     if backend == "openai":
         settings.update(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
@@ -335,18 +471,22 @@ def predict_command(gt: Path, split: str, backend: str, model: str, format_name:
         click.echo(f"{done}/{todo} asked", err=True)
 
     try:
-        summary = predict(truths, client, out, format_name=format_name, model=model, batch_size=batch_size,
-                          progress=progress)
+        summary = predict(
+            truths, client, out, format_name=format_name, model=model, batch_size=batch_size, progress=progress
+        )
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     finally:
         client.close()
-    click.echo(f"{summary.total} samples: {summary.answered} answered now, {summary.skipped} already in {out}, "
-               f"{summary.failed} without answer")
+    click.echo(
+        f"{summary.total} samples: {summary.answered} answered now, {summary.skipped} already in {out}, "
+        f"{summary.failed} without answer"
+    )
     if summary.failed:
         shown = "\n".join(f"  {line}" for line in summary.errors[:5])
         raise click.ClickException(
-            f"{summary.failed} queries got no answer; rerun the same command to retry them:\n{shown}")
+            f"{summary.failed} queries got no answer; rerun the same command to retry them:\n{shown}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ __all__ = ["CaseContext", "case_context", "compute_cues", "image_position", "sha
 LATERAL_SHARE = 0.75
 CONTAINED_SHARE = 0.5
 RING_MM = 3.0
+
+
 @dataclass(frozen=True)
 class CaseContext:
     """Case-level facts the cues of every view share.
@@ -67,11 +69,9 @@ def _body_mask_sample(case: Case, modality: str, step: int) -> tuple[NDArray[np.
     if case.image.is_2d:
         grid = case.labels[::step, ::step] != 0
     else:
-        sample = array[::step, ::step, ::step]
-        if modality == "CT":
-            grid = sample > -500
-        else:
-            grid = sample > otsu_threshold(sample.ravel().astype(np.float64))
+        sample: NDArray[Any] = array[::step, ::step, ::step]
+        threshold = -500.0 if modality == "CT" else otsu_threshold(sample.ravel().astype(np.float64))
+        grid = sample > threshold
     return np.argwhere(grid) * step, grid
 
 
@@ -89,7 +89,7 @@ def case_context(case: Case, components: NDArray[Any], anchors: dict[int, Anchor
         midline = float(np.median(xs)) if not image.is_2d else float(0.5 * (xs.min() + xs.max()))
         width = float(xs.max() - xs.min())
         for component, anchor in anchors.items():
-            crop = tuple(slice(a, b) for a, b in zip(anchor.bbox_min, anchor.bbox_max))
+            crop = tuple(slice(a, b) for a, b in zip(anchor.bbox_min, anchor.bbox_max, strict=True))
             local = np.argwhere(components[crop] == component) + np.asarray(anchor.bbox_min)
             right_share[component] = float(np.mean(image.world(local.astype(np.float64))[:, 0] > midline))
     # Boundary contacts: background gets its own id so its faces are counted too.
@@ -99,7 +99,7 @@ def case_context(case: Case, components: NDArray[Any], anchors: dict[int, Anchor
         dtype = np.uint32 if background < 2**32 else np.uint64
         filled = np.where(components == 0, dtype(background), components.astype(dtype))
         pairs = geometry.contacts(filled, 4 if image.is_2d else 6)
-        for a, b, count in zip(pairs.a, pairs.b, pairs.count):
+        for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
             a, b = int(a), int(b)
             a_key, b_key = (0 if a == background else a), (0 if b == background else b)
             faces[a_key][b_key] = faces[a_key].get(b_key, 0) + int(count)
@@ -211,8 +211,12 @@ def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, 
     score = contrast(modality, values[inside], values[ring], full_scale(view.case.image.array, view.values))
     words, threshold = _INTENSITY_WORDS.get(modality, _INTENSITY_WORDS["other"])
     relation = words[0] if score < -threshold else words[2] if score > threshold else words[1]
-    return {"relation": relation, "mean": round(mean_in, 2), "ring_mean": round(mean_ring, 2),
-            "contrast": round(score, 4)}
+    return {
+        "relation": relation,
+        "mean": round(mean_in, 2),
+        "ring_mean": round(mean_ring, 2),
+        "contrast": round(score, 4),
+    }
 
 
 def _direction(target: Anchor, other: Anchor, midline_x: float | None) -> str | None:
@@ -232,12 +236,16 @@ def _direction(target: Anchor, other: Anchor, midline_x: float | None) -> str | 
 
 
 def _bbox_gap_mm(a: Anchor, b: Anchor, spacing: tuple[float, ...]) -> float:
-    gaps = [max(0, max(a.bbox_min[i], b.bbox_min[i]) - min(a.bbox_max[i], b.bbox_max[i])) * spacing[i]
-            for i in range(len(spacing))]
+    gaps = [
+        max(0, max(a.bbox_min[i], b.bbox_min[i]) - min(a.bbox_max[i], b.bbox_max[i])) * spacing[i]
+        for i in range(len(spacing))
+    ]
     return float(math.sqrt(sum(g * g for g in gaps)))
 
 
-def relations(anchor: Anchor, anchors: dict[int, Anchor], context: CaseContext, spacing: tuple[float, ...]) -> dict[str, Any]:
+def relations(
+    anchor: Anchor, anchors: dict[int, Anchor], context: CaseContext, spacing: tuple[float, ...]
+) -> dict[str, Any]:
     """Containing structure, touching structures and the nearest other structure."""
     faces = context.faces.get(anchor.component_id, {})
     total = sum(faces.values())
@@ -255,20 +263,29 @@ def relations(anchor: Anchor, anchors: dict[int, Anchor], context: CaseContext, 
     nearest = None
     candidates = [o for o in anchors.values() if o.label != anchor.label]
     if candidates:
+
         def key(other: Anchor) -> tuple[float, float]:
             touching = -by_label.get(other.label, 0)
             return (_bbox_gap_mm(anchor, other, spacing) if not touching else -1.0, float(touching))
 
         best = min(candidates, key=key)
-        nearest = {"label": best.label, "component_id": best.component_id,
-                   "gap_mm": round(_bbox_gap_mm(anchor, best, spacing), 2),
-                   "direction": _direction(anchor, best, context.midline_x)}
-    return {"within": contained, "touches": touches,
-            "boundary_shares": {k: round(v / total, 4) for k, v in by_label.items()} if total else {},
-            "nearest": nearest}
+        nearest = {
+            "label": best.label,
+            "component_id": best.component_id,
+            "gap_mm": round(_bbox_gap_mm(anchor, best, spacing), 2),
+            "direction": _direction(anchor, best, context.midline_x),
+        }
+    return {
+        "within": contained,
+        "touches": touches,
+        "boundary_shares": {k: round(v / total, 4) for k, v in by_label.items()} if total else {},
+        "nearest": nearest,
+    }
 
 
-def compute_cues(view: View, anchors: dict[int, Anchor], context: CaseContext, modality: str) -> dict[int, dict[str, Any]]:
+def compute_cues(
+    view: View, anchors: dict[int, Anchor], context: CaseContext, modality: str
+) -> dict[int, dict[str, Any]]:
     """Cues of every object in a view, by component id."""
     is_3d = view.map.plane is not None
     spacing = view.case.image.spacing
@@ -302,7 +319,9 @@ def compute_cues(view: View, anchors: dict[int, Anchor], context: CaseContext, m
             "count": {
                 "same_label": len(same),
                 "size_rank": rank,
-                "size_extreme": ("largest" if rank == 1 else "smallest" if rank == len(same) else None) if len(same) > 1 else None,
+                "size_extreme": ("largest" if rank == 1 else "smallest" if rank == len(same) else None)
+                if len(same) > 1
+                else None,
                 "extremes": extremes,
             },
             "visibility": {"cross_section_share": obj.cross_section_share, "cut_by_border": obj.cut_by_border},
@@ -313,11 +332,12 @@ def compute_cues(view: View, anchors: dict[int, Anchor], context: CaseContext, m
 def _extremes(obj: ViewObject, same: list[ViewObject]) -> list[str]:
     """Which ends of the patient (or image) this object is at among its label's objects."""
     out = []
-    worlds = [o.anchor.centroid_world for o in same]
-    if all(w is not None for w in worlds):
+    worlds = [o.anchor.centroid_world for o in same if o.anchor.centroid_world is not None]
+    here = obj.anchor.centroid_world
+    if here is not None and len(worlds) == len(same):
         for axis, (high, low) in enumerate((("right", "left"), ("anterior", "posterior"), ("superior", "inferior"))):
-            values = [w[axis] for w in worlds]  # type: ignore[index]
-            mine = obj.anchor.centroid_world[axis]  # type: ignore[index]
+            values = [w[axis] for w in worlds]
+            mine = here[axis]
             if max(values) - min(values) < 1e-6:
                 continue
             if mine == max(values) and values.count(mine) == 1:
@@ -326,12 +346,13 @@ def _extremes(obj: ViewObject, same: list[ViewObject]) -> list[str]:
                 out.append(f"most {low}")
     else:
         centres = [(0.5 * (o.bbox_xyxy[0] + o.bbox_xyxy[2]), 0.5 * (o.bbox_xyxy[1] + o.bbox_xyxy[3])) for o in same]
-        mine = centres[same.index(obj)]
-        for axis, (low, high) in enumerate((("leftmost in the image", "rightmost in the image"),
-                                            ("uppermost in the image", "lowest in the image"))):
+        centre = centres[same.index(obj)]
+        for axis, (low, high) in enumerate(
+            (("leftmost in the image", "rightmost in the image"), ("uppermost in the image", "lowest in the image"))
+        ):
             values = [c[axis] for c in centres]
-            if values.count(mine[axis]) == 1 and mine[axis] == min(values):
+            if values.count(centre[axis]) == 1 and centre[axis] == min(values):
                 out.append(low)
-            if values.count(mine[axis]) == 1 and mine[axis] == max(values):
+            if values.count(centre[axis]) == 1 and centre[axis] == max(values):
                 out.append(high)
     return out

@@ -7,8 +7,8 @@ Every format states its coordinate convention; boxes start from the canonical
 format        file(s)                                                                boxes
 ============  =====================================================================  ============================
 llava         ``llava.json``: LLaVA/Qwen fine-tune conversations                     0–1 of the stored image, 3 decimals
-sharegpt      ``sharegpt.json``: LLaMA-Factory ``messages`` + ``images``             stored-image pixels (JSON ``bbox_2d``)
-swift         ``swift.jsonl``: ms-swift ``messages`` + ``objects``                   ``bbox_type = "real"``: stored-image pixels
+sharegpt      ``sharegpt.json``: LLaMA-Factory ``messages`` + ``images``             stored-image pixels (``bbox_2d``)
+swift         ``swift.jsonl``: ms-swift ``messages`` + ``objects``                   stored-image pixels (``real``)
 qwen2.5-vl    ``qwen2.5-vl.jsonl``: Qwen2.5-VL chat with ``bbox_2d`` JSON answers    pixels of the smart-resized image
 qwen2-vl      ``qwen2-vl.jsonl``: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``      0–1000
 qwen3-vl      ``qwen3-vl.jsonl``: ``bbox_2d`` JSON answers                           0–1000
@@ -51,7 +51,7 @@ def _boxes(sample: dict[str, Any], name: str, **resize: int) -> list[Any]:
 
 
 def _json_answer(sample: dict[str, Any], boxes: list[Any]) -> str:
-    objects = [{"bbox_2d": box, "label": t["label"]} for box, t in zip(boxes, sample["targets"])]
+    objects = [{"bbox_2d": box, "label": t["label"]} for box, t in zip(boxes, sample["targets"], strict=True)]
     return "```json\n" + json.dumps(objects) + "\n```"
 
 
@@ -60,52 +60,120 @@ def _prompt(sample: dict[str, Any], family: str) -> str:
     if family in ("qwen2.5-vl", "qwen3-vl", "sharegpt"):
         what = "each of them" if many else "it"
         return f"{sample['query']} Output the bounding box{'es' if many else ''} of {what} in JSON format."
-    return sample["query"]
+    return str(sample["query"])
 
 
-def _conversations(samples: Iterable[dict[str, Any]], run: Path, fmt: str, absolute: bool, **resize: int) -> list[dict[str, Any]]:
+def _conversations(
+    samples: Iterable[dict[str, Any]], run: Path, fmt: str, absolute: bool, **resize: int
+) -> list[dict[str, Any]]:
     rows = []
     for sample in samples:
         image = _image(run, sample, absolute)
         if fmt == "llava":
             boxes = _boxes(sample, "norm1")
             answer = "; ".join(json.dumps(b) for b in boxes)
-            rows.append({"id": sample["id"], "image": image, "conversations": [
-                {"from": "human", "value": f"<image>\n{sample['query']} Answer with the bounding box coordinates [x1, y1, x2, y2] normalised to 0-1."},
-                {"from": "gpt", "value": answer}]})
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "image": image,
+                    "conversations": [
+                        {
+                            "from": "human",
+                            "value": f"<image>\n{sample['query']} Answer with the bounding box coordinates "
+                            "[x1, y1, x2, y2] normalised to 0-1.",
+                        },
+                        {"from": "gpt", "value": answer},
+                    ],
+                }
+            )
         elif fmt == "sharegpt":
             boxes = _boxes(sample, "pixel")
-            rows.append({"id": sample["id"], "images": [image], "messages": [
-                {"role": "user", "content": "<image>" + _prompt(sample, fmt)},
-                {"role": "assistant", "content": _json_answer(sample, boxes)}]})
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "images": [image],
+                    "messages": [
+                        {"role": "user", "content": "<image>" + _prompt(sample, fmt)},
+                        {"role": "assistant", "content": _json_answer(sample, boxes)},
+                    ],
+                }
+            )
         elif fmt == "swift":
             boxes = _boxes(sample, "pixel")
-            rows.append({"id": sample["id"], "images": [image], "messages": [
-                {"role": "user", "content": "<image>Find <ref-object>" if len(boxes) == 1 else "<image>Find every <ref-object>"},
-                {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)}],
-                "objects": {"ref": [sample["query"]], "bbox": boxes, "bbox_type": "real", "image_id": [0] * len(boxes)}})
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "images": [image],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": "<image>Find <ref-object>"
+                            if len(boxes) == 1
+                            else "<image>Find every <ref-object>",
+                        },
+                        {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)},
+                    ],
+                    "objects": {
+                        "ref": [sample["query"]],
+                        "bbox": boxes,
+                        "bbox_type": "real",
+                        "image_id": [0] * len(boxes),
+                    },
+                }
+            )
         elif fmt in ("qwen2.5-vl", "qwen3-vl"):
             boxes = _boxes(sample, "qwen2.5-vl", **resize) if fmt == "qwen2.5-vl" else _boxes(sample, "norm1000")
-            record: dict[str, Any] = {"id": sample["id"], "messages": [
-                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": _prompt(sample, fmt)}]},
-                {"role": "assistant", "content": [{"type": "text", "text": _json_answer(sample, boxes)}]}]}
+            record: dict[str, Any] = {
+                "id": sample["id"],
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "image": image}, {"type": "text", "text": _prompt(sample, fmt)}],
+                    },
+                    {"role": "assistant", "content": [{"type": "text", "text": _json_answer(sample, boxes)}]},
+                ],
+            }
             if fmt == "qwen2.5-vl":
                 resized_h, resized_w = smart_resize(sample["height"], sample["width"], **resize)
                 record["resized"] = {"width": resized_w, "height": resized_h, **resize}
             rows.append(record)
         elif fmt == "qwen2-vl":
             boxes = _boxes(sample, "norm1000")
-            answer = "".join(f"<|object_ref_start|>{sample['query']}<|object_ref_end|><|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})<|box_end|>"
-                             for b in boxes)
-            rows.append({"id": sample["id"], "messages": [
-                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": sample["query"]}]},
-                {"role": "assistant", "content": [{"type": "text", "text": answer}]}]})
+            answer = "".join(
+                f"<|object_ref_start|>{sample['query']}<|object_ref_end|><|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})<|box_end|>"
+                for b in boxes
+            )
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "image", "image": image}, {"type": "text", "text": sample["query"]}],
+                        },
+                        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+                    ],
+                }
+            )
         elif fmt == "internvl":
             boxes = _boxes(sample, "norm1000")
             answer = f"<ref>{sample['query']}</ref><box>{json.dumps(boxes)}</box>"
-            rows.append({"id": sample["id"], "image": image, "width": sample["width"], "height": sample["height"],
-                         "conversations": [{"from": "human", "value": f"<image>\nPlease provide the bounding box coordinate of the region this sentence describes: <ref>{sample['query']}</ref>"},
-                                           {"from": "gpt", "value": answer}]})
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "image": image,
+                    "width": sample["width"],
+                    "height": sample["height"],
+                    "conversations": [
+                        {
+                            "from": "human",
+                            "value": "<image>\nPlease provide the bounding box coordinate of the region this "
+                            f"sentence describes: <ref>{sample['query']}</ref>",
+                        },
+                        {"from": "gpt", "value": answer},
+                    ],
+                }
+            )
     return rows
 
 
@@ -113,26 +181,53 @@ def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[
     images: dict[str, dict[str, Any]] = {}
     categories: dict[str, int] = {}
     annotations: dict[tuple[str, int], dict[str, Any]] = {}
-    refs = []
+    refs: list[dict[str, Any]] = []
     for sample in samples:
-        image = images.setdefault(sample["image"], {"id": len(images) + 1, "file_name": _image(run, sample, absolute),
-                                                    "width": sample["width"], "height": sample["height"]})
+        image = images.setdefault(
+            sample["image"],
+            {
+                "id": len(images) + 1,
+                "file_name": _image(run, sample, absolute),
+                "width": sample["width"],
+                "height": sample["height"],
+            },
+        )
         ann_ids = []
         for target in sample["targets"]:
             category = categories.setdefault(target["label"], len(categories) + 1)
             key = (sample["image"], target["component_id"])
             if key not in annotations:
                 x0, y0, x1, y1 = target["bbox_xyxy"]
-                annotations[key] = {"id": len(annotations) + 1, "image_id": image["id"], "category_id": category,
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": target["area_px"],
-                                    "segmentation": target["mask_rle"], "iscrowd": 0}
+                annotations[key] = {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": category,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": target["area_px"],
+                    "segmentation": target["mask_rle"],
+                    "iscrowd": 0,
+                }
             ann_ids.append(annotations[key]["id"])
-        refs.append({"ref_id": len(refs) + 1, "sample_id": sample["id"], "image_id": image["id"], "ann_id": ann_ids[0],
-                     "ann_ids": ann_ids, "category_id": annotations[(sample["image"], sample["targets"][0]["component_id"])]["category_id"],
-                     "split": sample["split"], "query_type": sample["query_type"],
-                     "sentences": [{"raw": sample["query"], "sent": sample["query"].lower().rstrip(".?"), "sent_id": len(refs) + 1}]})
-    instances = {"images": list(images.values()), "annotations": list(annotations.values()),
-                 "categories": [{"id": i, "name": n} for n, i in categories.items()]}
+        refs.append(
+            {
+                "ref_id": len(refs) + 1,
+                "sample_id": sample["id"],
+                "image_id": image["id"],
+                "ann_id": ann_ids[0],
+                "ann_ids": ann_ids,
+                "category_id": annotations[(sample["image"], sample["targets"][0]["component_id"])]["category_id"],
+                "split": sample["split"],
+                "query_type": sample["query_type"],
+                "sentences": [
+                    {"raw": sample["query"], "sent": sample["query"].lower().rstrip(".?"), "sent_id": len(refs) + 1}
+                ],
+            }
+        )
+    instances = {
+        "images": list(images.values()),
+        "annotations": list(annotations.values()),
+        "categories": [{"id": i, "name": n} for n, i in categories.items()],
+    }
     return instances, refs
 
 
@@ -141,8 +236,24 @@ def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
     import pyarrow.parquet as pq
 
     cache: dict[str, bytes] = {}
-    rows = {k: [] for k in ("id", "image", "query", "query_type", "bboxes", "labels", "width", "height", "split",
-                            "dataset", "modality", "case_id", "patient_id")}  # type: dict[str, list[Any]]
+    rows = {
+        k: []
+        for k in (
+            "id",
+            "image",
+            "query",
+            "query_type",
+            "bboxes",
+            "labels",
+            "width",
+            "height",
+            "split",
+            "dataset",
+            "modality",
+            "case_id",
+            "patient_id",
+        )
+    }  # type: dict[str, list[Any]]
     for sample in samples:
         if sample["image"] not in cache:
             cache[sample["image"]] = (run / sample["image"]).read_bytes()
@@ -155,22 +266,50 @@ def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
         for key in ("width", "height", "split", "dataset", "modality", "case_id", "patient_id"):
             rows[key].append(sample[key])
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([
-        ("id", pa.string()), ("image", image_type), ("query", pa.string()), ("query_type", pa.string()),
-        ("bboxes", pa.list_(pa.list_(pa.int64()))), ("labels", pa.list_(pa.string())), ("width", pa.int64()),
-        ("height", pa.int64()), ("split", pa.string()), ("dataset", pa.string()), ("modality", pa.string()),
-        ("case_id", pa.string()), ("patient_id", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("image", image_type),
+            ("query", pa.string()),
+            ("query_type", pa.string()),
+            ("bboxes", pa.list_(pa.list_(pa.int64()))),
+            ("labels", pa.list_(pa.string())),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("split", pa.string()),
+            ("dataset", pa.string()),
+            ("modality", pa.string()),
+            ("case_id", pa.string()),
+            ("patient_id", pa.string()),
+        ]
+    )
     # Hugging Face datasets reads the struct column as an Image feature with this metadata.
-    metadata = {"huggingface": json.dumps({"info": {"features": {
-        "id": {"dtype": "string", "_type": "Value"}, "image": {"_type": "Image"},
-        "query": {"dtype": "string", "_type": "Value"}, "query_type": {"dtype": "string", "_type": "Value"},
-        "bboxes": {"feature": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"}, "_type": "Sequence"},
-        "labels": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
-        "width": {"dtype": "int64", "_type": "Value"}, "height": {"dtype": "int64", "_type": "Value"},
-        "split": {"dtype": "string", "_type": "Value"}, "dataset": {"dtype": "string", "_type": "Value"},
-        "modality": {"dtype": "string", "_type": "Value"}, "case_id": {"dtype": "string", "_type": "Value"},
-        "patient_id": {"dtype": "string", "_type": "Value"}}}})}
+    metadata = {
+        "huggingface": json.dumps(
+            {
+                "info": {
+                    "features": {
+                        "id": {"dtype": "string", "_type": "Value"},
+                        "image": {"_type": "Image"},
+                        "query": {"dtype": "string", "_type": "Value"},
+                        "query_type": {"dtype": "string", "_type": "Value"},
+                        "bboxes": {
+                            "feature": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
+                            "_type": "Sequence",
+                        },
+                        "labels": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+                        "width": {"dtype": "int64", "_type": "Value"},
+                        "height": {"dtype": "int64", "_type": "Value"},
+                        "split": {"dtype": "string", "_type": "Value"},
+                        "dataset": {"dtype": "string", "_type": "Value"},
+                        "modality": {"dtype": "string", "_type": "Value"},
+                        "case_id": {"dtype": "string", "_type": "Value"},
+                        "patient_id": {"dtype": "string", "_type": "Value"},
+                    }
+                }
+            }
+        )
+    }
     table = pa.table(rows, schema=schema.with_metadata(metadata))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -178,8 +317,16 @@ def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
     temporary.replace(path)
 
 
-def export(run: Path | str, fmt: str, *, out: Path | str | None = None, split: str | None = None, absolute: bool = False,
-           min_pixels: int = QWEN25_MIN_PIXELS, max_pixels: int = QWEN25_MAX_PIXELS) -> list[Path]:
+def export(
+    run: Path | str,
+    fmt: str,
+    *,
+    out: Path | str | None = None,
+    split: str | None = None,
+    absolute: bool = False,
+    min_pixels: int = QWEN25_MIN_PIXELS,
+    max_pixels: int = QWEN25_MAX_PIXELS,
+) -> list[Path]:
     """Writes ``samples.jsonl`` of a run folder in ``fmt``; returns the files written.
 
     Args:

@@ -22,8 +22,15 @@ __all__ = ["WITHIN_SHARE", "attribute_values", "category_key", "holds", "in_cell
 WITHIN_SHARE = 0.25
 
 _CELLS = {
-    "upper left": (0, 0), "upper": (None, 0), "upper right": (2, 0), "left": (0, None), "center": (1, 1),
-    "right": (2, None), "lower left": (0, 2), "lower": (None, 2), "lower right": (2, 2),
+    "upper left": (0, 0),
+    "upper": (None, 0),
+    "upper right": (2, 0),
+    "left": (0, None),
+    "center": (1, 1),
+    "right": (2, None),
+    "lower left": (0, 2),
+    "lower": (None, 2),
+    "lower right": (2, 2),
 }
 
 
@@ -57,11 +64,19 @@ def _direction(direction: str, fact: dict[str, Any], other: dict[str, Any]) -> b
         return False
     if fact["midline_offset_mm"] == other["midline_offset_mm"]:
         return False
-    return (fact["midline_offset_mm"] < other["midline_offset_mm"]) == (direction == "medial")
+    return bool((fact["midline_offset_mm"] < other["midline_offset_mm"]) == (direction == "medial"))
 
 
-def holds(attribute: str, value: Any, fact: dict[str, Any], facts: dict[int, dict[str, Any]], *,
-          width: int, height: int, body_region: str | None = None) -> bool:
+def holds(
+    attribute: str,
+    value: Any,
+    fact: dict[str, Any],
+    facts: dict[int, dict[str, Any]],
+    *,
+    width: int,
+    height: int,
+    body_region: str | None = None,
+) -> bool:
     """Whether an object (``fact``) has ``attribute`` = ``value`` as a reader would judge it.
 
     ``category`` compares clinical terms (a sided label also needs that side), ``position``
@@ -77,13 +92,16 @@ def holds(attribute: str, value: Any, fact: dict[str, Any], facts: dict[int, dic
     if attribute == "position":
         return in_cell(fact["bbox_xyxy"], value, width, height)
     if attribute == "within":
-        return fact["within"] == value or fact["boundary_shares"].get(value, 0.0) >= WITHIN_SHARE
+        return bool(fact["within"] == value or fact["boundary_shares"].get(value, 0.0) >= WITHIN_SHARE)
     if attribute == "touches":
         return value in fact["touches"]
     if attribute == "relation":
         direction, _, other_label = value.partition(":")
-        return any(_direction(direction, fact, other) for other in facts.values()
-                   if other["label"] == other_label and other is not fact)
+        return any(
+            _direction(direction, fact, other)
+            for other in facts.values()
+            if other["label"] == other_label and other is not fact
+        )
     return bool(fact.get(attribute) == value)
 
 

@@ -38,8 +38,14 @@ class CaseDrafts:
     failures: list[dict[str, Any]] = field(default_factory=list)  # synthesis rejections (VLM backends)
 
 
-def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorFilters | None = None,
-               synthesizer: Synthesizer | None = None) -> CaseDrafts:
+def draft_case(
+    case: Case,
+    spec: DatasetSpec,
+    *,
+    seed: int = 0,
+    filters: AnchorFilters | None = None,
+    synthesizer: Synthesizer | None = None,
+) -> CaseDrafts:
     """Anchors, views, cues and references of one case, worded by ``synthesizer`` (the
     template by default, or a :class:`medground.synth.VlmSynthesizer`; its failures are
     kept in ``failures``).
@@ -49,15 +55,17 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, filters: AnchorF
     if filters is None:
         filters = spec.anchors
     components, anchors = find_anchors(case, filters)
-    views = build_views(case, components, anchors, spec.render, spec.modality,
-                        radiological=spec.is_radiological, filters=filters)
+    views = build_views(
+        case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
+    )
     context = case_context(case, components, anchors, spec.modality)
     drafts = CaseDrafts(views=views)
     for view in views:
         cues = compute_cues(view, anchors, context, spec.modality)
         references, skips = refer_view(view, cues, spec.body_region)
-        samples, failures = synthesizer.synthesize(view, cues, references, modality=spec.modality,
-                                                   body_region=spec.body_region)
+        samples, failures = synthesizer.synthesize(
+            view, cues, references, modality=spec.modality, body_region=spec.body_region
+        )
         drafts.failures.extend(failures)
         # Provenance names the source file relative to the dataset folder: portable, and the
         # same wherever the data is mounted.
@@ -77,12 +85,18 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _skip_record(view: View, skip: Skip) -> dict[str, Any]:
-    return {"case_id": view.case.case_id, "view": view.view_record(), "query_type": skip.query_type,
-            "targets": list(skip.targets), "reason": skip.reason}
+    return {
+        "case_id": view.case.case_id,
+        "view": view.view_record(),
+        "query_type": skip.query_type,
+        "targets": list(skip.targets),
+        "reason": skip.reason,
+    }
 
 
-def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec,
-                  verifier: Verifier | None = None) -> tuple[list[Sample], list[dict[str, Any]], Funnel]:
+def verify_drafts(
+    drafts: CaseDrafts, spec: DatasetSpec, verifier: Verifier | None = None
+) -> tuple[list[Sample], list[dict[str, Any]], Funnel]:
     """Runs verification on a case's drafts.
 
     Returns:
@@ -98,9 +112,18 @@ def verify_drafts(drafts: CaseDrafts, spec: DatasetSpec,
     batch = []
     for sample in drafts.samples:
         view = views[sample.image]
-        batch.append(Draft(sample, drafts.facts[sample.image], view.image, view.values, spec.body_region,
-                           view.case.image.oriented, tuple(view.case.label_names.values()),
-                           full_scale(view.case.image.array, view.values)))
+        batch.append(
+            Draft(
+                sample,
+                drafts.facts[sample.image],
+                view.image,
+                view.values,
+                spec.body_region,
+                view.case.image.oriented,
+                tuple(view.case.label_names.values()),
+                full_scale(view.case.image.array, view.values),
+            )
+        )
     for checked, failed, results in verifier.verify_many(batch):
         funnel.add(results)
         if failed is None:

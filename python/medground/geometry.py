@@ -12,7 +12,7 @@ Fortran-ordered array (as nibabel returns) is not copied.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -47,9 +47,7 @@ def _as_mask(array: ArrayLike, what: str = "mask", *, as_labels: bool = False) -
     With ``as_labels``, a bool mask is viewed as uint8 (label 1)."""
     arr = np.asarray(array)
     if arr.dtype.name not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"{what} dtype must be one of {', '.join(SUPPORTED_DTYPES)}; got {arr.dtype}"
-        )
+        raise TypeError(f"{what} dtype must be one of {', '.join(SUPPORTED_DTYPES)}; got {arr.dtype}")
     if arr.ndim not in (2, 3):
         raise ValueError(f"{what} must be 2D or 3D, got {arr.ndim} dimensions with shape {arr.shape}")
     if not arr.dtype.isnative:
@@ -75,10 +73,10 @@ def _connectivity(ndim: int, connectivity: int | None) -> int:
 def _spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
-    if np.isscalar(spacing):
+    if np.isscalar(spacing) or not isinstance(spacing, Iterable):
         raise ValueError(f"spacing must have one value per axis ({ndim}), got the scalar {spacing!r}")
     try:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+        values = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
         raise ValueError(f"spacing must be {ndim} numbers, got {spacing!r}") from None
     if len(values) != ndim:
@@ -92,7 +90,7 @@ def _spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float,
 def _out_dtype(out_dtype: Any) -> str | None:
     if out_dtype is None:
         return None
-    name = np.dtype(out_dtype).name
+    name = str(np.dtype(out_dtype).name)
     if name not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {', '.join(_OUT_DTYPES)}, got {name}")
     return name
@@ -236,7 +234,7 @@ def dust(
         return arr
     arr = _as_mask(labels_or_mask)
     conn = _connectivity(arr.ndim, connectivity)
-    return _core.dust(arr, int(threshold), conn, bool(binary), bool(invert))  # type: ignore[no-any-return]
+    return _core.dust(arr, int(threshold), conn, bool(binary), bool(invert))
 
 
 _BASE_COLUMNS = (
@@ -251,7 +249,15 @@ _BASE_COLUMNS = (
     "elongation",
     "flatness",
 )
-_COLUMNS_2D = ("perimeter", "circularity", "convex_area", "solidity", "eccentricity", "orientation", "feret_diameter_max")
+_COLUMNS_2D = (
+    "perimeter",
+    "circularity",
+    "convex_area",
+    "solidity",
+    "eccentricity",
+    "orientation",
+    "feret_diameter_max",
+)
 _COLUMNS_3D = ("surface_area", "sphericity")
 _INTENSITY_COLUMNS = ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")
 
@@ -413,7 +419,9 @@ def regionprops(
 @overload
 def slice_areas(labels: ArrayLike, axis: int, *, return_labels: Literal[False] = ...) -> NDArray[np.int64]: ...
 @overload
-def slice_areas(labels: ArrayLike, axis: int, *, return_labels: Literal[True]) -> tuple[NDArray[Any], NDArray[np.int64]]: ...
+def slice_areas(
+    labels: ArrayLike, axis: int, *, return_labels: Literal[True]
+) -> tuple[NDArray[Any], NDArray[np.int64]]: ...
 def slice_areas(labels: ArrayLike, axis: int, *, return_labels: bool = False) -> Any:
     """Voxel count of every region in every slice along ``axis``.
 
@@ -470,7 +478,7 @@ class PairTable:
 
     def to_dict(self) -> dict[tuple[int, int], int]:
         """``{(a, b): count}``."""
-        return {(int(x), int(y)): int(c) for x, y, c in zip(self.a, self.b, self.count)}
+        return {(int(x), int(y)): int(c) for x, y, c in zip(self.a, self.b, self.count, strict=True)}
 
 
 def contacts(labels: ArrayLike, connectivity: int | None = None) -> PairTable:

@@ -69,11 +69,14 @@ def grounding_request(truth: GroundTruth, format_name: str) -> Request:
     answer is plain text."""
     assert truth.image is not None
     mime = mimetypes.guess_type(str(truth.image))[0] or "image/png"
-    prompt = grounding_prompt(truth.query or "", format_name, multi=truth.multi, width=truth.width,
-                              height=truth.height)
-    return Request(id=truth.id, messages=[{"role": "user", "content": [{"type": "image", "index": 0},
-                                                                       {"type": "text", "text": prompt}]}],
-                   images=(EncodedImage(truth.image.read_bytes(), mime),), schema={}, schema_name="grounding")
+    prompt = grounding_prompt(truth.query or "", format_name, multi=truth.multi, width=truth.width, height=truth.height)
+    return Request(
+        id=truth.id,
+        messages=[{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": prompt}]}],
+        images=(EncodedImage(truth.image.read_bytes(), mime),),
+        schema={},
+        schema_name="grounding",
+    )
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,26 @@ def _answered_ids(out: Path, format_name: str, model: str) -> set[str]:
     for line, record in read_jsonl(out):
         for key, expected in (("format", format_name), ("model", model)):
             if record.get(key) is not None and record[key] != expected:
-                raise RecordFileError(out, line, f"answer of {key} {record[key]!r}, not {expected!r}; "
-                                                 "use another --out for another model or format")
+                raise RecordFileError(
+                    out,
+                    line,
+                    f"answer of {key} {record[key]!r}, not {expected!r}; use another --out for another model or format",
+                )
         if "id" in record:
             ids.add(str(record["id"]))
     return ids
 
 
-def predict(truths: Sequence[GroundTruth], backend: Backend, out: Path | str, *, format_name: str, model: str,
-            batch_size: int = 16, progress: Callable[[int, int], None] | None = None) -> PredictSummary:
+def predict(
+    truths: Sequence[GroundTruth],
+    backend: Backend,
+    out: Path | str,
+    *,
+    format_name: str,
+    model: str,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> PredictSummary:
     """Asks ``backend`` to ground every sample not yet answered in ``out``, appending answers.
 
     Args:
@@ -152,20 +166,26 @@ def predict(truths: Sequence[GroundTruth], backend: Backend, out: Path | str, *,
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+            chunk = todo[start : start + batch_size]
             responses = backend.run([grounding_request(t, format_name) for t in chunk])
             if len(responses) != len(chunk):
                 raise RuntimeError(f"the backend answered {len(responses)} of a batch of {len(chunk)}")
-            for truth, response in zip(chunk, responses):
+            for truth, response in zip(chunk, responses, strict=True):
                 if not response.ok:
                     errors.append(f"{truth.id}: {response.reason}: {response.detail}")
                     continue
-                record = {"id": truth.id, "text": response.text, "format": format_name, "model": model,
-                          "prompt_version": version}
+                record = {
+                    "id": truth.id,
+                    "text": response.text,
+                    "format": format_name,
+                    "model": model,
+                    "prompt_version": version,
+                }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 answered += 1
             handle.flush()
             if progress is not None:
                 progress(min(start + batch_size, len(todo)), len(todo))
-    return PredictSummary(total=len(truths), skipped=len(truths) - len(todo), answered=answered, failed=len(errors),
-                          errors=errors)
+    return PredictSummary(
+        total=len(truths), skipped=len(truths) - len(todo), answered=answered, failed=len(errors), errors=errors
+    )

@@ -14,7 +14,16 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "Sample", "StageResult", "Target", "image_path", "reject", "sample_id", "with_verification"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Sample",
+    "StageResult",
+    "Target",
+    "image_path",
+    "reject",
+    "sample_id",
+    "with_verification",
+]
 
 SCHEMA_VERSION = 1
 
@@ -109,8 +118,9 @@ def image_path(dataset: str, case_id: str, view: dict[str, Any] | None) -> str:
     return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}.png"
 
 
-def sample_id(dataset: str, case_id: str, view: dict[str, Any] | None, components: tuple[int, ...],
-              query_type: str, index: int) -> str:
+def sample_id(
+    dataset: str, case_id: str, view: dict[str, Any] | None, components: tuple[int, ...], query_type: str, index: int
+) -> str:
     """A stable id: a hash of dataset, case, view, target components, query type and index."""
     where = "2d" if view is None else f"{view['axis']}:{view['slice_index']}"
     key = "|".join([dataset, case_id, where, ",".join(map(str, components)), query_type, str(index)])

@@ -65,14 +65,24 @@ class Scene:
     body_region: str | None = None
 
     def holds(self, attribute: str, value: Any, component: int) -> bool:
-        return holds(attribute, value, self.facts[component], self.facts, width=self.width, height=self.height,
-                     body_region=self.body_region)
+        return holds(
+            attribute,
+            value,
+            self.facts[component],
+            self.facts,
+            width=self.width,
+            height=self.height,
+            body_region=self.body_region,
+        )
 
 
 def matching_distractors(attributes: dict[str, Any], scene: Scene, targets: Sequence[int]) -> list[int]:
     """Objects other than the targets that have every chosen attribute (should be none)."""
-    return [c for c in scene.facts if c not in targets
-            and all(k == "count" or scene.holds(k, v, c) for k, v in attributes.items())]
+    return [
+        c
+        for c in scene.facts
+        if c not in targets and all(k == "count" or scene.holds(k, v, c) for k, v in attributes.items())
+    ]
 
 
 def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
@@ -112,19 +122,28 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
         return Skip(query_type, (target,), "too few attributes to describe it without its name")
     if remaining:
         names = sorted({scene.facts[c]["label"] for c in remaining})
-        return Skip(query_type, (target,), f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute")
+        return Skip(
+            query_type, (target,), f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute"
+        )
     return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)))
 
 
 def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
     return tuple(
-        {"component_id": c, "label": fact["label"], "bbox_xyxy": list(fact["bbox_xyxy"]),
-         "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"}}
-        for c, fact in sorted(scene.facts.items()) if c not in targets
+        {
+            "component_id": c,
+            "label": fact["label"],
+            "bbox_xyxy": list(fact["bbox_xyxy"]),
+            "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"},
+        }
+        for c, fact in sorted(scene.facts.items())
+        if c not in targets
     )
 
 
-def refer_view(view: View, cues: dict[int, dict[str, Any]], body_region: str | None = None) -> tuple[list[Reference], list[Skip]]:
+def refer_view(
+    view: View, cues: dict[int, dict[str, Any]], body_region: str | None = None
+) -> tuple[list[Reference], list[Skip]]:
     """References for every target of a view: direct, descriptive (with and without the
     category), relational, and one multi-object set per label with several objects."""
     scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
@@ -133,7 +152,10 @@ def refer_view(view: View, cues: dict[int, dict[str, Any]], body_region: str | N
     for target in view.targets:
         for query_type in ("direct", "descriptive", "implicit", "relational"):
             result = refer(target, scene, query_type)
-            (references if isinstance(result, Reference) else skips).append(result)
+            if isinstance(result, Reference):
+                references.append(result)
+            else:
+                skips.append(result)
     by_label: dict[str, list[int]] = {}
     for component in sorted(scene.facts):
         by_label.setdefault(scene.facts[component]["label"], []).append(component)
@@ -143,6 +165,9 @@ def refer_view(view: View, cues: dict[int, dict[str, Any]], body_region: str | N
             sides = {scene.facts[c]["laterality"] for c in members}
             if {"left", "right"} <= sides:
                 attributes["laterality"] = "bilateral"
-            references.append(Reference("multi_object", tuple(members), attributes,
-                                        _distractors({"category": label}, scene, tuple(members))))
+            references.append(
+                Reference(
+                    "multi_object", tuple(members), attributes, _distractors({"category": label}, scene, tuple(members))
+                )
+            )
     return references, skips

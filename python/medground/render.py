@@ -122,7 +122,7 @@ class SliceMap:
     def plane_of(self, array: NDArray[Any]) -> NDArray[Any]:
         """The 2D slice of ``array`` (spatial axes first; trailing channels kept), unresampled,
         with its axes as (row_axis, col_axis)."""
-        if self.axis is None:
+        if self.axis is None or self.slice_index is None:
             plane = array
         else:
             plane = np.take(array, self.slice_index, axis=self.axis)
@@ -233,8 +233,12 @@ def slice_map(
         finest = min(spacing[row_axis], spacing[col_axis])
         row_scale, col_scale = spacing[row_axis] / finest, spacing[col_axis] / finest
     return SliceMap(
-        volume_shape=shape, axis=axis, slice_index=int(slice_index), plane=plane,
-        row_axis=row_axis, col_axis=col_axis,
+        volume_shape=shape,
+        axis=axis,
+        slice_index=int(slice_index),
+        plane=plane,
+        row_axis=row_axis,
+        col_axis=col_axis,
         row_source=_sources(shape[row_axis], row_scale, row_flip),
         col_source=_sources(shape[col_axis], col_scale, col_flip),
     )
@@ -247,7 +251,9 @@ def image_map(shape: Sequence[int], spacing: Sequence[float] | None = None, *, s
     if square_pixels and spacing is not None:
         finest = min(spacing[0], spacing[1])
         row_scale, col_scale = spacing[0] / finest, spacing[1] / finest
-    return SliceMap((rows, cols), None, None, None, 0, 1, _sources(rows, row_scale, False), _sources(cols, col_scale, False))
+    return SliceMap(
+        (rows, cols), None, None, None, 0, 1, _sources(rows, row_scale, False), _sources(cols, col_scale, False)
+    )
 
 
 # ------------------------------------------------------------------------------- intensities
@@ -299,8 +305,9 @@ def otsu_threshold(values: NDArray[Any], bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def intensity_for(volume: Volume, modality: str, window: Any = None,
-                  percentiles: tuple[float, float] = (0.5, 99.5)) -> Intensity:
+def intensity_for(
+    volume: Volume, modality: str, window: Any = None, percentiles: tuple[float, float] = (0.5, 99.5)
+) -> Intensity:
     """The intensity mapping of a volume: CT windows (default soft tissue), else the
     percentiles of the body's intensities over the whole volume (so every slice of a
     case shares one mapping); 8-bit 2D images are kept as they are."""
@@ -311,8 +318,7 @@ def intensity_for(volume: Volume, modality: str, window: Any = None,
         window = "soft_tissue" if window is None else window
         if isinstance(window, tuple) and len(window) == 3:
             names = [w if isinstance(w, str) else None for w in window]
-            return Intensity("window", tuple(_window_range(w) for w in window),
-                             "+".join(n or "custom" for n in names))
+            return Intensity("window", tuple(_window_range(w) for w in window), "+".join(n or "custom" for n in names))
         return Intensity("window", (_window_range(window),), window if isinstance(window, str) else None)
     sample = _subsample(array).astype(np.float64)
     body = sample[sample > otsu_threshold(sample)] if not volume.is_2d else sample
@@ -328,14 +334,15 @@ def to_uint8(values: NDArray[Any], intensity: Intensity) -> NDArray[np.uint8]:
     """Maps intensities to 8-bit: one range → grayscale, three windows → RGB."""
     if intensity.kind == "as_is":
         return np.asarray(values, dtype=np.uint8)
-    channels = []
+    channels: list[NDArray[np.uint8]] = []
     data = np.asarray(values, dtype=np.float32)
     for low, high in intensity.ranges:
         scaled = (data - low) * (255.0 / (high - low))
         channels.append(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
     if len(channels) == 1:
         return channels[0]
-    return np.stack(channels, axis=-1)
+    stacked: NDArray[np.uint8] = np.stack(channels, axis=-1)
+    return stacked
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,8 +358,15 @@ class RenderedSlice:
         return self.map.render(label_volume)
 
 
-def render_slice(volume: Volume, plane: str, slice_index: int, intensity: Intensity, *,
-                 square_pixels: bool = True, radiological: bool = True) -> RenderedSlice:
+def render_slice(
+    volume: Volume,
+    plane: str,
+    slice_index: int,
+    intensity: Intensity,
+    *,
+    square_pixels: bool = True,
+    radiological: bool = True,
+) -> RenderedSlice:
     """One slice of a 3D volume, 8-bit, in radiological display (or array order when
     ``radiological`` is False or the volume has no orientation)."""
     axcodes = volume.axcodes if radiological else None

@@ -35,11 +35,16 @@ _SECRETS = frozenset({"api_key", "key", "token", "password", "secret"})
 def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str, source: Path | None) -> None:
     secrets = sorted(k for k in table if k.lower() in _SECRETS)
     if secrets:
-        raise SpecError(source, f"{where} holds {', '.join(secrets)}: a key never goes into a config; put it in an "
-                                "environment variable and name the variable with api_key_env")
+        raise SpecError(
+            source,
+            f"{where} holds {', '.join(secrets)}: a key never goes into a config; put it in an "
+            "environment variable and name the variable with api_key_env",
+        )
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise SpecError(source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise SpecError(
+            source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,9 @@ class VisualSettings:
     table: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None, source: Path | None = None,
-                   base: Path | None = None) -> VisualSettings:
+    def from_table(
+        cls, table: Mapping[str, Any] | None, source: Path | None = None, base: Path | None = None
+    ) -> VisualSettings:
         """Parses ``[verification.visual]``; an onnx ``model`` is resolved against ``base``.
 
         Raises:
@@ -109,7 +115,9 @@ class VisualSettings:
         table = dict(table or {})
         backend = table.get("backend", "evidence")
         if backend not in JUDGES:
-            raise SpecError(source, f"[verification.visual] backend must be one of {', '.join(JUDGES)}, got {backend!r}")
+            raise SpecError(
+                source, f"[verification.visual] backend must be one of {', '.join(JUDGES)}, got {backend!r}"
+            )
         if backend == "evidence":
             allowed = _EVIDENCE_KEYS
         elif backend == "onnx":
@@ -153,8 +161,9 @@ class VerificationSettings:
     table: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None, source: Path | None = None,
-                   base: Path | None = None) -> VerificationSettings:
+    def from_table(
+        cls, table: Mapping[str, Any] | None, source: Path | None = None, base: Path | None = None
+    ) -> VerificationSettings:
         """Parses ``[verification]``.
 
         Raises:

@@ -201,11 +201,13 @@ class _Vocabulary:
 def _vocabulary() -> _Vocabulary:
     """Reads every ``presets/vocab/*.toml`` once."""
     folder = resources.files("medground") / "presets" / "vocab"
-    return _build_vocabulary({
-        item.name[: -len(".toml")]: tomllib.loads(item.read_text(encoding="utf-8"))
-        for item in sorted(folder.iterdir(), key=lambda item: item.name)
-        if item.name.endswith(".toml")
-    })
+    return _build_vocabulary(
+        {
+            item.name[: -len(".toml")]: tomllib.loads(item.read_text(encoding="utf-8"))
+            for item in sorted(folder.iterdir(), key=lambda item: item.name)
+            if item.name.endswith(".toml")
+        }
+    )
 
 
 def _build_vocabulary(documents: Mapping[str, Mapping[str, Any]]) -> _Vocabulary:
@@ -280,8 +282,15 @@ def _string_table(table: Any, source: str) -> dict[str, str]:
 
 
 def _side_table(table: Any, source: str) -> dict[str, Side]:
-    sides = _string_table(table, source)
-    bad = {key: value for key, value in sides.items() if value not in _SIDES}
+    sides: dict[str, Side] = {}
+    bad = {}
+    for key, value in _string_table(table, source).items():
+        if value == "left":
+            sides[key] = "left"
+        elif value == "right":
+            sides[key] = "right"
+        else:
+            bad[key] = value
     if bad:
         raise ValueError(f"{source}: sides must be 'left' or 'right', got {bad}")
-    return sides  # type: ignore[return-value]
+    return sides

@@ -90,8 +90,16 @@ class View:
         return {"axis": self.map.plane, "slice_index": self.map.slice_index, "array_axis": self.map.axis}
 
 
-def build_views(case: Case, components: NDArray[Any], anchors: dict[int, Anchor], render_spec: RenderSpec,
-                modality: str, *, radiological: bool = True, filters: AnchorFilters | None = None) -> list[View]:
+def build_views(
+    case: Case,
+    components: NDArray[Any],
+    anchors: dict[int, Anchor],
+    render_spec: RenderSpec,
+    modality: str,
+    *,
+    radiological: bool = True,
+    filters: AnchorFilters | None = None,
+) -> list[View]:
     """The views of a case: per plane, the slices the rule picks for any anchor, each
     with every object on it. 2D images give one view."""
     filters = filters or AnchorFilters()
@@ -108,19 +116,24 @@ def build_views(case: Case, components: NDArray[Any], anchors: dict[int, Anchor]
         axcodes = image.axcodes if radiological else None
         axis = render.plane_axis(axcodes, plane)
         ids, areas = geometry.slice_areas(components, axis, return_labels=True)
-        area_rows = {int(c): row for c, row in zip(ids, areas)}
+        area_rows = {int(c): row for c, row in zip(ids, areas, strict=True)}
         chosen: dict[int, list[int]] = {}
         for component in sorted(anchors):
             row = area_rows.get(component)
             if row is None:
                 continue
-            picks = select_slices(row, render_spec.slices, max_slices=render_spec.max_slices,
-                                         min_area_fraction=render_spec.min_area_fraction)
+            picks = select_slices(
+                row,
+                render_spec.slices,
+                max_slices=render_spec.max_slices,
+                min_area_fraction=render_spec.min_area_fraction,
+            )
             for index in picks:
                 chosen.setdefault(index, []).append(component)
         for index in sorted(chosen):
-            smap = render.slice_map(image.shape, image.spacing, axcodes, plane, index,
-                                    square_pixels=render_spec.square_pixels)
+            smap = render.slice_map(
+                image.shape, image.spacing, axcodes, plane, index, square_pixels=render_spec.square_pixels
+            )
             view = _make_view(case, smap, components, anchors, tuple(chosen[index]), intensity, area_rows, filters)
             if view.targets:
                 views.append(view)
@@ -133,9 +146,16 @@ def _pixel_mm(smap: render.SliceMap, spacing: tuple[float, ...]) -> tuple[float,
     return float(rows), float(cols)
 
 
-def _make_view(case: Case, smap: render.SliceMap, components: NDArray[Any], anchors: dict[int, Anchor],
-               targets: tuple[int, ...], intensity: render.Intensity,
-               area_rows: dict[int, NDArray[np.int64]] | None, filters: AnchorFilters) -> View:
+def _make_view(
+    case: Case,
+    smap: render.SliceMap,
+    components: NDArray[Any],
+    anchors: dict[int, Anchor],
+    targets: tuple[int, ...],
+    intensity: render.Intensity,
+    area_rows: dict[int, NDArray[np.int64]] | None,
+    filters: AnchorFilters,
+) -> View:
     image = case.image
     stored = smap.render(image.array)
     values = render.luminance(stored) if stored.ndim == 3 else stored.astype(np.float32)
@@ -152,7 +172,9 @@ def _make_view(case: Case, smap: render.SliceMap, components: NDArray[Any], anch
             if anchor is None:
                 continue
             area_px = int(row["voxel_count"])
-            if area_px < filters.get("min_area_px", anchor.label) or area_px * pixel_area < filters.get("min_area_mm2", anchor.label):
+            if area_px < filters.get("min_area_px", anchor.label) or area_px * pixel_area < filters.get(
+                "min_area_mm2", anchor.label
+            ):
                 continue
             (y0, x0), (y1, x1) = row["bbox_min"], row["bbox_max"]
             share = 1.0
@@ -176,13 +198,22 @@ def _make_view(case: Case, smap: render.SliceMap, components: NDArray[Any], anch
                 cross_section_share=round(share, 4),
                 cut_by_border=bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
             )
-    return View(case, smap, render.to_uint8(stored, intensity), values, view_components, objects,
-                tuple(t for t in targets if t in objects), pixel_mm, intensity)
+    return View(
+        case,
+        smap,
+        render.to_uint8(stored, intensity),
+        values,
+        view_components,
+        objects,
+        tuple(t for t in targets if t in objects),
+        pixel_mm,
+        intensity,
+    )
 
 
-
-def select_slices(areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int = 16,
-                  min_area_fraction: float = 0.5) -> list[int]:
+def select_slices(
+    areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int = 16, min_area_fraction: float = 0.5
+) -> list[int]:
     """Slices to render for one component, from its area on each slice.
 
     Args:
@@ -220,8 +251,9 @@ def select_slices(areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int
     return [int(candidates[p]) for p in picks]
 
 
-def component_slices(components: NDArray[np.integer[Any]], axis: int, rule: str, *, max_slices: int = 16,
-                     min_area_fraction: float = 0.5) -> dict[int, list[int]]:
+def component_slices(
+    components: NDArray[np.integer[Any]], axis: int, rule: str, *, max_slices: int = 16, min_area_fraction: float = 0.5
+) -> dict[int, list[int]]:
     """Slices to render for every component of a label map, along one array axis.
 
     One pass over the volume (:func:`medground.geometry.slice_areas`), then
@@ -233,5 +265,5 @@ def component_slices(components: NDArray[np.integer[Any]], axis: int, rule: str,
     ids, table = geometry.slice_areas(components, axis, return_labels=True)
     return {
         int(component): select_slices(row, rule, max_slices=max_slices, min_area_fraction=min_area_fraction)
-        for component, row in zip(ids, table)
+        for component, row in zip(ids, table, strict=True)
     }

@@ -90,8 +90,10 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
     if kind == "vlm":
         kind = config.get("engine") or ("openai" if config.get("base_url") else "vllm")
     if kind == "template":
-        raise ValueError("backend 'template' runs without a model (medground.synth.TemplateSynthesizer); "
-                         "choose 'vllm' or 'openai' for a model backend")
+        raise ValueError(
+            "backend 'template' runs without a model (medground.synth.TemplateSynthesizer); "
+            "choose 'vllm' or 'openai' for a model backend"
+        )
     if kind == "openai":
         return OpenAIBackend.from_config(config)
     if kind == "vllm":

@@ -3,13 +3,12 @@
 See :mod:`medground.backends` for the backends and their reason codes.
 """
 
-
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +25,7 @@ __all__ = [
     "SamplingSettings",
     "answer_from_text",
     "config_integer",
+    "config_model",
     "config_number",
     "image_url",
     "resolve_messages",
@@ -144,12 +144,21 @@ class SamplingSettings:
 def config_number(config: Mapping[str, Any], key: str, default: float, low: float, high: float | None = None) -> float:
     """A number setting of a run-config section, checked against its bounds (ValueError naming the key)."""
     value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < low
+        or (high is not None and value > high)
+    ):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{key} must be a number {bound}, got {value!r}")
     return float(value)
 
 
+@overload
+def config_integer(config: Mapping[str, Any], key: str, default: int, low: int) -> int: ...
+@overload
+def config_integer(config: Mapping[str, Any], key: str, default: None, low: int) -> int | None: ...
 def config_integer(config: Mapping[str, Any], key: str, default: int | None, low: int) -> int | None:
     """An integer setting of a run-config section (None when absent and no default)."""
     value = config.get(key, default)
@@ -158,6 +167,11 @@ def config_integer(config: Mapping[str, Any], key: str, default: int | None, low
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def config_model(config: Mapping[str, Any]) -> Any:
+    """The ``model`` of a section as written (each backend checks it and says what it needs)."""
+    return config.get("model")
 
 
 def resolve_messages(request: Request, image_urls: Sequence[str]) -> list[dict[str, Any]]:
@@ -191,8 +205,9 @@ def resolve_messages(request: Request, image_urls: Sequence[str]) -> list[dict[s
     return out
 
 
-def answer_from_text(request: Request, text: str | None, *, finish_reason: str | None = None, attempts: int = 1,
-                     seconds: float = 0.0) -> Response:
+def answer_from_text(
+    request: Request, text: str | None, *, finish_reason: str | None = None, attempts: int = 1, seconds: float = 0.0
+) -> Response:
     """The response for a model's answer text: parsed and checked (or, for a request
     without a schema, the text itself), or a failure saying why."""
     if not request.schema:

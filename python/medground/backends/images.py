@@ -116,11 +116,12 @@ def prepare_image(image: NDArray[Any], family: ModelFamily | str = "default") ->
         side = max(width, height)
         padded = np.zeros((side, side, 3), np.uint8)
         ox, oy = (side - width) // 2, (side - height) // 2
-        padded[oy:oy + height, ox:ox + width] = rgb
+        padded[oy : oy + height, ox : ox + width] = rgb
         factor = family.square / side
         out = np.asarray(Image.fromarray(padded).resize((family.square, family.square), Image.Resampling.BICUBIC))
-        prep = ImagePrep(family.name, (width, height), (family.square, family.square), (factor, factor),
-                         (ox * factor, oy * factor))
+        prep = ImagePrep(
+            family.name, (width, height), (family.square, family.square), (factor, factor), (ox * factor, oy * factor)
+        )
         return np.ascontiguousarray(out, dtype=np.uint8), prep
     new_w, new_h = _target_size(width, height, family)
     if (new_w, new_h) == (width, height):
@@ -131,8 +132,13 @@ def prepare_image(image: NDArray[Any], family: ModelFamily | str = "default") ->
     return np.ascontiguousarray(out, dtype=np.uint8), prep
 
 
-def draw_boxes(image: NDArray[np.uint8], boxes: list[list[float]], *, color: tuple[int, int, int] = (255, 0, 0),
-               width: int | None = None) -> NDArray[np.uint8]:
+def draw_boxes(
+    image: NDArray[np.uint8],
+    boxes: list[list[float]],
+    *,
+    color: tuple[int, int, int] = (255, 0, 0),
+    width: int | None = None,
+) -> NDArray[np.uint8]:
     """A copy of an RGB image with box outlines drawn (the marked copy; kept in memory only).
 
     Args:

@@ -30,7 +30,17 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from medground.backends.base import Request, Response, SamplingSettings, config_integer, config_number, answer_from_text, image_url, resolve_messages
+from medground.backends.base import (
+    Request,
+    Response,
+    SamplingSettings,
+    answer_from_text,
+    config_integer,
+    config_model,
+    config_number,
+    image_url,
+    resolve_messages,
+)
 
 __all__ = ["CONFIG_KEYS", "DEFAULT_BASE_URL", "RETRY_STATUSES", "OpenAIBackend"]
 
@@ -40,8 +50,19 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 #: The run-config keys of this backend (beyond ``backends.COMMON_KEYS``).
-CONFIG_KEYS = frozenset({"base_url", "api_key_env", "timeout_s", "max_retries", "concurrency", "backoff_s",
-                         "max_backoff_s", "max_retry_after_s", "response_format"})
+CONFIG_KEYS = frozenset(
+    {
+        "base_url",
+        "api_key_env",
+        "timeout_s",
+        "max_retries",
+        "concurrency",
+        "backoff_s",
+        "max_backoff_s",
+        "max_retry_after_s",
+        "response_format",
+    }
+)
 
 
 class _Attempt:
@@ -49,9 +70,21 @@ class _Attempt:
 
     __slots__ = ("detail", "reason", "response", "retry", "retry_after")
 
-    def __init__(self, response: Response | None = None, reason: str | None = None, detail: str | None = None,
-                 retry: bool = False, retry_after: float | None = None) -> None:
-        self.response, self.reason, self.detail, self.retry, self.retry_after = response, reason, detail, retry, retry_after
+    def __init__(
+        self,
+        response: Response | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+        retry: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.response, self.reason, self.detail, self.retry, self.retry_after = (
+            response,
+            reason,
+            detail,
+            retry,
+            retry_after,
+        )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -106,19 +139,36 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model: str, *, base_url: str = DEFAULT_BASE_URL, api_key_env: str | None = None,
-                 sampling: SamplingSettings | None = None, timeout_s: float = 60.0, max_retries: int = 4,
-                 concurrency: int = 8, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 max_retry_after_s: float = 120.0, response_format: str = "json_schema", seed: int | None = None,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key_env: str | None = None,
+        sampling: SamplingSettings | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        concurrency: int = 8,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        max_retry_after_s: float = 120.0,
+        response_format: str = "json_schema",
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError(f"the openai backend needs model = the server's model name, got {model!r}")
         if not isinstance(base_url, str) or urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {base_url!r}")
         if response_format not in RESPONSE_FORMATS:
             raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}")
-        for key, value, low in (("timeout_s", timeout_s, 0.0), ("backoff_s", backoff_s, 0.0),
-                                ("max_backoff_s", max_backoff_s, 0.0), ("max_retry_after_s", max_retry_after_s, 0.0)):
+        for key, value, low in (
+            ("timeout_s", timeout_s, 0.0),
+            ("backoff_s", backoff_s, 0.0),
+            ("max_backoff_s", max_backoff_s, 0.0),
+            ("max_retry_after_s", max_retry_after_s, 0.0),
+        ):
             config_number({key: value}, key, value, low)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
@@ -158,13 +208,13 @@ class OpenAIBackend:
     def from_config(cls, config: Mapping[str, Any]) -> OpenAIBackend:
         """The backend for a run-config section (keys as in :func:`medground.backends.make_backend`)."""
         return cls(
-            config.get("model"),  # type: ignore[arg-type]
+            config_model(config),
             base_url=config.get("base_url", DEFAULT_BASE_URL),
             api_key_env=config.get("api_key_env"),
             sampling=SamplingSettings.from_config(config),
             timeout_s=config_number(config, "timeout_s", 60.0, 0.0),
-            max_retries=config_integer(config, "max_retries", 4, 0),  # type: ignore[arg-type]
-            concurrency=config_integer(config, "concurrency", 8, 1),  # type: ignore[arg-type]
+            max_retries=config_integer(config, "max_retries", 4, 0),
+            concurrency=config_integer(config, "concurrency", 8, 1),
             backoff_s=config_number(config, "backoff_s", 1.0, 0.0),
             max_backoff_s=config_number(config, "max_backoff_s", 30.0, 0.0),
             max_retry_after_s=config_number(config, "max_retry_after_s", 120.0, 0.0),
@@ -173,8 +223,10 @@ class OpenAIBackend:
         )
 
     def __repr__(self) -> str:
-        return (f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
-                f"concurrency={self.concurrency}, timeout_s={self.timeout_s}, max_retries={self.max_retries})")
+        return (
+            f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
+            f"concurrency={self.concurrency}, timeout_s={self.timeout_s}, max_retries={self.max_retries})"
+        )
 
     def close(self) -> None:
         """Nothing to release: each batch's threads end with it."""
@@ -196,8 +248,10 @@ class OpenAIBackend:
         if not request.schema:
             pass  # a plain-text answer
         elif self.response_format == "json_schema":
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": request.schema_name, "schema": request.schema, "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
+            }
         elif self.response_format == "json_object":
             body["response_format"] = {"type": "json_object"}
         return body
@@ -214,7 +268,9 @@ class OpenAIBackend:
             for image in request.images:
                 if id(image) not in urls:
                     urls[id(image)] = image_url(image)
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="medground-openai") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(requests)), thread_name_prefix="medground-openai"
+        ) as pool:
             return list(pool.map(lambda r: self._guarded(r, [urls[id(i)] for i in r.images]), requests))
 
     def _guarded(self, request: Request, image_urls: list[str]) -> Response:
@@ -222,8 +278,15 @@ class OpenAIBackend:
         try:
             return self._request(request, image_urls, started)
         except Exception as exc:  # a bug or an unforeseen transport error: one failed request, not a crashed run
-            return Response(request.id, None, "backend_error", self._scrub(f"{type(exc).__name__}: {exc}"),
-                            None, 1, time.monotonic() - started)
+            return Response(
+                request.id,
+                None,
+                "backend_error",
+                self._scrub(f"{type(exc).__name__}: {exc}"),
+                None,
+                1,
+                time.monotonic() - started,
+            )
 
     def _request(self, request: Request, image_urls: list[str], started: float) -> Response:
         data = json.dumps(self.payload(request, image_urls)).encode("utf-8")
@@ -234,22 +297,31 @@ class OpenAIBackend:
             if outcome.response is not None:
                 return outcome.response
             if not outcome.retry or attempts > self.max_retries:
-                return Response(request.id, None, outcome.reason, outcome.detail, None, attempts, time.monotonic() - started)
+                return Response(
+                    request.id, None, outcome.reason, outcome.detail, None, attempts, time.monotonic() - started
+                )
             if outcome.retry_after is not None:
                 delay = min(outcome.retry_after, self.max_retry_after_s)
             else:
                 base = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
                 delay = base / 2 + self._rng.uniform(0.0, base / 2)
-            log.warning("request %s: %s; retry %d of %d in %.2f s", request.id, outcome.reason, attempts,
-                        self.max_retries, delay)
+            log.warning(
+                "request %s: %s; retry %d of %d in %.2f s",
+                request.id,
+                outcome.reason,
+                attempts,
+                self.max_retries,
+                delay,
+            )
             self._sleep(delay)
 
     def _attempt(self, request: Request, data: bytes, attempts: int, started: float) -> _Attempt:
         headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "medground"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        http_request = urllib.request.Request(f"{self.base_url}/chat/completions", data=data, headers=headers,
-                                              method="POST")
+        http_request = urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=data, headers=headers, method="POST"
+        )
         try:
             with self._opener.open(http_request, timeout=self.timeout_s) as answer:
                 raw = answer.read()
@@ -257,8 +329,12 @@ class OpenAIBackend:
             with exc:
                 body = self._body_excerpt(exc)
                 retry_after = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
-            return _Attempt(reason=f"http_{exc.code}", detail=self._scrub(f"HTTP {exc.code} {exc.reason}: {body}"),
-                            retry=exc.code in RETRY_STATUSES, retry_after=retry_after)
+            return _Attempt(
+                reason=f"http_{exc.code}",
+                detail=self._scrub(f"HTTP {exc.code} {exc.reason}: {body}"),
+                retry=exc.code in RETRY_STATUSES,
+                retry_after=retry_after,
+            )
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
                 return _Attempt(reason="timeout", detail=f"no answer within {self.timeout_s:g} s", retry=True)
@@ -278,20 +354,40 @@ class OpenAIBackend:
             finish_reason = choice.get("finish_reason")
             refusal = message.get("refusal")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            return Response(request.id, None, "malformed_response",
-                            self._scrub(f"not a chat completion: {raw[:200].decode('utf-8', 'replace')!r}"),
-                            None, attempts, seconds)
+            return Response(
+                request.id,
+                None,
+                "malformed_response",
+                self._scrub(f"not a chat completion: {raw[:200].decode('utf-8', 'replace')!r}"),
+                None,
+                attempts,
+                seconds,
+            )
         if refusal:
             return Response(request.id, None, "refused", self._scrub(str(refusal))[:500], None, attempts, seconds)
         if isinstance(content, list):  # some servers answer with content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if content is not None and not isinstance(content, str):
-            return Response(request.id, None, "malformed_response", f"message content is {type(content).__name__}",
-                            None, attempts, seconds)
+            return Response(
+                request.id,
+                None,
+                "malformed_response",
+                f"message content is {type(content).__name__}",
+                None,
+                attempts,
+                seconds,
+            )
         response = answer_from_text(request, content, finish_reason=finish_reason, attempts=attempts, seconds=seconds)
         if self._api_key and response.text and self._api_key in response.text:
-            response = Response(response.id, response.data, response.reason, response.detail,
-                                self._scrub(response.text), response.attempts, response.seconds)
+            response = Response(
+                response.id,
+                response.data,
+                response.reason,
+                response.detail,
+                self._scrub(response.text),
+                response.attempts,
+                response.seconds,
+            )
         return response
 
     def _body_excerpt(self, exc: urllib.error.HTTPError) -> str:

@@ -71,5 +71,6 @@ def load_prompt(name: str) -> PromptTemplate:
     if missing:
         raise ValueError(f"prompt {name}: missing {', '.join(missing)}")
     snippets = {k: v for k, v in data.items() if isinstance(v, dict) and k != "schema"}
-    return PromptTemplate(name, str(data["version"]), data["system"], string.Template(data["user"]), data["schema"],
-                          snippets)
+    return PromptTemplate(
+        name, str(data["version"]), data["system"], string.Template(data["user"]), data["schema"], snippets
+    )

@@ -19,8 +19,13 @@ __all__ = ["AnswerError", "parse_answer", "schema_errors"]
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
-    "integer": (int,), "number": (int, float), "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
 }
 
 
@@ -46,6 +51,51 @@ def _type_ok(value: Any, expected: str) -> bool:
     return isinstance(value, _TYPES.get(expected, (object,)))
 
 
+def _string_errors(value: str, schema: dict[str, Any], path: str) -> list[str]:
+    """``minLength``/``maxLength`` violations of a string."""
+    errors: list[str] = []
+    if len(value) < schema.get("minLength", 0):
+        errors.append(f"{path}: shorter than {schema['minLength']} characters")
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(f"{path}: longer than {schema['maxLength']} characters")
+    return errors
+
+
+def _number_errors(value: int | float, schema: dict[str, Any], path: str) -> list[str]:
+    """``minimum``/``maximum`` violations of a number."""
+    errors: list[str] = []
+    if "minimum" in schema and value < schema["minimum"]:
+        errors.append(f"{path}: {value} < minimum {schema['minimum']}")
+    if "maximum" in schema and value > schema["maximum"]:
+        errors.append(f"{path}: {value} > maximum {schema['maximum']}")
+    return errors
+
+
+def _array_errors(value: list[Any], schema: dict[str, Any], path: str) -> list[str]:
+    """``minItems``/``maxItems`` violations of an array, then those of its items."""
+    errors: list[str] = []
+    if len(value) < schema.get("minItems", 0):
+        errors.append(f"{path}: {len(value)} items, at least {schema['minItems']} required")
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        errors.append(f"{path}: {len(value)} items, at most {schema['maxItems']} allowed")
+    if isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            errors.extend(schema_errors(item, schema["items"], f"{path}[{index}]"))
+    return errors
+
+
+def _object_errors(value: dict[str, Any], schema: dict[str, Any], path: str) -> list[str]:
+    """Missing required and unexpected properties of an object, then its properties' own violations."""
+    errors = [f"{path}: missing required property {key!r}" for key in schema.get("required", []) if key not in value]
+    properties = schema.get("properties", {})
+    for key, item in value.items():
+        if key in properties:
+            errors.extend(schema_errors(item, properties[key], f"{path}.{key}"))
+        elif schema.get("additionalProperties", True) is False:
+            errors.append(f"{path}: unexpected property {key!r}")
+    return errors
+
+
 def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     """Where ``value`` breaks ``schema`` (empty when it conforms).
 
@@ -55,44 +105,25 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
         path: the JSON path of ``value``, for the messages.
 
     Returns:
-        One message per violation, each naming its JSON path.
+        One message per violation, each naming its JSON path. A value of the wrong type gets
+        that one message only.
     """
-    errors: list[str] = []
     expected = schema.get("type")
     if expected is not None:
         kinds = [expected] if isinstance(expected, str) else list(expected)
         if not any(_type_ok(value, kind) for kind in kinds):
             return [f"{path}: expected {' or '.join(kinds)}, got {type(value).__name__}"]
+    errors: list[str] = []
     if "enum" in schema and value not in schema["enum"]:
         errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
     if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path}: shorter than {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{path}: longer than {schema['maxLength']} characters")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path}: {value} < minimum {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path}: {value} > maximum {schema['maximum']}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{path}: {len(value)} items, at least {schema['minItems']} required")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{path}: {len(value)} items, at most {schema['maxItems']} allowed")
-        if isinstance(schema.get("items"), dict):
-            for index, item in enumerate(value):
-                errors.extend(schema_errors(item, schema["items"], f"{path}[{index}]"))
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{path}: missing required property {key!r}")
-        for key, item in value.items():
-            if key in properties:
-                errors.extend(schema_errors(item, properties[key], f"{path}.{key}"))
-            elif schema.get("additionalProperties", True) is False:
-                errors.append(f"{path}: unexpected property {key!r}")
+        errors.extend(_string_errors(value, schema, path))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        errors.extend(_number_errors(value, schema, path))
+    elif isinstance(value, list):
+        errors.extend(_array_errors(value, schema, path))
+    elif isinstance(value, dict):
+        errors.extend(_object_errors(value, schema, path))
     return errors
 
 
@@ -137,7 +168,11 @@ def parse_answer(text: str | None, schema: dict[str, Any]) -> dict[str, Any]:
             raise AnswerError("malformed_json", f"{exc.msg} in {_excerpt(text)}") from None
     errors = schema_errors(value, schema)
     if errors:
-        raise AnswerError("schema_violation", "; ".join(errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+        raise AnswerError(
+            "schema_violation", "; ".join(errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
+        )
+    if not isinstance(value, dict):
+        raise AnswerError("schema_violation", f"the answer is a {type(value).__name__}, not a JSON object")
     return value
 
 

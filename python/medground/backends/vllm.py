@@ -22,7 +22,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from medground.backends.base import Request, Response, SamplingSettings, config_integer, config_number, answer_from_text, image_url, resolve_messages
+from medground.backends.base import (
+    Request,
+    Response,
+    SamplingSettings,
+    answer_from_text,
+    config_integer,
+    config_model,
+    config_number,
+    image_url,
+    resolve_messages,
+)
 
 __all__ = ["CONFIG_KEYS", "INSTALL_HINT", "VllmBackend", "build_sampling_params", "import_vllm"]
 
@@ -30,9 +40,20 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'medground[vllm]'"
 #: The run-config keys of this backend (beyond ``backends.COMMON_KEYS``).
-CONFIG_KEYS = frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "limit_mm_per_prompt",
-                         "dtype", "trust_remote_code", "enforce_eager", "max_num_seqs", "chat_template_kwargs",
-                         "mm_processor_kwargs"})
+CONFIG_KEYS = frozenset(
+    {
+        "tensor_parallel_size",
+        "gpu_memory_utilization",
+        "max_model_len",
+        "limit_mm_per_prompt",
+        "dtype",
+        "trust_remote_code",
+        "enforce_eager",
+        "max_num_seqs",
+        "chat_template_kwargs",
+        "mm_processor_kwargs",
+    }
+)
 
 
 def import_vllm() -> ModuleType:
@@ -44,12 +65,15 @@ def import_vllm() -> ModuleType:
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:
-        raise ImportError(f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
-                          "(on a machine with a CUDA GPU), or use backend = 'openai' with a running server") from exc
+        raise ImportError(
+            f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
+            "(on a machine with a CUDA GPU), or use backend = 'openai' with a running server"
+        ) from exc
 
 
-def build_sampling_params(schema: dict[str, Any], sampling: SamplingSettings, seed: int | None = None,
-                          module: ModuleType | None = None) -> tuple[Any, str]:
+def build_sampling_params(
+    schema: dict[str, Any], sampling: SamplingSettings, seed: int | None = None, module: ModuleType | None = None
+) -> tuple[Any, str]:
     """vLLM sampling parameters that constrain the answer to ``schema``.
 
     Args:
@@ -64,16 +88,22 @@ def build_sampling_params(schema: dict[str, Any], sampling: SamplingSettings, se
         the answer is still checked after the fact).
     """
     params = module or importlib.import_module("vllm.sampling_params")
-    common: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p,
-                              "max_tokens": sampling.max_tokens, "seed": seed}
+    common: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+        "seed": seed,
+    }
     if not schema:
         return params.SamplingParams(**common), "none"
     if hasattr(params, "StructuredOutputsParams"):
-        return params.SamplingParams(**common, structured_outputs=params.StructuredOutputsParams(json=schema)), \
-            "structured_outputs"
+        return params.SamplingParams(
+            **common, structured_outputs=params.StructuredOutputsParams(json=schema)
+        ), "structured_outputs"
     if hasattr(params, "GuidedDecodingParams"):
-        return params.SamplingParams(**common, guided_decoding=params.GuidedDecodingParams(json=schema)), \
-            "guided_decoding"
+        return params.SamplingParams(
+            **common, guided_decoding=params.GuidedDecodingParams(json=schema)
+        ), "guided_decoding"
     log.warning("this vLLM has neither StructuredOutputsParams nor GuidedDecodingParams; answers are unconstrained")
     return params.SamplingParams(**common), "none"
 
@@ -108,13 +138,25 @@ class VllmBackend:
 
     name = "vllm"
 
-    def __init__(self, model: str, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, limit_mm_per_prompt: Mapping[str, int] | None = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, enforce_eager: bool = False,
-                 max_num_seqs: int | None = None, sampling: SamplingSettings | None = None, seed: int | None = None,
-                 chat_template_kwargs: Mapping[str, Any] | None = None,
-                 mm_processor_kwargs: Mapping[str, Any] | None = None, llm: Any = None,
-                 sampling_module: ModuleType | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        limit_mm_per_prompt: Mapping[str, int] | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        enforce_eager: bool = False,
+        max_num_seqs: int | None = None,
+        sampling: SamplingSettings | None = None,
+        seed: int | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        mm_processor_kwargs: Mapping[str, Any] | None = None,
+        llm: Any = None,
+        sampling_module: ModuleType | None = None,
+    ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError(f"the vllm backend needs model = a local model folder or name, got {model!r}")
         if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
@@ -132,9 +174,13 @@ class VllmBackend:
         self.chat_template_kwargs = dict(chat_template_kwargs) if chat_template_kwargs else None
         self.mm_processor_kwargs = dict(mm_processor_kwargs) if mm_processor_kwargs else None
         self.engine_args: dict[str, Any] = {
-            "model": model, "tensor_parallel_size": tensor_parallel_size,
-            "gpu_memory_utilization": gpu_memory_utilization, "limit_mm_per_prompt": limits, "dtype": dtype,
-            "trust_remote_code": trust_remote_code, "enforce_eager": enforce_eager,
+            "model": model,
+            "tensor_parallel_size": tensor_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "limit_mm_per_prompt": limits,
+            "dtype": dtype,
+            "trust_remote_code": trust_remote_code,
+            "enforce_eager": enforce_eager,
         }
         for key, value in (("max_model_len", max_model_len), ("max_num_seqs", max_num_seqs), ("seed", seed)):
             if value is not None:
@@ -151,8 +197,8 @@ class VllmBackend:
     def from_config(cls, config: Mapping[str, Any]) -> VllmBackend:
         """The backend for a run-config section (keys as in :func:`medground.backends.make_backend`)."""
         return cls(
-            config.get("model"),  # type: ignore[arg-type]
-            tensor_parallel_size=config_integer(config, "tensor_parallel_size", 1, 1),  # type: ignore[arg-type]
+            config_model(config),
+            tensor_parallel_size=config_integer(config, "tensor_parallel_size", 1, 1),
             gpu_memory_utilization=config_number(config, "gpu_memory_utilization", 0.9, 0.01, 1.0),
             max_model_len=config_integer(config, "max_model_len", None, 1),
             limit_mm_per_prompt=config.get("limit_mm_per_prompt"),
@@ -225,16 +271,27 @@ class VllmBackend:
                 if len(outputs) != len(ready):
                     raise RuntimeError(f"llm.chat returned {len(outputs)} outputs for {len(ready)} conversations")
                 seconds = time.monotonic() - started
-                for (index, _, _), output in zip(ready, outputs):
+                for (index, _, _), output in zip(ready, outputs, strict=True):
                     responses[index] = self._response(requests[index], output, seconds)
             except Exception as exc:
                 if len(ready) == 1:
                     index = ready[0][0]
-                    responses[index] = Response(requests[index].id, None, "backend_error",
-                                                f"{type(exc).__name__}: {exc}", None, 1, time.monotonic() - started)
+                    responses[index] = Response(
+                        requests[index].id,
+                        None,
+                        "backend_error",
+                        f"{type(exc).__name__}: {exc}",
+                        None,
+                        1,
+                        time.monotonic() - started,
+                    )
                 else:
-                    log.warning("vLLM batch of %d failed (%s: %s); running its requests one by one",
-                                len(ready), type(exc).__name__, exc)
+                    log.warning(
+                        "vLLM batch of %d failed (%s: %s); running its requests one by one",
+                        len(ready),
+                        type(exc).__name__,
+                        exc,
+                    )
                     for index, conversation, params in ready:
                         responses[index] = self._single(requests[index], conversation, params)
         return [responses[i] for i in range(len(requests))]
@@ -244,8 +301,9 @@ class VllmBackend:
         try:
             (output,) = self._chat([conversation], [params])
         except Exception as exc:
-            return Response(request.id, None, "backend_error", f"{type(exc).__name__}: {exc}", None, 1,
-                            time.monotonic() - started)
+            return Response(
+                request.id, None, "backend_error", f"{type(exc).__name__}: {exc}", None, 1, time.monotonic() - started
+            )
         return self._response(request, output, time.monotonic() - started)
 
     @staticmethod
@@ -254,5 +312,7 @@ class VllmBackend:
             completion = output.outputs[0]
             text, finish_reason = completion.text, getattr(completion, "finish_reason", None)
         except (AttributeError, IndexError, TypeError) as exc:
-            return Response(request.id, None, "malformed_response", f"no completion in the output: {exc}", None, 1, seconds)
+            return Response(
+                request.id, None, "malformed_response", f"no completion in the output: {exc}", None, 1, seconds
+            )
         return answer_from_text(request, text, finish_reason=finish_reason, seconds=seconds)

@@ -77,10 +77,14 @@ class GroundTruth:
 
 
 def _box(value: Any, path: Path, line: int, what: str) -> Box:
-    if (not isinstance(value, (list, tuple)) or len(value) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
         raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {json.dumps(value)}")
-    return tuple(float(v) for v in value)  # type: ignore[return-value]
+    x1, y1, x2, y2 = (float(v) for v in value)
+    return (x1, y1, x2, y2)
 
 
 def samples_file(gt: Path | str) -> Path:
@@ -123,12 +127,22 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
         same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
         if split is not None and sample.split != split:
             continue
-        truths.append(GroundTruth(
-            id=sample.id, width=width, height=height, boxes=boxes, labels=labels, dataset=sample.dataset,
-            modality=sample.modality, split=sample.split, query_type=sample.query_type,
-            same_label_distractors=same_label, query=sample.query,
-            image=folder.path(sample.image) if sample.image else None,
-        ))
+        truths.append(
+            GroundTruth(
+                id=sample.id,
+                width=width,
+                height=height,
+                boxes=boxes,
+                labels=labels,
+                dataset=sample.dataset,
+                modality=sample.modality,
+                split=sample.split,
+                query_type=sample.query_type,
+                same_label_distractors=same_label,
+                query=sample.query,
+                image=folder.path(sample.image) if sample.image else None,
+            )
+        )
     return truths
 
 
@@ -174,7 +188,9 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
             raise RecordFileError(path, line, "prediction has no 'id'")
         sample_id = str(record["id"])
         if sample_id in predictions:
-            raise RecordFileError(path, line, f"duplicate id {sample_id!r} (first on line {predictions[sample_id].line})")
+            raise RecordFileError(
+                path, line, f"duplicate id {sample_id!r} (first on line {predictions[sample_id].line})"
+            )
         given = [key for key in ("text", "bbox", "bboxes") if key in record]
         if len(given) != 1:
             raise RecordFileError(path, line, f"give exactly one of 'text', 'bbox', 'bboxes', got {given or 'none'}")
@@ -188,7 +204,9 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
             boxes = (_box(record["bbox"], path, line, "bbox"),)
         else:
             if not isinstance(record["bboxes"], list):
-                raise RecordFileError(path, line, f"'bboxes' must be a list of boxes, got {json.dumps(record['bboxes'])}")
+                raise RecordFileError(
+                    path, line, f"'bboxes' must be a list of boxes, got {json.dumps(record['bboxes'])}"
+                )
             boxes = tuple(_box(b, path, line, f"bboxes[{k}]") for k, b in enumerate(record["bboxes"]))
         fmt = record.get("format")
         if fmt is not None and not isinstance(fmt, str):
@@ -211,7 +229,9 @@ def resolve_format(predictions: Mapping[str, Prediction], path: Path | str, name
                 raise RecordFileError(path, p.line, f"prediction records format {p.format!r} but --format is {name!r}")
         return name
     if recorded == {None} or not recorded:
-        raise RecordFileError(path, None, f"the predictions record no format; give --format ({', '.join(GROUNDING_FAMILIES)})")
+        raise RecordFileError(
+            path, None, f"the predictions record no format; give --format ({', '.join(GROUNDING_FAMILIES)})"
+        )
     if None in recorded or len(recorded) > 1:
         found = ", ".join(sorted(str(f) for f in recorded))
         raise RecordFileError(path, None, f"the predictions record different formats ({found}); give --format")

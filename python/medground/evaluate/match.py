@@ -50,8 +50,9 @@ class Matching:
     n_truth: int
 
 
-def match_boxes(predicted: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], *,
-                threshold: float = MATCH_THRESHOLD) -> Matching:
+def match_boxes(
+    predicted: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], *, threshold: float = MATCH_THRESHOLD
+) -> Matching:
     """Hungarian one-to-one matching of predicted to true boxes.
 
     The matching maximises the number of pairs with IoU >= ``threshold`` and, among those
@@ -89,48 +90,73 @@ def _max_weight_assignment(weights: list[list[float]]) -> list[tuple[int, int]]:
     except ImportError:
         return _hungarian(weights)
     rows, cols = linear_sum_assignment(weights, maximize=True)
-    return sorted((int(i), int(j)) for i, j in zip(rows, cols))
+    return sorted((int(i), int(j)) for i, j in zip(rows, cols, strict=True))
 
 
 def _hungarian(weights: list[list[float]]) -> list[tuple[int, int]]:
     """Exact maximum-weight assignment (Kuhn-Munkres with potentials, shortest augmenting
     paths); rectangular matrices are transposed so that rows <= columns."""
     transposed = len(weights) > len(weights[0])
-    cost = [list(col) for col in zip(*weights)] if transposed else [list(row) for row in weights]
+    cost = [list(col) for col in zip(*weights, strict=True)] if transposed else [list(row) for row in weights]
     n, m = len(cost), len(cost[0])
     cost = [[-v for v in row] for row in cost]  # minimise the negated weights
-    inf = math.inf
     u, v = [0.0] * (n + 1), [0.0] * (m + 1)
     owner = [0] * (m + 1)  # owner[j]: 1-based row assigned to column j (0: none)
     way = [0] * (m + 1)
     for i in range(1, n + 1):
-        owner[0] = i
-        j0 = 0
-        min_slack = [inf] * (m + 1)
-        used = [False] * (m + 1)
-        while True:
-            used[j0] = True
-            i0, delta, j1 = owner[j0], inf, 0
-            for j in range(1, m + 1):
-                if used[j]:
-                    continue
-                slack = cost[i0 - 1][j - 1] - u[i0] - v[j]
-                if slack < min_slack[j]:
-                    min_slack[j], way[j] = slack, j0
-                if min_slack[j] < delta:
-                    delta, j1 = min_slack[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[owner[j]] += delta
-                    v[j] -= delta
-                else:
-                    min_slack[j] -= delta
-            j0 = j1
-            if owner[j0] == 0:
-                break
-        while j0:
-            j1 = way[j0]
-            owner[j0] = owner[j1]
-            j0 = j1
+        _assign_row(cost, i, u, v, owner, way)
     pairs = [(owner[j] - 1, j - 1) for j in range(1, m + 1) if owner[j]]
     return sorted((j, i) for i, j in pairs) if transposed else sorted(pairs)
+
+
+def _assign_row(
+    cost: list[list[float]], i: int, u: list[float], v: list[float], owner: list[int], way: list[int]
+) -> None:
+    """Adds 1-based row ``i`` to the assignment: grows a shortest augmenting path from it,
+    updating the potentials ``u``, ``v``, until a free column is reached, then flips the
+    assignment along the path (``way[j]``: the column before ``j`` on it)."""
+    m = len(cost[0])
+    owner[0] = i
+    j0 = 0
+    min_slack = [math.inf] * (m + 1)
+    used = [False] * (m + 1)
+    while True:
+        used[j0] = True
+        delta, j1 = _tightest_column(cost, owner[j0], j0, u, v, used, min_slack, way)
+        for j in range(m + 1):
+            if used[j]:
+                u[owner[j]] += delta
+                v[j] -= delta
+            else:
+                min_slack[j] -= delta
+        j0 = j1
+        if owner[j0] == 0:
+            break
+    while j0:
+        j1 = way[j0]
+        owner[j0] = owner[j1]
+        j0 = j1
+
+
+def _tightest_column(
+    cost: list[list[float]],
+    i0: int,
+    j0: int,
+    u: list[float],
+    v: list[float],
+    used: list[bool],
+    min_slack: list[float],
+    way: list[int],
+) -> tuple[float, int]:
+    """Relaxes the unused columns' slacks through row ``i0`` (reached via column ``j0``);
+    returns the smallest slack and its column."""
+    delta, j1 = math.inf, 0
+    for j in range(1, len(min_slack)):
+        if used[j]:
+            continue
+        slack = cost[i0 - 1][j - 1] - u[i0] - v[j]
+        if slack < min_slack[j]:
+            min_slack[j], way[j] = slack, j0
+        if min_slack[j] < delta:
+            delta, j1 = min_slack[j], j
+    return delta, j1

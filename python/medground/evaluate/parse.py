@@ -36,7 +36,12 @@ def parse_boxes(text: str) -> list[Box]:
         Every box found, in the order written; empty when none could be read.
     """
     for pattern in (_BBOX_2D, _CORNER_PAIR, _QUAD):
-        found = [tuple(float(v) for v in match.groups()) for match in pattern.finditer(text)]
+        found = [_box(match) for match in pattern.finditer(text)]
         if found:
-            return found  # type: ignore[return-value]
+            return found
     return []
+
+
+def _box(match: re.Match[str]) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in match.groups())
+    return (x1, y1, x2, y2)

@@ -10,8 +10,21 @@ from medground.evaluate.score import IOU_THRESHOLDS
 
 __all__ = ["format_report"]
 
-_COLUMNS = [("n", 6), ("miss", 5), ("unpars", 6), ("acc@.3", 7), ("acc@.5", 7), ("acc@.7", 7), ("acc@.9", 7),
-            ("mIoU", 6), ("centre", 7), ("multi", 6), ("P@.5", 6), ("R@.5", 6), ("F1@.5", 6)]
+_COLUMNS = [
+    ("n", 6),
+    ("miss", 5),
+    ("unpars", 6),
+    ("acc@.3", 7),
+    ("acc@.5", 7),
+    ("acc@.7", 7),
+    ("acc@.9", 7),
+    ("mIoU", 6),
+    ("centre", 7),
+    ("multi", 6),
+    ("P@.5", 6),
+    ("R@.5", 6),
+    ("F1@.5", 6),
+]
 
 
 def _row(name: str, metrics: Mapping[str, Any], width: int) -> str:
@@ -19,24 +32,38 @@ def _row(name: str, metrics: Mapping[str, Any], width: int) -> str:
         return "-" if value is None else f"{100 * value:.1f}"
 
     single, multi = metrics["single"], metrics["multi"]
-    cells = [str(metrics["samples"]), str(metrics["missing"]), str(metrics["unparseable"]),
-             *(pct(single[f"acc@{t}"]) for t in IOU_THRESHOLDS), pct(single["miou"]), pct(single["centre_hit"]),
-             str(multi["samples"]), pct(multi["precision@0.5"]), pct(multi["recall@0.5"]), pct(multi["f1@0.5"])]
-    return f"{name:<{width}}" + "".join(f"{cell:>{w + 1}}" for cell, (_, w) in zip(cells, _COLUMNS))
+    cells = [
+        str(metrics["samples"]),
+        str(metrics["missing"]),
+        str(metrics["unparseable"]),
+        *(pct(single[f"acc@{t}"]) for t in IOU_THRESHOLDS),
+        pct(single["miou"]),
+        pct(single["centre_hit"]),
+        str(multi["samples"]),
+        pct(multi["precision@0.5"]),
+        pct(multi["recall@0.5"]),
+        pct(multi["f1@0.5"]),
+    ]
+    return f"{name:<{width}}" + "".join(f"{cell:>{w + 1}}" for cell, (_, w) in zip(cells, _COLUMNS, strict=True))
 
 
 def format_report(report: Mapping[str, Any]) -> str:
     """The report of :func:`evaluate` as a plain-text table (ratios in percent)."""
     fmt, counts = report["format"], report["counts"]
-    resize = "".join(f", {k} {v}" for k, v in fmt.items()
-                     if k != "name" and not (k == "convention" and v == fmt["name"]))
+    resize = "".join(
+        f", {k} {v}" for k, v in fmt.items() if k != "name" and not (k == "convention" and v == fmt["name"])
+    )
     lines = [
         f"format {fmt['name']}{resize}",
-        (f"{counts['samples']} samples: {counts['predicted']} predicted ({counts['unparseable']} unparseable), "
-         f"{counts['missing']} missing; {counts['extra_predictions']} predictions for ids not in the ground truth "
-         "(ignored)"),
-        ("single-target samples: accuracy at IoU, mean IoU, centre hits; multi-object samples: "
-         "Hungarian matching, precision/recall/F1 at IoU 0.5 (all in %)"),
+        (
+            f"{counts['samples']} samples: {counts['predicted']} predicted ({counts['unparseable']} unparseable), "
+            f"{counts['missing']} missing; {counts['extra_predictions']} predictions for ids not in the ground truth "
+            "(ignored)"
+        ),
+        (
+            "single-target samples: accuracy at IoU, mean IoU, centre hits; multi-object samples: "
+            "Hungarian matching, precision/recall/F1 at IoU 0.5 (all in %)"
+        ),
         "",
     ]
     names = [str(k) for groups in report["breakdowns"].values() for k in groups]

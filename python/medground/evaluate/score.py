@@ -112,15 +112,29 @@ class _Tally:
         single.update({f"acc@{t}": ratio(self.acc[t], self.single) for t in IOU_THRESHOLDS})
         single.update(miou=ratio(self.iou_sum, self.single), centre_hit=ratio(self.centre, self.single))
         return {
-            "samples": self.samples, "missing": self.missing, "unparseable": self.unparseable,
+            "samples": self.samples,
+            "missing": self.missing,
+            "unparseable": self.unparseable,
             "single": single,
-            "multi": {"samples": self.multi, "predicted_boxes": self.n_predicted, "true_boxes": self.n_truth,
-                      "matched@0.5": self.hits, "precision@0.5": precision, "recall@0.5": recall, "f1@0.5": f1},
+            "multi": {
+                "samples": self.multi,
+                "predicted_boxes": self.n_predicted,
+                "true_boxes": self.n_truth,
+                "matched@0.5": self.hits,
+                "precision@0.5": precision,
+                "recall@0.5": recall,
+                "f1@0.5": f1,
+            },
         }
 
 
-def evaluate(truths: Sequence[GroundTruth], predictions: Mapping[str, Prediction],
-             fmt: BoxConvention, *, format_name: str | None = None) -> dict[str, Any]:
+def evaluate(
+    truths: Sequence[GroundTruth],
+    predictions: Mapping[str, Prediction],
+    fmt: BoxConvention,
+    *,
+    format_name: str | None = None,
+) -> dict[str, Any]:
     """Scores predictions against samples, overall and by every breakdown.
 
     Args:

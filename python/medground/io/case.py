@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.readers import read_image, read_raster, suffix_of
-from medground.io.discover import CaseFiles
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 
@@ -85,31 +85,48 @@ def _squeeze_trailing(array: NDArray[Any], spatial: int) -> NDArray[Any]:
     return array
 
 
-def _image_array(volume: Volume, spec: DatasetSpec) -> Volume:
-    """Picks the channel of a 4D image, squeezes singleton trailing axes, checks finiteness."""
+def _pick_channel(array: NDArray[Any], channel: int | None, path: Path) -> NDArray[Any]:
+    """The ``[cases] channel`` of a 4D image."""
+    if channel is None:
+        raise CaseError(
+            path,
+            f"4D image {array.shape} with {array.shape[3]} channels/timepoints; choose one with [cases] channel = N",
+        )
+    if channel >= array.shape[3]:
+        raise CaseError(path, f"[cases] channel = {channel} but the image has {array.shape[3]} channels")
+    return array[..., channel]
+
+
+def _spatial_array(volume: Volume, spec: DatasetSpec) -> NDArray[Any]:
+    """The image's intensities on its spatial grid: a 2D image as is (grayscale or RGB), a 3D
+    one with singleton trailing axes squeezed and the chosen channel of a 4D one."""
     array = volume.array
-    path = volume.path
     if volume.is_2d:
         if array.ndim == 3 and array.shape[2] not in (3,):
-            raise CaseError(path, f"2D image with {array.shape[2]} channels; expected grayscale or RGB")
-    else:
-        array = _squeeze_trailing(array, 3)
-        if array.ndim == 4:
-            channel = spec.cases.channel
-            if channel is None:
-                raise CaseError(path, f"4D image {array.shape} with {array.shape[3]} channels/timepoints; "
-                                "choose one with [cases] channel = N")
-            if channel >= array.shape[3]:
-                raise CaseError(path, f"[cases] channel = {channel} but the image has {array.shape[3]} channels")
-            array = array[..., channel]
-        elif array.ndim != 3:
-            raise CaseError(path, f"{array.ndim}D image {array.shape}; expected a 3D volume (or 4D with channel)")
+            raise CaseError(volume.path, f"2D image with {array.shape[2]} channels; expected grayscale or RGB")
+        return array
+    array = _squeeze_trailing(array, 3)
+    if array.ndim == 4:
+        return _pick_channel(array, spec.cases.channel, volume.path)
+    if array.ndim != 3:
+        raise CaseError(volume.path, f"{array.ndim}D image {array.shape}; expected a 3D volume (or 4D with channel)")
+    return array
+
+
+def _check_intensities(array: NDArray[Any], path: Path) -> None:
+    """Raises unless the pixel type is numeric and every float intensity is finite."""
     if array.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise CaseError(path, f"{bad} NaN or infinite intensities")
     elif array.dtype.kind not in "iub":
         raise CaseError(path, f"unsupported pixel type {array.dtype}")
+
+
+def _image_array(volume: Volume, spec: DatasetSpec) -> Volume:
+    """Picks the channel of a 4D image, squeezes singleton trailing axes, checks finiteness."""
+    array = _spatial_array(volume, spec)
+    _check_intensities(array, volume.path)
     if array is volume.array:
         return volume
     return Volume(array, volume.affine, volume.path, volume.oriented, volume.metadata)
@@ -126,8 +143,10 @@ def _integer_labels(array: NDArray[Any], path: Path) -> NDArray[np.unsignedinteg
         fractional = array != np.round(array)
         if fractional.any():
             example = float(array[fractional].flat[0])
-            raise CaseError(path, f"mask has {int(fractional.sum())} non-integer values (e.g. {example}); "
-                            "expected integer label ids")
+            raise CaseError(
+                path,
+                f"mask has {int(fractional.sum())} non-integer values (e.g. {example}); expected integer label ids",
+            )
     elif array.dtype.kind not in "iu":
         raise CaseError(path, f"mask pixel type {array.dtype} is not an integer label map")
     if array.size == 0:
@@ -170,7 +189,7 @@ def _collapse_colour(array: NDArray[Any], path: Path, spec: DatasetSpec) -> NDAr
     if not spec.cases.colors:
         if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
             return array[..., 0]
-        raise CaseError(path, "colour-coded mask but the spec has no [cases.colors] table (\"R,G,B\" = label id)")
+        raise CaseError(path, 'colour-coded mask but the spec has no [cases.colors] table ("R,G,B" = label id)')
     labels = np.zeros(rgb.shape[:2], dtype=np.uint32)
     matched = np.zeros(rgb.shape[:2], dtype=bool)
     tolerance = spec.cases.color_tolerance
@@ -182,9 +201,15 @@ def _collapse_colour(array: NDArray[Any], path: Path, spec: DatasetSpec) -> NDAr
     stray = ~(matched | background)
     if stray.any():
         colours, counts = np.unique(rgb[stray].reshape(-1, 3), axis=0, return_counts=True)
-        top = ", ".join(f"{tuple(int(v) for v in c)} x{n}" for c, n in sorted(zip(colours, counts), key=lambda t: -t[1])[:3])
-        raise CaseError(path, f"{int(stray.sum())} mask pixels have colours not in [cases.colors] (e.g. {top}); "
-                        "add them or raise color_tolerance")
+        top = ", ".join(
+            f"{tuple(int(v) for v in c)} x{n}"
+            for c, n in sorted(zip(colours, counts, strict=True), key=lambda t: -t[1])[:3]
+        )
+        raise CaseError(
+            path,
+            f"{int(stray.sum())} mask pixels have colours not in [cases.colors] (e.g. {top}); "
+            "add them or raise color_tolerance",
+        )
     return labels
 
 
@@ -216,8 +241,9 @@ def load_case(spec: DatasetSpec, files: CaseFiles) -> Case:
 
 def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
     cases = spec.cases
-    image = read_image(files.image, max_bytes=cases.max_bytes, radiological_2d=spec.is_radiological,
-                       pixel_spacing=cases.pixel_spacing)
+    image = read_image(
+        files.image, max_bytes=cases.max_bytes, radiological_2d=spec.is_radiological, pixel_spacing=cases.pixel_spacing
+    )
     image = _image_array(image, spec)
     warnings: list[str] = []
     if cases.mask_mode == "per_label_files":

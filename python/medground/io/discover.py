@@ -42,7 +42,6 @@ class CaseIndex:
     problems: list[str] = field(default_factory=list)
 
 
-
 @dataclass(frozen=True)
 class _Pattern:
     glob: str
@@ -101,17 +100,11 @@ def _patient_id(spec: DatasetSpec, case_id: str) -> str:
     return cases.patient.format(case=case_id)
 
 
-def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
-    """Pairs images with masks on disk; cases are sorted by id.
-
-    For ``per_label_files`` specs without declared labels, the labels are the union of the
-    structure names found, in sorted order (see :func:`resolve_labels`).
-    """
-    root = spec.root
+def _find_images(spec: DatasetSpec, case_filter: re.Pattern[str] | None, problems: list[str]) -> dict[str, Path]:
+    """Case id → image, for the images the spec's ``image`` pattern matches; ids matching two
+    images, and a pattern without ``{case}`` matching several, are added to ``problems``."""
     images: dict[str, Path] = {}
-    problems: list[str] = []
-    case_filter = re.compile(spec.cases.case_regex) if spec.cases.case_regex else None
-    for path, match in _matches(root, _compile(spec.cases.image), spec.cases.exclude):
+    for path, match in _matches(spec.root, _compile(spec.cases.image), spec.cases.exclude):
         case_id = match.group("case") if "case" in match.re.groupindex else structure_name(path)
         if case_filter is not None and not case_filter.search(case_id):
             continue
@@ -120,10 +113,35 @@ def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
             continue
         images[case_id] = path
     if "{case}" not in spec.cases.image and len(images) > 1:
-        problems.append(f"image = {spec.cases.image!r} has no {{case}} but matches {len(images)} files; "
-                        f"a pattern without {{case}} must name one image")
-        images = {}
-    index = CaseIndex(cases=[], problems=problems)
+        problems.append(
+            f"image = {spec.cases.image!r} has no {{case}} but matches {len(images)} files; "
+            f"a pattern without {{case}} must name one image"
+        )
+        return {}
+    return images
+
+
+def _unpaired_masks(spec: DatasetSpec, case_filter: re.Pattern[str] | None, paired: set[Path]) -> list[Path]:
+    """Files the ``mask`` pattern matches (within the case filter) that are in no case and
+    are not ``paired`` (masks in use, or images)."""
+    unpaired = []
+    for path, match in _matches(spec.root, _compile(spec.cases.mask)):
+        if case_filter is not None and "case" in match.re.groupindex and not case_filter.search(match.group("case")):
+            continue
+        if path not in paired:
+            unpaired.append(path)
+    return unpaired
+
+
+def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
+    """Pairs images with masks on disk; cases are sorted by id.
+
+    For ``per_label_files`` specs without declared labels, the labels are the union of the
+    structure names found, in sorted order (see :func:`resolve_labels`).
+    """
+    case_filter = re.compile(spec.cases.case_regex) if spec.cases.case_regex else None
+    index = CaseIndex(cases=[])
+    images = _find_images(spec, case_filter, index.problems)
     masks_seen: set[Path] = set()
     for case_id in sorted(images):
         files = _case_masks(spec, case_id, index)
@@ -135,18 +153,15 @@ def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
         index.cases.append(CaseFiles(case_id, _patient_id(spec, case_id), images[case_id], masks, label_masks))
     # Masks whose case has no image (only checked for one-file-per-case masks: cheap and common).
     if spec.cases.mask_mode != "per_label_files":
-        image_paths = set(images.values())
-        for path, match in _matches(root, _compile(spec.cases.mask)):
-            if case_filter is not None and "case" in match.re.groupindex and not case_filter.search(match.group("case")):
-                continue
-            if path not in masks_seen and path not in image_paths:
-                index.unpaired_masks.append(path)
+        index.unpaired_masks = _unpaired_masks(spec, case_filter, masks_seen | set(images.values()))
     if limit is not None:
         index.cases = index.cases[:limit]
     return index
 
 
-def _case_masks(spec: DatasetSpec, case_id: str, index: CaseIndex) -> tuple[tuple[Path, ...], tuple[tuple[str, Path], ...]] | None:
+def _case_masks(
+    spec: DatasetSpec, case_id: str, index: CaseIndex
+) -> tuple[tuple[Path, ...], tuple[tuple[str, Path], ...]] | None:
     pattern = _compile(spec.cases.mask, case=case_id)
     found = _matches(spec.root, pattern)
     if spec.cases.mask_mode != "per_label_files":
@@ -160,7 +175,9 @@ def _case_masks(spec: DatasetSpec, case_id: str, index: CaseIndex) -> tuple[tupl
     if not by_name:
         return None
     # "{label}.nii.gz" matches "liver.nii.gz" with label "liver"; names keep no suffix.
-    label_masks = tuple(sorted((structure_name(Path(name)) if "." in name else name, path) for name, path in by_name.items()))
+    label_masks = tuple(
+        sorted((structure_name(Path(name)) if "." in name else name, path) for name, path in by_name.items())
+    )
     return (), label_masks
 
 

@@ -21,7 +21,9 @@ class CaseError(Exception):
     on with the other cases. ``str(error)`` names the file and the problem.
     """
 
-    def __init__(self, path: Path | str | None, problem: str, *, stage: str = "load", case_id: str | None = None) -> None:
+    def __init__(
+        self, path: Path | str | None, problem: str, *, stage: str = "load", case_id: str | None = None
+    ) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
         self.stage = stage

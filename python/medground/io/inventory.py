@@ -15,9 +15,9 @@ import numpy as np
 
 from medground import geometry
 from medground.io.case import Case, load_case
+from medground.io.discover import CaseIndex, find_cases, resolve_labels
 from medground.io.errors import CaseError
 from medground.io.readers import read_header
-from medground.io.discover import CaseIndex, find_cases, resolve_labels
 from medground.io.schema import DatasetSpec
 
 __all__ = ["CaseSummary", "Inventory", "describe_case", "format_inventory", "inventory"]
@@ -77,12 +77,16 @@ class Inventory:
             "unknown_labels": [f"unknown_{i}" for i in self.unknown_labels],
             "cases": [
                 {
-                    "case_id": c.case_id, "patient_id": c.patient_id, "image": c.image,
+                    "case_id": c.case_id,
+                    "patient_id": c.patient_id,
+                    "image": c.image,
                     "shape": list(c.shape) if c.shape else None,
                     "spacing": [round(s, 4) for s in c.spacing] if c.spacing else None,
-                    "axcodes": "".join(c.axcodes) if c.axcodes else None, "dtype": c.dtype,
+                    "axcodes": "".join(c.axcodes) if c.axcodes else None,
+                    "dtype": c.dtype,
                     "labels": {str(k): v for k, v in c.labels.items()} if self.read_masks else None,
-                    "warnings": c.warnings, "error": c.error,
+                    "warnings": c.warnings,
+                    "error": c.error,
                 }
                 for c in self.cases
             ],
@@ -122,8 +126,7 @@ def format_inventory(inv: Inventory) -> str:
     spec = inv.spec
     lines = [
         f"dataset {spec.name} ({spec.modality}, {spec.body_region}, display {spec.display}) at {spec.root}",
-        f"cases found: {len(inv.index.cases)}"
-        + (f"; {len(inv.failed)} failed to load" if inv.failed else ""),
+        f"cases found: {len(inv.index.cases)}" + (f"; {len(inv.failed)} failed to load" if inv.failed else ""),
     ]
     for label, paths in (("unpaired images", inv.index.unpaired_images), ("unpaired masks", inv.index.unpaired_masks)):
         if paths:
@@ -140,7 +143,10 @@ def format_inventory(inv: Inventory) -> str:
         spacing = "x".join(f"{s:.3g}" for s in case.spacing or ())
         axes = "".join(case.axcodes) if case.axcodes else "-"
         labels = ", ".join(str(i) for i in case.labels) if inv.read_masks else "(not read)"
-        lines.append(f"{case.case_id:<24} {case.patient_id:<20} {shape:<16} {spacing:<20} {axes:<5} {case.dtype or '':<8} {labels}")
+        lines.append(
+            f"{case.case_id:<24} {case.patient_id:<20} {shape:<16} {spacing:<20} {axes:<5} "
+            f"{case.dtype or '':<8} {labels}"
+        )
         lines.extend(f"    warning: {w}" for w in case.warnings)
     lines.append("")
     lines.append(f"labels declared: {len(spec.labels)}")
@@ -149,7 +155,9 @@ def format_inventory(inv: Inventory) -> str:
         lines.append(f"labels seen: {len(seen)} (in at least one case)")
         never = [f"{i} {n}" for i, n in spec.labels.items() if i not in seen]
         if never:
-            lines.append(f"declared but never seen: {len(never)} ({', '.join(never[:10])}{', ...' if len(never) > 10 else ''})")
+            lines.append(
+                f"declared but never seen: {len(never)} ({', '.join(never[:10])}{', ...' if len(never) > 10 else ''})"
+            )
         for i in inv.unknown_labels:
             lines.append(f"undeclared id {i} (named unknown_{i}) in {seen[i]} case(s)")
         width = max((len(n) for n in spec.labels.values()), default=4)
@@ -180,7 +188,7 @@ def describe_case(case: Case, spec: DatasetSpec) -> str:
     per_label = Counter(int(b) for b in pairs.b)
     for row in table:
         label_id = int(row["label"])
-        box = ", ".join(f"{a}:{b}" for a, b in zip(row["bbox_min"], row["bbox_max"]))
+        box = ", ".join(f"{a}:{b}" for a, b in zip(row["bbox_min"], row["bbox_max"], strict=True))
         size = row["voxel_count"] * voxel * scale
         lines.append(f"{label_id:>4} {case.label_names[label_id]:<28} {per_label[label_id]:>10} {size:>12.2f} [{box}]")
     return "\n".join(lines)

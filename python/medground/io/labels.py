@@ -36,7 +36,9 @@ def labels_from_filenames(names: Iterable[str]) -> dict[int, str]:
     return {i: name for i, name in enumerate(sorted(set(names)), start=1)}
 
 
-def label_map_from_mapping(mapping: Mapping[Any, Any] | Iterable[tuple[Any, Any]], source: Path | str | None) -> dict[int, str]:
+def label_map_from_mapping(
+    mapping: Mapping[Any, Any] | Iterable[tuple[Any, Any]], source: Path | str | None
+) -> dict[int, str]:
     """Normalises ``{id: name}`` or ``{name: id}`` (ids as ints or digit strings; or the
     same as a sequence of pairs, so that repeated ids are seen) to ``{int id: name}``,
     dropping background (0)."""

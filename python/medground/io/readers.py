@@ -68,8 +68,13 @@ def _bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-def read_image(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, radiological_2d: bool = False,
-               pixel_spacing: tuple[float, float] | None = None) -> Volume:
+def read_image(
+    path: Path | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    radiological_2d: bool = False,
+    pixel_spacing: tuple[float, float] | None = None,
+) -> Volume:
     """Reads one image or mask file (or a DICOM series folder) as a :class:`Volume`.
 
     Args:
@@ -99,7 +104,7 @@ def read_image(path: Path | str, *, max_bytes: int = DEFAULT_MAX_BYTES, radiolog
             array = read_raster(path, max_bytes=max_bytes)
             spacing = pixel_spacing or (1.0, 1.0)
             affine = radiograph_affine(spacing) if radiological_2d else np.diag([spacing[0], spacing[1], 1.0, 1.0])
-            metadata = {"channels_last": array.ndim == 3}
+            metadata: dict[str, object] = {"channels_last": array.ndim == 3}
             return Volume(array, affine, path, oriented=radiological_2d, metadata=metadata)
     except CaseError:
         raise
@@ -146,62 +151,11 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
     suffix = suffix_of(path)
     try:
         if suffix in _NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            image = nib.load(str(path))
-            header = image.header
-            oriented = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
-            return Header(path, tuple(int(s) for s in header.get_data_shape()), str(header.get_data_dtype()),
-                          np.asarray(image.affine, dtype=np.float64), oriented)
+            return _nifti_header(path)
         if suffix in IMAGE_2D_SUFFIXES:
-            from PIL import Image
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as raster:
-                    # Channels as read_image returns them: alpha dropped, palettes as RGB.
-                    bands = 1 if raster.mode in ("L", "LA", "1", "I", "F") or raster.mode.startswith("I;") else 3
-                    shape = (raster.height, raster.width) + ((bands,) if bands > 1 else ())
-                    mode = raster.mode
-            affine = radiograph_affine() if radiological_2d else np.eye(4)
-            return Header(path, shape, mode, affine, radiological_2d)
+            return _raster_header(path, radiological_2d)
         if path.is_dir() or suffix in _DICOM_SUFFIXES or suffix in _ITK_SUFFIXES:
-            import SimpleITK as sitk
-
-            files = [str(path)]
-            if path.is_dir() or suffix in _DICOM_SUFFIXES:
-                if not path.is_dir():
-                    _check_dicom_file(path)
-                folder = path if path.is_dir() else path.parent
-                series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-                if len(series) != 1:
-                    raise CaseError(folder, f"expected one DICOM series in the folder, found {len(series)}")
-                files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(files[0])
-            reader.ReadImageInformation()
-            size = tuple(int(s) for s in reader.GetSize())
-            if len(files) > 1:
-                size = size[:2] + (len(files),)
-            image = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
-            image.SetSpacing(reader.GetSpacing())
-            image.SetOrigin(reader.GetOrigin())
-            image.SetDirection(reader.GetDirection())
-            if len(files) > 1:
-                # A series' slice spacing and direction come from the slice positions (the
-                # second file's origin), not from one file's thickness tag.
-                second = sitk.ImageFileReader()
-                second.SetFileName(files[1])
-                second.ReadImageInformation()
-                step = np.subtract(second.GetOrigin(), reader.GetOrigin())
-                distance = float(np.linalg.norm(step))
-                if distance > 0:
-                    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
-                    direction[:, 2] = step / distance
-                    image.SetDirection(direction.ravel().tolist())
-                    image.SetSpacing((*reader.GetSpacing()[:2], distance))
-            dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
-            return Header(path, size, dtype, _itk_affine(image), len(size) == 3)
+            return _itk_header(path, suffix)
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -209,10 +163,102 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
     raise CaseError(path, f"unknown file type {suffix!r}")
 
 
-def _read_nifti(path: Path, max_bytes: int) -> Volume:
+def _nifti_header(path: Path) -> Header:
+    """A NIfTI file's header; oriented when it has an sform or qform."""
+    image = _load_nifti(path)
+    header = image.header
+    oriented = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+    return Header(
+        path,
+        tuple(int(s) for s in header.get_data_shape()),
+        str(header.get_data_dtype()),
+        np.asarray(image.affine, dtype=np.float64),
+        oriented,
+    )
+
+
+def _raster_header(path: Path, radiological_2d: bool) -> Header:
+    """A 2D raster's header, with its channels as :func:`read_image` returns them."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as raster:
+            # Channels as read_image returns them: alpha dropped, palettes as RGB.
+            bands = 1 if raster.mode in ("L", "LA", "1", "I", "F") or raster.mode.startswith("I;") else 3
+            shape = (raster.height, raster.width) + ((bands,) if bands > 1 else ())
+            mode = raster.mode
+    affine = radiograph_affine() if radiological_2d else np.eye(4)
+    return Header(path, shape, mode, affine, radiological_2d)
+
+
+def _itk_header(path: Path, suffix: str) -> Header:
+    """The header of an NRRD/MetaImage file, a DICOM file's series or a DICOM series folder."""
+    import SimpleITK as sitk
+
+    files = _dicom_series_files(path) if path.is_dir() or suffix in _DICOM_SUFFIXES else [str(path)]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reader.GetSize())
+    if len(files) > 1:
+        size = size[:2] + (len(files),)
+    image = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+    image.SetSpacing(reader.GetSpacing())
+    image.SetOrigin(reader.GetOrigin())
+    image.SetDirection(reader.GetDirection())
+    if len(files) > 1:
+        _set_slice_geometry(image, reader, files[1])
+    dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    return Header(path, size, dtype, _itk_affine(image), len(size) == 3)
+
+
+def _dicom_series_files(path: Path) -> list[str]:
+    """The files of the one DICOM series in ``path`` (a folder) or beside it (a file), in order."""
+    import SimpleITK as sitk
+
+    if not path.is_dir():
+        _check_dicom_file(path)
+    folder = path if path.is_dir() else path.parent
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if len(series) != 1:
+        raise CaseError(folder, f"expected one DICOM series in the folder, found {len(series)}")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def _set_slice_geometry(image: Any, first: Any, second_file: str) -> None:
+    """Gives ``image`` a series' slice spacing and direction from the slice positions (the
+    second file's origin), not from one file's thickness tag."""
+    import SimpleITK as sitk
+
+    second = sitk.ImageFileReader()
+    second.SetFileName(second_file)
+    second.ReadImageInformation()
+    step = np.subtract(second.GetOrigin(), first.GetOrigin())
+    distance = float(np.linalg.norm(step))
+    if distance > 0:
+        direction = np.asarray(first.GetDirection(), dtype=np.float64).reshape(3, 3)
+        direction[:, 2] = step / distance
+        image.SetDirection(direction.ravel().tolist())
+        image.SetSpacing((*first.GetSpacing()[:2], distance))
+
+
+def _load_nifti(path: Path) -> Any:
+    """The nibabel image of a NIfTI file (header read, voxels not yet).
+
+    Raises:
+        CaseError: when the file is not a NIfTI-1 or NIfTI-2 image.
+    """
     import nibabel as nib
 
     image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise CaseError(path, f"not a NIfTI image ({type(image).__name__})")
+    return image
+
+
+def _read_nifti(path: Path, max_bytes: int) -> Volume:
+    image = _load_nifti(path)
     header = image.header
     shape = tuple(int(s) for s in header.get_data_shape())
     dtype = header.get_data_dtype()
@@ -235,9 +281,16 @@ def _itk_pixel_bytes(reader: Any) -> int:
     import SimpleITK as sitk
 
     sizes = {
-        sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2,
-        sitk.sitkUInt32: 4, sitk.sitkInt32: 4, sitk.sitkFloat32: 4,
-        sitk.sitkUInt64: 8, sitk.sitkInt64: 8, sitk.sitkFloat64: 8,
+        sitk.sitkUInt8: 1,
+        sitk.sitkInt8: 1,
+        sitk.sitkUInt16: 2,
+        sitk.sitkInt16: 2,
+        sitk.sitkUInt32: 4,
+        sitk.sitkInt32: 4,
+        sitk.sitkFloat32: 4,
+        sitk.sitkUInt64: 8,
+        sitk.sitkInt64: 8,
+        sitk.sitkFloat64: 8,
     }
     component = reader.GetPixelID()
     return sizes.get(component, 8) * max(1, int(reader.GetNumberOfComponents()))
@@ -264,17 +317,19 @@ def _itk_volume(image: Any, path: Path, fmt: str) -> Volume:
     components = image.GetNumberOfComponentsPerPixel()
     array = sitk.GetArrayFromImage(image)  # (z, y, x[, c]): reverse the spatial axes to ITK order
     spatial = tuple(range(ndim))[::-1]
-    if components > 1:
-        array = np.transpose(array, spatial + (ndim,))
-    else:
-        array = np.transpose(array, spatial)
+    array = np.transpose(array, spatial + (ndim,)) if components > 1 else np.transpose(array, spatial)
     if ndim > 3:
         raise CaseError(path, f"{ndim}D image; only 2D and 3D images (with channels) are supported")
     if ndim == 2:
         # 2D ITK images (e.g. a single DICOM radiograph) read as (x, y); store as (rows, columns).
         array = np.swapaxes(array, 0, 1)
-        return Volume(array, np.diag([1.0, 1.0, 1.0, 1.0]), path, oriented=False,
-                      metadata={"format": fmt, "channels_last": components > 1})
+        return Volume(
+            array,
+            np.diag([1.0, 1.0, 1.0, 1.0]),
+            path,
+            oriented=False,
+            metadata={"format": fmt, "channels_last": components > 1},
+        )
     metadata: dict[str, Any] = {"format": fmt}
     if components > 1:
         metadata["components"] = components
@@ -311,7 +366,9 @@ def _read_dicom_series(folder: Path, max_bytes: int) -> Volume:
     if not series:
         raise CaseError(folder, "no DICOM series found in this folder")
     if len(series) > 1:
-        raise CaseError(folder, f"{len(series)} DICOM series in one folder ({', '.join(series)}); give each its own folder")
+        raise CaseError(
+            folder, f"{len(series)} DICOM series in one folder ({', '.join(series)}); give each its own folder"
+        )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
     first = sitk.ImageFileReader()
     first.SetFileName(files[0])
@@ -342,16 +399,18 @@ def read_raster(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep_palette:
         bands = len(image.getbands())
         itemsize = 2 if image.mode.startswith("I;16") else (4 if image.mode in ("I", "F") else 1)
         _check_size(path, (image.height, image.width, bands), itemsize, max_bytes)
-        if getattr(image, "n_frames", 1) > 1:
-            raise CaseError(path, f"{image.n_frames} frames in one raster; 3D stacks must be NIfTI, NRRD, MHA or DICOM")
+        frames = int(getattr(image, "n_frames", 1))
+        if frames > 1:
+            raise CaseError(path, f"{frames} frames in one raster; 3D stacks must be NIfTI, NRRD, MHA or DICOM")
         image.load()
         if image.mode == "P" and keep_palette:
             return np.asarray(image)
+        decoded: Image.Image = image
         if image.mode in ("RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "PA"):
-            image = image.convert("RGB")
+            decoded = image.convert("RGB")
         elif image.mode in ("LA", "1"):
-            image = image.convert("L")
-        array = np.asarray(image)
+            decoded = image.convert("L")
+        array = np.asarray(decoded)
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         return array

@@ -71,7 +71,9 @@ class AnchorFilters:
         per_label = table.pop("labels", {})
         unknown = sorted(set(table) - set(cls._KEYS))
         if unknown:
-            raise ValueError(f"unknown key(s) in [anchors]: {', '.join(unknown)}; allowed: {', '.join(cls._KEYS)}, labels")
+            raise ValueError(
+                f"unknown key(s) in [anchors]: {', '.join(unknown)}; allowed: {', '.join(cls._KEYS)}, labels"
+            )
         for name, overrides in per_label.items():
             bad = sorted(set(overrides) - set(cls._KEYS))
             if bad:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -41,13 +41,24 @@ __all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec
 _RUN_SECTIONS = {"synthesis", "verification", "split", "anchors"}
 _SPEC_KEYS = {"name", "modality", "body_region", "display", "root", "cases", "labels", "labels_file", "render"}
 _CASES_KEYS = {
-    "image", "mask", "mask_mode", "patient", "patient_regex", "exclude", "case_regex", "merge_masks",
-    "channel", "mask_threshold",
-    "colors", "color_tolerance", "max_bytes", "affine_tolerance", "pixel_spacing",
+    "image",
+    "mask",
+    "mask_mode",
+    "patient",
+    "patient_regex",
+    "exclude",
+    "case_regex",
+    "merge_masks",
+    "channel",
+    "mask_threshold",
+    "colors",
+    "color_tolerance",
+    "max_bytes",
+    "affine_tolerance",
+    "pixel_spacing",
 }
 _RENDER_KEYS = {"axes", "slices", "window", "percentiles", "max_slices", "min_area_fraction", "square_pixels"}
 _SLICES = re.compile(r"^(max_area|all|spread:(?P<k>[1-9]\d*))$")
-
 
 
 def list_presets() -> list[str]:
@@ -113,15 +124,18 @@ def load_specs(path: Path | str, *, data: Path | str | None = None) -> list[Data
     names = [spec.name for spec in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SpecError(path, f"dataset names must be unique (they prefix sample ids); repeated: {', '.join(duplicates)}")
+        raise SpecError(
+            path, f"dataset names must be unique (they prefix sample ids); repeated: {', '.join(duplicates)}"
+        )
     return specs
-
 
 
 def _unknown_keys(table: Mapping[str, Any], allowed: set[str], where: str, source: Path | None) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise SpecError(source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise SpecError(
+            source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def _string(table: Mapping[str, Any], key: str, source: Path | None, where: str, default: str | None = None) -> str:
@@ -147,7 +161,37 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
     display = _string(document, "display", source, "", default=default_display)
     if display not in ("radiological", "image"):
         raise SpecError(source, f"display must be 'radiological' or 'image', got {display!r}")
+    root = _dataset_root(document, source, root)
 
+    cases_table = document.get("cases")
+    if not isinstance(cases_table, Mapping):
+        raise SpecError(source, "missing [cases] table with image and mask patterns")
+    cases = _parse_cases(cases_table, source)
+    labels = _parse_labels(document, cases, root, source)
+    render = _parse_render(document.get("render", {}), modality, source)
+    _check_masks_against_labels(cases, labels, source)
+    try:
+        anchors = AnchorFilters.from_table(document.get("anchors"))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SpecError(source, str(exc)) from exc
+    return DatasetSpec(
+        name=name,
+        modality=modality,
+        body_region=body_region,
+        display=display,
+        root=root,
+        cases=cases,
+        labels=labels,
+        render=render,
+        source=source,
+        preset=None,
+        anchors=anchors,
+    )
+
+
+def _dataset_root(document: Mapping[str, Any], source: Path | None, root: Path | None) -> Path:
+    """The dataset's folder: ``root`` when given, else the spec's ``root`` (default ``.``)
+    relative to the spec file's folder (or the working directory); it must exist."""
     if root is None:
         base = source.parent if source is not None else Path.cwd()
         root_value = document.get("root", ".")
@@ -156,33 +200,30 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
         root = (base / root_value).resolve()
     if not root.is_dir():
         raise SpecError(source, f"dataset folder {root} not found")
+    return root
 
-    cases_table = document.get("cases")
-    if not isinstance(cases_table, Mapping):
-        raise SpecError(source, "missing [cases] table with image and mask patterns")
-    cases = _parse_cases(cases_table, source)
-    labels = _parse_labels(document, cases, root, source)
-    render = _parse_render(document.get("render", {}), modality, source)
+
+def _check_masks_against_labels(cases: CasesSpec, labels: dict[int, str], source: Path | None) -> None:
+    """Checks that the masks can be read as the declared labels: lossy binary masks need a
+    threshold, a binary mask is one label, and colour-coded masks map to declared ids."""
     lossy = cases.mask.lower().endswith((".jpg", ".jpeg"))
     if lossy and cases.mask_mode == "binary" and cases.mask_threshold is None:
-        raise SpecError(source, "JPEG masks are lossy: set [cases] mask_threshold (foreground = value > threshold, e.g. 127)")
+        raise SpecError(
+            source, "JPEG masks are lossy: set [cases] mask_threshold (foreground = value > threshold, e.g. 127)"
+        )
     if cases.mask_mode == "binary" and len(labels) != 1:
-        raise SpecError(source, f"mask_mode = 'binary' needs exactly one label (the foreground's name), got {len(labels)}")
+        raise SpecError(
+            source, f"mask_mode = 'binary' needs exactly one label (the foreground's name), got {len(labels)}"
+        )
     if cases.colors:
         unknown = sorted({label for _, label in cases.colors if label not in labels})
         if unknown:
             raise SpecError(source, f"[cases.colors] maps to label ids {unknown} that [labels] does not declare")
-    try:
-        anchors = AnchorFilters.from_table(document.get("anchors"))
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise SpecError(source, str(exc)) from exc
-    return DatasetSpec(
-        name=name, modality=modality, body_region=body_region, display=display, root=root,
-        cases=cases, labels=labels, render=render, source=source, preset=None, anchors=anchors,
-    )
 
 
-def _check_pattern(pattern: str, key: str, allowed: tuple[str, ...], required: tuple[str, ...], source: Path | None) -> str:
+def _check_pattern(
+    pattern: str, key: str, allowed: tuple[str, ...], required: tuple[str, ...], source: Path | None
+) -> str:
     if pattern.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", pattern) or pattern.startswith("~"):
         raise SpecError(source, f"[cases] {key} = {pattern!r} must be relative to the dataset folder")
     normal = posixpath.normpath(pattern.replace("\\", "/"))
@@ -191,87 +232,156 @@ def _check_pattern(pattern: str, key: str, allowed: tuple[str, ...], required: t
     placeholders = re.findall(r"\{([^{}]*)\}", pattern)
     for placeholder in placeholders:
         if placeholder not in allowed:
-            raise SpecError(source, f"[cases] {key} = {pattern!r}: unknown placeholder {{{placeholder}}}; allowed: "
-                            + ", ".join(f"{{{a}}}" for a in allowed))
+            raise SpecError(
+                source,
+                f"[cases] {key} = {pattern!r}: unknown placeholder {{{placeholder}}}; allowed: "
+                + ", ".join(f"{{{a}}}" for a in allowed),
+            )
     for placeholder in required:
         if placeholder not in placeholders:
             raise SpecError(source, f"[cases] {key} = {pattern!r} must contain {{{placeholder}}}")
     return normal
 
 
-def _parse_cases(table: Mapping[str, Any], source: Path | None) -> CasesSpec:
-    _unknown_keys(table, _CASES_KEYS, "[cases]", source)
-    mask_mode = table.get("mask_mode", "labelmap")
-    if mask_mode not in MASK_MODES:
-        raise SpecError(source, f"[cases] mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
+def _is_int(value: Any) -> bool:
+    """An integer, not a boolean."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """An integer or float, not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: The ``[cases]`` keys checked on their own: key → (default, test, what the value must be).
+#: A key whose default is ``None`` is optional: ``None`` passes.
+_CASES_VALUES: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "merge_masks": (False, lambda v: isinstance(v, bool), "must be true or false"),
+    "channel": (None, lambda v: _is_int(v) and v >= 0, "must be a non-negative integer"),
+    "mask_threshold": (None, _is_number, "must be a number"),
+    "color_tolerance": (0, lambda v: _is_int(v) and 0 <= v <= 255, "must be an integer 0..255"),
+    "max_bytes": (DEFAULT_MAX_BYTES, lambda v: _is_int(v) and v > 0, "must be a positive integer"),
+    "affine_tolerance": (1e-3, lambda v: _is_number(v) and v >= 0, "must be a non-negative number (mm)"),
+}
+
+
+def _cases_value(table: Mapping[str, Any], key: str, source: Path | None) -> Any:
+    """``[cases] key``, or its default, checked against :data:`_CASES_VALUES`."""
+    default, test, must = _CASES_VALUES[key]
+    value = table.get(key, default)
+    if (value is not None or default is not None) and not test(value):
+        raise SpecError(source, f"[cases] {key} {must}, got {value!r}")
+    return value
+
+
+def _cases_patterns(table: Mapping[str, Any], mask_mode: str, source: Path | None) -> tuple[str, str]:
+    """The ``image`` and ``mask`` patterns, normalised. Without ``{case}`` in the image
+    pattern the folder is one case (named after the image file), and the mask pattern may
+    not use ``{case}`` either."""
     image = _check_pattern(_string(table, "image", source, "[cases] "), "image", ("case",), (), source)
-    # Without {case} in the image pattern the folder is one case, named after the image file.
     single = "{case}" not in image
     mask_needs = ("case", "label") if mask_mode == "per_label_files" else ("case",)
-    mask = _check_pattern(_string(table, "mask", source, "[cases] "), "mask", mask_needs,
-                          mask_needs[1:] if single else mask_needs, source)
+    mask = _check_pattern(
+        _string(table, "mask", source, "[cases] "), "mask", mask_needs, mask_needs[1:] if single else mask_needs, source
+    )
     if single and "{case}" in mask:
         raise SpecError(source, f"[cases] mask = {mask!r} uses {{case}} but image = {image!r} does not")
+    return image, mask
+
+
+def _cases_patient(table: Mapping[str, Any], source: Path | None) -> str:
+    """The ``patient`` template (default ``{case}``); it may use no placeholder but ``{case}``."""
     patient = _string(table, "patient", source, "[cases] ", default="{case}")
     try:
         patient.format(case="x")
     except (KeyError, IndexError, ValueError) as exc:
         raise SpecError(source, f"[cases] patient = {patient!r} may only use {{case}}") from exc
-    patient_regex = table.get("patient_regex")
-    if patient_regex is not None:
-        try:
-            compiled = re.compile(patient_regex)
-        except (re.error, TypeError) as exc:
-            raise SpecError(source, f"[cases] patient_regex {patient_regex!r} is not a regular expression ({exc})") from exc
-        if compiled.groups < 1:
-            raise SpecError(source, f"[cases] patient_regex {patient_regex!r} needs a group capturing the patient id")
-    case_regex = table.get("case_regex")
-    if case_regex is not None:
-        try:
-            re.compile(case_regex)
-        except (re.error, TypeError) as exc:
-            raise SpecError(source, f"[cases] case_regex {case_regex!r} is not a regular expression ({exc})") from exc
-    merge_masks = table.get("merge_masks", False)
-    if not isinstance(merge_masks, bool):
-        raise SpecError(source, f"[cases] merge_masks must be true or false, got {merge_masks!r}")
-    if merge_masks and mask_mode != "binary":
-        raise SpecError(source, "[cases] merge_masks unions several binary masks per case; it needs mask_mode = 'binary'")
+    return patient
+
+
+def _cases_regex(table: Mapping[str, Any], key: str, source: Path | None) -> re.Pattern[Any] | None:
+    """``[cases] key`` compiled, or ``None`` when absent."""
+    value = table.get(key)
+    if value is None:
+        return None
+    try:
+        return re.compile(value)
+    except (re.error, TypeError) as exc:
+        raise SpecError(source, f"[cases] {key} {value!r} is not a regular expression ({exc})") from exc
+
+
+def _cases_exclude(table: Mapping[str, Any], source: Path | None) -> tuple[str, ...]:
+    """The ``exclude`` globs: one string or a list of them."""
     exclude = table.get("exclude", [])
     if isinstance(exclude, str):
         exclude = [exclude]
     if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
         raise SpecError(source, f"[cases] exclude must be a list of glob patterns, got {exclude!r}")
-    channel = table.get("channel")
-    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-        raise SpecError(source, f"[cases] channel must be a non-negative integer, got {channel!r}")
-    threshold = table.get("mask_threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise SpecError(source, f"[cases] mask_threshold must be a number, got {threshold!r}")
+    return tuple(exclude)
+
+
+def _cases_pixel_spacing(table: Mapping[str, Any], source: Path | None) -> tuple[float, float] | None:
+    """The optional ``pixel_spacing``: two positive millimetre values, row then column."""
+    pixel_spacing = table.get("pixel_spacing")
+    if pixel_spacing is None:
+        return None
+    if (
+        not isinstance(pixel_spacing, list)
+        or len(pixel_spacing) != 2
+        or not all(_is_number(v) and v > 0 for v in pixel_spacing)
+    ):
+        raise SpecError(source, f"[cases] pixel_spacing must be [row_mm, column_mm], got {pixel_spacing!r}")
+    return (float(pixel_spacing[0]), float(pixel_spacing[1]))
+
+
+def _parse_cases(table: Mapping[str, Any], source: Path | None) -> CasesSpec:
+    """Validates ``[cases]`` key by key; keys that only apply to some mask modes are checked
+    against ``mask_mode``."""
+    _unknown_keys(table, _CASES_KEYS, "[cases]", source)
+    mask_mode = table.get("mask_mode", "labelmap")
+    if mask_mode not in MASK_MODES:
+        raise SpecError(source, f"[cases] mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
+    image, mask = _cases_patterns(table, mask_mode, source)
+    patient = _cases_patient(table, source)
+    patient_regex = _cases_regex(table, "patient_regex", source)
+    if patient_regex is not None and patient_regex.groups < 1:
+        raise SpecError(
+            source, f"[cases] patient_regex {table['patient_regex']!r} needs a group capturing the patient id"
+        )
+    _cases_regex(table, "case_regex", source)
+    merge_masks = _cases_value(table, "merge_masks", source)
+    if merge_masks and mask_mode != "binary":
+        raise SpecError(
+            source, "[cases] merge_masks unions several binary masks per case; it needs mask_mode = 'binary'"
+        )
+    exclude = _cases_exclude(table, source)
+    channel = _cases_value(table, "channel", source)
+    threshold = _cases_value(table, "mask_threshold", source)
     if threshold is not None and mask_mode == "labelmap":
         raise SpecError(source, "[cases] mask_threshold applies to binary masks; this spec's mask_mode is 'labelmap'")
     colors = _parse_colors(table.get("colors"), source)
     if colors and mask_mode != "labelmap":
         raise SpecError(source, "[cases.colors] describes a colour-coded label map; set mask_mode = 'labelmap'")
-    tolerance = table.get("color_tolerance", 0)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 0 <= tolerance <= 255:
-        raise SpecError(source, f"[cases] color_tolerance must be an integer 0..255, got {tolerance!r}")
-    max_bytes = table.get("max_bytes", DEFAULT_MAX_BYTES)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-        raise SpecError(source, f"[cases] max_bytes must be a positive integer, got {max_bytes!r}")
-    affine_tolerance = table.get("affine_tolerance", 1e-3)
-    if isinstance(affine_tolerance, bool) or not isinstance(affine_tolerance, (int, float)) or affine_tolerance < 0:
-        raise SpecError(source, f"[cases] affine_tolerance must be a non-negative number (mm), got {affine_tolerance!r}")
-    pixel_spacing = table.get("pixel_spacing")
-    if pixel_spacing is not None:
-        if (not isinstance(pixel_spacing, list) or len(pixel_spacing) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in pixel_spacing)):
-            raise SpecError(source, f"[cases] pixel_spacing must be [row_mm, column_mm], got {pixel_spacing!r}")
-        pixel_spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+    tolerance = _cases_value(table, "color_tolerance", source)
+    max_bytes = _cases_value(table, "max_bytes", source)
+    affine_tolerance = _cases_value(table, "affine_tolerance", source)
+    pixel_spacing = _cases_pixel_spacing(table, source)
     return CasesSpec(
-        image=image, mask=mask, mask_mode=mask_mode, patient=patient, patient_regex=patient_regex,
-        exclude=tuple(exclude), case_regex=case_regex, merge_masks=merge_masks, channel=channel, mask_threshold=None if threshold is None else float(threshold),
-        colors=colors, color_tolerance=tolerance, max_bytes=max_bytes,
-        affine_tolerance=float(affine_tolerance), pixel_spacing=pixel_spacing,
+        image=image,
+        mask=mask,
+        mask_mode=mask_mode,
+        patient=patient,
+        patient_regex=table.get("patient_regex"),
+        exclude=exclude,
+        case_regex=table.get("case_regex"),
+        merge_masks=merge_masks,
+        channel=channel,
+        mask_threshold=None if threshold is None else float(threshold),
+        colors=colors,
+        color_tolerance=tolerance,
+        max_bytes=max_bytes,
+        affine_tolerance=float(affine_tolerance),
+        pixel_spacing=pixel_spacing,
     )
 
 
@@ -280,20 +390,20 @@ def _parse_colors(table: Any, source: Path | None) -> tuple[tuple[tuple[int, int
         return ()
     if not isinstance(table, Mapping):
         raise SpecError(source, '[cases.colors] must be a table like "255,0,0" = 1')
-    colors = []
+    colors: list[tuple[tuple[int, int, int], int]] = []
     for key, value in table.items():
         text = key.strip()
         if text.startswith("#") and len(text) == 7:
-            rgb = tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
+            red, green, blue = (int(text[i : i + 2], 16) for i in (1, 3, 5))
         else:
             parts = [p.strip() for p in text.split(",")]
             if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
                 raise SpecError(source, f'[cases.colors] key {key!r} must be "R,G,B" (0..255) or "#rrggbb"')
-            rgb = tuple(int(p) for p in parts)
+            red, green, blue = (int(p) for p in parts)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise SpecError(source, f"[cases.colors] {key!r} must map to a label id, got {value!r}")
-        colors.append((rgb, value))
-    return tuple(colors)  # type: ignore[return-value]
+        colors.append(((red, green, blue), value))
+    return tuple(colors)
 
 
 def _parse_labels(document: Mapping[str, Any], cases: CasesSpec, root: Path, source: Path | None) -> dict[int, str]:
@@ -329,10 +439,15 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
         raise SpecError(source, f"[render] slices must be 'max_area', 'spread:K' (K >= 1) or 'all', got {slices!r}")
     window = _parse_window(table.get("window"), modality, source)
     percentiles = table.get("percentiles", [0.5, 99.5])
-    if (not isinstance(percentiles, list) or len(percentiles) != 2
-            or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles)
-            or not 0 <= percentiles[0] < percentiles[1] <= 100):
-        raise SpecError(source, f"[render] percentiles must be [low, high] with 0 <= low < high <= 100, got {percentiles!r}")
+    if (
+        not isinstance(percentiles, list)
+        or len(percentiles) != 2
+        or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in percentiles)
+        or not 0 <= percentiles[0] < percentiles[1] <= 100
+    ):
+        raise SpecError(
+            source, f"[render] percentiles must be [low, high] with 0 <= low < high <= 100, got {percentiles!r}"
+        )
     max_slices = table.get("max_slices", 16)
     if isinstance(max_slices, bool) or not isinstance(max_slices, int) or max_slices < 1:
         raise SpecError(source, f"[render] max_slices must be a positive integer, got {max_slices!r}")
@@ -343,9 +458,13 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
     if not isinstance(square, bool):
         raise SpecError(source, f"[render] square_pixels must be true or false, got {square!r}")
     return RenderSpec(
-        axes=tuple(dict.fromkeys(axes)), slices=slices, window=window,
-        percentiles=(float(percentiles[0]), float(percentiles[1])), max_slices=max_slices,
-        min_area_fraction=float(fraction), square_pixels=square,
+        axes=tuple(dict.fromkeys(axes)),
+        slices=slices,
+        window=window,
+        percentiles=(float(percentiles[0]), float(percentiles[1])),
+        max_slices=max_slices,
+        min_area_fraction=float(fraction),
+        square_pixels=square,
     )
 
 
@@ -353,19 +472,26 @@ def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
     def one(item: Any) -> str | tuple[float, float]:
         if isinstance(item, str):
             if item not in CT_WINDOWS:
-                raise SpecError(source, f"[render] unknown window {item!r}; presets: {', '.join(CT_WINDOWS)} or [level, width]")
+                raise SpecError(
+                    source, f"[render] unknown window {item!r}; presets: {', '.join(CT_WINDOWS)} or [level, width]"
+                )
             return item
-        if (isinstance(item, list) and len(item) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item) and item[1] > 0):
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+            and item[1] > 0
+        ):
             return (float(item[0]), float(item[1]))
         raise SpecError(source, f"[render] window must be a preset name or [level, width > 0], got {item!r}")
 
     if value is None:
         return None
+    windows: str | tuple[float, float] | tuple[str | tuple[float, float], ...]
     if isinstance(value, list) and len(value) == 3 and all(isinstance(v, (str, list)) for v in value):
         windows = tuple(one(v) for v in value)
     else:
-        windows = one(value)  # type: ignore[assignment]
+        windows = one(value)
     if modality not in ("CT",):
         raise SpecError(source, f"[render] window applies to CT (Hounsfield units); {modality} uses percentiles")
     return windows

@@ -147,4 +147,4 @@ class Volume:
         if self.ndim != 3:
             raise ValueError(f"index() needs a 3D volume; {self.path} is 2D")
         point = np.asarray(world_point, dtype=np.float64)
-        return np.linalg.solve(self.affine[:3, :3], (point - self.affine[:3, 3]).T).T
+        return np.asarray(np.linalg.solve(self.affine[:3, :3], (point - self.affine[:3, 3]).T).T, dtype=np.float64)

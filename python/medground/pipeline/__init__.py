@@ -5,4 +5,14 @@ from medground.pipeline.runner import RunSummary, assemble, plan, run
 from medground.pipeline.store import CaseResult
 from medground.pipeline.worker import process_case
 
-__all__ = ["CaseResult", "RunConfig", "RunSummary", "SplitConfig", "assemble", "load_run_config", "plan", "process_case", "run"]
+__all__ = [
+    "CaseResult",
+    "RunConfig",
+    "RunSummary",
+    "SplitConfig",
+    "assemble",
+    "load_run_config",
+    "plan",
+    "process_case",
+    "run",
+]

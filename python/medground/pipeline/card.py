@@ -27,15 +27,31 @@ def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
     from matplotlib import pyplot as plt
 
     written = []
-    sides = [((t["bbox_xyxy"][2] - t["bbox_xyxy"][0]) * (t["bbox_xyxy"][3] - t["bbox_xyxy"][1])) ** 0.5
-             / max(1.0, (s["width"] * s["height"]) ** 0.5) for s in samples for t in s["targets"]]
+    sides = [
+        ((t["bbox_xyxy"][2] - t["bbox_xyxy"][0]) * (t["bbox_xyxy"][3] - t["bbox_xyxy"][1])) ** 0.5
+        / max(1.0, (s["width"] * s["height"]) ** 0.5)
+        for s in samples
+        for t in s["targets"]
+    ]
     lengths = [len(s["query"].split()) for s in samples]
     labels = Counter(t["label"] for s in samples for t in s["targets"])
+    top_labels = sorted(labels.items(), key=lambda kv: kv[1])[-25:]
     figures = [
-        ("box_sizes.png", "Box size (sqrt of box area / sqrt of image area)", lambda ax: ax.hist(sides, bins=30, color="#4c72b0")),
-        ("query_lengths.png", "Query length (words)", lambda ax: ax.hist(lengths, bins=range(0, max(lengths, default=1) + 2), color="#55a868")),
-        ("labels.png", "Targets per label", lambda ax: ax.barh(*zip(*sorted(labels.items(), key=lambda kv: kv[1])[-25:]), color="#c44e52")
-         if labels else None),
+        (
+            "box_sizes.png",
+            "Box size (sqrt of box area / sqrt of image area)",
+            lambda ax: ax.hist(sides, bins=30, color="#4c72b0"),
+        ),
+        (
+            "query_lengths.png",
+            "Query length (words)",
+            lambda ax: ax.hist(lengths, bins=range(0, max(lengths, default=1) + 2), color="#55a868"),
+        ),
+        (
+            "labels.png",
+            "Targets per label",
+            lambda ax: ax.barh(*zip(*top_labels, strict=True), color="#c44e52") if top_labels else None,
+        ),
     ]
     for name, title, draw in figures:
         figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
@@ -76,14 +92,22 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     for stage, reasons in funnel.get("rejected", {}).items():
         lines.append(f"Rejected at {stage}: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
     split = manifest["splits"]
-    lines += ["", "## Splits", "",
-              f"Patient-level; patients per split: {split['patients']}; patients on two sides: "
-              f"{len(split['patients_on_two_sides'])}.", ""]
+    lines += [
+        "",
+        "## Splits",
+        "",
+        f"Patient-level; patients per split: {split['patients']}; patients on two sides: "
+        f"{len(split['patients_on_two_sides'])}.",
+        "",
+    ]
     plots = _plots(root, samples)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["## Provenance", "", "```json"]
     lines += [json.dumps(manifest["config"], indent=2, default=str), "```", ""]
     if manifest["errors"]:
-        lines += ["## Cases that failed", ""] + [f"- {e['dataset']}/{e['case_id']} ({e['stage']}): {e['error']}"
-                                                  for e in manifest["errors"]] + [""]
+        lines += (
+            ["## Cases that failed", ""]
+            + [f"- {e['dataset']}/{e['case_id']} ({e['stage']}): {e['error']}" for e in manifest["errors"]]
+            + [""]
+        )
     atomic_write(root / "README.md", "\n".join(lines).encode())

@@ -42,9 +42,12 @@ class SplitConfig:
         if unknown:
             raise SpecError(source, f"unknown key(s) in [split]: {', '.join(unknown)}; allowed: file, ratios")
         ratios = table.get("ratios", [0.8, 0.1, 0.1])
-        if (not isinstance(ratios, list) or len(ratios) != 3
-                or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios)
-                or abs(sum(ratios) - 1.0) > 1e-6):
+        if (
+            not isinstance(ratios, list)
+            or len(ratios) != 3
+            or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios)
+            or abs(sum(ratios) - 1.0) > 1e-6
+        ):
             raise SpecError(source, f"[split] ratios must be three non-negative numbers summing to 1, got {ratios!r}")
         file = table.get("file")
         if file is not None:
@@ -53,7 +56,8 @@ class SplitConfig:
                 raise SpecError(source, f"[split] file {path} not found")
             read_split_file(path)  # a bad split file fails now, not after the run
             file = path
-        return cls(tuple(float(r) for r in ratios), file)  # type: ignore[arg-type]
+        train, val, test = (float(r) for r in ratios)
+        return cls((train, val, test), file)
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,23 @@ class RunConfig:
         """What made the run (for the manifest and the dataset card)."""
         return {
             "source": None if self.source is None else str(self.source),
-            "datasets": [{"name": d.name, "modality": d.modality, "body_region": d.body_region, "root": str(d.root),
-                          "preset": d.preset, "labels": {str(k): v for k, v in d.labels.items()}} for d in self.datasets],
+            "datasets": [
+                {
+                    "name": d.name,
+                    "modality": d.modality,
+                    "body_region": d.body_region,
+                    "root": str(d.root),
+                    "preset": d.preset,
+                    "labels": {str(k): v for k, v in d.labels.items()},
+                }
+                for d in self.datasets
+            ],
             "synthesis": self.synthesis.to_dict(),
             "verification": self.verification.to_dict(),
-            "split": {"ratios": list(self.split.ratios), "file": None if self.split.file is None else str(self.split.file)},
+            "split": {
+                "ratios": list(self.split.ratios),
+                "file": None if self.split.file is None else str(self.split.file),
+            },
             "seed": self.seed,
         }
 
@@ -90,14 +106,20 @@ class RunConfig:
             for where in ("root", "source", "preset"):
                 fields.pop(where, None)
             datasets.append(fields)
-        description = {"datasets": datasets, "synthesis": self.synthesis.to_dict(),
-                       "verification": self.verification.to_dict(),
-                       "split": self.describe()["split"], "seed": self.seed, "version": __version__}
+        description = {
+            "datasets": datasets,
+            "synthesis": self.synthesis.to_dict(),
+            "verification": self.verification.to_dict(),
+            "split": self.describe()["split"],
+            "seed": self.seed,
+            "version": __version__,
+        }
         return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_run_config(path: Path | None = None, *, preset: str | None = None, data: Path | None = None,
-                    seed: int = 0) -> RunConfig:
+def load_run_config(
+    path: Path | None = None, *, preset: str | None = None, data: Path | None = None, seed: int = 0
+) -> RunConfig:
     """A run config from a run-config file, a bare dataset spec, or a preset with its data.
 
     Raises:
@@ -116,9 +138,17 @@ def load_run_config(path: Path | None = None, *, preset: str | None = None, data
     if "datasets" in document:
         unknown = sorted(set(document) - _RUN_KEYS)
         if unknown:
-            raise SpecError(path, f"unknown key(s) in the run config: {', '.join(unknown)}; allowed: {', '.join(sorted(_RUN_KEYS))}")
+            raise SpecError(
+                path, f"unknown key(s) in the run config: {', '.join(unknown)}; allowed: {', '.join(sorted(_RUN_KEYS))}"
+            )
     synthesis = SynthesisSettings.from_table(document.get("synthesis"), path)
     verification = VerificationSettings.from_table(document.get("verification"), path, path.parent)
     split = SplitConfig.from_table(document.get("split"), path.parent, path)
-    return RunConfig(datasets=tuple(specs), synthesis=synthesis, verification=verification, split=split,
-                     seed=seed, source=path.resolve())
+    return RunConfig(
+        datasets=tuple(specs),
+        synthesis=synthesis,
+        verification=verification,
+        split=split,
+        seed=seed,
+        source=path.resolve(),
+    )

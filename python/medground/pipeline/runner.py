@@ -48,7 +48,7 @@ class RunSummary:
 
 def plan(config: RunConfig, limit: int | None = None) -> list[tuple[DatasetSpec, CaseFiles]]:
     """Every case of every dataset, in (dataset, case id) order; ``limit`` per dataset."""
-    work = []
+    work: list[tuple[DatasetSpec, CaseFiles]] = []
     for spec in config.datasets:
         index = find_cases(spec)
         # Structure names are numbered over all cases, so ids never depend on --limit.
@@ -75,8 +75,10 @@ class _Progress:
         elapsed = time.perf_counter() - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
-        line = (f"\rcases {self.done}/{self.total}  accepted {self.accepted}  rejected {self.rejected}  "
-                f"failed {self.failed}  {rate:.2f} cases/s  ~{left:.0f} s left ")
+        line = (
+            f"\rcases {self.done}/{self.total}  accepted {self.accepted}  rejected {self.rejected}  "
+            f"failed {self.failed}  {rate:.2f} cases/s  ~{left:.0f} s left "
+        )
         sys.stderr.write(line)
         if self.done == self.total:
             sys.stderr.write("\n")
@@ -93,13 +95,17 @@ def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
     Clients of OpenAI-compatible servers need no GPU and stay in the CPU tasks."""
     actors = {}
     visual = config.verification.visual
-    wanted: dict[str, Any] = {"synthesizer": config.synthesis if config.synthesis.backend == "vllm" else None,
-                              "judge": visual if visual.engine == "vllm" else None}
+    wanted: dict[str, Any] = {
+        "synthesizer": config.synthesis if config.synthesis.backend == "vllm" else None,
+        "judge": visual if visual.engine == "vllm" else None,
+    }
     needed = sum(s.num_gpus for s in wanted.values() if s is not None)
     available = float(ray.cluster_resources().get("GPU", 0))
     if needed > available:
-        raise ValueError(f"the vLLM models need {needed:g} GPU(s) (num_gpus in [synthesis] / [verification.visual]); "
-                         f"the Ray cluster has {available:g}")
+        raise ValueError(
+            f"the vLLM models need {needed:g} GPU(s) (num_gpus in [synthesis] / [verification.visual]); "
+            f"the Ray cluster has {available:g}"
+        )
     for kind, settings in wanted.items():
         if settings is None:
             continue
@@ -113,19 +119,16 @@ def _ray_init(address: str | None) -> Any:
 
     if ray.is_initialized():
         return ray
-    node_ip = os.environ.get("MEDGROUND_RAY_NODE_IP")
+    options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if address:
-        options = {"address": address, "logging_level": "WARNING", "log_to_driver": False}
-        if node_ip:
-            options["_node_ip_address"] = node_ip
-        ray.init(**options)
+        options["address"] = address
     else:
         # A local instance sized to the machine; "local" never joins a stale cluster.
-        options: dict[str, Any] = {"address": "local", "num_cpus": os.cpu_count() or 1, "include_dashboard": False,
-                                   "logging_level": "WARNING", "log_to_driver": False}
-        if node_ip:
-            options["_node_ip_address"] = node_ip
-        ray.init(**options)
+        options.update(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False)
+    node_ip = os.environ.get("MEDGROUND_RAY_NODE_IP")
+    if node_ip:
+        options["_node_ip_address"] = node_ip
+    ray.init(**options)
     return ray
 
 
@@ -149,8 +152,14 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
                 break
             if spec.name not in spec_refs:
                 spec_refs[spec.name] = ray.put(spec)
-            ref = task.remote(spec_refs[spec.name], files, seed=config.seed, verification=config.verification,
-                              synthesis=config.synthesis, models=models)
+            ref = task.remote(
+                spec_refs[spec.name],
+                files,
+                seed=config.seed,
+                verification=config.verification,
+                synthesis=config.synthesis,
+                models=models,
+            )
             owner[ref] = (spec, files)
             pending.append(ref)
         if not pending:
@@ -164,14 +173,27 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
                 # The worker died (out of memory on a huge volume, a crash): this case fails,
                 # the run goes on, and --resume tries it again.
                 failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
-                failed.error = {"case_id": files.case_id, "stage": "worker", "error": f"{files.image}: {type(error).__name__}: "
-                                f"{str(error).strip().splitlines()[0] if str(error).strip() else 'worker failed'}"}
+                failed.error = {
+                    "case_id": files.case_id,
+                    "stage": "worker",
+                    "error": f"{files.image}: {type(error).__name__}: "
+                    f"{str(error).strip().splitlines()[0] if str(error).strip() else 'worker failed'}",
+                }
                 yield failed
 
 
-def run(config: RunConfig, out: Path, *, ray_address: str | None = None, resume: bool = False, limit: int | None = None,
-        use_ray: bool = True, progress: bool = True, allowed: tuple[str, ...] = (),
-        on_result: Callable[[CaseResult], None] | None = None) -> RunSummary:
+def run(
+    config: RunConfig,
+    out: Path,
+    *,
+    ray_address: str | None = None,
+    resume: bool = False,
+    limit: int | None = None,
+    use_ray: bool = True,
+    progress: bool = True,
+    allowed: tuple[str, ...] = (),
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> RunSummary:
     """Runs the pipeline into ``out``.
 
     Args:
@@ -214,7 +236,10 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
     fixed = read_split_file(config.split.file) if config.split.file else None
     patients = [(s["dataset"], s["modality"], s["patient_id"]) for s in shards]
     splits = assign_splits(patients, ratios=config.split.ratios, seed=config.seed, fixed=fixed)
-    accepted, rejected, errors, skipped = [], [], [], []
+    accepted: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     funnel = Funnel()
     for shard in shards:
         split = splits.get(shard["patient_id"])
@@ -238,8 +263,13 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
         "fingerprint": config.fingerprint,
         "config": config.describe(),
         "cases": {"finished": [s["key"] for s in shards], "failed": [f"{e['dataset']}/{e['case_id']}" for e in errors]},
-        "counts": {"cases": len(shards), "accepted": len(accepted), "rejected": len(rejected), "errors": len(errors),
-                   "skipped_targets": len(skipped)},
+        "counts": {
+            "cases": len(shards),
+            "accepted": len(accepted),
+            "rejected": len(rejected),
+            "errors": len(errors),
+            "skipped_targets": len(skipped),
+        },
         "funnel": funnel.to_dict(),
         "splits": split_check,
         "errors": errors,

@@ -54,8 +54,13 @@ def _largest_remainder(n: int, ratios: tuple[float, float, float]) -> list[int]:
     return counts
 
 
-def assign_splits(patients: Iterable[tuple[str, str, str]], *, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 0, fixed: dict[str, str] | None = None) -> dict[str, str]:
+def assign_splits(
+    patients: Iterable[tuple[str, str, str]],
+    *,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    fixed: dict[str, str] | None = None,
+) -> dict[str, str]:
     """patient id → split for ``(dataset, modality, patient_id)`` triples.
 
     A patient seen in several strata is placed once, in the first stratum it appears in
@@ -88,5 +93,8 @@ def check_splits(records: Iterable[dict[str, object]]) -> dict[str, object]:
         sides[str(record["patient_id"])].add(str(record["split"]))
         counts[str(record["split"])] += 1
     leaking = sorted(p for p, s in sides.items() if len(s) > 1)
-    return {"samples": dict(sorted(counts.items())), "patients": {s: sum(1 for v in sides.values() if s in v) for s in SPLITS},
-            "patients_on_two_sides": leaking}
+    return {
+        "samples": dict(sorted(counts.items())),
+        "patients": {s: sum(1 for v in sides.values() if s in v) for s in SPLITS},
+        "patients_on_two_sides": leaking,
+    }

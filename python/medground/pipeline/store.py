@@ -60,7 +60,9 @@ class OutputFolder:
         self.root = Path(root)
         self.shards = self.root / "shards"
 
-    def prepare(self, fingerprint: str, description: dict[str, Any], *, resume: bool, allowed: tuple[str, ...] = ()) -> None:
+    def prepare(
+        self, fingerprint: str, description: dict[str, Any], *, resume: bool, allowed: tuple[str, ...] = ()
+    ) -> None:
         """Starts a run here, or checks that ``--resume`` continues the same run.
 
         Raises:
@@ -70,15 +72,21 @@ class OutputFolder:
         if marker.exists():
             previous = json.loads(marker.read_text())
             if not resume:
-                raise ValueError(f"{self.root} already holds a run; pass --resume to continue it or choose another --out")
+                raise ValueError(
+                    f"{self.root} already holds a run; pass --resume to continue it or choose another --out"
+                )
             if previous.get("fingerprint") != fingerprint:
-                raise ValueError(f"{self.root} holds a run with different settings (fingerprint {previous.get('fingerprint')} "
-                                 f"vs {fingerprint}); resume with the same config and seed, or choose another --out")
+                raise ValueError(
+                    f"{self.root} holds a run with different settings (fingerprint {previous.get('fingerprint')} "
+                    f"vs {fingerprint}); resume with the same config and seed, or choose another --out"
+                )
             return
         if self.root.exists() and any(p.name not in allowed for p in self.root.iterdir()):
             raise ValueError(f"{self.root} is not empty and holds no medground run; choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(marker, json.dumps({"fingerprint": fingerprint, "config": description}, indent=2, default=str).encode())
+        atomic_write(
+            marker, json.dumps({"fingerprint": fingerprint, "config": description}, indent=2, default=str).encode()
+        )
 
     def _shard_path(self, key: str) -> Path:
         return self.shards / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
@@ -92,10 +100,20 @@ class OutputFolder:
         for relative, data in sorted(result.images.items()):
             atomic_write(self.root / relative, data)
         shard = {
-            "key": result.key, "dataset": result.dataset, "case_id": result.case_id, "patient_id": result.patient_id,
-            "modality": result.modality, "images": sorted(result.images), "accepted": result.accepted,
-            "rejected": result.rejected, "skipped": result.skipped, "funnel": result.funnel, "error": result.error,
-            "warnings": result.warnings, "seconds": result.seconds, "node": result.node,
+            "key": result.key,
+            "dataset": result.dataset,
+            "case_id": result.case_id,
+            "patient_id": result.patient_id,
+            "modality": result.modality,
+            "images": sorted(result.images),
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "skipped": result.skipped,
+            "funnel": result.funnel,
+            "error": result.error,
+            "warnings": result.warnings,
+            "seconds": result.seconds,
+            "node": result.node,
         }
         atomic_write(self._shard_path(result.key), json.dumps(shard, separators=(",", ":")).encode())
 

@@ -13,7 +13,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -37,9 +37,15 @@ __all__ = ["ModelActor", "RemoteJudge", "RemoteSynthesizer", "process_case"]
 T = TypeVar("T")
 
 
-def process_case(spec: DatasetSpec, files: CaseFiles, *, seed: int = 0,
-                 verification: VerificationSettings | None = None, synthesis: SynthesisSettings | None = None,
-                 models: dict[str, Any] | None = None) -> CaseResult:
+def process_case(
+    spec: DatasetSpec,
+    files: CaseFiles,
+    *,
+    seed: int = 0,
+    verification: VerificationSettings | None = None,
+    synthesis: SynthesisSettings | None = None,
+    models: dict[str, Any] | None = None,
+) -> CaseResult:
     """Runs one case through every stage; a bad case becomes ``error``, never an exception.
 
     ``synthesis``/``verification`` are the run config's settings. ``models`` holds Ray actor
@@ -97,7 +103,7 @@ def _cached(key: str, build: Callable[[], T]) -> T:
     """One model object per process and settings (clients, ONNX sessions, in-process models)."""
     if key not in _CACHE:
         _CACHE[key] = build()
-    return _CACHE[key]  # type: ignore[no-any-return]
+    return cast(T, _CACHE[key])
 
 
 def _key(kind: str, table: Any, seed: int) -> str:
@@ -121,23 +127,33 @@ def _slim(view: View) -> View:
     case = view.case
     image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
     light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
-    return dataclasses.replace(view, case=light, values=np.zeros((1, 1), np.float32), components=np.zeros((1, 1), np.uint8))
+    return dataclasses.replace(
+        view, case=light, values=np.zeros((1, 1), np.float32), components=np.zeros((1, 1), np.uint8)
+    )
 
 
 class RemoteSynthesizer:
     """Synthesis by a model held in a Ray actor (one GPU model, many CPU workers)."""
 
-    backend = "remote"
+    name = "remote"
     version = "remote"
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
-    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
-                   modality: str, body_region: str | None) -> Synthesis:
+    def synthesize(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> Synthesis:
         import ray
 
-        return ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))  # type: ignore[no-any-return]
+        answer = ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))
+        return cast(Synthesis, answer)
 
 
 class RemoteJudge:
@@ -152,7 +168,7 @@ class RemoteJudge:
         import ray
 
         pairs = [(item.sample, item.image) for item in items]  # the stored intensities stay here
-        return ray.get(self.actor.judge.remote(pairs))  # type: ignore[no-any-return]
+        return cast(list[StageResult], ray.get(self.actor.judge.remote(pairs)))
 
 
 class ModelActor:
@@ -165,8 +181,14 @@ class ModelActor:
         else:
             self.judge_model = make_judge(settings, seed=seed)
 
-    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], modality: str,
-                   body_region: str | None) -> Synthesis:
+    def synthesize(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        modality: str,
+        body_region: str | None,
+    ) -> Synthesis:
         return self.synthesizer.synthesize(view, cues, references, modality=modality, body_region=body_region)
 
     def judge(self, pairs: list[tuple[Sample, Any]]) -> list[StageResult]:

@@ -12,12 +12,20 @@ from medground.synth.base import Synthesis, Synthesizer, draft_sample
 from medground.synth.template import TemplateSynthesizer, noun_phrase
 from medground.synth.vlm import VlmSynthesizer
 
-__all__ = ["Synthesis", "Synthesizer", "TemplateSynthesizer", "VlmSynthesizer", "draft_sample", "make_synthesizer",
-           "noun_phrase"]
+__all__ = [
+    "Synthesis",
+    "Synthesizer",
+    "TemplateSynthesizer",
+    "VlmSynthesizer",
+    "draft_sample",
+    "make_synthesizer",
+    "noun_phrase",
+]
 
 
-def make_synthesizer(settings: SynthesisSettings | Mapping[str, Any] | None = None, *, seed: int = 0,
-                     backend: Any = None) -> Synthesizer:
+def make_synthesizer(
+    settings: SynthesisSettings | Mapping[str, Any] | None = None, *, seed: int = 0, backend: Any = None
+) -> Synthesizer:
     """The synthesizer ``[synthesis]`` asks for: the template (default, no model) or a
     :class:`VlmSynthesizer` over the ``vllm``/``openai`` backend.
 

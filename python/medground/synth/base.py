@@ -22,13 +22,24 @@ Synthesis = tuple[list[Sample], list[dict[str, Any]]]
 
 @runtime_checkable
 class Synthesizer(Protocol):
-    """What the pipeline needs of a synthesizer."""
+    """What the pipeline needs of a synthesizer: its name (``template``, or the model
+    backend's), the version of its phrasings or prompt, and :meth:`synthesize`."""
 
-    backend: str
-    version: str
+    @property
+    def name(self) -> str: ...
 
-    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
-                   modality: str, body_region: str | None) -> Synthesis:
+    @property
+    def version(self) -> str: ...
+
+    def synthesize(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> Synthesis:
         """Drafts (``verification`` empty) and failure records for the references of one view."""
         ...
 
@@ -38,8 +49,16 @@ def query_type_of(reference: Reference) -> str:
     return "descriptive" if reference.query_type == "implicit" else reference.query_type
 
 
-def draft_sample(view: View, cues: dict[int, dict[str, Any]], reference: Reference, index: int, query: str,
-                 synthesis: dict[str, Any], *, modality: str) -> Sample:
+def draft_sample(
+    view: View,
+    cues: dict[int, dict[str, Any]],
+    reference: Reference,
+    index: int,
+    query: str,
+    synthesis: dict[str, Any],
+    *,
+    modality: str,
+) -> Sample:
     """The draft of one query: its targets' boxes, masks and cues in the view, the
     reference's attributes and distractors, and where the image comes from.
 
@@ -51,19 +70,39 @@ def draft_sample(view: View, cues: dict[int, dict[str, Any]], reference: Referen
     for component in reference.targets:
         obj = view.objects[component]
         anchor = obj.anchor
-        targets.append(Target(
-            label_id=anchor.label_id, label=anchor.label, component_id=component, bbox_xyxy=list(obj.bbox_xyxy),
-            area_px=obj.area_px, mask_rle=obj.mask_rle,
-            bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
-            cues=cues[component],
-        ))
+        targets.append(
+            Target(
+                label_id=anchor.label_id,
+                label=anchor.label,
+                component_id=component,
+                bbox_xyxy=list(obj.bbox_xyxy),
+                area_px=obj.area_px,
+                mask_rle=obj.mask_rle,
+                bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
+                cues=cues[component],
+            )
+        )
     query_type = query_type_of(reference)
     return Sample(
         id=sample_id(case.dataset, case.case_id, record, reference.targets, query_type, index),
-        dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id, split=None,
-        image=image_path(case.dataset, case.case_id, record), width=view.width, height=view.height,
-        modality=modality, view=record, query=query, query_type=query_type, targets=targets,
-        referring_attributes=dict(reference.attributes), distractors=[dict(d) for d in reference.distractors],
+        dataset=case.dataset,
+        case_id=case.case_id,
+        patient_id=case.patient_id,
+        split=None,
+        image=image_path(case.dataset, case.case_id, record),
+        width=view.width,
+        height=view.height,
+        modality=modality,
+        view=record,
+        query=query,
+        query_type=query_type,
+        targets=targets,
+        referring_attributes=dict(reference.attributes),
+        distractors=[dict(d) for d in reference.distractors],
         synthesis=synthesis,
-        provenance={"image_path": str(case.image.path), "map": view.map.to_dict(), "intensity": view.intensity.to_dict()},
+        provenance={
+            "image_path": str(case.image.path),
+            "map": view.map.to_dict(),
+            "intensity": view.intensity.to_dict(),
+        },
     )

@@ -23,9 +23,14 @@ from medground.views import View
 __all__ = ["TemplateSynthesizer", "noun_phrase"]
 
 _INTENSITY_ADJECTIVE = {
-    "hypodense": "hypodense", "isodense": "isodense", "hyperdense": "hyperdense",
-    "hypointense": "hypointense", "isointense": "isointense", "hyperintense": "hyperintense",
-    "darker": "darker", "brighter": "brighter",
+    "hypodense": "hypodense",
+    "isodense": "isodense",
+    "hyperdense": "hyperdense",
+    "hypointense": "hypointense",
+    "isointense": "isointense",
+    "hyperintense": "hyperintense",
+    "darker": "darker",
+    "brighter": "brighter",
 }
 _NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 _SIZE_CLASS = {"small": "small", "medium": "medium-sized", "large": "large", "normal": "normal-sized"}
@@ -85,7 +90,7 @@ def noun_phrase(attributes: dict[str, Any], *, body_region: str | None, oriented
 class TemplateSynthesizer:
     """Writes one query per reference from versioned phrasings; no model, no network."""
 
-    backend = "template"
+    name = "template"
 
     def __init__(self, seed: int = 0, templates: str = "template_v1") -> None:
         self.seed = seed
@@ -96,8 +101,15 @@ class TemplateSynthesizer:
         digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
         return options[int.from_bytes(digest[:8], "big") % len(options)]
 
-    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *,
-                   modality: str, body_region: str | None) -> Synthesis:
+    def synthesize(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> Synthesis:
         """Drafts for the references of one view (verification fills ``verification``); the
         template never fails, so the failure list is empty."""
         case = view.case
@@ -118,15 +130,23 @@ class TemplateSynthesizer:
                 term = clinical_term(reference.attributes["category"], body_region)
                 count = reference.attributes["count"]
                 query = self._pick(phrasings["multi_object"], identifier).format(
-                    plural=term.plural, singular=term.text, count=_NUMBER_WORDS.get(count, "several"))
+                    plural=term.plural, singular=term.text, count=_NUMBER_WORDS.get(count, "several")
+                )
             else:
-                phrase = noun_phrase(reference.attributes, body_region=body_region, oriented=oriented, implicit=implicit)
+                phrase = noun_phrase(
+                    reference.attributes, body_region=body_region, oriented=oriented, implicit=implicit
+                )
                 query = self._pick(phrasings[query_type], identifier).format(np=phrase)
                 query = query[0].upper() + query[1:]
             if (reference.targets, query) in seen_queries:
                 continue  # two query types worded the same for one target: keep one
             seen_queries.add((reference.targets, query))
-            synthesis = {"backend": self.backend, "model": None, "prompt_version": self.version, "seed": self.seed,
-                         "implicit": implicit}
+            synthesis = {
+                "backend": self.name,
+                "model": None,
+                "prompt_version": self.version,
+                "seed": self.seed,
+                "implicit": implicit,
+            }
             samples.append(draft_sample(view, cues, reference, index, query, synthesis, modality=modality))
         return samples, []

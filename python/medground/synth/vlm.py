@@ -24,8 +24,8 @@ from typing import Any
 
 from medground.backends import Backend, Request, make_backend
 from medground.backends.images import ImagePrep, draw_boxes, prepare_image
-from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.records import Sample, StageResult, reject
 from medground.refer import Reference
 from medground.synth.base import Synthesis, draft_sample, query_type_of
@@ -37,8 +37,12 @@ __all__ = ["DEFAULT_PROMPT", "VlmSynthesizer"]
 
 DEFAULT_PROMPT = "synthesis_v1"
 OPTIONAL_ATTRIBUTES = frozenset({"count"})  # "all liver lesions" need not say how many
-_SIDES = {"left": "the patient's left side", "right": "the patient's right side", "midline": "midline",
-          "bilateral": "both sides of the patient (bilateral)"}
+_SIDES = {
+    "left": "the patient's left side",
+    "right": "the patient's right side",
+    "midline": "midline",
+    "bilateral": "both sides of the patient (bilateral)",
+}
 _COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
 _CUE_KEYS = ("laterality", "image_position", "relations", "size", "shape", "intensity", "count", "visibility")
 _MAX_LISTED = 12
@@ -65,7 +69,9 @@ def _attribute_line(name: str, value: Any, body_region: str | None) -> str:
         direction, _, other = str(value).partition(":")
         return f"- relation: {direction} to the {clinical_term(other, body_region).text}"
     if name == "position":
-        return "- position: the center of the image" if value == "center" else f"- position: the {value} part of the image"
+        return (
+            "- position: the center of the image" if value == "center" else f"- position: the {value} part of the image"
+        )
     if name == "count":
         return f"- count: {_COUNT_WORDS.get(value, 'several')} (optional)"
     return f"- {name}: {value}"
@@ -99,10 +105,25 @@ class VlmSynthesizer:
             :data:`medground.boxes.FAMILIES`); by default from the model name.
     """
 
-    def __init__(self, backend: Backend, *, seed: int = 0, prompt: str = DEFAULT_PROMPT, queries_per_reference: int = 1,
-                 image_family: str | None = None) -> None:
-        if isinstance(queries_per_reference, bool) or not isinstance(queries_per_reference, int) \
-                or not 1 <= queries_per_reference <= 10:
+    @property
+    def name(self) -> str:
+        """The model backend's name (``openai``, ``vllm``)."""
+        return self.backend.name
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        seed: int = 0,
+        prompt: str = DEFAULT_PROMPT,
+        queries_per_reference: int = 1,
+        image_family: str | None = None,
+    ) -> None:
+        if (
+            isinstance(queries_per_reference, bool)
+            or not isinstance(queries_per_reference, int)
+            or not 1 <= queries_per_reference <= 10
+        ):
             raise ValueError(f"queries_per_reference must be an integer in 1..10, got {queries_per_reference!r}")
         if image_family is not None and image_family not in FAMILIES:
             raise ValueError(f"image_family must be one of {', '.join(FAMILIES)}, got {image_family!r}")
@@ -118,10 +139,13 @@ class VlmSynthesizer:
         """The synthesizer of a ``[synthesis]`` section: the backend's keys (see
         :func:`~medground.backends.make_backend`) plus ``prompt``, ``queries_per_reference``
         and ``image_family``. ``seed`` is the run's; a ``seed`` key in the section wins."""
-        return cls(backend or make_backend(config), seed=config.get("seed", seed),
-                   prompt=config.get("prompt", DEFAULT_PROMPT),
-                   queries_per_reference=config.get("queries_per_reference", 1),
-                   image_family=config.get("image_family"))
+        return cls(
+            backend or make_backend(config),
+            seed=config.get("seed", seed),
+            prompt=config.get("prompt", DEFAULT_PROMPT),
+            queries_per_reference=config.get("queries_per_reference", 1),
+            image_family=config.get("image_family"),
+        )
 
     # ------------------------------------------------------------------ requests
 
@@ -132,8 +156,15 @@ class VlmSynthesizer:
         queries["items"]["properties"]["query_type"]["enum"] = [query_type]
         return schema
 
-    def _user_text(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, *, modality: str,
-                   body_region: str | None) -> str:
+    def _user_text(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        reference: Reference,
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> str:
         implicit = reference.query_type == "implicit"
         query_type = query_type_of(reference)
         orientation = _orientation(view)
@@ -145,28 +176,52 @@ class VlmSynthesizer:
             naming, guide = self.prompt.snippet("naming", "multi_object"), self.prompt.snippet("guides", "multi_object")
         else:
             target = f"one {term.text}" + (" (known to you, not to be named)" if implicit else "")
-            phrase = noun_phrase(reference.attributes, body_region=body_region, oriented=orientation != "none",
-                                 implicit=implicit)
+            phrase = noun_phrase(
+                reference.attributes, body_region=body_region, oriented=orientation != "none", implicit=implicit
+            )
             naming = self.prompt.snippet("naming", "implicit" if implicit else "named")
             guide = self.prompt.snippet("guides", "implicit" if implicit else query_type)
         record = view.view_record()
-        region = ", ".join(filter(None, [body_region if body_region not in (None, "unspecified") else None,
-                                         f"{record['axis']} slice" if record else "2D image"]))
+        region = ", ".join(
+            filter(
+                None,
+                [
+                    body_region if body_region not in (None, "unspecified") else None,
+                    f"{record['axis']} slice" if record else "2D image",
+                ],
+            )
+        )
         target_cues = {str(c): _compact_cues(cues[c]) for c in reference.targets[:6]}
         return self.prompt.render(
-            modality=modality, region=region, orientation=self.prompt.snippet("orientation", orientation),
-            target=target, query_type=query_type, guide=guide,
+            modality=modality,
+            region=region,
+            orientation=self.prompt.snippet("orientation", orientation),
+            target=target,
+            query_type=query_type,
+            guide=guide,
             attributes="\n".join(_attribute_line(k, v, body_region) for k, v in reference.attributes.items()),
-            phrase=phrase, distractors=_distractor_lines(reference, body_region),
-            cues=json.dumps(target_cues if len(target_cues) > 1 else next(iter(target_cues.values())),
-                            separators=(",", ":")),
-            how_many=(f"one {query_type} query" if self.queries_per_reference == 1 else
-                      f"{_COUNT_WORDS[self.queries_per_reference]} different {query_type} queries"),
+            phrase=phrase,
+            distractors=_distractor_lines(reference, body_region),
+            cues=json.dumps(
+                target_cues if len(target_cues) > 1 else next(iter(target_cues.values())), separators=(",", ":")
+            ),
+            how_many=(
+                f"one {query_type} query"
+                if self.queries_per_reference == 1
+                else f"{_COUNT_WORDS[self.queries_per_reference]} different {query_type} queries"
+            ),
             naming=naming,
         )
 
-    def requests(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *, modality: str,
-                 body_region: str | None) -> tuple[list[Request], ImagePrep]:
+    def requests(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> tuple[list[Request], ImagePrep]:
         """The backend requests for the references of one view, and how its image was prepared.
 
         Request ids are the references' positions in ``references``. The clean image is
@@ -179,21 +234,41 @@ class VlmSynthesizer:
             boxes = [prep.to_prepared(list(view.objects[c].bbox_xyxy)) for c in reference.targets]
             marked = draw_boxes(clean, boxes)
             user = self._user_text(view, cues, reference, modality=modality, body_region=body_region)
-            key = f"{view.case.dataset}|{view.case.case_id}|{view.view_record()}|{reference.query_type}|{reference.targets}"
-            requests.append(Request(
-                id=str(position),
-                messages=[{"role": "system", "content": self.prompt.system},
-                          {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "image", "index": 1},
-                                                       {"type": "text", "text": user}]}],
-                images=(clean, marked), schema=self._schema(query_type), schema_name="referring_queries",
-                seed=_seed_for(self.seed, key),
-            ))
+            case = view.case
+            key = f"{case.dataset}|{case.case_id}|{view.view_record()}|{reference.query_type}|{reference.targets}"
+            requests.append(
+                Request(
+                    id=str(position),
+                    messages=[
+                        {"role": "system", "content": self.prompt.system},
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image", "index": 0},
+                                {"type": "image", "index": 1},
+                                {"type": "text", "text": user},
+                            ],
+                        },
+                    ],
+                    images=(clean, marked),
+                    schema=self._schema(query_type),
+                    schema_name="referring_queries",
+                    seed=_seed_for(self.seed, key),
+                )
+            )
         return requests, prep
 
     # ------------------------------------------------------------------ samples
 
-    def synthesize(self, view: View, cues: dict[int, dict[str, Any]], references: list[Reference], *, modality: str,
-                   body_region: str | None) -> Synthesis:
+    def synthesize(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> Synthesis:
         """Query drafts for the references of one view, and the failures.
 
         Args:
@@ -218,7 +293,7 @@ class VlmSynthesizer:
         failures: list[dict[str, Any]] = []
         counters: dict[tuple[tuple[int, ...], str], int] = {}
         seen: set[tuple[tuple[int, ...], str]] = set()
-        for reference, request, response in zip(references, requests, responses):
+        for reference, request, response in zip(references, requests, responses, strict=True):
             implicit = reference.query_type == "implicit"
             query_type = query_type_of(reference)
             key = (reference.targets, query_type)
@@ -227,17 +302,28 @@ class VlmSynthesizer:
             # Timings and attempt counts vary run to run; drafts keep only what the answer determines.
             base = {"implicit": implicit, "image_prep": prep.to_dict(), "request_seed": request.seed}
             if not response.ok:
-                draft = self._sample(view, cues, reference, first, "",
-                                     {**base, "attempts": response.attempts, "answer": _excerpt(response.text)},
-                                     modality=modality)
-                failures.append(reject(draft, StageResult.fail("synthesis", response.reason or "backend_error", response.detail or "")))
+                draft = self._sample(
+                    view,
+                    cues,
+                    reference,
+                    first,
+                    "",
+                    {**base, "attempts": response.attempts, "answer": _excerpt(response.text)},
+                    modality=modality,
+                )
+                failures.append(
+                    reject(
+                        draft, StageResult.fail("synthesis", response.reason or "backend_error", response.detail or "")
+                    )
+                )
                 continue
             assert response.data is not None
             for offset, item in enumerate(response.data["queries"][: self.queries_per_reference]):
                 query = " ".join(str(item["query"]).split())
                 used = list(dict.fromkeys(item["attributes"]))
-                draft = self._sample(view, cues, reference, first + offset, query, {**base, "attributes_used": used},
-                                     modality=modality)
+                draft = self._sample(
+                    view, cues, reference, first + offset, query, {**base, "attributes_used": used}, modality=modality
+                )
                 problem = self._check(reference, query_type, item["query_type"], used, query, seen)
                 if problem is not None:
                     failures.append(reject(draft, StageResult.fail("synthesis", *problem)))
@@ -247,8 +333,14 @@ class VlmSynthesizer:
         return samples, failures
 
     @staticmethod
-    def _check(reference: Reference, query_type: str, answered_type: str, used: list[str], query: str,
-               seen: set[tuple[tuple[int, ...], str]]) -> tuple[str, str] | None:
+    def _check(
+        reference: Reference,
+        query_type: str,
+        answered_type: str,
+        used: list[str],
+        query: str,
+        seen: set[tuple[tuple[int, ...], str]],
+    ) -> tuple[str, str] | None:
         if answered_type != query_type:
             return "query_type_mismatch", f"asked for a {query_type} query, the model wrote a {answered_type} one"
         allowed = set(reference.attributes)
@@ -257,15 +349,32 @@ class VlmSynthesizer:
             return "missing_attribute", f"the query does not use {', '.join(missing)} (needed to single out the target)"
         extra = sorted(set(used) - allowed)
         if extra:
-            return "unrequested_attribute", f"the query uses {', '.join(extra)}, which the referring step did not choose"
+            return (
+                "unrequested_attribute",
+                f"the query uses {', '.join(extra)}, which the referring step did not choose",
+            )
         if (reference.targets, query.lower()) in seen:
             return "duplicate_query", f"the same query was already written for this target: {query!r}"
         return None
 
-    def _sample(self, view: View, cues: dict[int, dict[str, Any]], reference: Reference, index: int, query: str,
-                extra: dict[str, Any], *, modality: str) -> Sample:
-        synthesis = {"backend": self.backend.name, "model": self.backend.model, "prompt_version": self.version,
-                     "seed": self.seed, **extra}
+    def _sample(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        reference: Reference,
+        index: int,
+        query: str,
+        extra: dict[str, Any],
+        *,
+        modality: str,
+    ) -> Sample:
+        synthesis = {
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "prompt_version": self.version,
+            "seed": self.seed,
+            **extra,
+        }
         return draft_sample(view, cues, reference, index, query, synthesis, modality=modality)
 
 

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 from numpy.typing import NDArray
 
 from medground.records import Sample, StageResult, reject, with_verification
+from medground.settings import VisualSettings
 from medground.verify.claims import Claims, extract_claims
 from medground.verify.evidence import EvidenceJudge, EvidenceSettings, judge_evidence
 from medground.verify.format import check_format
-from medground.settings import VisualSettings
 from medground.verify.judge import Judge, JudgeItem
 from medground.verify.onnx_judge import OnnxJudge
 from medground.verify.rules import RuleSettings, check_rules
@@ -106,9 +106,12 @@ class Funnel:
             self.reasons.setdefault(stage, Counter()).update(reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"drafts": self.drafts, "passed": {s: self.passed[s] for s in STAGES},
-                "accepted": self.accepted,
-                "rejected": {s: dict(sorted(r.items())) for s, r in self.reasons.items() if r}}
+        return {
+            "drafts": self.drafts,
+            "passed": {s: self.passed[s] for s in STAGES},
+            "accepted": self.accepted,
+            "rejected": {s: dict(sorted(r.items())) for s, r in self.reasons.items() if r},
+        }
 
 
 class Verifier:
@@ -124,9 +127,18 @@ class Verifier:
         self.judge = judge if judge is not None else EvidenceJudge()
         self.rules = rules or RuleSettings()
 
-    def verify(self, sample: Sample, facts: dict[int, dict[str, Any]], image: NDArray[Any], values: NDArray[Any], *,
-               body_region: str | None, oriented: bool, labels: Iterable[str] = (),
-               full_scale: float | None = None) -> tuple[Sample, StageResult | None]:
+    def verify(
+        self,
+        sample: Sample,
+        facts: dict[int, dict[str, Any]],
+        image: NDArray[Any],
+        values: NDArray[Any],
+        *,
+        body_region: str | None,
+        oriented: bool,
+        labels: Iterable[str] = (),
+        full_scale: float | None = None,
+    ) -> tuple[Sample, StageResult | None]:
         """The sample with its stage results, and the failing result (None if accepted).
 
         ``image`` is the stored 8-bit image, ``values`` the stored intensities on its grid,
@@ -145,25 +157,36 @@ class Verifier:
         for draft in drafts:
             stages = [check_format(draft.sample)]
             if stages[-1].passed:
-                stages.append(check_rules(draft.sample, draft.facts, body_region=draft.body_region,
-                                          oriented=draft.oriented, settings=self.rules, labels=draft.labels))
+                stages.append(
+                    check_rules(
+                        draft.sample,
+                        draft.facts,
+                        body_region=draft.body_region,
+                        oriented=draft.oriented,
+                        settings=self.rules,
+                        labels=draft.labels,
+                    )
+                )
             results.append(stages)
         survivors = [i for i, stages in enumerate(results) if stages[-1].passed]
-        items = [JudgeItem(drafts[i].sample, drafts[i].image, drafts[i].values, drafts[i].full_scale) for i in survivors]
+        items = [
+            JudgeItem(drafts[i].sample, drafts[i].image, drafts[i].values, drafts[i].full_scale) for i in survivors
+        ]
         verdicts = self.judge.judge(items)
         if len(verdicts) != len(items):
             raise RuntimeError(f"judge {self.judge.name} gave {len(verdicts)} verdicts for {len(items)} drafts")
-        for i, verdict in zip(survivors, verdicts):
+        for i, verdict in zip(survivors, verdicts, strict=True):
             results[i].append(verdict)
         out = []
-        for draft, stages in zip(drafts, results):
+        for draft, stages in zip(drafts, results, strict=True):
             failed = next((r for r in stages if not r.passed), None)
             out.append((with_verification(draft.sample, stages), failed, stages))
         return out
 
 
-def make_judge(settings: VisualSettings | Mapping[str, Any] | None = None, *, seed: int = 0,
-               backend: Any = None) -> Judge:
+def make_judge(
+    settings: VisualSettings | Mapping[str, Any] | None = None, *, seed: int = 0, backend: Any = None
+) -> Judge:
     """The judge ``[verification.visual]`` asks for.
 
     Args:

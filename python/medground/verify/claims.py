@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -63,15 +64,21 @@ def _term_forms(label: str, body_region: str | None) -> list[str]:
 def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str, dict[str, str], frozenset[str]]:
     """The term pattern of a label set (cached: a dataset's views share a few label sets)."""
     # Terms of every label, longest first, so "left kidney" wins over "kidney".
-    forms = sorted(((form, label) for label in labels for form in _term_forms(label, body_region)),
-                   key=lambda item: len(item[0]), reverse=True)
+    forms = sorted(
+        ((form, label) for label in labels for form in _term_forms(label, body_region)),
+        key=lambda item: len(item[0]),
+        reverse=True,
+    )
     term_pattern = _alternation([f for f, _ in forms]) if forms else r"(?!x)x"
     label_of: dict[str, str] = {}
     for form, label in forms:
         label_of.setdefault(form, label)
     # Forms that name the structure without its side ("kidney", "kidneys").
-    sideless = frozenset(form for label in labels for form in (clinical_term(label, body_region).plural.lower(),
-                                                               clinical_term(label, body_region).noun.lower()))
+    sideless = frozenset(
+        form
+        for label in labels
+        for form in (clinical_term(label, body_region).plural.lower(), clinical_term(label, body_region).noun.lower())
+    )
     return term_pattern, label_of, sideless
 
 
@@ -86,22 +93,42 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
     vocab = vocabulary()
     text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
     claims = Claims()
-    term_pattern, label_of, sideless = _label_terms(tuple(sorted(set(labels))), body_region)
+    text = _take_positions(text, vocab["position"], claims)
+    text = _take_structures(text, labels, body_region, vocab, claims)
+    text = _take_descriptors(text, vocab, claims)
+    _take_measurements(text, claims)
+    _take_counts(text, vocab["numbers"], claims)
+    return claims
 
-    def consume(pattern: str, handler: Any) -> None:
-        nonlocal text
-        for match in list(re.finditer(pattern, text)):
-            handler(match)
-        text = re.sub(pattern, " ", text)
 
-    positions = vocab["position"]
-    consume(
+def _consume(text: str, pattern: str, handler: Callable[[re.Match[str]], object]) -> str:
+    """Calls ``handler`` on each match of ``pattern``; returns ``text`` with the matches blanked."""
+    for match in list(re.finditer(pattern, text)):
+        handler(match)
+    return re.sub(pattern, " ", text)
+
+
+def _take_positions(text: str, positions: dict[str, str], claims: Claims) -> str:
+    """Places in the image ("in the upper left part of the image", "the image's left")."""
+    text = _consume(
+        text,
         rf"\b(?:in|at|on|toward|towards) the ({_alternation(list(positions))})"
         r"(?: (?:part|portion|region|corner|side|half|area|aspect))? of the (?:image|picture|frame|view|slice)\b",
         lambda m: claims.positions.append(positions[m.group(1)]),
     )
-    consume(rf"\b(?:image|picture)'s ({_alternation(list(positions))})\b",
-            lambda m: claims.positions.append(positions[m.group(1)]))
+    return _consume(
+        text,
+        rf"\b(?:image|picture)'s ({_alternation(list(positions))})\b",
+        lambda m: claims.positions.append(positions[m.group(1)]),
+    )
+
+
+def _take_structures(
+    text: str, labels: list[str], body_region: str | None, vocab: dict[str, Any], claims: Claims
+) -> str:
+    """The structures named: those a relation phrase names are relations, the others are the
+    target's categories (with their side, unless a sideless form such as "kidneys" names them)."""
+    term_pattern, label_of, sideless = _label_terms(tuple(sorted(set(labels))), body_region)
     # Terms become placeholders first, so that relation words inside a term ("upper lobe
     # of the lung") are never read as relations.
     found: list[str] = []
@@ -114,19 +141,7 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
 
     text = re.sub(rf"(?<![\w-])({term_pattern})(?![\w-])", placeholder, text)
     text = re.sub(r"\s+", " ", text)
-    related: set[int] = set()
-
-    def relation(kind: str) -> Any:
-        def handle(match: re.Match[str]) -> None:
-            index = int(match.group(2))
-            related.add(index)
-            claims.relations.append((kind if kind != "direction" else directions[match.group(1)], found[index]))
-        return handle
-
-    directions = vocab["direction"]
-    consume(rf"\b({_alternation(list(directions))}) (?:to |from |of )?(?:the |a )?@(\d+)@", relation("direction"))
-    consume(rf"\b({_alternation(list(vocab['contact']))}) (?:the |a )?@(\d+)@", relation("touches"))
-    consume(rf"\b({_alternation(list(vocab['containment']))}) the @(\d+)@", relation("within"))
+    text, related = _take_relations(text, found, vocab, claims)
     for index, label in enumerate(found):
         if index in related:
             continue
@@ -134,26 +149,74 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
         side = clinical_term(label, body_region).side
         if side is not None and not plural[index]:  # "kidney(s)" names no side
             claims.sides.append(side)
-    text = re.sub(r"@\d+@", " ", text)
+    return re.sub(r"@\d+@", " ", text)
+
+
+def _take_relations(text: str, found: list[str], vocab: dict[str, Any], claims: Claims) -> tuple[str, set[int]]:
+    """Relation phrases around the placeholders ``@i@`` of the structures ``found``; returns
+    the text without them and the indices of the structures they name."""
+    related: set[int] = set()
+    directions = vocab["direction"]
+
+    def relation(kind: str) -> Callable[[re.Match[str]], None]:
+        def handle(match: re.Match[str]) -> None:
+            index = int(match.group(2))
+            related.add(index)
+            claims.relations.append((kind if kind != "direction" else directions[match.group(1)], found[index]))
+
+        return handle
+
+    text = _consume(
+        text, rf"\b({_alternation(list(directions))}) (?:to |from |of )?(?:the |a )?@(\d+)@", relation("direction")
+    )
+    text = _consume(text, rf"\b({_alternation(list(vocab['contact']))}) (?:the |a )?@(\d+)@", relation("touches"))
+    text = _consume(text, rf"\b({_alternation(list(vocab['containment']))}) the @(\d+)@", relation("within"))
+    return text, related
+
+
+def _take_descriptors(text: str, vocab: dict[str, Any], claims: Claims) -> str:
+    """Generic lesion words, anatomy no label matches, and the side, shape, intensity and
+    size words."""
     if re.search(r"\b(?:lesion|tumou?r|mass|nodule|cyst|polyp|metastas[ie]s)(?:es|s)?\b", text):
         claims.generic.append("lesion")
     anatomy = vocab["anatomy"]["words"]
     claims.unknown.extend(m.group(1) for m in re.finditer(rf"\b({_alternation(anatomy)})\b", text))
-    for key, target in (("side", claims.sides), ("shape", claims.shapes), ("intensity", claims.intensities),
-                        ("size_class", claims.size_classes), ("size_rank", claims.size_ranks)):
+    for key, target in (
+        ("side", claims.sides),
+        ("shape", claims.shapes),
+        ("intensity", claims.intensities),
+        ("size_class", claims.size_classes),
+        ("size_rank", claims.size_ranks),
+    ):
         table = vocab[key]
-        consume(rf"(?<![\w-])({_alternation(list(table))})(?![\w-])", lambda m, t=table, out=target: out.append(t[m.group(1)]))
+        text = _consume(text, rf"(?<![\w-])({_alternation(list(table))})(?![\w-])", _collect(table, target))
+    return text
+
+
+def _collect(table: dict[str, str], out: list[str]) -> Callable[[re.Match[str]], None]:
+    """A match handler appending the vocabulary value of the matched word to ``out``."""
+
+    def handle(match: re.Match[str]) -> None:
+        out.append(table[match.group(1)])
+
+    return handle
+
+
+def _take_measurements(text: str, claims: Claims) -> None:
+    """Lengths (mm, cm; in millimetres) and volumes (ml, cc, cm3)."""
     for match in re.finditer(r"(\d+(?:\.\d+)?)\s*(mm|cm|ml|cc|cm3|cm³)\b", text):
         value, unit = float(match.group(1)), match.group(2)
         if unit in ("mm", "cm"):
             claims.lengths_mm.append(value * (10.0 if unit == "cm" else 1.0))
         else:
             claims.volumes_ml.append(value)
-    numbers = vocab["numbers"]
+
+
+def _take_counts(text: str, numbers: dict[str, Any], claims: Claims) -> None:
+    """Counts: number words (not "one of") and digits before a plural."""
     for match in re.finditer(rf"\b({_alternation(list(numbers))})\b", text):
-        if match.group(1) == "one" and re.match(r"one of\b", text[match.start():]):
+        if match.group(1) == "one" and re.match(r"one of\b", text[match.start() :]):
             continue
         claims.counts.append(int(numbers[match.group(1)]))
     for match in re.finditer(r"(?<![\w.])(\d+)\s+(?=[a-z]+s\b)", text):
         claims.counts.append(int(match.group(1)))
-    return claims

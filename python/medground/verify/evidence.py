@@ -26,7 +26,6 @@ from medground.verify.judge import JudgeItem
 __all__ = ["EvidenceJudge", "EvidenceSettings", "judge_evidence"]
 
 
-
 @dataclass(frozen=True)
 class EvidenceSettings:
     """Thresholds of the evidence judge (contrast in the units of ``cues.intensity_relation``)."""
@@ -36,8 +35,9 @@ class EvidenceSettings:
     ring_px: int = 3
 
 
-def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSettings | None = None,
-                   full_scale: float | None = None) -> StageResult:
+def judge_evidence(
+    sample: Sample, values: NDArray[Any], settings: EvidenceSettings | None = None, full_scale: float | None = None
+) -> StageResult:
     """Stage 3 without a model: each target is visible in the stored intensities ``values``
     (on the image grid): contrast against a surrounding ring, not cut off by the border,
     the claimed intensity relation holds, and the box is tight around the mask.
@@ -50,7 +50,9 @@ def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSetti
     for target in sample.targets:
         mask = rle.decode(target.mask_rle)
         if mask.shape != values.shape[:2]:
-            return StageResult.fail(stage, "box_not_tight", f"mask {mask.shape} is not on the image grid {values.shape[:2]}")
+            return StageResult.fail(
+                stage, "box_not_tight", f"mask {mask.shape} is not on the image grid {values.shape[:2]}"
+            )
         ys, xs = np.nonzero(mask)
         box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
         if box != target.bbox_xyxy:
@@ -70,13 +72,23 @@ def judge_evidence(sample: Sample, values: NDArray[Any], settings: EvidenceSetti
         threshold = settings.min_contrast.get(sample.modality, settings.min_contrast["other"])
         # Visible if the mean differs, or if the outline shows as an edge (e.g. isodense organs
         # separated by fat planes): the ring's spread exceeds the threshold too.
-        edge_strength = float(around.std()) if sample.modality == "CT" else float(around.std()) / max(float(around.mean()), 1e-6)
+        edge_strength = (
+            float(around.std()) if sample.modality == "CT" else float(around.std()) / max(float(around.mean()), 1e-6)
+        )
         if abs(score) < threshold and edge_strength < threshold:
-            return StageResult.fail(stage, "low_contrast", f"contrast {score:.3g} against its surroundings (< {threshold})")
+            return StageResult.fail(
+                stage, "low_contrast", f"contrast {score:.3g} against its surroundings (< {threshold})"
+            )
         claimed = target.cues.get("intensity", {}).get("relation")
         words = extract_claims(sample.query, [target.label]).intensities
-        if words and claimed in words and math.copysign(1.0, score) != math.copysign(1.0, target.cues["intensity"]["contrast"]):
-            return StageResult.fail(stage, "intensity_not_visible", f"the query says {words[0]} but the pixels disagree")
+        if (
+            words
+            and claimed in words
+            and math.copysign(1.0, score) != math.copysign(1.0, target.cues["intensity"]["contrast"])
+        ):
+            return StageResult.fail(
+                stage, "intensity_not_visible", f"the query says {words[0]} but the pixels disagree"
+            )
         contrasts.append(round(score, 4))
     return StageResult(stage, True, info={"judge": "evidence", "contrast": contrasts})
 

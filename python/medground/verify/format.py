@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 
 from medground import rle
-from medground.records import Sample, StageResult
+from medground.records import Sample, StageResult, Target
 from medground.verify.claims import vocabulary
 
 __all__ = ["QUERY_TYPES", "check_format"]
 
 QUERY_TYPES = ("direct", "descriptive", "relational", "multi_object")
-
 
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\s*(?:mm|cm|ml|cc|cm3|%)\b)(?![\w.])")
@@ -26,50 +25,99 @@ _FILE = re.compile(r"\.\s?(?:nii|gz|png|jpe?g|bmp|tiff?|nrrd|mha|mhd|dcm)\b", re
 _REGISTER = re.compile(r"\b(?:I|I'm|I am|sure|as an ai|certainly|here is|here's|the answer)\b", re.IGNORECASE)
 
 
+#: A reason code and its detail.
+_Problem = tuple[str, str]
+
+
 def check_format(sample: Sample, *, min_words: int = 3, max_words: int = 40) -> StageResult:
     """Stage 1: a well-formed record, exact boxes, and a query that gives nothing away."""
-    stage = "format"
+    problem = _record_problem(sample) or _boxes_problem(sample) or _query_problem(sample, min_words, max_words)
+    if problem is None:
+        return StageResult("format", True)
+    reason, detail = problem
+    return StageResult.fail("format", reason, detail)
+
+
+def _record_problem(sample: Sample) -> _Problem | None:
+    """A malformed record: unknown query type, empty query, a target count that does not fit
+    the query type, or no image size."""
     if sample.query_type not in QUERY_TYPES:
-        return StageResult.fail(stage, "schema", f"query_type {sample.query_type!r} is not one of {', '.join(QUERY_TYPES)}")
+        return "schema", f"query_type {sample.query_type!r} is not one of {', '.join(QUERY_TYPES)}"
     if not isinstance(sample.query, str) or not sample.query.strip():
-        return StageResult.fail(stage, "schema", "empty query")
+        return "schema", "empty query"
     if not sample.targets or (sample.query_type == "multi_object") != (len(sample.targets) > 1):
-        return StageResult.fail(stage, "schema", f"{len(sample.targets)} target(s) for a {sample.query_type} query")
-    if not (isinstance(sample.width, int) and isinstance(sample.height, int) and sample.width > 0 and sample.height > 0):
-        return StageResult.fail(stage, "schema", f"image size {sample.width}x{sample.height}")
+        return "schema", f"{len(sample.targets)} target(s) for a {sample.query_type} query"
+    if not (
+        isinstance(sample.width, int) and isinstance(sample.height, int) and sample.width > 0 and sample.height > 0
+    ):
+        return "schema", f"image size {sample.width}x{sample.height}"
+    return None
+
+
+def _boxes_problem(sample: Sample) -> _Problem | None:
+    """The first target's box that is not an exact, in-image box of its mask."""
     for target in sample.targets:
-        box = target.bbox_xyxy
-        if len(box) != 4 or not all(isinstance(v, int) for v in box):
-            return StageResult.fail(stage, "schema", f"bbox_xyxy {box} is not four integers")
-        x0, y0, x1, y1 = box
-        if x0 < 0 or y0 < 0 or x1 > sample.width or y1 > sample.height:
-            return StageResult.fail(stage, "box_outside_image", f"box {box} outside the {sample.width}x{sample.height} image")
-        if x1 <= x0 or y1 <= y0:
-            return StageResult.fail(stage, "box_degenerate", f"box {box} has no area")
-        try:
-            size = list(target.mask_rle["size"])
-            mask_box = rle.bbox_xyxy(target.mask_rle)
-        except (KeyError, TypeError, ValueError) as exc:
-            return StageResult.fail(stage, "schema", f"mask_rle unreadable: {exc}")
-        if size != [sample.height, sample.width] or mask_box != box:
-            return StageResult.fail(stage, "box_mask_mismatch", f"box {box} but the mask's box is {mask_box} (mask size {size})")
+        problem = _box_problem(target, sample.width, sample.height)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _box_problem(target: Target, width: int, height: int) -> _Problem | None:
+    """A box that is not four integers, leaves the image, has no area or is not its mask's box."""
+    box = target.bbox_xyxy
+    if len(box) != 4 or not all(isinstance(v, int) for v in box):
+        return "schema", f"bbox_xyxy {box} is not four integers"
+    x0, y0, x1, y1 = box
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        return "box_outside_image", f"box {box} outside the {width}x{height} image"
+    if x1 <= x0 or y1 <= y0:
+        return "box_degenerate", f"box {box} has no area"
+    try:
+        size = list(target.mask_rle["size"])
+        mask_box = rle.bbox_xyxy(target.mask_rle)
+    except (KeyError, TypeError, ValueError) as exc:
+        return "schema", f"mask_rle unreadable: {exc}"
+    if size != [height, width] or mask_box != box:
+        return "box_mask_mismatch", f"box {box} but the mask's box is {mask_box} (mask size {size})"
+    return None
+
+
+def _query_problem(sample: Sample, min_words: int, max_words: int) -> _Problem | None:
+    """A query of the wrong length, with template leftovers or bare numbers, that leaks how
+    the image was made, or that is not one clinical sentence."""
     query = sample.query.strip()
     words = query.split()
     if not min_words <= len(words) <= max_words:
-        return StageResult.fail(stage, "query_length", f"{len(words)} words; expected {min_words}..{max_words}")
-    if _SLOT.search(query):
-        return StageResult.fail(stage, "unfilled_slot", f"template or markup left in the query: {_SLOT.search(query).group(0)!r}")  # type: ignore[union-attr]
+        return "query_length", f"{len(words)} words; expected {min_words}..{max_words}"
+    slot = _SLOT.search(query)
+    if slot:
+        return "unfilled_slot", f"template or markup left in the query: {slot.group(0)!r}"
     number = _NUMBER.search(query)
     if number:
-        return StageResult.fail(stage, "leaked_number", f"a bare number {number.group(0)!r} (only measurements with units may appear)")
+        return "leaked_number", f"a bare number {number.group(0)!r} (only measurements with units may appear)"
+    return _leak_problem(query, sample.case_id) or _register_problem(query)
+
+
+def _leak_problem(query: str, case_id: str) -> _Problem | None:
+    """A query that mentions the rendering, a file, the case id or a label id."""
     for word in vocabulary()["leaks"]["words"]:
         if re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", query, re.IGNORECASE):
-            return StageResult.fail(stage, "leaked_rendering", f"the query mentions {word!r}")
-    if _FILE.search(query) or re.search(rf"\b{re.escape(sample.case_id)}\b", query) and len(sample.case_id) > 3:
-        return StageResult.fail(stage, "leaked_identifier", "the query names a file or the case id")
+            return "leaked_rendering", f"the query mentions {word!r}"
+    if _FILE.search(query) or re.search(rf"\b{re.escape(case_id)}\b", query) and len(case_id) > 3:
+        return "leaked_identifier", "the query names a file or the case id"
     if re.search(r"\b(?:label|class|id)\s*#?\s*\d", query, re.IGNORECASE):
-        return StageResult.fail(stage, "leaked_identifier", "the query names a label id")
+        return "leaked_identifier", "the query names a label id"
+    return None
+
+
+def _register_problem(query: str) -> _Problem | None:
+    """A query that is not a single clinical sentence in English."""
     letters = sum(ch.isascii() and (ch.isalpha() or ch in " -',.?;:()/%³") or ch.isdigit() for ch in query)
     if letters < 0.95 * len(query) or _REGISTER.search(query) or query[-1] not in ".?":
-        return StageResult.fail(stage, "register", "not a single clinical sentence in English (chatter, first person, stray characters or no final punctuation)")
-    return StageResult(stage, True)
+        return (
+            "register",
+            "not a single clinical sentence in English "
+            "(chatter, first person, stray characters or no final punctuation)",
+        )
+    return None

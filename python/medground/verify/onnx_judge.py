@@ -16,13 +16,12 @@ A draft passes when the score is at least the threshold. Install with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-
-from collections.abc import Sequence
 
 from medground.records import Sample, StageResult
 from medground.verify.judge import JudgeItem
@@ -33,7 +32,9 @@ MARGIN = 0.25
 DEFAULT_SIZE = 224
 
 
-def prepare_inputs(image: NDArray[np.uint8], boxes: list[list[int]], size: int = DEFAULT_SIZE) -> dict[str, NDArray[np.float32]]:
+def prepare_inputs(
+    image: NDArray[np.uint8], boxes: list[list[int]], size: int = DEFAULT_SIZE
+) -> dict[str, NDArray[np.float32]]:
     """The ``image`` and ``box`` inputs of the contract for an 8-bit image and target boxes."""
     from PIL import Image
 
@@ -47,10 +48,14 @@ def prepare_inputs(image: NDArray[np.uint8], boxes: list[list[int]], size: int =
     cx1, cy1 = min(width, int(np.ceil(x1 + mx))), min(height, int(np.ceil(y1 + my)))
     crop = image[cy0:cy1, cx0:cx1]
     rgb = np.repeat(crop[..., None], 3, axis=2) if crop.ndim == 2 else crop[..., :3]
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(rgb)).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32
+    )
     tensor = (resized / 255.0).transpose(2, 0, 1)[None]
-    box = np.asarray([[(x0 - cx0) / (cx1 - cx0), (y0 - cy0) / (cy1 - cy0),
-                       (x1 - cx0) / (cx1 - cx0), (y1 - cy0) / (cy1 - cy0)]], dtype=np.float32)
+    box = np.asarray(
+        [[(x0 - cx0) / (cx1 - cx0), (y0 - cy0) / (cy1 - cy0), (x1 - cx0) / (cx1 - cx0), (y1 - cy0) / (cy1 - cy0)]],
+        dtype=np.float32,
+    )
     return {"image": np.ascontiguousarray(tensor, dtype=np.float32), "box": box}
 
 
@@ -64,8 +69,9 @@ class OnnxJudge:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - exercised where onnxruntime is absent
-            raise ImportError("the onnx judge needs onnxruntime: pip install 'medground[onnx]' "
-                              "(or onnxruntime-gpu)") from exc
+            raise ImportError(
+                "the onnx judge needs onnxruntime: pip install 'medground[onnx]' (or onnxruntime-gpu)"
+            ) from exc
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX judge model not found: {path}")

@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 
 from medground.backends import Backend, Request, make_backend
 from medground.backends.images import draw_boxes, prepare_image
-from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.records import Sample, StageResult
 from medground.verify.judge import JudgeItem
 
@@ -57,8 +57,15 @@ class VlmJudge:
     stage = "visual"
     name = "vlm"
 
-    def __init__(self, backend: Backend, threshold: float = 0.5, *, prompt: str = DEFAULT_JUDGE_PROMPT,
-                 image_family: str | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        threshold: float = 0.5,
+        *,
+        prompt: str = DEFAULT_JUDGE_PROMPT,
+        image_family: str | None = None,
+        seed: int = 0,
+    ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
         if image_family is not None and image_family not in FAMILIES:
@@ -75,22 +82,34 @@ class VlmJudge:
         """The judge of a ``[verification.visual]`` section with ``backend = "vlm"``: the
         backend's keys (see :func:`~medground.backends.make_backend`) plus ``threshold``
         (0.5), ``prompt`` and ``image_family``."""
-        return cls(backend or make_backend(config), config.get("threshold", 0.5),
-                   prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT), image_family=config.get("image_family"),
-                   seed=int(config.get("seed", 0)))
+        return cls(
+            backend or make_backend(config),
+            config.get("threshold", 0.5),
+            prompt=config.get("prompt", DEFAULT_JUDGE_PROMPT),
+            image_family=config.get("image_family"),
+            seed=int(config.get("seed", 0)),
+        )
 
     def request(self, sample: Sample, image: NDArray[np.uint8]) -> Request:
         """The backend request for one draft: the marked image and the query."""
         prepared, prep = prepare_image(image, self.family)
         marked = draw_boxes(prepared, [prep.to_prepared(t.bbox_xyxy) for t in sample.targets])
         region = f"{sample.view['axis']} slice" if sample.view else "2D image"
-        text = self.prompt.render(modality=sample.modality, region=region, query=sample.query,
-                                  orientation=self.prompt.snippet("orientation", _orientation(sample)))
+        text = self.prompt.render(
+            modality=sample.modality,
+            region=region,
+            query=sample.query,
+            orientation=self.prompt.snippet("orientation", _orientation(sample)),
+        )
         return Request(
             id=sample.id,
-            messages=[{"role": "system", "content": self.prompt.system},
-                      {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]}],
-            images=(marked,), schema=self.prompt.answer_schema(), schema_name="grounding_verdict",
+            messages=[
+                {"role": "system", "content": self.prompt.system},
+                {"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": text}]},
+            ],
+            images=(marked,),
+            schema=self.prompt.answer_schema(),
+            schema_name="grounding_verdict",
             # Reproducible sampling: the seed follows the draft, not the order of requests.
             seed=int.from_bytes(hashlib.sha256(f"{self.seed}|{sample.id}".encode()).digest()[:4], "big"),
         )
@@ -101,25 +120,51 @@ class VlmJudge:
             return []
         samples = [item.sample for item in items]
         images = [item.image for item in items]
-        responses = self.backend.run([self.request(s, i) for s, i in zip(samples, images)])
+        responses = self.backend.run([self.request(s, i) for s, i in zip(samples, images, strict=True)])
         results = []
         for response in responses:
-            info: dict[str, Any] = {"judge": "vlm", "backend": self.backend.name, "model": self.backend.model,
-                                    "prompt_version": self.version, "threshold": self.threshold}
+            info: dict[str, Any] = {
+                "judge": "vlm",
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "prompt_version": self.version,
+                "threshold": self.threshold,
+            }
             if not response.ok:
                 info["failure"] = response.reason
-                results.append(StageResult(self.stage, False, "judge_failed",
-                                           f"no usable verdict: {response.reason}: {response.detail}", info))
+                results.append(
+                    StageResult(
+                        self.stage,
+                        False,
+                        "judge_failed",
+                        f"no usable verdict: {response.reason}: {response.detail}",
+                        info,
+                    )
+                )
                 continue
             assert response.data is not None
             verdict, confidence = response.data["verdict"], float(response.data["confidence"])
             info.update(verdict=verdict, confidence=round(confidence, 4), reason=response.data["reason"])
             if verdict != "yes":
-                results.append(StageResult(self.stage, False, "judge_rejected",
-                                           f"the judge says no ({confidence:.2f}): {response.data['reason']}", info))
+                results.append(
+                    StageResult(
+                        self.stage,
+                        False,
+                        "judge_rejected",
+                        f"the judge says no ({confidence:.2f}): {response.data['reason']}",
+                        info,
+                    )
+                )
             elif confidence < self.threshold:
-                results.append(StageResult(self.stage, False, "judge_unsure",
-                                           f"yes with confidence {confidence:.2f} < {self.threshold}", info))
+                results.append(
+                    StageResult(
+                        self.stage,
+                        False,
+                        "judge_unsure",
+                        f"yes with confidence {confidence:.2f} < {self.threshold}",
+                        info,
+                    )
+                )
             else:
                 results.append(StageResult(self.stage, True, info=info))
         return results

@@ -1,28 +1,54 @@
-"""Shared fixtures: reference partitions and the real sample data in ../shared/data."""
+"""Fixtures shared by several test folders, and the markers added at collection.
+
+Helper modules (the loopback chat server, phantom cases, stand-in engines) are in
+tests/support/, importable by their names (``pythonpath`` in pyproject.toml). Markers:
+``realdata`` is added to every test that uses the ``shared_data`` fixture (the real sample
+data in ../shared/data), ``browser`` to every test that drives Chromium, and a ``gpu``
+test is skipped where CUDA or vLLM is missing.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from chatserver import ChatServer, Script
+from medground import phantoms
 
 SHARED_DATA = Path(os.environ.get("MEDGROUND_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-LABEL_DTYPES = [np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64]
+#: Fixture → marker: a test using the fixture gets the marker.
+MARKED_FIXTURES = {"shared_data": "realdata", "browser": "browser"}
 
 
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two label images split the voxels into the same components (up to renumbering)."""
-    if a.shape != b.shape or not np.array_equal(a != 0, b != 0):
-        return False
-    fg = a != 0
-    pairs = np.unique(np.stack([a[fg].astype(np.int64), b[fg].astype(np.int64)]), axis=1)
-    return pairs.shape[1] == len(np.unique(a[fg])) == len(np.unique(b[fg]))
+def _gpu_missing() -> str | None:
+    """Why the ``gpu`` tests cannot run here, or None where they can."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install 'medground[vllm]')"
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in MARKED_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, marker))
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    reason = _gpu_missing() if gpu else None
+    if reason:
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +70,10 @@ def serve() -> Iterator[Callable[[Script], ChatServer]]:
     yield start
     for server in servers:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    phantoms.demo_dataset(root)
+    return root

@@ -105,6 +105,7 @@ def test_site_files_are_self_contained(run_dir: Path) -> None:
         assert (run_dir / record["image"]).is_file()
 
 
+@pytest.mark.browser
 def test_filters_counts_and_the_box_overlay_in_chromium(run_dir: Path, browser) -> None:
     index = build_site(run_dir)
     all_records = records(run_dir)
@@ -156,6 +157,7 @@ def test_filters_counts_and_the_box_overlay_in_chromium(run_dir: Path, browser) 
     browser.save_screenshot(str(ARTIFACTS / "browse-grid.png"))
 
 
+@pytest.mark.browser
 def test_served_over_loopback_with_fifty_thousand_samples(run_dir: Path, tmp_path: Path, browser) -> None:
     big = tmp_path / "big"
     shutil.copytree(run_dir, big, ignore=shutil.ignore_patterns("browse", "shards"))

@@ -102,3 +102,20 @@ def test_inspect_a_preset_on_real_data(shared_data):
     result = CliRunner().invoke(main, ["inspect", "--preset", "cxr_lung", "--data", str(shared_data / "cxr_lung")])
     assert result.exit_code == 0, result.output
     assert "cases found: 4" in result.output and "IL" in result.output
+
+
+def test_cli_demo(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "--demo", "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "samples accepted" in result.output and (tmp_path / "medground-demo" / "samples.jsonl").is_file()
+    again = CliRunner().invoke(main, ["run", "--demo", "--no-ray", "--quiet"])
+    assert again.exit_code == 0 and "8 already done" in again.output
+
+
+def test_inspect_one_case_of_a_run_config(demo_data: Path) -> None:
+    result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "lesion001"])
+    assert result.exit_code == 0, result.output
+    assert "skin lesion" in result.output and "side None" in result.output and "template draft(s)" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "nope"])
+    assert result.exit_code == 1 and "not found in demo_ct, demo_skin" in result.output

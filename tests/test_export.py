@@ -12,7 +12,6 @@ from medground import phantoms, rle
 from medground.boxes import convention, smart_resize
 from medground.cli import main
 from medground.evaluate import parse_boxes
-from medground.export import FORMATS
 from medground.pipeline import load_run_config, run
 
 
@@ -128,23 +127,3 @@ def test_parquet_with_image_column(run_dir: Path) -> None:
         assert row["bboxes"] == [t["bbox_xyxy"] for t in sample["targets"]]
         with Image.open(io.BytesIO(row["image"]["bytes"])) as image:
             assert image.size == (sample["width"], sample["height"])
-
-
-def test_from_pixels_conventions() -> None:
-    assert convention("norm1000").from_pixels([10, 20, 30, 40], 100, 200) == [100, 100, 300, 200]
-    assert convention("norm1").from_pixels([10, 20, 30, 40], 100, 200) == [0.1, 0.1, 0.3, 0.2]
-    height, width = smart_resize(572, 765)
-    assert convention("qwen2.5-vl").from_pixels([0, 0, 765, 572], 765, 572) == [0, 0, width, height]
-    assert set(FORMATS) == {
-        "llava",
-        "sharegpt",
-        "swift",
-        "qwen2.5-vl",
-        "qwen2-vl",
-        "qwen3-vl",
-        "internvl",
-        "refcoco",
-        "parquet",
-    }
-    with pytest.raises(ValueError):
-        convention("yolo")

@@ -1,5 +1,5 @@
 """Rendering: radiological display whatever the storage orientation, exact voxel<->pixel maps,
-intensity mappings, slice selection and PNG output."""
+intensity mappings and PNG output."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from medground import geometry
 from medground.geometry import regionprops, slice_bboxes
 from medground.io import load_label_file, read_image
 from medground.io.volume import Volume, axcodes_of
@@ -27,21 +26,38 @@ from medground.render import (
     to_uint8,
     write_png,
 )
-from medground.views import component_slices, select_slices
 
 SHAPE = (23, 19, 11)
+
+
 SPACING = (0.7, 1.1, 2.5)  # no pixel centre falls on a voxel edge when resampled
+
+
 AFFINE = np.diag([*SPACING, 1.0])
+
+
 AFFINE[:3, 3] = (-7.0, 12.5, 30.0)
+
+
 WINDOW = Intensity("window", ((-200.0, 300.0),))
+
+
 PLANES = ("axial", "coronal", "sagittal")
+
+
 BASE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}  # the base volume is RAS
+
+
 POS, NEG = ("R", "A", "S"), ("L", "P", "I")
+
+
 ORIENTATIONS = [
     tuple((NEG if f else POS)[w] for w, f in zip(perm, flips, strict=True))
     for perm in itertools.permutations(range(3))
     for flips in itertools.product((0, 1), repeat=3)
 ]
+
+
 SOME_ORIENTATIONS = [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R"), ("S", "L", "A"), ("I", "R", "P")]
 
 
@@ -297,37 +313,6 @@ def test_intensity_defaults_and_rgb():
     assert np.array_equal(render_image(colour, intensity_for(colour, "endoscopy")).image, colour.array)
 
 
-@pytest.mark.parametrize(
-    ("areas", "expected"),
-    [
-        ([0, 3, 5, 5, 5, 1], [3]),
-        ([5, 0, 1, 0, 5, 2, 5], [4]),
-        ([0, 0, 9, 0], [2]),
-    ],
-)
-def test_select_max_area(areas, expected):
-    assert select_slices(np.array(areas), "max_area") == expected
-
-
-def test_select_spread_all_and_errors():
-    areas = np.array([1, 10, 4, 6, 10, 5, 9, 2])  # >= half the peak: 1, 3, 4, 5, 6
-    assert select_slices(areas, "spread:3") == [1, 4, 6]
-    assert select_slices(areas, "spread:10") == [1, 3, 4, 5, 6]
-    assert select_slices(areas, "spread:3", max_slices=2) == [1, 6]
-    assert select_slices(areas, "spread:5", min_area_fraction=0.9) == [1, 4, 6]
-    assert select_slices(np.full(10, 4), "spread:4") == [0, 3, 6, 9]
-    assert select_slices(np.array([0, 2, 0, 3, 1]), "all") == [1, 3, 4]
-    picks = select_slices(np.r_[np.zeros(5), np.ones(30)], "all", max_slices=16)
-    assert len(picks) == 16 and picks[0] == 5 and picks[-1] == 34 and set(np.diff(picks)) <= {1, 2}
-    for rule in ("max_area", "spread:2", "all"):
-        assert select_slices(np.zeros(6, int), rule) == [] and select_slices(np.array([], int), rule) == []
-    for rule in ("spread:0", "spread:", "spread:x", "spread:-1", "largest", ""):
-        with pytest.raises(ValueError):
-            select_slices(areas, rule)
-    with pytest.raises(ValueError):
-        select_slices(np.ones((2, 3), int), "all")
-
-
 def test_image_map_is_identity_and_png_round_trip(tmp_path):
     from PIL import Image
 
@@ -349,17 +334,3 @@ def test_image_map_is_identity_and_png_round_trip(tmp_path):
             assert np.array_equal(np.asarray(png), image)
     with pytest.raises(ValueError):
         write_png(tmp_path / "bad.png", gray.astype(np.uint16))
-
-
-def test_spread_one_takes_the_middle_and_component_slices_cover_every_component() -> None:
-    areas = np.array([0, 5, 9, 10, 9, 8, 1, 0])
-    assert select_slices(areas, "spread:1", min_area_fraction=0.5) == [3]
-    labels = np.zeros((4, 6, 8), np.uint8)
-    labels[1:3, 1:5, 2:7] = 1
-    labels[3, 0, 0] = 4
-    labels[0, 5, 7] = 4
-    picked = component_slices(labels, 2, "all")
-    assert picked == {1: [2, 3, 4, 5, 6], 4: [0, 7]}
-    assert component_slices(labels, 0, "max_area") == {1: [1], 4: [0]}
-    ids, table = geometry.slice_areas(labels, 2, return_labels=True)
-    assert ids.tolist() == [1, 4] and table.shape == (2, 8) and table.sum() == labels.astype(bool).sum()

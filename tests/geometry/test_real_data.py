@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 from skimage import measure
 
-from conftest import same_partition
 from medground.geometry import connected_components, contacts, overlap, regionprops
+from partitions import same_partition
 
 CASES = [("ct_abdomen_totalseg", "ct.nii.gz"), ("mr_abdomen_totalseg", "mr.nii.gz")]
 

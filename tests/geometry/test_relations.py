@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import same_partition
 from medground import phantoms
 from medground.geometry import (
     connected_components,
@@ -23,6 +22,7 @@ from medground.geometry import (
     slice_areas,
     slice_bboxes,
 )
+from partitions import same_partition
 
 
 def volume() -> np.ndarray:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from conftest import LABEL_DTYPES, same_partition
 from medground import phantoms
 from medground.geometry import connected_components, regionprops
+from partitions import LABEL_DTYPES, same_partition
 
 STRUCTURE = {(2, 4): 1, (2, 8): 2, (3, 6): 1, (3, 18): 2, (3, 26): 3}
 

@@ -1,10 +1,11 @@
-"""medground.io readers, geometry helpers and label files, checked against nibabel,
-SimpleITK and Pillow as oracles (RAS+ world, arrays in the file's index order)."""
+"""medground.io readers checked against nibabel, SimpleITK and Pillow as oracles (RAS+
+world, arrays in the file's index order): 3D formats, DICOM series, 2D rasters, size
+caps and broken files."""
 
 from __future__ import annotations
 
 import gzip
-import json
+import locale
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -16,28 +17,12 @@ import SimpleITK as sitk
 from PIL import Image, ImageFile
 from scipy.spatial.transform import Rotation
 
-from medground.io.errors import CaseError, SpecError
-from medground.io.labels import load_label_file
+from medground.io.errors import CaseError
 from medground.io.readers import read_header, read_image, read_raster, suffix_of
-from medground.io.volume import axcodes_of, patient_side, radiograph_affine
+from orientations import ORIENTATIONS, RNG_SEED, SPACING
+from orientations import oriented_affine as _affine
 
-RNG_SEED = 20240611
-SPACING = (0.7, 1.3, 2.5)
-ORIGIN = (12.5, -40.0, 7.25)
-_TILT = Rotation.from_rotvec(np.deg2rad([3.0, -4.0, 5.0])).as_matrix()
-ORIENTATIONS = {  # direction cosines (columns: array axes) in RAS+
-    "RAS": np.eye(3),
-    "LPS": np.diag([-1.0, -1.0, 1.0]),
-    "oblique_permuted": _TILT[:, [1, 2, 0]] * np.array([1.0, -1.0, 1.0]),
-}
 MiB = 1 << 20
-
-
-def _affine(direction: np.ndarray, spacing=SPACING, origin=ORIGIN) -> np.ndarray:
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
 
 
 def _volume(shape=(5, 6, 7)) -> np.ndarray:
@@ -88,16 +73,22 @@ def _write_dicom_series(
     ]
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        slice_ = image[:, :, k]
-        for key, value in tags:
-            slice_.SetMetaData(key, value)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        slice_.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
-        slice_.SetMetaData("0020|0013", str(k + 1))
-        slice_.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
-        writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
-        writer.Execute(slice_)
+    # GDCM's writer leaves the process in the C locale (text files then read as ASCII in the
+    # tests that follow); the locale is put back.
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        for k in range(image.GetDepth()):
+            slice_ = image[:, :, k]
+            for key, value in tags:
+                slice_.SetMetaData(key, value)
+            position = image.TransformIndexToPhysicalPoint((0, 0, k))
+            slice_.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
+            slice_.SetMetaData("0020|0013", str(k + 1))
+            slice_.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
+            writer.SetFileName(str(folder / f"{prefix}{k:03d}.dcm"))
+            writer.Execute(slice_)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _write_raw_nifti(path: Path, shape, zero_bytes: int) -> None:
@@ -142,9 +133,6 @@ def _forbid(monkeypatch, owner, name: str) -> None:
     monkeypatch.setattr(owner, name, refuse)
 
 
-# --- 3D formats ---------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"])
 @pytest.mark.parametrize("orientation", list(ORIENTATIONS))
 def test_3d_formats_read_like_nibabel(tmp_path, orientation, suffix):
@@ -187,9 +175,9 @@ def test_2d_metaimage_reads_as_rows_and_columns(tmp_path):
     assert volume.is_2d and volume.axcodes is None
 
 
-# --- DICOM series ---------------------------------------------------------------------------------
-
 DICOM_DIRECTION_LPS = Rotation.from_rotvec(np.deg2rad([2.0, -3.0, 4.0])).as_matrix()
+
+
 DICOM_SPACING = (0.8, 0.6, 2.5)
 
 
@@ -249,13 +237,21 @@ def test_empty_folder_is_a_case_error(tmp_path):
     _case_error(lambda: read_image(tmp_path / "empty"), tmp_path / "empty", "no DICOM series")
 
 
-# --- 2D rasters -----------------------------------------------------------------------------------
-
 _R = np.random.default_rng(RNG_SEED)
+
+
 GRAY8 = _R.integers(0, 256, (7, 9), dtype=np.uint8)
+
+
 GRAY16 = _R.integers(0, 65536, (7, 9), dtype=np.uint16)
+
+
 RGBA = _R.integers(0, 256, (7, 9, 4), dtype=np.uint8)
+
+
 INDICES = _R.integers(0, 4, (7, 9), dtype=np.uint8)
+
+
 PALETTE = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
 
 
@@ -313,9 +309,6 @@ def test_multiframe_tiff_is_refused(tmp_path):
     _case_error(lambda: read_image(tmp_path / "stack.tif"), tmp_path / "stack.tif", "2 frames")
 
 
-# --- size caps ------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
 def test_nifti_claiming_huge_dims_is_refused_before_allocating(tmp_path, name):
     _write_raw_nifti(tmp_path / name, (4096, 4096, 4096), 64)
@@ -361,9 +354,6 @@ def test_dicom_series_over_max_bytes_is_not_read(monkeypatch, dicom_folder):
     folder, array = dicom_folder
     _forbid(monkeypatch, sitk.ImageSeriesReader, "Execute")
     _case_error(lambda: read_image(folder, max_bytes=array.nbytes - 1), folder, "max_bytes")
-
-
-# --- corrupt, missing and unknown files --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
@@ -429,139 +419,3 @@ def test_unknown_suffix_names_the_supported_types(tmp_path):
 )
 def test_suffix_of(name, suffix):
     assert suffix_of(Path("/data") / name) == suffix
-
-
-# --- geometry helpers ---------------------------------------------------------------------------------
-
-
-def test_axcodes_of_matches_nibabel_on_random_affines():
-    rng = np.random.default_rng(RNG_SEED)
-    for _ in range(200):
-        q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-        linear = (q * np.sign(np.diag(r)))[:, rng.permutation(3)] * rng.choice([-1.0, 1.0], 3)
-        affine = _affine(linear, spacing=rng.uniform(0.2, 6.0, 3), origin=rng.normal(0.0, 100.0, 3))
-        assert axcodes_of(affine) == nib.aff2axcodes(affine)
-
-
-@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
-def test_axcodes_of_known_orientations(orientation):
-    affine = _affine(ORIENTATIONS[orientation])
-    assert axcodes_of(affine) == nib.aff2axcodes(affine)
-    assert (
-        axcodes_of(affine)
-        == {"RAS": ("R", "A", "S"), "LPS": ("L", "P", "S"), "oblique_permuted": ("A", "I", "R")}[orientation]
-    )
-
-
-def test_radiograph_affine():
-    affine = radiograph_affine((0.5, 0.25))
-    assert axcodes_of(affine, 2) == ("I", "L")
-    assert axcodes_of(affine) == ("I", "L", "A")
-    np.testing.assert_allclose(np.linalg.norm(affine[:3, :2], axis=0), [0.5, 0.25])
-
-
-@pytest.mark.parametrize(
-    ("point", "kwargs", "side"),
-    [
-        ((10.0, 0.0, 0.0), {}, "right"),
-        ((-10.0, 5.0, 5.0), {}, "left"),
-        ((0.0, 1.0, 1.0), {}, "midline"),
-        ((1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"),
-        ((-1.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "midline"),
-        ((2.5, 0.0, 0.0), {"tolerance_mm": 2.0}, "right"),
-        ((5.0, 0.0, 0.0), {"midline_x": 8.0}, "left"),
-    ],
-)
-def test_patient_side(point, kwargs, side):
-    assert patient_side(point, **kwargs) == side
-
-
-# --- label files ----------------------------------------------------------------------------------------
-
-ITKSNAP = """################################################
-# ITK-SnAP Label Description File
-# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL
-################################################
-    0     0    0    0        0  0  0    "Clear Label"
-    1   255    0    0        1  1  1    "liver"
-    2     0  255    0     0.50  1  1    "kidney left"
-"""
-LABEL_FILES = {
-    "id_name.json": ('{"1": "liver", "2": "spleen"}', {1: "liver", 2: "spleen"}),
-    "name_id.json": ('{"liver": 1, "spleen": 2}', {1: "liver", 2: "spleen"}),
-    "nested.json": ('{"1": {"name": "liver", "color": [255, 0, 0]}}', {1: "liver"}),
-    "msd/dataset.json": (
-        json.dumps({"name": "Liver", "labels": {"0": "background", "1": "liver", "2": "tumour"}}),
-        {1: "liver", 2: "tumour"},
-    ),
-    "nnunet/dataset.json": (
-        json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}),
-        {1: "liver"},
-    ),
-    "header.csv": ("id,name\n0,background\n1,liver\n2,kidney_left\n", {1: "liver", 2: "kidney_left"}),
-    "plain.csv": ("1,liver\n2, kidney_left \n", {1: "liver", 2: "kidney_left"}),
-    "labels.tsv": ("id\tname\n1\tliver\n2\tkidney left\n", {1: "liver", 2: "kidney left"}),
-    "itksnap.txt": (ITKSNAP, {1: "liver", 2: "kidney left"}),
-}
-
-
-@pytest.mark.parametrize("name", list(LABEL_FILES))
-def test_label_files(tmp_path, name):
-    text, expected = LABEL_FILES[name]
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    assert load_label_file(path) == expected
-
-
-def test_per_structure_folder(tmp_path):
-    for name in ("liver.nii.gz", "kidney_left.nii.gz", "spleen.nii", ".DS_Store"):
-        (tmp_path / name).write_bytes(b"")
-    assert load_label_file(tmp_path) == {1: "kidney_left", 2: "liver", 3: "spleen"}
-
-
-def test_real_totalseg_labels(shared_data):
-    folder = shared_data / "ct_abdomen_totalseg"
-    labels = load_label_file(folder / "labels.json")
-    assert len(labels) == 117 and labels[1] == "spleen" and labels[3] == "kidney_left"
-    structures = load_label_file(folder / "structures")
-    assert len(structures) == len(list((folder / "structures").glob("*.nii.gz")))
-    assert set(structures.values()) <= set(labels.values())
-    assert list(structures) == list(range(1, len(structures) + 1))
-    assert list(structures.values()) == sorted(structures.values())
-
-
-@pytest.mark.parametrize(
-    ("name", "text", "problem"),
-    [
-        ("twice.json", '{"liver": 1, "spleen": 1}', "named twice"),
-        ("twice_padded.json", '{"1": "liver", "01": "spleen"}', "named twice"),
-        ("twice_key.json", '{"1": "liver", "1": "spleen"}', "named twice"),
-        ("twice.csv", "1,liver\n1,spleen\n", "named twice"),
-        ("twice.txt", ITKSNAP + '    1   0 0 255   1 1 1   "spleen"\n', "named twice"),
-        ("bad_id.csv", "id,name\n1,liver\nx,spleen\n", "not an integer"),
-        ("negative.csv", "1,liver\n-2,spleen\n", "negative"),
-        ("negative.json", '{"-1": "liver"}', "negative"),
-        ("broken.json", '{"1": "liver"', "invalid JSON"),
-        ("list.json", '["liver"]', "JSON object"),
-        ("neither.json", '{"liver": "spleen"}', "neither"),
-        ("empty_name.json", '{"1": " "}', "empty name"),
-        ("region.json", '{"labels": {"background": 0, "tumour": [1, 2]}}', "region"),
-        ("short.csv", "1\n", "column"),
-        ("labels.xml", "<labels/>", "unknown label file type"),
-    ],
-)
-def test_label_file_errors(tmp_path, name, text, problem):
-    (tmp_path / name).write_text(text)
-    with pytest.raises(SpecError) as info:
-        load_label_file(tmp_path / name)
-    assert str(tmp_path / name) in str(info.value) and problem in info.value.problem
-
-
-@pytest.mark.parametrize("name", ["absent.json", "empty_folder"])
-def test_missing_label_file(tmp_path, name):
-    if name == "empty_folder":
-        (tmp_path / name).mkdir()
-    with pytest.raises(SpecError) as info:
-        load_label_file(tmp_path / name)
-    assert str(tmp_path / name) in str(info.value)

@@ -1,0 +1,35 @@
+"""The worker with its models in a Ray actor (the GPU path's plumbing, without a GPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypatch) -> None:
+    """The GPU path's plumbing (a model held by an actor, views sent without their volumes),
+    here with the openai backend and no GPU."""
+    from chatserver import Reply, completion
+
+    ray = pytest.importorskip("ray")
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.worker import ModelActor, process_case
+    from medground.settings import VerificationSettings
+
+    verdict = json.dumps({"verdict": "no", "confidence": 0.9, "reason": "nothing there"})
+    server = serve(lambda key, attempt, payload: Reply(body=completion(verdict)))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.2", log_to_driver=False)
+    try:
+        settings = {"backend": "vlm", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "base_url": server.base_url}
+        verification = VerificationSettings.from_table({"visual": settings})
+        judge = ray.remote(ModelActor).options(num_gpus=0).remote("judge", verification.visual)
+        spec = load_spec(demo_data / "demo_skin" / "spec.toml")
+        files = find_cases(spec).cases[0]
+        result = process_case(spec, files, verification=verification, models={"judge": judge})
+    finally:
+        ray.shutdown()
+    assert result.error is None and not result.accepted and result.rejected
+    assert {r["rejection"]["reason"] for r in result.rejected} == {"judge_rejected"}

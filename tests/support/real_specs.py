@@ -1,0 +1,16 @@
+"""Dataset specs over the real sample data in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def ct_mr_spec(shared: Path, tmp_path: Path, kind: str) -> Path:
+    folder, image = ("ct_abdomen_totalseg", "ct.nii.gz") if kind == "CT" else ("mr_abdomen_totalseg", "mr.nii.gz")
+    path = tmp_path / f"{kind}.toml"
+    path.write_text(
+        f'name = "{kind.lower()}"\nmodality = "{kind}"\nbody_region = "abdomen"\nroot = "{shared / folder}"\n'
+        f'labels_file = "labels.json"\n[cases]\nimage = "{image}"\nmask = "seg.nii.gz"\n'
+        '[render]\naxes = ["axial", "coronal"]\nslices = "spread:2"\n'
+    )
+    return path

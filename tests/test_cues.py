@@ -1,0 +1,376 @@
+"""Cues: laterality from geometry (never from label names), on real CT and MR in any storage
+orientation and on photographs; and every threshold of the cues module's docstring, table by
+table, at and on both sides of each threshold: the laterality share, the shape classes, the
+3×3 image position, intensity per modality, containment and the size classes."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+
+import nibabel.orientations as nio
+import numpy as np
+import pytest
+
+from medground import cues
+from medground.anchors import Anchor, find_anchors
+from medground.generate import draft_case
+from medground.io import Case, find_cases, load_case, load_spec
+from medground.io.volume import Volume
+from real_specs import ct_mr_spec
+
+
+def _sides_by_name(case: Case, original_names: dict[int, str]) -> dict[str, set[str]]:
+    components, anchors = find_anchors(case)
+    from medground.cues import case_context, laterality
+
+    context = case_context(case, components, anchors, "CT")
+    sides: dict[str, set[str]] = {}
+    for component, anchor in anchors.items():
+        name = original_names[anchor.label_id]
+        if anchor.voxel_count >= 50 and (name.endswith("_left") or name.endswith("_right")):
+            sides.setdefault(name, set()).add(laterality(context.right_share[component]))
+    return sides
+
+
+def _reoriented(case: Case, codes: tuple[str, str, str]) -> Case:
+    image = case.image
+    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(codes))
+    array = nio.apply_orientation(image.array, transform)
+    labels = nio.apply_orientation(case.labels, transform)
+    affine = image.affine @ nio.inv_ornt_aff(transform, image.array.shape)
+    volume = Volume(np.ascontiguousarray(array), affine, image.path, True, image.metadata)
+    return replace(case, image=volume, labels=np.ascontiguousarray(labels))
+
+
+@pytest.mark.parametrize("kind", ["CT", "MR"])
+@pytest.mark.parametrize("codes", [None, ("P", "S", "R"), ("L", "A", "I")])
+def test_laterality_comes_from_geometry_not_names(shared_data: Path, tmp_path: Path, kind: str, codes) -> None:
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, kind))
+    original = dict(spec.labels)
+    neutral = replace(spec, labels={i: f"structure {i}" for i in spec.labels})
+    case = load_case(neutral, find_cases(neutral).cases[0])
+    if codes is not None:
+        case = _reoriented(case, codes)
+        assert case.image.axcodes == codes
+    sides = _sides_by_name(case, original)
+    assert len(sides) >= 4
+    for name, found in sides.items():
+        assert found == {name.rsplit("_", 1)[1]}, (name, found)
+
+
+def test_dermoscopy_has_no_patient_side(shared_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "ph2.toml").write_text(
+        f'name = "ph2"\nmodality = "dermoscopy"\nbody_region = "skin"\nroot = "{shared_data / "dermoscopy_ph2"}"\n'
+        '[cases]\nimage = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n'
+        '1 = "skin lesion"\n'
+    )
+    spec = load_spec(tmp_path / "ph2.toml")
+    for files in find_cases(spec, limit=6).cases:
+        drafts = draft_case(load_case(spec, files), spec)
+        assert drafts.samples
+        for sample in drafts.samples:
+            assert all(t.cues["laterality"] is None for t in sample.targets)
+            assert "-sided" not in sample.query and "patient" not in sample.query
+            assert sample.view is None
+
+
+# ----------------------------------------------------------------------------- thresholds, table by table
+#
+# Each row is one case with its expected answer, at a threshold and just on either side of
+# it; the functions are called directly with constructed inputs.
+
+
+def test_the_documented_thresholds() -> None:
+    assert (cues.LATERAL_SHARE, cues.CONTAINED_SHARE, cues.RING_MM) == (0.75, 0.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("share_right", "side"),
+    [
+        (1.0, "right"),
+        (0.76, "right"),
+        (0.75, "right"),  # at least 75% on the right
+        (0.74, "midline"),
+        (0.5, "midline"),
+        (0.26, "midline"),
+        (0.25, "left"),  # at least 75% on the left
+        (0.24, "left"),
+        (0.0, "left"),
+        (None, None),  # no patient orientation
+    ],
+)
+def test_laterality_needs_three_quarters_on_one_side(share_right: float | None, side: str | None) -> None:
+    assert cues.laterality(share_right) == side
+
+
+@pytest.mark.parametrize(
+    ("elongation", "solidity", "circularity", "shape"),
+    [
+        # elongated: elongation (minor/major) < 0.5, whatever the rest.
+        (0.49, 1.0, 1.0, "elongated"),
+        (0.49, 0.5, 0.5, "elongated"),
+        (0.5, 1.0, 1.0, "oval"),
+        # irregular: solidity < 0.8 (before lobulated).
+        (0.9, 0.79, 0.9, "irregular"),
+        (0.9, 0.79, 0.5, "irregular"),
+        (0.9, 0.8, 0.9, "round"),
+        # lobulated: solidity < 0.9 and circularity < 0.7.
+        (0.9, 0.8, 0.69, "lobulated"),
+        (0.9, 0.89, 0.69, "lobulated"),
+        (0.9, 0.9, 0.69, "oval"),
+        (0.9, 0.89, 0.7, "oval"),
+        # round: elongation ≥ 0.8 and circularity ≥ 0.8; else oval.
+        (0.8, 0.95, 0.8, "round"),
+        (1.0, 1.0, 1.0, "round"),
+        (0.79, 0.95, 0.8, "oval"),
+        (0.8, 0.95, 0.79, "oval"),
+        (0.6, 0.95, 0.75, "oval"),
+    ],
+)
+def test_shape_classes(elongation: float, solidity: float, circularity: float, shape: str) -> None:
+    descriptors = {"elongation": elongation, "solidity": solidity, "circularity": circularity}
+    assert cues.shape_class(descriptors) == shape
+
+
+# A 300 × 150 image: the grid lines are at x = 100, 200 and y = 50, 100; a box's centre is
+# in the cell whose left/upper edge it is on (centre x = 100 is the middle column).
+@pytest.mark.parametrize(
+    ("box", "position"),
+    [
+        ((0, 0, 198, 98), "upper left"),  # centre (99, 49)
+        ((98, 48, 100, 50), "upper left"),
+        ((99, 0, 101, 98), "upper"),  # centre (100, 49)
+        ((198, 48, 200, 50), "upper"),  # centre (199, 49)
+        ((199, 48, 201, 50), "upper right"),  # centre (200, 49)
+        ((99, 49, 99, 51), "left"),  # centre (99, 50)
+        ((99, 49, 101, 51), "center"),  # centre (100, 50)
+        ((0, 0, 300, 150), "center"),
+        ((198, 98, 200, 100), "center"),  # centre (199, 99)
+        ((199, 98, 201, 100), "right"),  # centre (200, 99)
+        ((98, 99, 100, 101), "lower left"),  # centre (99, 100)
+        ((149, 99, 151, 101), "lower"),
+        ((199, 99, 201, 101), "lower right"),
+        ((298, 148, 300, 150), "lower right"),
+    ],
+)
+def test_image_position_on_a_three_by_three_grid(box: tuple[int, int, int, int], position: str) -> None:
+    assert cues.image_position(box, 300, 150) == position
+
+
+def band(inside: float, ring: tuple[float, float], *, stored: type = np.uint8, width: int = 8):
+    """A view of three rows: the object is the middle row, its ring (any radius) the rows
+    above (``ring[0]``) and below (``ring[1]``): the ring's mean is their mean, its standard
+    deviation half their difference."""
+    values = np.empty((3, width), np.float64)
+    values[0], values[1], values[2] = ring[0], inside, ring[1]
+    components = np.zeros((3, width), np.uint32)
+    components[1] = 1
+    image = SimpleNamespace(array=np.zeros((3, width), stored), spacing_known=True)
+    view = SimpleNamespace(
+        pixel_mm=(1.0, 1.0),
+        width=width,
+        height=3,
+        components=components,
+        values=values,
+        case=SimpleNamespace(image=image),
+    )
+    return view, SimpleNamespace(component_id=1, bbox_xyxy=(0, 1, width, 2))
+
+
+@pytest.mark.parametrize(
+    ("modality", "inside", "ring", "relation", "contrast"),
+    [
+        # CT: ±15 HU against the ring's mean.
+        ("CT", 24.5, (40.0, 40.0), "hypodense", -15.5),
+        ("CT", 25.0, (40.0, 40.0), "isodense", -15.0),
+        ("CT", 25.5, (40.0, 40.0), "isodense", -14.5),
+        ("CT", 40.0, (40.0, 40.0), "isodense", 0.0),
+        ("CT", 54.5, (40.0, 40.0), "isodense", 14.5),
+        ("CT", 55.0, (40.0, 40.0), "isodense", 15.0),
+        ("CT", 55.5, (40.0, 40.0), "hyperdense", 15.5),
+        # MR and PET: ±0.5 of the ring's standard deviation (ring mean 100, SD 8).
+        ("MR", 95.0, (92.0, 108.0), "hypointense", -0.625),
+        ("MR", 96.0, (92.0, 108.0), "isointense", -0.5),
+        ("MR", 97.0, (92.0, 108.0), "isointense", -0.375),
+        ("MR", 103.0, (92.0, 108.0), "isointense", 0.375),
+        ("MR", 104.0, (92.0, 108.0), "isointense", 0.5),
+        ("MR", 105.0, (92.0, 108.0), "hyperintense", 0.625),
+        ("PET", 95.0, (92.0, 108.0), "hypointense", -0.625),
+        ("PET", 104.0, (92.0, 108.0), "isointense", 0.5),
+        ("PET", 105.0, (92.0, 108.0), "hyperintense", 0.625),
+        # Photographs and radiographs (8-bit): ±5% of 255 = ±12.75 grey levels.
+        ("XR", 87.0, (100.0, 100.0), "darker", -0.051),
+        ("XR", 87.25, (100.0, 100.0), "similar", -0.05),
+        ("XR", 112.75, (100.0, 100.0), "similar", 0.05),
+        ("XR", 113.0, (100.0, 100.0), "brighter", 0.051),
+        ("dermoscopy", 87.0, (100.0, 100.0), "darker", -0.051),
+        ("dermoscopy", 112.75, (100.0, 100.0), "similar", 0.05),
+        ("endoscopy", 113.0, (100.0, 100.0), "brighter", 0.051),
+    ],
+)
+def test_intensity_against_the_ring_per_modality(
+    modality: str, inside: float, ring: tuple[float, float], relation: str, contrast: float
+) -> None:
+    view, obj = band(inside, ring)
+    result = cues.intensity_relation(view, obj, modality)
+    assert (result["relation"], result["contrast"]) == (relation, contrast)
+    assert (result["mean"], result["ring_mean"]) == (inside, sum(ring) / 2)
+
+
+@pytest.mark.parametrize(
+    ("inside", "relation"),
+    [(89.5, "darker"), (90.0, "similar"), (110.0, "similar"), (110.5, "brighter")],
+)
+def test_full_scale_of_a_non_8_bit_image_is_the_range_of_the_view(inside: float, relation: str) -> None:
+    # Stored as int16: full scale is the view's range, 0..200, so 5% is 10 grey levels.
+    view, obj = band(inside, (0.0, 200.0), stored=np.int16)
+    assert cues.full_scale(view.case.image.array, view.values) == 200.0
+    assert cues.intensity_relation(view, obj, "XR")["relation"] == relation
+
+
+def test_no_ring_no_intensity() -> None:
+    view, obj = band(50.0, (50.0, 50.0))
+    view.components[:] = 1
+    assert cues.intensity_relation(view, obj, "CT")["relation"] is None
+
+
+@pytest.mark.parametrize(
+    ("modality", "inside", "ring", "scale", "expected"),
+    [
+        ("CT", [50.0, 60.0], [40.0, 40.0], 255.0, 15.0),  # HU difference; scale unused
+        ("MR", [104.0], [92.0, 108.0], 255.0, 0.5),  # ring standard deviations
+        ("PET", [92.0], [92.0, 108.0], 255.0, -1.0),
+        ("MR", [10.0], [5.0, 5.0], 255.0, 5.0 / 1e-6),  # a flat ring: SD floored at 1e-6
+        ("XR", [112.75], [100.0], 255.0, 0.05),  # share of full scale
+        ("dermoscopy", [0.0], [51.0], 255.0, -0.2),
+        ("endoscopy", [30.0], [10.0], 200.0, 0.1),
+    ],
+)
+def test_contrast_in_the_unit_of_each_modality(
+    modality: str, inside: list[float], ring: list[float], scale: float, expected: float
+) -> None:
+    assert cues.contrast(modality, np.array(inside), np.array(ring), scale) == pytest.approx(expected)
+
+
+def anchor(component_id: int, label: str, *, size: float = 1.0) -> Anchor:
+    """A small anchor: only the label, the size and the component id mean anything here."""
+    return Anchor(
+        component_id=component_id,
+        label_id=component_id,
+        label=label,
+        voxel_count=8,
+        bbox_min=(0, 0, 0),
+        bbox_max=(2, 2, 2),
+        centroid_index=(0.5, 0.5, 0.5),
+        centroid_world=(0.0, 0.0, 0.0),
+        size=size,
+        descriptors={},
+    )
+
+
+# The target (component 1, a liver lesion) and its neighbours by component id; 0 is the background.
+NEIGHBOURS = {"background": 0, "liver": 2, "left kidney": 3, "another lesion": 4}
+
+
+@pytest.mark.parametrize(
+    ("faces", "within", "touches"),
+    [
+        ({"liver": 50, "background": 50}, "liver", ["liver"]),  # half the outline: contained
+        ({"liver": 51, "background": 49}, "liver", ["liver"]),
+        ({"liver": 49, "background": 51}, None, ["liver"]),
+        # Faces shared with an object of the same label count in the outline, never contain it.
+        ({"liver": 50, "another lesion": 50}, "liver", ["liver"]),
+        ({"liver": 49, "another lesion": 51}, None, ["liver"]),
+        # The label covering most of the outline, and only if it covers half.
+        ({"left kidney": 60, "liver": 40}, "kidney_left", ["kidney_left", "liver"]),
+        ({"liver": 40, "left kidney": 35, "background": 25}, None, ["liver", "kidney_left"]),
+        ({"background": 100}, None, []),
+        ({}, None, []),
+    ],
+)
+def test_containment_is_half_the_outline(faces: dict[str, int], within: str | None, touches: list[str]) -> None:
+    anchors = {
+        1: anchor(1, "liver lesion"),
+        2: anchor(2, "liver"),
+        3: anchor(3, "kidney_left"),
+        4: anchor(4, "liver lesion"),
+    }
+    outline = {NEIGHBOURS[name]: count for name, count in faces.items()}
+    context = cues.CaseContext(midline_x=None, body_width_mm=None, right_share={}, faces={1: outline})
+    found = cues.relations(anchors[1], anchors, context, (1.0, 1.0, 1.0))
+    assert (found["within"], found["touches"]) == (within, touches)
+
+
+@pytest.mark.parametrize(
+    ("label", "diameter_mm", "is_3d", "size"),
+    [
+        # Lesion-like labels by longest diameter: < 10 mm small, ≤ 30 mm medium, else large.
+        ("liver lesion", 9.99, True, "small"),
+        ("liver lesion", 10.0, True, "medium"),
+        ("liver lesion", 10.01, True, "medium"),
+        ("liver lesion", 29.99, True, "medium"),
+        ("liver lesion", 30.0, True, "medium"),
+        ("liver lesion", 30.01, True, "large"),
+        ("kidney tumor", 0.5, True, "small"),
+        ("lung nodule", 120.0, True, "large"),
+        # In 2D images too.
+        ("polyp", 9.99, False, "small"),
+        ("skin lesion", 30.0, False, "medium"),
+        ("skin lesion", 30.01, False, "large"),
+    ],
+)
+def test_lesion_size_classes(label: str, diameter_mm: float, is_3d: bool, size: str) -> None:
+    assert cues.size_class(anchor(1, label, size=1e6), diameter_mm, is_3d) == size
+
+
+PRIORS = tomllib.loads((resources.files("medground") / "presets" / "priors.toml").read_text())["volume_ml"]
+
+# Every organ of presets/priors.toml at and on either side of both ends of its adult range (mL).
+ORGAN_ROWS = [
+    row
+    for organ, (low, high) in sorted(PRIORS.items())
+    for row in (
+        (organ, low - 0.01, "small"),
+        (organ, low, "normal"),
+        (organ, high, "normal"),
+        (organ, high + 0.01, "large"),
+    )
+]
+
+
+@pytest.mark.parametrize(("label", "volume_ml", "size"), ORGAN_ROWS)
+def test_organ_size_classes_against_the_priors(label: str, volume_ml: float, size: str) -> None:
+    assert cues.size_class(anchor(1, label, size=volume_ml), 50.0, True) == size
+
+
+@pytest.mark.parametrize(
+    ("label", "prior", "end", "size"),
+    [
+        # A side suffix and spaces name the same prior.
+        ("kidney_left", "kidney", "low", "normal"),
+        ("kidney_right", "kidney", "below", "small"),
+        ("kidney_left", "kidney", "above", "large"),
+        ("adrenal_gland_right", "adrenal_gland", "high", "normal"),
+        ("Urinary Bladder", "urinary_bladder", "above", "large"),
+    ],
+)
+def test_organ_names_find_their_prior(label: str, prior: str, end: str, size: str) -> None:
+    low, high = PRIORS[prior]
+    volume = {"below": low - 0.01, "low": low, "high": high, "above": high + 0.01}[end]
+    assert cues.size_class(anchor(1, label, size=volume), 50.0, True) == size
+
+
+@pytest.mark.parametrize(
+    ("label", "is_3d"),
+    [
+        ("aorta", True),  # no prior
+        ("liver", False),  # an organ in a 2D image: no volume
+        ("lung_left", False),
+    ],
+)
+def test_no_size_class_without_a_prior_or_a_volume(label: str, is_3d: bool) -> None:
+    assert cues.size_class(anchor(1, label, size=1500.0), 50.0, is_3d) is None

@@ -1,0 +1,281 @@
+"""Prediction (medground predict): grounding prompts for every family, a run against a
+chat server that resumes and is then scored, a repaired cut line, vLLM missing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ground_truth import make_sample, run_eval, write_gt
+from medground.backends import EncodedImage, Request, Response
+from medground.boxes import GROUNDING_FAMILIES as FORMATS
+from medground.cli import predict_command
+from medground.evaluate import load_ground_truth
+from medground.predict import grounding_prompt, predict
+from medground.runfolder import RecordFileError as EvalFileError
+
+
+def test_every_family_has_a_grounding_prompt():
+    for name in FORMATS:
+        for multi in (False, True):
+            prompt = grounding_prompt("Locate the kidney tumor. ", name, multi=multi, width=765, height=572)
+            assert "Locate the kidney tumor." in prompt and "{" not in prompt
+    assert grounding_prompt("Find it.", "internvl", multi=False, width=1, height=1).endswith("<ref>Find it.</ref>")
+    assert "JSON" in grounding_prompt("Find it.", "qwen2.5-vl", multi=False, width=1, height=1)
+    assert "765x572" in grounding_prompt("Find it.", "pixel", multi=False, width=765, height=572)
+    with pytest.raises(ValueError, match="format must be one of"):
+        grounding_prompt("Find it.", "gpt", multi=False, width=1, height=1)
+
+
+class _ChatServer(ThreadingHTTPServer):
+    """A loopback chat-completions server answering from a script keyed by query."""
+
+    def __init__(self, answers: dict[str, str], fail_once: set[str]) -> None:
+        super().__init__(("127.0.0.1", 0), _ChatHandler)
+        self.answers = answers
+        self.fail_once = set(fail_once)
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    server: _ChatServer
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        content = body["messages"][0]["content"]
+        prompt = next(part["text"] for part in content if part["type"] == "text")
+        query = next(q for q in self.server.answers if q in prompt)
+        with self.server.lock:
+            self.server.requests.append(
+                {"path": self.path, "body": body, "prompt": prompt, "auth": self.headers.get("Authorization")}
+            )
+            fail = query in self.server.fail_once
+            self.server.fail_once.discard(query)
+        if fail:
+            self._reply(500, {"error": {"message": "scripted failure"}})
+        else:
+            self._reply(
+                200,
+                {"choices": [{"index": 0, "message": {"role": "assistant", "content": self.server.answers[query]}}]},
+            )
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def chat_server(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    servers: list[_ChatServer] = []
+
+    def start(answers: dict[str, str], fail_once: set[str] = frozenset()) -> _ChatServer:
+        server = _ChatServer(answers, fail_once)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append(server)
+        server.thread = thread  # type: ignore[attr-defined]
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+        server.thread.join(timeout=5)  # type: ignore[attr-defined]
+
+
+def test_predict_against_a_chat_server_resumes_then_eval_scores_it(tmp_path, chat_server, monkeypatch):
+    gt = write_gt(
+        tmp_path / "out",
+        [
+            # 765x572 -> 756x560 (x * 84/85, y * 140/143).
+            make_sample("s1", [[85, 143, 425, 429]], query="Locate the larger kidney tumor."),
+            # 512x512 -> 504x504 (* 63/64).
+            make_sample("s2", [[64, 128, 256, 320]], width=512, height=512, query="Find the liver lesion."),
+            # 200x100 -> 196x112 (x * 49/50, y * 28/25).
+            make_sample(
+                "s3",
+                [[0, 0, 50, 50], [100, 25, 150, 75]],
+                width=200,
+                height=100,
+                query_type="multi_object",
+                query="Locate all kidney tumors in this image.",
+            ),
+            make_sample("s4", [[0, 0, 10, 10]], split="train", query="Point to the spleen."),
+        ],
+        images=True,
+    )
+    server = chat_server(
+        {
+            "Locate the larger kidney tumor.": '```json\n[{"bbox_2d": [84, 140, 420, 420], '
+            '"label": "kidney tumor"}]\n```',
+            "Find the liver lesion.": '[{"bbox_2d": [63, 126, 252, 315], "label": "liver lesion"}]',
+            "Locate all kidney tumors in this image.": '```json\n[{"bbox_2d": [98, 28, 147, 84], '
+            '"label": "kidney tumor"}, '
+            '{"bbox_2d": [0, 0, 49, 56], "label": "kidney tumor"}]\n```',
+            "Point to the spleen.": "[]",
+        },
+        fail_once={"Find the liver lesion."},
+    )
+    monkeypatch.setenv("MEDGROUND_TEST_KEY", "sekret")
+    out = tmp_path / "preds.jsonl"
+    args = [
+        "--gt",
+        str(gt),
+        "--backend",
+        "openai",
+        "--model",
+        "qwen25vl-test",
+        "--format",
+        "qwen2.5-vl",
+        "--out",
+        str(out),
+        "--base-url",
+        f"http://127.0.0.1:{server.server_port}/v1",
+        "--api-key-env",
+        "MEDGROUND_TEST_KEY",
+        "--batch-size",
+        "2",
+        "--timeout",
+        "10",
+        "--max-retries",
+        "0",
+    ]
+
+    first = CliRunner().invoke(predict_command, args)
+    assert first.exit_code == 1
+    assert "3 samples: 2 answered now, 0 already in" in first.output
+    assert "1 queries got no answer; rerun the same command" in first.output and "HTTP 500" in first.output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["s1", "s3"]
+
+    second = CliRunner().invoke(predict_command, args)
+    assert second.exit_code == 0, second.output
+    assert "3 samples: 1 answered now, 2 already in" in second.output
+    assert len(server.requests) == 4  # s1, s2 (failed), s3, then s2 again; never the train sample s4
+
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sekret"
+    assert request["body"]["model"] == "qwen25vl-test"
+    image_part = request["body"]["messages"][0]["content"][0]
+    prefix = "data:image/png;base64,"
+    assert image_part["image_url"]["url"].startswith(prefix)
+    sent = base64.b64decode(image_part["image_url"]["url"][len(prefix) :])
+    by_prompt = {r["prompt"]: r for r in server.requests}
+    assert "Locate the larger kidney tumor. Output its bbox coordinates using JSON format." in by_prompt
+    assert (
+        "Locate all kidney tumors in this image. Output the bbox coordinates of each one using JSON format."
+    ) in by_prompt
+    assert sent in {(gt / f"images/kits/{s}.png").read_bytes() for s in ("s1", "s2", "s3")}
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["s1", "s3", "s2"]
+    assert {(line["format"], line["model"], line["prompt_version"]) for line in lines} == {
+        ("qwen2.5-vl", "qwen25vl-test", "grounding-v1")
+    }
+
+    report = run_eval(gt, out, "--split", "test")  # the format recorded by predict
+    assert report["format"]["name"] == "qwen2.5-vl"
+    assert report["counts"] == {"samples": 3, "predicted": 3, "missing": 0, "unparseable": 0, "extra_predictions": 0}
+    single, multi = report["overall"]["single"], report["overall"]["multi"]
+    assert single["samples"] == 2 and single["acc@0.9"] == 1.0 and single["miou"] == pytest.approx(1.0)
+    assert (multi["matched@0.5"], multi["precision@0.5"], multi["recall@0.5"]) == (2, 1.0, 1.0)
+
+
+def test_predict_repairs_a_cut_line_and_refuses_another_format(tmp_path):
+    samples = [make_sample(f"s{k}", [[0, 0, 10, 10]], query=f"Find tumor {k}.") for k in range(3)]
+    gt = write_gt(tmp_path / "out", samples, images=True)
+    truths = load_ground_truth(gt)
+    out = tmp_path / "preds.jsonl"
+    out.write_text(
+        json.dumps({"id": "s0", "text": "[0, 0, 10, 10]", "format": "pixel", "model": "m"}) + "\n" + '{"id": "s1", "te'
+    )
+    asked: list[list[str]] = []
+
+    class Backend:
+        """A stand-in backend: answers every grounding request but s2's."""
+
+        name, model = "stand-in", "m"
+
+        def run(self, requests: list[Request]) -> list[Response]:
+            asked.append([request.id for request in requests])
+            for request in requests:
+                text = request.messages[0]["content"][1]["text"].lower()
+                assert "answer with its bounding box" in text and not request.schema
+                assert isinstance(request.images[0], EncodedImage) and request.images[0].mime == "image/png"
+            return [
+                Response(r.id, text="[0, 0, 10, 10]") if r.id != "s2" else Response(r.id, reason="timeout")
+                for r in requests
+            ]
+
+        def close(self) -> None:
+            pass
+
+    ask = Backend()
+    summary = predict(truths, ask, out, format_name="pixel", model="m", batch_size=8)
+    assert asked == [["s1", "s2"]]
+    assert (summary.total, summary.skipped, summary.answered, summary.failed) == (3, 1, 1, 1)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["s0", "s1"]
+
+    with pytest.raises(EvalFileError, match=r"preds.jsonl:1: answer of format 'pixel', not 'internvl'"):
+        predict(truths, ask, out, format_name="internvl", model="m")
+    with pytest.raises(EvalFileError, match=r"answer of model 'm', not 'other'"):
+        predict(truths, ask, out, format_name="pixel", model="other")
+
+
+def test_predict_vllm_without_vllm_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    gt = write_gt(tmp_path / "out", [make_sample("s1", [[0, 0, 10, 10]])], images=True)
+    result = CliRunner().invoke(
+        predict_command,
+        [
+            "--gt",
+            str(gt),
+            "--backend",
+            "vllm",
+            "--model",
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "--format",
+            "qwen2.5-vl",
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "pip install 'medground[vllm]'" in result.output
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_predict_without_samples_of_the_split(tmp_path):
+    gt = write_gt(tmp_path / "out", [make_sample("s1", [[0, 0, 10, 10]], split="train")], images=True)
+    result = CliRunner().invoke(
+        predict_command,
+        [
+            "--gt",
+            str(gt),
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--format",
+            "pixel",
+            "--out",
+            str(tmp_path / "p.jsonl"),
+        ],
+    )
+    assert result.exit_code == 1 and "no samples with split 'test'" in result.output

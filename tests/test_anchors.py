@@ -14,7 +14,7 @@ from phantom_cases import multi_lesion_case as _phantom_case
 
 def test_anchor_filters_from_the_spec(tmp_path: Path) -> None:
     spec, case = _phantom_case(tmp_path, 1)
-    _, everything = find_anchors(case)
+    everything = find_anchors(case, spec).anchors
     lesions = [a for a in everything.values() if a.label == "liver lesion"]
     cutoff = sorted(a.size * 1000 for a in lesions)[len(lesions) // 2]  # mm³: drops the smaller half
     text = (
@@ -23,8 +23,8 @@ def test_anchor_filters_from_the_spec(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text(text)
     spec = load_spec(tmp_path / "s.toml")
     drafts = draft_case(case, spec)
-    kept = {t.component_id for s in drafts.samples for t in s.targets if t.label == "liver lesion"}
-    expected = {a.component_id for a in lesions if a.size * 1000 >= cutoff}
+    kept = {t.object_id for s in drafts.samples for t in s.targets if t.label == "liver lesion"}
+    expected = {a.object_id for a in lesions if a.size * 1000 >= cutoff}
     assert kept and kept <= expected
     (tmp_path / "s.toml").write_text(text.replace("min_voxels = 1", "min_voxel = 1"))
     with pytest.raises(Exception, match=r"unknown key\(s\) in \[anchors\]: min_voxel"):

@@ -26,9 +26,9 @@ LAYERS: dict[str, int] = {
     "medground.records": 0,
     "medground.boxes": 0,
     "medground.terms": 0,
-    "medground.anatomy": 0,
     "medground.phantoms": 0,
     "medground.runfolder": 1,
+    "medground.anatomy": 1,
     # The dataset layer and the model clients.
     "medground.io": 2,
     "medground.backends": 2,
@@ -46,14 +46,16 @@ LAYERS: dict[str, int] = {
     "medground.pipeline": 13,
     # Outputs read a run folder; they never import the pipeline or a stage.
     "medground.evaluate": 14,
+    "medground.audit": 15,
     "medground.predict": 15,
     "medground.export": 15,
     "medground.browse": 15,
     "medground.cli": 16,
     "medground": 1,  # the package's __init__ re-exports the geometry API
 }
-OUTPUTS = ("medground.evaluate", "medground.predict", "medground.export", "medground.browse")
-#: What the outputs may import: the run folder, the records and the conventions.
+OUTPUTS = ("medground.evaluate", "medground.predict", "medground.export", "medground.browse", "medground.audit")
+#: What the outputs may import: the run folder, the records, the conventions, what medground
+#: knows of anatomy and the dataset layer (to read a run's inputs again), never a stage.
 OUTPUT_ALLOWED = (
     "medground.records",
     "medground.runfolder",
@@ -61,6 +63,8 @@ OUTPUT_ALLOWED = (
     "medground.backends",
     "medground.rle",
     "medground.terms",
+    "medground.anatomy",
+    "medground.io",
     "medground._core",
     "medground.geometry",
     "medground",

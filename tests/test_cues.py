@@ -15,24 +15,22 @@ import nibabel.orientations as nio
 import numpy as np
 import pytest
 
-from medground import cues
+from medground import cues, render
 from medground.anchors import Anchor, find_anchors
 from medground.generate import draft_case
-from medground.io import Case, find_cases, load_case, load_spec
+from medground.io import Case, DatasetSpec, find_cases, load_case, load_spec
 from medground.io.volume import Volume
 from real_specs import ct_mr_spec
 
 
-def _sides_by_name(case: Case, original_names: dict[int, str]) -> dict[str, set[str]]:
-    components, anchors = find_anchors(case)
-    from medground.cues import case_context, laterality
-
-    context = case_context(case, components, anchors, "CT")
+def _sides_by_name(case: Case, spec: DatasetSpec, original_names: dict[int, str]) -> dict[str, set[str]]:
+    objects = find_anchors(case, spec)
+    context = cues.case_context(case, objects, spec.modality, render.body_mask(case.image, spec.modality))
     sides: dict[str, set[str]] = {}
-    for component, anchor in anchors.items():
+    for object_id, anchor in objects.anchors.items():
         name = original_names[anchor.label_id]
         if anchor.voxel_count >= 50 and (name.endswith("_left") or name.endswith("_right")):
-            sides.setdefault(name, set()).add(laterality(context.right_share[component]))
+            sides.setdefault(name, set()).add(cues.laterality(context.laterality.right_share[object_id]))
     return sides
 
 
@@ -56,7 +54,7 @@ def test_laterality_comes_from_geometry_not_names(shared_data: Path, tmp_path: P
     if codes is not None:
         case = _reoriented(case, codes)
         assert case.image.axcodes == codes
-    sides = _sides_by_name(case, original)
+    sides = _sides_by_name(case, neutral, original)
     assert len(sides) >= 4
     for name, found in sides.items():
         assert found == {name.rsplit("_", 1)[1]}, (name, found)
@@ -161,80 +159,89 @@ def test_image_position_on_a_three_by_three_grid(box: tuple[int, int, int, int],
     assert cues.image_position(box, 300, 150) == position
 
 
-def band(inside: float, ring: tuple[float, float], *, stored: type = np.uint8, width: int = 8):
-    """A view of three rows: the object is the middle row, its ring (any radius) the rows
-    above (``ring[0]``) and below (``ring[1]``): the ring's mean is their mean, its standard
-    deviation half their difference."""
-    values = np.empty((3, width), np.float64)
-    values[0], values[1], values[2] = ring[0], inside, ring[1]
-    components = np.zeros((3, width), np.uint32)
-    components[1] = 1
-    image = SimpleNamespace(array=np.zeros((3, width), stored), spacing_known=True)
+def band(inside: float, ring: tuple[float, float], *, window: tuple[float, float] | None = None, width: int = 8):
+    """A view of three rows of an 8-bit image: the object is the middle row, its ring (any
+    radius) the rows above (``ring[0]``) and below (``ring[1]``): the ring's mean is their
+    mean, its standard deviation half their difference."""
+    image = np.empty((3, width), np.uint8)
+    image[0], image[1], image[2] = ring[0], inside, ring[1]
+    objects = np.zeros((3, width), np.uint32)
+    objects[1] = 1
+    intensity = render.Intensity("window", (window,)) if window else render.Intensity("as_is", ((0.0, 255.0),))
     view = SimpleNamespace(
         pixel_mm=(1.0, 1.0),
         width=width,
         height=3,
-        components=components,
-        values=values,
-        case=SimpleNamespace(image=image),
+        object_map=objects,
+        image=image,
+        intensity=intensity,
+        case=SimpleNamespace(image=SimpleNamespace(spacing_known=True)),
     )
-    return view, SimpleNamespace(component_id=1, bbox_xyxy=(0, 1, width, 2))
+    return view, SimpleNamespace(object_id=1, bbox_xyxy=(0, 1, width, 2))
 
 
 @pytest.mark.parametrize(
-    ("modality", "inside", "ring", "relation", "contrast"),
+    ("modality", "difference", "ring_std", "window_width", "word"),
     [
-        # CT: ±15 HU against the ring's mean.
-        ("CT", 24.5, (40.0, 40.0), "hypodense", -15.5),
-        ("CT", 25.0, (40.0, 40.0), "isodense", -15.0),
-        ("CT", 25.5, (40.0, 40.0), "isodense", -14.5),
-        ("CT", 40.0, (40.0, 40.0), "isodense", 0.0),
-        ("CT", 54.5, (40.0, 40.0), "isodense", 14.5),
-        ("CT", 55.0, (40.0, 40.0), "isodense", 15.0),
-        ("CT", 55.5, (40.0, 40.0), "hyperdense", 15.5),
-        # MR and PET: ±0.5 of the ring's standard deviation (ring mean 100, SD 8).
-        ("MR", 95.0, (92.0, 108.0), "hypointense", -0.625),
-        ("MR", 96.0, (92.0, 108.0), "isointense", -0.5),
-        ("MR", 97.0, (92.0, 108.0), "isointense", -0.375),
-        ("MR", 103.0, (92.0, 108.0), "isointense", 0.375),
-        ("MR", 104.0, (92.0, 108.0), "isointense", 0.5),
-        ("MR", 105.0, (92.0, 108.0), "hyperintense", 0.625),
-        ("PET", 95.0, (92.0, 108.0), "hypointense", -0.625),
-        ("PET", 104.0, (92.0, 108.0), "isointense", 0.5),
-        ("PET", 105.0, (92.0, 108.0), "hyperintense", 0.625),
-        # Photographs and radiographs (8-bit): ±5% of 255 = ±12.75 grey levels.
-        ("XR", 87.0, (100.0, 100.0), "darker", -0.051),
-        ("XR", 87.25, (100.0, 100.0), "similar", -0.05),
-        ("XR", 112.75, (100.0, 100.0), "similar", 0.05),
-        ("XR", 113.0, (100.0, 100.0), "brighter", 0.051),
-        ("dermoscopy", 87.0, (100.0, 100.0), "darker", -0.051),
-        ("dermoscopy", 112.75, (100.0, 100.0), "similar", 0.05),
-        ("endoscopy", 113.0, (100.0, 100.0), "brighter", 0.051),
+        # CT: ±15 HU in the stored window, in grey levels: 15 × 255 / 400 = 9.5625 for a
+        # 400 HU soft-tissue window (at least 4 grey levels).
+        ("CT", -9.57, 0.0, 400.0, "hypodense"),
+        ("CT", -9.5625, 0.0, 400.0, "isodense"),
+        ("CT", 0.0, 0.0, 400.0, "isodense"),
+        ("CT", 9.5625, 0.0, 400.0, "isodense"),
+        ("CT", 9.57, 0.0, 400.0, "hyperdense"),
+        # A wide bone window (1800 HU): 15 HU is 2.1 grey levels, so the floor of 4 applies.
+        ("CT", 4.01, 0.0, 1800.0, "hyperdense"),
+        ("CT", 4.0, 0.0, 1800.0, "isodense"),
+        ("CT", -4.01, 0.0, 1800.0, "hypodense"),
+        # MR and PET: ±0.5 of the ring's standard deviation (at least 2 grey levels).
+        ("MR", -5.01, 10.0, None, "hypointense"),
+        ("MR", -5.0, 10.0, None, "isointense"),
+        ("MR", 5.0, 10.0, None, "isointense"),
+        ("MR", 5.01, 10.0, None, "hyperintense"),
+        ("MR", 2.01, 1.0, None, "hyperintense"),  # a flat ring: the 2-level floor
+        ("MR", 2.0, 1.0, None, "isointense"),
+        ("PET", -5.01, 10.0, None, "hypointense"),
+        ("PET", 5.01, 10.0, None, "hyperintense"),
+        # Photographs and radiographs: ±5% of 255 = ±12.75 grey levels.
+        ("XR", -12.76, 0.0, None, "darker"),
+        ("XR", -12.75, 0.0, None, "similar"),
+        ("XR", 12.75, 0.0, None, "similar"),
+        ("XR", 12.76, 0.0, None, "brighter"),
+        ("dermoscopy", -12.76, 0.0, None, "darker"),
+        ("endoscopy", 12.76, 0.0, None, "brighter"),
     ],
 )
-def test_intensity_against_the_ring_per_modality(
-    modality: str, inside: float, ring: tuple[float, float], relation: str, contrast: float
+def test_intensity_words_per_modality(
+    modality: str, difference: float, ring_std: float, window_width: float | None, word: str
 ) -> None:
-    view, obj = band(inside, ring)
-    result = cues.intensity_relation(view, obj, modality)
-    assert (result["relation"], result["contrast"]) == (relation, contrast)
-    assert (result["mean"], result["ring_mean"]) == (inside, sum(ring) / 2)
+    assert cues.intensity_word(modality, difference, ring_std, window_width) == word
 
 
 @pytest.mark.parametrize(
-    ("inside", "relation"),
-    [(89.5, "darker"), (90.0, "similar"), (110.0, "similar"), (110.5, "brighter")],
+    ("modality", "inside", "ring", "window", "relation"),
+    [
+        ("CT", 100.0, (110.0, 110.0), (-160.0, 240.0), "hypodense"),  # 10 levels under, 9.5625 needed
+        ("CT", 101.0, (110.0, 110.0), (-160.0, 240.0), "isodense"),
+        ("MR", 97.0, (92.0, 108.0), None, "isointense"),  # ring SD 8: ±4 levels
+        ("MR", 95.0, (92.0, 108.0), None, "hypointense"),
+        ("MR", 95.0, (90.0, 90.0), None, "hyperintense"),  # flat ring: ±2 levels
+        ("XR", 87.0, (100.0, 100.0), None, "darker"),
+        ("XR", 90.0, (100.0, 100.0), None, "similar"),
+    ],
 )
-def test_full_scale_of_a_non_8_bit_image_is_the_range_of_the_view(inside: float, relation: str) -> None:
-    # Stored as int16: full scale is the view's range, 0..200, so 5% is 10 grey levels.
-    view, obj = band(inside, (0.0, 200.0), stored=np.int16)
-    assert cues.full_scale(view.case.image.array, view.values) == 200.0
-    assert cues.intensity_relation(view, obj, "XR")["relation"] == relation
+def test_intensity_is_measured_on_the_stored_image(
+    modality: str, inside: float, ring: tuple[float, float], window: tuple[float, float] | None, relation: str
+) -> None:
+    view, obj = band(inside, ring, window=window)
+    result = cues.intensity_relation(view, obj, modality)
+    assert result["relation"] == relation
+    assert (result["mean_8bit"], result["ring_mean_8bit"]) == (inside, sum(ring) / 2)
 
 
 def test_no_ring_no_intensity() -> None:
     view, obj = band(50.0, (50.0, 50.0))
-    view.components[:] = 1
+    view.object_map[:] = 1
     assert cues.intensity_relation(view, obj, "CT")["relation"] is None
 
 
@@ -256,23 +263,34 @@ def test_contrast_in_the_unit_of_each_modality(
     assert cues.contrast(modality, np.array(inside), np.array(ring), scale) == pytest.approx(expected)
 
 
-def anchor(component_id: int, label: str, *, size: float = 1.0) -> Anchor:
-    """A small anchor: only the label, the size and the component id mean anything here."""
+def anchor(object_id: int, label: str, *, size: float | None = 1.0, complete: bool = True) -> Anchor:
+    """A small anchor: only the label, its kind, the size and completeness mean anything here."""
+    from medground.anatomy import label_kind
+
     return Anchor(
-        component_id=component_id,
-        label_id=component_id,
+        object_id=object_id,
+        label_id=object_id,
         label=label,
+        kind=label_kind(label),
         voxel_count=8,
-        bbox_min=(0, 0, 0),
-        bbox_max=(2, 2, 2),
-        centroid_index=(0.5, 0.5, 0.5),
+        bbox_min=(1, 1, 1),
+        bbox_max=(3, 3, 3),
+        centroid_index=(1.5, 1.5, 1.5),
         centroid_world=(0.0, 0.0, 0.0),
         size=size,
+        complete=complete,
+        pieces=1,
         descriptors={},
     )
 
 
-# The target (component 1, a liver lesion) and its neighbours by component id; 0 is the background.
+def seen(diameter_mm: float | None = 5.0, *, image_share: float = 0.01, cut: bool = False) -> SimpleNamespace:
+    """An object as a view shows it: its in-plane diameter, share of the image, and whether
+    the image border cuts it."""
+    return SimpleNamespace(descriptors={"diameter_mm": diameter_mm, "image_share": image_share}, cut_by_border=cut)
+
+
+# The target (object 1, a liver lesion) and its neighbours by object id; 0 is the background.
 NEIGHBOURS = {"background": 0, "liver": 2, "left kidney": 3, "another lesion": 4}
 
 
@@ -292,39 +310,70 @@ NEIGHBOURS = {"background": 0, "liver": 2, "left kidney": 3, "another lesion": 4
         ({}, None, []),
     ],
 )
-def test_containment_is_half_the_outline(faces: dict[str, int], within: str | None, touches: list[str]) -> None:
-    anchors = {
-        1: anchor(1, "liver lesion"),
-        2: anchor(2, "liver"),
-        3: anchor(3, "kidney_left"),
-        4: anchor(4, "liver lesion"),
+def test_containment_is_half_the_outline_in_the_slice(
+    faces: dict[str, int], within: str | None, touches: list[str]
+) -> None:
+    labels = {1: "liver lesion", 2: "liver", 3: "kidney_left", 4: "liver lesion"}
+    objects = {
+        i: SimpleNamespace(anchor=anchor(i, label), object_id=i, bbox_xyxy=(10 * i, 0, 10 * i + 5, 5))
+        for i, label in labels.items()
     }
+    view = SimpleNamespace(
+        objects=objects,
+        pixel_mm=(1.0, 1.0),
+        directions=None,
+        case=SimpleNamespace(image=SimpleNamespace(spacing_known=True)),
+    )
     outline = {NEIGHBOURS[name]: count for name, count in faces.items()}
-    context = cues.CaseContext(midline_x=None, body_width_mm=None, right_share={}, faces={1: outline})
-    found = cues.relations(anchors[1], anchors, context, (1.0, 1.0, 1.0))
+    found = cues.relations(view, objects[1], {1: outline})
     assert (found["within"], found["touches"]) == (within, touches)
 
 
 @pytest.mark.parametrize(
-    ("label", "diameter_mm", "is_3d", "size"),
+    ("label", "diameter_mm", "size"),
     [
-        # Lesion-like labels by longest diameter: < 10 mm small, ≤ 30 mm medium, else large.
-        ("liver lesion", 9.99, True, "small"),
-        ("liver lesion", 10.0, True, "medium"),
-        ("liver lesion", 10.01, True, "medium"),
-        ("liver lesion", 29.99, True, "medium"),
-        ("liver lesion", 30.0, True, "medium"),
-        ("liver lesion", 30.01, True, "large"),
-        ("kidney tumor", 0.5, True, "small"),
-        ("lung nodule", 120.0, True, "large"),
-        # In 2D images too.
-        ("polyp", 9.99, False, "small"),
-        ("skin lesion", 30.0, False, "medium"),
-        ("skin lesion", 30.01, False, "large"),
+        # Lesion-like labels by longest in-plane diameter: < 10 mm small, ≤ 30 mm medium, else large.
+        ("liver lesion", 9.99, "small"),
+        ("liver lesion", 10.0, "medium"),
+        ("liver lesion", 10.01, "medium"),
+        ("liver lesion", 29.99, "medium"),
+        ("liver lesion", 30.0, "medium"),
+        ("liver lesion", 30.01, "large"),
+        ("kidney tumor", 0.5, "small"),
+        ("lung nodule", 120.0, "large"),
+        ("polyp", 9.99, "small"),
+        ("skin lesion", 30.0, "medium"),
+        ("skin lesion", 30.01, "large"),
     ],
 )
-def test_lesion_size_classes(label: str, diameter_mm: float, is_3d: bool, size: str) -> None:
-    assert cues.size_class(anchor(1, label, size=1e6), diameter_mm, is_3d) == size
+def test_lesion_size_classes(label: str, diameter_mm: float, size: str) -> None:
+    assert cues.size_class(anchor(1, label, size=1e6), seen(diameter_mm), True) == size
+
+
+@pytest.mark.parametrize(
+    ("image_share", "size"),
+    [(0.0199, "small"), (0.02, "medium"), (0.15, "medium"), (0.1501, "large")],
+)
+def test_without_spacing_a_lesion_is_sized_by_its_share_of_the_image(image_share: float, size: str) -> None:
+    lesion = anchor(1, "skin lesion", size=None)
+    assert cues.size_class(lesion, seen(None, image_share=image_share), False) == size
+
+
+@pytest.mark.parametrize(
+    ("label", "complete", "cut", "diameter_mm"),
+    [
+        ("liver lesion", False, False, 12.0),  # the volume's border cuts it
+        ("liver lesion", True, True, 12.0),  # the image's border cuts it
+        ("liver lesion", True, False, None),  # no spacing: no diameter
+        ("kidney", False, False, 12.0),  # an organ the field of view cuts
+        ("rib_left_7", True, False, 12.0),  # a numbered series member: no size words
+        ("lung field", True, False, 12.0),  # a paired structure labelled as instances
+    ],
+)
+def test_no_size_class_where_size_is_not_measurable(
+    label: str, complete: bool, cut: bool, diameter_mm: float | None
+) -> None:
+    assert cues.size_class(anchor(1, label, size=200.0, complete=complete), seen(diameter_mm, cut=cut), True) is None
 
 
 PRIORS = tomllib.loads((resources.files("medground") / "presets" / "priors.toml").read_text())["volume_ml"]
@@ -344,7 +393,7 @@ ORGAN_ROWS = [
 
 @pytest.mark.parametrize(("label", "volume_ml", "size"), ORGAN_ROWS)
 def test_organ_size_classes_against_the_priors(label: str, volume_ml: float, size: str) -> None:
-    assert cues.size_class(anchor(1, label, size=volume_ml), 50.0, True) == size
+    assert cues.size_class(anchor(1, label, size=volume_ml), seen(), True) == size
 
 
 @pytest.mark.parametrize(
@@ -361,16 +410,8 @@ def test_organ_size_classes_against_the_priors(label: str, volume_ml: float, siz
 def test_organ_names_find_their_prior(label: str, prior: str, end: str, size: str) -> None:
     low, high = PRIORS[prior]
     volume = {"below": low - 0.01, "low": low, "high": high, "above": high + 0.01}[end]
-    assert cues.size_class(anchor(1, label, size=volume), 50.0, True) == size
+    assert cues.size_class(anchor(1, label, size=volume), seen(), True) == size
 
 
-@pytest.mark.parametrize(
-    ("label", "is_3d"),
-    [
-        ("aorta", True),  # no prior
-        ("liver", False),  # an organ in a 2D image: no volume
-        ("lung_left", False),
-    ],
-)
-def test_no_size_class_without_a_prior_or_a_volume(label: str, is_3d: bool) -> None:
-    assert cues.size_class(anchor(1, label, size=1500.0), 50.0, is_3d) is None
+def test_no_size_class_without_a_prior() -> None:
+    assert cues.size_class(anchor(1, "aorta", size=1500.0), seen(), True) is None

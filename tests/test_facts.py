@@ -1,7 +1,8 @@
 """Facts: what it means for an object to have an attribute value (facts.holds, shared by
 the referring step and the rules stage), table by table at and on both sides of every
-documented threshold: WITHIN_SHARE, the 3×3 image cells and the direction rules
-(superior/inferior, anterior/posterior, medial/lateral)."""
+documented threshold: WITHIN_SHARE, the 3×3 image cells of a box's centre, and the in-plane
+direction rules (left/right, anterior/posterior, superior/inferior by the plane shown;
+medial/lateral between objects on one side)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def fact(label: str = "liver lesion", **values: Any) -> dict[str, Any]:
     """An object's facts: only what the attribute under test reads is meaningful."""
     return {
         "label": label,
+        "category": label,
+        "kind": "organ",
+        "directions": ["P", "L"],
         "bbox_xyxy": [0, 0, 1, 1],
         "laterality": None,
         "within": None,
@@ -60,39 +64,39 @@ def test_within_needs_a_quarter_of_the_boundary(
 
 
 # A 300 × 150 image: columns [0, 100), [100, 200), [200, 300); rows [0, 50), [50, 100),
-# [100, 150). Boxes have continuous edges (max exclusive): a box "reaches into" a cell when
-# it overlaps it by more than an edge. A row word (upper, lower) takes any column, a column
-# word (left, right) any row.
+# [100, 150). A position word is judged by the cell of the box's centre: a row word (upper,
+# lower) takes any column, a column word (left, right) any row.
 @pytest.mark.parametrize(
     ("position", "box", "expected"),
     [
-        ("upper left", [0, 0, 100, 50], True),
-        ("upper left", [99, 49, 300, 150], True),  # one pixel into it
-        ("upper left", [100, 0, 300, 50], False),  # starts on the column edge
-        ("upper left", [0, 50, 100, 150], False),  # starts on the row edge
-        ("center", [0, 0, 100, 50], False),  # ends on both edges
-        ("center", [0, 0, 101, 51], True),
-        ("center", [199, 99, 300, 150], True),
-        ("center", [200, 100, 300, 150], False),
-        ("upper right", [199, 0, 300, 10], True),
-        ("upper right", [0, 0, 200, 150], False),
-        ("lower left", [0, 99, 10, 150], True),
-        ("lower left", [0, 0, 100, 100], False),
+        ("upper left", [0, 0, 100, 50], True),  # centre (50, 25)
+        ("upper left", [0, 0, 198, 98], True),  # centre (99, 49)
+        ("upper left", [0, 0, 200, 98], False),  # centre (100, 49): the middle column
+        ("upper left", [0, 0, 198, 100], False),  # centre (99, 50): the middle row
+        ("upper left", [99, 49, 300, 150], False),  # reaches into it, centred elsewhere
+        ("center", [0, 0, 300, 150], True),
+        ("center", [0, 0, 101, 51], False),  # centre (50.5, 25.5)
+        ("center", [199, 99, 201, 101], False),  # centre (200, 100): lower right
+        ("center", [198, 98, 200, 100], True),  # centre (199, 99)
+        ("upper right", [200, 0, 300, 10], True),
+        ("upper right", [199, 0, 201, 10], True),  # centre x = 200
+        ("upper right", [198, 0, 200, 10], False),
+        ("lower left", [0, 99, 10, 101], True),  # centre y = 100
+        ("lower left", [0, 98, 10, 100], False),
         ("lower right", [200, 100, 300, 150], True),
-        ("lower right", [0, 0, 201, 100], False),
         ("upper", [250, 0, 300, 10], True),
-        ("upper", [0, 49, 10, 51], True),
-        ("upper", [0, 50, 300, 150], False),
+        ("upper", [0, 0, 10, 99], True),  # centre y = 49.5
+        ("upper", [0, 0, 10, 100], False),
         ("lower", [0, 99, 10, 101], True),
         ("lower", [0, 0, 300, 100], False),
         ("left", [0, 140, 100, 150], True),
-        ("left", [99, 0, 101, 1], True),
-        ("left", [100, 0, 300, 150], False),
+        ("left", [0, 0, 199, 1], True),  # centre x = 99.5
+        ("left", [0, 0, 200, 1], False),
         ("right", [199, 0, 201, 1], True),
-        ("right", [0, 0, 200, 150], False),
+        ("right", [0, 0, 300, 150], False),
     ],
 )
-def test_image_cells(position: str, box: list[int], expected: bool) -> None:
+def test_image_cells_by_the_centre_of_the_box(position: str, box: list[int], expected: bool) -> None:
     assert facts.in_cell(box, position, 300, 150) is expected
     assert holds("position", position, fact(bbox_xyxy=box)) is expected
 
@@ -113,67 +117,92 @@ def spleen(**values: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("direction", "target_mm", "spleen_mm", "expected"),
+    ("direction", "sides", "target_mm", "spleen_mm", "expected"),
     [
-        # medial: nearer the midline than the other object; lateral: farther.
-        ("medial", 10.0, 20.0, True),
-        ("lateral", 10.0, 20.0, False),
-        ("medial", 20.0, 10.0, False),
-        ("lateral", 20.0, 10.0, True),
-        ("medial", 14.99, 15.0, True),
-        ("lateral", 15.01, 15.0, True),
+        # medial: nearer the midline than the other object on the same side; lateral: farther.
+        ("medial", ("left", "left"), 10.0, 20.0, True),
+        ("lateral", ("left", "left"), 10.0, 20.0, False),
+        ("medial", ("right", "right"), 20.0, 10.0, False),
+        ("lateral", ("right", "right"), 20.0, 10.0, True),
+        ("medial", ("left", "left"), 14.99, 15.0, True),
+        ("lateral", ("left", "left"), 15.01, 15.0, True),
         # Equally far: neither.
-        ("medial", 15.0, 15.0, False),
-        ("lateral", 15.0, 15.0, False),
+        ("medial", ("left", "left"), 15.0, 15.0, False),
+        ("lateral", ("left", "left"), 15.0, 15.0, False),
+        # Across the midline, or with a midline object: never.
+        ("medial", ("left", "right"), 10.0, 20.0, False),
+        ("lateral", ("right", "left"), 20.0, 10.0, False),
+        ("medial", ("midline", "midline"), 1.0, 2.0, False),
         # No midline (no patient orientation): neither.
-        ("medial", None, 15.0, False),
-        ("lateral", 15.0, None, False),
+        ("medial", ("left", "left"), None, 15.0, False),
+        ("lateral", (None, None), 15.0, 10.0, False),
     ],
 )
-def test_medial_and_lateral_compare_distances_to_the_midline(
-    direction: str, target_mm: float | None, spleen_mm: float | None, expected: bool
+def test_medial_and_lateral_only_on_one_side(
+    direction: str,
+    sides: tuple[str | None, str | None],
+    target_mm: float | None,
+    spleen_mm: float | None,
+    expected: bool,
 ) -> None:
-    target = fact(midline_offset_mm=target_mm)
-    assert holds("relation", f"{direction}:spleen", target, spleen(midline_offset_mm=spleen_mm)) is expected
+    target = fact(midline_offset_mm=target_mm, laterality=sides[0])
+    other = spleen(midline_offset_mm=spleen_mm, laterality=sides[1])
+    assert holds("relation", f"{direction}:spleen", target, other) is expected
+
+
+# The spleen's box is [100, 100, 120, 120]; rows and columns of each plane grow toward the
+# patient directions of radiological display (axial: posterior, left; coronal: inferior,
+# left; sagittal: inferior, posterior).
+PLANES = {"axial": ["P", "L"], "coronal": ["I", "L"], "sagittal": ["I", "P"]}
 
 
 @pytest.mark.parametrize(
-    ("direction", "offset", "expected"),
+    ("plane", "box", "direction", "expected"),
     [
-        # The target's centroid minus the other's (RAS+ mm): the sign along that axis decides,
-        # whichever axis is the largest.
-        ("superior", (0.0, 0.0, 1.0), True),
-        ("inferior", (0.0, 0.0, 1.0), False),
-        ("inferior", (0.0, 0.0, -0.5), True),
-        ("superior", (50.0, -40.0, 0.1), True),
-        ("superior", (0.0, 0.0, 0.0), False),
-        ("inferior", (0.0, 0.0, 0.0), False),
-        ("anterior", (0.0, 2.0, 0.0), True),
-        ("posterior", (0.0, 2.0, 0.0), False),
-        ("posterior", (0.0, -2.0, 0.0), True),
-        ("anterior", (10.0, 0.0, 10.0), False),
-        ("posterior", (10.0, 0.0, 10.0), False),
+        # Axial: image right is the patient's left, image up is anterior.
+        ("axial", [130, 100, 150, 120], "left", True),
+        ("axial", [130, 100, 150, 120], "right", False),
+        ("axial", [70, 100, 90, 120], "right", True),
+        ("axial", [100, 60, 120, 80], "anterior", True),
+        ("axial", [100, 140, 120, 160], "posterior", True),
+        ("axial", [100, 60, 120, 80], "superior", False),  # out of plane
+        # Coronal: up is superior.
+        ("coronal", [100, 60, 120, 80], "superior", True),
+        ("coronal", [100, 140, 120, 160], "inferior", True),
+        ("coronal", [100, 60, 120, 80], "anterior", False),  # out of plane
+        ("coronal", [130, 100, 150, 120], "left", True),
+        # Sagittal: left is anterior, up superior; no left or right.
+        ("sagittal", [70, 100, 90, 120], "anterior", True),
+        ("sagittal", [130, 100, 150, 120], "posterior", True),
+        ("sagittal", [130, 100, 150, 120], "left", False),
+        ("sagittal", [100, 60, 120, 80], "superior", True),
+        # Along the larger offset only, and only where the boxes do not overlap along it by
+        # more than 10% of the smaller extent (2 px of 20).
+        ("axial", [118, 100, 138, 120], "left", True),  # overlap 2 px
+        ("axial", [117, 100, 137, 120], "left", False),  # overlap 3 px
+        ("axial", [105, 105, 115, 115], "left", False),  # inside it
+        ("axial", [160, 125, 180, 145], "left", True),  # offset x 60 > y 25
+        ("axial", [160, 125, 180, 145], "posterior", False),
     ],
 )
-def test_directions_along_the_body_axes(direction: str, offset: tuple[float, float, float], expected: bool) -> None:
-    target = fact(centroid_world=list(offset))
-    assert holds("relation", f"{direction}:spleen", target, spleen(centroid_world=[0.0, 0.0, 0.0])) is expected
+def test_directions_in_the_plane_shown(plane: str, box: list[int], direction: str, expected: bool) -> None:
+    target = fact(bbox_xyxy=box, directions=PLANES[plane])
+    other = spleen(bbox_xyxy=[100, 100, 120, 120], directions=PLANES[plane])
+    assert holds("relation", f"{direction}:spleen", target, other) is expected
 
 
-@pytest.mark.parametrize("direction", ["superior", "anterior", "medial", "lateral"])
-def test_no_direction_without_centroids(direction: str) -> None:
-    target = fact(centroid_world=None, midline_offset_mm=10.0)
-    assert not holds("relation", f"{direction}:spleen", target, spleen(midline_offset_mm=20.0))
-    target = fact(centroid_world=[0.0, 0.0, 1.0], midline_offset_mm=10.0)
-    assert not holds("relation", f"{direction}:spleen", target, spleen(centroid_world=None, midline_offset_mm=20.0))
+def test_no_direction_without_orientation() -> None:
+    target = fact(bbox_xyxy=[130, 100, 150, 120], directions=None)
+    other = spleen(bbox_xyxy=[100, 100, 120, 120], directions=None)
+    assert not any(holds("relation", f"{d}:spleen", target, other) for d in ("left", "right", "anterior"))
 
 
 def test_a_direction_to_any_object_of_the_other_label_but_itself() -> None:
-    between = fact(midline_offset_mm=20.0)
-    near, far = spleen(midline_offset_mm=10.0), spleen(midline_offset_mm=30.0)
-    assert holds("relation", "medial:spleen", between, near, far)
-    assert holds("relation", "lateral:spleen", between, near, far)
-    assert not holds("relation", "medial:spleen", spleen(midline_offset_mm=5.0))  # only itself
+    between = fact(bbox_xyxy=[130, 100, 150, 120])
+    near, far = spleen(bbox_xyxy=[100, 100, 120, 120]), spleen(bbox_xyxy=[160, 100, 180, 120])
+    assert holds("relation", "left:spleen", between, near, far)
+    assert holds("relation", "right:spleen", between, near, far)
+    assert not holds("relation", "left:spleen", spleen(bbox_xyxy=[130, 100, 150, 120]))  # only itself
 
 
 @pytest.mark.parametrize(
@@ -193,3 +222,11 @@ def test_category_compares_clinical_terms_and_sides(
     value: str, label: str, laterality: str | None, expected: bool
 ) -> None:
     assert holds("category", value, fact(label, laterality=laterality)) is expected
+
+
+def test_a_series_member_is_named_by_its_series() -> None:
+    # A rib's category is its series and side: "left rib" fits any left rib, whatever its number.
+    rib = fact("rib_left_7", category="left rib", laterality="left", kind="series")
+    assert holds("category", "left rib", rib)
+    assert holds("category", "rib", rib)
+    assert not holds("category", "right rib", rib)

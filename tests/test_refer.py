@@ -22,7 +22,7 @@ def assert_unique(samples) -> None:
     by_view: dict[tuple, dict[str, tuple]] = {}
     for sample in samples:
         key = (sample.case_id, json.dumps(sample.view))
-        targets = tuple(sorted(t.component_id for t in sample.targets))
+        targets = tuple(sorted(t.object_id for t in sample.targets))
         previous = by_view.setdefault(key, {}).setdefault(sample.query, targets)
         assert previous == targets, f"{sample.query!r} names {previous} and {targets}"
         if sample.query_type == "multi_object":
@@ -49,9 +49,9 @@ def test_real_volumes_give_unique_queries(shared_data: Path, tmp_path: Path, kin
     # but the targets has all the referring attributes.
     for sample in drafts.samples:
         scene = Scene(drafts.facts[sample.image], sample.width, sample.height, spec.body_region)
-        targets = [t.component_id for t in sample.targets]
+        targets = [t.object_id for t in sample.targets]
         assert matching_distractors(sample.referring_attributes, scene, targets) == [], sample.query
-        assert set(drafts.facts[sample.image]) >= set(targets) | {d["component_id"] for d in sample.distractors}
+        assert set(drafts.facts[sample.image]) >= set(targets) | {d["object_id"] for d in sample.distractors}
 
 
 def test_chest_xray_lungs_are_told_apart_by_side(shared_data: Path) -> None:

@@ -1,20 +1,39 @@
-"""What medground knows about anatomy beyond a label's name: which labels name lesions,
-and the adult size and body-region priors of organs (``presets/priors.toml``).
+"""What medground knows about anatomy beyond a label's name: how a label's voxels become
+objects (organ, instance or numbered series), which CT window shows it, which structures
+fix the body's midline, and the adult size and body-region priors of organs.
 
-Package data and plain lookups; every stage that needs a prior asks here, so a prior is
-changed in one place.
+Package data (``presets/anatomy.toml``, ``presets/priors.toml``) and plain lookups; every
+stage that needs this asks here, so a fact about anatomy is changed in one place. A
+dataset spec overrides the kinds and windows of its own labels.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["LESION_WORDS", "is_lesion", "priors"]
+from medground.terms import clinical_term
 
-#: Words (or stems) in a label name that mark a lesion-like label (one object per instance).
+__all__ = [
+    "KINDS",
+    "LESION_WORDS",
+    "Kind",
+    "is_lesion",
+    "label_group",
+    "label_kind",
+    "matches",
+    "midline_labels",
+    "priors",
+]
+
+Kind = Literal["organ", "instance", "series"]
+KINDS: tuple[Kind, ...] = ("organ", "instance", "series")
+
+#: Words (or stems) in a label name that mark a lesion-like label.
 LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "nodule", "polyp", "mass", "metasta", "cancer", "carcinoma")
 
 
@@ -25,7 +44,61 @@ def priors() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+@lru_cache(maxsize=1)
+def _knowledge() -> dict[str, Any]:
+    text = (resources.files("medground") / "presets" / "anatomy.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _words(label: str) -> list[str]:
+    return [w for w in re.split(r"[\s_\-/]+", label.lower()) if w]
+
+
+@lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    parts = [re.escape(p.rstrip("*")) + (r"\w*" if p.endswith("*") else "") for p in pattern.lower().split()]
+    return re.compile(r"(?:^| )" + " ".join(parts) + r"(?= |$)")
+
+
+def matches(label: str, patterns: Iterable[str]) -> bool:
+    """Whether a label matches one of the word patterns (``"lung*"``, ``"spinal cord"``)."""
+    text = " ".join(_words(label))
+    return any(_pattern(p).search(text) for p in patterns)
+
+
 def is_lesion(label: str) -> bool:
-    """Whether a label names a lesion (tumour, cyst, nodule, polyp, metastasis, …)."""
-    name = label.lower()
-    return any(word in name for word in LESION_WORDS)
+    """Whether a label names a lesion or a cell (tumour, cyst, nodule, polyp, metastasis,
+    nucleus, …): an instance class whose size and shape describe it. Paired structures
+    labelled as instances (both lung fields in one mask) are not lesions."""
+    return matches(label, _knowledge()["kinds"]["instance"])
+
+
+@lru_cache(maxsize=4096)
+def label_kind(label: str, body_region: str | None = None) -> Kind:
+    """How a label's voxels become objects: ``instance`` (one object per connected
+    component) for lesions, nodules, cells and the like; ``series`` for a numbered member
+    of a series (``rib_left_7``, ``vertebrae_L1``); ``organ`` (one object per case) else."""
+    if matches(label, _knowledge()["kinds"]["instance"]):
+        return "instance"
+    if clinical_term(label, body_region).number is not None and not label.lower().startswith("unknown"):
+        return "series"
+    return "organ"
+
+
+def label_group(label: str) -> str | None:
+    """The CT window group of a label (``lung``, ``bone``), None for soft tissue."""
+    for group, patterns in _knowledge()["groups"].items():
+        if matches(label, patterns):
+            return str(group)
+    return None
+
+
+def group_window(group: str) -> str:
+    """The CT window preset of a window group."""
+    return str(_knowledge()["group_windows"][group])
+
+
+def midline_labels(labels: Iterable[str]) -> list[str]:
+    """The labels among ``labels`` that lie on the body's midline (spine, cord, sacrum)."""
+    patterns = _knowledge()["midline"]["structures"]
+    return [label for label in labels if matches(label, patterns)]

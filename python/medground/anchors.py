@@ -1,13 +1,19 @@
-"""Spatial anchors: the objects of a case, measured on the volume's grid.
+"""Spatial anchors: the objects of a case, as anatomy has them, measured on the volume's grid.
 
-An :class:`Anchor` is one connected component of one label, measured in 3D (or in 2D for
-images): voxel box, world centroid, size, shape descriptors. Components below the spec's
-minimum sizes (``[anchors]``, :class:`medground.io.schema.AnchorFilters`) are not objects.
-How anchors are shown is :mod:`medground.views`.
+A label is either an organ or structure (one object per case, however many pieces its mask
+has: a liver in two pieces is one liver), an instance class (one object per connected
+component: every lesion, nodule or polyp counts), or a member of a numbered series (a rib
+or vertebra by level: one object per label). :func:`medground.io.schema.DatasetSpec.kind_of`
+says which. An :class:`Anchor` is one object: voxel box, world centroid, size, shape
+descriptors and whether it lies entirely inside the imaged field. Objects below the spec's
+minimum sizes (``[anchors]``) and labels the spec does not declare are not objects; each
+is reported (:class:`Dropped`), never dropped silently. How anchors are shown is
+:mod:`medground.views`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,109 +22,204 @@ from numpy.typing import NDArray
 
 from medground import geometry
 from medground.io.case import Case
-from medground.io.schema import AnchorFilters
+from medground.io.schema import DatasetSpec
 from medground.render import luminance
 
-__all__ = ["Anchor", "find_anchors"]
+__all__ = ["Anchor", "Dropped", "Objects", "find_anchors"]
 
 
 @dataclass(frozen=True)
 class Anchor:
-    """One connected component of one label, measured on the volume's grid.
+    """One object of a case, measured on the volume's grid.
 
-    ``size`` is the volume in mL for 3D objects and the area in mm² (pixels² without a
-    pixel spacing) for 2D ones. ``centroid_world`` is RAS+ mm, None without orientation.
+    Attributes:
+        object_id: 1..N, in (label id, first voxel) order: the object's value in the object map.
+        label_id, label: its label.
+        kind: ``organ``, ``instance`` or ``series``.
+        voxel_count: voxels (pixels for 2D images).
+        bbox_min, bbox_max: index box, max exclusive.
+        centroid_index: mean voxel index.
+        centroid_world: RAS+ mm of the centroid, None without patient orientation.
+        size: volume in mL (3D) or area in mm² (2D), None without physical spacing.
+        complete: the object does not touch the border of the volume (or image): its size
+            and shape are its own, not the field of view's.
+        pieces: connected components of the object in the volume.
+        descriptors: 3D (or 2D) shape and intensity descriptors.
     """
 
-    component_id: int
+    object_id: int
     label_id: int
     label: str
+    kind: str
     voxel_count: int
     bbox_min: tuple[int, ...]
     bbox_max: tuple[int, ...]
     centroid_index: tuple[float, ...]
     centroid_world: tuple[float, float, float] | None
-    size: float
+    size: float | None
+    complete: bool
+    pieces: int
     descriptors: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "component_id": self.component_id,
-            "label_id": self.label_id,
-            "label": self.label,
-            "voxel_count": self.voxel_count,
-            "bbox_min": list(self.bbox_min),
-            "bbox_max": list(self.bbox_max),
-            "centroid_index": [round(c, 3) for c in self.centroid_index],
-            "centroid_world": None if self.centroid_world is None else [round(c, 2) for c in self.centroid_world],
-            "size": round(self.size, 4),
-            "descriptors": self.descriptors,
-        }
+    @property
+    def is_instance(self) -> bool:
+        """Whether objects of its label are counted (instances and series members)."""
+        return self.kind != "organ"
 
 
-def find_anchors(case: Case, filters: AnchorFilters | None = None) -> tuple[NDArray[Any], dict[int, Anchor]]:
-    """Connected components of every label (26/8-connected) and their anchors.
+@dataclass(frozen=True)
+class Dropped:
+    """A label (or one of its objects) that is not an object, and why: ``too_small``
+    (under the ``[anchors]`` minimum) or ``undeclared_label`` (an id the spec does not name)."""
 
-    Components below the filters' minimum sizes are erased from the returned map.
+    label_id: int
+    label: str
+    reason: str
+    detail: str
 
-    Returns:
-        The component map (same grid as ``case.labels``) and component id → anchor.
+    def to_record(self) -> dict[str, Any]:
+        return {"label_id": self.label_id, "label": self.label, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True, eq=False)
+class Objects:
+    """The objects of a case: the object map (same grid as the label map; 0 = none), the
+    anchors by object id, and what was not made an object."""
+
+    map: NDArray[Any]
+    anchors: dict[int, Anchor]
+    dropped: tuple[Dropped, ...]
+
+
+def _object_of_components(
+    case: Case, spec: DatasetSpec, components: NDArray[Any]
+) -> tuple[dict[int, tuple[int, ...]], dict[int, int], list[Dropped]]:
+    """Groups the components into objects: (object id → label id and components)."""
+    pairs = geometry.overlap(components, case.labels)
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for component, label_id in zip(pairs.a, pairs.b, strict=True):
+        by_label[int(label_id)].append(int(component))
+    groups: dict[int, tuple[int, ...]] = {}
+    label_of: dict[int, int] = {}
+    dropped = []
+    for label_id in sorted(by_label):
+        members = sorted(by_label[label_id])
+        name = case.label_names[label_id]
+        if label_id not in spec.labels:
+            dropped.append(
+                Dropped(
+                    label_id,
+                    name,
+                    "undeclared_label",
+                    f"mask id {label_id} is not in the spec's labels; it is never named or related to",
+                )
+            )
+            continue
+        units: list[tuple[int, ...]] = [(m,) for m in members] if spec.kind_of(name) == "instance" else [tuple(members)]
+        for unit in units:
+            object_id = len(groups) + 1
+            groups[object_id] = unit
+            label_of[object_id] = label_id
+    return groups, label_of, dropped
+
+
+def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
+    """The objects of a case (organs whole, instances per connected component) and their anchors.
+
+    Objects under the spec's ``[anchors]`` minimum sizes are erased from the object map and
+    reported as dropped.
     """
-    filters = filters or AnchorFilters()
+    filters = spec.anchors
     image = case.image
     components = geometry.connected_components(case.labels)
     if not case.present:
-        return components, {}
+        return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
+    groups, label_of, dropped = _object_of_components(case, spec, components)
+    lookup = np.zeros(int(components.max()) + 1, dtype=np.uint32)
+    for object_id, members in groups.items():
+        lookup[list(members)] = object_id
+    object_map = lookup[components]
     intensity = image.array if not image.is_2d else luminance(image.array)
-    table = geometry.regionprops(components, image.spacing, intensity=intensity)
-    pairs = geometry.overlap(components, case.labels)
-    label_of = {int(a): int(b) for a, b in zip(pairs.a, pairs.b, strict=True)}
-    voxel_mm3 = float(np.prod(image.spacing))
+    table = geometry.regionprops(object_map, image.spacing, intensity=intensity)
+    voxel_volume = float(np.prod(image.spacing))
+    shape = np.asarray(case.labels.shape)
     anchors: dict[int, Anchor] = {}
-    dropped = []
+    erase: list[int] = []
+    too_small: dict[int, int] = defaultdict(int)
     for row in table:
-        component = int(row["label"])
-        label_id = label_of[component]
+        object_id = int(row["label"])
+        label_id = label_of[object_id]
         name = case.label_names[label_id]
         count = int(row["voxel_count"])
-        physical = count * voxel_mm3
+        physical = count * voxel_volume
         if image.is_2d:
             keep = count >= filters.get("min_area_px", name) and physical >= filters.get("min_area_mm2", name)
         else:
             keep = count >= filters.get("min_voxels", name) and physical >= filters.get("min_volume_mm3", name)
         if not keep:
-            dropped.append(component)
+            erase.append(object_id)
+            too_small[label_id] += 1
             continue
-        centroid = tuple(float(c) for c in row["centroid"])
-        world: tuple[float, float, float] | None = None
-        if image.oriented:
-            x, y, z = (float(c) for c in image.world(centroid))
-            world = (x, y, z)
-        descriptors: dict[str, Any] = {
-            "axis_lengths_mm": [round(float(a), 3) for a in row["axis_lengths"]],
-            "elongation": round(float(row["elongation"]), 4),
-            "intensity_mean": round(float(row["intensity_mean"]), 3),
-            "intensity_std": round(float(row["intensity_std"]), 3),
-        }
-        if image.is_2d:
-            for key in ("perimeter", "circularity", "solidity", "eccentricity", "feret_diameter_max"):
-                descriptors[key] = round(float(row[key]), 4)
-        else:
-            for key in ("flatness", "surface_area", "sphericity"):
-                descriptors[key] = round(float(row[key]), 4)
-        anchors[component] = Anchor(
-            component_id=component,
-            label_id=label_id,
-            label=name,
-            voxel_count=count,
-            bbox_min=tuple(int(v) for v in row["bbox_min"]),
-            bbox_max=tuple(int(v) for v in row["bbox_max"]),
-            centroid_index=centroid,
-            centroid_world=world,
-            size=physical / 1000.0 if not image.is_2d else physical,
-            descriptors=descriptors,
+        anchors[object_id] = _anchor(case, spec, row, object_id, label_id, len(groups[object_id]), shape, voxel_volume)
+    for label_id, count in sorted(too_small.items()):
+        name = case.label_names[label_id]
+        dropped.append(
+            Dropped(label_id, name, "too_small", f"{count} object(s) of {name} under the [anchors] minimum size")
         )
-    if dropped:
-        keep_mask = np.isin(components, np.asarray(dropped, dtype=components.dtype), invert=True)
-        components = np.where(keep_mask, components, 0).astype(components.dtype)
-    return components, anchors
+    if erase:
+        object_map = np.where(np.isin(object_map, np.asarray(erase, dtype=object_map.dtype)), 0, object_map)
+    return Objects(object_map.astype(np.uint32, copy=False), anchors, tuple(dropped))
+
+
+def _anchor(
+    case: Case,
+    spec: DatasetSpec,
+    row: dict[str, Any],
+    object_id: int,
+    label_id: int,
+    pieces: int,
+    shape: NDArray[Any],
+    voxel_volume: float,
+) -> Anchor:
+    image = case.image
+    name = case.label_names[label_id]
+    centroid = tuple(float(c) for c in row["centroid"])
+    world: tuple[float, float, float] | None = None
+    if image.oriented:
+        x, y, z = (float(c) for c in image.world(centroid))
+        world = (x, y, z)
+    bbox_min = tuple(int(v) for v in row["bbox_min"])
+    bbox_max = tuple(int(v) for v in row["bbox_max"])
+    complete = bool(min(bbox_min) > 0 and all(hi < n for hi, n in zip(bbox_max, shape, strict=True)))
+    descriptors: dict[str, Any] = {
+        "axis_lengths_mm": [round(float(a), 3) for a in row["axis_lengths"]],
+        "elongation": round(float(row["elongation"]), 4),
+        "intensity_mean": round(float(row["intensity_mean"]), 3),
+        "intensity_std": round(float(row["intensity_std"]), 3),
+    }
+    keys = (
+        ("perimeter", "circularity", "solidity", "eccentricity", "feret_diameter_max")
+        if image.is_2d
+        else ("flatness", "surface_area", "sphericity")
+    )
+    for key in keys:
+        descriptors[key] = round(float(row[key]), 4)
+    size = None
+    if image.spacing_known:
+        physical = int(row["voxel_count"]) * voxel_volume
+        size = physical if image.is_2d else physical / 1000.0
+    return Anchor(
+        object_id=object_id,
+        label_id=label_id,
+        label=name,
+        kind=spec.kind_of(name),
+        voxel_count=int(row["voxel_count"]),
+        bbox_min=bbox_min,
+        bbox_max=bbox_max,
+        centroid_index=centroid,
+        centroid_world=world,
+        size=size,
+        complete=complete,
+        pieces=pieces,
+        descriptors=descriptors,
+    )

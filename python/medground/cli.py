@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 
 from medground import __version__, phantoms
-from medground.anchors import find_anchors
+from medground.audit import audit as audit_run
+from medground.audit import format_audit
 from medground.backends import make_backend
 from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
 from medground.browse import build_site, serve
-from medground.cues import case_context, compute_cues
 from medground.evaluate import (
     evaluate,
     format_report,
@@ -43,7 +43,7 @@ from medground.io.inventory import describe_case, format_inventory, inventory
 from medground.pipeline import load_run_config
 from medground.pipeline import run as run_pipeline
 from medground.predict import predict
-from medground.views import build_views
+from medground.records import image_path
 
 
 @click.group()
@@ -65,34 +65,33 @@ def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> 
         except CaseError as error:
             raise click.ClickException(str(error)) from error
         click.echo(describe_case(case, spec))
-        filters = spec.anchors
-        components, anchors = find_anchors(case, filters)
-        views = build_views(
-            case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
-        )
-        context = case_context(case, components, anchors, spec.modality)
-        click.echo(
-            f"\ncues ({len(views)} view(s); midline at x = "
-            f"{'n/a' if context.midline_x is None else f'{context.midline_x:.1f} mm'}):"
-        )
-        for view in views[: limit or 4]:
-            where = "2D" if view.plane is None else f"{view.plane} {view.slice_index}"
-            for component, cue in compute_cues(view, anchors, context, spec.modality).items():
-                obj = view.objects[component]
-                click.echo(
-                    f"  [{where}] {obj.anchor.label} #{component} {list(obj.bbox_xyxy)}: side {cue['laterality']}, "
-                    f"{cue['image_position']}, {cue['shape']}, {cue['intensity'].get('relation')}, "
-                    f"{cue['size']['diameter_mm']:.0f} mm, within {cue['relations']['within']}, "
-                    f"{cue['count']['same_label']} of its label"
-                )
         drafts = draft_case(case, spec)
+        midline = drafts.checks.get("midline")
+        sides = drafts.checks.get("laterality") or {}
+        where_midline = "n/a" if midline is None else f"{midline['x_mm']:.1f} mm from the {midline['source']}"
         click.echo(
-            f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (could not be singled out)"
+            f"\nfacts ({len(drafts.views)} view(s); midline at x = {where_midline}"
+            f"{'; sides withheld: ' + str(sides['conflicts']) if sides.get('withheld') else ''}):"
         )
+        for view in drafts.views[: limit or 4]:
+            record = view.view_record()
+            where = "2D" if record is None else f"{record['axis']} {record['slice_index']}"
+            for object_id, fact in drafts.facts[image_path(case.dataset, case.case_id, record)].items():
+                size = "" if fact["diameter_mm"] is None else f", {fact['diameter_mm']:.0f} mm"
+                click.echo(
+                    f"  [{where}] {fact['label']} #{object_id} {fact['bbox_xyxy']}: side {fact['laterality']}, "
+                    f"{fact['position']}, {fact['shape']}, {fact['intensity']}{size}, within {fact['within']}, "
+                    f"{fact['pieces']} piece(s)"
+                )
+        click.echo(f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (see the reasons below)")
         for sample in drafts.samples[: limit or 12]:
             where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
             boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
             click.echo(f"  [{where}] {sample.query_type:<12} {sample.query}  -> {boxes}")
+        for skip in drafts.skipped[: limit or 12]:
+            click.echo(
+                f"  skipped {skip.get('label') or skip.get('labels')}: {skip['reason']} {skip.get('detail', '')}"
+            )
         return
     names = ", ".join(spec.name for spec in specs)
     raise click.ClickException(f"case {case_id!r} not found in {names}")
@@ -303,6 +302,27 @@ def inspect(
         click.echo(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def audit(runs: tuple[str, ...], as_json: bool) -> None:
+    """Count what a radiologist would object to in run folders, defect class by defect class.
+
+    RUNS are run folders, each optionally followed by =SPEC (its dataset spec), which also
+    counts labels present in the label maps that left no trace in the run.
+    """
+    results = {}
+    for item in runs:
+        run_dir, _, spec = item.partition("=")
+        if not Path(run_dir, "samples.jsonl").is_file():
+            raise click.ClickException(f"{run_dir}: no samples.jsonl (a run folder written by `medground run`)")
+        try:
+            results[run_dir] = audit_run(Path(run_dir), Path(spec) if spec else None)
+        except (SpecError, CaseError) as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(results, indent=1) if as_json else format_audit(results))
 
 
 @main.command("eval")

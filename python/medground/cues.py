@@ -1,50 +1,148 @@
-"""Cues: the facts a clinician uses to point at an object, all computed from geometry and pixels.
+"""Cues: the facts a clinician uses to point at an object, computed from geometry and pixels.
 
 Per object in a view: the patient side (from world coordinates against the body's
-midline), where it sits in the image, what contains it, what it touches and the nearest
-other structure with the direction to it, its size, shape and intensity against the
-surrounding tissue, and how many objects of its label the view holds with its rank.
-Nothing is taken from label names: ``kidney_left`` is "left" because of where it lies.
+midline), where it sits in the image, what contains it and what it touches *in the slice
+shown*, the nearest other structure with the in-plane direction to it, its size (only where
+it is measurable), shape (instances only), intensity against the surrounding tissue *in the
+stored image*, and how many objects of its kind the view holds with its rank. Nothing is
+taken from label names: ``kidney_left`` is "left" because of where it lies, and the name's
+side only checks the computation (:class:`Laterality`).
 
 Thresholds (documented here and in the cue records, so a reader can re-check):
 
+* midline: the median x of the midline structures (vertebrae, spinal cord, sacrum,
+  discs: ``presets/anatomy.toml``) per axial level when the case labels them, else the
+  middle of the body outline per axial level (2D radiographs: of the labelled structures).
 * laterality: ``left``/``right`` when at least 75% of the object's voxels lie on that side
   of the midline, else ``midline``; a label whose objects lie on both sides is
-  ``bilateral`` (multi-object targets). ``null`` without patient orientation.
-* shape (2D, in the view): ``elongated`` if elongation (minor/major) < 0.5; else
-  ``irregular`` if solidity < 0.8; else ``lobulated`` if solidity < 0.9 and circularity < 0.7;
-  else ``round`` if elongation ≥ 0.8 and circularity ≥ 0.8; else ``oval``.
-* intensity against a ring 3 mm wide (at least 2 pixels) around the object: CT ±15 HU
-  (hypo/iso/hyperdense); MR ±0.5 of the ring's standard deviation (hypo/iso/hyperintense);
-  photographs and radiographs ±5% of full scale (darker/similar/brighter).
-* containment: another label covers ≥ 50% of the object's boundary faces; touching: any
-  shared face.
-* size class: lesion-like labels by longest diameter (< 10 mm small, ≤ 30 mm medium,
-  else large); organs against the adult volume ranges in ``presets/priors.toml``.
+  ``bilateral`` (multi-object targets). ``null`` without patient orientation, and for
+  every object of a case whose side-named structures (``kidney_left``) lie on the
+  opposite side of the computed midline (laterality withheld, reported).
+* shape (2D, in the view; lesion-like instance classes only): ``elongated`` if elongation
+  (minor/major) < 0.5; else ``irregular`` if solidity < 0.8; else ``lobulated`` if
+  solidity < 0.9 and circularity < 0.7; else ``round`` if elongation ≥ 0.8 and
+  circularity ≥ 0.8; else ``oval``.
+* intensity, measured on the stored 8-bit image against a ring 3 mm wide (at least 2
+  pixels) around the object: CT ±15 HU in the image's window (15 × 255 / window width
+  grey levels, at least 4: hypo/iso/hyperdense); MR and PET ±0.5 of the ring's standard
+  deviation (hypo/iso/hyperintense); photographs and radiographs ±5% of full scale
+  (darker/similar/brighter).
+* containment, in the slice: another object covers ≥ 50% of the object's outline
+  (4-neighbour faces); touching: any shared face.
+* direction to another object, in the plane shown (axial: left/right/anterior/posterior;
+  coronal: left/right/superior/inferior; sagittal: anterior/posterior/superior/inferior):
+  along the axis of the larger centroid offset, when the two boxes do not overlap along it
+  by more than 10% of the smaller extent.
+* size, only for objects entirely inside the imaged field (not touching a volume or image
+  border) and with physical spacing: lesion-like instances by longest in-plane diameter
+  (< 10 mm small, ≤ 30 mm medium, else large); organs by volume against the adult ranges
+  in ``presets/priors.toml``. Without spacing (photographs), no millimetres anywhere; an
+  instance's relative size is its share of the image (< 2% small, ≤ 15% medium, else large).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from medground import geometry
-from medground.anatomy import is_lesion, priors
-from medground.anchors import Anchor
+from medground.anatomy import is_lesion, midline_labels, priors
+from medground.anchors import Anchor, Objects
 from medground.io.case import Case
-from medground.render import otsu_threshold
-from medground.views import View, ViewObject
+from medground.render import Body
+from medground.terms import clinical_term
+from medground.views import RING_MM, View, ViewObject, dilate
 
-__all__ = ["CaseContext", "case_context", "compute_cues", "image_position", "shape_class"]
+__all__ = [
+    "CONTAINED_SHARE",
+    "LATERAL_SHARE",
+    "CaseContext",
+    "Laterality",
+    "Midline",
+    "case_context",
+    "category_of",
+    "compute_cues",
+    "contrast",
+    "full_scale",
+    "image_position",
+    "in_plane_direction",
+    "intensity_word",
+    "laterality",
+    "shape_class",
+    "size_class",
+]
 
 LATERAL_SHARE = 0.75
 CONTAINED_SHARE = 0.5
-RING_MM = 3.0
+#: Boxes may overlap by this share of the smaller extent and still be "left of" each other.
+DIRECTION_OVERLAP = 0.1
+#: Lesion size classes by longest diameter (mm): small below the first, medium up to the second.
+LESION_MM = (10.0, 30.0)
+#: Relative size classes by share of the image (photographs without spacing).
+IMAGE_SHARE = (0.02, 0.15)
+#: Voxels of an object used for its side (a strided subsample of larger objects).
+SIDE_SAMPLE = 200_000
+
+_WORDS = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+
+
+@dataclass(frozen=True)
+class Midline:
+    """The body's midline plane, per axial level: at world height ``z`` (mm, superior
+    positive) it lies at world ``x`` (mm) = :meth:`at`.
+
+    Attributes:
+        source: ``spine`` (midline structures), ``body`` (the body outline), ``labels``
+            (2D radiographs: the labelled structures' extent).
+        z, x: the levels and the midline there (interpolated between, constant beyond).
+    """
+
+    source: str
+    z: NDArray[np.float64]
+    x: NDArray[np.float64]
+
+    def at(self, z: NDArray[np.float64] | float) -> NDArray[np.float64]:
+        return np.asarray(np.interp(z, self.z, self.x), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "x_mm": round(float(np.median(self.x)), 2),
+            "levels": int(self.z.size),
+            "range_mm": round(float(np.ptp(self.x)), 2) if self.x.size else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class Laterality:
+    """The case's laterality: each object's share of voxels right of the midline, and the
+    self-check against side-named labels.
+
+    Attributes:
+        right_share: object id → share of its voxels on the patient's right.
+        conflicts: side-named structures that lie on the other side of the midline
+            (``{label, named, computed, right_share}``); any conflict withholds every side.
+    """
+
+    right_share: dict[int, float]
+    conflicts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def withheld(self) -> bool:
+        return bool(self.conflicts)
+
+    def side(self, object_id: int) -> str | None:
+        if self.withheld:
+            return None
+        return laterality(self.right_share.get(object_id))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"withheld": self.withheld, "conflicts": list(self.conflicts)}
 
 
 @dataclass(frozen=True)
@@ -52,62 +150,113 @@ class CaseContext:
     """Case-level facts the cues of every view share.
 
     Attributes:
-        midline_x: RAS x (mm) of the body's midline plane, None without orientation.
-        body_width_mm: left-right extent of the body (or labelled union).
-        right_share: component id → share of its voxels on the patient's right.
-        faces: component id → {neighbour component id (or 0 = background): shared faces}.
+        midline: the body's midline, None without patient orientation.
+        laterality: every object's side and the self-check.
+        modality: the dataset's modality.
+        body_region: the dataset's body region (for clinical terms).
     """
 
-    midline_x: float | None
-    body_width_mm: float | None
-    right_share: dict[int, float]
-    faces: dict[int, dict[int, int]]
+    midline: Midline | None
+    laterality: Laterality
+    modality: str
+    body_region: str | None = None
+    spacing_known: bool = True
+    checks: dict[str, Any] = field(default_factory=dict)
 
 
-def _body_mask_sample(case: Case, modality: str, step: int) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-    array = case.image.array
-    if case.image.is_2d:
-        grid = case.labels[::step, ::step] != 0
+# ----------------------------------------------------------------------------- midline and sides
+
+
+def _levels(points: NDArray[np.float64], values: NDArray[np.float64], reduce: str) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Per axial level (1 mm bins of world z): the median (or mid-range) of ``values``."""
+    if points.size == 0:
+        return np.zeros(0), np.zeros(0)
+    bins = np.round(points).astype(np.int64)
+    order = np.argsort(bins, kind="stable")
+    bins, values = bins[order], values[order]
+    starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    ends = np.r_[starts[1:], bins.size]
+    if reduce == "median":
+        xs = np.asarray([np.median(values[a:b]) for a, b in zip(starts, ends, strict=True)])
     else:
-        sample: NDArray[Any] = array[::step, ::step, ::step]
-        threshold = -500.0 if modality == "CT" else otsu_threshold(sample.ravel().astype(np.float64))
-        grid = sample > threshold
-    return np.argwhere(grid) * step, grid
+        xs = np.asarray([0.5 * (values[a:b].min() + values[a:b].max()) for a, b in zip(starts, ends, strict=True)])
+    return bins[starts].astype(np.float64), xs
 
 
-def case_context(case: Case, components: NDArray[Any], anchors: dict[int, Anchor], modality: str) -> CaseContext:
-    """Midline, per-component sides and boundary contacts of a case (one pass each)."""
+def _midline(case: Case, body: Body | None) -> Midline | None:
     image = case.image
-    midline = width = None
-    right_share: dict[int, float] = {}
-    if image.oriented and anchors:
-        step = max(1, int(round((components.size / 2e6) ** (1 / components.ndim))))
-        points, _ = _body_mask_sample(case, modality, step)
-        if len(points) < 16:
-            points = np.argwhere(case.labels != 0)
+    if not image.oriented:
+        return None
+    if image.is_2d:
+        points = np.argwhere(case.labels != 0)
+        if points.size == 0:
+            return None
         xs = image.world(points.astype(np.float64))[:, 0]
-        midline = float(np.median(xs)) if not image.is_2d else float(0.5 * (xs.min() + xs.max()))
-        width = float(xs.max() - xs.min())
-        for component, anchor in anchors.items():
-            crop = tuple(slice(a, b) for a, b in zip(anchor.bbox_min, anchor.bbox_max, strict=True))
-            local = np.argwhere(components[crop] == component) + np.asarray(anchor.bbox_min)
-            right_share[component] = float(np.mean(image.world(local.astype(np.float64))[:, 0] > midline))
-    # Boundary contacts: background gets its own id so its faces are counted too.
-    faces: dict[int, dict[int, int]] = defaultdict(dict)
-    if anchors:
-        background = int(components.max()) + 1
-        dtype = np.uint32 if background < 2**32 else np.uint64
-        filled = np.where(components == 0, dtype(background), components.astype(dtype))
-        pairs = geometry.contacts(filled, 4 if image.is_2d else 6)
-        for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
-            a, b = int(a), int(b)
-            a_key, b_key = (0 if a == background else a), (0 if b == background else b)
-            faces[a_key][b_key] = faces[a_key].get(b_key, 0) + int(count)
-            faces[b_key][a_key] = faces[b_key].get(a_key, 0) + int(count)
-    return CaseContext(midline, width, right_share, dict(faces))
+        return Midline("labels", np.zeros(1), np.asarray([0.5 * (xs.min() + xs.max())]))
+    spine = [
+        i
+        for i in case.present
+        if i in case.label_names and case.label_names[i] in midline_labels([case.label_names[i]])
+    ]
+    if spine:
+        step = max(1, int(round((case.labels.size / 4e6) ** (1 / 3))))
+        sample = case.labels[::step, ::step, ::step]
+        points = np.argwhere(np.isin(sample, np.asarray(spine, dtype=sample.dtype))) * step
+        world = image.world(points.astype(np.float64))
+        z, x = _levels(world[:, 2], world[:, 0], "median")
+        if z.size:
+            return Midline("spine", z, x)
+    if body is not None and body.mask.any():
+        world = image.world(body.indices().astype(np.float64))
+        z, x = _levels(world[:, 2], world[:, 0], "midrange")
+        return Midline("body", z, x)
+    return None
+
+
+def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, float]:
+    shares = {}
+    for object_id, anchor in objects.anchors.items():
+        crop = tuple(slice(a, b) for a, b in zip(anchor.bbox_min, anchor.bbox_max, strict=True))
+        local = np.argwhere(objects.map[crop] == object_id)
+        stride = max(1, local.shape[0] // SIDE_SAMPLE)
+        points = (local[::stride] + np.asarray(anchor.bbox_min)).astype(np.float64)
+        world = case.image.world(points)
+        shares[object_id] = float(np.mean(world[:, 0] > midline.at(world[:, 2])))
+    return shares
+
+
+def _conflicts(objects: Objects, shares: dict[int, float], body_region: str | None) -> tuple[dict[str, Any], ...]:
+    """Side-named structures on the other side of the computed midline."""
+    found = []
+    for object_id, anchor in sorted(objects.anchors.items()):
+        named = clinical_term(anchor.label, body_region).side
+        computed = laterality(shares.get(object_id))
+        if named is not None and computed in ("left", "right") and computed != named:
+            found.append(
+                {
+                    "label": anchor.label,
+                    "named": named,
+                    "computed": computed,
+                    "right_share": round(shares[object_id], 3),
+                }
+            )
+    return tuple(found)
+
+
+def case_context(
+    case: Case, objects: Objects, modality: str, body: Body | None = None, body_region: str | None = None
+) -> CaseContext:
+    """The midline, every object's side and the laterality self-check of a case."""
+    midline = _midline(case, body) if objects.anchors else None
+    shares = _right_shares(case, objects, midline) if midline is not None else {}
+    sides = Laterality(shares, _conflicts(objects, shares, body_region))
+    checks = {"midline": None if midline is None else midline.to_dict(), "laterality": sides.to_dict()}
+    return CaseContext(midline, sides, modality, body_region, case.image.spacing_known, checks)
 
 
 def laterality(share_right: float | None) -> str | None:
+    """``right``/``left`` when at least :data:`LATERAL_SHARE` of an object lies on that side,
+    else ``midline``; None without a share."""
     if share_right is None:
         return None
     if share_right >= LATERAL_SHARE:
@@ -117,7 +266,10 @@ def laterality(share_right: float | None) -> str | None:
     return "midline"
 
 
-def image_position(bbox_xyxy: tuple[int, int, int, int], width: int, height: int) -> str:
+# ----------------------------------------------------------------------------- words of one object
+
+
+def image_position(bbox_xyxy: tuple[int, int, int, int] | list[int], width: int, height: int) -> str:
     """Where a box's centre sits on a 3×3 grid of the image: ``"upper left"`` … ``"center"``."""
     cx = 0.5 * (bbox_xyxy[0] + bbox_xyxy[2]) / width
     cy = 0.5 * (bbox_xyxy[1] + bbox_xyxy[3]) / height
@@ -126,7 +278,7 @@ def image_position(bbox_xyxy: tuple[int, int, int, int], width: int, height: int
     return " ".join(w for w in (row, col) if w) or "center"
 
 
-def shape_class(descriptors: dict[str, float]) -> str:
+def shape_class(descriptors: dict[str, Any]) -> str:
     """round / oval / elongated / irregular / lobulated (thresholds in the module docstring)."""
     elongation = descriptors["elongation"]
     solidity = descriptors["solidity"]
@@ -142,13 +294,23 @@ def shape_class(descriptors: dict[str, float]) -> str:
     return "oval"
 
 
-def size_class(anchor: Anchor, diameter_mm: float, is_3d: bool) -> str | None:
-    if is_lesion(anchor.label):
-        return "small" if diameter_mm < 10 else "medium" if diameter_mm <= 30 else "large"
-    if not is_3d:
+def size_class(anchor: Anchor, obj: ViewObject, spacing_known: bool) -> str | None:
+    """The size class of an object where it is measurable (module docstring), else None."""
+    if anchor.kind == "instance":
+        if not is_lesion(anchor.label):
+            return None
+        if not spacing_known:
+            share = obj.descriptors["image_share"]
+            assert share is not None
+            return "small" if share < IMAGE_SHARE[0] else "medium" if share <= IMAGE_SHARE[1] else "large"
+        diameter = obj.descriptors["diameter_mm"]
+        if diameter is None or obj.cut_by_border or not anchor.complete:
+            return None
+        return "small" if diameter < LESION_MM[0] else "medium" if diameter <= LESION_MM[1] else "large"
+    if anchor.kind == "series" or anchor.size is None or not anchor.complete or len(anchor.bbox_min) != 3:
         return None
-    ranges = priors().get("volume_ml", {})
     key = anchor.label.lower().replace(" ", "_")
+    ranges = priors().get("volume_ml", {})
     for name in (key, key.removesuffix("_left").removesuffix("_right")):
         if name in ranges:
             low, high = ranges[name]
@@ -156,25 +318,18 @@ def size_class(anchor: Anchor, diameter_mm: float, is_3d: bool) -> str | None:
     return None
 
 
-def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
-    """Binary dilation of a 2D mask by ``radius`` steps of the 4-neighbourhood (a diamond)."""
-    out = mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:, :] |= out[:-1, :]
-        grown[:-1, :] |= out[1:, :]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
+def category_of(anchor: Anchor, body_region: str | None = None, *, sided: bool = True) -> str:
+    """What a reader can tell an object is, from the image: the label for organs and
+    instance classes; for a member of a numbered series, its series and side without the
+    number a single slice does not show (``left rib``). Without a known side (``sided``
+    false: no orientation, or laterality withheld) a side-named label's side is dropped."""
+    term = clinical_term(anchor.label, body_region)
+    if anchor.kind != "series" and (sided or term.side is None):
+        return anchor.label
+    return f"{term.side} {term.noun}" if term.side and sided else term.noun
 
 
-_INTENSITY_WORDS = {
-    "CT": (("hypodense", "isodense", "hyperdense"), 15.0),
-    "MR": (("hypointense", "isointense", "hyperintense"), 0.5),
-    "PET": (("hypointense", "isointense", "hyperintense"), 0.5),
-    "other": (("darker", "similar", "brighter"), 0.05),
-}
+# ----------------------------------------------------------------------------- intensity
 
 
 def full_scale(stored: NDArray[Any], values: NDArray[Any]) -> float:
@@ -196,163 +351,232 @@ def contrast(modality: str, inside: NDArray[Any], ring: NDArray[Any], scale: flo
     return difference / scale
 
 
+_INTENSITY_WORDS = {
+    "CT": ("hypodense", "isodense", "hyperdense"),
+    "MR": ("hypointense", "isointense", "hyperintense"),
+    "PET": ("hypointense", "isointense", "hyperintense"),
+    "other": ("darker", "similar", "brighter"),
+}
+
+
+def intensity_word(modality: str, difference: float, ring_std: float, window_width: float | None) -> str:
+    """The intensity word for an 8-bit mean difference against the ring (module docstring)."""
+    words = _INTENSITY_WORDS.get(modality, _INTENSITY_WORDS["other"])
+    if modality == "CT":
+        threshold = max(4.0, 15.0 * 255.0 / window_width) if window_width else 4.0
+    elif modality in ("MR", "PET"):
+        threshold = max(2.0, 0.5 * ring_std)
+    else:
+        threshold = 0.05 * 255.0
+    return words[0] if difference < -threshold else words[2] if difference > threshold else words[1]
+
+
 def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, Any]:
-    """The object's mean intensity against a ring of surrounding tissue in the view."""
-    radius = max(2, int(math.ceil(RING_MM / min(view.pixel_mm))))
+    """The object's mean grey level against a ring of surrounding tissue, in the stored image."""
+    radius = max(2, int(math.ceil(RING_MM / min(view.pixel_mm)))) if view.case.image.spacing_known else 3
     x0, y0, x1, y1 = obj.bbox_xyxy
     ys = slice(max(0, y0 - radius), min(view.height, y1 + radius))
     xs = slice(max(0, x0 - radius), min(view.width, x1 + radius))
-    inside = view.components[ys, xs] == obj.component_id
+    inside = view.object_map[ys, xs] == obj.object_id
     ring = dilate(inside, radius) & ~inside
-    values = view.values[ys, xs]
+    image = view.image[ys, xs].astype(np.float64)
+    grey = image @ np.asarray([0.299, 0.587, 0.114]) if image.ndim == 3 else image
     if not ring.any():
         return {"relation": None, "reason": "no surrounding tissue in the view"}
-    mean_in, mean_ring = float(values[inside].mean()), float(values[ring].mean())
-    score = contrast(modality, values[inside], values[ring], full_scale(view.case.image.array, view.values))
-    words, threshold = _INTENSITY_WORDS.get(modality, _INTENSITY_WORDS["other"])
-    relation = words[0] if score < -threshold else words[2] if score > threshold else words[1]
+    mean_in, mean_ring = float(grey[inside].mean()), float(grey[ring].mean())
+    ranges = view.intensity.ranges
+    width = ranges[0][1] - ranges[0][0] if view.intensity.kind == "window" and len(ranges) == 1 else None
+    relation = intensity_word(modality, mean_in - mean_ring, float(grey[ring].std()), width)
     return {
         "relation": relation,
-        "mean": round(mean_in, 2),
-        "ring_mean": round(mean_ring, 2),
-        "contrast": round(score, 4),
+        "mean_8bit": round(mean_in, 2),
+        "ring_mean_8bit": round(mean_ring, 2),
+        "contrast_8bit": round(mean_in - mean_ring, 2),
     }
 
 
-def _direction(target: Anchor, other: Anchor, midline_x: float | None) -> str | None:
-    """Where the target lies relative to the other structure, in patient terms."""
-    if target.centroid_world is None or other.centroid_world is None:
-        return None
-    delta = np.subtract(target.centroid_world, other.centroid_world)
-    axis = int(np.argmax(np.abs(delta)))
-    if axis == 2:
-        return "superior" if delta[2] > 0 else "inferior"
-    if axis == 1:
-        return "anterior" if delta[1] > 0 else "posterior"
-    if midline_x is None:
-        return None
-    closer = abs(target.centroid_world[0] - midline_x) < abs(other.centroid_world[0] - midline_x)
-    return "medial" if closer else "lateral"
+# ----------------------------------------------------------------------------- relations in the slice
 
 
-def _bbox_gap_mm(a: Anchor, b: Anchor, spacing: tuple[float, ...]) -> float:
-    gaps = [
-        max(0, max(a.bbox_min[i], b.bbox_min[i]) - min(a.bbox_max[i], b.bbox_max[i])) * spacing[i]
-        for i in range(len(spacing))
-    ]
-    return float(math.sqrt(sum(g * g for g in gaps)))
+def in_plane_direction(
+    box: list[int] | tuple[int, ...], other: list[int] | tuple[int, ...], directions: tuple[str, str] | None
+) -> str | None:
+    """Where ``box`` lies relative to ``other`` in the plane shown, in patient terms
+    (``directions``: the patient direction rows and columns grow in), or None when the
+    boxes overlap along the main axis of their offset (one encloses or overlies the other)."""
+    if directions is None:
+        return None
+    centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+    other_centre = ((other[0] + other[2]) / 2.0, (other[1] + other[3]) / 2.0)
+    dx, dy = centre[0] - other_centre[0], centre[1] - other_centre[1]
+    axis = 0 if abs(dx) >= abs(dy) else 1
+    lo, hi = (box[axis], box[axis + 2]), (other[axis], other[axis + 2])
+    overlap = min(lo[1], hi[1]) - max(lo[0], hi[0])
+    if overlap > DIRECTION_OVERLAP * min(lo[1] - lo[0], hi[1] - hi[0]) or (dx if axis == 0 else dy) == 0:
+        return None
+    code = directions[1] if axis == 0 else directions[0]  # increasing x follows columns, y rows
+    positive = (dx if axis == 0 else dy) > 0
+    return _WORDS[code] if positive else _WORDS[_opposite(code)]
+
+
+def _opposite(code: str) -> str:
+    return {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}[code]
+
+
+def _faces(view: View) -> dict[int, dict[int, int]]:
+    """Shared 4-neighbour faces between the objects of a view (0 = background)."""
+    labels = view.object_map
+    background = int(labels.max()) + 1
+    filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
+    pairs = geometry.contacts(filled, 4)
+    faces: dict[int, dict[int, int]] = defaultdict(dict)
+    for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
+        a_key = 0 if int(a) == background else int(a)
+        b_key = 0 if int(b) == background else int(b)
+        faces[a_key][b_key] = faces[a_key].get(b_key, 0) + int(count)
+        faces[b_key][a_key] = faces[b_key].get(a_key, 0) + int(count)
+    return faces
+
+
+def _gap_px(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    gx = max(0, max(a[0], b[0]) - min(a[2], b[2]))
+    gy = max(0, max(a[1], b[1]) - min(a[3], b[3]))
+    return math.hypot(gx, gy)
 
 
 def relations(
-    anchor: Anchor, anchors: dict[int, Anchor], context: CaseContext, spacing: tuple[float, ...]
+    view: View,
+    obj: ViewObject,
+    faces: dict[int, dict[int, int]],
+    categories: dict[int, str] | None = None,
+    *,
+    sided: bool = True,
 ) -> dict[str, Any]:
-    """Containing structure, touching structures and the nearest other structure."""
-    faces = context.faces.get(anchor.component_id, {})
-    total = sum(faces.values())
-    by_label: dict[str, int] = defaultdict(int)
-    for neighbour, count in faces.items():
-        other = anchors.get(neighbour)
-        if other is not None and other.label != anchor.label:
-            by_label[other.label] += count
-    contained = None
-    if total and by_label:
-        label, count = max(by_label.items(), key=lambda kv: kv[1])
+    """Containing and touching structures in the slice, and the nearest other structure a
+    reader can name unambiguously (the only one of its category in the view) with the
+    in-plane direction to it. Structures are named by their category (what a reader can
+    tell them to be: ``left rib``, not ``rib_left_7``); without trusted sides (``sided``
+    false) no direction is left or right."""
+    names = categories or {oid: o.anchor.label for oid, o in view.objects.items()}
+    mine = faces.get(obj.object_id, {})
+    total = sum(mine.values())
+    by_name: dict[str, int] = defaultdict(int)
+    for neighbour, count in mine.items():
+        if neighbour in view.objects and names[neighbour] != names[obj.object_id]:
+            by_name[names[neighbour]] += count
+    within = None
+    if total and by_name:
+        name, count = max(by_name.items(), key=lambda kv: (kv[1], kv[0]))
         if count / total >= CONTAINED_SHARE:
-            contained = label
-    touches = sorted(by_label, key=lambda name: -by_label[name])
+            within = name
+    counts: dict[str, int] = defaultdict(int)
+    for name in names.values():
+        counts[name] += 1
+    others = [o for oid, o in view.objects.items() if names[oid] != names[obj.object_id] and counts[names[oid]] == 1]
     nearest = None
-    candidates = [o for o in anchors.values() if o.label != anchor.label]
-    if candidates:
-
-        def key(other: Anchor) -> tuple[float, float]:
-            touching = -by_label.get(other.label, 0)
-            return (_bbox_gap_mm(anchor, other, spacing) if not touching else -1.0, float(touching))
-
-        best = min(candidates, key=key)
+    if others:
+        best = min(
+            others,
+            key=lambda o: (-by_name.get(names[o.object_id], 0), _gap_px(obj.bbox_xyxy, o.bbox_xyxy), o.object_id),
+        )
+        gap = _gap_px(obj.bbox_xyxy, best.bbox_xyxy) * min(view.pixel_mm)
+        direction = in_plane_direction(obj.bbox_xyxy, best.bbox_xyxy, view.directions)
         nearest = {
-            "label": best.label,
-            "component_id": best.component_id,
-            "gap_mm": round(_bbox_gap_mm(anchor, best, spacing), 2),
-            "direction": _direction(anchor, best, context.midline_x),
+            "label": names[best.object_id],
+            "object_id": best.object_id,
+            "gap_mm": round(gap, 2) if view.case.image.spacing_known else None,
+            "direction": None if not sided and direction in ("left", "right") else direction,
         }
     return {
-        "within": contained,
-        "touches": touches,
-        "boundary_shares": {k: round(v / total, 4) for k, v in by_label.items()} if total else {},
+        "within": within,
+        "touches": sorted(by_name, key=lambda name: (-by_name[name], name)),
+        "boundary_shares": {k: round(v / total, 4) for k, v in sorted(by_name.items())} if total else {},
         "nearest": nearest,
     }
 
 
-def compute_cues(
-    view: View, anchors: dict[int, Anchor], context: CaseContext, modality: str
-) -> dict[int, dict[str, Any]]:
-    """Cues of every object in a view, by component id."""
-    is_3d = view.map.plane is not None
-    spacing = view.case.image.spacing
-    by_label: dict[str, list[ViewObject]] = defaultdict(list)
-    for obj in view.objects.values():
-        by_label[obj.anchor.label].append(obj)
+# ----------------------------------------------------------------------------- all cues of a view
+
+
+def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
+    """Cues of every object in a view, by object id."""
+    faces = _faces(view)
+    sided = context.midline is not None and not context.laterality.withheld
+    categories = {oid: category_of(obj.anchor, context.body_region, sided=sided) for oid, obj in view.objects.items()}
+    by_category: dict[str, list[ViewObject]] = defaultdict(list)
+    for object_id, obj in view.objects.items():
+        by_category[categories[object_id]].append(obj)
     cues: dict[int, dict[str, Any]] = {}
-    for component, obj in view.objects.items():
+    for object_id, obj in view.objects.items():
         anchor = obj.anchor
-        same = by_label[anchor.label]
-        by_area = sorted(same, key=lambda o: (-o.area_px, o.component_id))
-        rank = by_area.index(obj) + 1
-        extremes = _extremes(obj, same) if len(same) > 1 else []
+        same = by_category[categories[object_id]]
+        counted = anchor.is_instance and len(same) > 1
+        rank = sorted(same, key=lambda o: (-o.area_px, o.object_id)).index(obj) + 1
         offset = None
-        if context.midline_x is not None and anchor.centroid_world is not None:
-            offset = round(abs(anchor.centroid_world[0] - context.midline_x), 2)
-        cues[component] = {
-            "laterality": laterality(context.right_share.get(component)) if view.case.image.oriented else None,
+        if context.midline is not None and anchor.centroid_world is not None and not context.laterality.withheld:
+            x, _, z = anchor.centroid_world
+            offset = round(abs(x - float(context.midline.at(z))), 2)
+        measurable = context.spacing_known and not obj.cut_by_border and anchor.kind == "instance"
+        cues[object_id] = {
+            "kind": anchor.kind,
+            "laterality": context.laterality.side(object_id),
             "midline_offset_mm": offset,
             "centroid_world": None if anchor.centroid_world is None else [round(c, 2) for c in anchor.centroid_world],
             "image_position": image_position(obj.bbox_xyxy, view.width, view.height),
-            "relations": relations(anchor, anchors, context, spacing),
+            "relations": relations(view, obj, faces, categories, sided=sided),
             "size": {
-                "diameter_mm": obj.descriptors["diameter_mm"],
-                "area_mm2": obj.descriptors["area_mm2"],
-                "volume_ml": round(anchor.size, 3) if is_3d else None,
-                "size_class": size_class(anchor, obj.descriptors["diameter_mm"], is_3d),
-            },
-            "shape": shape_class(obj.descriptors),
-            "intensity": intensity_relation(view, obj, modality),
-            "count": {
-                "same_label": len(same),
-                "size_rank": rank,
-                "size_extreme": ("largest" if rank == 1 else "smallest" if rank == len(same) else None)
-                if len(same) > 1
+                "diameter_mm": obj.descriptors["diameter_mm"] if measurable else None,
+                "area_mm2": obj.descriptors["area_mm2"] if measurable else None,
+                "volume_ml": round(anchor.size, 3)
+                if anchor.size is not None and anchor.complete and view.map.plane is not None and context.spacing_known
                 else None,
-                "extremes": extremes,
+                "image_share": obj.descriptors["image_share"],
+                "size_class": size_class(anchor, obj, context.spacing_known),
             },
-            "visibility": {"cross_section_share": obj.cross_section_share, "cut_by_border": obj.cut_by_border},
+            "shape": shape_class(obj.descriptors) if anchor.kind == "instance" and is_lesion(anchor.label) else None,
+            "intensity": intensity_relation(view, obj, context.modality),
+            "count": {
+                "category": categories[object_id],
+                "same_label": len(same) if anchor.is_instance else 1,
+                "size_rank": rank if counted else None,
+                "size_extreme": ("largest" if rank == 1 else "smallest" if rank == len(same) else None)
+                if counted
+                else None,
+                "extremes": _extremes(view, obj, same) if counted else [],
+            },
+            "pieces": len(obj.pieces),
+            "visibility": {
+                "cross_section_share": obj.cross_section_share,
+                "cut_by_border": obj.cut_by_border,
+                **obj.visibility.to_dict(),
+            },
         }
     return cues
 
 
-def _extremes(obj: ViewObject, same: list[ViewObject]) -> list[str]:
-    """Which ends of the patient (or image) this object is at among its label's objects."""
+def _extremes(view: View, obj: ViewObject, same: list[ViewObject]) -> list[str]:
+    """Which ends of the plane shown this object is at among its kind's objects: in patient
+    terms where the view has them ("most anterior"), else in image terms ("leftmost in the
+    image")."""
+    centres = [(0.5 * (o.bbox_xyxy[0] + o.bbox_xyxy[2]), 0.5 * (o.bbox_xyxy[1] + o.bbox_xyxy[3])) for o in same]
+    centre = centres[same.index(obj)]
     out = []
-    worlds = [o.anchor.centroid_world for o in same if o.anchor.centroid_world is not None]
-    here = obj.anchor.centroid_world
-    if here is not None and len(worlds) == len(same):
-        for axis, (high, low) in enumerate((("right", "left"), ("anterior", "posterior"), ("superior", "inferior"))):
-            values = [w[axis] for w in worlds]
-            mine = here[axis]
-            if max(values) - min(values) < 1e-6:
-                continue
-            if mine == max(values) and values.count(mine) == 1:
-                out.append(f"most {high}")
-            if mine == min(values) and values.count(mine) == 1:
-                out.append(f"most {low}")
-    else:
-        centres = [(0.5 * (o.bbox_xyxy[0] + o.bbox_xyxy[2]), 0.5 * (o.bbox_xyxy[1] + o.bbox_xyxy[3])) for o in same]
-        centre = centres[same.index(obj)]
-        for axis, (low, high) in enumerate(
-            (("leftmost in the image", "rightmost in the image"), ("uppermost in the image", "lowest in the image"))
-        ):
-            values = [c[axis] for c in centres]
-            if values.count(centre[axis]) == 1 and centre[axis] == min(values):
-                out.append(low)
-            if values.count(centre[axis]) == 1 and centre[axis] == max(values):
-                out.append(high)
+    for axis in (0, 1):
+        values = [c[axis] for c in centres]
+        if values.count(centre[axis]) != 1:
+            continue
+        if view.directions is not None:
+            code = view.directions[1] if axis == 0 else view.directions[0]
+            high, low = _WORDS[code], _WORDS[_opposite(code)]
+            words = (f"most {low}", f"most {high}")
+        else:
+            words = (
+                ("leftmost in the image", "rightmost in the image")
+                if axis == 0
+                else ("uppermost in the image", "lowest in the image")
+            )
+        if centre[axis] == min(values):
+            out.append(words[0])
+        if centre[axis] == max(values):
+            out.append(words[1])
     return out

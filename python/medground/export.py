@@ -180,7 +180,7 @@ def _conversations(
 def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     images: dict[str, dict[str, Any]] = {}
     categories: dict[str, int] = {}
-    annotations: dict[tuple[str, int], dict[str, Any]] = {}
+    annotations: dict[tuple[str, int, int], dict[str, Any]] = {}
     refs: list[dict[str, Any]] = []
     for sample in samples:
         image = images.setdefault(
@@ -193,9 +193,11 @@ def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[
             },
         )
         ann_ids = []
+        ann_keys = []
         for target in sample["targets"]:
             category = categories.setdefault(target["label"], len(categories) + 1)
-            key = (sample["image"], target["component_id"])
+            key = (sample["image"], target["object_id"], target.get("part", 1))
+            ann_keys.append(key)
             if key not in annotations:
                 x0, y0, x1, y1 = target["bbox_xyxy"]
                 annotations[key] = {
@@ -215,7 +217,7 @@ def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[
                 "image_id": image["id"],
                 "ann_id": ann_ids[0],
                 "ann_ids": ann_ids,
-                "category_id": annotations[(sample["image"], sample["targets"][0]["component_id"])]["category_id"],
+                "category_id": annotations[ann_keys[0]]["category_id"],
                 "split": sample["split"],
                 "query_type": sample["query_type"],
                 "sentences": [

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import numpy as np
-
+from medground.cues import in_plane_direction
 from medground.terms import clinical_term
 
 __all__ = ["WITHIN_SHARE", "attribute_values", "category_key", "holds", "in_cell", "object_facts"]
@@ -44,27 +43,35 @@ def category_key(label: str, body_region: str | None = None) -> str:
 
 
 def in_cell(box: list[int], position: str, width: int, height: int) -> bool:
-    """Whether a box reaches into the part of the image a position word names (3×3 grid)."""
+    """Whether the centre of a box lies in the part of the image a position word names
+    (3×3 grid; "upper" is the top row, "left" the left column, "upper left" their corner)."""
     column, row = _CELLS[position]
-    x0, y0, x1, y1 = box
-    if column is not None and not (x0 < (column + 1) * width / 3 and x1 > column * width / 3):
+    cx = 0.5 * (box[0] + box[2]) * 3 / width
+    cy = 0.5 * (box[1] + box[3]) * 3 / height
+    if column is not None and not column <= cx < column + 1:
         return False
-    return row is None or (y0 < (row + 1) * height / 3 and y1 > row * height / 3)
+    return row is None or row <= cy < row + 1
 
 
 def _direction(direction: str, fact: dict[str, Any], other: dict[str, Any]) -> bool:
-    if fact["centroid_world"] is None or other["centroid_world"] is None:
+    """Whether ``fact`` lies in ``direction`` of ``other`` in the plane shown; medial and
+    lateral only between objects on the same side."""
+    if direction in ("medial", "lateral"):
+        sides = fact["laterality"], other["laterality"]
+        offsets = fact["midline_offset_mm"], other["midline_offset_mm"]
+        if sides[0] not in ("left", "right") or sides[0] != sides[1] or None in offsets or offsets[0] == offsets[1]:
+            return False
+        return bool((offsets[0] < offsets[1]) == (direction == "medial"))
+    return in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"]) == direction
+
+
+def _named(value: str, name: str | None, body_region: str | None) -> bool:
+    """Whether a structure named ``name`` in the facts is the one ``value`` names (the same
+    clinical term, with the same side where ``value`` gives one)."""
+    if name is None or category_key(name, body_region) != category_key(value, body_region):
         return False
-    delta = np.subtract(fact["centroid_world"], other["centroid_world"])
-    if direction in ("superior", "inferior"):
-        return bool(delta[2] > 0) == (direction == "superior") and delta[2] != 0
-    if direction in ("anterior", "posterior"):
-        return bool(delta[1] > 0) == (direction == "anterior") and delta[1] != 0
-    if fact["midline_offset_mm"] is None or other["midline_offset_mm"] is None:
-        return False
-    if fact["midline_offset_mm"] == other["midline_offset_mm"]:
-        return False
-    return bool((fact["midline_offset_mm"] < other["midline_offset_mm"]) == (direction == "medial"))
+    side = clinical_term(value, body_region).side
+    return side is None or clinical_term(name, body_region).side == side
 
 
 def holds(
@@ -79,44 +86,53 @@ def holds(
 ) -> bool:
     """Whether an object (``fact``) has ``attribute`` = ``value`` as a reader would judge it.
 
-    ``category`` compares clinical terms (a sided label also needs that side), ``position``
-    asks whether the box reaches into the named part of the image, ``within`` accepts the
-    containing structure or one covering a quarter of the boundary, ``relation``
-    ("inferior:liver") asks for that direction to any object of the other label.
+    ``category`` compares clinical terms (a sided name also needs that side), ``position``
+    asks whether the box's centre lies in the named part of the image, ``within`` accepts
+    the containing structure or one covering a quarter of the outline, ``relation``
+    ("inferior:liver") asks for that in-plane direction to any object of that category.
     """
     if attribute == "category":
-        if category_key(fact["label"], body_region) != category_key(value, body_region):
+        if category_key(fact["category"], body_region) != category_key(value, body_region):
             return False
         side = clinical_term(value, body_region).side
         return side is None or fact["laterality"] == side
     if attribute == "position":
         return in_cell(fact["bbox_xyxy"], value, width, height)
     if attribute == "within":
-        return bool(fact["within"] == value or fact["boundary_shares"].get(value, 0.0) >= WITHIN_SHARE)
+        return bool(
+            fact["within"] == value
+            or fact["boundary_shares"].get(value, 0.0) >= WITHIN_SHARE
+            or _named(value, fact["within"], body_region)
+        )
     if attribute == "touches":
-        return value in fact["touches"]
+        return value in fact["touches"] or any(_named(value, name, body_region) for name in fact["touches"])
     if attribute == "relation":
-        direction, _, other_label = value.partition(":")
+        direction, _, other_name = value.partition(":")
         return any(
             _direction(direction, fact, other)
             for other in facts.values()
-            if other["label"] == other_label and other is not fact
+            if other is not fact
+            and holds("category", other_name, other, facts, width=width, height=height, body_region=body_region)
         )
     return bool(fact.get(attribute) == value)
 
 
 def object_facts(view: Any, cues: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The facts of every object in a view (a :class:`medground.views.View`) that the
-    referring step and the rules reason with, by component id (JSON-ready, so they travel
+    referring step and the rules reason with, by object id (JSON-ready, so they travel
     with the drafts)."""
     facts = {}
-    for component, obj in view.objects.items():
-        cue = cues[component]
+    for object_id, obj in view.objects.items():
+        cue = cues[object_id]
         nearest = cue["relations"].get("nearest")
-        facts[component] = {
+        facts[object_id] = {
             "label": obj.anchor.label,
+            "category": cue["count"]["category"],
+            "kind": cue["kind"],
             "bbox_xyxy": list(obj.bbox_xyxy),
             "area_px": obj.area_px,
+            "pieces": cue["pieces"],
+            "directions": None if view.directions is None else list(view.directions),
             "position": cue["image_position"],
             "nearest": f"{nearest['direction']}:{nearest['label']}" if nearest and nearest.get("direction") else None,
             "laterality": cue["laterality"],
@@ -140,7 +156,7 @@ def object_facts(view: Any, cues: dict[int, dict[str, Any]]) -> dict[int, dict[s
 def attribute_values(fact: dict[str, Any]) -> dict[str, Any]:
     """The referable attribute values of one object, from its facts."""
     return {
-        "category": fact["label"],
+        "category": fact["category"],
         "laterality": fact["laterality"] if fact["laterality"] in ("left", "right", "midline") else None,
         "within": fact["within"],
         "size_rank": fact["size_rank"],

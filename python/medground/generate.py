@@ -10,13 +10,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from medground import render
 from medground.anchors import find_anchors
 from medground.cues import case_context, compute_cues, full_scale
 from medground.facts import object_facts
 from medground.io.case import Case
-from medground.io.schema import AnchorFilters, DatasetSpec
+from medground.io.schema import DatasetSpec
 from medground.records import Sample, image_path, reject
-from medground.refer import Skip, refer_view
+from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
 from medground.verify import Draft, Funnel, Verifier
 from medground.views import View, build_views
@@ -28,52 +29,83 @@ __all__ = ["CaseDrafts", "draft_case", "verify_drafts"]
 class CaseDrafts:
     """The drafts of one case, the views they are on, and what was skipped and why.
 
-    ``facts`` holds, per view (``image`` path), the checkable facts of every object in it,
-    which verification matches claims against."""
+    Attributes:
+        samples: the drafts.
+        views: the views they are on.
+        skipped: ``skipped.jsonl`` records: labels that are not objects, objects that could
+            not be targets on any view, and targets no expression could single out.
+        facts: per view (``image`` path), the checkable facts of every object in it, which
+            verification matches claims against.
+        failures: synthesis rejections (model backends).
+        checks: the case's self-checks (midline source, laterality witnessed by side-named labels).
+        labels: the declared labels present in the case (id → name).
+    """
 
     samples: list[Sample] = field(default_factory=list)
     views: list[View] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     facts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
-    failures: list[dict[str, Any]] = field(default_factory=list)  # synthesis rejections (VLM backends)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
+    case_id: str = ""
 
 
-def draft_case(
-    case: Case,
-    spec: DatasetSpec,
-    *,
-    seed: int = 0,
-    filters: AnchorFilters | None = None,
-    synthesizer: Synthesizer | None = None,
-) -> CaseDrafts:
-    """Anchors, views, cues and references of one case, worded by ``synthesizer`` (the
+def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Synthesizer | None = None) -> CaseDrafts:
+    """Objects, views, cues and references of one case, worded by ``synthesizer`` (the
     template by default, or a :class:`medground.synth.VlmSynthesizer`; its failures are
-    kept in ``failures``).
-
-    ``filters`` default to the spec's ``[anchors]`` table (minimum sizes, per label)."""
+    kept in ``failures``)."""
     synthesizer = synthesizer or TemplateSynthesizer(seed)
-    if filters is None:
-        filters = spec.anchors
-    components, anchors = find_anchors(case, filters)
-    views = build_views(
-        case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
+    objects = find_anchors(case, spec)
+    body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
+    views, view_skips = build_views(case, objects, spec, body)
+    context = case_context(case, objects, spec.modality, body, spec.body_region)
+    drafts = CaseDrafts(
+        views=views,
+        checks=context.checks,
+        case_id=case.case_id,
+        labels={i: case.label_names[i] for i in case.present if i in spec.labels},
     )
-    context = case_context(case, components, anchors, spec.modality)
-    drafts = CaseDrafts(views=views)
+    drafts.skipped.extend({"case_id": case.case_id, **dropped.to_record()} for dropped in objects.dropped)
+    for skip in view_skips:
+        anchor = objects.anchors[skip.object_id]
+        drafts.skipped.append(
+            {
+                "case_id": case.case_id,
+                "label_id": anchor.label_id,
+                "label": skip.label,
+                "object_id": skip.object_id,
+                "view": skip.view,
+                "reason": skip.reason,
+                "detail": skip.detail,
+            }
+        )
+    # Provenance names the source file relative to the dataset folder: portable, and the
+    # same wherever the data is mounted.
+    source = _relative(case.image.path, spec.root)
     for view in views:
-        cues = compute_cues(view, anchors, context, spec.modality)
+        cues = compute_cues(view, context)
         references, skips = refer_view(view, cues, spec.body_region)
         samples, failures = synthesizer.synthesize(
             view, cues, references, modality=spec.modality, body_region=spec.body_region
         )
         drafts.failures.extend(failures)
-        # Provenance names the source file relative to the dataset folder: portable, and the
-        # same wherever the data is mounted.
-        source = _relative(case.image.path, spec.root)
-        samples = [replace(s, provenance={**s.provenance, "image_path": source}) for s in samples]
-        drafts.samples.extend(samples)
+        drafts.samples.extend(replace(s, provenance={**s.provenance, "image_path": source}) for s in samples)
         drafts.facts[image_path(case.dataset, case.case_id, view.view_record())] = object_facts(view, cues)
-        drafts.skipped.extend(_skip_record(view, skip) for skip in skips)
+        for unsaid in skips:
+            labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
+            drafts.skipped.append(
+                {
+                    "case_id": case.case_id,
+                    "label": labels[0] if len(labels) == 1 else None,
+                    "labels": labels,
+                    "view": view.view_record(),
+                    "query_type": unsaid.query_type,
+                    "targets": list(unsaid.targets),
+                    "reason": unsaid.reason,
+                    "detail": unsaid.detail,
+                }
+            )
     return drafts
 
 
@@ -82,16 +114,6 @@ def _relative(path: Path, root: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.name
-
-
-def _skip_record(view: View, skip: Skip) -> dict[str, Any]:
-    return {
-        "case_id": view.case.case_id,
-        "view": view.view_record(),
-        "query_type": skip.query_type,
-        "targets": list(skip.targets),
-        "reason": skip.reason,
-    }
 
 
 def verify_drafts(

@@ -30,16 +30,20 @@ SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class Target:
-    """One object a query names: its box and mask in the stored image, and its cues."""
+    """One box a query asks for: an object, or one visible part of an object seen in
+    several pieces (``part`` of ``parts``), with its box and mask in the stored image and
+    the object's cues."""
 
     label_id: int
     label: str
-    component_id: int
+    object_id: int
     bbox_xyxy: list[int]
     area_px: int
     mask_rle: dict[str, Any]
     bbox_3d: list[list[int]] | None
     cues: dict[str, Any]
+    part: int = 1
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class Sample:
         if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
             raise ValueError("targets must be a list of objects")
         for k, target in enumerate(targets):
-            _check_fields(target, _TARGET_FIELDS, _TARGET_FIELDS, f"targets[{k}]")
+            _check_fields(target, _TARGET_FIELDS, _TARGET_REQUIRED, f"targets[{k}]")
         values["targets"] = [Target(**t) for t in targets]
         return cls(**values)
 
@@ -101,6 +105,7 @@ def _check_fields(record: dict[str, Any], known: tuple[str, ...], required: tupl
 _SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
 _SAMPLE_REQUIRED = tuple(f.name for f in fields(Sample) if f.default is MISSING and f.default_factory is MISSING)
 _TARGET_FIELDS = tuple(f.name for f in fields(Target))
+_TARGET_REQUIRED = tuple(f.name for f in fields(Target) if f.default is MISSING and f.default_factory is MISSING)
 
 
 def _safe(text: str) -> str:
@@ -112,10 +117,12 @@ def _safe(text: str) -> str:
 
 
 def image_path(dataset: str, case_id: str, view: dict[str, Any] | None) -> str:
-    """Where a view's image is stored, relative to the output folder."""
+    """Where a view's image is stored, relative to the output folder: one file per slice
+    and window (``axial_0012.png``, and ``axial_0012-lung.png`` for lung targets)."""
     if view is None:
         return f"images/{_safe(dataset)}/{_safe(case_id)}.png"
-    return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}.png"
+    window = f"-{_safe(str(view['window']))}" if view.get("window") else ""
+    return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}{window}.png"
 
 
 def sample_id(
@@ -123,6 +130,8 @@ def sample_id(
 ) -> str:
     """A stable id: a hash of dataset, case, view, target components, query type and index."""
     where = "2d" if view is None else f"{view['axis']}:{view['slice_index']}"
+    if view is not None and view.get("window"):
+        where += f":{view['window']}"
     key = "|".join([dataset, case_id, where, ",".join(map(str, components)), query_type, str(index)])
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medground.facts import attribute_values, holds, object_facts
+from medground.facts import attribute_values, category_key, holds, object_facts
+from medground.terms import clinical_term
 from medground.views import View
 
 __all__ = [
@@ -48,11 +49,14 @@ class Reference:
 
 @dataclass(frozen=True)
 class Skip:
-    """A target and query type that could not be singled out, and why."""
+    """A target and query type that could not be singled out, and why: ``reason`` is a code
+    (``ambiguous``, ``side_contradiction``, ``no_relation``, ``too_few_attributes``,
+    ``set_member_not_target``), ``detail`` says it for a person."""
 
     query_type: str
     targets: tuple[int, ...]
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
     mine = attribute_values(scene.facts[target])
     remaining = [c for c in scene.facts if c != target]
     # Same label first: the objects a reader is likeliest to confuse with the target.
-    remaining.sort(key=lambda c: (scene.facts[c]["label"] != mine["category"], c))
+    remaining.sort(key=lambda c: (scene.facts[c]["category"] != mine["category"], c))
     chosen: dict[str, Any] = {}
 
     def choose(attribute: str) -> None:
@@ -107,7 +111,12 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
         if not remaining:
             break
     if query_type in PREFERENCE and "category" in order and "category" not in chosen:
-        return Skip(query_type, (target,), f"its label {mine['category']!r} names a side its position contradicts")
+        return Skip(
+            query_type,
+            (target,),
+            "side_contradiction",
+            f"its label {mine['category']!r} names a side its position contradicts",
+        )
     if query_type in ("descriptive", "implicit"):
         # Descriptive queries say what it looks like and where it is, needed or not.
         for attribute in ("shape", "position"):
@@ -116,14 +125,17 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
     if query_type == "relational" and not {"within", "relation"} & chosen.keys():
         key = "within" if mine.get("within") else "relation" if mine.get("relation") else None
         if key is None or not scene.holds(key, mine[key], target):
-            return Skip(query_type, (target,), "no containing or nearby structure to relate to")
+            return Skip(query_type, (target,), "no_relation", "no containing or nearby structure to relate to")
         choose(key)
     if query_type == "implicit" and len(chosen) < 2:
-        return Skip(query_type, (target,), "too few attributes to describe it without its name")
+        return Skip(query_type, (target,), "too_few_attributes", "too few attributes to describe it without its name")
     if remaining:
-        names = sorted({scene.facts[c]["label"] for c in remaining})
+        names = sorted({scene.facts[c]["category"] for c in remaining})
         return Skip(
-            query_type, (target,), f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute"
+            query_type,
+            (target,),
+            "ambiguous",
+            f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute",
         )
     return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)))
 
@@ -131,7 +143,7 @@ def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
 def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
-            "component_id": c,
+            "object_id": c,
             "label": fact["label"],
             "bbox_xyxy": list(fact["bbox_xyxy"]),
             "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"},
@@ -141,33 +153,69 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
     )
 
 
+def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any]] | Skip]:
+    """The multi-object sets of a view: every object of an instance class or numbered
+    series ("every liver lesion", "the left ribs"), and bilateral pairs of organs ("both
+    kidneys"). Organs are never counted. A set is asked about only when each member could
+    be a target on its own (visible, not a sliver) and one member is a target of the view."""
+    groups: dict[str, list[int]] = {}
+    for object_id in sorted(scene.facts):
+        fact = scene.facts[object_id]
+        if fact["kind"] != "organ":
+            groups.setdefault(fact["category"], []).append(object_id)
+        elif fact["laterality"] in ("left", "right") and clinical_term(fact["label"], scene.body_region).side:
+            groups.setdefault(category_key(fact["label"], scene.body_region), []).append(object_id)
+    out: list[tuple[tuple[int, ...], dict[str, Any]] | Skip] = []
+    for category, members in groups.items():
+        if len(members) < 2 or not set(members) & set(view.targets):
+            continue
+        kinds = {scene.facts[m]["kind"] for m in members}
+        sides = {scene.facts[m]["laterality"] for m in members}
+        if kinds == {"organ"} and (len(members) != 2 or sides != {"left", "right"}):
+            continue
+        blocked = [m for m in members if view.objects[m].not_target is not None]
+        if blocked:
+            first = view.objects[blocked[0]].not_target or ("", "")
+            out.append(
+                Skip(
+                    "multi_object",
+                    tuple(members),
+                    "set_member_not_target",
+                    f"{len(blocked)} member(s) could not be targets ({first[0]})",
+                )
+            )
+            continue
+        # An organ pair is named by a member's label ("kidney_left": its term's plural is "kidneys").
+        named = scene.facts[members[0]]["label"] if kinds == {"organ"} else category
+        attributes: dict[str, Any] = {"category": named, "count": len(members)}
+        if {"left", "right"} <= sides:
+            attributes["laterality"] = "bilateral"
+        out.append((tuple(members), attributes))
+    return out
+
+
 def refer_view(
     view: View, cues: dict[int, dict[str, Any]], body_region: str | None = None
 ) -> tuple[list[Reference], list[Skip]]:
     """References for every target of a view: direct, descriptive (with and without the
-    category), relational, and one multi-object set per label with several objects."""
+    category, the latter for instance classes only), relational, and the multi-object sets."""
     scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
     references: list[Reference] = []
     skips: list[Skip] = []
     for target in view.targets:
-        for query_type in ("direct", "descriptive", "implicit", "relational"):
+        implicit = ("implicit",) if scene.facts[target]["kind"] == "instance" else ()
+        types = ("direct", "descriptive", *implicit, "relational")
+        for query_type in types:
             result = refer(target, scene, query_type)
             if isinstance(result, Reference):
                 references.append(result)
             else:
                 skips.append(result)
-    by_label: dict[str, list[int]] = {}
-    for component in sorted(scene.facts):
-        by_label.setdefault(scene.facts[component]["label"], []).append(component)
-    for label, members in by_label.items():
-        if len(members) > 1 and set(members) & set(view.targets):
-            attributes: dict[str, Any] = {"category": label, "count": len(members)}
-            sides = {scene.facts[c]["laterality"] for c in members}
-            if {"left", "right"} <= sides:
-                attributes["laterality"] = "bilateral"
-            references.append(
-                Reference(
-                    "multi_object", tuple(members), attributes, _distractors({"category": label}, scene, tuple(members))
-                )
-            )
+    for found in _sets(view, scene):
+        if isinstance(found, Skip):
+            skips.append(found)
+            continue
+        members, attributes = found
+        distractors = _distractors({"category": attributes["category"]}, scene, members)
+        references.append(Reference("multi_object", members, attributes, distractors))
     return references, skips

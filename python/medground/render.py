@@ -23,16 +23,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medground import geometry
 from medground.io.schema import CT_WINDOWS
 from medground.io.volume import Volume, opposite
 
 __all__ = [
+    "BODY_SAMPLE",
     "CT_WINDOWS",
     "PLANES",
+    "Body",
     "Intensity",
     "RenderedSlice",
     "SliceMap",
     "image_map",
+    "body_mask",
     "intensity_for",
     "luminance",
     "plane_axis",
@@ -41,6 +45,7 @@ __all__ = [
     "render_slice",
     "slice_map",
     "to_uint8",
+    "window_intensity",
     "write_png",
 ]
 
@@ -67,8 +72,9 @@ def plane_axis(axcodes: Sequence[str] | None, plane: str) -> int:
 
 def _sources(n: int, scale: float, flip: bool) -> NDArray[np.intp]:
     """Voxel index shown by each output pixel along one axis: pixel p shows voxel
-    floor((p + 0.5) / scale), so each voxel covers round-to-nearest pixel edges."""
-    n_out = max(n, int(round(n * scale)))
+    floor((p + 0.5) / scale), so each voxel covers round-to-nearest pixel edges (scale > 1
+    repeats voxels, scale < 1 skips some)."""
+    n_out = max(1, int(round(n * scale)))
     source = np.minimum(((np.arange(n_out) + 0.5) / scale).astype(np.intp), n - 1)
     return (n - 1 - source) if flip else source
 
@@ -201,6 +207,8 @@ def slice_map(
     slice_index: int,
     *,
     square_pixels: bool = True,
+    min_side: int = 1,
+    max_side: int | None = None,
 ) -> SliceMap:
     """The map of one slice of a 3D volume in radiological display.
 
@@ -211,6 +219,10 @@ def slice_map(
         plane: axial, coronal or sagittal.
         slice_index: index along the plane's normal axis.
         square_pixels: repeat voxels of the coarser in-plane axis so that pixels are square.
+        min_side: scale the view up (repeating voxels) until its shorter side has at least
+            this many pixels.
+        max_side: scale it down (skipping voxels) until its longer side has at most this
+            many, unless that would make the shorter side fall under ``min_side``.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3:
@@ -232,6 +244,8 @@ def slice_map(
     if square_pixels:
         finest = min(spacing[row_axis], spacing[col_axis])
         row_scale, col_scale = spacing[row_axis] / finest, spacing[col_axis] / finest
+    zoom = _zoom(shape[row_axis] * row_scale, shape[col_axis] * col_scale, min_side, max_side)
+    row_scale, col_scale = row_scale * zoom, col_scale * zoom
     return SliceMap(
         volume_shape=shape,
         axis=axis,
@@ -242,6 +256,15 @@ def slice_map(
         row_source=_sources(shape[row_axis], row_scale, row_flip),
         col_source=_sources(shape[col_axis], col_scale, col_flip),
     )
+
+
+def _zoom(height: float, width: float, min_side: int, max_side: int | None) -> float:
+    """The one factor both sides are scaled by: the longer side down to ``max_side``, but
+    never the shorter below ``min_side`` (a thin slab stays readable, however long)."""
+    zoom = 1.0
+    if max_side is not None and max(height, width) > max_side:
+        zoom = max_side / max(height, width)
+    return max(zoom, min_side / min(height, width))
 
 
 def image_map(shape: Sequence[int], spacing: Sequence[float] | None = None, *, square_pixels: bool = False) -> SliceMap:
@@ -305,29 +328,102 @@ def otsu_threshold(values: NDArray[Any], bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
+@dataclass(frozen=True, eq=False)
+class Body:
+    """The body in a volume, on a subsampled grid: ``mask[i, j, k]`` is voxel
+    ``(i * step, j * step, k * step)``."""
+
+    step: int
+    mask: NDArray[np.bool_]
+
+    def indices(self) -> NDArray[np.intp]:
+        """Volume indices of the body's sampled voxels, ``(n, 3)``."""
+        return np.argwhere(self.mask) * self.step
+
+
+#: Voxels the body mask is computed on (the volume is subsampled with one stride to this).
+BODY_SAMPLE = 1 << 21
+
+
+def body_mask(volume: Volume, modality: str) -> Body:
+    """The body: the largest connected foreground of a subsample of the volume, with the
+    holes of each axial slice filled.
+
+    Foreground is above -500 HU for CT; for other modalities above 10% of the robust range
+    (2nd to 98th percentile) over its low end, as FSL's BET starts: low enough that dark
+    soft tissue is body, high enough that background noise is not. The largest connected
+    component drops noise and objects outside the patient; filling each axial slice's holes
+    puts the dark structures inside the body (flow voids, bowel gas, cortical bone on MR)
+    back into it, so the intensity range covers them too.
+    """
+    array = volume.array
+    step = max(1, int(round((array.size / BODY_SAMPLE) ** (1 / 3))))
+    sample = np.asarray(array[::step, ::step, ::step])
+    if modality == "CT":
+        foreground = sample > -500
+    else:
+        low, high = (float(v) for v in np.percentile(sample, (2, 98)))
+        foreground = sample > low + 0.1 * (high - low)
+    if not foreground.any():
+        return Body(step, foreground)
+    largest = np.asarray(geometry.largest_k(foreground, 1, binary=True) != 0)
+    axis = plane_axis(volume.axcodes, "axial")
+    return Body(step, _fill_holes(largest, axis))
+
+
+def _fill_holes(mask: NDArray[np.bool_], axis: int) -> NDArray[np.bool_]:
+    """``mask`` with the holes of each slice along ``axis`` filled: background regions that
+    do not reach the slice's border."""
+    filled = mask.copy()
+    for index in range(mask.shape[axis]):
+        plane = np.take(mask, index, axis=axis)
+        if not plane.any():
+            continue
+        outside = geometry.connected_components(~plane, 4, binary=True)
+        edge = np.unique(np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]]))
+        holes = ~plane & ~np.isin(outside, edge)
+        where = [slice(None)] * mask.ndim
+        where[axis] = slice(index, index + 1)
+        filled[tuple(where)] |= np.expand_dims(holes, axis)
+    return filled
+
+
 def intensity_for(
-    volume: Volume, modality: str, window: Any = None, percentiles: tuple[float, float] = (0.5, 99.5)
+    volume: Volume,
+    modality: str,
+    window: Any = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    body: Body | None = None,
 ) -> Intensity:
     """The intensity mapping of a volume: CT windows (default soft tissue), else the
     percentiles of the body's intensities over the whole volume (so every slice of a
-    case shares one mapping); 8-bit 2D images are kept as they are."""
+    case shares one mapping and soft tissue spans the grey range); 8-bit 2D images are
+    kept as they are."""
     array = volume.array
     if volume.is_2d and array.dtype == np.uint8:
         return Intensity("as_is", ((0.0, 255.0),))
     if modality == "CT" and not volume.is_2d:
-        window = "soft_tissue" if window is None else window
-        if isinstance(window, tuple) and len(window) == 3:
-            names = [w if isinstance(w, str) else None for w in window]
-            return Intensity("window", tuple(_window_range(w) for w in window), "+".join(n or "custom" for n in names))
-        return Intensity("window", (_window_range(window),), window if isinstance(window, str) else None)
-    sample = _subsample(array).astype(np.float64)
-    body = sample[sample > otsu_threshold(sample)] if not volume.is_2d else sample
-    if body.size < 16:
-        body = sample
-    low, high = (float(v) for v in np.percentile(body, percentiles))
+        return window_intensity("soft_tissue" if window is None else window)
+    if volume.is_2d:
+        values = _subsample(array).astype(np.float64)
+    else:
+        body = body or body_mask(volume, modality)
+        values = np.asarray(array[:: body.step, :: body.step, :: body.step], dtype=np.float64)[body.mask]
+        if values.size < 16:
+            values = _subsample(array).astype(np.float64)
+    body_values = values
+    low, high = (float(v) for v in np.percentile(body_values, percentiles))
     if high <= low:
         high = low + 1.0
     return Intensity("percentile", ((low, high),), f"p{percentiles[0]:g}-p{percentiles[1]:g}")
+
+
+def window_intensity(window: str | tuple[float, float] | tuple[Any, ...]) -> Intensity:
+    """A CT window (preset name or ``(level, width)``), or three of them for RGB."""
+    if isinstance(window, tuple) and len(window) == 3:
+        names = [w if isinstance(w, str) else None for w in window]
+        return Intensity("window", tuple(_window_range(w) for w in window), "+".join(n or "custom" for n in names))
+    return Intensity("window", (_window_range(window),), window if isinstance(window, str) else None)
 
 
 def to_uint8(values: NDArray[Any], intensity: Intensity) -> NDArray[np.uint8]:

@@ -52,12 +52,15 @@ class Term:
         side: The patient's side named in the label, or None if it names none.
         text: The full clinical phrase: "left kidney", "left 7th rib", "L1 vertebra".
         plural: The plural of ``noun``: "kidneys", "ribs", "upper lobes of the lungs".
+        number: The label's number or vertebral level ("7", "L1"), None without one: a
+            member of a numbered series, whose number a single slice rarely shows.
     """
 
     noun: str
     side: Side | None
     text: str
     plural: str
+    number: str | None = None
 
 
 def clinical_term(label: str, body_region: str | None = None) -> Term:
@@ -98,7 +101,7 @@ def clinical_term(label: str, body_region: str | None = None) -> Term:
 
     plural = entry.plural if entry.plural is not None else vocab.pluralise(entry.noun)
     text = _numbered(entry.noun, number, entry.number)
-    return Term(noun=entry.noun, side=side, text=f"{side} {text}" if side else text, plural=plural)
+    return Term(noun=entry.noun, side=side, text=f"{side} {text}" if side else text, plural=plural, number=number)
 
 
 # ------------------------------------------------------------------------------- wording

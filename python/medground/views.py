@@ -1,44 +1,144 @@
 """Views: the images a model is shown, and every object in each.
 
-A :class:`View` is one rendered image (a slice of a volume, or a 2D image as stored) with
-every object visible in it, each with its exact box in the image, its mask as COCO RLE,
-its 2D descriptors, the share of its largest cross-section the slice shows, and whether
-the image border cuts it. Slices are chosen per component by the spec's slice rule
-(:func:`select_slices`); each view lists all objects on that slice, so a target's
-distractors are complete.
+A :class:`View` is one rendered image (a slice of a volume in one intensity window, or a
+2D image as stored) with every object visible in it. Each :class:`ViewObject` has the box
+and mask of its whole visible extent, its visible *pieces* (an organ seen in several parts
+on one slice is one object with one box per part, never one box over the gaps), its 2D
+descriptors, the share of its largest cross-section the slice shows, whether the image
+border cuts it, and how visible it is in the stored 8-bit image.
+
+Slices are chosen per object by the spec's rule (:func:`select_slices`), never on the
+``edge_margin`` slices at either end of a volume; each view lists all objects on its slice,
+so a target's distractors are complete. A target is shown in its own CT window (lungs in
+the lung window, bones in the bone window: ``presets/anatomy.toml``, ``[render.windows]``),
+so one slice may give several images. An object is a target of a view only where it is
+visible in the stored image, shows at least ``min_target_share`` of its largest
+cross-section, and has at least ``min_area_px`` voxels on the slice; otherwise it stays a distractor and
+the reason is recorded (:class:`Skip`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from medground import geometry, render, rle
-from medground.anchors import Anchor
+from medground.anatomy import group_window, label_group
+from medground.anchors import Anchor, Objects
 from medground.io.case import Case
-from medground.io.schema import AnchorFilters, RenderSpec
+from medground.io.schema import DatasetSpec, RenderSpec
+from medground.io.volume import opposite
 
-__all__ = ["View", "ViewObject", "build_views", "component_slices", "select_slices"]
+__all__ = [
+    "RING_MM",
+    "Piece",
+    "Skip",
+    "View",
+    "ViewObject",
+    "Visibility",
+    "build_views",
+    "component_slices",
+    "dilate",
+    "select_slices",
+    "visibility",
+]
+
+#: Width of the ring of surrounding tissue objects are compared with (at least 2 pixels).
+RING_MM = 3.0
+#: Pieces of an object with fewer voxels than this on the slice get no box of their own
+#: (they are specks of a larger object, not parts a reader would point at).
+MIN_PIECE_VOXELS = 4
+#: An object whose outline runs along the image border for more than this share is cut off
+#: by the field of view too much to be asked about (it stays a distractor).
+MAX_BORDER_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One visible part of an object in a view (a 2D connected component of its mask)."""
+
+    bbox_xyxy: tuple[int, int, int, int]
+    area_px: int
+    mask_rle: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How an object shows in the stored 8-bit image.
+
+    Attributes:
+        visible: enough contrast (``contrast`` or ``edge`` at least the floor); a flat,
+            saturated blob (all black or all white, no texture left) only with a clear
+            outline (``edge`` at least twice the floor).
+        contrast: |mean inside − mean of a surrounding ring|, grey levels.
+        edge: mean |inside − outside| across the outline (4-neighbour pairs), grey levels.
+        flat: the pixels are (near) uniform and saturated (all black or all white).
+    """
+
+    visible: bool
+    contrast: float
+    edge: float
+    flat: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "visible": self.visible,
+            "contrast_8bit": round(self.contrast, 2),
+            "edge_8bit": round(self.edge, 2),
+            "flat": self.flat,
+        }
 
 
 @dataclass(frozen=True)
 class ViewObject:
-    """An anchor as it appears in one view."""
+    """An object as it appears in one view.
+
+    Attributes:
+        anchor: the object.
+        bbox_xyxy, area_px, mask_rle: its whole visible extent in the image.
+        pieces: its visible parts, each with its own box (one for most objects).
+        descriptors: 2D descriptors of the visible extent (mm where the spacing is known).
+        cross_section_share: its area on this slice over its largest area along the axis.
+        cut_by_border: the image border cuts it (the field of view ends inside it).
+        border_share: the share of its outline that is the image border.
+        voxels: its area in voxels of the slice as stored (the view may repeat voxels).
+        visibility: how it shows in the stored image.
+        not_target: why it cannot be asked about in this view (None when it can): too
+            small, a sliver of its largest cross-section, or not visible.
+    """
 
     anchor: Anchor
     bbox_xyxy: tuple[int, int, int, int]
     area_px: int
     mask_rle: dict[str, Any]
-    descriptors: dict[str, float]
+    pieces: tuple[Piece, ...]
+    descriptors: dict[str, float | None]
     cross_section_share: float
     cut_by_border: bool
+    visibility: Visibility
+    border_share: float = 0.0
+    voxels: int = 0
+    not_target: tuple[str, str] | None = None
 
     @property
-    def component_id(self) -> int:
-        return self.anchor.component_id
+    def object_id(self) -> int:
+        return self.anchor.object_id
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An object that could not be a target on a view (or anywhere), and why."""
+
+    object_id: int
+    label: str
+    reason: str
+    detail: str = ""
+    view: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,22 +150,28 @@ class View:
         map: the exact voxel↔pixel map (plane and slice index included).
         image: the 8-bit image a model sees (no overlays).
         values: the stored intensities on the image grid (luminance for RGB), for cues.
-        components: component ids on the image grid (0 = none).
-        objects: every object visible in the view, by component id.
-        targets: component ids this view was chosen for.
-        pixel_mm: millimetres per pixel (rows, columns) after resampling.
+        object_map: object ids on the image grid (0 = none).
+        objects: every object visible in the view, by object id.
+        targets: object ids this view may ask about.
+        pixel_mm: millimetres (or, without spacing, stored pixels) per pixel (rows, columns).
         intensity: how ``image`` was made from ``values``.
+        window: the CT window group it is rendered for (``lung``, ``bone``), None for the default.
+        directions: the patient direction in which rows and columns grow (``("P", "L")`` for
+            an axial slice in radiological display), None without patient orientation.
     """
 
     case: Case
     map: render.SliceMap
     image: NDArray[np.uint8]
     values: NDArray[np.float32]
-    components: NDArray[Any]
+    object_map: NDArray[Any]
     objects: dict[int, ViewObject]
     targets: tuple[int, ...]
     pixel_mm: tuple[float, float]
     intensity: render.Intensity
+    window: str | None = None
+    directions: tuple[str, str] | None = None
+    skips: tuple[Skip, ...] = field(default_factory=tuple)
 
     @property
     def plane(self) -> str | None:
@@ -84,60 +190,199 @@ class View:
         return self.map.height
 
     def view_record(self) -> dict[str, Any] | None:
-        """The ``view`` field of a sample: ``{axis, slice_index}`` or None for 2D images."""
+        """The ``view`` field of a sample: ``{axis, slice_index, array_axis}`` (and the
+        ``window`` group when not the default), or None for 2D images."""
         if self.map.plane is None:
             return None
-        return {"axis": self.map.plane, "slice_index": self.map.slice_index, "array_axis": self.map.axis}
+        record: dict[str, Any] = {
+            "axis": self.map.plane,
+            "slice_index": self.map.slice_index,
+            "array_axis": self.map.axis,
+        }
+        if self.window is not None:
+            record["window"] = self.window
+        return record
+
+
+# ----------------------------------------------------------------------------- visibility
+
+
+def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """Binary dilation of a 2D mask by ``radius`` steps of the 4-neighbourhood (a diamond)."""
+    out = mask.copy()
+    for _ in range(radius):
+        grown = out.copy()
+        grown[1:, :] |= out[:-1, :]
+        grown[:-1, :] |= out[1:, :]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
+def _edge(image: NDArray[np.float64], mask: NDArray[np.bool_]) -> float:
+    """Mean absolute difference across the outline: each inside pixel against its outside
+    4-neighbours (pixels on the image border have none beyond it)."""
+    pairs = (
+        (mask[:-1, :] & ~mask[1:, :], image[:-1, :], image[1:, :]),
+        (mask[1:, :] & ~mask[:-1, :], image[1:, :], image[:-1, :]),
+        (mask[:, :-1] & ~mask[:, 1:], image[:, :-1], image[:, 1:]),
+        (mask[:, 1:] & ~mask[:, :-1], image[:, 1:], image[:, :-1]),
+    )
+    differences = [np.abs(inner[where] - outer[where]) for where, inner, outer in pairs if where.any()]
+    return float(np.mean(np.concatenate(differences))) if differences else 0.0
+
+
+def _border_share(mask: NDArray[np.bool_]) -> float:
+    """The share of an object's outline pixels that lie on the image border."""
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    outline = mask & ~inner
+    edge = np.zeros_like(mask)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    return float((outline & edge).sum()) / max(1, int(outline.sum()))
+
+
+def visibility(image: NDArray[np.uint8], mask: NDArray[np.bool_], ring_px: int, floor: float) -> Visibility:
+    """How an object (``mask``) shows in a stored 8-bit image (grey, or RGB as luminance)."""
+    grey = render.luminance(image).astype(np.float64) if image.ndim == 3 else image.astype(np.float64)
+    ys, xs = np.nonzero(mask)
+    y0, y1 = max(0, ys.min() - ring_px), min(mask.shape[0], ys.max() + 1 + ring_px)
+    x0, x1 = max(0, xs.min() - ring_px), min(mask.shape[1], xs.max() + 1 + ring_px)
+    local, values = mask[y0:y1, x0:x1], grey[y0:y1, x0:x1]
+    inside = values[local]
+    ring = dilate(local, ring_px) & ~local
+    contrast = abs(float(inside.mean()) - float(values[ring].mean())) if ring.any() else 0.0
+    edge = _edge(values, local)
+    flat = bool(inside.std() < 1.0 and (inside.mean() <= 1.0 or inside.mean() >= 254.0))
+    visible = edge >= 2 * floor if flat else max(contrast, edge) >= floor
+    return Visibility(bool(visible), contrast, edge, flat)
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def _window_of(label: str, spec: DatasetSpec) -> tuple[str, str | tuple[float, float]] | None:
+    """The window a label's targets are shown in, when it is not the spec's own: ``(name,
+    window)``, named by the label's window group (``lung``, ``bone``) or, for a per-label
+    override, by the label. Only for CT rendered in one window."""
+    default = spec.render.window if spec.render.window is not None else "soft_tissue"
+    if spec.modality != "CT" or (isinstance(default, tuple) and len(default) == 3):
+        return None
+    overrides = dict(spec.render.windows)
+    if label in overrides:
+        return label, overrides[label]
+    group = label_group(label)
+    if group is None:
+        return None
+    window = overrides.get(group, group_window(group))
+    return None if window == default else (group, window)
+
+
+def _directions(smap: render.SliceMap, axcodes: tuple[str, ...] | None) -> tuple[str, str] | None:
+    """The patient directions rows and columns grow in, from the map and the axes' codes."""
+    if axcodes is None:
+        return None
+    row = axcodes[smap.row_axis]
+    col = axcodes[smap.col_axis]
+    return (opposite(row) if smap.row_flipped else row, opposite(col) if smap.col_flipped else col)
 
 
 def build_views(
-    case: Case,
-    components: NDArray[Any],
-    anchors: dict[int, Anchor],
-    render_spec: RenderSpec,
-    modality: str,
-    *,
-    radiological: bool = True,
-    filters: AnchorFilters | None = None,
-) -> list[View]:
-    """The views of a case: per plane, the slices the rule picks for any anchor, each
-    with every object on it. 2D images give one view."""
-    filters = filters or AnchorFilters()
+    case: Case, objects: Objects, spec: DatasetSpec, body: render.Body | None = None
+) -> tuple[list[View], list[Skip]]:
+    """The views of a case and the objects that could not be targets anywhere, with why.
+
+    2D images give one view; volumes give, per plane, the slices the rule picks for any
+    object (edge slices excluded), each in the windows its targets need.
+    """
     image = case.image
-    if not anchors:
-        return []
-    intensity = render.intensity_for(image, modality, render_spec.window, render_spec.percentiles)
+    render_spec = spec.render
+    skips: list[Skip] = []
+    if not objects.anchors:
+        return [], skips
+    default = render.intensity_for(image, spec.modality, render_spec.window, render_spec.percentiles, body)
     if image.is_2d:
         smap = render.image_map(image.shape, image.spacing, square_pixels=False)
-        view = _make_view(case, smap, components, anchors, tuple(sorted(anchors)), intensity, None, filters)
-        return [view] if view.objects else []
-    views = []
+        axcodes = image.axcodes if spec.is_radiological else None
+        view = _make_view(
+            case, smap, objects, tuple(sorted(objects.anchors)), default, None, spec, _directions(smap, axcodes)
+        )
+        return ([view] if view.objects else []), skips + list(view.skips)
+    views: list[View] = []
+    axcodes = image.axcodes if spec.is_radiological else None
     for plane in render_spec.axes:
-        axcodes = image.axcodes if radiological else None
         axis = render.plane_axis(axcodes, plane)
-        ids, areas = geometry.slice_areas(components, axis, return_labels=True)
-        area_rows = {int(c): row for c, row in zip(ids, areas, strict=True)}
-        chosen: dict[int, list[int]] = {}
-        for component in sorted(anchors):
-            row = area_rows.get(component)
-            if row is None:
-                continue
-            picks = select_slices(
-                row,
-                render_spec.slices,
-                max_slices=render_spec.max_slices,
-                min_area_fraction=render_spec.min_area_fraction,
-            )
-            for index in picks:
-                chosen.setdefault(index, []).append(component)
+        chosen, areas = _choose_slices(objects, axis, render_spec, skips, plane)
         for index in sorted(chosen):
             smap = render.slice_map(
-                image.shape, image.spacing, axcodes, plane, index, square_pixels=render_spec.square_pixels
+                image.shape,
+                image.spacing,
+                axcodes,
+                plane,
+                index,
+                square_pixels=render_spec.square_pixels,
+                min_side=render_spec.min_side,
+                max_side=render_spec.max_side,
             )
-            view = _make_view(case, smap, components, anchors, tuple(chosen[index]), intensity, area_rows, filters)
-            if view.targets:
-                views.append(view)
-    return views
+            by_window: dict[tuple[str, Any] | None, list[int]] = defaultdict(list)
+            for object_id in chosen[index]:
+                by_window[_window_of(objects.anchors[object_id].label, spec)].append(object_id)
+            for window in sorted(by_window, key=lambda w: ("", "") if w is None else (w[0], str(w[1]))):
+                intensity = default if window is None else render.window_intensity(window[1])
+                name = None if window is None else window[0]
+                view = _make_view(
+                    case,
+                    smap,
+                    objects,
+                    tuple(by_window[window]),
+                    intensity,
+                    name,
+                    spec,
+                    _directions(smap, axcodes),
+                    index_areas=areas,
+                )
+                skips.extend(view.skips)
+                if view.targets:
+                    views.append(view)
+    return views, skips
+
+
+def _choose_slices(
+    objects: Objects, axis: int, render_spec: RenderSpec, skips: list[Skip], plane: str
+) -> tuple[dict[int, list[int]], dict[int, NDArray[np.int64]]]:
+    """slice index → the objects chosen on it, and every object's area per slice."""
+    ids, areas = geometry.slice_areas(objects.map, axis, return_labels=True)
+    rows = {int(o): row for o, row in zip(ids, areas, strict=True)}
+    chosen: dict[int, list[int]] = {}
+    margin = render_spec.edge_margin
+    for object_id in sorted(objects.anchors):
+        row = rows.get(object_id)
+        if row is None:
+            continue
+        inner = row.copy()
+        inner[:margin] = 0
+        if margin:
+            inner[len(inner) - margin :] = 0
+        if not inner.any():
+            skips.append(
+                Skip(
+                    object_id,
+                    objects.anchors[object_id].label,
+                    "edge_slices_only",
+                    f"on {plane} slices it lies only within {margin} slice(s) of the volume's ends",
+                )
+            )
+            continue
+        picks = select_slices(
+            inner,
+            render_spec.slices,
+            max_slices=render_spec.max_slices,
+            min_area_fraction=render_spec.min_area_fraction,
+        )
+        for index in picks:
+            chosen.setdefault(index, []).append(object_id)
+    return chosen, rows
 
 
 def _pixel_mm(smap: render.SliceMap, spacing: tuple[float, ...]) -> tuple[float, float]:
@@ -146,85 +391,156 @@ def _pixel_mm(smap: render.SliceMap, spacing: tuple[float, ...]) -> tuple[float,
     return float(rows), float(cols)
 
 
+def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]]:
+    """The visible parts of every object: 2D 8-connected components of its pixels."""
+    parts = geometry.connected_components(view_objects, 8)
+    if not parts.any():
+        return {}
+    owner = geometry.overlap(parts, view_objects)
+    object_of = {int(a): int(b) for a, b in zip(owner.a, owner.b, strict=True)}
+    table = geometry.regionprops(parts, contours=False)
+    out: dict[int, list[Piece]] = defaultdict(list)
+    rows = sorted(table, key=lambda r: (int(r["bbox_min"][0]), int(r["bbox_min"][1]), int(r["label"])))
+    for row in rows:
+        area = int(row["voxel_count"])
+        if area < min_piece:
+            continue
+        (y0, x0), (y1, x1) = row["bbox_min"], row["bbox_max"]
+        mask = parts == int(row["label"])
+        out[object_of[int(row["label"])]].append(Piece((int(x0), int(y0), int(x1), int(y1)), area, rle.encode(mask)))
+    return out
+
+
 def _make_view(
     case: Case,
     smap: render.SliceMap,
-    components: NDArray[Any],
-    anchors: dict[int, Anchor],
+    objects: Objects,
     targets: tuple[int, ...],
     intensity: render.Intensity,
-    area_rows: dict[int, NDArray[np.int64]] | None,
-    filters: AnchorFilters,
+    window: str | None,
+    spec: DatasetSpec,
+    directions: tuple[str, str] | None,
+    *,
+    index_areas: dict[int, NDArray[np.int64]] | None = None,
 ) -> View:
     image = case.image
     stored = smap.render(image.array)
     values = render.luminance(stored) if stored.ndim == 3 else stored.astype(np.float32)
-    view_components = smap.render(components)
+    rendered = render.to_uint8(stored, intensity)
+    view_objects = smap.render(objects.map)
     pixel_mm = _pixel_mm(smap, image.spacing)
-    objects: dict[int, ViewObject] = {}
-    if view_components.any():
-        table = geometry.regionprops(view_components, pixel_mm)
-        height, width = view_components.shape
+    physical = image.spacing_known
+    record = None if smap.plane is None else {"axis": smap.plane, "slice_index": smap.slice_index}
+    ring_px = max(2, int(math.ceil(RING_MM / min(pixel_mm)))) if physical else 3
+    found: dict[int, ViewObject] = {}
+    skips: list[Skip] = []
+    if view_objects.any():
+        table = geometry.regionprops(view_objects, pixel_mm)
+        height, width = view_objects.shape
+        per_voxel = (
+            height * width / float(np.prod([smap.volume_shape[smap.row_axis], smap.volume_shape[smap.col_axis]]))
+        )
+        pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)))
         pixel_area = pixel_mm[0] * pixel_mm[1]
         for row in table:
-            component = int(row["label"])
-            anchor = anchors.get(component)
-            if anchor is None:
-                continue
-            area_px = int(row["voxel_count"])
-            if area_px < filters.get("min_area_px", anchor.label) or area_px * pixel_area < filters.get(
-                "min_area_mm2", anchor.label
-            ):
+            object_id = int(row["label"])
+            anchor = objects.anchors.get(object_id)
+            if anchor is None or not pieces.get(object_id):
                 continue
             (y0, x0), (y1, x1) = row["bbox_min"], row["bbox_max"]
+            mask = view_objects == object_id
             share = 1.0
-            if area_rows is not None and smap.axis is not None:
-                areas = area_rows[component]
+            if index_areas is not None and smap.axis is not None and smap.slice_index is not None:
+                areas = index_areas[object_id]
                 share = float(areas[smap.slice_index]) / float(areas.max())
-            objects[component] = ViewObject(
+            area_px = int(row["voxel_count"])
+            voxels = int(round(area_px / per_voxel))
+            found[object_id] = ViewObject(
                 anchor=anchor,
                 bbox_xyxy=(int(x0), int(y0), int(x1), int(y1)),
                 area_px=area_px,
-                mask_rle=rle.encode(view_components == component),
+                mask_rle=rle.encode(mask),
+                pieces=tuple(pieces[object_id]),
                 descriptors={
-                    "area_mm2": round(area_px * pixel_area, 3),
-                    "perimeter_mm": round(float(row["perimeter"]), 3),
+                    "area_mm2": round(area_px * pixel_area, 3) if physical else None,
+                    "perimeter_mm": round(float(row["perimeter"]), 3) if physical else None,
                     "circularity": round(float(row["circularity"]), 4),
                     "solidity": round(float(row["solidity"]), 4),
                     "eccentricity": round(float(row["eccentricity"]), 4),
                     "elongation": round(float(row["elongation"]), 4),
-                    "diameter_mm": round(float(row["feret_diameter_max"]), 3),
+                    "diameter_mm": round(float(row["feret_diameter_max"]), 3) if physical else None,
+                    "image_share": round(area_px / float(height * width), 5),
                 },
                 cross_section_share=round(share, 4),
                 cut_by_border=bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
+                border_share=_border_share(mask),
+                voxels=voxels,
+                visibility=visibility(rendered, mask, ring_px, spec.render.min_contrast),
             )
+            found[object_id] = replace(found[object_id], not_target=_not_a_target(found[object_id], anchor.label, spec))
+    chosen = []
+    for object_id in targets:
+        label = objects.anchors[object_id].label
+        reason = _not_a_target(found.get(object_id), label, spec)
+        if reason is None:
+            chosen.append(object_id)
+        else:
+            skips.append(Skip(object_id, label, reason[0], reason[1], record))
     return View(
         case,
         smap,
-        render.to_uint8(stored, intensity),
+        rendered,
         values,
-        view_components,
-        objects,
-        tuple(t for t in targets if t in objects),
+        view_objects,
+        found,
+        tuple(chosen),
         pixel_mm,
         intensity,
+        window,
+        directions,
+        tuple(skips),
     )
+
+
+def _not_a_target(obj: ViewObject | None, label: str, spec: DatasetSpec) -> tuple[str, str] | None:
+    """Why an object chosen for a view cannot be asked about on it (None when it can)."""
+    filters = spec.anchors
+    if obj is None:
+        return "too_small_in_view", "no piece of it is large enough to box on this slice"
+    min_area = filters.get("min_area_px", label)
+    area_mm2 = obj.descriptors["area_mm2"]
+    if obj.voxels < min_area or (area_mm2 is not None and area_mm2 < filters.get("min_area_mm2", label)):
+        return "too_small_in_view", f"{obj.voxels} voxels on this slice (minimum {min_area:g})"
+    if obj.border_share > MAX_BORDER_SHARE:
+        return "cut_by_border", f"{obj.border_share:.0%} of its outline is the image border"
+    if obj.cross_section_share < spec.render.min_target_share:
+        return "sliver", f"{obj.cross_section_share:.0%} of its largest cross-section"
+    seen = obj.visibility
+    if not seen.visible:
+        flat = "flat, saturated pixels; " if seen.flat else ""
+        return "not_visible_in_image", (
+            f"{flat}contrast {seen.contrast:.1f}, edge {seen.edge:.1f} grey levels (floor {spec.render.min_contrast:g})"
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- slices
 
 
 def select_slices(
     areas: NDArray[np.integer[Any]], rule: str, *, max_slices: int = 16, min_area_fraction: float = 0.5
 ) -> list[int]:
-    """Slices to render for one component, from its area on each slice.
+    """Slices to render for one object, from its area on each slice.
 
     Args:
-        areas: the component's voxel count on each slice along the plane's axis.
+        areas: the object's voxel count on each slice along the plane's axis.
         rule: ``max_area`` (the slice of largest cross-section; among ties the middle one),
             ``spread:K`` (K slices evenly spread over those with area ≥ ``min_area_fraction``
             of the max), or ``all`` (every slice it appears on).
         max_slices: cap for ``all`` and ``spread:K`` (evenly subsampled).
 
     Returns:
-        Ascending slice indices; empty for an empty component.
+        Ascending slice indices; empty for an empty object.
     """
     areas = np.asarray(areas)
     if areas.ndim != 1:
@@ -254,13 +570,13 @@ def select_slices(
 def component_slices(
     components: NDArray[np.integer[Any]], axis: int, rule: str, *, max_slices: int = 16, min_area_fraction: float = 0.5
 ) -> dict[int, list[int]]:
-    """Slices to render for every component of a label map, along one array axis.
+    """Slices to render for every region of a label map, along one array axis.
 
     One pass over the volume (:func:`medground.geometry.slice_areas`), then
-    :func:`select_slices` on each component's areas.
+    :func:`select_slices` on each region's areas.
 
     Returns:
-        component id → ascending slice indices along ``axis``.
+        region id → ascending slice indices along ``axis``.
     """
     ids, table = geometry.slice_areas(components, axis, return_labels=True)
     return {

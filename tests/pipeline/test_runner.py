@@ -45,7 +45,7 @@ SAMPLE_FIELDS = {
 }
 
 
-TARGET_FIELDS = {"label_id", "label", "component_id", "bbox_xyxy", "area_px", "mask_rle", "bbox_3d", "cues"}
+TARGET_FIELDS = {"label_id", "label", "object_id", "bbox_xyxy", "area_px", "mask_rle", "bbox_3d", "cues"}
 
 
 RAY_ENV = {"MEDGROUND_RAY_NODE_IP": "127.0.0.2", "RAY_AUTH_MODE": "disabled"}

@@ -33,7 +33,7 @@ def make_sample(
         Target(
             label_id=1,
             label=label,
-            component_id=k + 1,
+            object_id=k + 1,
             bbox_xyxy=box,
             area_px=0,
             mask_rle={"size": [height, width], "counts": ""},
@@ -42,7 +42,7 @@ def make_sample(
         )
         for k, box in enumerate(boxes)
     ]
-    distractors = [{"label": name, "component_id": 100 + k, "values": {}} for k, name in enumerate(distractor_labels)]
+    distractors = [{"label": name, "object_id": 100 + k, "values": {}} for k, name in enumerate(distractor_labels)]
     return Sample(
         id=sample_id,
         dataset=dataset,

@@ -72,18 +72,17 @@ def multi_lesion_case(tmp_path: Path, seed: int) -> tuple:
 
 def view_inputs(spec, case):
     """The first view of the case with its cues and references (what draft_case hands a synthesizer)."""
+    from medground import render
     from medground.anchors import find_anchors
     from medground.cues import case_context, compute_cues
     from medground.refer import refer_view
     from medground.views import build_views
 
-    filters = spec.anchors
-    components, anchors = find_anchors(case, filters)
-    views = build_views(
-        case, components, anchors, spec.render, spec.modality, radiological=spec.is_radiological, filters=filters
-    )
-    context = case_context(case, components, anchors, spec.modality)
+    objects = find_anchors(case, spec)
+    body = render.body_mask(case.image, spec.modality)
+    views, _ = build_views(case, objects, spec, body)
+    context = case_context(case, objects, spec.modality, body, spec.body_region)
     view = views[0]
-    cues = compute_cues(view, anchors, context, spec.modality)
+    cues = compute_cues(view, context)
     references, _ = refer_view(view, cues, spec.body_region)
     return view, cues, references

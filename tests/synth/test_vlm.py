@@ -92,7 +92,7 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
         reference = next(
             r
             for r in references
-            if r.targets == tuple(t.component_id for t in sample.targets)
+            if r.targets == tuple(t.object_id for t in sample.targets)
             and dict(r.attributes) == sample.referring_attributes
         )
         assert sample.synthesis["attributes_used"] == list(reference.attributes)

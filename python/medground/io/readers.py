@@ -104,7 +104,7 @@ def read_image(
             array = read_raster(path, max_bytes=max_bytes)
             spacing = pixel_spacing or (1.0, 1.0)
             affine = radiograph_affine(spacing) if radiological_2d else np.diag([spacing[0], spacing[1], 1.0, 1.0])
-            metadata: dict[str, object] = {"channels_last": array.ndim == 3}
+            metadata: dict[str, object] = {"channels_last": array.ndim == 3, "spacing_known": pixel_spacing is not None}
             return Volume(array, affine, path, oriented=radiological_2d, metadata=metadata)
     except CaseError:
         raise

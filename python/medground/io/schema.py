@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medground.anatomy import label_kind
 from medground.io.readers import DEFAULT_MAX_BYTES
 
 __all__ = [
@@ -101,6 +102,18 @@ class RenderSpec:
         max_slices: cap on slices per component and axis for ``all``.
         min_area_fraction: ``spread:K`` picks slices whose area is at least this share of the max.
         square_pixels: resample the in-plane axes of anisotropic volumes so pixels are square.
+        min_side: slices of volumes are scaled up (nearest voxel) until their shorter side has
+            at least this many pixels, so a 30-slice coronal view is not 30 pixels tall.
+        max_side: and scaled down until their longer side has at most this many, unless that
+            would make the shorter side fall under ``min_side``.
+        edge_margin: no view on this many slices at either end of a volume along its axis
+            (partial-volume edge slices).
+        min_target_share: an object is asked about on a slice only where it shows at least
+            this share of its largest cross-section (not a sliver of it).
+        min_contrast: the least contrast (8-bit grey levels, mean against a surrounding ring
+            or across the outline) a target needs in the stored image to be asked about.
+        windows: CT windows per window group (``lung``, ``bone``) or per label name, over
+            the defaults of ``presets/anatomy.toml``: a target is shown in its own window.
     """
 
     axes: tuple[str, ...] = ("axial",)
@@ -110,6 +123,12 @@ class RenderSpec:
     max_slices: int = 16
     min_area_fraction: float = 0.5
     square_pixels: bool = True
+    min_side: int = 224
+    max_side: int = 1024
+    edge_margin: int = 2
+    min_target_share: float = 0.3
+    min_contrast: float = 6.0
+    windows: tuple[tuple[str, str | tuple[float, float]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,14 @@ class DatasetSpec:
     preset: str | None = None
     #: Minimum object sizes (``[anchors]``).
     anchors: AnchorFilters = field(default_factory=lambda: AnchorFilters())
+    #: Label name → ``organ``, ``instance`` or ``series`` where the spec overrides
+    #: :func:`medground.anatomy.label_kind`.
+    label_kinds: tuple[tuple[str, str], ...] = ()
+
+    def kind_of(self, label: str) -> str:
+        """How a label's voxels become objects (the spec's ``label_kinds``, else anatomy's)."""
+        from_spec = dict(self.label_kinds).get(label)
+        return from_spec if from_spec is not None else label_kind(label, self.body_region)
 
     @property
     def is_radiological(self) -> bool:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medground.anatomy import KINDS
 from medground.io.errors import SpecError
 from medground.io.labels import label_map_from_mapping, load_label_file
 from medground.io.readers import DEFAULT_MAX_BYTES
@@ -39,7 +40,18 @@ __all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec
 #: Sections a dataset spec may carry: ``[anchors]`` is the spec's own; a bare spec run as
 #: a run config may also hold the run's sections (read by the pipeline's config).
 _RUN_SECTIONS = {"synthesis", "verification", "split", "anchors"}
-_SPEC_KEYS = {"name", "modality", "body_region", "display", "root", "cases", "labels", "labels_file", "render"}
+_SPEC_KEYS = {
+    "name",
+    "modality",
+    "body_region",
+    "display",
+    "root",
+    "cases",
+    "labels",
+    "labels_file",
+    "render",
+    "label_kinds",
+}
 _CASES_KEYS = {
     "image",
     "mask",
@@ -57,7 +69,31 @@ _CASES_KEYS = {
     "affine_tolerance",
     "pixel_spacing",
 }
-_RENDER_KEYS = {"axes", "slices", "window", "percentiles", "max_slices", "min_area_fraction", "square_pixels"}
+_RENDER_KEYS = {
+    "axes",
+    "slices",
+    "window",
+    "percentiles",
+    "max_slices",
+    "min_area_fraction",
+    "square_pixels",
+    "min_side",
+    "max_side",
+    "edge_margin",
+    "min_target_share",
+    "min_contrast",
+    "windows",
+}
+#: Numeric [render] keys: (default, whether it must be an integer, test, what the test asks).
+_RENDER_NUMBERS: dict[str, tuple[float, bool, Any, str]] = {
+    "max_slices": (16, True, lambda v: v >= 1, "a positive integer"),
+    "min_area_fraction": (0.5, False, lambda v: 0 < v <= 1, "in (0, 1]"),
+    "min_side": (224, True, lambda v: v >= 1, "a positive integer"),
+    "max_side": (1024, True, lambda v: v >= 16, "an integer >= 16"),
+    "edge_margin": (2, True, lambda v: v >= 0, "a non-negative integer"),
+    "min_target_share": (0.3, False, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "min_contrast": (6.0, False, lambda v: 0 <= v <= 255, "in [0, 255] (8-bit grey levels)"),
+}
 _SLICES = re.compile(r"^(max_area|all|spread:(?P<k>[1-9]\d*))$")
 
 
@@ -186,7 +222,20 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
         source=source,
         preset=None,
         anchors=anchors,
+        label_kinds=_parse_label_kinds(document.get("label_kinds", {}), labels, source),
     )
+
+
+def _parse_label_kinds(table: Any, labels: Mapping[int, str], source: Path | None) -> tuple[tuple[str, str], ...]:
+    """``label_kinds``: label name → organ | instance | series (over the anatomy defaults)."""
+    if not isinstance(table, Mapping):
+        raise SpecError(source, 'label_kinds must be a table like "kidney tumor" = "instance"')
+    for name, kind in table.items():
+        if kind not in KINDS:
+            raise SpecError(source, f"label_kinds: {name!r} must be one of {', '.join(KINDS)}, got {kind!r}")
+        if labels and name not in labels.values():
+            raise SpecError(source, f"label_kinds names {name!r}, which is not a declared label")
+    return tuple(sorted((str(name), str(kind)) for name, kind in table.items()))
 
 
 def _dataset_root(document: Mapping[str, Any], source: Path | None, root: Path | None) -> Path:
@@ -448,50 +497,73 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
         raise SpecError(
             source, f"[render] percentiles must be [low, high] with 0 <= low < high <= 100, got {percentiles!r}"
         )
-    max_slices = table.get("max_slices", 16)
-    if isinstance(max_slices, bool) or not isinstance(max_slices, int) or max_slices < 1:
-        raise SpecError(source, f"[render] max_slices must be a positive integer, got {max_slices!r}")
-    fraction = table.get("min_area_fraction", 0.5)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise SpecError(source, f"[render] min_area_fraction must be in (0, 1], got {fraction!r}")
+    numbers = {key: _render_number(table, key, source) for key in _RENDER_NUMBERS}
+    if numbers["min_side"] > numbers["max_side"]:
+        raise SpecError(source, f"[render] min_side {numbers['min_side']} exceeds max_side {numbers['max_side']}")
     square = table.get("square_pixels", True)
     if not isinstance(square, bool):
         raise SpecError(source, f"[render] square_pixels must be true or false, got {square!r}")
+    windows = _parse_windows(table.get("windows", {}), modality, source)
     return RenderSpec(
         axes=tuple(dict.fromkeys(axes)),
         slices=slices,
         window=window,
         percentiles=(float(percentiles[0]), float(percentiles[1])),
-        max_slices=max_slices,
-        min_area_fraction=float(fraction),
+        max_slices=int(numbers["max_slices"]),
+        min_area_fraction=float(numbers["min_area_fraction"]),
         square_pixels=square,
+        min_side=int(numbers["min_side"]),
+        max_side=int(numbers["max_side"]),
+        edge_margin=int(numbers["edge_margin"]),
+        min_target_share=float(numbers["min_target_share"]),
+        min_contrast=float(numbers["min_contrast"]),
+        windows=windows,
     )
 
 
-def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
-    def one(item: Any) -> str | tuple[float, float]:
-        if isinstance(item, str):
-            if item not in CT_WINDOWS:
-                raise SpecError(
-                    source, f"[render] unknown window {item!r}; presets: {', '.join(CT_WINDOWS)} or [level, width]"
-                )
-            return item
-        if (
-            isinstance(item, list)
-            and len(item) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
-            and item[1] > 0
-        ):
-            return (float(item[0]), float(item[1]))
-        raise SpecError(source, f"[render] window must be a preset name or [level, width > 0], got {item!r}")
+def _render_number(table: Mapping[str, Any], key: str, source: Path | None) -> float:
+    default, integer, test, wanted = _RENDER_NUMBERS[key]
+    value = table.get(key, default)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not test(value):
+        raise SpecError(source, f"[render] {key} must be {wanted}, got {value!r}")
+    return float(value)
 
+
+def _parse_windows(table: Any, modality: str, source: Path | None) -> tuple[tuple[str, str | tuple[float, float]], ...]:
+    """``[render.windows]``: window group or label name → CT window."""
+    if not isinstance(table, Mapping):
+        raise SpecError(source, '[render.windows] must be a table like lung = "lung" or "liver" = [60, 160]')
+    if table and modality != "CT":
+        raise SpecError(source, f"[render.windows] applies to CT (Hounsfield units); {modality} uses percentiles")
+    return tuple((str(name), _one_window(value, source)) for name, value in sorted(table.items()))
+
+
+def _one_window(item: Any, source: Path | None) -> str | tuple[float, float]:
+    if isinstance(item, str):
+        if item not in CT_WINDOWS:
+            raise SpecError(
+                source, f"[render] unknown window {item!r}; presets: {', '.join(CT_WINDOWS)} or [level, width]"
+            )
+        return item
+    if (
+        isinstance(item, list)
+        and len(item) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+        and item[1] > 0
+    ):
+        return (float(item[0]), float(item[1]))
+    raise SpecError(source, f"[render] window must be a preset name or [level, width > 0], got {item!r}")
+
+
+def _parse_window(value: Any, modality: str, source: Path | None) -> Any:
     if value is None:
         return None
     windows: str | tuple[float, float] | tuple[str | tuple[float, float], ...]
     if isinstance(value, list) and len(value) == 3 and all(isinstance(v, (str, list)) for v in value):
-        windows = tuple(one(v) for v in value)
+        windows = tuple(_one_window(v, source) for v in value)
     else:
-        windows = one(value)
+        windows = _one_window(value, source)
     if modality not in ("CT",):
         raise SpecError(source, f"[render] window applies to CT (Hounsfield units); {modality} uses percentiles")
     return windows

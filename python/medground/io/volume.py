@@ -129,6 +129,12 @@ class Volume:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, : self.ndim], axis=0))
 
     @property
+    def spacing_known(self) -> bool:
+        """Whether :attr:`spacing` is physical (millimetres): False for photographs and other
+        rasters whose files carry no pixel size (and no ``pixel_spacing`` in the spec)."""
+        return bool(self.metadata.get("spacing_known", True))
+
+    @property
     def axcodes(self) -> tuple[str, ...] | None:
         """Patient direction of each array axis (``("L", "P", "S")`` for an LPS volume),
         or None when the image has no patient orientation."""

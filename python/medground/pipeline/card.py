@@ -66,6 +66,44 @@ def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
     return written
 
 
+def _coverage(table: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-label coverage: which labels gave samples, and why the others did not."""
+    if not table:
+        return []
+    lines = [
+        "",
+        "## Coverage per label",
+        "",
+        "Every declared label present in a case either gives samples or says why not (`skipped.jsonl`).",
+        "",
+        "| label | cases | with samples | samples | why not (cases) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, row in table.items():
+        reasons = "; ".join(f"{reason} ({n})" for reason, n in list(row["reasons"].items())[:3])
+        lines.append(f"| {label} | {row['cases']} | {row['cases_with_samples']} | {row['samples']} | {reasons} |")
+    return lines
+
+
+def _laterality(checks: dict[str, Any]) -> list[str]:
+    """The laterality self-check: midline sources, and cases whose sides were withheld."""
+    if not checks:
+        return []
+    sources = ", ".join(f"{source} ({n})" for source, n in checks["midline_sources"].items())
+    lines = [
+        "",
+        "## Laterality self-check",
+        "",
+        f"Midline from: {sources}. Side-named labels (e.g. `kidney_left`) are checked against the computed "
+        f"sides; cases where they disagree get no left/right words: {len(checks['withheld'])}.",
+        "",
+    ]
+    for case in checks["withheld"]:
+        detail = "; ".join(f"{c['label']} named {c['named']}, lies {c['computed']}" for c in case["conflicts"])
+        lines.append(f"- {case['case']}: {detail}")
+    return lines
+
+
 def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any]]) -> None:
     """Writes the dataset card: counts, the verification funnel, splits, plots, provenance."""
     counts = manifest["counts"]
@@ -91,6 +129,8 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     lines.append("")
     for stage, reasons in funnel.get("rejected", {}).items():
         lines.append(f"Rejected at {stage}: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
+    lines += _coverage(manifest.get("coverage", {}))
+    lines += _laterality(manifest.get("laterality", {}))
     split = manifest["splits"]
     lines += [
         "",

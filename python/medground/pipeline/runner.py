@@ -229,6 +229,50 @@ def run(
     return summary
 
 
+def coverage(shards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per label (``dataset/label``): cases it is present in, cases with a sample of it,
+    its samples, and why the cases without one have none (most frequent first)."""
+    table: dict[str, dict[str, Any]] = {}
+    for shard in shards:
+        if shard["error"] is not None:
+            continue
+        sampled: dict[str, int] = {}
+        for record in shard["accepted"]:
+            for label in {t["label"] for t in record["targets"]}:
+                sampled[label] = sampled.get(label, 0) + 1
+        missing = {r["label"]: r["detail"] for r in shard["skipped"] if r.get("reason") == "no_sample"}
+        for label in sorted(set(sampled) | set(missing)):
+            row = table.setdefault(
+                f"{shard['dataset']}/{label}", {"cases": 0, "cases_with_samples": 0, "samples": 0, "reasons": {}}
+            )
+            row["cases"] += 1
+            if label in sampled:
+                row["cases_with_samples"] += 1
+                row["samples"] += sampled[label]
+            else:
+                for part in missing[label].split(", "):
+                    reason = part.rsplit(" ×", 1)[0]
+                    row["reasons"][reason] = row["reasons"].get(reason, 0) + 1
+    for row in table.values():
+        row["reasons"] = dict(sorted(row["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(sorted(table.items()))
+
+
+def laterality_checks(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The laterality self-check over the run: how each case's midline was found, and the
+    cases whose sides were withheld because side-named structures disagree with it."""
+    sources: dict[str, int] = {}
+    withheld = []
+    for shard in shards:
+        checks = shard.get("checks") or {}
+        midline = checks.get("midline")
+        source = "none" if midline is None else midline["source"]
+        sources[source] = sources.get(source, 0) + 1
+        if (checks.get("laterality") or {}).get("withheld"):
+            withheld.append({"case": shard["key"], "conflicts": checks["laterality"]["conflicts"]})
+    return {"midline_sources": dict(sorted(sources.items())), "withheld": withheld}
+
+
 def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = None) -> dict[str, Any]:
     """Builds samples.jsonl, rejected.jsonl, errors.jsonl, manifest.json and the card from
     the shards (only those of ``keys`` when given: the cases of this config and limit)."""
@@ -274,6 +318,8 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
         "splits": split_check,
         "errors": errors,
         "ray_nodes": len({s.get("node") for s in shards if s.get("node")}),
+        "coverage": coverage(shards),
+        "laterality": laterality_checks(shards),
     }
     atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
     write_card(root, manifest, accepted)

@@ -45,6 +45,7 @@ class CaseResult:
     funnel: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     node: str | None = None  # the Ray node that ran it (None in-process)
 
@@ -112,6 +113,7 @@ class OutputFolder:
             "funnel": result.funnel,
             "error": result.error,
             "warnings": result.warnings,
+            "checks": result.checks,
             "seconds": result.seconds,
             "node": result.node,
         }

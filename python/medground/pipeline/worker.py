@@ -12,12 +12,13 @@ import dataclasses
 import json
 import time
 import traceback
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import numpy as np
 
-from medground.generate import draft_case, verify_drafts
+from medground.generate import CaseDrafts, draft_case, verify_drafts
 from medground.io.case import load_case
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
@@ -77,7 +78,8 @@ def process_case(
         result.seconds["render"] = time.perf_counter() - started - sum(result.seconds.values())
         result.accepted = [s.to_dict() for s in accepted]
         result.rejected = rejected
-        result.skipped = drafts.skipped
+        result.skipped = drafts.skipped + _uncovered(drafts, accepted, rejected)
+        result.checks = drafts.checks
         result.funnel = funnel.to_dict()
     except CaseError as error:
         result.error = error.for_case(files.case_id).to_record()
@@ -85,6 +87,31 @@ def process_case(
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         result.error = {"case_id": files.case_id, "stage": stage, "error": f"{files.image}: {detail}"}
     return result
+
+
+def _uncovered(drafts: CaseDrafts, accepted: list[Sample], rejected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``no_sample`` record per declared label of the case that gave no accepted sample,
+    saying why (the reasons of its skip and rejection records, most frequent first)."""
+    covered = {t.label for s in accepted for t in s.targets}
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    for record in drafts.skipped:
+        for label in record.get("labels") or [record.get("label")]:
+            if label is not None:
+                reasons[label][record["reason"]] += 1
+    for record in rejected:
+        rejection = record["rejection"]
+        for label in {t["label"] for t in record["targets"]}:
+            reasons[label][f"rejected at {rejection['stage']}: {rejection['reason']}"] += 1
+    out = []
+    for label_id, label in sorted(drafts.labels.items()):
+        if label in covered:
+            continue
+        found = reasons.get(label)
+        detail = ", ".join(f"{r} ×{n}" for r, n in found.most_common()) if found else "no view showed it as a target"
+        out.append(
+            {"case_id": drafts.case_id, "label_id": label_id, "label": label, "reason": "no_sample", "detail": detail}
+        )
+    return out
 
 
 def _ray_node() -> str | None:
@@ -128,7 +155,7 @@ def _slim(view: View) -> View:
     image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
     light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
     return dataclasses.replace(
-        view, case=light, values=np.zeros((1, 1), np.float32), components=np.zeros((1, 1), np.uint8)
+        view, case=light, values=np.zeros((1, 1), np.float32), object_map=np.zeros((1, 1), np.uint32)
     )
 
 

@@ -67,21 +67,26 @@ def draft_sample(
     case = view.case
     record = view.view_record()
     targets = []
-    for component in reference.targets:
-        obj = view.objects[component]
+    for object_id in reference.targets:
+        obj = view.objects[object_id]
         anchor = obj.anchor
-        targets.append(
-            Target(
-                label_id=anchor.label_id,
-                label=anchor.label,
-                component_id=component,
-                bbox_xyxy=list(obj.bbox_xyxy),
-                area_px=obj.area_px,
-                mask_rle=obj.mask_rle,
-                bbox_3d=None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)],
-                cues=cues[component],
+        box_3d = None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)]
+        # One box per visible part: an organ seen in pieces is never boxed across its gaps.
+        for part, piece in enumerate(obj.pieces, start=1):
+            targets.append(
+                Target(
+                    label_id=anchor.label_id,
+                    label=anchor.label,
+                    object_id=object_id,
+                    bbox_xyxy=list(piece.bbox_xyxy),
+                    area_px=piece.area_px,
+                    mask_rle=piece.mask_rle,
+                    bbox_3d=box_3d,
+                    cues=cues[object_id],
+                    part=part,
+                    parts=len(obj.pieces),
+                )
             )
-        )
     query_type = query_type_of(reference)
     return Sample(
         id=sample_id(case.dataset, case.case_id, record, reference.targets, query_type, index),

@@ -80,7 +80,8 @@ def noun_phrase(attributes: dict[str, Any], *, body_region: str | None, oriented
         after.append(f"within the {_term_text(attributes['within'], body_region)}")
     if attributes.get("relation"):
         direction, _, other = attributes["relation"].partition(":")
-        after.append(f"{direction} to the {_term_text(other, body_region)}")
+        where = f"to the {direction} of" if direction in ("left", "right") else f"{direction} to"
+        after.append(f"{where} the {_term_text(other, body_region)}")
     position = attributes.get("position")
     if position:
         after.append("in the center of the image" if position == "center" else f"in the {position} part of the image")
@@ -129,13 +130,18 @@ class TemplateSynthesizer:
             if query_type == "multi_object":
                 term = clinical_term(reference.attributes["category"], body_region)
                 count = reference.attributes["count"]
-                query = self._pick(phrasings["multi_object"], identifier).format(
-                    plural=term.plural, singular=term.text, count=_NUMBER_WORDS.get(count, "several")
+                bilateral = reference.attributes.get("laterality") == "bilateral" and count == 2
+                plural = f"{term.side} {term.plural}" if term.side and not bilateral else term.plural
+                options = phrasings["bilateral"] if bilateral else phrasings["multi_object"]
+                query = self._pick(options, identifier).format(
+                    plural=plural, singular=term.text, count=_NUMBER_WORDS.get(count, "several")
                 )
             else:
                 phrase = noun_phrase(
                     reference.attributes, body_region=body_region, oriented=oriented, implicit=implicit
                 )
+                if len(view.objects[reference.targets[0]].pieces) > 1:
+                    phrase = "the visible parts of " + phrase
                 query = self._pick(phrasings[query_type], identifier).format(np=phrase)
                 query = query[0].upper() + query[1:]
             if (reference.targets, query) in seen_queries:

@@ -43,6 +43,7 @@ class Claims:
     volumes_ml: list[float] = field(default_factory=list)
     relations: list[tuple[str, str]] = field(default_factory=list)  # (within | touches | direction, label)
     counts: list[int] = field(default_factory=list)
+    parts: list[bool] = field(default_factory=list)  # "the visible parts of": an object seen in pieces
     generic: list[str] = field(default_factory=list)  # "lesion", "tumor": any lesion-like label
     unknown: list[str] = field(default_factory=list)  # anatomy named that no label matches
 
@@ -54,10 +55,16 @@ def _alternation(words: list[str]) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
-def _term_forms(label: str, body_region: str | None) -> list[str]:
+def _term_forms(label: str, body_region: str | None) -> list[tuple[str, str]]:
+    """The words that name a label, each with what it names: the label itself, or, for the
+    forms without its side or number, the structure in general ("kidney" names either
+    kidney, "rib" any rib; "left kidney" and "left 7th rib" name the one)."""
     term = clinical_term(label, body_region)
-    forms = {term.text.lower(), term.plural.lower(), term.noun.lower(), label.lower().replace("_", " ")}
-    return sorted(forms, key=len, reverse=True)
+    named = {term.text.lower(): label, label.lower().replace("_", " "): label}
+    generic = term.noun if term.number is not None or term.side is not None else label
+    named.setdefault(term.plural.lower(), generic)
+    named.setdefault(term.noun.lower(), generic)
+    return sorted(named.items(), key=lambda item: len(item[0]), reverse=True)
 
 
 @lru_cache(maxsize=64)
@@ -65,7 +72,7 @@ def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str,
     """The term pattern of a label set (cached: a dataset's views share a few label sets)."""
     # Terms of every label, longest first, so "left kidney" wins over "kidney".
     forms = sorted(
-        ((form, label) for label in labels for form in _term_forms(label, body_region)),
+        (item for label in labels for item in _term_forms(label, body_region)),
         key=lambda item: len(item[0]),
         reverse=True,
     )
@@ -94,6 +101,11 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
     text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
     claims = Claims()
     text = _take_positions(text, vocab["position"], claims)
+    text = _consume(
+        text,
+        r"\b(?:the )?(?:visible |separate )?(?:parts|portions|pieces|segments) of\b",
+        lambda m: claims.parts.append(True),
+    )
     text = _take_structures(text, labels, body_region, vocab, claims)
     text = _take_descriptors(text, vocab, claims)
     _take_measurements(text, claims)
@@ -154,23 +166,24 @@ def _take_structures(
 
 def _take_relations(text: str, found: list[str], vocab: dict[str, Any], claims: Claims) -> tuple[str, set[int]]:
     """Relation phrases around the placeholders ``@i@`` of the structures ``found``; returns
-    the text without them and the indices of the structures they name."""
+    the text without them and the indices of the structures they name. A side word before a
+    structure's name belongs to it ("to the left of the left rib": the left rib)."""
     related: set[int] = set()
     directions = vocab["direction"]
+    target = r"(?:the |a )?(?:(?P<side>left|right) )?@(?P<i>\d+)@"
 
     def relation(kind: str) -> Callable[[re.Match[str]], None]:
         def handle(match: re.Match[str]) -> None:
-            index = int(match.group(2))
+            index = int(match.group("i"))
             related.add(index)
-            claims.relations.append((kind if kind != "direction" else directions[match.group(1)], found[index]))
+            name = found[index] if match.group("side") is None else f"{match.group('side')} {found[index]}"
+            claims.relations.append((kind if kind != "direction" else directions[match.group(1)], name))
 
         return handle
 
-    text = _consume(
-        text, rf"\b({_alternation(list(directions))}) (?:to |from |of )?(?:the |a )?@(\d+)@", relation("direction")
-    )
-    text = _consume(text, rf"\b({_alternation(list(vocab['contact']))}) (?:the |a )?@(\d+)@", relation("touches"))
-    text = _consume(text, rf"\b({_alternation(list(vocab['containment']))}) the @(\d+)@", relation("within"))
+    text = _consume(text, rf"\b({_alternation(list(directions))}) (?:to |from |of )?{target}", relation("direction"))
+    text = _consume(text, rf"\b({_alternation(list(vocab['contact']))}) {target}", relation("touches"))
+    text = _consume(text, rf"\b({_alternation(list(vocab['containment']))}) {target}", relation("within"))
     return text, related
 
 

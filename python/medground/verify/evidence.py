@@ -84,7 +84,7 @@ def judge_evidence(
         if (
             words
             and claimed in words
-            and math.copysign(1.0, score) != math.copysign(1.0, target.cues["intensity"]["contrast"])
+            and math.copysign(1.0, score) != math.copysign(1.0, target.cues["intensity"]["contrast_8bit"])
         ):
             return StageResult.fail(
                 stage, "intensity_not_visible", f"the query says {words[0]} but the pixels disagree"

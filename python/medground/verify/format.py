@@ -39,14 +39,16 @@ def check_format(sample: Sample, *, min_words: int = 3, max_words: int = 40) -> 
 
 
 def _record_problem(sample: Sample) -> _Problem | None:
-    """A malformed record: unknown query type, empty query, a target count that does not fit
-    the query type, or no image size."""
+    """A malformed record: unknown query type, empty query, an object count that does not fit
+    the query type (several objects only for multi_object; an object seen in pieces has one
+    target per piece), or no image size."""
     if sample.query_type not in QUERY_TYPES:
         return "schema", f"query_type {sample.query_type!r} is not one of {', '.join(QUERY_TYPES)}"
     if not isinstance(sample.query, str) or not sample.query.strip():
         return "schema", "empty query"
-    if not sample.targets or (sample.query_type == "multi_object") != (len(sample.targets) > 1):
-        return "schema", f"{len(sample.targets)} target(s) for a {sample.query_type} query"
+    objects = {t.object_id for t in sample.targets}
+    if not sample.targets or (sample.query_type == "multi_object") != (len(objects) > 1):
+        return "schema", f"{len(objects)} object(s) for a {sample.query_type} query"
     if not (
         isinstance(sample.width, int) and isinstance(sample.height, int) and sample.width > 0 and sample.height > 0
     ):

@@ -50,8 +50,12 @@ def _matches(
     def has(attribute: str, value: Any) -> bool:
         return holds(attribute, value, fact, facts, width=sample.width, height=sample.height, body_region=body_region)
 
+    if claims.parts and fact["pieces"] < 2:
+        return "count_mismatch"
     if claims.categories and not any(
-        category_key(c, body_region) == category_key(fact["label"], body_region) for c in claims.categories
+        category_key(c, body_region)
+        in (category_key(fact["category"], body_region), category_key(fact["label"], body_region))
+        for c in claims.categories
     ):
         return "category_mismatch"
     if claims.generic and not claims.categories and not is_lesion(fact["label"]):
@@ -112,7 +116,7 @@ def check_rules(
     claims = extract_claims(sample.query, labels, body_region)
     info = {"claims": claims.to_dict()}
     multi = sample.query_type == "multi_object"
-    targets = {t.component_id for t in sample.targets}
+    targets = {t.object_id for t in sample.targets}
     missing = targets - set(facts)
     if missing:
         return StageResult.fail(stage, "schema", f"targets {sorted(missing)} are not objects of the view")

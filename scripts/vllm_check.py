@@ -140,27 +140,19 @@ def _backend_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def _format_and_rules(sample: Any, facts: dict[int, dict[str, Any]], spec: Any, case: Any) -> list[Any]:
+def _format_and_rules(sample: Any, facts: dict[int, dict[str, Any]], measures: Any) -> list[Any]:
     """The format check's result, then the rules' when the format passed."""
     from medground.verify import check_format, check_rules
 
     checks = [check_format(sample)]
     if checks[-1].passed:
-        checks.append(
-            check_rules(
-                sample,
-                facts,
-                body_region=spec.body_region,
-                oriented=case.image.oriented,
-                labels=spec.labels.values(),
-            )
-        )
+        checks.append(check_rules(sample, facts, measures))
     return checks
 
 
 def _synthesize_dataset(spec: Any, references_per_dataset: int, synthesizer: Any, tally: _Tally) -> None:
     """Asks for queries about a few targets of the dataset's first case and checks the drafts."""
-    from medground.generate import draft_case
+    from medground.generate import draft_case, view_measurements
     from medground.io import find_cases, load_case
 
     found = find_cases(spec, limit=1).cases
@@ -185,9 +177,11 @@ def _synthesize_dataset(spec: Any, references_per_dataset: int, synthesizer: Any
     tally.synthesis_s += elapsed
     tally.answered["synthesis"] += len(samples) + sum(_answered(f["rejection"]["reason"]) for f in failures)
     print(f"   synthesis: {len(samples)} drafts, {len(failures)} rejected, {elapsed:.1f} s")
-    facts = draft_case(case, spec).facts[samples[0].image] if samples else {}
+    template_drafts = draft_case(case, spec)
+    facts = template_drafts.facts[samples[0].image] if samples else {}
+    measures = view_measurements(template_drafts, spec, view)
     for sample in samples:
-        checks = _format_and_rules(sample, facts, spec, case)
+        checks = _format_and_rules(sample, facts, measures)
         failed = next((c for c in checks if not c.passed), None)
         verdict = "passes format+rules" if failed is None else f"{failed.stage}: {failed.reason}"
         print(f"   + {sample.query!r}  [{', '.join(sample.synthesis['attributes_used'])}]  -> {verdict}")

@@ -169,3 +169,21 @@ def test_the_import_graph_has_no_cycle() -> None:
     for module in sorted(GRAPH):
         if module not in state:
             visit(module)
+
+
+def _reachable(module: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [module]
+    while stack:
+        for imported in GRAPH.get(stack.pop(), ()):
+            if imported not in seen and imported != "medground":
+                seen.add(imported)
+                stack.append(imported)
+    return seen
+
+
+@pytest.mark.parametrize("module", ["medground.verify.measure", "medground.verify.rules"])
+def test_the_verifier_measures_on_its_own(module: str) -> None:
+    """The rules stage never reads the cues' code: what it checks a query against is
+    measured again, so an error in a cue cannot pass by construction."""
+    assert not {"medground.cues", "medground.facts", "medground.refer"} & _reachable(module)

@@ -2,7 +2,7 @@
 the referring step and the rules stage), table by table at and on both sides of every
 documented threshold: WITHIN_SHARE, the 3×3 image cells of a box's centre, and the in-plane
 direction rules (left/right, anterior/posterior, superior/inferior by the plane shown;
-medial/lateral between objects on one side)."""
+medial/lateral between objects on one side, in the plane shown)."""
 
 from __future__ import annotations
 
@@ -116,37 +116,38 @@ def spleen(**values: Any) -> dict[str, Any]:
     return fact("spleen", **values)
 
 
+# Axial view in radiological display: columns grow toward the patient's left. The spleen's
+# box is [100, 100, 120, 120]; a box left of it in the image is on the patient's right of it.
+LEFT_IN_IMAGE, RIGHT_IN_IMAGE, OVERLAPPING = [60, 100, 80, 120], [140, 100, 160, 120], [105, 100, 125, 120]
+
+
 @pytest.mark.parametrize(
-    ("direction", "sides", "target_mm", "spleen_mm", "expected"),
+    ("direction", "sides", "box", "expected"),
     [
-        # medial: nearer the midline than the other object on the same side; lateral: farther.
-        ("medial", ("left", "left"), 10.0, 20.0, True),
-        ("lateral", ("left", "left"), 10.0, 20.0, False),
-        ("medial", ("right", "right"), 20.0, 10.0, False),
-        ("lateral", ("right", "right"), 20.0, 10.0, True),
-        ("medial", ("left", "left"), 14.99, 15.0, True),
-        ("lateral", ("left", "left"), 15.01, 15.0, True),
-        # Equally far: neither.
-        ("medial", ("left", "left"), 15.0, 15.0, False),
-        ("lateral", ("left", "left"), 15.0, 15.0, False),
-        # Across the midline, or with a midline object: never.
-        ("medial", ("left", "right"), 10.0, 20.0, False),
-        ("lateral", ("right", "left"), 20.0, 10.0, False),
-        ("medial", ("midline", "midline"), 1.0, 2.0, False),
-        # No midline (no patient orientation): neither.
-        ("medial", ("left", "left"), None, 15.0, False),
-        ("lateral", (None, None), 15.0, 10.0, False),
+        # Both on the patient's left: toward the patient's right (the midline) is medial.
+        ("medial", ("left", "left"), LEFT_IN_IMAGE, True),
+        ("lateral", ("left", "left"), LEFT_IN_IMAGE, False),
+        ("lateral", ("left", "left"), RIGHT_IN_IMAGE, True),
+        ("medial", ("left", "left"), RIGHT_IN_IMAGE, False),
+        # Both on the patient's right: toward the patient's left is medial.
+        ("medial", ("right", "right"), RIGHT_IN_IMAGE, True),
+        ("lateral", ("right", "right"), LEFT_IN_IMAGE, True),
+        ("lateral", ("right", "right"), RIGHT_IN_IMAGE, False),
+        # Overlapping along the axis: neither.
+        ("medial", ("left", "left"), OVERLAPPING, False),
+        ("lateral", ("left", "left"), OVERLAPPING, False),
+        # Across the midline, or with a midline object, or without sides: never.
+        ("medial", ("left", "right"), LEFT_IN_IMAGE, False),
+        ("lateral", ("right", "left"), LEFT_IN_IMAGE, False),
+        ("medial", ("midline", "midline"), LEFT_IN_IMAGE, False),
+        ("lateral", (None, None), LEFT_IN_IMAGE, False),
     ],
 )
 def test_medial_and_lateral_only_on_one_side(
-    direction: str,
-    sides: tuple[str | None, str | None],
-    target_mm: float | None,
-    spleen_mm: float | None,
-    expected: bool,
+    direction: str, sides: tuple[str | None, str | None], box: list[int], expected: bool
 ) -> None:
-    target = fact(midline_offset_mm=target_mm, laterality=sides[0])
-    other = spleen(midline_offset_mm=spleen_mm, laterality=sides[1])
+    target = fact(bbox_xyxy=box, laterality=sides[0])
+    other = spleen(bbox_xyxy=[100, 100, 120, 120], laterality=sides[1])
     assert holds("relation", f"{direction}:spleen", target, other) is expected
 
 

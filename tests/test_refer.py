@@ -12,6 +12,7 @@ from medground import rle
 from medground.generate import draft_case
 from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.refer import Scene, matching_distractors
+from medground.terms import clinical_term
 from phantom_cases import multi_lesion_case as _phantom_case
 from real_specs import ct_mr_spec
 
@@ -26,7 +27,14 @@ def assert_unique(samples) -> None:
         previous = by_view.setdefault(key, {}).setdefault(sample.query, targets)
         assert previous == targets, f"{sample.query!r} names {previous} and {targets}"
         if sample.query_type == "multi_object":
-            assert all(d["label"] != sample.referring_attributes["category"] for d in sample.distractors)
+            attributes = sample.referring_attributes
+            if "category" in attributes:
+                assert all(d["label"] != attributes["category"] for d in sample.distractors)
+            else:  # a pair named by its description: no other object has it
+                assert all(
+                    clinical_term(d["label"], "abdomen").description_plural != attributes["description"]
+                    for d in sample.distractors
+                )
             continue
         for distractor in sample.distractors:
             values = distractor["values"]
@@ -63,7 +71,7 @@ def test_chest_xray_lungs_are_told_apart_by_side(shared_data: Path) -> None:
         for sample in direct:
             (target,) = sample.targets
             side = target.cues["laterality"]
-            assert sample.referring_attributes["laterality"] == side and f"{side}-sided" in sample.query
+            assert sample.referring_attributes["laterality"] == side and f"the {side} lung" in sample.query
             centre = 0.5 * (target.bbox_xyxy[0] + target.bbox_xyxy[2])
             # Radiological display: the patient's right lung on the viewer's left.
             assert (centre < 256) == (side == "right")
@@ -84,5 +92,11 @@ def test_multi_lesion_phantoms_give_unique_queries(tmp_path: Path, seed: int) ->
 def test_bilateral_lungs_as_one_set(shared_data: Path) -> None:
     spec = load_preset("cxr_lung", shared_data / "cxr_lung")
     drafts = draft_case(load_case(spec, find_cases(spec).cases[0]), spec)
-    (multi,) = [s for s in drafts.samples if s.query_type == "multi_object"]
-    assert multi.referring_attributes["laterality"] == "bilateral" and len(multi.targets) == 2
+    named, described = sorted(
+        (s for s in drafts.samples if s.query_type == "multi_object"),
+        key=lambda s: "description" in s.referring_attributes,
+    )
+    for multi in (named, described):
+        assert multi.referring_attributes["laterality"] == "bilateral" and len(multi.targets) == 2
+    assert "both lungs" in named.query.lower() or "lungs on both sides" in named.query
+    assert "paired air-filled organs of respiration" in described.query

@@ -32,8 +32,8 @@ EXAMPLES = [
     ("vertebrae_C1", "C1 vertebra", None, "vertebra"),
     ("vertebrae", "vertebrae", None, "vertebrae"),
     ("iliopsoas_left", "left iliopsoas muscle", "left", "iliopsoas muscle"),
-    ("autochthon_right", "right autochthonous back muscle", "right", "autochthonous back muscle"),
-    ("iliac_vena_left", "left iliac vein", "left", "iliac vein"),
+    ("autochthon_right", "right erector spinae muscle", "right", "erector spinae muscle"),
+    ("iliac_vena_left", "left common iliac vein", "left", "common iliac vein"),
     ("clavicula_right", "right clavicle", "right", "clavicle"),
     ("hip_left", "left hip bone", "left", "hip bone"),
     ("atrial_appendage_left", "left atrial appendage", "left", "atrial appendage"),
@@ -53,7 +53,7 @@ EXAMPLES = [
     ("Vermis_10", "vermis lobule 10", None, "vermis lobule"),
     # Preset and Decathlon names written as phrases.
     ("kidney tumor", "kidney tumor", None, "kidney tumor"),
-    ("lung field", "lung field", None, "lung field"),
+    ("lung field", "lung", None, "lung"),
     ("skin lesion", "skin lesion", None, "skin lesion"),
     ("left atrium", "left atrium", "left", "atrium"),
     ("Anterior", "anterior", None, "anterior"),
@@ -275,7 +275,16 @@ COMMON = {"version": VOCAB_VERSION, "sides": {"words": {"left": "left"}}}
         ({"common": {**COMMON, "terms": {"hip": {"noun": "hip", "side": "left"}}}}, "hip must be a noun string"),
         ({"common": {**COMMON, "terms": {"rib_#": {"noun": "rib", "number": "roman"}}}}, "number must be one of"),
         ({"common": {**COMMON, "terms": {"rib": {"noun": "rib", "number": "ordinal"}}}}, "its name has no '_#'"),
-        ({"common": {**COMMON, "terms": {"rib": {"noun": "rib", "plural": 2}}}}, "plural must be a string"),
+        ({"common": {**COMMON, "terms": {"rib": {"noun": "rib", "plural": 2}}}}, "plural must be a non-empty string"),
+        (
+            {"common": {**COMMON, "terms": {"rib": {"noun": "rib", "description": ""}}}},
+            "description must be a non-empty",
+        ),
+        (
+            {"common": {**COMMON, "terms": {"rib": {"noun": "rib", "description_plural": "ribs"}}}},
+            "description_plural but no description",
+        ),
+        ({"common": {**COMMON, "terms": {"rib": {"noun": "rib", "paired": "yes"}}}}, "paired must be true or false"),
         ({"common": {**COMMON, "sides": {"words": {"left": "sinister"}}}}, "sides must be 'left' or 'right'"),
         ({"common": {**COMMON, "spellings": {"tumour": 1}}}, r"\[spellings\] must map words to strings"),
     ],
@@ -283,3 +292,38 @@ COMMON = {"version": VOCAB_VERSION, "sides": {"words": {"left": "left"}}}
 def test_malformed_vocabulary(documents: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _build_vocabulary(documents)
+
+
+def _vocabulary_names() -> list[tuple[str, str | None]]:
+    """Every name of every vocabulary file, with its file's body region where region-only."""
+    names = []
+    folder = resources.files("medground") / "presets" / "vocab"
+    for item in folder.iterdir():
+        if item.name.endswith(".toml"):
+            document = tomllib.loads(item.read_text(encoding="utf-8"))
+            names += [(name, None) for name in document.get("terms", {})]
+            names += [(name, item.name[: -len(".toml")]) for name in document.get("region_only", {})]
+    return sorted(names, key=lambda n: (n[0], n[1] or ""))
+
+
+@pytest.mark.parametrize(("name", "region"), _vocabulary_names())
+def test_descriptions_say_nothing_a_query_could_claim(name: str, region: str | None) -> None:
+    """A description names a structure without its name: read with the structure's label it
+    claims the structure and nothing else (no side, place, direction, size, shape,
+    intensity or count), it names no other structure of the vocabulary, and a plural
+    description is for both of a pair."""
+    from medground.verify.claims import extract_claims
+
+    label = name.replace("#", "7")
+    term = clinical_term(label, region)
+    others = {
+        clinical_term(other.replace("#", "7"), other_region).noun
+        for other, other_region in _vocabulary_names()
+        if clinical_term(other.replace("#", "7"), other_region).noun != term.noun
+    }
+    for description in filter(None, (term.description, term.description_plural)):
+        claims = extract_claims(f"Locate the {description}.", [label], region)
+        assert set(claims.to_dict()) == {"categories"}, (name, description, claims.to_dict())
+        assert not [o for o in others if f" {o} " in f" {description} "], (name, description)
+    if term.description_plural:
+        assert term.paired, f"{name}: a plural description is for both of a pair"

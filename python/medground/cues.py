@@ -154,6 +154,8 @@ class CaseContext:
         laterality: every object's side and the self-check.
         modality: the dataset's modality.
         body_region: the dataset's body region (for clinical terms).
+        clinical: object id → the clinical attributes the dataset's case table gives it
+            (``{"diagnosis": {"value": "melanoma", "role": "finding"}}``).
     """
 
     midline: Midline | None
@@ -162,6 +164,7 @@ class CaseContext:
     body_region: str | None = None
     spacing_known: bool = True
     checks: dict[str, Any] = field(default_factory=dict)
+    clinical: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- midline and sides
@@ -244,14 +247,20 @@ def _conflicts(objects: Objects, shares: dict[int, float], body_region: str | No
 
 
 def case_context(
-    case: Case, objects: Objects, modality: str, body: Body | None = None, body_region: str | None = None
+    case: Case,
+    objects: Objects,
+    modality: str,
+    body: Body | None = None,
+    body_region: str | None = None,
+    clinical: dict[int, dict[str, dict[str, str]]] | None = None,
 ) -> CaseContext:
-    """The midline, every object's side and the laterality self-check of a case."""
+    """The midline, every object's side and the laterality self-check of a case, with the
+    clinical attributes its objects have from the dataset's case table."""
     midline = _midline(case, body) if objects.anchors else None
     shares = _right_shares(case, objects, midline) if midline is not None else {}
     sides = Laterality(shares, _conflicts(objects, shares, body_region))
     checks = {"midline": None if midline is None else midline.to_dict(), "laterality": sides.to_dict()}
-    return CaseContext(midline, sides, modality, body_region, case.image.spacing_known, checks)
+    return CaseContext(midline, sides, modality, body_region, case.image.spacing_known, checks, dict(clinical or {}))
 
 
 def laterality(share_right: float | None) -> str | None:
@@ -545,6 +554,7 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
                 "extremes": _extremes(view, obj, same) if counted else [],
             },
             "pieces": len(obj.pieces),
+            "clinical": dict(context.clinical.get(object_id, {})),
             "visibility": {
                 "cross_section_share": obj.cross_section_share,
                 "cut_by_border": obj.cut_by_border,

@@ -12,10 +12,42 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from medground.anatomy import is_lesion
 from medground.cues import in_plane_direction
 from medground.terms import clinical_term
 
-__all__ = ["WITHIN_SHARE", "attribute_values", "category_key", "holds", "in_cell", "object_facts"]
+__all__ = [
+    "BUILT_IN",
+    "GENERIC_FINDING",
+    "WITHIN_SHARE",
+    "attribute_values",
+    "category_key",
+    "describes",
+    "holds",
+    "in_cell",
+    "object_facts",
+]
+
+#: The referring step's own attributes; any other attribute name is a clinical attribute
+#: from the dataset's case table (``fact["clinical"]``).
+BUILT_IN = frozenset(
+    {
+        "category",
+        "description",
+        "laterality",
+        "within",
+        "touches",
+        "size_rank",
+        "size_class",
+        "position",
+        "shape",
+        "intensity",
+        "relation",
+        "count",
+    }
+)
+#: The description of a finding whose class is annotated exhaustively ("the lesion").
+GENERIC_FINDING = "lesion"
 
 #: Share of an object's boundary another structure must cover for "within" to hold.
 WITHIN_SHARE = 0.25
@@ -55,13 +87,15 @@ def in_cell(box: list[int], position: str, width: int, height: int) -> bool:
 
 def _direction(direction: str, fact: dict[str, Any], other: dict[str, Any]) -> bool:
     """Whether ``fact`` lies in ``direction`` of ``other`` in the plane shown; medial and
-    lateral only between objects on the same side."""
+    lateral only between objects on the same side: toward the midline (the other side's
+    direction in the plane) is medial, away from it lateral."""
     if direction in ("medial", "lateral"):
-        sides = fact["laterality"], other["laterality"]
-        offsets = fact["midline_offset_mm"], other["midline_offset_mm"]
-        if sides[0] not in ("left", "right") or sides[0] != sides[1] or None in offsets or offsets[0] == offsets[1]:
+        side = fact["laterality"]
+        if side not in ("left", "right") or other["laterality"] != side:
             return False
-        return bool((offsets[0] < offsets[1]) == (direction == "medial"))
+        seen = in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"])
+        toward_midline = "right" if side == "left" else "left"
+        return seen == (toward_midline if direction == "medial" else side)
     return in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"]) == direction
 
 
@@ -72,6 +106,15 @@ def _named(value: str, name: str | None, body_region: str | None) -> bool:
         return False
     side = clinical_term(value, body_region).side
     return side is None or clinical_term(name, body_region).side == side
+
+
+def describes(value: str, fact: dict[str, Any], body_region: str | None = None) -> bool:
+    """Whether a description without the name fixes this object's kind: its vocabulary
+    description (singular or plural), or "lesion" for a lesion-like object."""
+    if value == GENERIC_FINDING:
+        return is_lesion(fact["label"])
+    term = clinical_term(fact["label"], body_region)
+    return value in (term.description, term.description_plural)
 
 
 def holds(
@@ -96,6 +139,8 @@ def holds(
             return False
         side = clinical_term(value, body_region).side
         return side is None or fact["laterality"] == side
+    if attribute == "description":
+        return describes(value, fact, body_region)
     if attribute == "position":
         return in_cell(fact["bbox_xyxy"], value, width, height)
     if attribute == "within":
@@ -114,6 +159,8 @@ def holds(
             if other is not fact
             and holds("category", other_name, other, facts, width=width, height=height, body_region=body_region)
         )
+    if attribute not in BUILT_IN:
+        return bool(fact.get("clinical", {}).get(attribute) == value)
     return bool(fact.get(attribute) == value)
 
 
@@ -149,6 +196,9 @@ def object_facts(view: Any, cues: dict[int, dict[str, Any]]) -> dict[int, dict[s
             "boundary_shares": dict(cue["relations"]["boundary_shares"]),
             "cross_section_share": cue["visibility"]["cross_section_share"],
             "cut_by_border": cue["visibility"]["cut_by_border"],
+            "plane": view.plane,
+            "clinical": {name: item["value"] for name, item in cue.get("clinical", {}).items()},
+            "clinical_roles": {name: item["role"] for name, item in cue.get("clinical", {}).items()},
         }
     return facts
 
@@ -165,4 +215,5 @@ def attribute_values(fact: dict[str, Any]) -> dict[str, Any]:
         "shape": fact["shape"],
         "intensity": fact["intensity"],
         "relation": fact["nearest"],
+        **fact.get("clinical", {}),
     }

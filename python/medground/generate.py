@@ -12,17 +12,19 @@ from typing import Any
 
 from medground import render
 from medground.anchors import find_anchors
-from medground.cues import case_context, compute_cues, full_scale
+from medground.cues import case_context, compute_cues
 from medground.facts import object_facts
 from medground.io.case import Case
+from medground.io.metadata import read_metadata
 from medground.io.schema import DatasetSpec
 from medground.records import Sample, image_path, reject
 from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
-from medground.verify import Draft, Funnel, Verifier
+from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
+from medground.verify.measure import CaseEvidence
 from medground.views import View, build_views
 
-__all__ = ["CaseDrafts", "draft_case", "verify_drafts"]
+__all__ = ["CaseDrafts", "case_evidence", "draft_case", "verify_drafts", "view_measurements"]
 
 
 @dataclass
@@ -39,6 +41,9 @@ class CaseDrafts:
         failures: synthesis rejections (model backends).
         checks: the case's self-checks (midline source, laterality witnessed by side-named labels).
         labels: the declared labels present in the case (id → name).
+        object_volume: the objects' ids on the volume's grid (the masks verification
+            measures sizes and completeness from); None for 2D images.
+        clinical: object id → clinical attribute → term, from the dataset's case table.
     """
 
     samples: list[Sample] = field(default_factory=list)
@@ -49,6 +54,8 @@ class CaseDrafts:
     checks: dict[str, Any] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)
     case_id: str = ""
+    object_volume: Any = None
+    clinical: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Synthesizer | None = None) -> CaseDrafts:
@@ -59,12 +66,17 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
     objects = find_anchors(case, spec)
     body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
     views, view_skips = build_views(case, objects, spec, body)
-    context = case_context(case, objects, spec.modality, body, spec.body_region)
+    clinical, listed = _clinical(case, objects.anchors, spec)
+    context = case_context(case, objects, spec.modality, body, spec.body_region, clinical)
+    if spec.metadata is not None:
+        context.checks["metadata"] = {"listed": listed}
     drafts = CaseDrafts(
         views=views,
         checks=context.checks,
         case_id=case.case_id,
         labels={i: case.label_names[i] for i in case.present if i in spec.labels},
+        object_volume=None if case.image.is_2d else objects.map,
+        clinical={oid: {name: item["value"] for name, item in values.items()} for oid, values in clinical.items()},
     )
     drafts.skipped.extend({"case_id": case.case_id, **dropped.to_record()} for dropped in objects.dropped)
     for skip in view_skips:
@@ -83,14 +95,21 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
     # Provenance names the source file relative to the dataset folder: portable, and the
     # same wherever the data is mounted.
     source = _relative(case.image.path, spec.root)
+    said: set[tuple[str | None, tuple[int, ...], str]] = set()
     for view in views:
         cues = compute_cues(view, context)
-        references, skips = refer_view(view, cues, spec.body_region)
+        references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels)
         samples, failures = synthesizer.synthesize(
             view, cues, references, modality=spec.modality, body_region=spec.body_region
         )
         drafts.failures.extend(failures)
-        drafts.samples.extend(replace(s, provenance={**s.provenance, "image_path": source}) for s in samples)
+        for sample in samples:
+            # One (plane, targets, query) per case: spread slices never repeat a query.
+            key = (view.plane, tuple(sorted({t.object_id for t in sample.targets})), sample.query.lower())
+            if key in said:
+                continue
+            said.add(key)
+            drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
         drafts.facts[image_path(case.dataset, case.case_id, view.view_record())] = object_facts(view, cues)
         for unsaid in skips:
             labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
@@ -109,11 +128,58 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
     return drafts
 
 
+def _clinical(
+    case: Case, anchors: dict[int, Any], spec: DatasetSpec
+) -> tuple[dict[int, dict[str, dict[str, str]]], bool]:
+    """Each object's clinical attributes from the dataset's case table, and whether the
+    table lists the case."""
+    if spec.metadata is None:
+        return {}, False
+    table = read_metadata(spec.metadata, spec.root)
+    roles = table.roles()
+    clinical = {
+        object_id: {
+            name: {"value": value, "role": roles[name]}
+            for name, value in table.for_label(case.case_id, anchor.label).items()
+        }
+        for object_id, anchor in anchors.items()
+    }
+    return {k: v for k, v in clinical.items() if v}, case.case_id in table.rows
+
+
 def _relative(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.name
+
+
+def case_evidence(drafts: CaseDrafts, spec: DatasetSpec) -> CaseEvidence | None:
+    """The case's volume evidence (objects on the volume's grid, the image volume), shared by
+    its views' measurements; None for 2D images."""
+    if drafts.object_volume is None or not drafts.views:
+        return None
+    image = drafts.views[0].case.image
+    return CaseEvidence(drafts.object_volume, image.array, image.affine, spec.modality)
+
+
+def view_measurements(
+    drafts: CaseDrafts, spec: DatasetSpec, view: View, shared: CaseEvidence | None = None
+) -> Measurements:
+    """What verification measures a view's samples against: the view's stored image, its
+    masks, its map and the case's volume (:mod:`medground.verify.measure`); ``shared`` is
+    the case's volume evidence when the caller measures several views."""
+    terms = tuple(t for a in spec.metadata.attributes for t in a.terms) if spec.metadata is not None else ()
+    evidence = evidence_of_view(
+        view,
+        case_evidence=shared if shared is not None else case_evidence(drafts, spec),
+        clinical=drafts.clinical,
+        clinical_terms=terms,
+        modality=spec.modality,
+        body_region=spec.body_region,
+        oriented_display=spec.is_radiological,
+    )
+    return Measurements(evidence)
 
 
 def verify_drafts(
@@ -132,20 +198,12 @@ def verify_drafts(
     for failure in drafts.failures:
         funnel.add_failure(failure["rejection"]["stage"], failure["rejection"]["reason"])
     batch = []
+    measures: dict[str, Measurements] = {}
+    shared = case_evidence(drafts, spec)
     for sample in drafts.samples:
-        view = views[sample.image]
-        batch.append(
-            Draft(
-                sample,
-                drafts.facts[sample.image],
-                view.image,
-                view.values,
-                spec.body_region,
-                view.case.image.oriented,
-                tuple(view.case.label_names.values()),
-                full_scale(view.case.image.array, view.values),
-            )
-        )
+        if sample.image not in measures:
+            measures[sample.image] = view_measurements(drafts, spec, views[sample.image], shared)
+        batch.append(Draft(sample, drafts.facts[sample.image], measures[sample.image]))
     for checked, failed, results in verifier.verify_many(batch):
         funnel.add(results)
         if failed is None:

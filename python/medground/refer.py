@@ -2,19 +2,36 @@
 
 Dale & Reiter's incremental algorithm (1995): walk the attributes in a preference order,
 keep an attribute when the target's value rules out at least one remaining distractor,
-stop when none remain. The category (the label) heads every expression unless the query is
-implicit. A target that cannot be singled out is skipped with the reason. The chosen
-attributes and every distractor's values for them are stored so that anyone can re-check
-uniqueness (:func:`matching_distractors`).
+stop when none remain. The chosen attributes and every distractor's values for them are
+stored so that anyone can re-check uniqueness (:func:`matching_distractors`).
+
+What a radiologist would sign:
+
+* The category (the label's clinical term) heads every expression, or a clinical finding
+  from the dataset's case table ("the melanoma"). A query that does not name its target
+  (``implicit``) names it through clinical knowledge that fixes it instead: the
+  vocabulary's description ("the sac that stores bile"), or "lesion" for a finding whose
+  every instance the dataset annotates (``exhaustive_labels``: then every candidate a
+  reader sees is a labelled object). Nothing is ever a nameless "structure".
+* Rank words ("the largest") only come with the category.
+* One frame per expression: patient sides (a sided name, laterality, "to the left of")
+  and places in the image ("in the upper left part of the image") are never mixed; on
+  sagittal views, where image left/right means anterior/posterior, places are only upper
+  or lower.
+* At most one reference per (targets, attribute set) in a view.
+
+A target that cannot be singled out is skipped with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medground.facts import attribute_values, category_key, holds, object_facts
+from medground.anatomy import is_lesion
+from medground.facts import GENERIC_FINDING, attribute_values, category_key, holds, object_facts
 from medground.terms import clinical_term
 from medground.views import View
 
@@ -23,35 +40,49 @@ __all__ = [
     "Reference",
     "Scene",
     "Skip",
+    "frame_of",
     "matching_distractors",
     "refer",
     "refer_view",
 ]
 
-#: Attribute preference per query type (clinically sensible order; category first).
+#: Attribute preference per query type (clinically sensible order; the head first).
+#: Clinical descriptors from the case table follow the head in descriptive queries.
 PREFERENCE: dict[str, tuple[str, ...]] = {
     "direct": ("category", "laterality", "within", "size_rank", "position", "shape", "intensity"),
     "descriptive": ("category", "shape", "intensity", "size_class", "position", "laterality", "size_rank"),
-    "implicit": ("shape", "intensity", "size_class", "position", "laterality", "size_rank", "within"),
+    "implicit": ("description", "laterality", "shape", "intensity", "size_class", "within", "position"),
     "relational": ("category", "within", "relation", "laterality", "size_rank"),
 }
+_PATIENT_SIDES = ("left", "right", "midline", "bilateral")
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A distinguishing description of a target (or a label's set) in one view."""
+    """A distinguishing description of a target (or a label's set) in one view.
+
+    Attributes:
+        query_type: direct, descriptive, implicit, relational or multi_object.
+        targets: the object ids it names.
+        attributes: the chosen attributes and the targets' values.
+        distractors: every other object of the view, with its values for those attributes.
+        findings: the chosen clinical attributes that are findings (worded as the head).
+        label: the (first) target's label, for wording a description's side; never a claim.
+    """
 
     query_type: str
     targets: tuple[int, ...]
     attributes: dict[str, Any]
     distractors: tuple[dict[str, Any], ...]
+    findings: tuple[str, ...] = ()
+    label: str | None = None
 
 
 @dataclass(frozen=True)
 class Skip:
     """A target and query type that could not be singled out, and why: ``reason`` is a code
-    (``ambiguous``, ``side_contradiction``, ``no_relation``, ``too_few_attributes``,
-    ``set_member_not_target``), ``detail`` says it for a person."""
+    (``ambiguous``, ``side_contradiction``, ``no_relation``, ``no_description``,
+    ``named_by_finding``, ``set_member_not_target``), ``detail`` says it for a person."""
 
     query_type: str
     targets: tuple[int, ...]
@@ -89,55 +120,166 @@ def matching_distractors(attributes: dict[str, Any], scene: Scene, targets: Sequ
     ]
 
 
-def refer(target: int, scene: Scene, query_type: str) -> Reference | Skip:
+def frame_of(attribute: str, value: Any, body_region: str | None = None) -> str | None:
+    """The frame an attribute value speaks in: ``patient`` (it says a patient side: a sided
+    name, a laterality, a left/right direction, a relation to a sided structure),
+    ``image`` (a place in the image), or None (neither)."""
+    if value is None:
+        return None
+    if attribute == "position":
+        return "image"
+    if attribute == "laterality":
+        return "patient" if value in _PATIENT_SIDES else None
+    if attribute in ("category", "within"):
+        return "patient" if clinical_term(str(value), body_region).side else None
+    if attribute == "relation":
+        direction, _, other = str(value).partition(":")
+        if direction in ("left", "right") or clinical_term(other, body_region).side:
+            return "patient"
+    return None
+
+
+def _row_only(position: str | None) -> str | None:
+    """A place on a sagittal view, where image left/right is anterior/posterior: the row."""
+    if position is None:
+        return None
+    row = position.split()[0]
+    return row if row in ("upper", "lower") else None
+
+
+def _values(scene: Scene, target: int) -> dict[str, Any]:
+    fact = scene.facts[target]
+    values = attribute_values(fact)
+    if fact.get("plane") == "sagittal":
+        values["position"] = _row_only(values["position"])
+    values["relation"] = _medial_or_lateral(scene, target, values["relation"])
+    # What names it without its name (so that distractors can be re-checked against it).
+    values["description"] = (
+        GENERIC_FINDING if is_lesion(fact["label"]) else clinical_term(fact["label"], scene.body_region).description
+    )
+    return values
+
+
+def _medial_or_lateral(scene: Scene, target: int, relation: str | None) -> str | None:
+    """Left/right between two structures on the same side of the body, said as a
+    radiologist says it: medial or lateral ("the left adrenal gland medial to the stomach",
+    not "… to the right of the stomach")."""
+    if relation is None:
+        return None
+    direction, _, other = relation.partition(":")
+    if direction not in ("left", "right"):
+        return relation
+    for word in ("medial", "lateral"):
+        if scene.holds("relation", f"{word}:{other}", target):
+            return f"{word}:{other}"
+    return relation
+
+
+def _description(fact: dict[str, Any], body_region: str | None, exhaustive: Collection[str]) -> str | None:
+    """How a target may be named without its name: "lesion" for an exhaustively annotated
+    finding, else its vocabulary description; None when neither fixes it."""
+    if fact["label"] in exhaustive and fact["kind"] == "instance":
+        return GENERIC_FINDING
+    if fact["kind"] == "organ":
+        return clinical_term(fact["label"], body_region).description
+    return None
+
+
+class _Incremental:
+    """The incremental algorithm's state for one target: the values it may use, the
+    attributes chosen, the frame they speak in and the distractors not yet ruled out."""
+
+    def __init__(self, target: int, scene: Scene, values: dict[str, Any]) -> None:
+        self.target, self.scene, self.mine = target, scene, values
+        self.chosen: dict[str, Any] = {}
+        self.frames: set[str] = set()
+        remaining = [c for c in scene.facts if c != target]
+        # Same label first: the objects a reader is likeliest to confuse with the target.
+        remaining.sort(key=lambda c: (scene.facts[c]["category"] != values["category"], c))
+        self.remaining = remaining
+
+    def usable(self, attribute: str) -> bool:
+        """The target has a value for it that holds, in a frame the expression may still use."""
+        value = self.mine.get(attribute)
+        if value is None or not self.scene.holds(attribute, value, self.target):
+            return False
+        frame = frame_of(attribute, value, self.scene.body_region)
+        return frame is None or not self.frames - {frame}
+
+    def rules_out(self, attribute: str) -> bool:
+        return any(not self.scene.holds(attribute, self.mine[attribute], c) for c in self.remaining)
+
+    def choose(self, attribute: str) -> None:
+        value = self.mine[attribute]
+        self.chosen[attribute] = value
+        frame = frame_of(attribute, value, self.scene.body_region)
+        if frame is not None:
+            self.frames.add(frame)
+        self.remaining = [c for c in self.remaining if self.scene.holds(attribute, value, c)]
+
+    def walk(self, order: Sequence[str], heads: Collection[str]) -> None:
+        """Heads are always chosen; any other attribute when it rules a distractor out,
+        until none remain."""
+        for attribute in order:
+            if self.usable(attribute) and (attribute in heads or self.rules_out(attribute)):
+                self.choose(attribute)
+            if not self.remaining and attribute not in heads:
+                break
+
+    def add(self, attributes: Sequence[str]) -> None:
+        """Attributes said whether or not they are needed (a descriptive query's look and place)."""
+        for attribute in attributes:
+            if attribute not in self.chosen and self.usable(attribute):
+                self.choose(attribute)
+
+
+def _implicit_head(fact: dict[str, Any], scene: Scene, exhaustive: Collection[str], target: int) -> str | Skip:
+    """What an implicit query calls the target, or why it has none."""
+    findings = [n for n, role in fact.get("clinical_roles", {}).items() if role == "finding"]
+    if findings:
+        return Skip("implicit", (target,), "named_by_finding", f"its {findings[0]} names it")
+    description = _description(fact, scene.body_region, exhaustive)
+    if description is None:
+        detail = "no description fixes it without its name, and unlabelled anatomy could fit a nameless query"
+        return Skip("implicit", (target,), "no_description", detail)
+    return description
+
+
+def refer(target: int, scene: Scene, query_type: str, *, exhaustive: Collection[str] = ()) -> Reference | Skip:
     """The incremental algorithm for one target among the objects of a view."""
-    order = PREFERENCE[query_type]
-    mine = attribute_values(scene.facts[target])
-    remaining = [c for c in scene.facts if c != target]
-    # Same label first: the objects a reader is likeliest to confuse with the target.
-    remaining.sort(key=lambda c: (scene.facts[c]["category"] != mine["category"], c))
-    chosen: dict[str, Any] = {}
-
-    def choose(attribute: str) -> None:
-        nonlocal remaining
-        chosen[attribute] = mine[attribute]
-        remaining = [c for c in remaining if scene.holds(attribute, mine[attribute], c)]
-
-    for attribute in order:
-        if mine.get(attribute) is None or not scene.holds(attribute, mine[attribute], target):
-            continue
-        if attribute == "category" or any(not scene.holds(attribute, mine[attribute], c) for c in remaining):
-            choose(attribute)
-        if not remaining:
-            break
-    if query_type in PREFERENCE and "category" in order and "category" not in chosen:
-        return Skip(
-            query_type,
-            (target,),
-            "side_contradiction",
-            f"its label {mine['category']!r} names a side its position contradicts",
-        )
+    fact = scene.facts[target]
+    mine = _values(scene, target)
+    roles = fact.get("clinical_roles", {})
+    findings = [name for name, role in roles.items() if role == "finding"]
+    descriptors = [name for name, role in roles.items() if role == "descriptor"] if query_type == "descriptive" else []
+    order = list(PREFERENCE[query_type])
+    if query_type == "implicit":
+        head = _implicit_head(fact, scene, exhaustive, target)
+        if isinstance(head, Skip):
+            return head
+        mine["description"] = head
+    else:
+        # A finding is worded as the head, with the category; descriptors follow the head.
+        order[1:1] = findings + descriptors
+    state = _Incremental(target, scene, mine)
+    state.walk(order, {"category", "description", *findings})
+    if ("description" if query_type == "implicit" else "category") not in state.chosen:
+        detail = f"its label {mine['category']!r} names a side its position contradicts"
+        return Skip(query_type, (target,), "side_contradiction", detail)
     if query_type in ("descriptive", "implicit"):
-        # Descriptive queries say what it looks like and where it is, needed or not.
-        for attribute in ("shape", "position"):
-            if attribute not in chosen and mine.get(attribute) is not None:
-                choose(attribute)
-    if query_type == "relational" and not {"within", "relation"} & chosen.keys():
-        key = "within" if mine.get("within") else "relation" if mine.get("relation") else None
-        if key is None or not scene.holds(key, mine[key], target):
+        state.add(("shape", *descriptors, "position"))  # what it looks like and where it is
+    if query_type == "relational" and not {"within", "relation"} & state.chosen.keys():
+        key = next((k for k in ("within", "relation") if state.usable(k)), None)
+        if key is None:
             return Skip(query_type, (target,), "no_relation", "no containing or nearby structure to relate to")
-        choose(key)
-    if query_type == "implicit" and len(chosen) < 2:
-        return Skip(query_type, (target,), "too_few_attributes", "too few attributes to describe it without its name")
-    if remaining:
-        names = sorted({scene.facts[c]["category"] for c in remaining})
-        return Skip(
-            query_type,
-            (target,),
-            "ambiguous",
-            f"{len(remaining)} other object(s) ({', '.join(names)}) share every attribute",
-        )
-    return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)))
+        state.choose(key)
+    if state.remaining:
+        names = sorted({scene.facts[c]["category"] for c in state.remaining})
+        detail = f"{len(state.remaining)} other object(s) ({', '.join(names)}) share every attribute"
+        return Skip(query_type, (target,), "ambiguous", detail)
+    chosen = state.chosen
+    said = tuple(f for f in findings if f in chosen)
+    return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)), said, fact["label"])
 
 
 def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
@@ -146,7 +288,7 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
             "object_id": c,
             "label": fact["label"],
             "bbox_xyxy": list(fact["bbox_xyxy"]),
-            "values": {k: attribute_values(fact).get(k) for k in chosen if k != "count"},
+            "values": {k: _values(scene, c).get(k) for k in chosen if k != "count"},
         }
         for c, fact in sorted(scene.facts.items())
         if c not in targets
@@ -156,8 +298,10 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
 def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any]] | Skip]:
     """The multi-object sets of a view: every object of an instance class or numbered
     series ("every liver lesion", "the left ribs"), and bilateral pairs of organs ("both
-    kidneys"). Organs are never counted. A set is asked about only when each member could
-    be a target on its own (visible, not a sliver) and one member is a target of the view."""
+    kidneys", and, where the vocabulary describes the pair, "the paired retroperitoneal
+    organs that produce urine"). Organs are never counted. A set is asked about only when
+    each member could be a target on its own (visible, not a sliver) and one member is a
+    target of the view."""
     groups: dict[str, list[int]] = {}
     for object_id in sorted(scene.facts):
         fact = scene.facts[object_id]
@@ -191,31 +335,52 @@ def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any
         if {"left", "right"} <= sides:
             attributes["laterality"] = "bilateral"
         out.append((tuple(members), attributes))
+        pair = clinical_term(scene.facts[members[0]]["label"], scene.body_region)
+        if attributes.get("laterality") == "bilateral" and len(members) == 2 and pair.description_plural:
+            out.append(
+                (tuple(members), {"description": pair.description_plural, "count": 2, "laterality": "bilateral"})
+            )
     return out
 
 
+def _key(targets: tuple[int, ...], attributes: dict[str, Any]) -> str:
+    return json.dumps([list(targets), sorted(attributes.items())], default=str)
+
+
 def refer_view(
-    view: View, cues: dict[int, dict[str, Any]], body_region: str | None = None
+    view: View,
+    cues: dict[int, dict[str, Any]],
+    body_region: str | None = None,
+    *,
+    exhaustive: Collection[str] = (),
 ) -> tuple[list[Reference], list[Skip]]:
-    """References for every target of a view: direct, descriptive (with and without the
-    category, the latter for instance classes only), relational, and the multi-object sets."""
+    """References for every target of a view: direct, descriptive, implicit (named through
+    a description or as an exhaustively annotated finding), relational, and the
+    multi-object sets; at most one per (targets, attribute set)."""
     scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
     references: list[Reference] = []
     skips: list[Skip] = []
+    seen: set[str] = set()
+
+    def add(reference: Reference) -> None:
+        key = _key(reference.targets, reference.attributes)
+        if key not in seen:
+            seen.add(key)
+            references.append(reference)
+
     for target in view.targets:
-        implicit = ("implicit",) if scene.facts[target]["kind"] == "instance" else ()
-        types = ("direct", "descriptive", *implicit, "relational")
-        for query_type in types:
-            result = refer(target, scene, query_type)
+        for query_type in ("direct", "descriptive", "implicit", "relational"):
+            result = refer(target, scene, query_type, exhaustive=exhaustive)
             if isinstance(result, Reference):
-                references.append(result)
-            else:
+                add(result)
+            elif not (query_type == "implicit" and result.reason in ("no_description", "named_by_finding")):
                 skips.append(result)
     for found in _sets(view, scene):
         if isinstance(found, Skip):
             skips.append(found)
             continue
         members, attributes = found
-        distractors = _distractors({"category": attributes["category"]}, scene, members)
-        references.append(Reference("multi_object", members, attributes, distractors))
+        head = {"category": attributes["category"]} if "category" in attributes else {}
+        label = scene.facts[members[0]]["label"]
+        add(Reference("multi_object", members, attributes, _distractors(head, scene, members), label=label))
     return references, skips

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -34,7 +34,7 @@ _SIDES = ("left", "right")
 _NUMBER_STYLES = ("suffix", "ordinal", "level")
 _SHARED_TABLES = ("sides", "spellings", "plurals")  # only in common.toml
 _FILE_KEYS = {"version", "terms", "region_only", *_SHARED_TABLES}
-_ENTRY_KEYS = {"noun", "plural", "number"}
+_ENTRY_KEYS = {"noun", "plural", "number", "paired", "description", "description_plural"}
 _PART_SEPARATOR = re.compile(r"[_\s]+")
 _NUMBER = re.compile(r"\d+|[CTLS]\d{1,2}", re.IGNORECASE)
 _VERTEBRAL_LEVEL = re.compile(r"[CTLS]\d{1,2}", re.IGNORECASE)
@@ -54,6 +54,13 @@ class Term:
         plural: The plural of ``noun``: "kidneys", "ribs", "upper lobes of the lungs".
         number: The label's number or vertebral level ("7", "L1"), None without one: a
             member of a numbered series, whose number a single slice rarely shows.
+        paired: The structure is one of a left/right pair ("kidney", "lung"): its side is
+            said as "left kidney", never "left-sided kidney".
+        description: What the structure is, in clinical words that fix it without naming
+            it ("organ that stores bile"), singular and without an article; None where the
+            vocabulary gives none. Used for queries that do not name their target.
+        description_plural: The same for both of a pair ("paired retroperitoneal organs
+            that produce urine"), or None.
     """
 
     noun: str
@@ -61,6 +68,15 @@ class Term:
     text: str
     plural: str
     number: str | None = None
+    paired: bool = False
+    description: str | None = None
+    description_plural: str | None = None
+
+    @property
+    def is_plural(self) -> bool:
+        """The noun is plural in form ("intervertebral discs", "costal cartilages"): it
+        takes "are", and has no singular for "every …"."""
+        return self.noun == self.plural
 
 
 def clinical_term(label: str, body_region: str | None = None) -> Term:
@@ -95,13 +111,22 @@ def clinical_term(label: str, body_region: str | None = None) -> Term:
         stem = "_".join(keys)
         entry = vocab.lookup(f"{stem}_{_NUMBER_KEY}", region)
         if entry is None and (plain := vocab.lookup(stem, region)) is not None:
-            entry = _Entry(plain.noun, plain.plural)  # a number the vocabulary did not expect
+            entry = replace(plain, number="suffix")  # a number the vocabulary did not expect
     if entry is None:
         entry = _Entry(" ".join(_display_word(part, key) for part, key in zip(parts, keys, strict=True)))
 
     plural = entry.plural if entry.plural is not None else vocab.pluralise(entry.noun)
     text = _numbered(entry.noun, number, entry.number)
-    return Term(noun=entry.noun, side=side, text=f"{side} {text}" if side else text, plural=plural, number=number)
+    return Term(
+        noun=entry.noun,
+        side=side,
+        text=f"{side} {text}" if side else text,
+        plural=plural,
+        number=number,
+        paired=entry.paired,
+        description=entry.description,
+        description_plural=entry.description_plural,
+    )
 
 
 # ------------------------------------------------------------------------------- wording
@@ -151,6 +176,9 @@ class _Entry:
     noun: str
     plural: str | None = None
     number: str = "suffix"
+    paired: bool = False
+    description: str | None = None
+    description_plural: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,10 +300,16 @@ def _entry(name: str, value: Any, source: str) -> _Entry:
         raise ValueError(f"{source}: {name} number must be one of {', '.join(_NUMBER_STYLES)}, got {number!r}")
     if number != "suffix" and not name.endswith(f"_{_NUMBER_KEY}"):
         raise ValueError(f"{source}: {name} sets number = {number!r} but its name has no '_{_NUMBER_KEY}'")
-    plural = value.get("plural")
-    if plural is not None and not isinstance(plural, str):
-        raise ValueError(f"{source}: {name} plural must be a string, got {plural!r}")
-    return _Entry(value["noun"], plural, number)
+    texts = {key: value.get(key) for key in ("plural", "description", "description_plural")}
+    for key, text in texts.items():
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError(f"{source}: {name} {key} must be a non-empty string, got {text!r}")
+    if texts["description_plural"] is not None and texts["description"] is None:
+        raise ValueError(f"{source}: {name} has description_plural but no description")
+    paired = value.get("paired", False)
+    if not isinstance(paired, bool):
+        raise ValueError(f"{source}: {name} paired must be true or false, got {paired!r}")
+    return _Entry(value["noun"], texts["plural"], number, paired, texts["description"], texts["description_plural"])
 
 
 def _string_table(table: Any, source: str) -> dict[str, str]:

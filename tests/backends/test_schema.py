@@ -35,4 +35,4 @@ def test_answers_are_parsed_and_checked() -> None:
         "$.tags: 0 items, at least 1 required",
     ]
     assert schema_errors({"n": 1, "tags": ["a"]}, schema) == ["$.tags[0]: shorter than 2 characters"]
-    assert set(available_prompts()) >= {"synthesis_v1", "judge_v1"}
+    assert set(available_prompts()) >= {"synthesis_v2", "judge_v1"}

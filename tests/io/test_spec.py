@@ -243,6 +243,17 @@ def _materialise(spec_text: str, root: Path, case_id: str) -> None:
         text = pattern.replace("**/", "batch1/").replace("*", "x").replace("{case}", case_id)
         return root / (text.replace("{label}", label) if label else text)
 
+    if "metadata" in cases:
+        # The case table the preset documents: its key column and every column it maps.
+        table = document["metadata"]
+        columns = [table["key"]] + [
+            c for a in table.values() if isinstance(a, dict) for c in ([a["column"]] if "column" in a else a["one_hot"])
+        ]
+        separator = "\t" if cases["metadata"].endswith(".tsv") else ","
+        (root / cases["metadata"]).write_text(
+            separator.join(columns) + "\n" + separator.join([case_id] + ["1"] * (len(columns) - 1)) + "\n"
+        )
+
     if is_3d:
         shape = (6, 5, 4)
         image = np.arange(np.prod(shape), dtype=np.int16).reshape(shape)

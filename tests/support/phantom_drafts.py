@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medground.generate import draft_case
+from medground.generate import draft_case, view_measurements
 from medground.records import Sample
 from medground.verify import Verifier
 from phantom_cases import liver_phantom
@@ -18,15 +18,7 @@ def phantom(tmp_path: Path, faint: bool = False):
 
 def run(spec, drafts, sample: Sample):
     view = next(v for v in drafts.views if v.view_record() == sample.view)
-    return Verifier().verify(
-        sample,
-        drafts.facts[sample.image],
-        view.image,
-        view.values,
-        body_region=spec.body_region,
-        oriented=True,
-        labels=spec.labels.values(),
-    )
+    return Verifier().verify(sample, drafts.facts[sample.image], view_measurements(drafts, spec, view))
 
 
 def lesion_sample(drafts, query_type: str = "direct") -> Sample:

@@ -1,7 +1,8 @@
 """The template synthesizer: the same seed gives the same samples byte for byte; the noun
 phrase's word order and words for every attribute that changes them (size classes,
-intensities, sides, implicit queries, what follows the head noun); the number words of
-multi-object queries; the phrasing picked by a hash of the seed and the sample id."""
+intensities, sides, descriptions, clinical findings, what follows the head noun) and its
+number; the number words of multi-object queries; the wording picked by a hash of the
+seed, the sample id and the slot."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from medground.generate import draft_case
 from medground.refer import Reference
-from medground.synth.template import TemplateSynthesizer, noun_phrase
+from medground.synth.template import TemplateSynthesizer, noun_phrase, word_query
 from phantom_cases import liver_phantom, view_inputs
 from phantom_cases import multi_lesion_case as _phantom_case
 
@@ -49,20 +50,22 @@ def test_same_seed_same_samples_byte_for_byte(tmp_path: Path) -> None:
         ({"category": "liver lesion", "size_class": "huge"}, "the liver lesion"),
         ({"category": "liver lesion", "size_class": None}, "the liver lesion"),
         ({"category": "liver lesion", "shape": "lobulated"}, "the lobulated liver lesion"),
-        # Intensities: adjectives, except "similar" (a phrase after the noun).
+        # Intensities: radiology words are adjectives; photographs compare with the surroundings.
         ({"category": "liver lesion", "intensity": "hypodense"}, "the hypodense liver lesion"),
         ({"category": "liver lesion", "intensity": "isodense"}, "the isodense liver lesion"),
         ({"category": "liver lesion", "intensity": "hyperintense"}, "the hyperintense liver lesion"),
-        ({"category": "polyp", "intensity": "darker"}, "the darker polyp"),
-        ({"category": "polyp", "intensity": "brighter"}, "the brighter polyp"),
+        ({"category": "polyp", "intensity": "darker"}, "the polyp darker than the surrounding tissue"),
+        ({"category": "polyp", "intensity": "brighter"}, "the polyp brighter than the surrounding tissue"),
         ({"category": "polyp", "intensity": "similar"}, "the polyp of similar brightness to its surroundings"),
         ({"category": "polyp", "intensity": None}, "the polyp"),
-        # Sides: "-sided" or "midline" before the noun, unless the term names its side.
+        # Sides: one of a pair takes the bare side; others "-sided" or "midline"; a term
+        # that names its side says it once.
         ({"category": "liver lesion", "laterality": "left"}, "the left-sided liver lesion"),
         ({"category": "liver lesion", "laterality": "right"}, "the right-sided liver lesion"),
         ({"category": "liver lesion", "laterality": "midline"}, "the midline liver lesion"),
         ({"category": "kidney_left", "laterality": "left"}, "the left kidney"),
-        ({"laterality": "right"}, "the right-sided structure"),
+        ({"category": "lung field", "laterality": "right"}, "the right lung"),
+        ({"category": "autochthon_right", "laterality": "right"}, "the right erector spinae muscle"),
         # After the noun: within, the relation, the place in the image.
         ({"category": "liver lesion", "within": "liver"}, "the liver lesion within the liver"),
         ({"category": "liver lesion", "within": "kidney_right"}, "the liver lesion within the right kidney"),
@@ -70,10 +73,21 @@ def test_same_seed_same_samples_byte_for_byte(tmp_path: Path) -> None:
             {"category": "liver lesion", "relation": "inferior:gallbladder"},
             "the liver lesion inferior to the gallbladder",
         ),
+        ({"category": "aorta", "relation": "left:kidney_right"}, "the aorta to the left of the right kidney"),
         ({"category": "liver lesion", "position": "center"}, "the liver lesion in the center of the image"),
         (
             {"category": "liver lesion", "position": "upper left"},
             "the liver lesion in the upper left part of the image",
+        ),
+        # Descriptions name a structure without its name.
+        ({"description": "sac that stores bile"}, "the sac that stores bile"),
+        (
+            {"description": "organ that produces bile", "position": "upper left"},
+            "the organ that produces bile in the upper left part of the image",
+        ),
+        (
+            {"description": "lesion", "shape": "round", "position": "center"},
+            "the round lesion in the center of the image",
         ),
         # Everything at once: size rank, size class, shape, intensity, side, noun, within,
         # relation, position.
@@ -92,52 +106,51 @@ def test_same_seed_same_samples_byte_for_byte(tmp_path: Path) -> None:
             "the largest large lobulated hypodense right-sided liver lesion within the liver medial to the right"
             " kidney in the upper left part of the image",
         ),
-        (
-            {
-                "position": "lower",
-                "relation": "inferior:gallbladder",
-                "within": "liver",
-                "intensity": "similar",
-                "category": "polyp",
-            },
-            "the polyp of similar brightness to its surroundings within the liver inferior to the gallbladder in"
-            " the lower part of the image",
-        ),
     ],
 )
 def test_noun_phrase_order_and_words(attributes: dict[str, Any], phrase: str) -> None:
-    assert noun_phrase(attributes, body_region="abdomen", oriented=True) == phrase
+    assert noun_phrase(attributes, body_region="abdomen", oriented=True).text == phrase
     reversed_order = dict(reversed(list(attributes.items())))
-    assert noun_phrase(reversed_order, body_region="abdomen", oriented=True) == phrase
+    assert noun_phrase(reversed_order, body_region="abdomen", oriented=True).text == phrase
 
 
 @pytest.mark.parametrize(
-    ("attributes", "oriented", "implicit", "phrase"),
+    ("attributes", "label", "oriented", "phrase"),
     [
         # No patient orientation: no side.
-        ({"category": "liver lesion", "laterality": "left"}, False, False, "the liver lesion"),
-        ({"laterality": "right"}, False, False, "the structure"),
-        # Implicit queries name no category: "structure", with the side if oriented.
+        ({"category": "liver lesion", "laterality": "left"}, None, False, "the liver lesion"),
+        ({"description": "lesion", "laterality": "left"}, "polyp", False, "the lesion"),
+        # A description of one of a pair takes the bare side; a finding does not.
         (
-            {"category": "liver lesion", "size_rank": "smallest", "shape": "round"},
+            {"description": "retroperitoneal organ that produces urine", "laterality": "left"},
+            "kidney_left",
             True,
-            True,
-            "the smallest round structure",
+            "the left retroperitoneal organ that produces urine",
         ),
-        ({"category": "kidney_left", "laterality": "left"}, True, True, "the left-sided structure"),
-        ({"category": "kidney_left", "laterality": "left"}, False, True, "the structure"),
-        (
-            {"category": "liver lesion", "within": "liver", "position": "center"},
-            True,
-            True,
-            "the structure within the liver in the center of the image",
-        ),
+        ({"description": "lesion", "laterality": "right"}, "liver lesion", True, "the right-sided lesion"),
     ],
 )
-def test_noun_phrase_sides_and_implicit_queries(
-    attributes: dict[str, Any], oriented: bool, implicit: bool, phrase: str
-) -> None:
-    assert noun_phrase(attributes, body_region="abdomen", oriented=oriented, implicit=implicit) == phrase
+def test_noun_phrase_sides(attributes: dict[str, Any], label: str | None, oriented: bool, phrase: str) -> None:
+    assert noun_phrase(attributes, body_region="abdomen", oriented=oriented, label=label).text == phrase
+
+
+def test_clinical_findings_head_the_phrase_and_descriptors_qualify_it() -> None:
+    attributes = {"category": "skin lesion", "diagnosis": "melanoma", "asymmetry": "asymmetric", "shape": "oval"}
+    phrase = noun_phrase(attributes, body_region="skin", oriented=False, findings=("diagnosis",))
+    assert phrase.text == "the asymmetric oval melanoma" and not phrase.plural
+    # Without the finding role the value is a descriptor, like any other.
+    assert noun_phrase(
+        {"category": "skin lesion", "asymmetry": "symmetric"}, body_region="skin", oriented=False
+    ).text == ("the symmetric skin lesion")
+
+
+@pytest.mark.parametrize(
+    ("category", "plural"),
+    [("intervertebral_discs", True), ("costal_cartilages", True), ("portal_vein_and_splenic_vein", True)]
+    + [("liver", False), ("kidney_left", False), ("vertebrae_L1", False)],
+)
+def test_the_phrase_knows_its_number(category: str, plural: bool) -> None:
+    assert noun_phrase({"category": category}, body_region="abdomen", oriented=True).plural is plural
 
 
 # ----------------------------------------------------------------------------- drafts of a phantom view
@@ -153,7 +166,7 @@ def lesion_view(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.parametrize(
     ("count", "word"),
     [(2, "two"), (3, "three"), (4, "four"), (5, "five"), (6, "six"), (7, "seven"), (8, "eight"), (9, "nine")]
-    + [(10, "ten"), (11, "several"), (20, "several")],
+    + [(10, "ten")],
 )
 def test_number_words_of_multi_object_queries(lesion_view, count: int, word: str) -> None:
     spec, view, cues, _ = lesion_view
@@ -169,27 +182,32 @@ def test_number_words_of_multi_object_queries(lesion_view, count: int, word: str
     assert sample.query == f"Mark each of the {word} liver lesions."
 
 
-@pytest.mark.parametrize(
-    ("seed", "key", "options", "index"),
-    [
-        (0, "0123456789abcdef0123", 5, 4),
-        (1, "0123456789abcdef0123", 5, 3),
-        (3, "0123456789abcdef0123", 5, 2),
-        (4, "0123456789abcdef0123", 5, 1),
-        (0, "a", 5, 3),
-        (1, "a", 5, 4),
-        (2, "a", 5, 0),
-        (0, "sample", 4, 0),
-        (1, "sample", 4, 1),
-        (4, "sample", 4, 2),
-        (0, "sample", 3, 2),
-        (1, "sample", 3, 0),
-        (3, "sample", 3, 1),
-    ],
-)
-def test_the_phrasing_is_picked_by_a_hash_of_seed_and_sample(seed: int, key: str, options: int, index: int) -> None:
-    phrasings = [f"phrasing {i}" for i in range(options)]
-    assert TemplateSynthesizer(seed)._pick(phrasings, key) == phrasings[index]
+@pytest.mark.parametrize("count", [11, 20])
+def test_counts_past_ten_are_not_said(lesion_view, count: int) -> None:
+    spec, view, cues, _ = lesion_view
+    lesions = tuple(c for c, o in view.objects.items() if o.anchor.label == "liver lesion")
+    reference = Reference("multi_object", lesions, {"category": "liver lesion", "count": count}, ())
+    for seed in range(32):
+        (sample,), _ = TemplateSynthesizer(seed).synthesize(
+            view, cues, [reference], modality=spec.modality, body_region=spec.body_region
+        )
+        assert "liver lesion" in sample.query and not any(c.isdigit() for c in sample.query)
+        assert not {"eleven", "twenty", "several", "None"} & set(sample.query.rstrip(".?").split())
+
+
+def test_the_wording_is_picked_by_a_hash_of_seed_sample_and_slot() -> None:
+    options = [f"phrasing {i}" for i in range(6)]
+    pick = TemplateSynthesizer(3)._picker("sample-1")
+    assert pick(options, "phrasing") == TemplateSynthesizer(3)._picker("sample-1")(options, "phrasing")
+    # Over many samples every option is used about equally, and the slots are independent.
+    counts = {o: 0 for o in options}
+    same = 0
+    for key in range(1200):
+        pick = TemplateSynthesizer(0)._picker(f"sample-{key}")
+        counts[pick(options, "phrasing")] += 1
+        same += pick(options, "phrasing") == pick(options, "position")
+    assert min(counts.values()) > 150 and max(counts.values()) < 250
+    assert same < 300
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -200,14 +218,21 @@ def test_each_draft_is_worded_by_the_pick_for_its_id(lesion_view, seed: int) -> 
         view, cues, references, modality=spec.modality, body_region=spec.body_region
     )
     assert samples and failures == []
-    for sample in samples:
-        if sample.query_type == "multi_object":
-            continue
-        phrase = noun_phrase(
-            sample.referring_attributes,
-            body_region=spec.body_region,
-            oriented=True,
-            implicit=sample.synthesis["implicit"],
+    by_id = {s.id: s for s in samples}
+    for reference in references:
+        query_type = "descriptive" if reference.query_type == "implicit" else reference.query_type
+        matching = [
+            s
+            for s in samples
+            if tuple(sorted({t.object_id for t in s.targets})) == tuple(sorted(reference.targets))
+            and s.referring_attributes == reference.attributes
+        ]
+        if not matching:
+            continue  # worded like another query type for the same target: kept once
+        (sample,) = matching
+        assert sample.id in by_id and sample.query_type == query_type
+        parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
+        expected = word_query(
+            reference, parts=parts, body_region=spec.body_region, oriented=True, pick=synthesizer._picker(sample.id)
         )
-        query = synthesizer._pick(synthesizer.templates["phrasings"][sample.query_type], sample.id).format(np=phrase)
-        assert sample.query == query[0].upper() + query[1:]
+        assert sample.query == expected

@@ -9,7 +9,7 @@ import numpy as np
 
 from chatserver import ChatServer, Reply, completion
 from medground.backends.openai import OpenAIBackend
-from medground.generate import draft_case
+from medground.generate import draft_case, view_measurements
 from medground.synth import TemplateSynthesizer, VlmSynthesizer
 from medground.verify import Verifier
 from model_requests import KEY, KEY_ENV, decode
@@ -85,7 +85,7 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     for sample in samples:
         assert sample.synthesis["backend"] == "openai"
         assert sample.synthesis["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
-        assert sample.synthesis["prompt_version"] == "vlm-synthesis-v1"
+        assert sample.synthesis["prompt_version"] == "vlm-synthesis-v2"
         assert sample.synthesis["seed"] == 3
         assert sample.synthesis["image_prep"]["family"] == "qwen2.5-vl"
         assert sample.query and sample.image.startswith("images/phantom/")
@@ -99,18 +99,12 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     assert len({s.id for s in samples} | {f["id"] for f in failures}) == len(references)
 
     # They verify like the template's wording of the same references.
-    facts = draft_case(case, spec).facts[samples[0].image]
+    template_drafts = draft_case(case, spec)
+    facts = template_drafts.facts[samples[0].image]
+    measures = view_measurements(template_drafts, spec, view)
     verifier = Verifier()
     for sample in samples:
-        _, failed = verifier.verify(
-            sample,
-            facts,
-            view.image,
-            view.values,
-            body_region=spec.body_region,
-            oriented=True,
-            labels=spec.labels.values(),
-        )
+        _, failed = verifier.verify(sample, facts, measures)
         assert failed is None, (sample.query, failed)
 
     # The prompt: clean image, marked copy (red box), the attributes and cues, the schema.

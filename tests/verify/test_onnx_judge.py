@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from medground.generate import view_measurements
 from medground.verify import Verifier, make_judge
 from phantom_drafts import lesion_sample, phantom
 
@@ -47,7 +49,8 @@ def test_onnx_judge(tmp_path: Path) -> None:
     assert (result.passed, result.reason) == (False, "judge_rejected") and result.info["score"] == 0.0
     verifier = Verifier(make_judge({"backend": "onnx", "model": str(path)}))
     view = next(v for v in drafts.views if v.view_record() == sample.view)
-    checked, failed = verifier.verify(
-        sample, drafts.facts[sample.image], bright, view.values, body_region="abdomen", oriented=True
-    )
+    # The view as if stored bright (what the stand-in judge scores highly).
+    evidence = view_measurements(drafts, spec, view).evidence
+    bright_view = replace(evidence, image=bright, values=bright.astype(np.float32))
+    checked, failed = verifier.verify(sample, drafts.facts[sample.image], bright_view)
     assert failed is None and checked.verification["visual"]["info"]["judge"] == "onnx"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from medground.generate import draft_case, verify_drafts
+from medground.generate import draft_case, verify_drafts, view_measurements
 from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.verify import check_rules
 from phantom_drafts import phantom, run
@@ -18,17 +18,18 @@ def test_rules_read_template_and_vlm_wording_alike(tmp_path: Path) -> None:
         s for s in drafts.samples if s.query_type == "direct" and s.referring_attributes.get("size_rank") == "largest"
     )
     facts = drafts.facts[good.image]
+    measures = view_measurements(drafts, spec, next(v for v in drafts.views if v.view_record() == good.view))
     for query in (
         "Please find the biggest hypodense liver lesion.",
         "Which is the largest hypoattenuating lesion of the liver?",
         "The largest liver lesion, hypodense relative to the surrounding parenchyma.",
     ):
-        assert check_rules(replace(good, query=query), facts, body_region="abdomen", oriented=True).passed, query
+        assert check_rules(replace(good, query=query), facts, measures).passed, query
     for query in (
         "Please find the smallest hypodense liver lesion.",
         "Which is the largest hyperattenuating lesion of the liver?",
     ):
-        assert not check_rules(replace(good, query=query), facts, body_region="abdomen", oriented=True).passed, query
+        assert not check_rules(replace(good, query=query), facts, measures).passed, query
 
 
 def test_wrong_side_on_real_ct(shared_data: Path, tmp_path: Path) -> None:
@@ -53,7 +54,6 @@ def test_photographs_take_no_patient_side(shared_data: Path) -> None:
     drafts = draft_case(load_case(spec, find_cases(spec).cases[0]), spec)
     sample = drafts.samples[0]
     facts = drafts.facts[sample.image]
-    result = check_rules(
-        replace(sample, query="Locate the polyp on the left."), facts, body_region="colon", oriented=False
-    )
+    measures = view_measurements(drafts, spec, drafts.views[0])
+    result = check_rules(replace(sample, query="Locate the polyp on the left."), facts, measures)
     assert (result.passed, result.reason) == (False, "side_without_orientation")

@@ -22,9 +22,12 @@ __all__ = [
     "MASK_MODES",
     "MODALITIES",
     "RADIOLOGY_MODALITIES",
+    "CLINICAL_ROLES",
     "AnchorFilters",
     "CasesSpec",
+    "ClinicalAttribute",
     "DatasetSpec",
+    "MetadataSpec",
     "RenderSpec",
 ]
 
@@ -152,6 +155,58 @@ class CasesSpec:
     pixel_spacing: tuple[float, float] | None = None
 
 
+#: How a clinical attribute words its object: a ``finding`` names it ("the melanoma"), a
+#: ``descriptor`` qualifies it ("the asymmetric skin lesion").
+CLINICAL_ROLES = ("finding", "descriptor")
+
+
+@dataclass(frozen=True)
+class ClinicalAttribute:
+    """One clinical attribute read from a case table (``[metadata.<name>]``).
+
+    Attributes:
+        name: the attribute's name in records and references ("diagnosis").
+        role: ``finding`` or ``descriptor`` (:data:`CLINICAL_ROLES`).
+        labels: the label names whose objects it describes.
+        column: the table column holding a code (with ``values``), or None for one-hot columns.
+        values: code → clinical term ("2" → "melanoma"); codes not listed give no attribute.
+        one_hot: column → clinical term, the term of the column holding a true value
+            (1, 1.0, true, yes) is the attribute's value.
+        otherwise: the term when no one-hot column is true (None: no attribute).
+    """
+
+    name: str
+    role: str
+    labels: tuple[str, ...]
+    column: str | None = None
+    values: tuple[tuple[str, str], ...] = ()
+    one_hot: tuple[tuple[str, str], ...] = ()
+    otherwise: str | None = None
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Every clinical term the attribute can take, as declared."""
+        found = [term for _, term in self.values] + [term for _, term in self.one_hot]
+        if self.otherwise is not None:
+            found.append(self.otherwise)
+        return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class MetadataSpec:
+    """A per-case table of clinical facts (``[cases] metadata`` and ``[metadata]``).
+
+    Attributes:
+        path: the CSV or TSV file, relative to the dataset folder.
+        key: the column holding the case id.
+        attributes: what the table's columns mean.
+    """
+
+    path: str
+    key: str
+    attributes: tuple[ClinicalAttribute, ...]
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A parsed dataset spec; ``root`` is the dataset's folder, every path is inside it."""
@@ -171,6 +226,12 @@ class DatasetSpec:
     #: Label name → ``organ``, ``instance`` or ``series`` where the spec overrides
     #: :func:`medground.anatomy.label_kind`.
     label_kinds: tuple[tuple[str, str], ...] = ()
+    #: Clinical facts per case from a table (``[cases] metadata``), None without one.
+    metadata: MetadataSpec | None = None
+    #: Labels every instance of which is annotated in every image, so that a query may call
+    #: one "the lesion" without naming it (default: lesion-like labels of photographic
+    #: modalities, where the whole finding is in view and annotated).
+    exhaustive_labels: tuple[str, ...] = ()
 
     def kind_of(self, label: str) -> str:
         """How a label's voxels become objects (the spec's ``label_kinds``, else anatomy's)."""

@@ -19,9 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medground.anatomy import KINDS
+from medground.anatomy import KINDS, is_lesion
 from medground.io.errors import SpecError
 from medground.io.labels import label_map_from_mapping, load_label_file
+from medground.io.metadata import parse_metadata
 from medground.io.readers import DEFAULT_MAX_BYTES
 from medground.io.schema import (
     AXES,
@@ -51,6 +52,8 @@ _SPEC_KEYS = {
     "labels_file",
     "render",
     "label_kinds",
+    "metadata",
+    "exhaustive_labels",
 }
 _CASES_KEYS = {
     "image",
@@ -68,6 +71,7 @@ _CASES_KEYS = {
     "max_bytes",
     "affine_tolerance",
     "pixel_spacing",
+    "metadata",
 }
 _RENDER_KEYS = {
     "axes",
@@ -223,7 +227,26 @@ def parse_spec(document: Mapping[str, Any], *, source: Path | None, root: Path |
         preset=None,
         anchors=anchors,
         label_kinds=_parse_label_kinds(document.get("label_kinds", {}), labels, source),
+        metadata=parse_metadata(cases_table.get("metadata"), document.get("metadata"), labels, root, source),
+        exhaustive_labels=_parse_exhaustive(document.get("exhaustive_labels"), modality, labels, source),
     )
+
+
+#: Modalities whose images show a finding whole, every instance of it annotated.
+PHOTOGRAPHIC = ("endoscopy", "dermoscopy", "fundus", "microscopy")
+
+
+def _parse_exhaustive(value: Any, modality: str, labels: Mapping[int, str], source: Path | None) -> tuple[str, ...]:
+    """``exhaustive_labels``: labels a query may call "the lesion" without naming them;
+    default: the lesion-like labels of photographic modalities."""
+    if value is None:
+        return tuple(name for name in labels.values() if modality in PHOTOGRAPHIC and is_lesion(name))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(source, f"exhaustive_labels must be a list of label names, got {value!r}")
+    unknown = [v for v in value if v not in labels.values()]
+    if unknown:
+        raise SpecError(source, f"exhaustive_labels names {', '.join(map(repr, unknown))}, not declared labels")
+    return tuple(value)
 
 
 def _parse_label_kinds(table: Any, labels: Mapping[int, str], source: Path | None) -> tuple[tuple[str, str], ...]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from medground.settings import SynthesisSettings
 from medground.synth.base import Synthesis, Synthesizer, draft_sample
-from medground.synth.template import TemplateSynthesizer, noun_phrase
+from medground.synth.template import DEFAULT_TEMPLATES, TemplateSynthesizer, noun_phrase
 from medground.synth.vlm import VlmSynthesizer
 
 __all__ = [
@@ -37,5 +37,5 @@ def make_synthesizer(
     if not isinstance(settings, SynthesisSettings):
         settings = SynthesisSettings.from_table(settings)
     if not settings.uses_model:
-        return TemplateSynthesizer(settings.get("seed", seed), templates=settings.get("templates", "template_v1"))
+        return TemplateSynthesizer(settings.get("seed", seed), settings.get("templates", DEFAULT_TEMPLATES))
     return VlmSynthesizer.from_config(settings.table, seed=seed, backend=backend)

@@ -5,7 +5,7 @@ For each :class:`~medground.refer.Reference` of a view the model is shown the cl
 and a marked copy (the target boxes drawn, in memory only, never written anywhere) and is
 told the attributes the query must use (and only those), the distractors it must not fit,
 and the target's computed cues; it answers JSON with the queries, their type and the
-attributes each uses (prompt ``presets/prompts/synthesis_v1.toml``, versioned). All
+attributes each uses (prompt ``presets/prompts/synthesis_v2.toml``, versioned). All
 requests of a view go to the backend as one batch.
 
 A request that fails (timeout, HTTP error, unparseable or off-schema answer) and a query
@@ -26,6 +26,7 @@ from medground.backends import Backend, Request, make_backend
 from medground.backends.images import ImagePrep, draw_boxes, prepare_image
 from medground.backends.prompts import PromptTemplate, load_prompt
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
+from medground.facts import BUILT_IN
 from medground.records import Sample, StageResult, reject
 from medground.refer import Reference
 from medground.synth.base import Synthesis, draft_sample, query_type_of
@@ -35,7 +36,7 @@ from medground.views import View
 
 __all__ = ["DEFAULT_PROMPT", "VlmSynthesizer"]
 
-DEFAULT_PROMPT = "synthesis_v1"
+DEFAULT_PROMPT = "synthesis_v2"
 OPTIONAL_ATTRIBUTES = frozenset({"count"})  # "all liver lesions" need not say how many
 _SIDES = {
     "left": "the patient's left side",
@@ -58,9 +59,15 @@ def _orientation(view: View) -> str:
     return "radiological" if view.view_record() is not None else "image"
 
 
-def _attribute_line(name: str, value: Any, body_region: str | None) -> str:
+def _attribute_line(name: str, value: Any, body_region: str | None, findings: tuple[str, ...] = ()) -> str:
     if name == "category":
         return f"- category: {clinical_term(value, body_region).text}"
+    if name == "description":
+        return f'- description: "{value}" (call it this instead of naming it)'
+    if name in findings:
+        return f"- {name}: {value} (a clinical finding from the patient's records: name it so)"
+    if name not in BUILT_IN:
+        return f"- {name}: {value} (from the patient's records)"
     if name == "laterality":
         return f"- laterality: {_SIDES.get(value, value)}"
     if name == "within":
@@ -149,11 +156,13 @@ class VlmSynthesizer:
 
     # ------------------------------------------------------------------ requests
 
-    def _schema(self, query_type: str) -> dict[str, Any]:
+    def _schema(self, query_type: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
         schema = self.prompt.answer_schema()
         queries = schema["properties"]["queries"]
         queries["maxItems"] = self.queries_per_reference
         queries["items"]["properties"]["query_type"]["enum"] = [query_type]
+        names = queries["items"]["properties"]["attributes"]["items"]
+        names["enum"] = list(dict.fromkeys([*names["enum"], *attributes]))  # and the clinical ones
         return schema
 
     def _user_text(
@@ -170,15 +179,22 @@ class VlmSynthesizer:
         orientation = _orientation(view)
         label = view.objects[reference.targets[0]].anchor.label
         term = clinical_term(label, body_region)
+        described = "description" in reference.attributes
         if query_type == "multi_object":
             target = f"all {_COUNT_WORDS.get(len(reference.targets), 'the')} {term.plural}, as one set"
-            phrase = f"all {term.plural}"
-            naming, guide = self.prompt.snippet("naming", "multi_object"), self.prompt.snippet("guides", "multi_object")
+            plural = reference.attributes["description"] if described else term.plural
+            phrase = f"all {plural}"
+            naming = self.prompt.snippet("naming", "implicit" if described else "multi_object")
+            guide = self.prompt.snippet("guides", "multi_object")
         else:
             target = f"one {term.text}" + (" (known to you, not to be named)" if implicit else "")
             phrase = noun_phrase(
-                reference.attributes, body_region=body_region, oriented=orientation != "none", implicit=implicit
-            )
+                reference.attributes,
+                body_region=body_region,
+                oriented=orientation != "none",
+                findings=reference.findings,
+                label=reference.label,
+            ).text
             naming = self.prompt.snippet("naming", "implicit" if implicit else "named")
             guide = self.prompt.snippet("guides", "implicit" if implicit else query_type)
         record = view.view_record()
@@ -199,7 +215,9 @@ class VlmSynthesizer:
             target=target,
             query_type=query_type,
             guide=guide,
-            attributes="\n".join(_attribute_line(k, v, body_region) for k, v in reference.attributes.items()),
+            attributes="\n".join(
+                _attribute_line(k, v, body_region, reference.findings) for k, v in reference.attributes.items()
+            ),
             phrase=phrase,
             distractors=_distractor_lines(reference, body_region),
             cues=json.dumps(
@@ -251,7 +269,7 @@ class VlmSynthesizer:
                         },
                     ],
                     images=(clean, marked),
-                    schema=self._schema(query_type),
+                    schema=self._schema(query_type, reference.attributes),
                     schema_name="referring_queries",
                     seed=_seed_for(self.seed, key),
                 )

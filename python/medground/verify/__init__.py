@@ -10,11 +10,9 @@ stage let through and why it rejected the rest. The stages live in their own mod
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-
-from numpy.typing import NDArray
 
 from medground.records import Sample, StageResult, reject, with_verification
 from medground.settings import VisualSettings
@@ -22,6 +20,7 @@ from medground.verify.claims import Claims, extract_claims
 from medground.verify.evidence import EvidenceJudge, EvidenceSettings, judge_evidence
 from medground.verify.format import check_format
 from medground.verify.judge import Judge, JudgeItem
+from medground.verify.measure import Evidence, Measurements, evidence_of_view
 from medground.verify.onnx_judge import OnnxJudge
 from medground.verify.rules import RuleSettings, check_rules
 from medground.verify.vlm_judge import VlmJudge
@@ -30,11 +29,13 @@ __all__ = [
     "STAGES",
     "Claims",
     "Draft",
+    "Evidence",
     "EvidenceJudge",
     "EvidenceSettings",
     "Funnel",
     "Judge",
     "JudgeItem",
+    "Measurements",
     "OnnxJudge",
     "RuleSettings",
     "StageResult",
@@ -42,6 +43,7 @@ __all__ = [
     "VlmJudge",
     "check_format",
     "check_rules",
+    "evidence_of_view",
     "extract_claims",
     "judge_evidence",
     "make_judge",
@@ -52,17 +54,13 @@ STAGES = ("format", "rules", "visual")
 
 
 class Draft(NamedTuple):
-    """One draft with what verifying it needs: its view's object facts, the stored 8-bit
-    image, the stored intensities, and the case's context."""
+    """One draft with what verifying it needs: the cue facts of its view's objects (what the
+    synthesizer was told) and the view's measurements (the evidence measured again; share
+    one :class:`Measurements` among a view's drafts)."""
 
     sample: Sample
     facts: dict[int, dict[str, Any]]
-    image: NDArray[Any]
-    values: NDArray[Any]
-    body_region: str | None
-    oriented: bool
-    labels: tuple[str, ...] = ()
-    full_scale: float | None = None
+    measures: Measurements
 
 
 @dataclass
@@ -128,25 +126,14 @@ class Verifier:
         self.rules = rules or RuleSettings()
 
     def verify(
-        self,
-        sample: Sample,
-        facts: dict[int, dict[str, Any]],
-        image: NDArray[Any],
-        values: NDArray[Any],
-        *,
-        body_region: str | None,
-        oriented: bool,
-        labels: Iterable[str] = (),
-        full_scale: float | None = None,
+        self, sample: Sample, facts: dict[int, dict[str, Any]], evidence: Evidence | Measurements
     ) -> tuple[Sample, StageResult | None]:
         """The sample with its stage results, and the failing result (None if accepted).
 
-        ``image`` is the stored 8-bit image, ``values`` the stored intensities on its grid,
-        ``labels`` the dataset's label names, ``full_scale`` the intensity range of
-        photographs (255 for 8-bit images).
-        """
-        draft = Draft(sample, facts, image, values, body_region, oriented, tuple(labels), full_scale)
-        checked, failed, _ = self.verify_many([draft])[0]
+        ``facts`` are the cue facts of the view's objects; ``evidence`` is what the view
+        ships (its stored image, masks, map and volume), measured again by the rules."""
+        measures = evidence if isinstance(evidence, Measurements) else Measurements(evidence)
+        checked, failed, _ = self.verify_many([Draft(sample, facts, measures)])[0]
         return checked, failed
 
     def verify_many(self, drafts: Sequence[Draft]) -> list[tuple[Sample, StageResult | None, list[StageResult]]]:
@@ -157,21 +144,10 @@ class Verifier:
         for draft in drafts:
             stages = [check_format(draft.sample)]
             if stages[-1].passed:
-                stages.append(
-                    check_rules(
-                        draft.sample,
-                        draft.facts,
-                        body_region=draft.body_region,
-                        oriented=draft.oriented,
-                        settings=self.rules,
-                        labels=draft.labels,
-                    )
-                )
+                stages.append(check_rules(draft.sample, draft.facts, draft.measures, settings=self.rules))
             results.append(stages)
         survivors = [i for i, stages in enumerate(results) if stages[-1].passed]
-        items = [
-            JudgeItem(drafts[i].sample, drafts[i].image, drafts[i].values, drafts[i].full_scale) for i in survivors
-        ]
+        items = [_judge_item(drafts[i]) for i in survivors]
         verdicts = self.judge.judge(items)
         if len(verdicts) != len(items):
             raise RuntimeError(f"judge {self.judge.name} gave {len(verdicts)} verdicts for {len(items)} drafts")
@@ -182,6 +158,12 @@ class Verifier:
             failed = next((r for r in stages if not r.passed), None)
             out.append((with_verification(draft.sample, stages), failed, stages))
         return out
+
+
+def _judge_item(draft: Draft) -> JudgeItem:
+    evidence = draft.measures.evidence
+    values = evidence.values if evidence.values is not None else evidence.grey
+    return JudgeItem(draft.sample, evidence.image, values, evidence.full_scale)
 
 
 def make_judge(

@@ -44,6 +44,7 @@ class Claims:
     relations: list[tuple[str, str]] = field(default_factory=list)  # (within | touches | direction, label)
     counts: list[int] = field(default_factory=list)
     parts: list[bool] = field(default_factory=list)  # "the visible parts of": an object seen in pieces
+    clinical: list[str] = field(default_factory=list)  # clinical terms of the case table ("melanoma")
     generic: list[str] = field(default_factory=list)  # "lesion", "tumor": any lesion-like label
     unknown: list[str] = field(default_factory=list)  # anatomy named that no label matches
 
@@ -64,6 +65,11 @@ def _term_forms(label: str, body_region: str | None) -> list[tuple[str, str]]:
     generic = term.noun if term.number is not None or term.side is not None else label
     named.setdefault(term.plural.lower(), generic)
     named.setdefault(term.noun.lower(), generic)
+    # A description names the structure without its side ("the left retroperitoneal organ
+    # that produces urine": the side is its own word).
+    for description in (term.description, term.description_plural):
+        if description:
+            named.setdefault(description.lower(), generic)
     return sorted(named.items(), key=lambda item: len(item[0]), reverse=True)
 
 
@@ -82,15 +88,20 @@ def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str,
         label_of.setdefault(form, label)
     # Forms that name the structure without its side ("kidney", "kidneys").
     sideless = frozenset(
-        form
-        for label in labels
-        for form in (clinical_term(label, body_region).plural.lower(), clinical_term(label, body_region).noun.lower())
+        form.lower() for label in labels for form in _sideless_forms(clinical_term(label, body_region))
     )
     return term_pattern, label_of, sideless
 
 
-def extract_claims(query: str, labels: list[str], body_region: str | None = None) -> Claims:
-    """Claims of a query, with ``labels`` the label names it may mention (the view's).
+def _sideless_forms(term: Any) -> list[str]:
+    return [f for f in (term.plural, term.noun, term.description, term.description_plural) if f]
+
+
+def extract_claims(
+    query: str, labels: list[str], body_region: str | None = None, clinical: tuple[str, ...] = ()
+) -> Claims:
+    """Claims of a query, with ``labels`` the label names it may mention (the view's) and
+    ``clinical`` the clinical terms the dataset's case table can give ("melanoma").
 
     Relation phrases ("within the liver", "inferior to the gallbladder", "adjacent to the
     aorta") and image places ("in the upper left part of the image") are taken out first,
@@ -103,9 +114,17 @@ def extract_claims(query: str, labels: list[str], body_region: str | None = None
     text = _take_positions(text, vocab["position"], claims)
     text = _consume(
         text,
-        r"\b(?:the )?(?:visible |separate )?(?:parts|portions|pieces|segments) of\b",
+        r"\b(?:the |every |each |all )?(?:visible |separate )?(?:parts?|portions?|pieces?) of\b",
         lambda m: claims.parts.append(True),
     )
+    # Words of the request, not of the target ("the location of", "the region occupied by").
+    text = _consume(text, rf"\b(?:{_alternation(vocab['request']['words'])})\b", lambda m: None)
+    if clinical:
+        text = _consume(
+            text,
+            rf"(?<![\w-])({_alternation([c.lower() for c in clinical])})(?![\w-])",
+            lambda m: claims.clinical.append(m.group(1)),
+        )
     text = _take_structures(text, labels, body_region, vocab, claims)
     text = _take_descriptors(text, vocab, claims)
     _take_measurements(text, claims)

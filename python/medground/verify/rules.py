@@ -1,27 +1,50 @@
-"""Verification stage 2 (rules): every claim of the query agrees with the computed facts,
-the claims pick out exactly the target(s) among the view's objects, and the target is
-medically plausible.
+"""Verification stage 2 (rules): the query's claims are true of its target(s), measured
+again from the view's evidence; the cues the query relies on agree with those
+measurements; the claims pick out exactly the target(s); the target is plausible.
 
-Reason codes: ``category_mismatch``, ``laterality_mismatch``, ``side_without_orientation``,
-``position_mismatch``, ``shape_mismatch``, ``intensity_mismatch``, ``size_mismatch``,
-``measurement_mismatch``, ``relation_mismatch``, ``count_mismatch``, ``ambiguous``,
+Every fact is measured by :mod:`medground.verify.measure` from the stored image, the masks
+in it, the voxel↔pixel map and the volume, not read from the cue record the synthesizer was
+given. A claim whose cue the measurement contradicts is rejected as ``facts_disagree``
+(naming the fact): the cue, not the wording, is wrong. A claim the measurement contradicts
+is rejected with the fact's own code.
+
+Reason codes: ``facts_disagree``, ``category_mismatch``, ``laterality_mismatch``,
+``side_without_orientation``, ``position_on_sagittal``, ``position_mismatch``,
+``shape_mismatch``, ``intensity_mismatch``, ``size_mismatch``, ``measurement_mismatch``,
+``relation_mismatch``, ``count_mismatch``, ``clinical_mismatch``, ``ambiguous``,
 ``no_match``, ``unknown_structure``, ``laterality_prior``, ``implausible_size``,
 ``unexpected_region``, ``outside_container``, ``below_visibility_floor``, ``schema``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from medground import rle
 from medground.anatomy import is_lesion, priors
-from medground.facts import category_key, holds
 from medground.records import Sample, StageResult
 from medground.terms import clinical_term
 from medground.verify.claims import Claims, extract_claims
+from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction
 
 __all__ = ["RuleSettings", "check_rules"]
+
+_CELLS = {
+    "upper left": (0, 0),
+    "upper": (None, 0),
+    "upper right": (2, 0),
+    "left": (0, None),
+    "center": (1, 1),
+    "right": (2, None),
+    "lower left": (0, 2),
+    "lower": (None, 2),
+    "lower right": (2, 2),
+}
 
 
 @dataclass(frozen=True)
@@ -36,188 +59,399 @@ class RuleSettings:
     max_volume_factor: float = 2.5  # × the prior's upper bound
 
 
-def _matches(
-    claims: Claims,
-    fact: dict[str, Any],
-    facts: dict[int, dict[str, Any]],
-    sample: Sample,
-    settings: RuleSettings,
-    body_region: str | None,
-    multi: bool,
-) -> str | None:
-    """None when the object satisfies every claim, else the reason code of the first that fails."""
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str, fact: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.fact = reason, detail, fact
 
-    def has(attribute: str, value: Any) -> bool:
-        return holds(attribute, value, fact, facts, width=sample.width, height=sample.height, body_region=body_region)
 
-    if claims.parts and fact["pieces"] < 2:
-        return "count_mismatch"
-    if claims.categories and not any(
-        category_key(c, body_region)
-        in (category_key(fact["category"], body_region), category_key(fact["label"], body_region))
-        for c in claims.categories
-    ):
-        return "category_mismatch"
-    if claims.generic and not claims.categories and not is_lesion(fact["label"]):
-        return "category_mismatch"
-    for side in claims.sides:
-        if side == "bilateral" and multi:
-            continue
-        if fact["laterality"] != side:
-            return "laterality_mismatch"
-    if any(not has("position", p) for p in claims.positions):
-        return "position_mismatch"
-    if claims.shapes and fact["shape"] not in claims.shapes:
-        return "shape_mismatch"
-    if claims.intensities and fact["intensity"] not in claims.intensities:
-        return "intensity_mismatch"
-    if claims.size_classes and fact["size_class"] not in claims.size_classes:
-        return "size_mismatch"
-    if claims.size_ranks and not multi and fact["size_rank"] not in claims.size_ranks:
-        return "size_mismatch"
-    for length in claims.lengths_mm:
-        if abs(length - fact["diameter_mm"]) > max(
-            settings.length_tolerance_mm, settings.length_tolerance * fact["diameter_mm"]
-        ):
-            return "measurement_mismatch"
-    for volume in claims.volumes_ml:
-        if fact["volume_ml"] is None or abs(volume - fact["volume_ml"]) > settings.volume_tolerance * fact["volume_ml"]:
-            return "measurement_mismatch"
-    for kind, other_label in claims.relations:
-        ok = has(kind, other_label) if kind in ("within", "touches") else has("relation", f"{kind}:{other_label}")
-        if not ok:
-            return "relation_mismatch"
-    return None
+def _key(label: str, body_region: str | None) -> str:
+    """A structure's clinical term without its side ("kidney" for kidney_left)."""
+    term = clinical_term(label, body_region)
+    text = term.text.lower()
+    if term.side is not None:
+        text = re.sub(rf"\b{term.side}(?:-sided)?\b", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def in_cell(box: tuple[int, int, int, int], position: str, width: int, height: int) -> bool:
+    """Whether the box's centre lies in the part of the image a position word names."""
+    column, row = _CELLS[position]
+    cx = 0.5 * (box[0] + box[2]) * 3 / width
+    cy = 0.5 * (box[1] + box[3]) * 3 / height
+    if column is not None and not column <= cx < column + 1:
+        return False
+    return row is None or row <= cy < row + 1
+
+
+class _Judge:
+    """The checks of one sample against the measurements of its view."""
+
+    def __init__(self, sample: Sample, measures: Measurements, claims: Claims, settings: RuleSettings) -> None:
+        self.sample = sample
+        self.measures = measures
+        self.evidence = measures.evidence
+        self.claims = claims
+        self.settings = settings
+        self.region = self.evidence.body_region
+        self.multi = sample.query_type == "multi_object"
+
+    # ------------------------------------------------------------ naming
+
+    def named(self, value: str, object_id: int, *, sided: bool = True) -> bool:
+        """Whether ``value`` names the object (its clinical term; a sided name needs that
+        side unless ``sided`` is false: the query's side words are then checked on their own,
+        as a laterality)."""
+        label = self.evidence.labels[object_id]
+        category = self.measures.category(object_id)
+        if _key(value, self.region) not in (_key(label, self.region), _key(category, self.region)):
+            return False
+        if not sided:
+            return True
+        side = clinical_term(value, self.region).side
+        return (
+            side is None or clinical_term(label, self.region).side == side or side in self.measures.of(object_id).sides
+        )
+
+    def others_named(self, value: str, object_id: int) -> list[int]:
+        return [o for o in self.measures.object_ids if o != object_id and self.named(value, o)]
+
+    # ------------------------------------------------------------ one object against the claims
+
+    def of_kind(self, object_id: int) -> bool:
+        """Whether the object is of the kind the query names (its category, finding or
+        description, with the sides claimed): the objects a count counts."""
+        claims, m = self.claims, self.measures.of(object_id)
+        if claims.categories and not any(self.named(c, object_id) for c in claims.categories):
+            return False
+        if claims.generic and not claims.categories and not is_lesion(m.label):
+            return False
+        if any(term not in m.clinical.values() for term in claims.clinical):
+            return False
+        return all(side == "bilateral" or side in m.sides for side in claims.sides)
+
+    def fits(self, object_id: int) -> tuple[str, str] | None:
+        """None when every claim is true of the object, else (reason, detail) of the first that fails."""
+        return (
+            self.fits_kind(object_id)
+            or self.fits_words(object_id)
+            or self.fits_measurements(self.measures.of(object_id))
+            or self.fits_relations(object_id)
+        )
+
+    def fits_kind(self, object_id: int) -> tuple[str, str] | None:
+        """The claims of what it is: in pieces, its category, a lesion, its clinical finding."""
+        claims, m = self.claims, self.measures.of(object_id)
+        if claims.parts and self.pieces(object_id) < 2:
+            return "count_mismatch", "it is seen in one piece"
+        if claims.categories and not any(self.named(c, object_id, sided=False) for c in claims.categories):
+            return "category_mismatch", f"it is a {m.label}"
+        if claims.generic and not claims.categories and not is_lesion(m.label):
+            return "category_mismatch", f"it is a {m.label}, not a lesion"
+        if any(term not in m.clinical.values() for term in claims.clinical):
+            return "clinical_mismatch", f"its clinical attributes are {dict(m.clinical) or 'none'}"
+        return None
+
+    def fits_words(self, object_id: int) -> tuple[str, str] | None:
+        """The claims a word makes: side, place, shape, intensity, size and rank."""
+        claims, m = self.claims, self.measures.of(object_id)
+        ev = self.evidence
+        checks: list[tuple[list[str], Callable[[str], bool], str, str]] = [
+            (
+                [s for s in claims.sides if not (s == "bilateral" and self.multi)],
+                lambda side: side in m.sides,
+                "laterality_mismatch",
+                f"{m.right_share} of it lies on the patient's right",
+            ),
+            (
+                claims.positions,
+                lambda place: in_cell(m.box, place, ev.width, ev.height),
+                "position_mismatch",
+                f"its box centre is in the {m.position} cell",
+            ),
+            (
+                claims.shapes,
+                lambda shape: m.shapes is not None and shape in m.shapes,
+                "shape_mismatch",
+                f"measured shape {sorted(m.shapes or [])}",
+            ),
+            (
+                claims.intensities,
+                lambda word: intensity_direction(word) in m.intensities,
+                "intensity_mismatch",
+                f"mean grey {m.contrast} against its ring",
+            ),
+            (
+                claims.size_classes,
+                lambda size: m.sizes is not None and size in m.sizes,
+                "size_mismatch",
+                f"measured size {sorted(m.sizes or [])}",
+            ),
+            (
+                [] if self.multi else claims.size_ranks,
+                lambda rank: rank in self.measures.rank(object_id),
+                "size_mismatch",
+                f"rank {sorted(self.measures.rank(object_id)) if claims.size_ranks else []} among its kind",
+            ),
+        ]
+        for words, true_of_it, reason, detail in checks:
+            if any(not true_of_it(word) for word in words):
+                return reason, detail
+        return None
+
+    def fits_measurements(self, m: Measured) -> tuple[str, str] | None:
+        settings = self.settings
+        for length in self.claims.lengths_mm:
+            d = m.diameter_mm
+            if d is None or abs(length - d) > max(settings.length_tolerance_mm, settings.length_tolerance * d):
+                return "measurement_mismatch", f"diameter {d} mm"
+        for volume in self.claims.volumes_ml:
+            v = m.volume_ml
+            if v is None or abs(volume - v) > settings.volume_tolerance * v:
+                return "measurement_mismatch", f"volume {v} mL"
+        return None
+
+    def fits_relations(self, object_id: int) -> tuple[str, str] | None:
+        m = self.measures.of(object_id)
+        for kind, other in self.claims.relations:
+            others = self.others_named(other, object_id)
+            if kind == "within":
+                ok = any(m.boundary.get(o, 0.0) >= WITHIN_SHARE for o in others)
+            elif kind == "touches":
+                ok = any(m.boundary.get(o, 0.0) > 0 for o in others)
+            else:
+                ok = any(self.measures.direction(object_id, o, kind) for o in others)
+            if not ok:
+                return "relation_mismatch", f"not {kind} the {other}"
+        return None
+
+    def pieces(self, object_id: int) -> int:
+        return self.measures.pieces(object_id)
+
+    # ------------------------------------------------------------ the verdict
+
+    def verdict(self, facts: dict[int, dict[str, Any]], targets: set[int]) -> None:
+        """Raises the first failure: a cue the query rests on disagrees with the measurement,
+        a claim is untrue of a target, a count is wrong, the claims fit another object, or a
+        target is implausible."""
+        for object_id in sorted(targets):
+            self.check_evidence(object_id, facts.get(object_id, {}))
+        for object_id in sorted(targets):
+            failed = self.fits(object_id)
+            if failed is not None:
+                label = self.evidence.labels[object_id]
+                raise _Reject(failed[0], f"claim disagrees with target {object_id} ({label}): {failed[1]}")
+        if self.claims.counts:
+            expected = len([o for o in self.measures.object_ids if self.of_kind(o)])
+            if any(count != expected for count in self.claims.counts) or (self.multi and expected != len(targets)):
+                raise _Reject("count_mismatch", f"claims {self.claims.counts}, the view has {expected}")
+        matching = {o for o in self.measures.object_ids if o in targets or self.fits(o) is None}
+        if matching != targets:
+            extra = sorted(matching - targets)
+            names = ", ".join(self.evidence.labels[c] + " " + str(c) for c in extra)
+            raise _Reject("ambiguous", f"the claims also fit {names}")
+        prior = _priors(self.measures, targets, self.settings)
+        if prior is not None:
+            raise _Reject(*prior)
+
+    # ------------------------------------------------------------ the cues against the measurements
+
+    def check_evidence(self, object_id: int, fact: dict[str, Any]) -> None:
+        """Raises facts_disagree when the target's shipped mask or a cue the query relies on
+        disagrees with the measurement."""
+        m = self.measures.of(object_id)
+        stored = np.zeros((self.evidence.height, self.evidence.width), bool)
+        for target in self.sample.targets:
+            if target.object_id == object_id:
+                stored |= rle.decode(target.mask_rle)
+                if target.label != m.label:
+                    raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the view", "category")
+        mask = self.measures.mask(object_id)
+        if (stored & ~mask).any() or self.measures.largest_piece(mask & ~stored) >= self.measures.min_piece:
+            raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
+        claims = self.claims
+        checks = [
+            ("position", bool(claims.positions), lambda: fact["position"] == m.position or self.sagittal_row(fact, m)),
+            (
+                "laterality",
+                bool(claims.sides),
+                lambda: fact["laterality"] not in ("left", "right", "midline") or fact["laterality"] in m.sides,
+            ),
+            (
+                "intensity",
+                bool(claims.intensities),
+                lambda: fact["intensity"] is None or intensity_direction(fact["intensity"]) in m.intensities,
+            ),
+            (
+                "shape",
+                bool(claims.shapes),
+                lambda: fact["shape"] is None or (m.shapes is not None and fact["shape"] in m.shapes),
+            ),
+            (
+                "size",
+                bool(claims.size_classes),
+                lambda: fact["size_class"] is None or (m.sizes is not None and fact["size_class"] in m.sizes),
+            ),
+            (
+                "size_rank",
+                bool(claims.size_ranks) and not self.multi,
+                lambda: fact["size_rank"] is None or fact["size_rank"] in self.measures.rank(object_id),
+            ),
+            ("within", any(k == "within" for k, _ in claims.relations), lambda: self.within_agrees(object_id, fact)),
+            (
+                "relation",
+                any(k not in ("within", "touches") for k, _ in claims.relations),
+                lambda: self.relation_agrees(object_id, fact),
+            ),
+            ("clinical", bool(claims.clinical), lambda: dict(fact.get("clinical", {})) == dict(m.clinical)),
+        ]
+        for name, claimed, agrees in checks:
+            if claimed and not agrees():
+                raise _Reject(
+                    "facts_disagree",
+                    f"the cue's {name} of target {object_id} ({_cue_value(name, fact)}) disagrees with the "
+                    f"measurement ({_measured_value(name, m)})",
+                    name,
+                )
+
+    @staticmethod
+    def sagittal_row(fact: dict[str, Any], m: Measured) -> bool:
+        return bool(fact.get("plane") == "sagittal" and fact["position"].split()[0] == m.position.split()[0])
+
+    def within_agrees(self, object_id: int, fact: dict[str, Any]) -> bool:
+        container = fact.get("within")
+        if container is None:
+            return True
+        m = self.measures.of(object_id)
+        return any(m.boundary.get(o, 0.0) >= WITHIN_SHARE for o in self.others_named(container, object_id))
+
+    def relation_agrees(self, object_id: int, fact: dict[str, Any]) -> bool:
+        nearest = fact.get("nearest")
+        if not nearest:
+            return True
+        direction, _, other = nearest.partition(":")
+        claimed = {(k, o) for k, o in self.claims.relations}
+        if not any(o == other or _key(o, self.region) == _key(other, self.region) for _, o in claimed):
+            return True  # the query relates it to another structure
+        return any(self.measures.direction(object_id, o, direction) for o in self.others_named(other, object_id))
+
+
+def _cue_value(name: str, fact: dict[str, Any]) -> Any:
+    return {
+        "position": fact.get("position"),
+        "laterality": fact.get("laterality"),
+        "intensity": fact.get("intensity"),
+        "shape": fact.get("shape"),
+        "size": fact.get("size_class"),
+        "size_rank": fact.get("size_rank"),
+        "within": fact.get("within"),
+        "relation": fact.get("nearest"),
+        "clinical": fact.get("clinical"),
+    }.get(name)
+
+
+def _measured_value(name: str, m: Measured) -> Any:
+    return {
+        "position": m.position,
+        "laterality": f"right share {m.right_share:.2f}" if m.right_share is not None else None,
+        "intensity": f"{sorted(m.intensities)}, difference {m.contrast:.1f}" if m.contrast is not None else None,
+        "shape": sorted(m.shapes or []),
+        "size": sorted(m.sizes or []),
+        "within": {k: round(v, 2) for k, v in m.boundary.items()},
+        "clinical": dict(m.clinical),
+    }.get(name, "-")
 
 
 def check_rules(
     sample: Sample,
     facts: dict[int, dict[str, Any]],
+    measures: Measurements,
     *,
-    body_region: str | None,
-    oriented: bool,
     settings: RuleSettings | None = None,
-    labels: Iterable[str] = (),
 ) -> StageResult:
-    """Stage 2: every claim agrees with the computed cues, the claims pick out exactly the
-    target(s) among the view's objects, and the target is medically plausible.
-
-    ``labels`` are the dataset's label names, so that a query naming a structure absent from
-    the view is caught too."""
+    """Stage 2: the claims are true of the target(s) as measured from the view's evidence,
+    the cues they rest on agree with the measurements, they pick out exactly the target(s),
+    and the target is medically plausible. ``facts`` are the cues' facts per object (what
+    the synthesizer was told); ``measures`` measures the view again."""
     settings = settings or RuleSettings()
     stage = "rules"
-    # Every structure a claim could name: the view's objects and those they relate to.
+    evidence = measures.evidence
+    region = evidence.body_region
     labels = sorted(
-        set(labels)
-        | {f["label"] for f in facts.values()}
-        | {name for f in facts.values() for name in [f["within"], *f["touches"], *f["boundary_shares"]] if name}
-        | {f["nearest"].partition(":")[2] for f in facts.values() if f["nearest"]}
+        set(evidence.labels_known) | set(evidence.labels.values()) | {measures.category(o) for o in measures.object_ids}
     )
-    claims = extract_claims(sample.query, labels, body_region)
-    info = {"claims": claims.to_dict()}
-    multi = sample.query_type == "multi_object"
+    claims = extract_claims(sample.query, labels, region, tuple(sorted(set(evidence.clinical_terms))))
+    info: dict[str, Any] = {"claims": claims.to_dict()}
     targets = {t.object_id for t in sample.targets}
-    missing = targets - set(facts)
+    missing = targets - set(measures.object_ids)
     if missing:
         return StageResult.fail(stage, "schema", f"targets {sorted(missing)} are not objects of the view")
-    if claims.unknown:
-        return StageResult(
-            stage,
-            False,
-            "unknown_structure",
-            f"the query names {', '.join(claims.unknown)}, which no label of the dataset matches",
-            info,
-        )
-    if not oriented and any(side in ("left", "right") for side in claims.sides):
-        return StageResult(
-            stage,
-            False,
-            "side_without_orientation",
-            "the image has no patient orientation; left/right may only be image-relative",
-            info,
-        )
-    for component in sorted(targets):
-        reason = _matches(claims, facts[component], facts, sample, settings, body_region, multi)
-        if reason is not None:
-            return StageResult(
-                stage,
-                False,
-                reason,
-                f"claim disagrees with the cues of target {component} "
-                f"({facts[component]['label']}): {claims.to_dict()}",
-                info,
-            )
-    if claims.counts:
-        if multi:
-            expected = len(targets)
-        else:
-            expected = sum(1 for f in facts.values() if f["label"] == facts[min(targets)]["label"])
-        if any(count != expected for count in claims.counts):
-            return StageResult(stage, False, "count_mismatch", f"claims {claims.counts}, the view has {expected}", info)
-    matching = {c for c, f in facts.items() if _matches(claims, f, facts, sample, settings, body_region, multi) is None}
-    if matching != targets:
-        extra = sorted(matching - targets)
-        return StageResult(
-            stage,
-            False,
-            "ambiguous" if extra else "no_match",
-            f"the claims also fit {', '.join(facts[c]['label'] + ' ' + str(c) for c in extra)}"
-            if extra
-            else "the claims fit no object",
-            info,
-        )
-    prior = _priors(sample, facts, targets, body_region, settings)
-    if prior is not None:
-        return StageResult(stage, False, prior[0], prior[1], info)
+    unsayable = _unsayable(claims, measures)
+    if unsayable is not None:
+        return StageResult(stage, False, unsayable[0], unsayable[1], info)
+    judge = _Judge(sample, measures, claims, settings)
+    try:
+        judge.verdict(facts, targets)
+    except _Reject as rejected:
+        if rejected.fact is not None:
+            info["fact"] = rejected.fact
+        return StageResult(stage, False, rejected.reason, rejected.detail, info)
     return StageResult(stage, True, info=info)
 
 
-def _priors(
-    sample: Sample,
-    facts: dict[int, dict[str, Any]],
-    targets: Iterable[int],
-    body_region: str | None,
-    settings: RuleSettings,
-) -> tuple[str, str] | None:
-    table = priors()
-    for component in targets:
-        fact = facts[component]
-        label = fact["label"]
-        side = clinical_term(label, body_region).side
-        if side is not None and fact["laterality"] in ("left", "right") and fact["laterality"] != side:
-            return "laterality_prior", f"{label} lies on the patient's {fact['laterality']}"
-        key = label.lower().replace(" ", "_").removesuffix("_left").removesuffix("_right")
-        volume_range = table.get("volume_ml", {}).get(key)
-        if (
-            volume_range
-            and fact["volume_ml"] is not None
-            and fact["volume_ml"] > settings.max_volume_factor * volume_range[1]
-        ):
-            return (
-                "implausible_size",
-                f"{label} of {fact['volume_ml']:.0f} mL (usual {volume_range[0]}-{volume_range[1]} mL)",
-            )
-        regions = table.get("body_regions", {}).get(key)
-        if regions and body_region not in (None, "unspecified") and body_region not in regions:
-            return "unexpected_region", f"{label} is not expected in a {body_region} study ({', '.join(regions)})"
-        container = _container(label, facts, body_region)
-        if container is not None and fact["boundary_shares"].get(container, 0.0) == 0.0 and fact["within"] != container:
-            return "outside_container", f"{label} does not touch the {container}"
-        if fact["area_px"] < settings.min_area_px or fact["cross_section_share"] < settings.min_cross_section_share:
-            return "below_visibility_floor", (
-                f"{fact['area_px']} px, {fact['cross_section_share']:.0%} of its largest cross-section"
-            )
+def _unsayable(claims: Claims, measures: Measurements) -> tuple[str, str] | None:
+    """Claims no view of this kind can support: anatomy the dataset does not label, patient
+    sides without an orientation, image left/right on a sagittal view."""
+    evidence = measures.evidence
+    if claims.unknown:
+        return (
+            "unknown_structure",
+            f"the query names {', '.join(claims.unknown)}, which no label of the dataset matches",
+        )
+    if not evidence.oriented and any(side in ("left", "right") for side in claims.sides):
+        return "side_without_orientation", "the image has no patient orientation; left/right may only be image-relative"
+    if evidence.plane == "sagittal" and any("left" in p or "right" in p for p in claims.positions):
+        return (
+            "position_on_sagittal",
+            "on a sagittal view image left/right is anterior/posterior: places may only be upper or lower",
+        )
     return None
 
 
-def _container(label: str, facts: dict[int, dict[str, Any]], body_region: str | None) -> str | None:
-    """The organ a lesion label names ("liver lesion" → "liver"), when that organ is in the view."""
+def _priors(measures: Measurements, targets: Iterable[int], settings: RuleSettings) -> tuple[str, str] | None:
+    table = priors()
+    evidence = measures.evidence
+    region = evidence.body_region
+    for object_id in targets:
+        m = measures.of(object_id)
+        label = m.label
+        side = clinical_term(label, region).side
+        if side is not None and m.sides and side not in m.sides:
+            return "laterality_prior", f"{label} lies on the patient's {'/'.join(sorted(m.sides))}"
+        key = label.lower().replace(" ", "_").removesuffix("_left").removesuffix("_right")
+        volume_range = table.get("volume_ml", {}).get(key)
+        if volume_range and m.volume_ml is not None and m.volume_ml > settings.max_volume_factor * volume_range[1]:
+            return "implausible_size", f"{label} of {m.volume_ml:.0f} mL (usual {volume_range[0]}-{volume_range[1]} mL)"
+        regions = table.get("body_regions", {}).get(key)
+        if regions and region not in (None, "unspecified") and region not in regions:
+            return "unexpected_region", f"{label} is not expected in a {region} study ({', '.join(regions)})"
+        container = _container(label, measures)
+        if container is not None and not any(m.boundary.get(o, 0.0) > 0 for o in container):
+            return "outside_container", f"{label} does not touch its organ"
+        if m.area_px < settings.min_area_px or m.cross_section_share < settings.min_cross_section_share:
+            return "below_visibility_floor", f"{m.area_px} px, {m.cross_section_share:.0%} of its largest cross-section"
+    return None
+
+
+def _container(label: str, measures: Measurements) -> list[int] | None:
+    """The objects of the organ a lesion label names ("liver lesion" → the liver), when that
+    organ is in the view."""
     if not is_lesion(label):
         return None
-    organs = {f["label"] for f in facts.values() if not is_lesion(f["label"])}
+    region = measures.evidence.body_region
     words = label.lower().replace("_", " ")
-    for organ in sorted(organs, key=len, reverse=True):
-        noun = category_key(organ, body_region)
-        if words.startswith(noun + " ") or words.startswith(organ.lower().replace("_", " ") + " "):
-            return str(organ)
+    organs = {o: measures.evidence.labels[o] for o in measures.object_ids if not is_lesion(measures.evidence.labels[o])}
+    for name in sorted(set(organs.values()), key=len, reverse=True):
+        if words.startswith(_key(name, region) + " ") or words.startswith(name.lower().replace("_", " ") + " "):
+            return [o for o, n in organs.items() if n == name]
     return None

@@ -1,0 +1,753 @@
+"""Facts measured a second time, from what a sample ships, for the rules stage.
+
+The rules stage does not take the cue record's word for anything. It measures every fact
+a query can claim from the evidence of the sample's view: the stored 8-bit image, the
+objects' masks in it, the voxel↔pixel map and the volume (its geometry, the objects' voxels
+and, for sagittal views, the body), with code of its own (numpy and scipy here; the cues
+use the Rust core and a 3D midline). A claim is checked against these measurements, and a
+cue that a query relies on is compared with them: where the two computations disagree,
+the sample is rejected (``facts_disagree``) whatever the query says.
+
+A measurement gives the set of words a careful reader could use for it, not one word: a
+band around each documented threshold (:data:`TOLERANCE`), so that a lesion of 9.9 mm may
+be called small or medium-sized but never large. A claim holds when its word is in the set;
+a cue disagrees when its word is not.
+
+Thresholds (the cues' documented ones, re-stated here so that either can be re-checked):
+
+* position: the cell of the 3×3 grid holding the centre of the union box of the object's
+  pixels (exact: boxes equal masks).
+* side: the share of the object's pixels on the patient's right of the body's midline,
+  the middle of the body's extent in the stored image per row (axial, coronal and 2D
+  views; the body is the largest component above half the image's Otsu threshold), or,
+  on sagittal views, the slice's world x against the middle of the body in the volume.
+  ``right`` from a share of 0.6, ``left`` up to 0.4, ``midline`` between 0.15 and 0.85.
+* intensity: mean grey inside against a ring 3 mm wide (at least 2 pixels; Euclidean
+  distance) in the stored image; the threshold t is 15 HU in the window's grey levels
+  (at least 4) for CT, half the ring's standard deviation (at least 2) for MR and PET,
+  5% of full scale otherwise; darker below −t/2, brighter above t/2, similar within 1.5 t.
+* shape (lesion-like instances): elongation (square root of the covariance eigenvalue
+  ratio), solidity (area over the convex hull of the pixel squares), circularity
+  (4πA/P² with the marching-squares perimeter), classified as the cues do, every class
+  reachable within ±0.03 (elongation, circularity) and ±0.02 (solidity) allowed.
+* size: lesion-like instances by the longest diameter between hull corners (< 10 mm
+  small, ≤ 30 mm medium, else large), only when the object touches neither the volume's
+  nor the image's border; organs by their voxels' volume against the adult ranges in
+  ``presets/priors.toml``, only when whole in the volume; photographs by share of the
+  image (< 2% small, ≤ 15% medium, else large); each bound ± 10%.
+* relations: the share of the object's outer boundary on another object (within from
+  25%); a direction in the plane shown when the centres lie that way along that axis at
+  least half as far as along the other and the boxes overlap along it by at most 25% of
+  the smaller extent; medial/lateral between objects on the same side.
+* rank: largest (smallest) when its area is at least 5% above (below) every other of its
+  category in the view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage, spatial
+
+from medground.anatomy import is_lesion, priors
+from medground.terms import clinical_term
+from medground.views import View
+
+__all__ = [
+    "TOLERANCE",
+    "CaseEvidence",
+    "Evidence",
+    "Measured",
+    "Measurements",
+    "evidence_of_view",
+    "intensity_direction",
+]
+
+#: Relative band around the size thresholds.
+TOLERANCE = 0.1
+RING_MM = 3.0
+LESION_MM = (10.0, 30.0)
+IMAGE_SHARE = (0.02, 0.15)
+SIDE_RIGHT, SIDE_LEFT, SIDE_MIDLINE = 0.6, 0.4, (0.15, 0.85)
+SHAPE_BAND = {"elongation": 0.03, "circularity": 0.03, "solidity": 0.02}
+RANK_MARGIN = 0.05
+#: A piece of an object smaller than this many voxels is a speck, not a part (as the views).
+MIN_PIECE_VOXELS = 4
+WITHIN_SHARE = 0.25
+DIRECTION_OVERLAP = 0.25
+
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+_WORDS = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
+_INTENSITY = {
+    "hypodense": "low",
+    "hypointense": "low",
+    "darker": "low",
+    "isodense": "same",
+    "isointense": "same",
+    "similar": "same",
+    "hyperdense": "high",
+    "hyperintense": "high",
+    "brighter": "high",
+}
+
+
+def intensity_direction(word: str | None) -> str | None:
+    """``low``, ``same`` or ``high`` for an intensity word of any modality."""
+    return None if word is None else _INTENSITY.get(word)
+
+
+class CaseEvidence:
+    """What a case's volume ships, shared by the evidence of its views: the objects' ids on
+    the volume's grid and the image volume, with what is measured from them once per case
+    (each object's voxels and whether it touches the volume's border, its largest area
+    along each axis, the body's middle)."""
+
+    def __init__(self, object_volume: NDArray[Any], volume: NDArray[Any], affine: NDArray[np.float64], modality: str):
+        self.object_volume = object_volume
+        self.volume = volume
+        self.affine = affine
+        self.modality = modality
+        self._largest: dict[int, dict[int, int]] = {}
+
+    @cached_property
+    def stats(self) -> tuple[dict[int, int], frozenset[int]]:
+        """Voxels per object, and the objects touching the volume's border."""
+        volume = self.object_volume
+        counts = np.bincount(volume.ravel().astype(np.int64))
+        border: set[int] = set()
+        for axis in range(volume.ndim):
+            for end in (0, volume.shape[axis] - 1):
+                border.update(int(i) for i in np.unique(np.take(volume, end, axis=axis)))
+        return {i: int(c) for i, c in enumerate(counts) if c and i}, frozenset(border)
+
+    def largest_area(self, object_id: int, axis: int) -> int | None:
+        """The object's largest area (voxels) on any slice along ``axis``."""
+        if axis not in self._largest:
+            volume = np.moveaxis(self.object_volume, axis, 0).astype(np.int64)
+            size = int(volume.max()) + 1
+            best = np.zeros(size, np.int64)
+            for index in range(volume.shape[0]):
+                np.maximum(best, np.bincount(volume[index].ravel(), minlength=size), out=best)
+            self._largest[axis] = {i: int(v) for i, v in enumerate(best) if v and i}
+        return self._largest[axis].get(object_id)
+
+    def slice_area(self, object_id: int, axis: int, index: int) -> int:
+        return int(np.count_nonzero(np.take(self.object_volume, index, axis=axis) == object_id))
+
+    @cached_property
+    def midline_x(self) -> float | None:
+        """World x of the middle of the body in the volume (for sagittal views)."""
+        step = max(1, int(round((self.volume.size / 2e6) ** (1 / 3))))
+        sample = np.asarray(self.volume[::step, ::step, ::step], dtype=np.float64)
+        if self.modality == "CT":
+            body = sample > -300.0
+        else:
+            finite = sample[np.isfinite(sample)]
+            low, high = np.percentile(finite, (1, 99))
+            scaled = np.clip((sample - low) / max(high - low, 1e-6) * 255.0, 0, 255)
+            body = scaled > 0.5 * _otsu(scaled.ravel())
+        points = np.argwhere(body) * step
+        if points.size == 0:
+            return None
+        xs = (points @ self.affine[:3, :3].T + self.affine[:3, 3])[:, 0]
+        low, high = np.percentile(xs, (2, 98))
+        return float(0.5 * (low + high))
+
+
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """What the samples of one view ship, as the verifier reads it.
+
+    Attributes:
+        image: the stored 8-bit image (grey, or RGB).
+        objects: object ids on the image grid (0 = none): the masks in the image.
+        labels: object id → label name; ``kinds``: object id → organ, instance or series.
+        modality, body_region: the dataset's.
+        plane: axial, coronal or sagittal; None for 2D images.
+        row_axis, col_axis, slice_axis, slice_index: the voxel↔pixel map's axes.
+        row_source, col_source: for each row/column of the image, the voxel it shows.
+        spacing: voxel size per array axis (mm), None without physical spacing.
+        axcodes: patient direction of each array axis, None without orientation.
+        affine: index → RAS+ mm.
+        case: the case's volume evidence (None for 2D images: sizes in 3D unknown).
+        window_width: the CT window's width in HU, None for other renderings.
+        clinical: object id → clinical attribute → term, from the dataset's case table.
+        clinical_terms: every term that table can give (a query naming a wrong one is read).
+        labels_known: every label name of the dataset (a query may name any of them).
+        values, full_scale: the stored intensities on the image grid (for the visual judge).
+    """
+
+    image: NDArray[np.uint8]
+    objects: NDArray[Any]
+    labels: Mapping[int, str]
+    kinds: Mapping[int, str]
+    modality: str
+    body_region: str | None
+    plane: str | None
+    row_axis: int
+    col_axis: int
+    slice_axis: int | None
+    slice_index: int | None
+    row_source: NDArray[np.intp]
+    col_source: NDArray[np.intp]
+    spacing: tuple[float, ...] | None
+    axcodes: tuple[str, ...] | None
+    affine: NDArray[np.float64]
+    case: CaseEvidence | None = None
+    window_width: float | None = None
+    clinical: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    clinical_terms: tuple[str, ...] = ()
+    labels_known: tuple[str, ...] = ()
+    values: NDArray[Any] | None = None
+    full_scale: float | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.objects.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.objects.shape[1])
+
+    @property
+    def oriented(self) -> bool:
+        return self.axcodes is not None
+
+    @cached_property
+    def pixel_mm(self) -> tuple[float, float] | None:
+        """Millimetres per pixel (rows, columns), from the map and the voxel size."""
+        if self.spacing is None:
+            return None
+        rows = len(np.unique(self.row_source)) / float(self.height)
+        cols = len(np.unique(self.col_source)) / float(self.width)
+        return self.spacing[self.row_axis] * rows, self.spacing[self.col_axis] * cols
+
+    @cached_property
+    def directions(self) -> tuple[str, str] | None:
+        """The patient direction rows and columns grow in (``("P", "L")``)."""
+        if self.axcodes is None:
+            return None
+        out = []
+        for axis, source in ((self.row_axis, self.row_source), (self.col_axis, self.col_source)):
+            code = self.axcodes[axis]
+            flipped = source.size > 1 and source[0] > source[-1]
+            out.append(_OPPOSITE[code] if flipped else code)
+        return out[0], out[1]
+
+    @cached_property
+    def grey(self) -> NDArray[np.float64]:
+        image = self.image.astype(np.float64)
+        return image @ np.asarray([0.299, 0.587, 0.114]) if image.ndim == 3 else image
+
+    def world_x(self, ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
+        """RAS+ x (mm; grows toward the patient's right) of the voxels pixels (ys, xs) show."""
+        n_axes = 3 if self.slice_axis is not None else 2
+        index = np.zeros((ys.size, n_axes))
+        index[:, self.row_axis] = self.row_source[ys]
+        index[:, self.col_axis] = self.col_source[xs]
+        if self.slice_axis is not None and self.slice_index is not None:
+            index[:, self.slice_axis] = self.slice_index
+        world = index @ self.affine[:3, :n_axes].T + self.affine[:3, 3]
+        return np.asarray(world[:, 0], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One object's facts as the verifier measures them (word sets: what a reader may say)."""
+
+    object_id: int
+    label: str
+    kind: str
+    category: str
+    box: tuple[int, int, int, int]
+    area_px: int
+    position: str
+    right_share: float | None
+    sides: frozenset[str]
+    contrast: float | None
+    intensities: frozenset[str]
+    shapes: frozenset[str] | None
+    sizes: frozenset[str] | None
+    diameter_mm: float | None
+    volume_ml: float | None
+    centre: tuple[float, float]
+    boundary: Mapping[int, float]
+    clinical: Mapping[str, str]
+    cross_section_share: float
+
+
+def _cell(box: Sequence[float], width: int, height: int) -> str:
+    cx = 0.5 * (box[0] + box[2]) / width
+    cy = 0.5 * (box[1] + box[3]) / height
+    row = "upper" if cy < 1 / 3 else "lower" if cy >= 2 / 3 else ""
+    column = "left" if cx < 1 / 3 else "right" if cx >= 2 / 3 else ""
+    return " ".join(w for w in (row, column) if w) or "center"
+
+
+def _otsu(values: NDArray[np.float64]) -> float:
+    histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    weight = np.cumsum(histogram).astype(np.float64)
+    total = weight[-1]
+    mean = np.cumsum(histogram * centres)
+    between = (mean[-1] * weight / total - mean) ** 2 / np.maximum(weight * (total - weight), 1e-12)
+    return float(centres[int(np.argmax(between[:-1]))])
+
+
+def _hull_corners(mask: NDArray[np.bool_], scale: tuple[float, float]) -> NDArray[np.float64]:
+    """Convex hull (counter-clockwise) of the pixel squares' corners, in physical units
+    (x scaled by ``scale[1]``, y by ``scale[0]``). Only outline pixels can hold hull corners."""
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    ys, xs = np.nonzero(mask & ~inner)
+    corners = np.concatenate(
+        [np.stack([(xs + dx) * scale[1], (ys + dy) * scale[0]], axis=1) for dx in (0, 1) for dy in (0, 1)], axis=0
+    ).astype(np.float64)
+    corners = np.unique(corners, axis=0)
+    if len(corners) < 3:
+        return corners
+    try:
+        hull = spatial.ConvexHull(corners)
+    except spatial.QhullError:  # all corners on a line
+        return corners[[int(np.argmin(corners[:, 0] + corners[:, 1])), int(np.argmax(corners[:, 0] + corners[:, 1]))]]
+    return np.asarray(corners[hull.vertices])
+
+
+def _polygon_area(points: NDArray[np.float64]) -> float:
+    if len(points) < 3:
+        return 0.0
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _perimeter(mask: NDArray[np.bool_], scale: tuple[float, float]) -> float:
+    """Length of the marching-squares contour at level 0.5, per 2×2 cell configuration."""
+    padded = np.pad(mask, 1).astype(np.uint8)
+    code = padded[:-1, :-1] | (padded[:-1, 1:] << 1) | (padded[1:, 1:] << 2) | (padded[1:, :-1] << 3)
+    row_mm, col_mm = scale
+    diagonal = 0.5 * math.hypot(row_mm, col_mm)
+    lengths = np.zeros(16)
+    for single in (1, 2, 4, 8, 14, 13, 11, 7):
+        lengths[single] = diagonal
+    lengths[[3, 12]] = col_mm  # top pair or bottom pair inside: a horizontal segment
+    lengths[[6, 9]] = row_mm  # right pair or left pair: a vertical segment
+    lengths[[5, 10]] = 2 * diagonal
+    return float(lengths[code].sum())
+
+
+def _shape_class(elongation: float, solidity: float, circularity: float) -> str:
+    if elongation < 0.5:
+        return "elongated"
+    if solidity < 0.8:
+        return "irregular"
+    if solidity < 0.9 and circularity < 0.7:
+        return "lobulated"
+    if elongation >= 0.8 and circularity >= 0.8:
+        return "round"
+    return "oval"
+
+
+def _shapes(mask: NDArray[np.bool_], scale: tuple[float, float]) -> tuple[frozenset[str], float]:
+    """The shape classes within the band of the measured descriptors, and the longest
+    diameter between hull corners (physical units)."""
+    ys, xs = np.nonzero(mask)
+    coords = np.stack([xs * scale[1], ys * scale[0]], axis=1)
+    if len(coords) > 1:
+        eigen = np.linalg.eigvalsh(np.cov(coords, rowvar=False, bias=True))
+        elongation = math.sqrt(max(eigen[0], 0.0) / eigen[1]) if eigen[1] > 0 else 1.0
+    else:
+        elongation = 1.0
+    hull = _hull_corners(mask, scale)
+    area = float(mask.sum()) * scale[0] * scale[1]
+    hull_area = _polygon_area(hull)
+    solidity = min(1.0, area / hull_area) if hull_area > 0 else 1.0
+    perimeter = _perimeter(mask, scale)
+    circularity = 4 * math.pi * area / perimeter**2 if perimeter > 0 else 0.0
+    classes = set()
+    for de in (-1, 0, 1):
+        for ds in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                classes.add(
+                    _shape_class(
+                        elongation + de * SHAPE_BAND["elongation"],
+                        solidity + ds * SHAPE_BAND["solidity"],
+                        circularity + dc * SHAPE_BAND["circularity"],
+                    )
+                )
+    diameter = 0.0
+    if len(hull) > 1:
+        differences = hull[:, None, :] - hull[None, :, :]
+        diameter = float(np.sqrt((differences**2).sum(-1)).max())
+    return frozenset(classes), diameter
+
+
+def _classes(value: float, bounds: tuple[float, float], names: tuple[str, str, str]) -> frozenset[str]:
+    """The classes a value may take with every bound moved by ± :data:`TOLERANCE`."""
+    low, high = value * (1 - TOLERANCE), value * (1 + TOLERANCE)
+    out = set()
+    if low < bounds[0]:
+        out.add(names[0])
+    if high >= bounds[0] and low <= bounds[1]:
+        out.add(names[1])
+    if high > bounds[1]:
+        out.add(names[2])
+    return frozenset(out)
+
+
+class Measurements:
+    """The measured facts of every object of a view, computed when first asked for."""
+
+    def __init__(self, evidence: Evidence) -> None:
+        self.evidence = evidence
+        self._cache: dict[int, Measured] = {}
+        self._pieces: dict[int, int] = {}
+
+    # ---------------------------------------------------------------- the view
+
+    @cached_property
+    def object_ids(self) -> tuple[int, ...]:
+        ids = np.unique(self.evidence.objects)
+        return tuple(int(i) for i in ids if i != 0 and int(i) in self.evidence.labels)
+
+    @cached_property
+    def _boxes(self) -> dict[int, tuple[slice, slice]]:
+        found = ndimage.find_objects(self.evidence.objects.astype(np.int64))
+        return {i + 1: s for i, s in enumerate(found) if s is not None}
+
+    @cached_property
+    def _midline(self) -> Callable[[NDArray[Any], NDArray[Any]], NDArray[np.float64]] | None:
+        """Signed distance to the patient's right of the midline for pixels (ys, xs):
+        positive on the patient's right. None without orientation."""
+        ev = self.evidence
+        directions = ev.directions
+        if directions is None:
+            return None
+        if "L" in directions or "R" in directions:
+            axis = 1 if directions[1] in ("L", "R") else 0
+            toward_right = 1.0 if directions[axis] == "R" else -1.0
+            centre = self._body_centre(axis)
+            if centre is None:
+                return None
+
+            def image_side(ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
+                along, across = (xs, ys) if axis == 1 else (ys, xs)
+                return np.asarray(toward_right * (along + 0.5 - centre[across]), dtype=np.float64)
+
+            return image_side
+        body_x = ev.case.midline_x if ev.case is not None and ev.slice_axis is not None else None
+        if body_x is None:
+            return None
+
+        def slice_side(ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
+            return ev.world_x(ys, xs) - body_x  # RAS+: x grows toward the patient's right
+
+        return slice_side
+
+    def _body_centre(self, axis: int) -> NDArray[np.float64] | None:
+        """Per row (or column, when sides run along rows), the middle of the body's extent
+        in the stored image: from the first to the last pixel of the body (every component
+        above half the image's Otsu threshold bigger than 0.5% of the image; dark organs
+        and air inside the body are not its edge); rows without body take the overall middle."""
+        grey = self.evidence.grey
+        body = grey > 0.5 * _otsu(grey)
+        labelled, count = ndimage.label(body, structure=np.ones((3, 3)))
+        if count == 0:
+            return None
+        sizes = np.bincount(labelled.ravel())
+        sizes[0] = 0
+        body = (sizes >= 0.005 * grey.size)[labelled]
+        if not body.any():
+            return None
+        lines = body if axis == 1 else body.T
+        present = lines.any(axis=1)
+        first = np.argmax(lines, axis=1).astype(np.float64)
+        last = (lines.shape[1] - 1 - np.argmax(lines[:, ::-1], axis=1)).astype(np.float64)
+        middle = 0.5 * (first + last + 1.0)
+        overall = float(np.median(middle[present]))
+        if self.evidence.plane == "axial" or self.evidence.plane is None:
+            # One axial level: the body's middle, from the rows where the body is widest.
+            widths = np.where(present, last - first, 0.0)
+            wide = widths >= 0.5 * widths.max()
+            return np.full(lines.shape[0], float(np.median(middle[wide])))
+        middle = np.where(present, middle, overall)
+        return np.asarray(ndimage.median_filter(middle, size=15, mode="nearest"), dtype=np.float64)
+
+    # ---------------------------------------------------------------- one object
+
+    def category(self, object_id: int) -> str:
+        """What a reader can tell the object is: its label, or for a member of a numbered
+        series its series and side ("left rib")."""
+        label = self.evidence.labels[object_id]
+        if self.evidence.kinds.get(object_id) != "series":
+            return label
+        term = clinical_term(label, self.evidence.body_region)
+        return f"{term.side} {term.noun}" if term.side else term.noun
+
+    def of(self, object_id: int) -> Measured:
+        if object_id not in self._cache:
+            self._cache[object_id] = self._measure(object_id)
+        return self._cache[object_id]
+
+    def mask(self, object_id: int) -> NDArray[np.bool_]:
+        return np.asarray(self.evidence.objects == object_id)
+
+    def _measure(self, object_id: int) -> Measured:
+        ev = self.evidence
+        mask = self.mask(object_id)
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            raise KeyError(f"object {object_id} has no pixels in the view")
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        label = ev.labels[object_id]
+        kind = ev.kinds.get(object_id, "organ")
+        side = self._midline
+        right_share = None if side is None else float(np.mean(side(ys, xs) > 0))
+        sides: set[str] = set()
+        if right_share is not None:
+            if right_share >= SIDE_RIGHT:
+                sides.add("right")
+            if right_share <= SIDE_LEFT:
+                sides.add("left")
+            if SIDE_MIDLINE[0] < right_share < SIDE_MIDLINE[1]:
+                sides.add("midline")
+        contrast, intensities = self._intensity(mask, box)
+        scale = ev.pixel_mm or (1.0, 1.0)
+        lesion = kind == "instance" and is_lesion(label)
+        shapes, diameter = _shapes(mask[box[1] : box[3], box[0] : box[2]], scale) if lesion else (None, None)
+        touches_image = box[0] == 0 or box[1] == 0 or box[2] == ev.width or box[3] == ev.height
+        counts, border = ev.case.stats if ev.case is not None else ({}, frozenset())
+        voxels = counts.get(object_id)
+        whole = object_id not in border and not touches_image
+        volume_ml = None
+        if voxels is not None and ev.spacing is not None and ev.slice_axis is not None and object_id not in border:
+            volume_ml = voxels * float(np.prod(ev.spacing)) / 1000.0
+        sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, int(ys.size))
+        share = 1.0
+        if ev.case is not None and ev.slice_axis is not None and ev.slice_index is not None:
+            largest = ev.case.largest_area(object_id, ev.slice_axis)
+            if largest:
+                share = ev.case.slice_area(object_id, ev.slice_axis, ev.slice_index) / largest
+        return Measured(
+            object_id=object_id,
+            label=label,
+            kind=kind,
+            category=self.category(object_id),
+            box=box,
+            area_px=int(ys.size),
+            position=_cell(box, ev.width, ev.height),
+            right_share=right_share,
+            sides=frozenset(sides),
+            contrast=contrast,
+            intensities=intensities,
+            shapes=shapes,
+            sizes=sizes,
+            diameter_mm=diameter if ev.pixel_mm is not None else None,
+            volume_ml=volume_ml,
+            centre=(float(xs.mean()) + 0.5, float(ys.mean()) + 0.5),
+            boundary=self._boundary(mask, box),
+            clinical=dict(ev.clinical.get(object_id, {})),
+            cross_section_share=share,
+        )
+
+    def _sizes(
+        self,
+        label: str,
+        kind: str,
+        lesion: bool,
+        diameter: float | None,
+        volume_ml: float | None,
+        whole: bool,
+        area: int,
+    ) -> frozenset[str] | None:
+        ev = self.evidence
+        if kind == "instance":
+            if not lesion:
+                return None
+            if ev.pixel_mm is None:
+                return _classes(area / float(ev.width * ev.height), IMAGE_SHARE, ("small", "medium", "large"))
+            return _classes(diameter, LESION_MM, ("small", "medium", "large")) if whole and diameter else None
+        if kind == "series" or volume_ml is None:
+            return None
+        ranges = priors().get("volume_ml", {})
+        key = label.lower().replace(" ", "_")
+        for name in (key, key.removesuffix("_left").removesuffix("_right")):
+            if name in ranges:
+                low, high = ranges[name]
+                return _classes(volume_ml, (low, high), ("small", "normal", "large"))
+        return None
+
+    def _intensity(
+        self, mask: NDArray[np.bool_], box: tuple[int, int, int, int]
+    ) -> tuple[float | None, frozenset[str]]:
+        ev = self.evidence
+        radius = max(2, math.ceil(RING_MM / min(ev.pixel_mm))) if ev.pixel_mm is not None else 3
+        y0, y1 = max(0, box[1] - radius - 1), min(ev.height, box[3] + radius + 1)
+        x0, x1 = max(0, box[0] - radius - 1), min(ev.width, box[2] + radius + 1)
+        local = mask[y0:y1, x0:x1]
+        distance = ndimage.distance_transform_edt(~local)
+        ring = (distance > 0) & (distance <= radius)
+        if not ring.any():
+            return None, frozenset()
+        grey = ev.grey[y0:y1, x0:x1]
+        difference = float(grey[local].mean() - grey[ring].mean())
+        if ev.modality == "CT":
+            threshold = max(4.0, 15.0 * 255.0 / ev.window_width) if ev.window_width else 4.0
+        elif ev.modality in ("MR", "PET"):
+            threshold = max(2.0, 0.5 * float(grey[ring].std()))
+        else:
+            threshold = 0.05 * 255.0
+        words = set()
+        if difference < -0.5 * threshold:
+            words.add("low")
+        if difference > 0.5 * threshold:
+            words.add("high")
+        if abs(difference) < 1.5 * threshold:
+            words.add("same")
+        return difference, frozenset(words)
+
+    def _boundary(self, mask: NDArray[np.bool_], box: tuple[int, int, int, int]) -> dict[int, float]:
+        """Share of the object's outer boundary (4-neighbour pixels outside it, inside the
+        image) on each other object."""
+        ev = self.evidence
+        y0, y1 = max(0, box[1] - 1), min(ev.height, box[3] + 1)
+        x0, x1 = max(0, box[0] - 1), min(ev.width, box[2] + 1)
+        local = mask[y0:y1, x0:x1]
+        grown = local.copy()
+        grown[1:, :] |= local[:-1, :]
+        grown[:-1, :] |= local[1:, :]
+        grown[:, 1:] |= local[:, :-1]
+        grown[:, :-1] |= local[:, 1:]
+        ring = grown & ~local
+        owners = ev.objects[y0:y1, x0:x1][ring]
+        if owners.size == 0:
+            return {}
+        ids, counts = np.unique(owners, return_counts=True)
+        return {int(i): float(c) / owners.size for i, c in zip(ids, counts, strict=True) if i != 0}
+
+    # ---------------------------------------------------------------- between objects
+
+    def direction(self, object_id: int, other_id: int, direction: str) -> bool:
+        """Whether the object lies in ``direction`` of the other in the plane shown."""
+        ev = self.evidence
+        mine, other = self.of(object_id), self.of(other_id)
+        if direction in ("medial", "lateral"):
+            # Both on one side of the body: the other's side, which this object may have too.
+            side = next(iter(other.sides)) if len(other.sides) == 1 else None
+            if side not in ("left", "right") or side not in mine.sides:
+                return False
+            toward_midline = "right" if side == "left" else "left"
+            return self.direction(object_id, other_id, toward_midline if direction == "medial" else side)
+        if ev.directions is None:
+            return False
+        codes = {_WORDS[c]: (axis, 1.0) for axis, c in ((1, ev.directions[1]), (0, ev.directions[0]))}
+        codes.update({_WORDS[_OPPOSITE[c]]: (axis, -1.0) for axis, c in ((1, ev.directions[1]), (0, ev.directions[0]))})
+        if direction not in codes:
+            return False
+        axis, sign = codes[direction]
+        centre = (mine.centre[0], mine.centre[1])
+        other_centre = (other.centre[0], other.centre[1])
+        along = sign * ((centre[0] - other_centre[0]) if axis == 1 else (centre[1] - other_centre[1]))
+        across = abs((centre[1] - other_centre[1]) if axis == 1 else (centre[0] - other_centre[0]))
+        if along <= 0 or along < 0.5 * across:
+            return False
+        a = (mine.box[0], mine.box[2]) if axis == 1 else (mine.box[1], mine.box[3])
+        b = (other.box[0], other.box[2]) if axis == 1 else (other.box[1], other.box[3])
+        overlap = min(a[1], b[1]) - max(a[0], b[0])
+        return overlap <= DIRECTION_OVERLAP * min(a[1] - a[0], b[1] - b[0])
+
+    @cached_property
+    def min_piece(self) -> float:
+        """Pixels of the smallest piece that counts as a part (specks are not parts)."""
+        ev = self.evidence
+        per_voxel = ev.height * ev.width / float(len(np.unique(ev.row_source)) * len(np.unique(ev.col_source)))
+        return MIN_PIECE_VOXELS * per_voxel
+
+    @staticmethod
+    def largest_piece(mask: NDArray[np.bool_]) -> int:
+        """Pixels of the largest 8-connected piece of a mask (0 when empty)."""
+        labelled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        return int(np.bincount(labelled.ravel())[1:].max()) if count else 0
+
+    def pieces(self, object_id: int) -> int:
+        """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`."""
+        if object_id not in self._pieces:
+            m = self.of(object_id)
+            local = self.mask(object_id)[m.box[1] : m.box[3], m.box[0] : m.box[2]]
+            labelled, count = ndimage.label(local, structure=np.ones((3, 3)))
+            sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
+            self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
+        return self._pieces[object_id]
+
+    def rank(self, object_id: int) -> frozenset[str]:
+        """``largest``/``smallest`` where the object stands out by area among its category."""
+        mine = self.of(object_id)
+        others = [self.of(o).area_px for o in self.object_ids if o != object_id and self.category(o) == mine.category]
+        if not others:
+            return frozenset()
+        out = set()
+        if mine.area_px >= (1 + RANK_MARGIN) * max(others):
+            out.add("largest")
+        if mine.area_px <= (1 - RANK_MARGIN) * min(others):
+            out.add("smallest")
+        return frozenset(out)
+
+
+def evidence_of_view(
+    view: View,
+    *,
+    case_evidence: CaseEvidence | None,
+    clinical: Mapping[int, Mapping[str, str]],
+    clinical_terms: Sequence[str],
+    modality: str,
+    body_region: str | None,
+    oriented_display: bool,
+) -> Evidence:
+    """The evidence a view's samples ship: its stored image, the object masks in it, its
+    map and the case's volume (``case_evidence``, shared by the case's views; None for 2D).
+    ``oriented_display``: the spec shows patient orientation (radiological display)."""
+    case = view.case
+    image = case.image
+    smap = view.map
+    window_width = None
+    if view.intensity.kind == "window" and len(view.intensity.ranges) == 1:
+        low, high = view.intensity.ranges[0]
+        window_width = float(high - low)
+    axcodes = image.axcodes if oriented_display else None
+    return Evidence(
+        image=view.image,
+        objects=view.object_map,
+        labels={oid: obj.anchor.label for oid, obj in view.objects.items()},
+        kinds={oid: obj.anchor.kind for oid, obj in view.objects.items()},
+        modality=modality,
+        body_region=body_region,
+        plane=smap.plane,
+        row_axis=smap.row_axis,
+        col_axis=smap.col_axis,
+        slice_axis=smap.axis,
+        slice_index=smap.slice_index,
+        row_source=smap.row_source,
+        col_source=smap.col_source,
+        spacing=image.spacing if image.spacing_known else None,
+        axcodes=axcodes,
+        affine=np.asarray(image.affine, dtype=np.float64),
+        case=None if image.is_2d else case_evidence,
+        window_width=window_width,
+        clinical={oid: dict(values) for oid, values in clinical.items() if oid in view.objects},
+        clinical_terms=tuple(clinical_terms),
+        labels_known=tuple(case.label_names.values()),
+        values=view.values,
+        full_scale=full_scale_of(image.array, view.values),
+    )
+
+
+def full_scale_of(stored: NDArray[Any], values: NDArray[Any]) -> float:
+    """The intensity range photographs are compared in: 255 for 8-bit images, else the view's."""
+    if stored.dtype == np.uint8:
+        return 255.0
+    return max(float(values.max() - values.min()), 1e-6)

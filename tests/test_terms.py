@@ -327,3 +327,16 @@ def test_descriptions_say_nothing_a_query_could_claim(name: str, region: str | N
         assert not [o for o in others if f" {o} " in f" {description} "], (name, description)
     if term.description_plural:
         assert term.paired, f"{name}: a plural description is for both of a pair"
+
+
+def test_a_description_fixes_one_structure() -> None:
+    """A nameless query is unambiguous against the unlabelled anatomy of its image only if
+    its description fits one kind of structure: no two structures of the vocabulary share
+    a description (aliases of one structure, such as AMOS's "gall_bladder", may)."""
+    nouns: dict[str, set[str]] = {}
+    for name, region in _vocabulary_names():
+        term = clinical_term(name.replace("#", "7"), region)
+        for description in filter(None, (term.description, term.description_plural)):
+            nouns.setdefault(description, set()).add(term.noun)
+    shared = {d: n for d, n in nouns.items() if len(n) > 1}
+    assert not shared, shared

@@ -22,12 +22,26 @@ samples (or cases, labels) showing the defect:
 * ``lung_in_soft_tissue``: a lung target shown in a soft-tissue (non-lung) CT window.
 * ``labels_without_trace``: declared labels present in a case's label map (``RUN=SPEC``)
   with no sample and no skipped record naming them.
+* ``nameless_query``: a query that names none of its target's names (clinical term, noun,
+  plural, finding) and neither a vocabulary description of it nor, for a lesion of a
+  photographic modality (every instance annotated), "lesion": unlabelled anatomy could fit it.
+* ``mixed_frames``: a patient side (left/right outside a place in the image) and a place in
+  the image in one query.
+* ``sagittal_image_side``: image left/right on a sagittal view (there it is anterior/posterior).
+* ``grammar``: a doubled word, "is" with a plural-only term ("the intervertebral discs"),
+  or "every/each" before one.
+* ``duplicate_sample``: more than one sample per (image, targets, attribute set).
+* ``repeated_query``: the same query for the same targets on several slices of one plane.
+* ``finding_unnamed``: a target whose case table gives a finding ("melanoma") that its
+  query does not name.
 
 ``medground audit RUN_DIR[=SPEC] ...`` prints the table; :func:`audit` returns the counts.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -57,6 +71,13 @@ CLASSES = (
     "small_view",
     "lung_in_soft_tissue",
     "labels_without_trace",
+    "nameless_query",
+    "mixed_frames",
+    "sagittal_image_side",
+    "grammar",
+    "duplicate_sample",
+    "repeated_query",
+    "finding_unnamed",
 )
 #: Modalities whose images carry no pixel spacing in the shared presets.
 PHOTOGRAPHIC = ("dermoscopy", "endoscopy", "XR", "microscopy", "fundus")
@@ -155,6 +176,66 @@ def _sample_defects(sample: dict[str, Any]) -> Counter[str]:
     return counts
 
 
+_IMAGE_PLACE = re.compile(
+    r"\b(?:upper left|upper right|lower left|lower right|upper|lower|left|right|center|middle|top|bottom)"
+    r"(?: (?:part|portion|region|half|side|corner))? of the (?:image|picture|view)\b"
+)
+_IMAGE_SIDE = re.compile(r"\b(?:left|right)(?: (?:part|portion|region|half|side|corner))? of the (?:image|picture)\b")
+
+
+def _names(label: str) -> list[str]:
+    term = clinical_term(label)
+    names = [term.text, term.noun, term.plural, term.description, term.description_plural, label.replace("_", " ")]
+    return [n.lower() for n in names if n]
+
+
+def _wording_defects(sample: dict[str, Any]) -> Counter[str]:
+    """Defects of the query's words: nameless, mixed frames, sagittal image sides, grammar."""
+    counts: Counter[str] = Counter()
+    query = sample["query"].lower()
+    labels = sorted({t["label"] for t in sample["targets"]})
+    findings = [
+        str(item.get("value", "")).lower()
+        for t in sample["targets"]
+        for item in (t["cues"].get("clinical") or {}).values()
+        if item.get("role") == "finding"
+    ]
+    named = any(name in query for label in labels for name in _names(label)) or any(f in query for f in findings)
+    lesion_word = sample["modality"] in PHOTOGRAPHIC and all(is_lesion(label) for label in labels)
+    counts["nameless_query"] += not named and not (lesion_word and re.search(r"\blesions?\b", query))
+    counts["finding_unnamed"] += bool(findings) and not any(f in query for f in findings)
+    places = _IMAGE_PLACE.findall(query)
+    sides = re.findall(r"\b(?:left|right)\b", _IMAGE_PLACE.sub(" ", query))
+    counts["mixed_frames"] += bool(places and sides)
+    counts["sagittal_image_side"] += bool(
+        (sample["view"] or {}).get("axis") == "sagittal" and _IMAGE_SIDE.search(query)
+    )
+    plural_only = [clinical_term(label) for label in labels if clinical_term(label).is_plural]
+    parts = "part of" in query or "parts of" in query or sample["query_type"] == "multi_object"
+    counts["grammar"] += bool(
+        re.search(r"\b(\w+) \1\b", query)
+        or (plural_only and not parts and re.search(r"\bis\b", query))
+        or any(re.search(rf"\b(?:every|each) {re.escape(t.noun.lower())}\b", query) for t in plural_only)
+    )
+    return counts
+
+
+def _repeat_defects(samples: list[dict[str, Any]]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    by_view: Counter[str] = Counter()
+    by_plane: dict[tuple[Any, ...], set[Any]] = {}
+    for sample in samples:
+        objects = tuple(sorted({t.get("object_id", t.get("component_id")) for t in sample["targets"]}))
+        attributes = json.dumps(sample["referring_attributes"], sort_keys=True)
+        by_view[json.dumps([sample["image"], objects, attributes])] += 1
+        view = sample["view"] or {}
+        key = (sample["dataset"], sample["case_id"], view.get("axis"), objects, sample["query"].lower())
+        by_plane.setdefault(key, set()).add(sample["image"])
+    counts["duplicate_sample"] += sum(n - 1 for n in by_view.values())
+    counts["repeated_query"] += sum(len(images) - 1 for images in by_plane.values())
+    return counts
+
+
 def _view_defects(maps: dict[str, dict[str, Any]]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for mapping in maps.values():
@@ -176,10 +257,12 @@ def audit(run: Path | str, spec: Path | str | None = None) -> dict[str, int]:
         for target in sample["targets"]:
             counts.update(_target_defects(sample, target, images))
         counts.update(_sample_defects(sample))
+        counts.update(_wording_defects(sample))
         mapping = (sample.get("provenance") or {}).get("map") or {}
         if sample["view"] and mapping:
             maps[sample["image"]] = mapping
     counts.update(_view_defects(maps))
+    counts.update(_repeat_defects(samples))
     if spec is not None:
         traced = {(s["case_id"], t["label"]) for s in samples for t in s["targets"]}
         for _, record in folder.records("skipped.jsonl"):

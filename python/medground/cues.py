@@ -18,7 +18,7 @@ Thresholds (documented here and in the cue records, so a reader can re-check):
   ``bilateral`` (multi-object targets). ``null`` without patient orientation, and for
   every object of a case whose side-named structures (``kidney_left``) lie on the
   opposite side of the computed midline (laterality withheld, reported).
-* shape (2D, in the view; lesion-like instance classes only): ``elongated`` if elongation
+* shape (2D, in the view; lesion-like instance classes the image border does not cut): ``elongated`` if elongation
   (minor/major) < 0.5; else ``irregular`` if solidity < 0.8; else ``lobulated`` if
   solidity < 0.9 and circularity < 0.7; else ``round`` if elongation ≥ 0.8 and
   circularity ≥ 0.8; else ``oval``.
@@ -37,7 +37,8 @@ Thresholds (documented here and in the cue records, so a reader can re-check):
   border) and with physical spacing: lesion-like instances by longest in-plane diameter
   (< 10 mm small, ≤ 30 mm medium, else large); organs by volume against the adult ranges
   in ``presets/priors.toml``. Without spacing (photographs), no millimetres anywhere; an
-  instance's relative size is its share of the image (< 2% small, ≤ 15% medium, else large).
+  instance's relative size is its share of the image (< 2% small, ≤ 15% medium, else large),
+  when the image border does not cut it.
 """
 
 from __future__ import annotations
@@ -309,6 +310,8 @@ def size_class(anchor: Anchor, obj: ViewObject, spacing_known: bool) -> str | No
         if not is_lesion(anchor.label):
             return None
         if not spacing_known:
+            if obj.cut_by_border:
+                return None  # the image border cuts it: its share of the image is not its size
             share = obj.descriptors["image_share"]
             assert share is not None
             return "small" if share < IMAGE_SHARE[0] else "medium" if share <= IMAGE_SHARE[1] else "large"
@@ -542,7 +545,10 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
                 "image_share": obj.descriptors["image_share"],
                 "size_class": size_class(anchor, obj, context.spacing_known),
             },
-            "shape": shape_class(obj.descriptors) if anchor.kind == "instance" and is_lesion(anchor.label) else None,
+            # A finding the image border cuts shows the border's shape, not its own.
+            "shape": shape_class(obj.descriptors)
+            if anchor.kind == "instance" and is_lesion(anchor.label) and not obj.cut_by_border
+            else None,
             "intensity": intensity_relation(view, obj, context.modality),
             "count": {
                 "category": categories[object_id],

@@ -267,7 +267,9 @@ def refer(target: int, scene: Scene, query_type: str, *, exhaustive: Collection[
         detail = f"its label {mine['category']!r} names a side its position contradicts"
         return Skip(query_type, (target,), "side_contradiction", detail)
     if query_type in ("descriptive", "implicit"):
-        state.add(("shape", *descriptors, "position"))  # what it looks like and where it is
+        # What it looks like and where it is; a finding's density and size belong to its look.
+        looks = ("intensity", "size_class") if fact["kind"] == "instance" and is_lesion(fact["label"]) else ()
+        state.add(("shape", *descriptors, *looks, "position"))
     if query_type == "relational" and not {"within", "relation"} & state.chosen.keys():
         key = next((k for k in ("within", "relation") if state.usable(k)), None)
         if key is None:
@@ -298,7 +300,7 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
 def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any]] | Skip]:
     """The multi-object sets of a view: every object of an instance class or numbered
     series ("every liver lesion", "the left ribs"), and bilateral pairs of organs ("both
-    kidneys", and, where the vocabulary describes the pair, "the paired retroperitoneal
+    kidneys", and, where the vocabulary describes the pair, "both retroperitoneal
     organs that produce urine"). Organs are never counted. A set is asked about only when
     each member could be a target on its own (visible, not a sliver) and one member is a
     target of the view."""

@@ -59,7 +59,7 @@ class Term:
         description: What the structure is, in clinical words that fix it without naming
             it ("organ that stores bile"), singular and without an article; None where the
             vocabulary gives none. Used for queries that do not name their target.
-        description_plural: The same for both of a pair ("paired retroperitoneal organs
+        description_plural: The same for both of a pair ("retroperitoneal organs
             that produce urine"), or None.
     """
 

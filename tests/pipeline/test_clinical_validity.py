@@ -12,6 +12,10 @@ wrote, through its own code) and by direct checks of the records:
 * no size claim on an object the field of view cuts, and no millimetres without spacing;
 * no direction the plane shown cannot show;
 * no view on an edge slice or under the minimum side;
+* queries name their target (or describe it so that nothing else fits), never mix patient
+  sides with places in the image, say no image left/right on sagittal views, read as
+  English, and are never repeated for one view, targets and attribute set, nor across a
+  plane's slices (``medground.audit`` decides each);
 * every label without a sample is in skipped.jsonl, and the card shows coverage and the
   laterality self-check.
 """
@@ -35,6 +39,7 @@ from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.pipeline import RunConfig, load_run_config, run
 from medground.terms import clinical_term
 from medground.verify import extract_claims
+from real_specs import ph2_spec
 
 SPINE = ("vertebra", "spinal_cord", "intervertebral", "sacrum")
 
@@ -229,16 +234,22 @@ def test_photographs_and_radiographs_carry_no_millimetres(
     assert audit(out) == dict.fromkeys(CLASSES, 0)
 
 
-def test_ph2_carries_no_millimetres(shared_data: Path, tmp_path: Path) -> None:
-    (tmp_path / "ph2.toml").write_text(
-        f'name = "ph2"\nmodality = "dermoscopy"\nroot = "{shared_data / "dermoscopy_ph2"}"\n[cases]\n'
-        'image = "images/{case}.png"\nmask = "masks/{case}.png"\nmask_mode = "binary"\n[labels]\n1 = "skin lesion"\n'
-    )
+def test_ph2_names_the_diagnosis_and_carries_no_millimetres(shared_data: Path, tmp_path: Path) -> None:
+    """PH2 with its diagnosis.tsv: every sample names its lesion's clinical diagnosis
+    ("the melanoma", "the atypical nevus") as the table gives it, and no millimetres."""
+    spec = load_spec(ph2_spec(shared_data, tmp_path))
     out = tmp_path / "run"
-    run(RunConfig(datasets=(load_spec(tmp_path / "ph2.toml"),)), out, use_ray=False, progress=False)
+    run(RunConfig(datasets=(spec,)), out, use_ray=False, progress=False)
     samples = _records(out, "samples.jsonl")
     assert len(samples) >= 20
-    assert all(t["cues"]["size"]["diameter_mm"] is None for s in samples for t in s["targets"])
+    codes = {"0": "common nevus", "1": "atypical nevus", "2": "melanoma"}
+    rows = [line.split("\t") for line in (shared_data / "dermoscopy_ph2" / "diagnosis.tsv").read_text().splitlines()]
+    diagnosis = {row[0]: codes[row[1]] for row in rows[1:]}
+    assert {s["case_id"] for s in samples} == set(diagnosis)
+    for sample in samples:
+        assert sample["referring_attributes"]["diagnosis"] == diagnosis[sample["case_id"]]
+        assert diagnosis[sample["case_id"]] in sample["query"]
+        assert all(t["cues"]["size"]["diameter_mm"] is None for t in sample["targets"])
     assert audit(out) == dict.fromkeys(CLASSES, 0)
 
 

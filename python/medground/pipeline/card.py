@@ -10,7 +10,7 @@ from typing import Any
 
 from medground.runfolder import atomic_write
 
-__all__ = ["write_card"]
+__all__ = ["phrasing_diversity", "write_card"]
 
 
 def _table(title: str, counter: Counter[str]) -> list[str]:
@@ -64,6 +64,47 @@ def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
         atomic_write(root / "plots" / name, buffer.getvalue())
         written.append(f"plots/{name}")
     return written
+
+
+def phrasing_diversity(queries: list[str]) -> dict[str, float]:
+    """How varied a set of queries is: how many are distinct, and distinct-n (unique word
+    n-grams over all word n-grams, lower-cased, n = 1, 2, 3; Li et al. 2016)."""
+    words = [q.lower().rstrip(".?").split() for q in queries]
+    out: dict[str, float] = {
+        "queries": len(queries),
+        "distinct_queries": len({q.lower() for q in queries}),
+    }
+    for n in (1, 2, 3):
+        grams = [tuple(w[i : i + n]) for w in words for i in range(len(w) - n + 1)]
+        out[f"distinct_{n}"] = round(len(set(grams)) / len(grams), 4) if grams else 0.0
+    return out
+
+
+def _phrasing(samples: list[dict[str, Any]]) -> list[str]:
+    """Phrasing diversity per dataset and over the run."""
+    if not samples:
+        return []
+    lines = [
+        "",
+        "## Phrasing",
+        "",
+        "Distinct queries, and distinct-n: unique word n-grams over all word n-grams (higher is more varied).",
+        "",
+        "| dataset | queries | distinct | distinct-1 | distinct-2 | distinct-3 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict[str, list[str]] = {}
+    for sample in samples:
+        groups.setdefault(sample["dataset"], []).append(sample["query"])
+    if len(groups) > 1:
+        groups["all"] = [s["query"] for s in samples]
+    for name, queries in groups.items():
+        d = phrasing_diversity(queries)
+        lines.append(
+            f"| {name} | {d['queries']:.0f} | {d['distinct_queries']:.0f} | {d['distinct_1']:.3f} | "
+            f"{d['distinct_2']:.3f} | {d['distinct_3']:.3f} |"
+        )
+    return lines
 
 
 def _coverage(table: dict[str, dict[str, Any]]) -> list[str]:
@@ -129,6 +170,7 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     lines.append("")
     for stage, reasons in funnel.get("rejected", {}).items():
         lines.append(f"Rejected at {stage}: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
+    lines += _phrasing(samples)
     lines += _coverage(manifest.get("coverage", {}))
     lines += _laterality(manifest.get("laterality", {}))
     split = manifest["splits"]

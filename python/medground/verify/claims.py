@@ -112,11 +112,6 @@ def extract_claims(
     text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
     claims = Claims()
     text = _take_positions(text, vocab["position"], claims)
-    text = _consume(
-        text,
-        r"\b(?:the |every |each |all )?(?:visible |separate )?(?:parts?|portions?|pieces?) of\b",
-        lambda m: claims.parts.append(True),
-    )
     # Words of the request, not of the target ("the location of", "the region occupied by").
     text = _consume(text, rf"\b(?:{_alternation(vocab['request']['words'])})\b", lambda m: None)
     if clinical:
@@ -172,6 +167,12 @@ def _take_structures(
 
     text = re.sub(rf"(?<![\w-])({term_pattern})(?![\w-])", placeholder, text)
     text = re.sub(r"\s+", " ", text)
+    # "the visible parts of the colon": an object seen in pieces, not a containment.
+    text = _consume(
+        text,
+        r"\b(?:the |every |each |all )?(?:visible |separate )?(?:parts?|portions?|pieces?) of (?=(?:the )?@)",
+        lambda m: claims.parts.append(True),
+    )
     text, related = _take_relations(text, found, vocab, claims)
     for index, label in enumerate(found):
         if index in related:

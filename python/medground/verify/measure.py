@@ -26,7 +26,7 @@ Thresholds (the cues' documented ones, re-stated here so that either can be re-c
   distance) in the stored image; the threshold t is 15 HU in the window's grey levels
   (at least 4) for CT, half the ring's standard deviation (at least 2) for MR and PET,
   5% of full scale otherwise; darker below −t/2, brighter above t/2, similar within 1.5 t.
-* shape (lesion-like instances): elongation (square root of the covariance eigenvalue
+* shape (lesion-like instances the image border does not cut): elongation (square root of the covariance eigenvalue
   ratio), solidity (area over the convex hull of the pixel squares), circularity
   (4πA/P² with the marching-squares perimeter), classified as the cues do, every class
   reachable within ±0.03 (elongation, circularity) and ±0.02 (solidity) allowed.
@@ -34,7 +34,8 @@ Thresholds (the cues' documented ones, re-stated here so that either can be re-c
   small, ≤ 30 mm medium, else large), only when the object touches neither the volume's
   nor the image's border; organs by their voxels' volume against the adult ranges in
   ``presets/priors.toml``, only when whole in the volume; photographs by share of the
-  image (< 2% small, ≤ 15% medium, else large); each bound ± 10%.
+  image (< 2% small, ≤ 15% medium, else large) when the image border does not cut them;
+  each bound ± 10%.
 * relations: the share of the object's outer boundary on another object (within from
   25%); a direction in the plane shown when the centres lie that way along that axis at
   least half as far as along the other and the boxes overlap along it by at most 25% of
@@ -545,7 +546,7 @@ class Measurements:
             sides=frozenset(sides),
             contrast=contrast,
             intensities=intensities,
-            shapes=shapes,
+            shapes=None if touches_image else shapes,
             sizes=sizes,
             diameter_mm=diameter if ev.pixel_mm is not None else None,
             volume_ml=volume_ml,
@@ -570,7 +571,8 @@ class Measurements:
             if not lesion:
                 return None
             if ev.pixel_mm is None:
-                return _classes(area / float(ev.width * ev.height), IMAGE_SHARE, ("small", "medium", "large"))
+                share = area / float(ev.width * ev.height)
+                return _classes(share, IMAGE_SHARE, ("small", "medium", "large")) if whole else None
             return _classes(diameter, LESION_MM, ("small", "medium", "large")) if whole and diameter else None
         if kind == "series" or volume_ml is None:
             return None

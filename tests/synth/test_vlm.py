@@ -134,3 +134,40 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     again, _ = synthesizer.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)
     assert [s.to_dict() for s in again] == [s.to_dict() for s in samples]
     assert template.synthesize(view, cues, references, modality=spec.modality, body_region=spec.body_region)[1] == []
+
+
+def test_the_model_is_told_the_clinical_finding(shared_data: Path, tmp_path: Path) -> None:
+    """On PH2 (with its diagnoses) the model is asked to name the finding, the plain
+    phrasing names it, and the answer may list it among the attributes it used."""
+    from medground.io import find_cases, load_case, load_spec
+    from real_specs import ph2_spec
+
+    spec = load_spec(ph2_spec(shared_data, tmp_path))
+    case = load_case(spec, find_cases(spec).cases[0])
+    view, cues, references = _first_view(spec, case)
+    probe = VlmSynthesizer(OpenAIBackend("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://127.0.0.1:9/v1"), seed=3)
+    requests, _ = probe.requests(view, cues, references, modality=spec.modality, body_region=spec.body_region)
+    diagnosis = references[0].attributes["diagnosis"]
+    for reference, request in zip(references, requests, strict=True):
+        text = request.messages[-1]["content"][-1]["text"]
+        assert f"- diagnosis: {diagnosis} (a clinical finding" in text
+        phrasing = next(line for line in text.splitlines() if line.startswith("A plain phrasing"))
+        assert diagnosis in phrasing
+        enum = request.schema["properties"]["queries"]["items"]["properties"]["attributes"]["items"]["enum"]
+        assert "diagnosis" in enum and set(reference.attributes) <= set(enum)
+
+
+def _first_view(spec, case):
+    from medground.anchors import find_anchors
+    from medground.cues import case_context, compute_cues
+    from medground.generate import _clinical
+    from medground.refer import refer_view
+    from medground.views import build_views
+
+    objects = find_anchors(case, spec)
+    views, _ = build_views(case, objects, spec)
+    clinical, _ = _clinical(case, objects.anchors, spec)
+    context = case_context(case, objects, spec.modality, None, spec.body_region, clinical)
+    cues = compute_cues(views[0], context)
+    references, _ = refer_view(views[0], cues, spec.body_region, exhaustive=spec.exhaustive_labels)
+    return views[0], cues, references

@@ -53,10 +53,12 @@ def templates(name: str = DEFAULT_TEMPLATES) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NounPhrase:
-    """A referring noun phrase and its grammatical number."""
+    """A referring noun phrase, its grammatical number, and whether phrases follow its head
+    ("… in the upper part of the image")."""
 
     text: str
     plural: bool
+    modified: bool = False
 
 
 def _side_words(side: str, paired: bool, wording: dict[str, Any], pick: Pick) -> tuple[str | None, str | None]:
@@ -111,7 +113,7 @@ def noun_phrase(
         adjectives += [before] if before else []
         after[:0] = [behind] if behind else []
     after += _whereabouts(attributes, body_region, wording, pick)
-    return NounPhrase(" ".join(["the", *adjectives, head, *after]), plural)
+    return NounPhrase(" ".join(["the", *adjectives, head, *after]), plural, bool(after))
 
 
 def _appearance(
@@ -190,8 +192,14 @@ def word_query(
             template=template,
         )
         kind = "parts" if parts > 1 else query_type_of(reference)
-        # "… of the image on this image" says the image twice.
-        options = [p for p in phrasings[kind] if "of the image" not in phrase.text or "this image" not in p]
+        # "… of the image on this image" says the image twice, and "show where the liver in
+        # the middle of the image is" loses its verb behind the modifiers.
+        options = [
+            p
+            for p in phrasings[kind]
+            if ("of the image" not in phrase.text or "this image" not in p)
+            and not (phrase.modified and p.endswith("{is}."))
+        ]
         query = pick(options, "phrasing").format(np=phrase.text, **{"is": "are" if phrase.plural else "is"})
     return query[0].upper() + query[1:]
 

@@ -75,6 +75,7 @@ def tally(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 def test_the_samples_as_written_are_accepted(tally: dict[str, Counter]) -> None:
     original = tally["original"]
+    print(f"\noriginals: {original['accepted']}/{original['tried']} accepted")
     assert original["tried"] > 400
     assert original["accepted"] / original["tried"] >= ACCEPTED_AT_LEAST
 

@@ -127,11 +127,13 @@ class SliceMap:
 
     def plane_of(self, array: NDArray[Any]) -> NDArray[Any]:
         """The 2D slice of ``array`` (spatial axes first; trailing channels kept), unresampled,
-        with its axes as (row_axis, col_axis)."""
+        with its axes as (row_axis, col_axis): a view of the array in its own memory order
+        (``np.take`` would first copy the whole volume when it is not C-contiguous, as
+        nibabel's Fortran-ordered arrays are)."""
         if self.axis is None or self.slice_index is None:
             plane = array
         else:
-            plane = np.take(array, self.slice_index, axis=self.axis)
+            plane = array[(slice(None),) * self.axis + (self.slice_index,)]
         remaining = [a for a in range(len(self.volume_shape)) if a != self.axis]
         if remaining.index(self.row_axis) == 1:
             plane = np.swapaxes(plane, 0, 1)
@@ -376,7 +378,7 @@ def _fill_holes(mask: NDArray[np.bool_], axis: int) -> NDArray[np.bool_]:
     do not reach the slice's border."""
     filled = mask.copy()
     for index in range(mask.shape[axis]):
-        plane = np.take(mask, index, axis=axis)
+        plane = np.moveaxis(mask, axis, 0)[index]  # a view: np.take copies non-C-ordered volumes
         if not plane.any():
             continue
         outside = geometry.connected_components(~plane, 4, binary=True)

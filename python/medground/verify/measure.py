@@ -124,7 +124,7 @@ class CaseEvidence:
         border: set[int] = set()
         for axis in range(volume.ndim):
             for end in (0, volume.shape[axis] - 1):
-                border.update(int(i) for i in np.unique(np.take(volume, end, axis=axis)))
+                border.update(int(i) for i in np.unique(np.moveaxis(volume, axis, 0)[end]))
         return {i: int(c) for i, c in enumerate(counts) if c and i}, frozenset(border)
 
     def largest_area(self, object_id: int, axis: int) -> int | None:
@@ -139,7 +139,7 @@ class CaseEvidence:
         return self._largest[axis].get(object_id)
 
     def slice_area(self, object_id: int, axis: int, index: int) -> int:
-        return int(np.count_nonzero(np.take(self.object_volume, index, axis=axis) == object_id))
+        return int(np.count_nonzero(np.moveaxis(self.object_volume, axis, 0)[index] == object_id))
 
     @cached_property
     def midline_x(self) -> float | None:

@@ -168,3 +168,33 @@ def test_malformed_rle(bad: object, message: str) -> None:
 def test_encode_needs_2d() -> None:
     with pytest.raises(ValueError, match=r"2D, got 3 dimensions with shape \(2, 2, 2\)"):
         rle.encode(np.zeros((2, 2, 2)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mask=arrays(np.bool_, st.tuples(st.integers(1, 14), st.integers(1, 14))),
+    corner=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+)
+def test_window_encoding_equals_whole_image(mask: np.ndarray, corner: tuple[float, ...]) -> None:
+    """An object's RLE from its box alone is pycocotools' RLE of the whole image (runs that
+    end on the last row and go on at the top of the next column included)."""
+    height, width = mask.shape
+    top, left = int(corner[0] * (height - 1)), int(corner[1] * (width - 1))
+    bottom = top + 1 + int(corner[2] * (height - top - 1))
+    right = left + 1 + int(corner[3] * (width - left - 1))
+    whole = np.zeros_like(mask)
+    whole[top:bottom, left:right] = mask[top:bottom, left:right]
+    expected = coco_encode(whole)["counts"].decode("ascii")
+    assert rle.encode_window(mask[top:bottom, left:right], top, left, (height, width))["counts"] == expected
+
+
+def test_window_whole_columns_join_into_one_run() -> None:
+    whole = np.zeros((4, 5), bool)
+    whole[:, 1:4] = True  # three full columns: one run in column-major order
+    assert rle.encode_window(whole[:, 1:4], 0, 1, (4, 5)) == rle.encode(whole)
+    assert rle.encode(whole)["counts"] == rle._compress(np.array([4, 12, 4]))
+
+
+def test_window_outside_the_image() -> None:
+    with pytest.raises(ValueError, match="does not lie inside"):
+        rle.encode_window(np.ones((3, 3), bool), 2, 0, (4, 4))

@@ -9,12 +9,11 @@ claims pick out exactly its targets), so the two always agree.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from medground.anatomy import is_lesion
 from medground.cues import in_plane_direction
-from medground.terms import clinical_term
+from medground.terms import category_key, clinical_term
 
 __all__ = [
     "BUILT_IN",
@@ -63,15 +62,6 @@ _CELLS = {
     "lower": (None, 2),
     "lower right": (2, 2),
 }
-
-
-def category_key(label: str, body_region: str | None = None) -> str:
-    """A label's clinical term without its side: "kidney" for kidney_left, "L1 vertebra"."""
-    term = clinical_term(label, body_region)
-    text = term.text.lower()
-    if term.side is not None:
-        text = re.sub(rf"\b{term.side}(?:-sided)?\b", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def in_cell(box: list[int], position: str, width: int, height: int) -> bool:

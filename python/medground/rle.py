@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["area", "bbox_xyxy", "decode", "encode"]
+__all__ = ["area", "bbox_xyxy", "decode", "encode", "encode_window"]
 
 _OFFSET = 48  # added to each 5-bit group to make it a printable character
 _MORE = 0x20  # another group of the same count follows
@@ -51,6 +51,51 @@ def encode(mask: ArrayLike) -> dict[str, Any]:
         raise ValueError(f"mask must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
     height, width = arr.shape
     return {"size": [int(height), int(width)], "counts": _compress(_runs(arr))}
+
+
+def encode_window(window: ArrayLike, top: int, left: int, size: Sequence[int]) -> dict[str, Any]:
+    """Encodes a mask that is empty outside a window of the image, from the window alone:
+    the cost is the window's, not the image's (a nucleus in a slide, a lesion in a CT slice).
+
+    Args:
+        window: 2D array of the mask's pixels in rows ``[top, top + h)`` and columns
+            ``[left, left + w)``; nonzero pixels are the foreground.
+        top, left: where the window starts in the image.
+        size: ``(height, width)`` of the image.
+
+    Returns:
+        The same RLE as :func:`encode` of the whole image's mask.
+
+    Raises:
+        ValueError: ``window`` is not 2D or does not lie inside the image.
+    """
+    arr = np.asarray(window)
+    height, width = (int(n) for n in size)
+    if arr.ndim != 2:
+        raise ValueError(f"window must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
+    h, w = arr.shape
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"a {h}x{w} window at ({top}, {left}) does not lie inside a {height}x{width} image")
+    # A background row above and below each column: no run crosses a column in the window.
+    padded = np.zeros((h + 2, w), dtype=bool)
+    padded[1:-1] = arr != 0
+    flat = padded.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    column, row = np.divmod(changes, h + 2)
+    edges = (left + column).astype(np.int64) * height + (top + row - 1)  # in the image, column-major
+    starts, ends = edges[0::2], edges[1::2]  # first foreground pixel, first background pixel after
+    # A run ending at the image's last row continues at the top of the next column.
+    joined = np.flatnonzero(starts[1:] == ends[:-1])
+    starts, ends = np.delete(starts, joined + 1), np.delete(ends, joined)
+    total = height * width
+    if starts.size == 0:
+        return {"size": [height, width], "counts": _compress(np.array([total], dtype=np.int64))}
+    runs = np.empty(2 * starts.size + 1, dtype=np.int64)
+    runs[0] = starts[0]
+    runs[1::2] = ends - starts
+    runs[2:-1:2] = starts[1:] - ends[:-1]
+    runs[-1] = total - ends[-1]
+    return {"size": [height, width], "counts": _compress(runs if runs[-1] else runs[:-1])}
 
 
 def decode(rle: Mapping[str, Any]) -> NDArray[np.bool_]:

@@ -19,11 +19,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-__all__ = ["VOCAB_VERSION", "Side", "Term", "clinical_term"]
+__all__ = ["VOCAB_VERSION", "Side", "Term", "category_key", "clinical_term"]
 
 #: The vocabulary file format this module reads (each file's ``version``).
 VOCAB_VERSION = 1
@@ -96,11 +96,30 @@ def clinical_term(label: str, body_region: str | None = None) -> Term:
     Raises:
         ValueError: ``label`` is not a string or has no words (only separators).
     """
-    parts = [part for part in _PART_SEPARATOR.split(label) if part] if isinstance(label, str) else []
+    if not isinstance(label, str) or not (body_region is None or isinstance(body_region, str)):
+        raise ValueError(f"label must be a string with at least one word, got {label!r}")
+    return _clinical_term(label, body_region.strip().lower() if body_region else None)
+
+
+@lru_cache(maxsize=65536)
+def category_key(label: str, body_region: str | None = None) -> str:
+    """A label's clinical term without its side: "kidney" for kidney_left, "L1 vertebra"
+    (what the referring step groups by and the rules stage compares names by)."""
+    term = clinical_term(label, body_region)
+    text = term.text.lower()
+    if term.side is not None:
+        text = re.sub(rf"\b{term.side}(?:-sided)?\b", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@lru_cache(maxsize=65536)
+def _clinical_term(label: str, region: str | None) -> Term:
+    """:func:`clinical_term` of a checked label, once per (label, region): terms are
+    immutable, and a case asks for the same few dozen labels hundreds of thousands of times."""
+    parts = [part for part in _PART_SEPARATOR.split(label) if part]
     if not parts:
         raise ValueError(f"label must be a string with at least one word, got {label!r}")
     vocab = _vocabulary()
-    region = body_region.strip().lower() if body_region else None
     side, parts = vocab.take_side(parts)
     keys = [vocab.spelling(part) for part in parts]
 

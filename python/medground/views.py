@@ -233,23 +233,39 @@ def _edge(image: NDArray[np.float64], mask: NDArray[np.bool_]) -> float:
     return float(np.mean(np.concatenate(differences))) if differences else 0.0
 
 
-def _border_share(mask: NDArray[np.bool_]) -> float:
-    """The share of an object's outline pixels that lie on the image border."""
-    padded = np.pad(mask, 1, constant_values=False)
+def _border_share(local: NDArray[np.bool_], box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
+    """The share of an object's outline pixels that lie on the image border, from its
+    pixels within its box ``(x0, y0, x1, y1)`` in an image of ``size`` (height, width)."""
+    padded = np.pad(local, 1, constant_values=False)
     inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    outline = mask & ~inner
-    edge = np.zeros_like(mask)
-    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    outline = local & ~inner
+    edge = np.zeros_like(local)
+    x0, y0, x1, y1 = box
+    edge[0, :] |= y0 == 0
+    edge[-1, :] |= y1 == size[0]
+    edge[:, 0] |= x0 == 0
+    edge[:, -1] |= x1 == size[1]
     return float((outline & edge).sum()) / max(1, int(outline.sum()))
 
 
 def visibility(image: NDArray[np.uint8], mask: NDArray[np.bool_], ring_px: int, floor: float) -> Visibility:
     """How an object (``mask``) shows in a stored 8-bit image (grey, or RGB as luminance)."""
-    grey = render.luminance(image).astype(np.float64) if image.ndim == 3 else image.astype(np.float64)
     ys, xs = np.nonzero(mask)
-    y0, y1 = max(0, ys.min() - ring_px), min(mask.shape[0], ys.max() + 1 + ring_px)
-    x0, x1 = max(0, xs.min() - ring_px), min(mask.shape[1], xs.max() + 1 + ring_px)
-    local, values = mask[y0:y1, x0:x1], grey[y0:y1, x0:x1]
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return _visibility(image, mask[box[1] : box[3], box[0] : box[2]], box, ring_px, floor)
+
+
+def _visibility(
+    image: NDArray[np.uint8], local: NDArray[np.bool_], box: tuple[int, int, int, int], ring_px: int, floor: float
+) -> Visibility:
+    """:func:`visibility` of an object given by its pixels within its box ``(x0, y0, x1, y1)``:
+    only the box and its ring are read."""
+    height, width = image.shape[:2]
+    y0, y1 = max(0, box[1] - ring_px), min(height, box[3] + ring_px)
+    x0, x1 = max(0, box[0] - ring_px), min(width, box[2] + ring_px)
+    patch = image[y0:y1, x0:x1]
+    values = render.luminance(patch).astype(np.float64) if patch.ndim == 3 else patch.astype(np.float64)
+    local = np.pad(local, ((box[1] - y0, y1 - box[3]), (box[0] - x0, x1 - box[2])), constant_values=False)
     inside = values[local]
     ring = dilate(local, ring_px) & ~local
     contrast = abs(float(inside.mean()) - float(values[ring].mean())) if ring.any() else 0.0
@@ -405,9 +421,10 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
         area = int(row["voxel_count"])
         if area < min_piece:
             continue
-        (y0, x0), (y1, x1) = row["bbox_min"], row["bbox_max"]
-        mask = parts == int(row["label"])
-        out[object_of[int(row["label"])]].append(Piece((int(x0), int(y0), int(x1), int(y1)), area, rle.encode(mask)))
+        (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
+        local = parts[y0:y1, x0:x1] == int(row["label"])
+        mask_rle = rle.encode_window(local, y0, x0, parts.shape)
+        out[object_of[int(row["label"])]].append(Piece((x0, y0, x1, y1), area, mask_rle))
     return out
 
 
@@ -447,8 +464,9 @@ def _make_view(
             anchor = objects.anchors.get(object_id)
             if anchor is None or not pieces.get(object_id):
                 continue
-            (y0, x0), (y1, x1) = row["bbox_min"], row["bbox_max"]
-            mask = view_objects == object_id
+            (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
+            box = (x0, y0, x1, y1)
+            local = view_objects[y0:y1, x0:x1] == object_id  # the object's pixels, within its box
             share = 1.0
             if index_areas is not None and smap.axis is not None and smap.slice_index is not None:
                 areas = index_areas[object_id]
@@ -457,9 +475,9 @@ def _make_view(
             voxels = int(round(area_px / per_voxel))
             found[object_id] = ViewObject(
                 anchor=anchor,
-                bbox_xyxy=(int(x0), int(y0), int(x1), int(y1)),
+                bbox_xyxy=box,
                 area_px=area_px,
-                mask_rle=rle.encode(mask),
+                mask_rle=rle.encode_window(local, y0, x0, (height, width)),
                 pieces=tuple(pieces[object_id]),
                 descriptors={
                     "area_mm2": round(area_px * pixel_area, 3) if physical else None,
@@ -473,9 +491,9 @@ def _make_view(
                 },
                 cross_section_share=round(share, 4),
                 cut_by_border=bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
-                border_share=_border_share(mask),
+                border_share=_border_share(local, box, (height, width)),
                 voxels=voxels,
-                visibility=visibility(rendered, mask, ring_px, spec.render.min_contrast),
+                visibility=_visibility(rendered, local, box, ring_px, spec.render.min_contrast),
             )
             found[object_id] = replace(found[object_id], not_target=_not_a_target(found[object_id], anchor.label, spec))
     chosen = []

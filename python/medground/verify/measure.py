@@ -496,14 +496,25 @@ class Measurements:
         return self._cache[object_id]
 
     def mask(self, object_id: int) -> NDArray[np.bool_]:
-        return np.asarray(self.evidence.objects == object_id)
+        """The object's pixels, found within its box (the rest of the image is never scanned)."""
+        mask = np.zeros(self.evidence.objects.shape, bool)
+        rows, cols = self._local(object_id)
+        if rows is not None:
+            mask[rows, cols] = self.evidence.objects[rows, cols] == object_id
+        return mask
+
+    def _local(self, object_id: int) -> tuple[slice, slice] | tuple[None, None]:
+        found = self._boxes.get(object_id)
+        return (None, None) if found is None else found
 
     def _measure(self, object_id: int) -> Measured:
         ev = self.evidence
-        mask = self.mask(object_id)
-        ys, xs = np.nonzero(mask)
-        if ys.size == 0:
+        rows, cols = self._local(object_id)
+        if rows is None:
             raise KeyError(f"object {object_id} has no pixels in the view")
+        mask = self.mask(object_id)
+        ys, xs = np.nonzero(mask[rows, cols])
+        ys, xs = ys + rows.start, xs + cols.start
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         label = ev.labels[object_id]
         kind = ev.kinds.get(object_id, "organ")
@@ -680,7 +691,7 @@ class Measurements:
         """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`."""
         if object_id not in self._pieces:
             m = self.of(object_id)
-            local = self.mask(object_id)[m.box[1] : m.box[3], m.box[0] : m.box[2]]
+            local = self.evidence.objects[m.box[1] : m.box[3], m.box[0] : m.box[2]] == object_id
             labelled, count = ndimage.label(local, structure=np.ones((3, 3)))
             sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
             self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))

@@ -18,7 +18,6 @@ Reason codes: ``facts_disagree``, ``category_mismatch``, ``laterality_mismatch``
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 from medground import rle
 from medground.anatomy import is_lesion, priors
 from medground.records import Sample, StageResult
-from medground.terms import clinical_term
+from medground.terms import category_key, clinical_term
 from medground.verify.claims import Claims, extract_claims
 from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction
 
@@ -65,15 +64,6 @@ class _Reject(Exception):
         self.reason, self.detail, self.fact = reason, detail, fact
 
 
-def _key(label: str, body_region: str | None) -> str:
-    """A structure's clinical term without its side ("kidney" for kidney_left)."""
-    term = clinical_term(label, body_region)
-    text = term.text.lower()
-    if term.side is not None:
-        text = re.sub(rf"\b{term.side}(?:-sided)?\b", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def in_cell(box: tuple[int, int, int, int], position: str, width: int, height: int) -> bool:
     """Whether the box's centre lies in the part of the image a position word names."""
     column, row = _CELLS[position]
@@ -104,7 +94,8 @@ class _Judge:
         as a laterality)."""
         label = self.evidence.labels[object_id]
         category = self.measures.category(object_id)
-        if _key(value, self.region) not in (_key(label, self.region), _key(category, self.region)):
+        names = (category_key(label, self.region), category_key(category, self.region))
+        if category_key(value, self.region) not in names:
             return False
         if not sided:
             return True
@@ -121,14 +112,15 @@ class _Judge:
     def of_kind(self, object_id: int) -> bool:
         """Whether the object is of the kind the query names (its category, finding or
         description, with the sides claimed): the objects a count counts."""
-        claims, m = self.claims, self.measures.of(object_id)
+        claims, label = self.claims, self.evidence.labels[object_id]
         if claims.categories and not any(self.named(c, object_id) for c in claims.categories):
             return False
-        if claims.generic and not claims.categories and not is_lesion(m.label):
+        if claims.generic and not claims.categories and not is_lesion(label):
             return False
-        if any(term not in m.clinical.values() for term in claims.clinical):
+        if any(term not in self.evidence.clinical.get(object_id, {}).values() for term in claims.clinical):
             return False
-        return all(side == "bilateral" or side in m.sides for side in claims.sides)
+        sides = [side for side in claims.sides if side != "bilateral"]
+        return not sides or all(side in self.measures.of(object_id).sides for side in sides)
 
     def fits(self, object_id: int) -> tuple[str, str] | None:
         """None when every claim is true of the object, else (reason, detail) of the first that fails."""
@@ -141,15 +133,17 @@ class _Judge:
 
     def fits_kind(self, object_id: int) -> tuple[str, str] | None:
         """The claims of what it is: in pieces, its category, a lesion, its clinical finding."""
-        claims, m = self.claims, self.measures.of(object_id)
+        claims, label = self.claims, self.evidence.labels[object_id]
         if claims.parts and self.pieces(object_id) < 2:
             return "count_mismatch", "it is seen in one piece"
+        # What it is comes from the view's labels: objects of another kind are never measured.
         if claims.categories and not any(self.named(c, object_id, sided=False) for c in claims.categories):
-            return "category_mismatch", f"it is a {m.label}"
-        if claims.generic and not claims.categories and not is_lesion(m.label):
-            return "category_mismatch", f"it is a {m.label}, not a lesion"
-        if any(term not in m.clinical.values() for term in claims.clinical):
-            return "clinical_mismatch", f"its clinical attributes are {dict(m.clinical) or 'none'}"
+            return "category_mismatch", f"it is a {label}"
+        if claims.generic and not claims.categories and not is_lesion(label):
+            return "category_mismatch", f"it is a {label}, not a lesion"
+        clinical = self.evidence.clinical.get(object_id, {})
+        if any(term not in clinical.values() for term in claims.clinical):
+            return "clinical_mismatch", f"its clinical attributes are {dict(clinical) or 'none'}"
         return None
 
     def fits_words(self, object_id: int) -> tuple[str, str] | None:
@@ -331,7 +325,7 @@ class _Judge:
             return True
         direction, _, other = nearest.partition(":")
         claimed = {(k, o) for k, o in self.claims.relations}
-        if not any(o == other or _key(o, self.region) == _key(other, self.region) for _, o in claimed):
+        if not any(o == other or category_key(o, self.region) == category_key(other, self.region) for _, o in claimed):
             return True  # the query relates it to another structure
         return any(self.measures.direction(object_id, o, direction) for o in self.others_named(other, object_id))
 
@@ -452,6 +446,6 @@ def _container(label: str, measures: Measurements) -> list[int] | None:
     words = label.lower().replace("_", " ")
     organs = {o: measures.evidence.labels[o] for o in measures.object_ids if not is_lesion(measures.evidence.labels[o])}
     for name in sorted(set(organs.values()), key=len, reverse=True):
-        if words.startswith(_key(name, region) + " ") or words.startswith(name.lower().replace("_", " ") + " "):
+        if words.startswith(category_key(name, region) + " ") or words.startswith(name.lower().replace("_", " ") + " "):
             return [o for o, n in organs.items() if n == name]
     return None

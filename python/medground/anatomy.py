@@ -66,6 +66,7 @@ def matches(label: str, patterns: Iterable[str]) -> bool:
     return any(_pattern(p).search(text) for p in patterns)
 
 
+@lru_cache(maxsize=4096)
 def is_lesion(label: str) -> bool:
     """Whether a label names a lesion or a cell (tumour, cyst, nodule, polyp, metastasis,
     nucleus, …): an instance class whose size and shape describe it. Paired structures

@@ -44,7 +44,7 @@ Thresholds (documented here and in the cue records, so a reader can re-check):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -463,6 +463,7 @@ def relations(
     categories: dict[int, str] | None = None,
     *,
     sided: bool = True,
+    unique: list[ViewObject] | None = None,
 ) -> dict[str, Any]:
     """Containing and touching structures in the slice, and the nearest other structure a
     reader can name unambiguously (the only one of its category in the view) with the
@@ -470,6 +471,8 @@ def relations(
     tell them to be: ``left rib``, not ``rib_left_7``); without trusted sides (``sided``
     false) no direction is left or right."""
     names = categories or {oid: o.anchor.label for oid, o in view.objects.items()}
+    if unique is None:
+        unique = _unique(view, names)
     mine = faces.get(obj.object_id, {})
     total = sum(mine.values())
     by_name: dict[str, int] = defaultdict(int)
@@ -481,10 +484,7 @@ def relations(
         name, count = max(by_name.items(), key=lambda kv: (kv[1], kv[0]))
         if count / total >= CONTAINED_SHARE:
             within = name
-    counts: dict[str, int] = defaultdict(int)
-    for name in names.values():
-        counts[name] += 1
-    others = [o for oid, o in view.objects.items() if names[oid] != names[obj.object_id] and counts[names[oid]] == 1]
+    others = [o for o in unique if names[o.object_id] != names[obj.object_id]]
     nearest = None
     if others:
         best = min(
@@ -507,6 +507,14 @@ def relations(
     }
 
 
+def _unique(view: View, names: dict[int, str]) -> list[ViewObject]:
+    """The view's objects that are the only one of their category (nameable without doubt)."""
+    counts: dict[str, int] = defaultdict(int)
+    for name in names.values():
+        counts[name] += 1
+    return [o for oid, o in view.objects.items() if counts[names[oid]] == 1]
+
+
 # ----------------------------------------------------------------------------- all cues of a view
 
 
@@ -518,12 +526,21 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
     by_category: dict[str, list[ViewObject]] = defaultdict(list)
     for object_id, obj in view.objects.items():
         by_category[categories[object_id]].append(obj)
+    # Per category once: ranks by area and the ends of the plane (not per object: a slide
+    # of a thousand nuclei stays linear).
+    ranks: dict[int, int] = {}
+    ends: dict[str, _Ends] = {}
+    for category, same in by_category.items():
+        for rank, other in enumerate(sorted(same, key=lambda o: (-o.area_px, o.object_id)), start=1):
+            ranks[other.object_id] = rank
+        ends[category] = _Ends(same)
+    unique = _unique(view, categories)
     cues: dict[int, dict[str, Any]] = {}
     for object_id, obj in view.objects.items():
         anchor = obj.anchor
         same = by_category[categories[object_id]]
         counted = anchor.is_instance and len(same) > 1
-        rank = sorted(same, key=lambda o: (-o.area_px, o.object_id)).index(obj) + 1
+        rank = ranks[object_id]
         offset = None
         if context.midline is not None and anchor.centroid_world is not None and not context.laterality.withheld:
             x, _, z = anchor.centroid_world
@@ -535,7 +552,7 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
             "midline_offset_mm": offset,
             "centroid_world": None if anchor.centroid_world is None else [round(c, 2) for c in anchor.centroid_world],
             "image_position": image_position(obj.bbox_xyxy, view.width, view.height),
-            "relations": relations(view, obj, faces, categories, sided=sided),
+            "relations": relations(view, obj, faces, categories, sided=sided, unique=unique),
             "size": {
                 "diameter_mm": obj.descriptors["diameter_mm"] if measurable else None,
                 "area_mm2": obj.descriptors["area_mm2"] if measurable else None,
@@ -557,7 +574,7 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
                 "size_extreme": ("largest" if rank == 1 else "smallest" if rank == len(same) else None)
                 if counted
                 else None,
-                "extremes": _extremes(view, obj, same) if counted else [],
+                "extremes": ends[categories[object_id]].of(view, obj) if counted else [],
             },
             "pieces": len(obj.pieces),
             "clinical": dict(context.clinical.get(object_id, {})),
@@ -570,29 +587,35 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
     return cues
 
 
-def _extremes(view: View, obj: ViewObject, same: list[ViewObject]) -> list[str]:
-    """Which ends of the plane shown this object is at among its kind's objects: in patient
-    terms where the view has them ("most anterior"), else in image terms ("leftmost in the
-    image")."""
-    centres = [(0.5 * (o.bbox_xyxy[0] + o.bbox_xyxy[2]), 0.5 * (o.bbox_xyxy[1] + o.bbox_xyxy[3])) for o in same]
-    centre = centres[same.index(obj)]
-    out = []
-    for axis in (0, 1):
-        values = [c[axis] for c in centres]
-        if values.count(centre[axis]) != 1:
-            continue
-        if view.directions is not None:
-            code = view.directions[1] if axis == 0 else view.directions[0]
-            high, low = _WORDS[code], _WORDS[_opposite(code)]
-            words = (f"most {low}", f"most {high}")
-        else:
-            words = (
-                ("leftmost in the image", "rightmost in the image")
-                if axis == 0
-                else ("uppermost in the image", "lowest in the image")
-            )
-        if centre[axis] == min(values):
-            out.append(words[0])
-        if centre[axis] == max(values):
-            out.append(words[1])
-    return out
+class _Ends:
+    """Which ends of the plane shown each object of one kind is at: in patient terms where
+    the view has them ("most anterior"), else in image terms ("leftmost in the image")."""
+
+    def __init__(self, same: list[ViewObject]) -> None:
+        centres = [(0.5 * (o.bbox_xyxy[0] + o.bbox_xyxy[2]), 0.5 * (o.bbox_xyxy[1] + o.bbox_xyxy[3])) for o in same]
+        self.centres = {o.object_id: c for o, c in zip(same, centres, strict=True)}
+        self.counts = [Counter(c[axis] for c in centres) for axis in (0, 1)]
+        self.low = [min(c[axis] for c in centres) for axis in (0, 1)]
+        self.high = [max(c[axis] for c in centres) for axis in (0, 1)]
+
+    def of(self, view: View, obj: ViewObject) -> list[str]:
+        centre = self.centres[obj.object_id]
+        out = []
+        for axis in (0, 1):
+            if self.counts[axis][centre[axis]] != 1:
+                continue
+            if view.directions is not None:
+                code = view.directions[1] if axis == 0 else view.directions[0]
+                high, low = _WORDS[code], _WORDS[_opposite(code)]
+                words = (f"most {low}", f"most {high}")
+            else:
+                words = (
+                    ("leftmost in the image", "rightmost in the image")
+                    if axis == 0
+                    else ("uppermost in the image", "lowest in the image")
+                )
+            if centre[axis] == self.low[axis]:
+                out.append(words[0])
+            if centre[axis] == self.high[axis]:
+                out.append(words[1])
+        return out

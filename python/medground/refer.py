@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medground.anatomy import is_lesion
@@ -90,6 +90,12 @@ class Skip:
     detail: str = ""
 
 
+#: Up to this many candidates are checked one by one; more are looked up in the scene's
+#: index of which objects have an attribute value (built once per value, then shared by
+#: every target: referring stays near-linear in the objects of a view).
+_DIRECT = 24
+
+
 @dataclass(frozen=True)
 class Scene:
     """The objects of one view as the referring step and the rules see them."""
@@ -98,6 +104,8 @@ class Scene:
     width: int
     height: int
     body_region: str | None = None
+    _holding: dict[tuple[str, Any], frozenset[int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _values: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def holds(self, attribute: str, value: Any, component: int) -> bool:
         return holds(
@@ -109,6 +117,35 @@ class Scene:
             height=self.height,
             body_region=self.body_region,
         )
+
+    def holding(self, attribute: str, value: Any) -> frozenset[int]:
+        """The objects that have ``attribute`` = ``value`` (computed once per value)."""
+        key = (attribute, value)
+        found = self._holding.get(key)
+        if found is None:
+            found = frozenset(c for c in self.facts if self.holds(attribute, value, c))
+            self._holding[key] = found
+        return found
+
+    def keep(self, attribute: str, value: Any, candidates: set[int]) -> set[int]:
+        """The candidates that have ``attribute`` = ``value``."""
+        if len(candidates) <= _DIRECT or not _hashable(value):
+            return {c for c in candidates if self.holds(attribute, value, c)}
+        return candidates & self.holding(attribute, value)
+
+    def values(self, target: int) -> dict[str, Any]:
+        """The attribute values the referring step may use for an object (computed once)."""
+        if target not in self._values:
+            self._values[target] = _values(self, target)
+        return dict(self._values[target])
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def matching_distractors(attributes: dict[str, Any], scene: Scene, targets: Sequence[int]) -> list[int]:
@@ -193,10 +230,7 @@ class _Incremental:
         self.target, self.scene, self.mine = target, scene, values
         self.chosen: dict[str, Any] = {}
         self.frames: set[str] = set()
-        remaining = [c for c in scene.facts if c != target]
-        # Same label first: the objects a reader is likeliest to confuse with the target.
-        remaining.sort(key=lambda c: (scene.facts[c]["category"] != values["category"], c))
-        self.remaining = remaining
+        self.remaining = set(scene.facts) - {target}
 
     def usable(self, attribute: str) -> bool:
         """The target has a value for it that holds, in a frame the expression may still use."""
@@ -207,7 +241,8 @@ class _Incremental:
         return frame is None or not self.frames - {frame}
 
     def rules_out(self, attribute: str) -> bool:
-        return any(not self.scene.holds(attribute, self.mine[attribute], c) for c in self.remaining)
+        value = self.mine[attribute]
+        return len(self.scene.keep(attribute, value, self.remaining)) < len(self.remaining)
 
     def choose(self, attribute: str) -> None:
         value = self.mine[attribute]
@@ -215,7 +250,7 @@ class _Incremental:
         frame = frame_of(attribute, value, self.scene.body_region)
         if frame is not None:
             self.frames.add(frame)
-        self.remaining = [c for c in self.remaining if self.scene.holds(attribute, value, c)]
+        self.remaining = self.scene.keep(attribute, value, self.remaining)
 
     def walk(self, order: Sequence[str], heads: Collection[str]) -> None:
         """Heads are always chosen; any other attribute when it rules a distractor out,
@@ -248,7 +283,7 @@ def _implicit_head(fact: dict[str, Any], scene: Scene, exhaustive: Collection[st
 def refer(target: int, scene: Scene, query_type: str, *, exhaustive: Collection[str] = ()) -> Reference | Skip:
     """The incremental algorithm for one target among the objects of a view."""
     fact = scene.facts[target]
-    mine = _values(scene, target)
+    mine = scene.values(target)
     roles = fact.get("clinical_roles", {})
     findings = [name for name, role in roles.items() if role == "finding"]
     descriptors = [name for name, role in roles.items() if role == "descriptor"] if query_type == "descriptive" else []
@@ -290,7 +325,7 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
             "object_id": c,
             "label": fact["label"],
             "bbox_xyxy": list(fact["bbox_xyxy"]),
-            "values": {k: _values(scene, c).get(k) for k in chosen if k != "count"},
+            "values": {k: scene.values(c).get(k) for k in chosen if k != "count"},
         }
         for c, fact in sorted(scene.facts.items())
         if c not in targets

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["area", "bbox_xyxy", "decode", "encode", "encode_window"]
+__all__ = ["area", "bbox_xyxy", "decode", "decode_window", "encode", "encode_window"]
 
 _OFFSET = 48  # added to each 5-bit group to make it a printable character
 _MORE = 0x20  # another group of the same count follows
@@ -116,6 +116,32 @@ def decode(rle: Mapping[str, Any]) -> NDArray[np.bool_]:
     values = np.arange(counts.size) % 2 == 1  # runs alternate, zeros first
     flat = np.repeat(values, counts)
     return np.ascontiguousarray(flat.reshape((height, width), order="F"))
+
+
+def decode_window(rle: Mapping[str, Any], top: int, left: int, bottom: int, right: int) -> NDArray[np.bool_]:
+    """The part of an RLE's mask in rows ``[top, bottom)`` and columns ``[left, right)``,
+    decoded from its foreground runs alone: the cost is the object's, not the image's.
+
+    Raises:
+        ValueError: malformed RLE, as for :func:`decode`, or a window outside the image.
+    """
+    (height, width), counts = _parse(rle)
+    if not (0 <= top <= bottom <= height and 0 <= left <= right <= width):
+        raise ValueError(f"window rows [{top}, {bottom}), columns [{left}, {right}) is not inside {height}x{width}")
+    out = np.zeros((bottom - top, right - left), dtype=bool)
+    ends = np.cumsum(counts)
+    starts = (ends - counts)[1::2]
+    lengths = counts[1::2]
+    # Runs that reach the window's columns only.
+    keep = (lengths > 0) & (starts < right * height) & (starts + lengths > left * height)
+    starts, lengths = starts[keep], lengths[keep]
+    if starts.size == 0:
+        return out
+    offsets = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    column, row = np.divmod(np.repeat(starts, lengths) + offsets, height)
+    inside = (row >= top) & (row < bottom) & (column >= left) & (column < right)
+    out[row[inside] - top, column[inside] - left] = True
+    return out
 
 
 def area(rle: Mapping[str, Any]) -> int:

@@ -47,18 +47,26 @@ def judge_evidence(
     settings = settings or EvidenceSettings()
     stage = "visual"
     contrasts = []
+    height, width = values.shape[:2]
+    scale = full_scale if full_scale is not None else max(float(values.max() - values.min()), 1e-6)
     for target in sample.targets:
-        mask = rle.decode(target.mask_rle)
-        if mask.shape != values.shape[:2]:
-            return StageResult.fail(
-                stage, "box_not_tight", f"mask {mask.shape} is not on the image grid {values.shape[:2]}"
-            )
-        ys, xs = np.nonzero(mask)
-        box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        size = tuple(target.mask_rle.get("size", ()))
+        if size != (height, width):
+            return StageResult.fail(stage, "box_not_tight", f"mask {size} is not on the image grid {(height, width)}")
+        box = rle.bbox_xyxy(target.mask_rle)
         if box != target.bbox_xyxy:
             return StageResult.fail(stage, "box_not_tight", f"box {target.bbox_xyxy} but the mask spans {box}")
+        # Everything below reads the box and its ring only.
+        margin = settings.ring_px + 1
+        y0, y1 = max(0, box[1] - margin), min(height, box[3] + margin)
+        x0, x1 = max(0, box[0] - margin), min(width, box[2] + margin)
+        mask = rle.decode_window(target.mask_rle, y0, x0, y1, x1)
+        window = values[y0:y1, x0:x1]
         edge = np.zeros_like(mask)
-        edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+        edge[0, :] |= y0 == 0
+        edge[-1, :] |= y1 == height
+        edge[:, 0] |= x0 == 0
+        edge[:, -1] |= x1 == width
         boundary = mask & ~_erode(mask)
         border_share = float((boundary & edge).sum()) / max(1, int(boundary.sum()))
         if border_share > settings.max_border_share:
@@ -66,8 +74,7 @@ def judge_evidence(
         ring = dilate(mask, settings.ring_px) & ~mask
         if not ring.any():
             return StageResult.fail(stage, "low_contrast", "no surrounding tissue to compare with")
-        inside, around = values[mask].astype(np.float64), values[ring].astype(np.float64)
-        scale = full_scale if full_scale is not None else max(float(values.max() - values.min()), 1e-6)
+        inside, around = window[mask].astype(np.float64), window[ring].astype(np.float64)
         score = contrast(sample.modality, inside, around, scale)
         threshold = settings.min_contrast.get(sample.modality, settings.min_contrast["other"])
         # Visible if the mean differs, or if the outline shows as an edge (e.g. isodense organs

@@ -254,13 +254,21 @@ class _Judge:
         """Raises facts_disagree when the target's shipped mask or a cue the query relies on
         disagrees with the measurement."""
         m = self.measures.of(object_id)
-        stored = np.zeros((self.evidence.height, self.evidence.width), bool)
-        for target in self.sample.targets:
-            if target.object_id == object_id:
-                stored |= rle.decode(target.mask_rle)
-                if target.label != m.label:
-                    raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the view", "category")
-        mask = self.measures.mask(object_id)
+        # The stored mask against the object's pixels, within the boxes of both.
+        x0, y0, x1, y1 = m.box
+        shipped = [t for t in self.sample.targets if t.object_id == object_id]
+        for target in shipped:
+            if target.label != m.label:
+                raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the view", "category")
+            size = tuple(target.mask_rle.get("size", ()))
+            box = rle.bbox_xyxy(target.mask_rle) if size == (self.evidence.height, self.evidence.width) else None
+            if box is None:
+                raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
+            x0, y0, x1, y1 = min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3])
+        stored = np.zeros((y1 - y0, x1 - x0), bool)
+        for target in shipped:
+            stored |= rle.decode_window(target.mask_rle, y0, x0, y1, x1)
+        mask = self.evidence.objects[y0:y1, x0:x1] == object_id
         if (stored & ~mask).any() or self.measures.largest_piece(mask & ~stored) >= self.measures.min_piece:
             raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
         claims = self.claims
@@ -416,6 +424,7 @@ def _priors(measures: Measurements, targets: Iterable[int], settings: RuleSettin
     table = priors()
     evidence = measures.evidence
     region = evidence.body_region
+    organs = {o: evidence.labels[o] for o in measures.object_ids if not is_lesion(evidence.labels[o])}
     for object_id in targets:
         m = measures.of(object_id)
         label = m.label
@@ -429,7 +438,7 @@ def _priors(measures: Measurements, targets: Iterable[int], settings: RuleSettin
         regions = table.get("body_regions", {}).get(key)
         if regions and region not in (None, "unspecified") and region not in regions:
             return "unexpected_region", f"{label} is not expected in a {region} study ({', '.join(regions)})"
-        container = _container(label, measures)
+        container = _container(label, organs, region)
         if container is not None and not any(m.boundary.get(o, 0.0) > 0 for o in container):
             return "outside_container", f"{label} does not touch its organ"
         if m.area_px < settings.min_area_px or m.cross_section_share < settings.min_cross_section_share:
@@ -437,14 +446,12 @@ def _priors(measures: Measurements, targets: Iterable[int], settings: RuleSettin
     return None
 
 
-def _container(label: str, measures: Measurements) -> list[int] | None:
+def _container(label: str, organs: dict[int, str], region: str | None) -> list[int] | None:
     """The objects of the organ a lesion label names ("liver lesion" → the liver), when that
-    organ is in the view."""
+    organ is in the view (``organs``: the view's objects that are not lesions, by id)."""
     if not is_lesion(label):
         return None
-    region = measures.evidence.body_region
     words = label.lower().replace("_", " ")
-    organs = {o: measures.evidence.labels[o] for o in measures.object_ids if not is_lesion(measures.evidence.labels[o])}
     for name in sorted(set(organs.values()), key=len, reverse=True):
         if words.startswith(category_key(name, region) + " ") or words.startswith(name.lower().replace("_", " ") + " "):
             return [o for o, n in organs.items() if n == name]

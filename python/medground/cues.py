@@ -221,9 +221,11 @@ def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, f
     shares = {}
     for object_id, anchor in objects.anchors.items():
         crop = tuple(slice(a, b) for a, b in zip(anchor.bbox_min, anchor.bbox_max, strict=True))
-        local = np.argwhere(objects.map[crop] == object_id)
-        stride = max(1, local.shape[0] // SIDE_SAMPLE)
-        points = (local[::stride] + np.asarray(anchor.bbox_min)).astype(np.float64)
+        inside = objects.map[crop] == object_id
+        flat = np.flatnonzero(inside)  # C order, as np.argwhere, without its (N, 3) table
+        stride = max(1, flat.size // SIDE_SAMPLE)
+        local = np.stack(np.unravel_index(flat[::stride], inside.shape), axis=1)
+        points = (local + np.asarray(anchor.bbox_min)).astype(np.float64)
         world = case.image.world(points)
         shares[object_id] = float(np.mean(world[:, 0] > midline.at(world[:, 2])))
     return shares

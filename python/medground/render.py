@@ -478,8 +478,13 @@ def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = 
     return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
 
 
+#: zlib level of the PNGs a run writes: level 1 encodes a CT slice about 4× faster than
+#: the default 6 for files about 14% larger (lossless and deterministic either way).
+PNG_LEVEL = 1
+
+
 def png_bytes(image: NDArray[np.uint8]) -> bytes:
-    """An 8-bit grayscale or RGB image encoded as PNG (lossless)."""
+    """An 8-bit grayscale or RGB image encoded as PNG (lossless, :data:`PNG_LEVEL`)."""
     import io
 
     from PIL import Image
@@ -487,7 +492,7 @@ def png_bytes(image: NDArray[np.uint8]) -> bytes:
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"PNG output needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=PNG_LEVEL)
     return buffer.getvalue()
 
 

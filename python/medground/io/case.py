@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medground import geometry
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.readers import read_image, read_raster, suffix_of
@@ -58,11 +59,14 @@ class Case:
 
 
 def present_labels(labels: NDArray[np.integer[Any]]) -> tuple[int, ...]:
-    """Nonzero ids present in an unsigned label map (bincount for small ids; no copy of
-    Fortran-ordered arrays)."""
+    """Nonzero ids present in an unsigned label map: one pass in the core for 8- and 16-bit
+    maps (no widened copy, any memory order), else numpy's unique."""
     if labels.size == 0:
         return ()
     flat = labels.ravel(order="K")
+    if flat.dtype in (np.uint8, np.uint16):
+        ids, _ = geometry.slice_areas(flat.reshape(1, -1), 0, return_labels=True)
+        return tuple(sorted(int(i) for i in ids if i != 0))
     top = int(flat.max())
     if top == 0:
         return ()

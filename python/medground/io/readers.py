@@ -265,7 +265,9 @@ def _read_nifti(path: Path, max_bytes: int) -> Volume:
     slope, _ = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
     itemsize = 8 if slope not in (None, 1.0) and not math.isnan(slope or 0.0) else dtype.itemsize
     _check_size(path, shape, itemsize, max_bytes)
-    array = np.asanyarray(image.dataobj)
+    array = _fast_gzip_voxels(image, path) if itemsize == dtype.itemsize else None
+    if array is None:
+        array = np.asanyarray(image.dataobj)
     if array.shape != shape:
         raise CaseError(path, f"read {array.shape} voxels but the header claims {shape} (truncated file?)")
     affine = np.asarray(image.affine, dtype=np.float64)
@@ -275,6 +277,30 @@ def _read_nifti(path: Path, max_bytes: int) -> Volume:
     # NIfTI without sform/qform has only a scaling: no patient orientation to trust.
     oriented = code > 0 or qcode > 0
     return Volume(array, affine, path, oriented=oriented, metadata=metadata)
+
+
+def _fast_gzip_voxels(image: Any, path: Path) -> NDArray[Any] | None:
+    """The voxels of an unscaled, gzipped NIfTI, inflated by ISA-L straight into the array
+    (about twice zlib's speed, no intermediate copy); None where nibabel must read it
+    (not gzipped, scaled, foreign byte order)."""
+    proxy = image.dataobj
+    dtype = np.dtype(image.header.get_data_dtype())
+    if not path.name.lower().endswith(".gz") or not dtype.isnative or dtype.hasobject:
+        return None
+    if getattr(proxy, "order", "F") != "F" or not hasattr(proxy, "offset"):
+        return None
+    slope, inter = image.header.get_slope_inter()
+    if slope not in (None, 1.0) or inter not in (None, 0.0):
+        return None
+    from isal import igzip
+
+    array = np.empty(tuple(int(s) for s in proxy.shape), dtype=dtype, order="F")
+    with igzip.open(path, "rb") as stream:
+        stream.seek(int(proxy.offset))
+        read = stream.readinto(memoryview(array.reshape(-1, order="A")).cast("B"))
+    if read != array.nbytes:
+        raise CaseError(path, f"read {read} of {array.nbytes} voxel bytes (truncated file?)")
+    return array
 
 
 def _itk_pixel_bytes(reader: Any) -> int:

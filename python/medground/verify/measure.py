@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage, spatial
 
+from medground import geometry
 from medground.anatomy import is_lesion, priors
 from medground.terms import clinical_term
 from medground.views import View
@@ -114,32 +115,39 @@ class CaseEvidence:
         self.volume = volume
         self.affine = affine
         self.modality = modality
-        self._largest: dict[int, dict[int, int]] = {}
+        self._areas: dict[int, tuple[dict[int, int], NDArray[np.int64]]] = {}
+
+    def areas(self, axis: int) -> tuple[dict[int, int], NDArray[np.int64]]:
+        """Every object's voxels on each slice along ``axis``: object id → row, and the rows
+        (one pass over the volume in the core, whatever its memory order)."""
+        if axis not in self._areas:
+            ids, table = geometry.slice_areas(self.object_volume, axis, return_labels=True)
+            self._areas[axis] = ({int(i): row for row, i in enumerate(ids) if i}, table)
+        return self._areas[axis]
 
     @cached_property
     def stats(self) -> tuple[dict[int, int], frozenset[int]]:
         """Voxels per object, and the objects touching the volume's border."""
-        volume = self.object_volume
-        counts = np.bincount(volume.ravel().astype(np.int64))
         border: set[int] = set()
-        for axis in range(volume.ndim):
-            for end in (0, volume.shape[axis] - 1):
-                border.update(int(i) for i in np.unique(np.moveaxis(volume, axis, 0)[end]))
-        return {i: int(c) for i, c in enumerate(counts) if c and i}, frozenset(border)
+        counts: dict[int, int] = {}
+        for axis in range(self.object_volume.ndim):
+            rows, table = self.areas(axis)
+            for object_id, row in rows.items():
+                counts[object_id] = int(table[row].sum())
+                if table[row, 0] or table[row, -1]:
+                    border.add(object_id)
+        return counts, frozenset(border)
 
     def largest_area(self, object_id: int, axis: int) -> int | None:
         """The object's largest area (voxels) on any slice along ``axis``."""
-        if axis not in self._largest:
-            volume = np.moveaxis(self.object_volume, axis, 0).astype(np.int64)
-            size = int(volume.max()) + 1
-            best = np.zeros(size, np.int64)
-            for index in range(volume.shape[0]):
-                np.maximum(best, np.bincount(volume[index].ravel(), minlength=size), out=best)
-            self._largest[axis] = {i: int(v) for i, v in enumerate(best) if v and i}
-        return self._largest[axis].get(object_id)
+        rows, table = self.areas(axis)
+        row = rows.get(object_id)
+        return None if row is None else int(table[row].max())
 
     def slice_area(self, object_id: int, axis: int, index: int) -> int:
-        return int(np.count_nonzero(np.moveaxis(self.object_volume, axis, 0)[index] == object_id))
+        rows, table = self.areas(axis)
+        row = rows.get(object_id)
+        return 0 if row is None else int(table[row, index])
 
     @cached_property
     def midline_x(self) -> float | None:

@@ -135,10 +135,14 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
     if not case.present:
         return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
     groups, label_of, dropped = _object_of_components(case, spec, components)
-    lookup = np.zeros(int(components.max()) + 1, dtype=np.uint32)
+    # The object map in the smallest unsigned type that holds every object id (a volume's
+    # worth of uint32 would be four times the label map).
+    dtype = np.min_scalar_type(max(groups, default=0))
+    lookup = np.zeros(int(components.max()) + 1, dtype=dtype)
     for object_id, members in groups.items():
         lookup[list(members)] = object_id
     object_map = lookup[components]
+    del components
     intensity = image.array if not image.is_2d else luminance(image.array)
     table = geometry.regionprops(object_map, image.spacing, intensity=intensity)
     voxel_volume = float(np.prod(image.spacing))
@@ -167,8 +171,10 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
             Dropped(label_id, name, "too_small", f"{count} object(s) of {name} under the [anchors] minimum size")
         )
     if erase:
-        object_map = np.where(np.isin(object_map, np.asarray(erase, dtype=object_map.dtype)), 0, object_map)
-    return Objects(object_map.astype(np.uint32, copy=False), anchors, tuple(dropped))
+        kept = np.arange(int(object_map.max()) + 1, dtype=object_map.dtype)
+        kept[erase] = 0
+        object_map = kept[object_map]
+    return Objects(object_map, anchors, tuple(dropped))
 
 
 def _anchor(

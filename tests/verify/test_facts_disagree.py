@@ -45,8 +45,8 @@ def _plant_wrong_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every object said to lie within the structure it touches least (a wrong container)."""
     original = cues.relations
 
-    def planted(view: Any, obj: Any, faces: Any, categories: Any = None, *, sided: bool = True) -> dict[str, Any]:
-        found = original(view, obj, faces, categories, sided=sided)
+    def planted(view: Any, obj: Any, faces: Any, categories: Any = None, **options: Any) -> dict[str, Any]:
+        found = original(view, obj, faces, categories, **options)
         touching = [n for n in found["touches"] if n != found["within"]]
         if touching:
             found["within"] = touching[-1]

@@ -140,6 +140,82 @@ def _pipeline_section(pipeline: Path) -> list[str]:
     return lines
 
 
+REALSIZE_TITLE = "## Real-size cases against their floor"
+
+
+def realsize_section(r: dict) -> list[str]:
+    """The tables of ``bench/realsize_bench.py``: whole pipeline vs floor, memory, scaling, Ray."""
+    lines = [
+        REALSIZE_TITLE,
+        "",
+        "`bench/realsize_bench.py` (cases from the seeded `bench/realsize.py`): one case in-process on",
+        "one core, median of 3 passes, against its floor measured in the same run — reading and",
+        "inflating both files with ISA-L, `connected_components` + `regionprops` on the label map, and",
+        "encoding the run's PNGs. Peak memory: a fresh process, peak RSS beyond the RSS after imports.",
+        "",
+        "| case | samples | pipeline (s) | load | draft | verify | render | floor (s): read + cc + PNG"
+        " | pipeline ÷ floor | peak extra RSS ÷ input |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        f, st, m = c["floor"], c["stages"], c["memory"]
+        lines.append(
+            f"| {c['name']} | {c['samples']} | {c['seconds']:.2f} | "
+            + " | ".join(f"{st.get(k, 0):.2f}" for k in ("load", "draft", "verify", "render"))
+            + f" | {f['total']:.2f}: {f['read']:.2f} + {f['components']:.2f} + {f['png']:.2f} ({f['pngs']} PNGs)"
+            f" | **{c['ratio']:.1f}×** | {m['extra'] / 2**20:.0f} MiB ÷ {m['input_bytes'] / 2**20:.0f} MiB ="
+            f" {m['ratio']:.1f}× |"
+        )
+    if r.get("photos"):
+        p = r["photos"]
+        lines += ["", f"Dermoscopy photographs at 3060×2288 (3 cases): {p['seconds']:.2f} s, {p['samples']} samples."]
+    lines += [
+        "",
+        "| CT grid (no lesions) | voxels | seconds |",
+        "|---|---|---|",
+        *(f"| {'×'.join(map(str, s['shape']))} | {s['voxels']:,} | {s['seconds']:.2f} |" for s in r["sizes"]),
+        "",
+        f"Slope of log(time) on log(voxels): **{r['size_slope']:.2f}** (1 is linear).",
+        "",
+        "| nuclei in one 1024² view | seconds | draft | verify |",
+        "|---|---|---|---|",
+        *(
+            f"| {i['objects']} | {i['seconds']:.2f} | {i['stages'].get('draft', 0):.2f} | "
+            f"{i['stages'].get('verify', 0):.2f} |"
+            for i in r["instances"]
+        ),
+        "",
+        f"Slope of log(time) on log(objects): **{r['instance_slope']:.2f}**.",
+        "",
+    ]
+    ray = r.get("ray")
+    if ray:
+        lines += [
+            f"Ray, local instance on {r['machine']['cpus']} CPUs, {ray['copies']} copies of the CT case through"
+            f" `medground.pipeline.run`: {ray['ray_cases_per_s']:.3f} cases/s against"
+            f" {ray['inprocess_cases_per_s']:.3f} in-process: **{ray['ratio_to_twice_inprocess']:.0%}** of twice"
+            f" the in-process rate; samples identical: {ray['same_samples']}.",
+            "",
+        ]
+    lines += [f"Measured {r['machine']['date']}. Reproduce: `python bench/realsize_bench.py`.", ""]
+    return lines
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """``text`` (a README) with the section that has ``section``'s heading replaced by it, or
+    with it inserted before the first group table when absent."""
+    lines = text.splitlines()
+    title = section[0]
+    if title in lines:
+        start = lines.index(title)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        at = next((i for i, line in enumerate(lines) if line.startswith("## Pipeline throughput")), len(lines))
+        lines[at:at] = section
+    return "\n".join(lines) + "\n"
+
+
 def _group_section(group: str, rows: list[dict]) -> list[str]:
     """One benchmark group's libraries, fastest first, against medground's best median."""
     ours = [r for r in rows if r["extra_info"].get("library") == "medground"]
@@ -168,6 +244,9 @@ def main(src: str, dst: str) -> None:
         groups[b["group"]].append(b)
     lines = _introduction(data) + _targets_section(groups)
     lines += _memory_section(Path(src).with_name("memory.json"))
+    realsize = Path(src).with_name("realsize.json")
+    if realsize.exists():
+        lines += realsize_section(json.loads(realsize.read_text()))
     lines += _pipeline_section(Path(src).with_name("pipeline.json"))
     for group in sorted(groups):
         lines += _group_section(group, groups[group])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 __all__ = [
@@ -71,7 +71,13 @@ class Sample:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as plain data (a deep copy: nothing of the sample is shared)."""
+        return {
+            name: [{key: _plain(getattr(t, key)) for key in _TARGET_FIELDS} for t in self.targets]
+            if name == "targets"
+            else _plain(getattr(self, name))
+            for name in _SAMPLE_FIELDS
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
@@ -91,6 +97,20 @@ class Sample:
             _check_fields(target, _TARGET_FIELDS, _TARGET_REQUIRED, f"targets[{k}]")
         values["targets"] = [Target(**t) for t in targets]
         return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of JSON-like data (dicts, lists, tuples of scalars), as ``asdict`` makes
+    it but without its per-value dataclass checks."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return value
 
 
 def _check_fields(record: dict[str, Any], known: tuple[str, ...], required: tuple[str, ...], what: str) -> None:

@@ -1,0 +1,234 @@
+"""The pipeline on real-size inputs, side by side with its floor, in one run.
+
+Cases come from the seeded generators of ``bench/realsize.py``: the shared CT resampled to
+512×512×300 (41 structures) without and with 50 liver lesions, dermoscopy photographs at
+camera size, slides with 50/200/1,000 nuclei, and the CT at three grid sizes.
+
+For each CT case, in the same run:
+- **floor**: reading and inflating both files (ISA-L, the fastest inflate installed),
+  ``connected_components`` + ``regionprops`` on the label map, and encoding the PNGs the
+  run writes (at the run's PNG level); the pipeline cannot do less than this;
+- **pipeline**: ``process_case`` in-process on one core (load → anchors → views → cues →
+  references → template → verification → PNG), median of ``--repeat`` passes, and the
+  share of each stage;
+- **peak memory**: a fresh process runs the case; peak RSS beyond the RSS after imports,
+  against the decompressed input size.
+
+Then the cost against size (three grids) and against objects in one view (50/200/1,000
+nuclei) with the log-log slope, and the throughput of a local Ray instance on 2 CPUs
+against twice the in-process rate on four copies of the CT case.
+
+Writes bench/realsize.json and its section of bench/README.md.
+
+Run: python bench/realsize_bench.py [--repeat 3] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import realsize  # noqa: E402
+from medground import geometry  # noqa: E402
+from medground.io import load_spec  # noqa: E402
+from medground.pipeline import RunConfig  # noqa: E402
+from medground.pipeline.runner import plan  # noqa: E402
+from medground.pipeline.worker import process_case  # noqa: E402
+from medground.render import PNG_LEVEL  # noqa: E402
+from report import realsize_section, replace_section  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _work(spec_path: Path) -> list:
+    return plan(RunConfig(datasets=(load_spec(spec_path),)))
+
+
+def pipeline(spec_path: Path, repeat: int) -> dict:
+    """Median wall time of the case(s) in-process, samples, and the stage split."""
+    work = _work(spec_path)
+    walls, stages, samples, images = [], {}, 0, {}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        samples = 0
+        for spec, files in work:
+            result = process_case(spec, files)
+            if result.error:
+                raise RuntimeError(result.error)
+            samples += len(result.accepted)
+            images.update(result.images)
+            for stage, seconds in result.seconds.items():
+                stages.setdefault(stage, []).append(seconds)
+        walls.append(time.perf_counter() - start)
+    return {
+        "seconds": statistics.median(walls),
+        "samples": samples,
+        "stages": {k: statistics.median(v) for k, v in stages.items()},
+        "images": images,
+    }
+
+
+def floor(case_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
+    """The least any pipeline does for the case: read + inflate, components + regions, PNGs."""
+    import nibabel as nib
+    from isal import igzip
+    from PIL import Image
+
+    decoded = [np.asarray(Image.open(io.BytesIO(png))) for png in images.values()]
+    labels = np.asanyarray(nib.load(case_dir / "seg.nii.gz").dataobj)
+    parts: dict[str, list[float]] = {"read": [], "components": [], "png": []}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for name in ("ct.nii.gz", "seg.nii.gz"):
+            igzip.decompress((case_dir / name).read_bytes())
+        parts["read"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        geometry.regionprops(geometry.connected_components(labels), contours=False)
+        parts["components"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for image in decoded:
+            Image.fromarray(image).save(io.BytesIO(), format="PNG", compress_level=PNG_LEVEL)
+        parts["png"].append(time.perf_counter() - start)
+    out = {k: statistics.median(v) for k, v in parts.items()}
+    out["total"] = sum(out.values())
+    out["pngs"] = len(decoded)
+    return out
+
+
+_PEAK = """
+import resource, sys, json
+import numpy as np
+from medground.io import load_spec
+from medground.pipeline import RunConfig
+from medground.pipeline.runner import plan
+from medground.pipeline.worker import process_case
+from medground.io.case import load_case
+work = plan(RunConfig(datasets=(load_spec(sys.argv[1]),)))
+case = load_case(*work[0])
+size = case.image.array.nbytes + case.labels.nbytes
+del case
+import gc; gc.collect()
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+process_case(*work[0])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"input_bytes": size, "rss_before": before, "peak_rss": peak}))
+"""
+
+
+def peak_memory(spec_path: Path) -> dict:
+    """Peak RSS of one case in a fresh process, beyond the process's RSS after imports.
+
+    The case is loaded once first (to know its decompressed size), then freed; ``ru_maxrss``
+    keeps that first load's peak, so the figure is the larger of the two (an upper bound)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(spec_path)], capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found["extra"] = found["peak_rss"] - found["rss_before"]
+    found["ratio"] = found["extra"] / found["input_bytes"]
+    return found
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) on log(x): 1 is linear."""
+    lx, ly = np.log(xs), np.log(ys)
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def ray_throughput(spec_path: Path, copies: int) -> dict:
+    """Cases per second on ``copies`` copies of a case: in-process, and with a local Ray
+    instance on 2 CPUs (started before the clock), through ``medground.pipeline.run``."""
+    import ray
+
+    from medground.pipeline import run
+
+    source = load_spec(spec_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        root.mkdir()
+        (root / "labels.json").write_text((Path(source.root) / "labels.json").read_text())
+        for index in range(copies):
+            (root / f"case{index}").symlink_to(Path(source.root) / "case0")
+        spec = Path(tmp) / "spec.toml"
+        spec.write_text(spec_path.read_text().replace(f'root = "{source.root}"', f'root = "{root}"'))
+        config = RunConfig(datasets=(load_spec(spec),))
+        start = time.perf_counter()
+        run(config, Path(tmp) / "inprocess", use_ray=False, progress=False)
+        inprocess = time.perf_counter() - start
+        ray.init(num_cpus=2, logging_level="WARNING", log_to_driver=False)
+        try:
+            start = time.perf_counter()
+            run(config, Path(tmp) / "ray", use_ray=True, progress=False)
+            with_ray = time.perf_counter() - start
+        finally:
+            ray.shutdown()
+        outputs = [(Path(tmp) / name / "samples.jsonl").read_bytes() for name in ("inprocess", "ray")]
+        same = outputs[0] == outputs[1]
+    return {
+        "copies": copies,
+        "inprocess_cases_per_s": copies / inprocess,
+        "ray_cases_per_s": copies / with_ray,
+        "ratio_to_twice_inprocess": (copies / with_ray) / (2 * copies / inprocess),
+        "same_samples": same,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "realsize.json"))
+    args = parser.parse_args()
+    results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None}
+
+    for lesions in (0, 50):
+        spec_path = realsize.ct(lesions=lesions)
+        measured = pipeline(spec_path, args.repeat)
+        images = measured.pop("images")
+        bottom = floor(spec_path.parent / "case0", images, args.repeat)
+        memory = peak_memory(spec_path)
+        row = {"name": f"CT 512×512×300, 41 structures, {lesions} lesions", **measured, "floor": bottom}
+        row["ratio"] = measured["seconds"] / bottom["total"]
+        row["memory"] = memory
+        results["cases"].append(row)
+        print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
+
+    photos = pipeline(realsize.photos(), args.repeat)
+    photos.pop("images")
+    results["photos"] = photos
+
+    for shape in ((128, 128, 75), (256, 256, 150), (512, 512, 300)):
+        measured = pipeline(realsize.ct(shape, lesions=0), args.repeat)
+        results["sizes"].append({"shape": shape, "voxels": math.prod(shape), "seconds": measured["seconds"]})
+    results["size_slope"] = slope([r["voxels"] for r in results["sizes"]], [r["seconds"] for r in results["sizes"]])
+
+    for count in (50, 200, 1000):
+        measured = pipeline(realsize.nuclei(count), args.repeat)
+        results["instances"].append({"objects": count, "seconds": measured["seconds"], "stages": measured["stages"]})
+    results["instance_slope"] = slope(
+        [r["objects"] for r in results["instances"]], [r["seconds"] for r in results["instances"]]
+    )
+
+    if not args.no_ray:
+        results["ray"] = ray_throughput(realsize.ct(lesions=0), copies=4)
+
+    results["machine"] = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    Path(args.out).write_text(json.dumps(results, indent=1, default=str))
+    readme = HERE / "README.md"
+    readme.write_text(replace_section(readme.read_text(), realsize_section(results)))
+    print(json.dumps({k: v for k, v in results.items() if k != "cases"}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -297,7 +297,7 @@ def _fast_gzip_voxels(image: Any, path: Path) -> NDArray[Any] | None:
     array = np.empty(tuple(int(s) for s in proxy.shape), dtype=dtype, order="F")
     with igzip.open(path, "rb") as stream:
         stream.seek(int(proxy.offset))
-        read = stream.readinto(memoryview(array.reshape(-1, order="A")).cast("B"))
+        read = stream.readinto(array.reshape(-1, order="A").view(np.uint8).data)
     if read != array.nbytes:
         raise CaseError(path, f"read {read} of {array.nbytes} voxel bytes (truncated file?)")
     return array

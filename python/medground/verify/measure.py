@@ -518,7 +518,7 @@ class Measurements:
     def _measure(self, object_id: int) -> Measured:
         ev = self.evidence
         rows, cols = self._local(object_id)
-        if rows is None:
+        if rows is None or cols is None:
             raise KeyError(f"object {object_id} has no pixels in the view")
         mask = self.mask(object_id)
         ys, xs = np.nonzero(mask[rows, cols])

@@ -262,8 +262,10 @@ def _read_nifti(path: Path, max_bytes: int) -> Volume:
     header = image.header
     shape = tuple(int(s) for s in header.get_data_shape())
     dtype = header.get_data_dtype()
-    slope, _ = header.get_slope_inter() if hasattr(header, "get_slope_inter") else (None, None)
-    itemsize = 8 if slope not in (None, 1.0) and not math.isnan(slope or 0.0) else dtype.itemsize
+    # Scaled voxels come back as float64 (nibabel keeps the scaling on the proxy, not the header).
+    slope, inter = float(getattr(image.dataobj, "slope", 1.0)), float(getattr(image.dataobj, "inter", 0.0))
+    scaled = (slope != 1.0 and not math.isnan(slope)) or (inter != 0.0 and not math.isnan(inter))
+    itemsize = 8 if scaled else dtype.itemsize
     _check_size(path, shape, itemsize, max_bytes)
     array = _fast_gzip_voxels(image, path) if itemsize == dtype.itemsize else None
     if array is None:
@@ -289,8 +291,8 @@ def _fast_gzip_voxels(image: Any, path: Path) -> NDArray[Any] | None:
         return None
     if getattr(proxy, "order", "F") != "F" or not hasattr(proxy, "offset"):
         return None
-    slope, inter = image.header.get_slope_inter()
-    if slope not in (None, 1.0) or inter not in (None, 0.0):
+    # The scaling nibabel applies lives on the proxy (the loaded header reports none).
+    if float(getattr(proxy, "slope", 1.0)) != 1.0 or float(getattr(proxy, "inter", 0.0)) != 0.0:
         return None
     from isal import igzip
 

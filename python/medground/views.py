@@ -149,12 +149,11 @@ class View:
         case: the case it shows.
         map: the exact voxel↔pixel map (plane and slice index included).
         image: the 8-bit image a model sees (no overlays).
-        values: the stored intensities on the image grid (luminance for RGB), for cues.
         object_map: object ids on the image grid (0 = none).
         objects: every object visible in the view, by object id.
         targets: object ids this view may ask about.
         pixel_mm: millimetres (or, without spacing, stored pixels) per pixel (rows, columns).
-        intensity: how ``image`` was made from ``values``.
+        intensity: how ``image`` was made from :attr:`values`.
         window: the CT window group it is rendered for (``lung``, ``bone``), None for the default.
         directions: the patient direction in which rows and columns grow (``("P", "L")`` for
             an axial slice in radiological display), None without patient orientation.
@@ -163,7 +162,6 @@ class View:
     case: Case
     map: render.SliceMap
     image: NDArray[np.uint8]
-    values: NDArray[np.float32]
     object_map: NDArray[Any]
     objects: dict[int, ViewObject]
     targets: tuple[int, ...]
@@ -172,6 +170,14 @@ class View:
     window: str | None = None
     directions: tuple[str, str] | None = None
     skips: tuple[Skip, ...] = field(default_factory=tuple)
+
+    @property
+    def values(self) -> NDArray[Any]:
+        """The stored intensities on the image grid (luminance for RGB), for the evidence
+        judge: taken from the case's array when asked for, not kept (a case keeps every view
+        until it is verified), in the stored type where float32 holds it exactly."""
+        stored = self.map.render(self.case.image.array)
+        return render.luminance(stored) if stored.ndim == 3 else _exact_values(stored)
 
     @property
     def plane(self) -> str | None:
@@ -442,7 +448,6 @@ def _make_view(
 ) -> View:
     image = case.image
     stored = smap.render(image.array)
-    values = render.luminance(stored) if stored.ndim == 3 else stored.astype(np.float32)
     rendered = render.to_uint8(stored, intensity)
     view_objects = smap.render(objects.map)
     pixel_mm = _pixel_mm(smap, image.spacing)
@@ -508,7 +513,6 @@ def _make_view(
         case,
         smap,
         rendered,
-        values,
         view_objects,
         found,
         tuple(chosen),
@@ -518,6 +522,14 @@ def _make_view(
         directions,
         tuple(skips),
     )
+
+
+_EXACT_IN_FLOAT32 = (np.int8, np.uint8, np.int16, np.uint16, np.float32)
+
+
+def _exact_values(stored: NDArray[Any]) -> NDArray[Any]:
+    """Stored intensities as they are when float32 would hold them exactly, else as float32."""
+    return stored if stored.dtype in _EXACT_IN_FLOAT32 else stored.astype(np.float32)
 
 
 def _not_a_target(obj: ViewObject | None, label: str, spec: DatasetSpec) -> tuple[str, str] | None:

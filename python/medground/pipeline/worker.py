@@ -154,9 +154,7 @@ def _slim(view: View) -> View:
     case = view.case
     image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
     light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
-    return dataclasses.replace(
-        view, case=light, values=np.zeros((1, 1), np.float32), object_map=np.zeros((1, 1), np.uint32)
-    )
+    return dataclasses.replace(view, case=light, object_map=np.zeros((1, 1), np.uint32))
 
 
 class RemoteSynthesizer:

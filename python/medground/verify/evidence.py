@@ -48,7 +48,9 @@ def judge_evidence(
     stage = "visual"
     contrasts = []
     height, width = values.shape[:2]
-    scale = full_scale if full_scale is not None else max(float(values.max() - values.min()), 1e-6)
+    # The range in float32, as the stored values were compared before they kept their own type.
+    spread = float(np.float32(values.max()) - np.float32(values.min()))
+    scale = full_scale if full_scale is not None else max(spread, 1e-6)
     for target in sample.targets:
         size = tuple(target.mask_rle.get("size", ()))
         if size != (height, width):

@@ -249,10 +249,22 @@ class Evidence:
             out.append(_OPPOSITE[code] if flipped else code)
         return out[0], out[1]
 
-    @cached_property
+    @property
     def grey(self) -> NDArray[np.float64]:
-        image = self.image.astype(np.float64)
-        return image @ np.asarray([0.299, 0.587, 0.114]) if image.ndim == 3 else image
+        """The stored image's grey levels as float64 (luminance for RGB); made when asked for,
+        not kept: a case's views are verified together, and a float64 copy of each would
+        outweigh the volume. Per object, :meth:`grey_window` reads the box only."""
+        return self._rgb_grey if self.image.ndim == 3 else self.image.astype(np.float64)
+
+    @cached_property
+    def _rgb_grey(self) -> NDArray[np.float64]:
+        return np.asarray(self.image.astype(np.float64) @ np.asarray([0.299, 0.587, 0.114]), dtype=np.float64)
+
+    def grey_window(self, rows: slice, cols: slice) -> NDArray[np.float64]:
+        """:attr:`grey` of a window of the image."""
+        if self.image.ndim == 3:
+            return self._rgb_grey[rows, cols]
+        return self.image[rows, cols].astype(np.float64)
 
     def world_x(self, ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
         """RAS+ x (mm; grows toward the patient's right) of the voxels pixels (ys, xs) show."""
@@ -615,7 +627,7 @@ class Measurements:
         ring = (distance > 0) & (distance <= radius)
         if not ring.any():
             return None, frozenset()
-        grey = ev.grey[y0:y1, x0:x1]
+        grey = ev.grey_window(slice(y0, y1), slice(x0, x1))
         difference = float(grey[local].mean() - grey[ring].mean())
         if ev.modality == "CT":
             threshold = max(4.0, 15.0 * 255.0 / ev.window_width) if ev.window_width else 4.0
@@ -740,6 +752,7 @@ def evidence_of_view(
         low, high = view.intensity.ranges[0]
         window_width = float(high - low)
     axcodes = image.axcodes if oriented_display else None
+    values = view.values
     return Evidence(
         image=view.image,
         objects=view.object_map,
@@ -762,8 +775,8 @@ def evidence_of_view(
         clinical={oid: dict(values) for oid, values in clinical.items() if oid in view.objects},
         clinical_terms=tuple(clinical_terms),
         labels_known=tuple(case.label_names.values()),
-        values=view.values,
-        full_scale=full_scale_of(image.array, view.values),
+        values=values,
+        full_scale=full_scale_of(image.array, values),
     )
 
 
@@ -771,4 +784,4 @@ def full_scale_of(stored: NDArray[Any], values: NDArray[Any]) -> float:
     """The intensity range photographs are compared in: 255 for 8-bit images, else the view's."""
     if stored.dtype == np.uint8:
         return 255.0
-    return max(float(values.max() - values.min()), 1e-6)
+    return max(float(np.float32(values.max()) - np.float32(values.min())), 1e-6)

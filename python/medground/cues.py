@@ -217,6 +217,14 @@ def _midline(case: Case, body: Body | None) -> Midline | None:
     return None
 
 
+def _world_row(index: list[NDArray[np.float64]], affine: NDArray[np.float64], row: int) -> NDArray[np.float64]:
+    """One RAS+ coordinate (``row`` of the affine) of points given axis by axis."""
+    out = index[0] * affine[row, 0]
+    for axis in range(1, len(index)):
+        out = out + index[axis] * affine[row, axis]
+    return np.asarray(out + affine[row, 3], dtype=np.float64)
+
+
 def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, float]:
     shares = {}
     for object_id, anchor in objects.anchors.items():
@@ -224,10 +232,14 @@ def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, f
         inside = objects.map[crop] == object_id
         flat = np.flatnonzero(inside)  # C order, as np.argwhere, without its (N, 3) table
         stride = max(1, flat.size // SIDE_SAMPLE)
-        local = np.stack(np.unravel_index(flat[::stride], inside.shape), axis=1)
-        points = (local + np.asarray(anchor.bbox_min)).astype(np.float64)
-        world = case.image.world(points)
-        shares[object_id] = float(np.mean(world[:, 0] > midline.at(world[:, 2])))
+        index = [
+            (axis + float(start)).astype(np.float64)
+            for axis, start in zip(np.unravel_index(flat[::stride], inside.shape), anchor.bbox_min, strict=True)
+        ]
+        # World x and z only (RAS+), axis by axis: no (N, 3) tables.
+        affine = case.image.affine
+        x, z = (_world_row(index, affine, row) for row in (0, 2))
+        shares[object_id] = float(np.mean(x > midline.at(z)))
     return shares
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ground_truth import make_sample, write_gt
 from medground import phantoms, rle
 from medground.boxes import convention, smart_resize
 from medground.cli import main
 from medground.evaluate import parse_boxes
 from medground.pipeline import load_run_config, run
+from qwen_vision import vision_process
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,39 @@ def test_parquet_with_image_column(run_dir: Path) -> None:
         assert row["bboxes"] == [t["bbox_xyxy"] for t in sample["targets"]]
         with Image.open(io.BytesIO(row["image"]["bytes"])) as image:
             assert image.size == (sample["width"], sample["height"])
+
+
+def test_qwen25_exports_are_read_by_qwen_vl_utils_as_the_boxes_assume(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # process_vision_info is what Qwen2.5-VL fine-tuning scripts call on a messages list: it
+    # opens each image element (paths relative to the working folder: the run folder here)
+    # and resizes it with the element's own min_pixels/max_pixels. The answer's boxes must be
+    # pixels of the image it returns, on images above 1 MP too.
+    qwen = vision_process()
+    big = write_gt(
+        tmp_path / "big",
+        [
+            make_sample("photo", [[1203, 811, 1291, 873]], width=2295, height=1716),
+            make_sample("xray", [[600, 300, 650, 350]], width=1024, height=1024),
+        ],
+        images=True,
+    )
+    for folder, extra in ((run_dir, ()), (big, ()), (big, ("--max-pixels", str(256 * 28 * 28)))):
+        truth = canonical(folder)
+        (path,) = export(folder, "qwen2.5-vl", "--out", str(tmp_path / "exports" / folder.name), *extra)
+        monkeypatch.chdir(folder)
+        sizes = set()
+        for row in map(json.loads, path.read_text().splitlines()):
+            sample = truth[row["id"]]
+            element = row["messages"][0]["content"][0]
+            (image,), _ = qwen.process_vision_info(row["messages"])
+            sizes.add(image.size)
+            expected = smart_resize(sample["height"], sample["width"], max_pixels=int(extra[1]) if extra else 12845056)
+            assert image.size == expected[::-1] and element["max_pixels"] == (int(extra[1]) if extra else 12845056)
+            sx, sy = sample["width"] / image.size[0], sample["height"] / image.size[1]
+            answer = row["messages"][1]["content"][0]["text"]
+            boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in parse_boxes(answer)]
+            assert_close(boxes, [t["bbox_xyxy"] for t in sample["targets"]], max(sx, sy) / 2 + 1e-9)
+        if folder == big and not extra:
+            assert sizes == {(2296, 1708), (1036, 1036)}

@@ -22,6 +22,7 @@ from medground.evaluate import (
     format_report,
     load_ground_truth,
     load_predictions,
+    resolve_convention,
     resolve_format,
     samples_file,
 )
@@ -348,33 +349,37 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option(
     "--min-pixels",
-    type=int,
-    default=QWEN25_MIN_PIXELS,
-    show_default=True,
-    help="qwen2.5-vl only: the processor's min_pixels.",
+    type=click.IntRange(min=1),
+    help=f"qwen2.5-vl only: the processor's min_pixels [default: recorded by predict, else {QWEN25_MIN_PIXELS}].",
 )
 @click.option(
     "--max-pixels",
-    type=int,
-    default=QWEN25_MAX_PIXELS,
-    show_default=True,
-    help="qwen2.5-vl only: the processor's max_pixels.",
+    type=click.IntRange(min=1),
+    help=f"qwen2.5-vl only: the processor's max_pixels [default: recorded by predict, else {QWEN25_MAX_PIXELS}].",
 )
 @click.option("--split", default=None, help="Score only the samples of this split (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
-    gt: Path, pred: Path, format_name: str | None, min_pixels: int, max_pixels: int, split: str | None, as_json: bool
+    gt: Path,
+    pred: Path,
+    format_name: str | None,
+    min_pixels: int | None,
+    max_pixels: int | None,
+    split: str | None,
+    as_json: bool,
 ) -> None:
     """Score grounding predictions against the samples of an output folder.
 
     The coordinate convention is fixed for the whole run by --format (or recorded in the
-    predictions by `medground predict`), never guessed per prediction.
+    predictions by `medground predict`, with the image limits it assumed), never guessed
+    per prediction. The `ceiling` row scores the ground truth itself written in the format
+    and read back: the best the format's rounding lets a perfect model score.
     """
     try:
         truths = load_ground_truth(gt, split=split)
         predictions = load_predictions(pred)
         name = resolve_format(predictions, pred, format_name)
-        fmt = convention(name, min_pixels=min_pixels, max_pixels=max_pixels)
+        fmt = resolve_convention(predictions, pred, name, min_pixels=min_pixels, max_pixels=max_pixels)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     if not truths:
@@ -447,6 +452,20 @@ def eval_command(
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Answer length limit.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="openai: seconds per attempt.")
+@click.option(
+    "--min-pixels",
+    type=click.IntRange(min=1),
+    default=QWEN25_MIN_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl: the processor's min_pixels the model sees images with (recorded for eval; vllm: applied).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=QWEN25_MAX_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl: the processor's max_pixels (the released checkpoints'; recorded for eval; vllm: applied).",
+)
 def predict_command(
     gt: Path,
     split: str,
@@ -461,6 +480,8 @@ def predict_command(
     max_retries: int,
     max_tokens: int,
     timeout: float,
+    min_pixels: int,
+    max_pixels: int,
 ) -> None:
     """Ask a VLM to ground each query of an output folder; `medground eval` scores the answers.
 
@@ -475,6 +496,10 @@ def predict_command(
         raise click.ClickException(
             f"{samples_file(gt)}: no samples with split {split!r} (use --split all for every sample)"
         )
+    try:
+        boxes = convention(format_name, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     settings: dict[str, object] = {"backend": backend, "model": model, "temperature": 0.0, "max_tokens": max_tokens}
     if backend == "openai":
         settings.update(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
@@ -482,6 +507,8 @@ def predict_command(
             settings["api_key_env"] = api_key_env
     else:
         settings["limit_mm_per_prompt"] = {"image": 1}
+        # the processor sees images as the boxes assume (Qwen2.5-VL's min_pixels, max_pixels)
+        settings.update({"mm_processor_kwargs": boxes.image_fields()} if boxes.image_fields() else {})
     try:
         client = make_backend(settings)
     except (ImportError, ValueError, FileNotFoundError) as error:
@@ -492,7 +519,14 @@ def predict_command(
 
     try:
         summary = predict(
-            truths, client, out, format_name=format_name, model=model, batch_size=batch_size, progress=progress
+            truths,
+            client,
+            out,
+            format_name=format_name,
+            model=model,
+            boxes=boxes,
+            batch_size=batch_size,
+            progress=progress,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from error

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from medground.boxes import QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention, smart_resize
+from medground.boxes import QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
 from medground.runfolder import RunFolder, atomic_write
 
 __all__ = ["FORMATS", "export"]
@@ -46,7 +46,11 @@ def _image(run: Path, sample: dict[str, Any], absolute: bool) -> str:
 
 
 def _boxes(sample: dict[str, Any], name: str, **resize: int) -> list[Any]:
-    out = convention(name, **resize)
+    out = convention(
+        name,
+        min_pixels=resize.get("min_pixels", QWEN25_MIN_PIXELS),
+        max_pixels=resize.get("max_pixels", QWEN25_MAX_PIXELS),
+    )
     return [out.from_pixels(t["bbox_xyxy"], sample["width"], sample["height"]) for t in sample["targets"]]
 
 
@@ -123,20 +127,19 @@ def _conversations(
             )
         elif fmt in ("qwen2.5-vl", "qwen3-vl"):
             boxes = _boxes(sample, "qwen2.5-vl", **resize) if fmt == "qwen2.5-vl" else _boxes(sample, "norm1000")
-            record: dict[str, Any] = {
-                "id": sample["id"],
-                "messages": [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image", "image": image}, {"type": "text", "text": _prompt(sample, fmt)}],
-                    },
-                    {"role": "assistant", "content": [{"type": "text", "text": _json_answer(sample, boxes)}]},
-                ],
-            }
-            if fmt == "qwen2.5-vl":
-                resized_h, resized_w = smart_resize(sample["height"], sample["width"], **resize)
-                record["resized"] = {"width": resized_w, "height": resized_h, **resize}
-            rows.append(record)
+            # qwen-vl-utils' fetch_image (and ms-swift) read the processor limits from the
+            # image element itself: the image is resized as the boxes assume.
+            limits = convention(fmt, min_pixels=resize["min_pixels"], max_pixels=resize["max_pixels"]).image_fields()
+            element = {"type": "image", "image": image, **limits}
+            rows.append(
+                {
+                    "id": sample["id"],
+                    "messages": [
+                        {"role": "user", "content": [element, {"type": "text", "text": _prompt(sample, fmt)}]},
+                        {"role": "assistant", "content": [{"type": "text", "text": _json_answer(sample, boxes)}]},
+                    ],
+                }
+            )
         elif fmt == "qwen2-vl":
             boxes = _boxes(sample, "norm1000")
             answer = "".join(

@@ -5,8 +5,9 @@ Each sample's query is wrapped in the grounding prompt its model family was trai
 model backend (:mod:`medground.backends`: an OpenAI-compatible server with retries,
 bounded concurrency and the key read from an environment variable, or in-process vLLM);
 the raw answers go to a predictions JSONL that ``medground eval`` scores. Every line
-records the ``format`` (so eval needs no ``--format``), the ``model`` and the
-``prompt_version``.
+records the ``format`` (so eval needs no ``--format``), the ``model``, the
+``prompt_version`` and the box convention it assumed, with its parameters (``boxes``:
+Qwen2.5-VL's ``min_pixels``/``max_pixels``), which eval reads back.
 
 Runs are resumable: answers are appended as they come and ids already in the output are
 skipped, so rerunning the same command after an interruption or failures finishes the job.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.backends import Backend, EncodedImage, Request
-from medground.boxes import GROUNDING_FAMILIES
+from medground.boxes import GROUNDING_FAMILIES, BoxConvention, convention
 from medground.evaluate.files import GroundTruth
 from medground.runfolder import RecordFileError, read_jsonl
 
@@ -98,11 +99,11 @@ class PredictSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _answered_ids(out: Path, format_name: str, model: str) -> set[str]:
+def _answered_ids(out: Path, format_name: str, model: str, boxes: dict[str, Any]) -> set[str]:
     """Ids already in ``out``, after dropping a last line cut short by an interruption.
 
     Raises:
-        RecordFileError: When ``out`` holds answers of another format or model.
+        RecordFileError: When ``out`` holds answers of another format, model or box convention.
     """
     if not out.exists():
         return set()
@@ -112,7 +113,7 @@ def _answered_ids(out: Path, format_name: str, model: str) -> set[str]:
             handle.truncate(data.rfind(b"\n") + 1)
     ids: set[str] = set()
     for line, record in read_jsonl(out):
-        for key, expected in (("format", format_name), ("model", model)):
+        for key, expected in (("format", format_name), ("model", model), ("boxes", boxes)):
             if record.get(key) is not None and record[key] != expected:
                 raise RecordFileError(
                     out,
@@ -131,6 +132,7 @@ def predict(
     *,
     format_name: str,
     model: str,
+    boxes: BoxConvention | None = None,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> PredictSummary:
@@ -142,6 +144,8 @@ def predict(
         out: Predictions JSONL; created, or resumed when it exists.
         format_name: The model family (chooses the prompt; recorded).
         model: The model name (recorded).
+        boxes: The box convention the model answers in (recorded on every line for eval;
+            default: the family's, with the released checkpoints' image limits).
         batch_size: Samples per backend call (and between writes).
         progress: Called with (done, to do) after each batch.
 
@@ -155,7 +159,8 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = Path(out)
-    done = _answered_ids(out, format_name, model)
+    assumed = (boxes or convention(format_name)).describe()
+    done = _answered_ids(out, format_name, model, assumed)
     todo = [t for t in truths if t.id not in done]
     for truth in todo:
         if not truth.query or truth.image is None:
@@ -180,6 +185,7 @@ def predict(
                     "format": format_name,
                     "model": model,
                     "prompt_version": version,
+                    "boxes": assumed,
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 answered += 1

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from ground_truth import make_sample, write_gt
 from medground import phantoms, rle
-from medground.boxes import convention, smart_resize
+from medground.boxes import BoxConvention, convention, smart_resize
 from medground.cli import main
 from medground.evaluate import parse_boxes
 from medground.pipeline import load_run_config, run
@@ -32,7 +34,9 @@ def canonical(run_dir: Path) -> dict[str, dict]:
 def export(run_dir: Path, fmt: str, *extra: str) -> list[Path]:
     result = CliRunner().invoke(main, ["export", str(run_dir), "--format", fmt, *extra])
     assert result.exit_code == 0, result.output
-    return [Path(line.removeprefix("wrote ")) for line in result.output.splitlines()]
+    written = [Path(line.removeprefix("wrote ")) for line in result.output.splitlines()]
+    assert written[-1].name == "export.json"
+    return written[:-1]
 
 
 def assert_close(boxes: list, truth: list[list[int]], tolerance: float) -> None:
@@ -165,3 +169,151 @@ def test_qwen25_exports_are_read_by_qwen_vl_utils_as_the_boxes_assume(
             assert_close(boxes, [t["bbox_xyxy"] for t in sample["targets"]], max(sx, sy) / 2 + 1e-9)
         if folder == big and not extra:
             assert sizes == {(2296, 1708), (1036, 1036)}
+
+
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Samples on images above LLaMA-Factory's 768 x 768 and Qwen's class-default limits."""
+    return write_gt(
+        tmp_path_factory.mktemp("big") / "run",
+        [
+            make_sample("photo", [[1203, 811, 1291, 873]], width=2295, height=1716),
+            make_sample(
+                "xray", [[600, 300, 650, 350], [100, 700, 180, 790]], width=1024, height=1024, query_type="multi_object"
+            ),
+            make_sample("slice", [[20, 10, 60, 90]], width=200, height=100),
+        ],
+        images=True,
+    )
+
+
+def rows_of(path: Path) -> list[dict]:
+    text = path.read_text()
+    return json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines()]
+
+
+def answer_of(row: dict) -> str:
+    if "conversations" in row:
+        return row["conversations"][1]["value"]
+    answer = row["messages"][1]["content"]
+    return answer[0]["text"] if isinstance(answer, list) else answer
+
+
+@pytest.mark.parametrize("layout", ["qwen", "sharegpt", "llava", "internvl"])
+@pytest.mark.parametrize("boxes", ["pixel", "norm1", "norm1000", "qwen2.5-vl"])
+def test_every_layout_holds_every_convention_and_says_which(
+    big_run: Path, tmp_path: Path, layout: str, boxes: str
+) -> None:
+    # export.json names the convention with its parameters; read back with it, every answer
+    # gives the canonical boxes to within the convention's own rounding (its round trip).
+    truth = canonical(big_run)
+    result = CliRunner().invoke(
+        main, ["export", str(big_run), "--layout", layout, "--boxes", boxes, "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 0, result.output
+    about = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert about["layout"] == layout and about["boxes"]["name"] == boxes and about["samples"] == 3
+    fmt = BoxConvention.from_description(about["boxes"])
+    # LLaMA-Factory shrinks images whatever the layout asks: sharegpt boxes assume it.
+    assert (fmt.image_max_pixels == 768 * 768) == (layout == "sharegpt")
+    (path,) = [tmp_path / "x" / name for name in about["files"]]
+    for row in rows_of(path):
+        sample = truth[row["id"]]
+        w, h = sample["width"], sample["height"]
+        read = [fmt.to_pixels(b, w, h) for b in parse_boxes(answer_of(row))]
+        expected = [fmt.round_trip(t["bbox_xyxy"], w, h) for t in sample["targets"]]
+        assert_close(read, expected, 1e-6)
+        # and the rounding is bounded: half a step of the model's grid, in stored pixels (a pixel
+        # of the image the model sees, or a thousandth of the side: 3 decimals of 0-1, or 0-1000)
+        if boxes in ("pixel", "qwen2.5-vl"):
+            seen_w, seen_h = fmt.model_size(w, h)
+            step = max(w / seen_w, h / seen_h)
+        else:
+            step = max(w, h) / 1000
+        assert_close(read, [t["bbox_xyxy"] for t in sample["targets"]], step / 2 + 1e-6)
+
+
+def test_sharegpt_boxes_follow_llamafactory_resize(big_run: Path, tmp_path: Path) -> None:
+    """LLaMA-Factory's multimodal plugin (hiyouga/LLaMA-Factory, src/llamafactory/data/mm_plugin.py,
+    ``_preprocess_image``) opens each image of ``images``, and when width * height exceeds
+    ``image_max_pixels`` multiplies both sides by sqrt(image_max_pixels / (width * height)),
+    truncates them with int() and resizes; the box text is left as it is. Followed step by
+    step here: the boxes must be pixels of the image it trains on."""
+    truth = canonical(big_run)
+    for max_pixels in (None, 262144):
+        extra = ["--image-max-pixels", str(max_pixels)] if max_pixels else []
+        (path,) = export(big_run, "sharegpt", "--out", str(tmp_path / str(max_pixels)), *extra)
+        limit = max_pixels or 768 * 768
+        for row in rows_of(path):
+            sample = truth[row["id"]]
+            with Image.open(big_run / row["images"][0]) as image:
+                if image.width * image.height > limit:
+                    factor = math.sqrt(limit / (image.width * image.height))
+                    image = image.resize((int(image.width * factor), int(image.height * factor)))
+                trained = image.size
+            sx, sy = trained[0] / sample["width"], trained[1] / sample["height"]
+            answer = parse_boxes(row["messages"][1]["content"])
+            expected = [
+                [x0 * sx, y0 * sy, x1 * sx, y1 * sy] for x0, y0, x1, y1 in (t["bbox_xyxy"] for t in sample["targets"])
+            ]
+            assert_close(answer, expected, 0.5 + 1e-9)
+            if row["id"] == "photo":
+                assert trained == ((888, 664) if max_pixels is None else (592, 442))
+
+
+def test_swift_boxes_as_ms_swift_normalises_them(big_run: Path, tmp_path: Path) -> None:
+    """ms-swift (modelscope/ms-swift, swift/llm/template/base.py, ``Template.normalize_bbox``)
+    reads ``objects``: ``bbox_type`` 'real' (default) divides by the image's width and height,
+    'norm1' by 1, then multiplies by 1000 and rounds (``norm_bbox = 'norm1000'``: Qwen2-VL,
+    InternVL) or by the model input's width and height (``'none'``: Qwen2.5-VL). Followed
+    step by step for both box conventions the swift layout holds."""
+    truth = canonical(big_run)
+    for boxes in ("pixel", "norm1"):
+        result = CliRunner().invoke(
+            main, ["export", str(big_run), "--layout", "swift", "--boxes", boxes, "--out", str(tmp_path / boxes)]
+        )
+        assert result.exit_code == 0, result.output
+        for row in rows_of(tmp_path / boxes / "swift.jsonl"):
+            sample = truth[row["id"]]
+            objects = row["objects"]
+            assert objects["bbox_type"] == {"pixel": "real", "norm1": "norm1"}[boxes]
+            assert len(objects["image_id"]) == len(objects["bbox"]) == row["messages"][1]["content"].count("<bbox>")
+            width, height = (1, 1) if objects["bbox_type"] == "norm1" else (sample["width"], sample["height"])
+            for bbox, target in zip(objects["bbox"], sample["targets"], strict=True):
+                norm1000 = [int(round(v / (width if k % 2 == 0 else height) * 1000)) for k, v in enumerate(bbox)]
+                ours = convention("norm1000").from_pixels(target["bbox_xyxy"], sample["width"], sample["height"])
+                assert max(abs(a - b) for a, b in zip(norm1000, ours, strict=True)) <= 1
+
+
+def test_llava_pad_square_boxes_are_on_the_padded_image(big_run: Path, tmp_path: Path) -> None:
+    """LLaVA-1.5 (haotian-liu/LLaVA, llava/mm_utils.py, ``expand2square``) with
+    ``image_aspect_ratio = "pad"`` pastes a wide image at (0, (width - height) // 2) of a
+    width x width square (a tall one at ((height - width) // 2, 0)) before its encoder; a
+    0-1 box is a fraction of that square."""
+    truth = canonical(big_run)
+    (path,) = export(big_run, "llava", "--pad-square", "--out", str(tmp_path / "pad"))
+    for row in rows_of(path):
+        sample = truth[row["id"]]
+        w, h = sample["width"], sample["height"]
+        side = max(w, h)
+        left, top = (0, (w - h) // 2) if w > h else ((h - w) // 2, 0)
+        assert "padded to a square" in row["conversations"][0]["value"]
+        read = [
+            [x0 * side - left, y0 * side - top, x1 * side - left, y1 * side - top]
+            for x0, y0, x1, y1 in parse_boxes(answer_of(row))
+        ]
+        assert_close(read, [t["bbox_xyxy"] for t in sample["targets"]], 0.0005 * side + 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "swift", "--layout", "swift"], "not both"),
+        ([], "not both and not neither"),
+        (["--layout", "swift", "--boxes", "norm1000"], "holds boxes pixel or norm1"),
+        (["--format", "refcoco", "--pad-square"], "keeps stored-image pixels"),
+    ],
+)
+def test_export_refuses_pairs_that_do_not_go(big_run: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["export", str(big_run), *args])
+    assert result.exit_code == 1 and message in result.output, result.output

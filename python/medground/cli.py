@@ -15,7 +15,15 @@ from medground import __version__, phantoms
 from medground.audit import audit as audit_run
 from medground.audit import format_audit
 from medground.backends import make_backend
-from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
+from medground.boxes import (
+    CONVENTIONS,
+    GROUNDING_FAMILIES,
+    LLAMAFACTORY_MAX_PIXELS,
+    LLAMAFACTORY_MIN_PIXELS,
+    QWEN25_MAX_PIXELS,
+    QWEN25_MIN_PIXELS,
+    convention,
+)
 from medground.browse import build_site, serve
 from medground.evaluate import (
     evaluate,
@@ -27,6 +35,7 @@ from medground.evaluate import (
     samples_file,
 )
 from medground.export import FORMATS as EXPORT_FORMATS
+from medground.export import LAYOUTS as EXPORT_LAYOUTS
 from medground.export import export
 from medground.generate import draft_case
 from medground.io import (
@@ -201,12 +210,23 @@ def run(
 @click.option(
     "--format",
     "fmt",
-    required=True,
     type=click.Choice(list(EXPORT_FORMATS)),
-    help="Target format (its box convention is documented in medground.export).",
+    help="A preset: a layout with its usual box convention (medground.export lists them).",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT]."
+    "--layout",
+    type=click.Choice(list(EXPORT_LAYOUTS)),
+    help="The files and records a framework reads (instead of --format).",
+)
+@click.option(
+    "--boxes",
+    type=click.Choice(list(CONVENTIONS)),
+    help="The box convention [default: the preset's or the layout's].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write [default: RUN_DIR/exports/FORMAT or RUN_DIR/exports/LAYOUT-BOXES].",
 )
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
 @click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
@@ -216,13 +236,49 @@ def run(
 @click.option(
     "--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True, help="Qwen2.5-VL processor max_pixels."
 )
+@click.option(
+    "--image-max-pixels",
+    type=click.IntRange(min=1),
+    help=f"LLaMA-Factory's image_max_pixels: boxes are written for the image it shrinks to "
+    f"[default: {LLAMAFACTORY_MAX_PIXELS} for sharegpt, none otherwise].",
+)
+@click.option(
+    "--image-min-pixels",
+    type=click.IntRange(min=1),
+    default=LLAMAFACTORY_MIN_PIXELS,
+    show_default=True,
+    help="LLaMA-Factory's image_min_pixels (with --image-max-pixels).",
+)
+@click.option("--pad-square", is_flag=True, help="Boxes relative to the image padded to a centred square (LLaVA-1.5).")
 def export_command(
-    run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool, min_pixels: int, max_pixels: int
+    run_dir: Path,
+    fmt: str | None,
+    layout: str | None,
+    boxes: str | None,
+    out: Path | None,
+    split: str | None,
+    absolute: bool,
+    min_pixels: int,
+    max_pixels: int,
+    image_max_pixels: int | None,
+    image_min_pixels: int,
+    pad_square: bool,
 ) -> None:
-    """Write a run's samples.jsonl in a training or evaluation format."""
+    """Write a run's samples.jsonl in a training or evaluation layout and box convention."""
     try:
         written = export(
-            run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels
+            run_dir,
+            fmt,
+            layout=layout,
+            boxes=boxes,
+            out=out,
+            split=split,
+            absolute=absolute,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            image_max_pixels=image_max_pixels,
+            image_min_pixels=image_min_pixels,
+            pad_square=pad_square,
         )
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from error

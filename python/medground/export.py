@@ -1,38 +1,101 @@
-"""``medground export``: ``samples.jsonl`` in the formats people train and evaluate with.
+"""``medground export``: ``samples.jsonl`` in the layouts people train and evaluate with.
 
-Every format states its coordinate convention; boxes start from the canonical
-``bbox_xyxy`` (pixels of the stored image, max exclusive) and are converted exactly once:
+An export is a *layout* (the files and record shape a framework reads) and a *box
+convention* (what the numbers of a box mean, :mod:`medground.boxes`), chosen apart:
+``--layout sharegpt --boxes norm1000``. Boxes start from the canonical ``bbox_xyxy``
+(pixels of the stored image, max exclusive) and are converted exactly once. The names of
+``--format`` are presets, sensible pairs:
 
-============  =====================================================================  ============================
-format        file(s)                                                                boxes
-============  =====================================================================  ============================
-llava         ``llava.json``: LLaVA/Qwen fine-tune conversations                     0–1 of the stored image, 3 decimals
-sharegpt      ``sharegpt.json``: LLaMA-Factory ``messages`` + ``images``             stored-image pixels (``bbox_2d``)
-swift         ``swift.jsonl``: ms-swift ``messages`` + ``objects``                   stored-image pixels (``real``)
-qwen2.5-vl    ``qwen2.5-vl.jsonl``: Qwen2.5-VL chat with ``bbox_2d`` JSON answers    pixels of the smart-resized image
-qwen2-vl      ``qwen2-vl.jsonl``: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``      0–1000
-qwen3-vl      ``qwen3-vl.jsonl``: ``bbox_2d`` JSON answers                           0–1000
-internvl      ``internvl.jsonl``: ``<ref>…</ref><box>[[x1, y1, x2, y2]]</box>``      0–1000
-refcoco       ``refs.json`` + ``instances.json`` (RefCOCO layout, COCO RLE masks)    COCO ``[x, y, w, h]`` pixels
-parquet       ``data.parquet`` with an ``image`` column (bytes + path)               stored-image pixels
-============  =====================================================================  ============================
+============  ==========  ==========  ==========================================================
+preset        layout      boxes       file(s)
+============  ==========  ==========  ==========================================================
+llava         llava       norm1       ``llava.json``: LLaVA conversations, ``[x1, y1, x2, y2]`` answers
+sharegpt      sharegpt    pixel       ``sharegpt.json``: LLaMA-Factory ``messages`` + ``images``, ``bbox_2d`` JSON
+swift         swift       pixel       ``swift.jsonl``: ms-swift ``messages`` + ``objects`` (``bbox_type`` real)
+qwen2.5-vl    qwen        qwen2.5-vl  ``qwen2.5-vl.jsonl``: Qwen chat messages, ``bbox_2d`` JSON answers
+qwen2-vl      qwen        norm1000    ``qwen2-vl.jsonl``: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` answers
+qwen3-vl      qwen        norm1000    ``qwen3-vl.jsonl``: ``bbox_2d`` JSON answers
+internvl      internvl    norm1000    ``internvl.jsonl``: ``<ref>…</ref><box>[[x1, y1, x2, y2]]</box>``
+refcoco       refcoco     pixel       ``refs.json`` + ``instances.json`` (RefCOCO layout, COCO RLE masks)
+parquet       parquet     pixel       ``data.parquet`` with an ``image`` column (bytes + path)
+============  ==========  ==========  ==========================================================
 
-Image paths are relative to the run folder (``images/…``) unless ``absolute`` is set.
+What each framework does to an image before its model sees it is part of the convention:
+
+- **qwen**: every image element carries Qwen2.5-VL's ``min_pixels``/``max_pixels`` (the
+  released checkpoints' unless ``--min-pixels``/``--max-pixels``), where qwen-vl-utils'
+  ``fetch_image`` reads them, so the image is resized exactly as the boxes assume.
+- **sharegpt**: LLaMA-Factory shrinks every image above ``image_max_pixels`` (its default
+  768 × 768) and never rescales box text, so pixel boxes (``pixel``, ``qwen2.5-vl``) are
+  written for the shrunk image; ``--image-max-pixels`` must equal the training run's
+  ``image_max_pixels`` (normalised boxes do not depend on it).
+- **swift**: boxes go in ``objects`` as ``real`` pixels or ``norm1``; ms-swift converts them
+  to the model's own convention itself (``pixel`` or ``norm1`` only).
+- ``--pad-square``: LLaVA-1.5's ``image_aspect_ratio = "pad"`` trains on the image padded to
+  a centred square; boxes are relative to that square.
+
+Image paths are relative to the run folder (``images/…``; run the framework from there, or
+point its image folder at it) unless ``absolute`` is set. Every export folder gets an
+``export.json`` naming the layout, the convention with its parameters, and the files.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medground.boxes import QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
+from medground.boxes import (
+    CONVENTIONS,
+    LLAMAFACTORY_MAX_PIXELS,
+    LLAMAFACTORY_MIN_PIXELS,
+    QWEN25_MAX_PIXELS,
+    QWEN25_MIN_PIXELS,
+    BoxConvention,
+    convention,
+)
 from medground.runfolder import RunFolder, atomic_write
 
-__all__ = ["FORMATS", "export"]
+__all__ = ["FORMATS", "LAYOUTS", "PRESETS", "Preset", "export"]
 
-FORMATS = ("llava", "sharegpt", "swift", "qwen2.5-vl", "qwen2-vl", "qwen3-vl", "internvl", "refcoco", "parquet")
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of layout and box convention, and how the answer writes the boxes."""
+
+    layout: str
+    boxes: str
+    answer: str
+
+
+PRESETS: dict[str, Preset] = {
+    "llava": Preset("llava", "norm1", "list"),
+    "sharegpt": Preset("sharegpt", "pixel", "json"),
+    "swift": Preset("swift", "pixel", "swift"),
+    "qwen2.5-vl": Preset("qwen", "qwen2.5-vl", "json"),
+    "qwen2-vl": Preset("qwen", "norm1000", "qwen2"),
+    "qwen3-vl": Preset("qwen", "norm1000", "json"),
+    "internvl": Preset("internvl", "norm1000", "internvl"),
+    "refcoco": Preset("refcoco", "pixel", "none"),
+    "parquet": Preset("parquet", "pixel", "none"),
+}
+#: The ``--format`` names (presets).
+FORMATS = tuple(PRESETS)
+#: The layouts, each with its default convention and answer style.
+LAYOUTS: dict[str, Preset] = {
+    "qwen": PRESETS["qwen2.5-vl"],
+    "sharegpt": PRESETS["sharegpt"],
+    "swift": PRESETS["swift"],
+    "llava": PRESETS["llava"],
+    "internvl": PRESETS["internvl"],
+    "refcoco": PRESETS["refcoco"],
+    "parquet": PRESETS["parquet"],
+}
+# Conventions a layout can hold (all others: every convention).
+_LAYOUT_BOXES = {"swift": ("pixel", "norm1"), "refcoco": ("pixel",), "parquet": ("pixel",)}
+_SWIFT_BBOX_TYPE = {"pixel": "real", "norm1": "norm1"}
 
 
 def _read(run: Path, split: str | None) -> list[dict[str, Any]]:
@@ -45,139 +108,119 @@ def _image(run: Path, sample: dict[str, Any], absolute: bool) -> str:
     return str((run / sample["image"]).resolve()) if absolute else sample["image"]
 
 
-def _boxes(sample: dict[str, Any], name: str, **resize: int) -> list[Any]:
-    out = convention(
-        name,
-        min_pixels=resize.get("min_pixels", QWEN25_MIN_PIXELS),
-        max_pixels=resize.get("max_pixels", QWEN25_MAX_PIXELS),
-    )
-    return [out.from_pixels(t["bbox_xyxy"], sample["width"], sample["height"]) for t in sample["targets"]]
+def _boxes(sample: dict[str, Any], conv: BoxConvention) -> list[Any]:
+    return [conv.from_pixels(t["bbox_xyxy"], sample["width"], sample["height"]) for t in sample["targets"]]
 
 
-def _json_answer(sample: dict[str, Any], boxes: list[Any]) -> str:
-    objects = [{"bbox_2d": box, "label": t["label"]} for box, t in zip(boxes, sample["targets"], strict=True)]
-    return "```json\n" + json.dumps(objects) + "\n```"
+def _units(conv: BoxConvention) -> str:
+    """How an instruction names the numbers of ``conv``."""
+    square = " of the image padded to a square" if conv.pad_square else ""
+    if conv.name == "norm1":
+        return f"normalised to 0-1{square}"
+    if conv.name == "norm1000":
+        return f"normalised to 0-1000{square}"
+    return f"in pixels{square}"
 
 
-def _prompt(sample: dict[str, Any], family: str) -> str:
+def _answer(sample: dict[str, Any], boxes: list[Any], style: str) -> str:
+    """The assistant's answer: the boxes written as the style writes them."""
+    targets = sample["targets"]
+    if style == "json":
+        objects = [{"bbox_2d": box, "label": t["label"]} for box, t in zip(boxes, targets, strict=True)]
+        return "```json\n" + json.dumps(objects) + "\n```"
+    if style == "qwen2":
+        return "".join(
+            f"<|object_ref_start|>{sample['query']}<|object_ref_end|>"
+            f"<|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})<|box_end|>"
+            for b in boxes
+        )
+    if style == "internvl":
+        return f"<ref>{sample['query']}</ref><box>{json.dumps(boxes)}</box>"
+    return "; ".join(json.dumps(b) for b in boxes)  # list
+
+
+def _prompt(sample: dict[str, Any], style: str, conv: BoxConvention) -> str:
     many = sample["query_type"] == "multi_object"
-    if family in ("qwen2.5-vl", "qwen3-vl", "sharegpt"):
+    if style == "json":
         what = "each of them" if many else "it"
         return f"{sample['query']} Output the bounding box{'es' if many else ''} of {what} in JSON format."
+    if style == "list":
+        return f"{sample['query']} Answer with the bounding box coordinates [x1, y1, x2, y2] {_units(conv)}."
+    if style == "internvl":
+        return (
+            "Please provide the bounding box coordinate of the region this sentence describes: "
+            f"<ref>{sample['query']}</ref>"
+        )
     return str(sample["query"])
 
 
+def _row(sample: dict[str, Any], image: str, layout: str, style: str, conv: BoxConvention) -> dict[str, Any]:
+    """One exported record of ``sample`` in ``layout``."""
+    boxes = _boxes(sample, conv)
+    if layout == "llava":
+        prompt = f"<image>\n{_prompt(sample, style, conv)}"
+        return {
+            "id": sample["id"],
+            "image": image,
+            "conversations": [
+                {"from": "human", "value": prompt},
+                {"from": "gpt", "value": _answer(sample, boxes, style)},
+            ],
+        }
+    if layout == "internvl":
+        return {
+            "id": sample["id"],
+            "image": image,
+            "width": sample["width"],
+            "height": sample["height"],
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{_prompt(sample, style, conv)}"},
+                {"from": "gpt", "value": _answer(sample, boxes, style)},
+            ],
+        }
+    if layout == "sharegpt":
+        return {
+            "id": sample["id"],
+            "images": [image],
+            "messages": [
+                {"role": "user", "content": "<image>" + _prompt(sample, style, conv)},
+                {"role": "assistant", "content": _answer(sample, boxes, style)},
+            ],
+        }
+    if layout == "swift":
+        return {
+            "id": sample["id"],
+            "images": [image],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "<image>Find <ref-object>" if len(boxes) == 1 else "<image>Find every <ref-object>",
+                },
+                {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)},
+            ],
+            "objects": {
+                "ref": [sample["query"]],
+                "bbox": boxes,
+                "bbox_type": _SWIFT_BBOX_TYPE[conv.name],
+                "image_id": [0] * len(boxes),
+            },
+        }
+    # qwen: content lists; the image element carries the processor limits the boxes assume
+    # (qwen-vl-utils' fetch_image and ms-swift read them there).
+    element = {"type": "image", "image": image, **conv.image_fields()}
+    return {
+        "id": sample["id"],
+        "messages": [
+            {"role": "user", "content": [element, {"type": "text", "text": _prompt(sample, style, conv)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": _answer(sample, boxes, style)}]},
+        ],
+    }
+
+
 def _conversations(
-    samples: Iterable[dict[str, Any]], run: Path, fmt: str, absolute: bool, **resize: int
+    samples: Iterable[dict[str, Any]], run: Path, layout: str, style: str, conv: BoxConvention, absolute: bool
 ) -> list[dict[str, Any]]:
-    rows = []
-    for sample in samples:
-        image = _image(run, sample, absolute)
-        if fmt == "llava":
-            boxes = _boxes(sample, "norm1")
-            answer = "; ".join(json.dumps(b) for b in boxes)
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "image": image,
-                    "conversations": [
-                        {
-                            "from": "human",
-                            "value": f"<image>\n{sample['query']} Answer with the bounding box coordinates "
-                            "[x1, y1, x2, y2] normalised to 0-1.",
-                        },
-                        {"from": "gpt", "value": answer},
-                    ],
-                }
-            )
-        elif fmt == "sharegpt":
-            boxes = _boxes(sample, "pixel")
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "images": [image],
-                    "messages": [
-                        {"role": "user", "content": "<image>" + _prompt(sample, fmt)},
-                        {"role": "assistant", "content": _json_answer(sample, boxes)},
-                    ],
-                }
-            )
-        elif fmt == "swift":
-            boxes = _boxes(sample, "pixel")
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "images": [image],
-                    "messages": [
-                        {
-                            "role": "user",
-                            "content": "<image>Find <ref-object>"
-                            if len(boxes) == 1
-                            else "<image>Find every <ref-object>",
-                        },
-                        {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)},
-                    ],
-                    "objects": {
-                        "ref": [sample["query"]],
-                        "bbox": boxes,
-                        "bbox_type": "real",
-                        "image_id": [0] * len(boxes),
-                    },
-                }
-            )
-        elif fmt in ("qwen2.5-vl", "qwen3-vl"):
-            boxes = _boxes(sample, "qwen2.5-vl", **resize) if fmt == "qwen2.5-vl" else _boxes(sample, "norm1000")
-            # qwen-vl-utils' fetch_image (and ms-swift) read the processor limits from the
-            # image element itself: the image is resized as the boxes assume.
-            limits = convention(fmt, min_pixels=resize["min_pixels"], max_pixels=resize["max_pixels"]).image_fields()
-            element = {"type": "image", "image": image, **limits}
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "messages": [
-                        {"role": "user", "content": [element, {"type": "text", "text": _prompt(sample, fmt)}]},
-                        {"role": "assistant", "content": [{"type": "text", "text": _json_answer(sample, boxes)}]},
-                    ],
-                }
-            )
-        elif fmt == "qwen2-vl":
-            boxes = _boxes(sample, "norm1000")
-            answer = "".join(
-                f"<|object_ref_start|>{sample['query']}<|object_ref_end|><|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})<|box_end|>"
-                for b in boxes
-            )
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "messages": [
-                        {
-                            "role": "user",
-                            "content": [{"type": "image", "image": image}, {"type": "text", "text": sample["query"]}],
-                        },
-                        {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-                    ],
-                }
-            )
-        elif fmt == "internvl":
-            boxes = _boxes(sample, "norm1000")
-            answer = f"<ref>{sample['query']}</ref><box>{json.dumps(boxes)}</box>"
-            rows.append(
-                {
-                    "id": sample["id"],
-                    "image": image,
-                    "width": sample["width"],
-                    "height": sample["height"],
-                    "conversations": [
-                        {
-                            "from": "human",
-                            "value": "<image>\nPlease provide the bounding box coordinate of the region this "
-                            f"sentence describes: <ref>{sample['query']}</ref>",
-                        },
-                        {"from": "gpt", "value": answer},
-                    ],
-                }
-            )
-    return rows
+    return [_row(sample, _image(run, sample, absolute), layout, style, conv) for sample in samples]
 
 
 def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -322,45 +365,125 @@ def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
     temporary.replace(path)
 
 
+def _resolve(
+    fmt: str | None,
+    layout: str | None,
+    boxes: str | None,
+    *,
+    min_pixels: int,
+    max_pixels: int,
+    image_max_pixels: int | None,
+    image_min_pixels: int,
+    pad_square: bool,
+) -> tuple[str, Preset, BoxConvention]:
+    """The export's name (its default folder), its layout and answer style, and its convention."""
+    if (fmt is None) == (layout is None):
+        raise ValueError("give a --format preset or a --layout (with --boxes), not both and not neither")
+    if fmt is not None:
+        if fmt not in PRESETS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        preset = PRESETS[fmt]
+        name = fmt
+    else:
+        assert layout is not None
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        preset = LAYOUTS[layout]
+        name = f"{layout}-{boxes or preset.boxes}"
+    if boxes is not None:
+        preset = Preset(preset.layout, boxes, preset.answer)
+    allowed = _LAYOUT_BOXES.get(preset.layout, tuple(CONVENTIONS))
+    if preset.boxes not in allowed:
+        raise ValueError(f"the {preset.layout} layout holds boxes {' or '.join(allowed)}, not {preset.boxes!r}")
+    if preset.layout in ("refcoco", "parquet") and (pad_square or image_max_pixels is not None):
+        raise ValueError(f"the {preset.layout} layout keeps stored-image pixels: no --pad-square or --image-max-pixels")
+    if preset.layout == "sharegpt" and image_max_pixels is None:
+        image_max_pixels = LLAMAFACTORY_MAX_PIXELS  # LLaMA-Factory resizes whether asked or not
+    conv = convention(
+        preset.boxes,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        pad_square=pad_square,
+        image_max_pixels=image_max_pixels,
+        image_min_pixels=image_min_pixels,
+    )
+    return name, preset, conv
+
+
 def export(
     run: Path | str,
-    fmt: str,
+    fmt: str | None = None,
     *,
+    layout: str | None = None,
+    boxes: str | None = None,
     out: Path | str | None = None,
     split: str | None = None,
     absolute: bool = False,
     min_pixels: int = QWEN25_MIN_PIXELS,
     max_pixels: int = QWEN25_MAX_PIXELS,
+    image_max_pixels: int | None = None,
+    image_min_pixels: int = LLAMAFACTORY_MIN_PIXELS,
+    pad_square: bool = False,
 ) -> list[Path]:
-    """Writes ``samples.jsonl`` of a run folder in ``fmt``; returns the files written.
+    """Writes ``samples.jsonl`` of a run folder in a layout and box convention; returns the
+    files written (``export.json``, which describes the export, last).
 
     Args:
         run: the output folder of ``medground run``.
-        fmt: one of :data:`FORMATS`.
-        out: where to write (default ``RUN/exports/FMT``).
+        fmt: a preset (one of :data:`FORMATS`), or None with ``layout``.
+        layout: one of :data:`LAYOUTS` (instead of ``fmt``).
+        boxes: the box convention (default: the preset's or layout's).
+        out: where to write (default ``RUN/exports/FMT``, or ``RUN/exports/LAYOUT-BOXES``).
         split: only this split (train, val, test).
         absolute: absolute image paths instead of paths relative to ``run``.
-        min_pixels, max_pixels: Qwen2.5-VL processor limits used for ``qwen2.5-vl``.
+        min_pixels, max_pixels: Qwen2.5-VL processor limits (``qwen2.5-vl`` boxes).
+        image_max_pixels, image_min_pixels: LLaMA-Factory's resize (sharegpt: its default
+            768 x 768 unless given; other layouts: none unless given).
+        pad_square: boxes relative to the image padded to a centred square (LLaVA-1.5).
+
+    Raises:
+        ValueError: for an unknown preset, layout or convention, or a pair that does not go.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    name, preset, conv = _resolve(
+        fmt,
+        layout,
+        boxes,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        image_max_pixels=image_max_pixels,
+        image_min_pixels=image_min_pixels,
+        pad_square=pad_square,
+    )
     run = Path(run)
     samples = _read(run, split)
-    target = Path(out) if out is not None else run / "exports" / fmt
-    resize = {"min_pixels": min_pixels, "max_pixels": max_pixels}
-    if fmt == "refcoco":
+    target = Path(out) if out is not None else run / "exports" / name
+    if preset.layout == "refcoco":
         instances, refs = _refcoco(samples, run, absolute)
         atomic_write(target / "instances.json", json.dumps(instances).encode())
         atomic_write(target / "refs.json", json.dumps(refs).encode())
-        return [target / "instances.json", target / "refs.json"]
-    if fmt == "parquet":
+        written = [target / "instances.json", target / "refs.json"]
+    elif preset.layout == "parquet":
         _parquet(samples, run, target / "data.parquet")
-        return [target / "data.parquet"]
-    rows = _conversations(samples, run, fmt, absolute, **resize)
-    if fmt in ("llava", "sharegpt"):
-        path = target / f"{fmt}.json"
-        atomic_write(path, json.dumps(rows, indent=1).encode())
+        written = [target / "data.parquet"]
     else:
-        path = target / f"{fmt}.jsonl"
-        atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-    return [path]
+        rows = _conversations(samples, run, preset.layout, preset.answer, conv, absolute)
+        stem = fmt if fmt is not None else preset.layout
+        if preset.layout in ("llava", "sharegpt"):
+            path = target / f"{stem}.json"
+            atomic_write(path, json.dumps(rows, indent=1).encode())
+        else:
+            path = target / f"{stem}.jsonl"
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        written = [path]
+    about = {
+        "layout": preset.layout,
+        "boxes": conv.describe(),
+        "answer": preset.answer,
+        "preset": fmt,
+        "split": split,
+        "samples": len(samples),
+        "files": [p.name for p in written],
+        "image_paths": "absolute" if absolute else "relative to the run folder",
+    }
+    atomic_write(target / "export.json", (json.dumps(about, indent=1) + "\n").encode())
+    return [*written, target / "export.json"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from medground.boxes import BoxConvention, convention, smart_resize
 from medground.cli import main
 from medground.evaluate import parse_boxes
 from medground.pipeline import load_run_config, run
+from medground.runfolder import atomic_write
 from qwen_vision import vision_process
 
 
@@ -317,3 +320,21 @@ def test_llava_pad_square_boxes_are_on_the_padded_image(big_run: Path, tmp_path:
 def test_export_refuses_pairs_that_do_not_go(big_run: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["export", str(big_run), *args])
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_exported_and_run_files_honour_the_umask(big_run: Path, tmp_path: Path, umask: int, mode: int) -> None:
+    # Files go through a temporary file and a rename; they must still get the mode a plain
+    # open gives (another user, or a training container, reads them).
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "run" / "manifest.json", b"{}")
+        written = [
+            *export(big_run, "qwen2.5-vl", "--out", str(tmp_path / "q")),
+            *export(big_run, "refcoco", "--out", str(tmp_path / "r")),
+            *export(big_run, "parquet", "--out", str(tmp_path / "p")),
+        ]
+    finally:
+        os.umask(previous)
+    for path in [tmp_path / "run" / "manifest.json", *written, tmp_path / "q" / "export.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path

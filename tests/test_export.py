@@ -14,11 +14,12 @@ from PIL import Image
 
 from ground_truth import make_sample, write_gt
 from medground import phantoms, rle
-from medground.boxes import BoxConvention, convention, smart_resize
+from medground.boxes import BoxConvention, convention, grounding_prompt, smart_resize
 from medground.cli import main
 from medground.evaluate import parse_boxes
 from medground.pipeline import load_run_config, run
 from medground.runfolder import atomic_write
+from medground.terms import clinical_term
 from qwen_vision import vision_process
 
 
@@ -92,11 +93,20 @@ def test_text_answers_read_back_to_the_canonical_boxes(run_dir: Path, fmt: str) 
 
 
 def test_swift_objects_are_real_pixels(run_dir: Path) -> None:
+    # ms-swift replaces each <ref-object> of the messages with the next objects.ref entry and
+    # each <bbox> with the next box (swift/llm/template/base.py, Template._pre_tokenize):
+    # the user turn must read "Find the right kidney", not "Find Point to the right kidney.".
     truth = canonical(run_dir)
     (path,) = export(run_dir, "swift")
     for row in map(json.loads, path.read_text().splitlines()):
         sample = truth[row["id"]]
-        assert row["objects"]["bbox_type"] == "real" and row["objects"]["ref"] == [sample["query"]]
+        expression = sample["referring_expression"]
+        assert row["objects"]["bbox_type"] == "real" and row["objects"]["ref"] == [expression]
+        rendered = row["messages"][0]["content"].replace("<ref-object>", row["objects"]["ref"][0])
+        assert rendered == f"<image>Find {expression}"
+        words = rendered.lower().split()
+        assert all(a != b for a, b in zip(words, words[1:], strict=False)), rendered  # no "every every"
+        assert expression in sample["query"] or sample["query_type"] == "multi_object"
         assert row["objects"]["bbox"] == [t["bbox_xyxy"] for t in sample["targets"]]
         assert row["messages"][1]["content"].count("<bbox>") == len(sample["targets"])
 
@@ -338,3 +348,33 @@ def test_exported_and_run_files_honour_the_umask(big_run: Path, tmp_path: Path, 
         os.umask(previous)
     for path in [tmp_path / "run" / "manifest.json", *written, tmp_path / "q" / "export.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+def test_reference_spans_hold_the_noun_phrase_and_labels_the_clinical_term(run_dir: Path) -> None:
+    # The issue this guards: <ref> spans and object-ref spans held whole instructions, and JSON
+    # labels raw label ids ("kidney_right"). Training and predict prompts come from one registry.
+    truth = canonical(run_dir)
+    (internvl,) = export(run_dir, "internvl")
+    (qwen2,) = export(run_dir, "qwen2-vl")
+    (sharegpt,) = export(run_dir, "sharegpt")
+    for row in rows_of(internvl):
+        expression = truth[row["id"]]["referring_expression"]
+        assert row["conversations"][0]["value"].endswith(f"<ref>{expression}</ref>")
+        assert answer_of(row).startswith(f"<ref>{expression}</ref><box>")
+    for row in rows_of(qwen2):
+        expression = truth[row["id"]]["referring_expression"]
+        assert f"<|object_ref_start|>{expression}<|object_ref_end|>" in answer_of(row)
+    labels = set()
+    for row in rows_of(sharegpt):
+        sample = truth[row["id"]]
+        answer = json.loads(answer_of(row).removeprefix("```json\n").removesuffix("\n```"))
+        assert [a["label"] for a in answer] == [clinical_term(t["label"]).text for t in sample["targets"]]
+        labels |= {a["label"] for a in answer}
+        assert row["messages"][0]["content"] == "<image>" + grounding_prompt(
+            sample["query"],
+            "qwen2.5-vl",
+            multi=sample["query_type"] == "multi_object",
+            width=sample["width"],
+            height=sample["height"],
+        )
+    assert {"right kidney", "left kidney"} <= labels and not any("_" in label for label in labels)

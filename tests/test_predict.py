@@ -27,11 +27,26 @@ from qwen_vision import vision_process
 
 
 def test_every_family_has_a_grounding_prompt():
+    # Families with a reference span get the noun phrase there, never the instruction; the
+    # others get the instruction.
+    spans = {
+        "internvl": ("<ref>", "</ref>"),
+        "qwen-vl": ("<ref>", "</ref>"),
+        "qwen2-vl": ("<|object_ref_start|>", "<|object_ref_end|>"),
+    }
     for name in FORMATS:
         for multi in (False, True):
-            prompt = grounding_prompt("Locate the kidney tumor. ", name, multi=multi, width=765, height=572)
-            assert "Locate the kidney tumor." in prompt and "{" not in prompt
-    assert grounding_prompt("Find it.", "internvl", multi=False, width=1, height=1).endswith("<ref>Find it.</ref>")
+            prompt = grounding_prompt(
+                "Locate the kidney tumor. ", name, multi=multi, width=765, height=572, expression="the kidney tumor"
+            )
+            assert "{" not in prompt
+            if name in spans:
+                start, end = spans[name]
+                assert f"{start}the kidney tumor{end}" in prompt and "Locate" not in prompt, prompt
+            else:
+                assert "Locate the kidney tumor." in prompt
+    # A sample without an expression (runs written before it) falls back to its query.
+    assert grounding_prompt("Find it.", "internvl", multi=False, width=1, height=1).endswith("<ref>Find it</ref>")
     assert "JSON" in grounding_prompt("Find it.", "qwen2.5-vl", multi=False, width=1, height=1)
     assert "765x572" in grounding_prompt("Find it.", "pixel", multi=False, width=765, height=572)
     with pytest.raises(ValueError, match="format must be one of"):
@@ -190,7 +205,7 @@ def test_predict_against_a_chat_server_resumes_then_eval_scores_it(tmp_path, cha
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["s1", "s3", "s2"]
     assert {(line["format"], line["model"], line["prompt_version"]) for line in lines} == {
-        ("qwen2.5-vl", "qwen25vl-test", "grounding-v1")
+        ("qwen2.5-vl", "qwen25vl-test", "grounding-v2")
     }
 
     report = run_eval(gt, out, "--split", "test")  # the format recorded by predict

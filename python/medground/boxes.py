@@ -39,8 +39,11 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "FAMILIES",
     "LLAMAFACTORY_MAX_PIXELS",
     "LLAMAFACTORY_MIN_PIXELS",
+    "PROMPT_KEYS",
     "QWEN25_FACTOR",
     "QWEN25_MAX_PIXELS",
     "QWEN25_MIN_PIXELS",
@@ -56,7 +60,9 @@ __all__ = [
     "ModelFamily",
     "convention",
     "family_for_model",
+    "grounding_prompt",
     "llamafactory_resize",
+    "prompt_version",
     "smart_resize",
 ]
 
@@ -376,3 +382,57 @@ def family_for_model(model: str | None) -> ModelFamily:
         if re.search(pattern, name):
             return FAMILIES[family]
     return FAMILIES["default"]
+
+
+@lru_cache(maxsize=1)
+def _prompts() -> dict[str, Any]:
+    text = (resources.files("medground") / "presets" / "grounding_prompts.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def prompt_version() -> str:
+    """The version of the grounding prompts (recorded by exports and on every prediction line)."""
+    return str(_prompts()["version"])
+
+
+#: The keys of the prompt registry: every grounding family, and ``norm1000`` (list answers).
+PROMPT_KEYS = tuple(k for k, v in _prompts().items() if isinstance(v, dict))
+
+
+def grounding_prompt(
+    query: str,
+    format_name: str,
+    *,
+    multi: bool,
+    width: int,
+    height: int,
+    expression: str | None = None,
+    pad_square: bool = False,
+) -> str:
+    """The grounding prompt of a model family for one query, from the one registry export
+    and predict share (``presets/grounding_prompts.toml``), so that a model is evaluated
+    with the prompt it was trained on.
+
+    Args:
+        query: The sample's query (an instruction).
+        format_name: The model family (a key of :data:`GROUNDING_FAMILIES`, or ``norm1000``).
+        multi: Whether the query names several objects (``multi_object``).
+        width: Width in pixels of the image the numbers are pixels of.
+        height: Its height.
+        expression: The sample's referring expression (the noun phrase), for families that
+            put one in a ``<ref>`` span; the query where a sample has none.
+        pad_square: Say that the coordinates are of the image padded to a square.
+
+    Raises:
+        ValueError: For an unknown family.
+    """
+    prompts = _prompts()
+    if format_name not in PROMPT_KEYS:
+        raise ValueError(f"format must be one of {', '.join(GROUNDING_FAMILIES)}, got {format_name!r}")
+    template = prompts[format_name]["multi" if multi else "single"]
+    text = str(
+        template.format(
+            query=query.strip(), expression=(expression or query).strip().rstrip(".?"), width=width, height=height
+        )
+    )
+    return text + (str(prompts["square_note"]) if pad_square else "")

@@ -34,6 +34,12 @@ What each framework does to an image before its model sees it is part of the con
 - ``--pad-square``: LLaVA-1.5's ``image_aspect_ratio = "pad"`` trains on the image padded to
   a centred square; boxes are relative to that square.
 
+The instructions come from the grounding-prompt registry ``medground predict`` asks with
+(:func:`medground.boxes.grounding_prompt`), so a model is evaluated with the prompt it was
+trained on; reference spans (ms-swift's ``ref``, Qwen2-VL's object-ref span, InternVL's
+``<ref>``) hold the sample's ``referring_expression`` (the noun phrase, not the
+instruction), and JSON ``label`` fields the targets' clinical terms.
+
 Image paths are relative to the run folder (``images/…``; run the framework from there, or
 point its image folder at it) unless ``absolute`` is set. Every export folder gets an
 ``export.json`` naming the layout, the convention with its parameters, and the files.
@@ -55,8 +61,11 @@ from medground.boxes import (
     QWEN25_MIN_PIXELS,
     BoxConvention,
     convention,
+    grounding_prompt,
+    prompt_version,
 )
 from medground.runfolder import RunFolder, atomic_write
+from medground.terms import clinical_term
 
 __all__ = ["FORMATS", "LAYOUTS", "PRESETS", "Preset", "export"]
 
@@ -112,46 +121,55 @@ def _boxes(sample: dict[str, Any], conv: BoxConvention) -> list[Any]:
     return [conv.from_pixels(t["bbox_xyxy"], sample["width"], sample["height"]) for t in sample["targets"]]
 
 
-def _units(conv: BoxConvention) -> str:
-    """How an instruction names the numbers of ``conv``."""
-    square = " of the image padded to a square" if conv.pad_square else ""
-    if conv.name == "norm1":
-        return f"normalised to 0-1{square}"
-    if conv.name == "norm1000":
-        return f"normalised to 0-1000{square}"
-    return f"in pixels{square}"
+def _expression(sample: dict[str, Any]) -> str:
+    """The referring expression (the noun phrase); the query for runs written before it."""
+    return str(sample.get("referring_expression") or sample["query"]).rstrip(".?")
+
+
+def _label(target: dict[str, Any]) -> str:
+    """A target's label as a clinical term ("left kidney", not "kidney_left")."""
+    return clinical_term(target["label"]).text
 
 
 def _answer(sample: dict[str, Any], boxes: list[Any], style: str) -> str:
-    """The assistant's answer: the boxes written as the style writes them."""
+    """The assistant's answer: the boxes written as the style writes them; reference spans
+    hold the referring expression, JSON labels the targets' clinical terms."""
     targets = sample["targets"]
     if style == "json":
-        objects = [{"bbox_2d": box, "label": t["label"]} for box, t in zip(boxes, targets, strict=True)]
+        objects = [{"bbox_2d": box, "label": _label(t)} for box, t in zip(boxes, targets, strict=True)]
         return "```json\n" + json.dumps(objects) + "\n```"
     if style == "qwen2":
         return "".join(
-            f"<|object_ref_start|>{sample['query']}<|object_ref_end|>"
+            f"<|object_ref_start|>{_expression(sample)}<|object_ref_end|>"
             f"<|box_start|>({b[0]},{b[1]}),({b[2]},{b[3]})<|box_end|>"
             for b in boxes
         )
     if style == "internvl":
-        return f"<ref>{sample['query']}</ref><box>{json.dumps(boxes)}</box>"
+        return f"<ref>{_expression(sample)}</ref><box>{json.dumps(boxes)}</box>"
     return "; ".join(json.dumps(b) for b in boxes)  # list
 
 
-def _prompt(sample: dict[str, Any], style: str, conv: BoxConvention) -> str:
-    many = sample["query_type"] == "multi_object"
+#: The registry entry (presets/grounding_prompts.toml) whose prompt an answer style is asked with.
+def _prompt_key(style: str, conv: BoxConvention) -> str:
     if style == "json":
-        what = "each of them" if many else "it"
-        return f"{sample['query']} Output the bounding box{'es' if many else ''} of {what} in JSON format."
+        return "qwen3-vl" if conv.name in ("norm1", "norm1000") else "qwen2.5-vl"
     if style == "list":
-        return f"{sample['query']} Answer with the bounding box coordinates [x1, y1, x2, y2] {_units(conv)}."
-    if style == "internvl":
-        return (
-            "Please provide the bounding box coordinate of the region this sentence describes: "
-            f"<ref>{sample['query']}</ref>"
-        )
-    return str(sample["query"])
+        return conv.name if conv.name in ("norm1", "norm1000") else "pixel"
+    return {"qwen2": "qwen2-vl", "internvl": "internvl"}[style]
+
+
+def _prompt(sample: dict[str, Any], style: str, conv: BoxConvention) -> str:
+    """The instruction, from the registry predict asks with (the same words for the same family)."""
+    width, height = conv.model_size(sample["width"], sample["height"])
+    return grounding_prompt(
+        sample["query"],
+        _prompt_key(style, conv),
+        multi=sample["query_type"] == "multi_object" or len(sample["targets"]) > 1,
+        width=width,
+        height=height,
+        expression=sample.get("referring_expression"),
+        pad_square=conv.pad_square,
+    )
 
 
 def _row(sample: dict[str, Any], image: str, layout: str, style: str, conv: BoxConvention) -> dict[str, Any]:
@@ -192,14 +210,12 @@ def _row(sample: dict[str, Any], image: str, layout: str, style: str, conv: BoxC
             "id": sample["id"],
             "images": [image],
             "messages": [
-                {
-                    "role": "user",
-                    "content": "<image>Find <ref-object>" if len(boxes) == 1 else "<image>Find every <ref-object>",
-                },
+                # the expression says the number itself ("every liver lesion", "both kidneys")
+                {"role": "user", "content": "<image>Find <ref-object>"},
                 {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)},
             ],
             "objects": {
-                "ref": [sample["query"]],
+                "ref": [_expression(sample)],
                 "bbox": boxes,
                 "bbox_type": _SWIFT_BBOX_TYPE[conv.name],
                 "image_id": [0] * len(boxes),
@@ -479,6 +495,7 @@ def export(
         "layout": preset.layout,
         "boxes": conv.describe(),
         "answer": preset.answer,
+        "prompt_version": prompt_version(),
         "preset": fmt,
         "split": split,
         "samples": len(samples),

@@ -1,7 +1,9 @@
 """Asking a vision-language model to ground each query: ``medground predict``.
 
-Each sample's query is wrapped in the grounding prompt its model family was trained on
-(``presets/grounding_prompts.toml``) and sent with the stored image, as it is on disk, to a
+Each sample's query (and, for families with ``<ref>`` spans, its referring expression) is
+wrapped in the grounding prompt its model family was trained on (the registry
+``presets/grounding_prompts.toml``, read by :func:`medground.boxes.grounding_prompt`, which
+``medground export`` writes its instructions with too) and sent with the stored image, as it is on disk, to a
 model backend (:mod:`medground.backends`: an OpenAI-compatible server with retries,
 bounded concurrency and the key read from an environment variable, or in-process vLLM);
 the raw answers go to a predictions JSONL that ``medground eval`` scores. Every line
@@ -17,51 +19,17 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from medground.backends import Backend, EncodedImage, Request
-from medground.boxes import GROUNDING_FAMILIES, BoxConvention, convention
+from medground.boxes import BoxConvention, convention, grounding_prompt, prompt_version
 from medground.evaluate.files import GroundTruth
 from medground.runfolder import RecordFileError, read_jsonl
 
 __all__ = ["PredictSummary", "grounding_prompt", "grounding_request", "predict", "prompt_version"]
-
-
-@lru_cache(maxsize=1)
-def _prompts() -> dict[str, Any]:
-    text = (resources.files("medground") / "presets" / "grounding_prompts.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
-def prompt_version() -> str:
-    """The version of the shipped grounding prompts (recorded in every prediction line)."""
-    return str(_prompts()["version"])
-
-
-def grounding_prompt(query: str, format_name: str, *, multi: bool, width: int, height: int) -> str:
-    """The grounding prompt of a model family for one query.
-
-    Args:
-        query: The sample's query.
-        format_name: The model family (a key of :data:`medground.boxes.GROUNDING_FAMILIES`).
-        multi: Whether the query names several objects (``multi_object``).
-        width: Stored image width in pixels.
-        height: Stored image height in pixels.
-
-    Raises:
-        ValueError: For an unknown family.
-    """
-    prompts = _prompts()
-    if format_name not in GROUNDING_FAMILIES or format_name not in prompts:
-        raise ValueError(f"format must be one of {', '.join(GROUNDING_FAMILIES)}, got {format_name!r}")
-    template = prompts[format_name]["multi" if multi else "single"]
-    return str(template.format(query=query.strip(), width=width, height=height))
 
 
 def grounding_request(truth: GroundTruth, format_name: str) -> Request:
@@ -70,7 +38,14 @@ def grounding_request(truth: GroundTruth, format_name: str) -> Request:
     answer is plain text."""
     assert truth.image is not None
     mime = mimetypes.guess_type(str(truth.image))[0] or "image/png"
-    prompt = grounding_prompt(truth.query or "", format_name, multi=truth.multi, width=truth.width, height=truth.height)
+    prompt = grounding_prompt(
+        truth.query or "",
+        format_name,
+        multi=truth.multi,
+        width=truth.width,
+        height=truth.height,
+        expression=truth.expression,
+    )
     return Request(
         id=truth.id,
         messages=[{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": prompt}]}],

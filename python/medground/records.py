@@ -46,9 +46,15 @@ class Target:
     parts: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sample:
-    """One referring-grounding sample (``samples.jsonl`` line; ``rejected.jsonl`` adds ``rejection``)."""
+    """One referring-grounding sample (``samples.jsonl`` line; ``rejected.jsonl`` adds ``rejection``).
+
+    ``query`` is the instruction ("Point to the right kidney."); ``referring_expression`` the
+    noun phrase it refers with ("the right kidney", "every liver lesion"), which grounding
+    formats put where a referring expression belongs (ms-swift's ``ref``, ``<ref>`` spans);
+    None in runs written before it existed.
+    """
 
     id: str
     dataset: str
@@ -61,6 +67,7 @@ class Sample:
     modality: str
     view: dict[str, Any] | None
     query: str
+    referring_expression: str | None = None
     query_type: str
     targets: list[Target]
     referring_attributes: dict[str, Any]

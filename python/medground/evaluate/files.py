@@ -53,6 +53,7 @@ class GroundTruth:
         same_label_distractors: Distractors whose label is one of the targets' labels.
         query: The query text (None when absent).
         image: The image path, resolved against the output folder (None when absent).
+        expression: The referring expression (None when absent).
     """
 
     id: str
@@ -67,6 +68,7 @@ class GroundTruth:
     same_label_distractors: int
     query: str | None = None
     image: Path | None = None
+    expression: str | None = None
 
     @property
     def multi(self) -> bool:
@@ -149,6 +151,7 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
                 same_label_distractors=same_label,
                 query=sample.query,
                 image=folder.path(sample.image) if sample.image else None,
+                expression=sample.referring_expression,
             )
         )
     return truths

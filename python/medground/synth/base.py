@@ -58,11 +58,13 @@ def draft_sample(
     synthesis: dict[str, Any],
     *,
     modality: str,
+    referring_expression: str | None = None,
 ) -> Sample:
     """The draft of one query: its targets' boxes, masks and cues in the view, the
     reference's attributes and distractors, and where the image comes from.
 
-    ``index`` numbers the drafts of one (targets, query type) pair, which makes the id.
+    ``index`` numbers the drafts of one (targets, query type) pair, which makes the id;
+    ``referring_expression`` is the noun phrase the query refers with.
     """
     case = view.case
     record = view.view_record()
@@ -100,6 +102,7 @@ def draft_sample(
         modality=modality,
         view=record,
         query=query,
+        referring_expression=referring_expression,
         query_type=query_type,
         targets=targets,
         referring_attributes=dict(reference.attributes),

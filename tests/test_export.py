@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -38,9 +41,11 @@ def canonical(run_dir: Path) -> dict[str, dict]:
 def export(run_dir: Path, fmt: str, *extra: str) -> list[Path]:
     result = CliRunner().invoke(main, ["export", str(run_dir), "--format", fmt, *extra])
     assert result.exit_code == 0, result.output
-    written = [Path(line.removeprefix("wrote ")) for line in result.output.splitlines()]
-    assert written[-1].name == "export.json"
-    return written[:-1]
+    written = [Path(line.removeprefix("wrote ")) for line in result.output.splitlines() if line.startswith("wrote ")]
+    assert written[-1].name == "export.json" and result.output.splitlines()[-1].startswith("train: ")
+    about = json.loads(written[-1].read_text())
+    assert [p.name for p in written[:-1]] == [Path(f).name for f in about["files"] + about["setup"]]
+    return [written[-1].parent / f for f in about["files"]]  # the data files
 
 
 def assert_close(boxes: list, truth: list[list[int]], tolerance: float) -> None:
@@ -51,7 +56,7 @@ def assert_close(boxes: list, truth: list[list[int]], tolerance: float) -> None:
 
 # Format -> (how to read the answer text, the evaluator's convention, tolerance in stored pixels)
 TEXT_FORMATS = {
-    "llava": ("norm1", 0.0006),  # 3 decimals of the side: at most 0.0005 of it, in units of the side
+    "llava": ("norm1", 0.0006),  # 3 decimals of the padded square's side: 0.0005 of it
     "sharegpt": ("pixel", 0),
     "qwen2.5-vl": ("qwen2.5-vl", None),
     "qwen2-vl": ("qwen2-vl", None),
@@ -78,7 +83,11 @@ def test_text_answers_read_back_to_the_canonical_boxes(run_dir: Path, fmt: str) 
             answer = answer[0]["text"] if isinstance(answer, list) else answer
             image = row["images"][0] if "images" in row else row["messages"][0]["content"][0]["image"]
         assert (run_dir / image).is_file() and "<image>" not in answer
-        boxes = [convention(name).to_pixels(b, sample["width"], sample["height"]) for b in parse_boxes(answer)]
+        fmt = convention(name)
+        if fmt.name == "norm1":  # the llava layout: boxes of the centred square LLaVA-1.5 pads to
+            fmt = BoxConvention.from_description(json.loads((path.parent / "export.json").read_text())["boxes"])
+            assert fmt.pad_square
+        boxes = [fmt.to_pixels(b, sample["width"], sample["height"]) for b in parse_boxes(answer)]
         expected = [t["bbox_xyxy"] for t in sample["targets"]]
         if relative is None:
             # Rounded to integers in the model's grid: half a grid step, in stored pixels.
@@ -111,22 +120,87 @@ def test_swift_objects_are_real_pixels(run_dir: Path) -> None:
         assert row["messages"][1]["content"].count("<bbox>") == len(sample["targets"])
 
 
-def test_refcoco_layout(run_dir: Path) -> None:
+# pycocotools' decode still calls __array__ without numpy 2's copy keyword.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_refcoco_loads_in_pycocotools(run_dir: Path) -> None:
+    from pycocotools.coco import COCO
+
     truth = canonical(run_dir)
-    instances_path, refs_path = export(run_dir, "refcoco")
-    instances = json.loads(instances_path.read_text())
+    instances_path, refs_path, *_ = export(run_dir, "refcoco")
+    coco = COCO(str(instances_path))
     refs = json.loads(refs_path.read_text())
-    annotations = {a["id"]: a for a in instances["annotations"]}
-    images = {i["id"]: i for i in instances["images"]}
     assert len(refs) == len(truth)
+    assert any(len(ref["ann_ids"]) > 1 for ref in refs)  # multi-object refs are covered
     for ref in refs:
         sample = truth[ref["sample_id"]]
-        assert ref["sentences"][0]["raw"] == sample["query"] and ref["split"] == sample["split"]
-        assert images[ref["image_id"]]["file_name"] == sample["image"]
+        assert ref["sentences"][0]["raw"] == sample["referring_expression"] and ref["split"] == sample["split"]
+        assert ref["query"] == sample["query"]
+        (image,) = coco.loadImgs(ref["image_id"])
+        assert image["file_name"] == sample["image"]
+        assert set(ref["ann_ids"]) <= set(coco.getAnnIds(imgIds=ref["image_id"]))
+        masks = []
         for ann_id, target in zip(ref["ann_ids"], sample["targets"], strict=True):
-            x, y, w, h = annotations[ann_id]["bbox"]
+            (ann,) = coco.loadAnns(ann_id)
+            x, y, w, h = ann["bbox"]
             assert [x, y, x + w, y + h] == target["bbox_xyxy"]
-            assert rle.area(annotations[ann_id]["segmentation"]) == annotations[ann_id]["area"]
+            mask = coco.annToMask(ann)
+            np.testing.assert_array_equal(mask.astype(bool), rle.decode(target["mask_rle"]))
+            assert (
+                int(mask.sum()) == ann["area"]
+                and coco.loadCats(ann["category_id"])[0]["name"] == clinical_term(target["label"]).text
+            )
+            masks.append(mask.astype(bool))
+        # ann_id is every target at once (a group annotation for several).
+        (whole,) = coco.loadAnns(ref["ann_id"])
+        np.testing.assert_array_equal(coco.annToMask(whole).astype(bool), np.logical_or.reduce(masks))
+        assert whole["iscrowd"] == (len(masks) > 1)
+
+
+# pycocotools' decode still calls __array__ without numpy 2's copy keyword.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_refcoco_loads_as_the_refer_toolkit_loads_it(run_dir: Path) -> None:
+    """The refer toolkit (lichengunc/refer, refer.py) followed step by step: ``REFER(data_root,
+    dataset="refcoco", splitBy="unc")`` reads ``data_root/refcoco/refs(unc).p`` with
+    ``pickle.load`` and ``instances.json``; ``createIndex`` keys annotations by ``id``, images
+    by ``id``, categories ``id -> name``, refs by ``ref_id`` with ``refToAnn[ref_id] =
+    Anns[ref["ann_id"]]``, and sentences by ``sent_id`` with ``sentToTokens[sent_id] =
+    sent["tokens"]``; ``getRefIds(split=...)`` keeps ``ref["split"] == split`` (``"test" in
+    split`` for test); ``getMask`` takes ``ann["segmentation"]``, treats it as polygons when
+    its first item is a list and as RLEs otherwise, ``mask.decode``s it and sums axis 2."""
+    from pycocotools import mask as coco_mask
+
+    truth = canonical(run_dir)
+    folder = export(run_dir, "refcoco")[0].parent / "refcoco"
+    with open(folder / "refs(unc).p", "rb") as handle:
+        refs = pickle.load(handle, fix_imports=True)
+    instances = json.loads((folder / "instances.json").read_text())
+    anns = {ann["id"]: ann for ann in instances["annotations"]}
+    imgs = {img["id"]: img for img in instances["images"]}
+    cats = {cat["id"]: cat["name"] for cat in instances["categories"]}
+    ref_to_ann, sent_to_tokens = {}, {}
+    for ref in refs:
+        ref_to_ann[ref["ref_id"]] = anns[ref["ann_id"]]
+        assert ref["category_id"] in cats and ref["image_id"] in imgs
+        assert [s["sent_id"] for s in ref["sentences"]] == ref["sent_ids"]
+        for sent in ref["sentences"]:
+            sent_to_tokens[sent["sent_id"]] = sent["tokens"]
+    by_split = {split: [r["ref_id"] for r in refs if r["split"] == split] for split in ("train", "val")}
+    by_split["test"] = [r["ref_id"] for r in refs if "test" in r["split"]]
+    assert sum(map(len, by_split.values())) == len(refs) == len(truth)
+    for ref in refs:
+        sample = truth[ref["sample_id"]]
+        tokens = sent_to_tokens[ref["sent_ids"][0]]
+        assert " ".join(tokens) == sample["referring_expression"].lower()
+        ann = ref_to_ann[ref["ref_id"]]
+        image = imgs[ref["image_id"]]
+        if type(ann["segmentation"][0]) == list:  # noqa: E721 - the toolkit's own test
+            rles = coco_mask.frPyObjects(ann["segmentation"], image["height"], image["width"])
+        else:
+            rles = ann["segmentation"]
+        m = np.sum(coco_mask.decode(rles), axis=2).astype(np.uint8)
+        union = np.logical_or.reduce([rle.decode(t["mask_rle"]) for t in sample["targets"]])
+        np.testing.assert_array_equal(m > 0, union)
+        assert sum(coco_mask.area(rles)) == sum(t["area_px"] for t in sample["targets"])
 
 
 def test_parquet_with_image_column(run_dir: Path) -> None:
@@ -186,18 +260,22 @@ def test_qwen25_exports_are_read_by_qwen_vl_utils_as_the_boxes_assume(
 
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Samples on images above LLaMA-Factory's 768 x 768 and Qwen's class-default limits."""
-    return write_gt(
-        tmp_path_factory.mktemp("big") / "run",
-        [
-            make_sample("photo", [[1203, 811, 1291, 873]], width=2295, height=1716),
-            make_sample(
-                "xray", [[600, 300, 650, 350], [100, 700, 180, 790]], width=1024, height=1024, query_type="multi_object"
-            ),
-            make_sample("slice", [[20, 10, 60, 90]], width=200, height=100),
-        ],
-        images=True,
-    )
+    """Samples on images above LLaMA-Factory's 768 x 768 and Qwen's class-default limits
+    (each target's mask fills its box)."""
+    samples = [
+        make_sample("photo", [[1203, 811, 1291, 873]], width=2295, height=1716),
+        make_sample(
+            "xray", [[600, 300, 650, 350], [100, 700, 180, 790]], width=1024, height=1024, query_type="multi_object"
+        ),
+        make_sample("slice", [[20, 10, 60, 90]], width=200, height=100),
+    ]
+    for sample in samples:
+        for target in sample["targets"]:
+            x0, y0, x1, y1 = target["bbox_xyxy"]
+            mask = np.zeros((sample["height"], sample["width"]), bool)
+            mask[y0:y1, x0:x1] = True
+            target.update(mask_rle=rle.encode(mask), area_px=int(mask.sum()))
+    return write_gt(tmp_path_factory.mktemp("big") / "run", samples, images=True)
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -333,7 +411,9 @@ def test_export_refuses_pairs_that_do_not_go(big_run: Path, args: list[str], mes
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
-def test_exported_and_run_files_honour_the_umask(big_run: Path, tmp_path: Path, umask: int, mode: int) -> None:
+def test_exported_and_run_files_honour_the_umask(
+    run_dir: Path, big_run: Path, tmp_path: Path, umask: int, mode: int
+) -> None:
     # Files go through a temporary file and a rename; they must still get the mode a plain
     # open gives (another user, or a training container, reads them).
     previous = os.umask(umask)
@@ -341,7 +421,7 @@ def test_exported_and_run_files_honour_the_umask(big_run: Path, tmp_path: Path, 
         atomic_write(tmp_path / "run" / "manifest.json", b"{}")
         written = [
             *export(big_run, "qwen2.5-vl", "--out", str(tmp_path / "q")),
-            *export(big_run, "refcoco", "--out", str(tmp_path / "r")),
+            *export(run_dir, "refcoco", "--out", str(tmp_path / "r")),
             *export(big_run, "parquet", "--out", str(tmp_path / "p")),
         ]
     finally:
@@ -378,3 +458,70 @@ def test_reference_spans_hold_the_noun_phrase_and_labels_the_clinical_term(run_d
             height=sample["height"],
         )
     assert {"right kidney", "left kidney"} <= labels and not any("_" in label for label in labels)
+
+
+def test_llamafactory_finds_the_dataset_its_images_and_its_placeholders(big_run: Path, tmp_path: Path) -> None:
+    """LLaMA-Factory's loading, followed step by step (hiyouga/LLaMA-Factory,
+    src/llamafactory/data/parser.py ``get_dataset_list``: ``dataset_dir/dataset_info.json``
+    [name] gives ``file_name``, ``formatting``, ``columns`` and ``tags``; converter.py
+    ``SharegptDatasetConverter``: the messages column alternates the user and assistant tags;
+    ``_find_medias``: an image path that is a file under ``media_dir`` is joined to it;
+    mm_plugin.py ``_validate_input``: as many ``<image>`` placeholders as images)."""
+    out = tmp_path / "lf"
+    result = CliRunner().invoke(main, ["export", str(big_run), "--format", "sharegpt", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    train = result.output.splitlines()[-1]
+    dataset_dir = Path(re.search(r"--dataset_dir (\S+)", train).group(1))
+    media_dir = Path(re.search(r"--media_dir (\S+)", train).group(1))
+    name = re.search(r"--dataset (\S+)", train).group(1)
+    about = json.loads((out / "export.json").read_text())
+    assert f"--image_max_pixels {about['boxes']['image_max_pixels']}" in train
+    attr = json.loads((dataset_dir / "dataset_info.json").read_text())[name]
+    assert attr["formatting"] == "sharegpt"
+    rows = json.loads((dataset_dir / attr["file_name"]).read_text())
+    tags, columns = attr["tags"], attr["columns"]
+    assert len(rows) == 3
+    for row in rows:
+        messages = row[columns["messages"]]
+        roles = [m[tags["role_tag"]] for m in messages]
+        assert roles == [tags["user_tag"], tags["assistant_tag"]]
+        images = [media_dir / p if (media_dir / p).is_file() else Path(p) for p in row[columns["images"]]]
+        assert all(p.is_file() for p in images)
+        placeholders = sum(m[tags["content_tag"]].count("<image>") for m in messages)
+        assert placeholders == len(images) == 1
+
+
+def test_internvl_meta_points_at_the_annotation_and_the_image_root(big_run: Path, tmp_path: Path) -> None:
+    """InternVL's chat fine-tuning (OpenGVLab/InternVL, internvl_chat/internvl/train/
+    internvl_chat_finetune.py ``build_datasets``) reads ``--meta_path``: per dataset
+    ``annotation`` (a JSONL file), ``root`` (joined to each line's ``image``: os.path.join),
+    ``repeat_time`` and ``length``; a line's first ``human`` turn holds ``<image>``."""
+    out = tmp_path / "ivl"
+    result = CliRunner().invoke(main, ["export", str(big_run), "--format", "internvl", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta_path = Path(re.search(r"--meta_path (\S+)", result.output.splitlines()[-1]).group(1))
+    (entry,) = json.loads(meta_path.read_text()).values()
+    lines = [json.loads(line) for line in Path(entry["annotation"]).read_text().splitlines()]
+    assert entry["length"] == len(lines) == 3 and entry["repeat_time"] == 1
+    for item in lines:
+        image = Path(os.path.join(entry["root"], item["image"]))
+        with Image.open(image) as opened:
+            assert opened.size == (item["width"], item["height"])
+        assert item["conversations"][0]["from"] == "human" and item["conversations"][0]["value"].count("<image>") == 1
+        assert item["conversations"][1]["from"] == "gpt"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("swift", ["swift sft", "MAX_PIXELS=12845056", "swift.jsonl"]),
+        ("llava", ["llava/train/train_mem.py", "--image_aspect_ratio pad", "llava.json"]),
+        ("refcoco", ["REFER(", "'refcoco', 'unc'"]),
+    ],
+)
+def test_the_train_command_is_printed(big_run: Path, tmp_path: Path, fmt: str, expected: list[str]) -> None:
+    result = CliRunner().invoke(main, ["export", str(big_run), "--format", fmt, "--out", str(tmp_path / fmt)])
+    assert result.exit_code == 0, result.output
+    train = result.output.splitlines()[-1]
+    assert train.startswith("train: ") and all(e in train for e in expected), train
+    assert train.removeprefix("train: ") == json.loads((tmp_path / fmt / "export.json").read_text())["train"]

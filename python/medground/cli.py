@@ -36,7 +36,7 @@ from medground.evaluate import (
 )
 from medground.export import FORMATS as EXPORT_FORMATS
 from medground.export import LAYOUTS as EXPORT_LAYOUTS
-from medground.export import export
+from medground.export import export, train_command
 from medground.generate import draft_case
 from medground.io import (
     CaseError,
@@ -249,7 +249,11 @@ def run(
     show_default=True,
     help="LLaMA-Factory's image_min_pixels (with --image-max-pixels).",
 )
-@click.option("--pad-square", is_flag=True, help="Boxes relative to the image padded to a centred square (LLaVA-1.5).")
+@click.option(
+    "--pad-square/--no-pad-square",
+    default=None,
+    help="Boxes relative to the image padded to a centred square (LLaVA-1.5) [default: for llava only].",
+)
 def export_command(
     run_dir: Path,
     fmt: str | None,
@@ -262,9 +266,10 @@ def export_command(
     max_pixels: int,
     image_max_pixels: int | None,
     image_min_pixels: int,
-    pad_square: bool,
+    pad_square: bool | None,
 ) -> None:
-    """Write a run's samples.jsonl in a training or evaluation layout and box convention."""
+    """Write a run's samples.jsonl in a training or evaluation layout and box convention,
+    with the framework's setup files, and print the command that trains on it."""
     try:
         written = export(
             run_dir,
@@ -284,6 +289,7 @@ def export_command(
         raise click.ClickException(str(error)) from error
     for path in written:
         click.echo(f"wrote {path}")
+    click.echo(f"train: {train_command(written[-1].parent)}")
 
 
 @main.command()

@@ -16,7 +16,7 @@ qwen2.5-vl    qwen        qwen2.5-vl  ``qwen2.5-vl.jsonl``: Qwen chat messages, 
 qwen2-vl      qwen        norm1000    ``qwen2-vl.jsonl``: ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` answers
 qwen3-vl      qwen        norm1000    ``qwen3-vl.jsonl``: ``bbox_2d`` JSON answers
 internvl      internvl    norm1000    ``internvl.jsonl``: ``<ref>…</ref><box>[[x1, y1, x2, y2]]</box>``
-refcoco       refcoco     pixel       ``refs.json`` + ``instances.json`` (RefCOCO layout, COCO RLE masks)
+refcoco       refcoco     pixel       ``instances.json`` + ``refs.json``; ``refcoco/`` for the refer toolkit
 parquet       parquet     pixel       ``data.parquet`` with an ``image`` column (bytes + path)
 ============  ==========  ==========  ==========================================================
 
@@ -42,17 +42,24 @@ instruction), and JSON ``label`` fields the targets' clinical terms.
 
 Image paths are relative to the run folder (``images/…``; run the framework from there, or
 point its image folder at it) unless ``absolute`` is set. Every export folder gets an
-``export.json`` naming the layout, the convention with its parameters, and the files.
+``export.json`` naming the layout, the convention with its parameters, the files, the
+framework's setup files written next to them (LLaMA-Factory's ``dataset_info.json``,
+InternVL's ``meta.json``) and the command that trains on it (``medground export`` prints it).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from medground import rle
 from medground.boxes import (
     CONVENTIONS,
     LLAMAFACTORY_MAX_PIXELS,
@@ -67,7 +74,7 @@ from medground.boxes import (
 from medground.runfolder import RunFolder, atomic_write
 from medground.terms import clinical_term
 
-__all__ = ["FORMATS", "LAYOUTS", "PRESETS", "Preset", "export"]
+__all__ = ["DATASET_NAME", "FORMATS", "LAYOUTS", "PRESETS", "Preset", "export", "train_command"]
 
 
 @dataclass(frozen=True)
@@ -239,10 +246,23 @@ def _conversations(
     return [_row(sample, _image(run, sample, absolute), layout, style, conv) for sample in samples]
 
 
+def _tokens(text: str) -> list[str]:
+    """Lower-case word tokens, as RefCOCO's ``tokens`` (hyphenated words kept whole)."""
+    return re.findall(r"[a-z0-9]+(?:['-][a-z0-9]+)*", text.lower())
+
+
+def _union(rles: list[dict[str, Any]]) -> dict[str, Any]:
+    """One COCO RLE of the union of several masks of one image."""
+    return rle.encode(np.logical_or.reduce([rle.decode(r) for r in rles]))
+
+
 def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """COCO instances and RefCOCO refs. A ref of several targets (a multi-object query, or
+    an object seen in pieces) points with ``ann_id`` at a group annotation (``iscrowd`` 1,
+    the union of its targets) and lists every target's annotation in ``ann_ids``."""
     images: dict[str, dict[str, Any]] = {}
     categories: dict[str, int] = {}
-    annotations: dict[tuple[str, int, int], dict[str, Any]] = {}
+    annotations: dict[tuple[Any, ...], dict[str, Any]] = {}
     refs: list[dict[str, Any]] = []
     for sample in samples:
         image = images.setdefault(
@@ -255,11 +275,9 @@ def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[
             },
         )
         ann_ids = []
-        ann_keys = []
         for target in sample["targets"]:
-            category = categories.setdefault(target["label"], len(categories) + 1)
+            category = categories.setdefault(_label(target), len(categories) + 1)
             key = (sample["image"], target["object_id"], target.get("part", 1))
-            ann_keys.append(key)
             if key not in annotations:
                 x0, y0, x1, y1 = target["bbox_xyxy"]
                 annotations[key] = {
@@ -270,29 +288,78 @@ def _refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool) -> tuple[
                     "area": target["area_px"],
                     "segmentation": target["mask_rle"],
                     "iscrowd": 0,
+                    "parts": [target["mask_rle"]],
                 }
             ann_ids.append(annotations[key]["id"])
+        members = [annotations[(sample["image"], t["object_id"], t.get("part", 1))] for t in sample["targets"]]
+        ann_id = members[0]["id"]
+        if len(members) > 1:
+            group = (sample["image"], "group", tuple(sorted(ann_ids)))
+            if group not in annotations:
+                union = _union([m["segmentation"] for m in members])
+                x0, y0, x1, y1 = rle.bbox_xyxy(union) or [0, 0, 0, 0]
+                annotations[group] = {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": members[0]["category_id"],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": rle.area(union),
+                    "segmentation": union,
+                    "iscrowd": 1,
+                    "parts": [m["segmentation"] for m in members],
+                }
+            ann_id = annotations[group]["id"]
+        expression = _expression(sample)
+        tokens = _tokens(expression)
+        sentence = {"tokens": tokens, "raw": expression, "sent": " ".join(tokens), "sent_id": len(refs) + 1}
         refs.append(
             {
                 "ref_id": len(refs) + 1,
                 "sample_id": sample["id"],
                 "image_id": image["id"],
-                "ann_id": ann_ids[0],
+                "file_name": image["file_name"],
+                "ann_id": ann_id,
                 "ann_ids": ann_ids,
-                "category_id": annotations[ann_keys[0]]["category_id"],
+                "category_id": members[0]["category_id"],
                 "split": sample["split"],
                 "query_type": sample["query_type"],
-                "sentences": [
-                    {"raw": sample["query"], "sent": sample["query"].lower().rstrip(".?"), "sent_id": len(refs) + 1}
-                ],
+                "query": sample["query"],
+                "sentences": [sentence],
+                "sent_ids": [sentence["sent_id"]],
             }
         )
     instances = {
         "images": list(images.values()),
         "annotations": list(annotations.values()),
-        "categories": [{"id": i, "name": n} for n, i in categories.items()],
+        "categories": [{"id": i, "name": n, "supercategory": "anatomy"} for n, i in categories.items()],
     }
     return instances, refs
+
+
+def _write_refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool, target: Path) -> list[Path]:
+    """``instances.json`` + ``refs.json`` (COCO RLE dicts: pycocotools' ``annToMask``), and
+    ``refcoco/`` as the refer toolkit loads it (``REFER(TARGET, "refcoco", "unc")``:
+    ``refs(unc).p`` and ``instances.json`` whose ``segmentation`` is a list of RLEs, which its
+    ``getMask`` decodes and sums)."""
+    instances, refs = _refcoco(samples, run, absolute)
+    coco = {
+        **instances,
+        "annotations": [{k: v for k, v in a.items() if k != "parts"} for a in instances["annotations"]],
+    }
+    refer = {
+        **instances,
+        "annotations": [
+            {**{k: v for k, v in a.items() if k != "parts"}, "segmentation": a["parts"]}
+            for a in instances["annotations"]
+        ],
+    }
+    written = [target / "instances.json", target / "refs.json", target / "refcoco" / "instances.json"]
+    atomic_write(written[0], json.dumps(coco).encode())
+    atomic_write(written[1], json.dumps(refs).encode())
+    atomic_write(written[2], json.dumps(refer).encode())
+    written.append(target / "refcoco" / "refs(unc).p")
+    atomic_write(written[3], pickle.dumps(refs, protocol=2))
+    return written
 
 
 def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
@@ -381,6 +448,94 @@ def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
     temporary.replace(path)
 
 
+#: The dataset name the setup files register (LLaMA-Factory's dataset_info.json, InternVL's meta).
+DATASET_NAME = "medground"
+
+
+def _setup(
+    layout: str, conv: BoxConvention, target: Path, run: Path, written: list[Path], count: int, absolute: bool
+) -> tuple[list[Path], str]:
+    """The framework's setup files next to the export, and the command that trains on it.
+
+    Image paths in the records are relative to the run folder (unless ``absolute``): the
+    setup files and commands point the framework's image folder there.
+    """
+    data = written[0].resolve()
+    media = run.resolve()
+    if layout == "sharegpt":
+        # LLaMA-Factory: dataset_dir/dataset_info.json names the file and its columns;
+        # media_dir is where relative image paths resolve.
+        entry = {
+            DATASET_NAME: {
+                "file_name": data.name,
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages", "images": "images"},
+                "tags": {
+                    "role_tag": "role",
+                    "content_tag": "content",
+                    "user_tag": "user",
+                    "assistant_tag": "assistant",
+                },
+            }
+        }
+        path = target / "dataset_info.json"
+        atomic_write(path, (json.dumps(entry, indent=1) + "\n").encode())
+        command = (
+            "llamafactory-cli train --stage sft --do_train --finetuning_type lora "
+            "--model_name_or_path Qwen/Qwen2.5-VL-7B-Instruct --template qwen2_vl "
+            f"--dataset {DATASET_NAME} --dataset_dir {target.resolve()} --media_dir {media} "
+            f"--image_max_pixels {conv.image_max_pixels} --image_min_pixels {conv.image_min_pixels} "
+            "--output_dir saves/medground"
+        )
+        return [path], command
+    if layout == "internvl":
+        # InternVL's chat fine-tuning reads a meta file: image root, annotation file, length.
+        meta = {
+            DATASET_NAME: {
+                "root": f"{media}/",
+                "annotation": str(data),
+                "data_augment": False,
+                "max_dynamic_patch": 12,
+                "repeat_time": 1,
+                "length": count,
+            }
+        }
+        path = target / "meta.json"
+        atomic_write(path, (json.dumps(meta, indent=1) + "\n").encode())
+        command = (
+            "torchrun --nproc_per_node=1 internvl/train/internvl_chat_finetune.py "
+            "--model_name_or_path OpenGVLab/InternVL2_5-8B --conv_style internvl2_5 "
+            f"--meta_path {path.resolve()} --force_image_size 448 --max_dynamic_patch 12 --down_sample_ratio 0.5 "
+            "--dynamic_image_size True --use_thumbnail True --output_dir work_dirs/medground  "
+            "# from InternVL's internvl_chat folder"
+        )
+        return [path], command
+    cd = "" if absolute else f"cd {media} && "
+    if layout == "swift":
+        limits = conv.image_fields() or {"max_pixels": 12845056}
+        return [], (
+            f"{cd}MAX_PIXELS={limits['max_pixels']} swift sft --model Qwen/Qwen2.5-VL-7B-Instruct "
+            f"--dataset {data} --train_type lora --output_dir output/medground"
+        )
+    if layout == "llava":
+        aspect = "pad" if conv.pad_square else "square"
+        return [], (
+            "deepspeed llava/train/train_mem.py --model_name_or_path liuhaotian/llava-v1.5-7b --version v1 "
+            f"--data_path {data} --image_folder {media} --image_aspect_ratio {aspect} "
+            "--vision_tower openai/clip-vit-large-patch14-336 --mm_projector_type mlp2x_gelu "
+            "--output_dir checkpoints/medground  # from the LLaVA repository"
+        )
+    if layout == "qwen":
+        return [], (
+            f'{cd}python -c "from qwen_vl_utils import process_vision_info; import json; '
+            f"rows = [json.loads(l) for l in open('{data}')]; print(process_vision_info(rows[0]['messages']))\""
+            "  # each image element carries the processor limits its boxes assume"
+        )
+    if layout == "refcoco":
+        return [], f"python -c \"from refer import REFER; REFER('{target.resolve()}', 'refcoco', 'unc')\""
+    return [], f"python -c \"import datasets; print(datasets.load_dataset('parquet', data_files='{data}'))\""
+
+
 def _resolve(
     fmt: str | None,
     layout: str | None,
@@ -390,7 +545,7 @@ def _resolve(
     max_pixels: int,
     image_max_pixels: int | None,
     image_min_pixels: int,
-    pad_square: bool,
+    pad_square: bool | None,
 ) -> tuple[str, Preset, BoxConvention]:
     """The export's name (its default folder), its layout and answer style, and its convention."""
     if (fmt is None) == (layout is None):
@@ -411,6 +566,8 @@ def _resolve(
     allowed = _LAYOUT_BOXES.get(preset.layout, tuple(CONVENTIONS))
     if preset.boxes not in allowed:
         raise ValueError(f"the {preset.layout} layout holds boxes {' or '.join(allowed)}, not {preset.boxes!r}")
+    if pad_square is None:  # LLaVA-1.5 trains on padded squares (its CLIP processor would crop)
+        pad_square = preset.layout == "llava"
     if preset.layout in ("refcoco", "parquet") and (pad_square or image_max_pixels is not None):
         raise ValueError(f"the {preset.layout} layout keeps stored-image pixels: no --pad-square or --image-max-pixels")
     if preset.layout == "sharegpt" and image_max_pixels is None:
@@ -439,7 +596,7 @@ def export(
     max_pixels: int = QWEN25_MAX_PIXELS,
     image_max_pixels: int | None = None,
     image_min_pixels: int = LLAMAFACTORY_MIN_PIXELS,
-    pad_square: bool = False,
+    pad_square: bool | None = None,
 ) -> list[Path]:
     """Writes ``samples.jsonl`` of a run folder in a layout and box convention; returns the
     files written (``export.json``, which describes the export, last).
@@ -455,7 +612,8 @@ def export(
         min_pixels, max_pixels: Qwen2.5-VL processor limits (``qwen2.5-vl`` boxes).
         image_max_pixels, image_min_pixels: LLaMA-Factory's resize (sharegpt: its default
             768 x 768 unless given; other layouts: none unless given).
-        pad_square: boxes relative to the image padded to a centred square (LLaVA-1.5).
+        pad_square: boxes relative to the image padded to a centred square (LLaVA-1.5's
+            ``image_aspect_ratio = "pad"``; default: for the llava layout only).
 
     Raises:
         ValueError: for an unknown preset, layout or convention, or a pair that does not go.
@@ -474,10 +632,7 @@ def export(
     samples = _read(run, split)
     target = Path(out) if out is not None else run / "exports" / name
     if preset.layout == "refcoco":
-        instances, refs = _refcoco(samples, run, absolute)
-        atomic_write(target / "instances.json", json.dumps(instances).encode())
-        atomic_write(target / "refs.json", json.dumps(refs).encode())
-        written = [target / "instances.json", target / "refs.json"]
+        written = _write_refcoco(samples, run, absolute, target)
     elif preset.layout == "parquet":
         _parquet(samples, run, target / "data.parquet")
         written = [target / "data.parquet"]
@@ -491,7 +646,9 @@ def export(
             path = target / f"{stem}.jsonl"
             atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         written = [path]
+    setup, train = _setup(preset.layout, conv, target, run, written, len(samples), absolute)
     about = {
+        "train": train,
         "layout": preset.layout,
         "boxes": conv.describe(),
         "answer": preset.answer,
@@ -499,8 +656,14 @@ def export(
         "preset": fmt,
         "split": split,
         "samples": len(samples),
-        "files": [p.name for p in written],
+        "files": [p.relative_to(target).as_posix() for p in written],
+        "setup": [p.relative_to(target).as_posix() for p in setup],
         "image_paths": "absolute" if absolute else "relative to the run folder",
     }
     atomic_write(target / "export.json", (json.dumps(about, indent=1) + "\n").encode())
-    return [*written, target / "export.json"]
+    return [*written, *setup, target / "export.json"]
+
+
+def train_command(export_dir: Path | str) -> str:
+    """The command that trains on an export, as ``export.json`` records it."""
+    return str(json.loads((Path(export_dir) / "export.json").read_text(encoding="utf-8"))["train"])

@@ -9,13 +9,14 @@ import pickle
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ground_truth import make_sample, write_gt
+from ground_truth import make_sample, run_eval, write_gt
 from medground import phantoms, rle
 from medground.boxes import BoxConvention, convention, grounding_prompt, smart_resize
 from medground.cli import main
@@ -203,23 +204,89 @@ def test_refcoco_loads_as_the_refer_toolkit_loads_it(run_dir: Path) -> None:
         assert sum(coco_mask.area(rles)) == sum(t["area_px"] for t in sample["targets"])
 
 
-def test_parquet_with_image_column(run_dir: Path) -> None:
-    import io
-
+def test_hf_layout_loads_with_datasets(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``datasets.load_dataset`` on the export folder: the card's configs give the splits,
+    ``images`` decode as PIL images, TRL's ``messages`` sit beside the canonical boxes, masks,
+    referring expression, cues and provenance."""
+    datasets = pytest.importorskip("datasets")
     import pyarrow.parquet as pq
-    from PIL import Image
 
+    from medground import export as export_module
+
+    # Small shards and batches: a split spans several files, and no write holds more than
+    # BATCH_ROWS rows (the export streams; it never builds the whole table).
+    monkeypatch.setattr(export_module, "SHARD_ROWS", 40)
+    monkeypatch.setattr(export_module, "BATCH_ROWS", 16)
+    batches: list[int] = []
+    original = pq.ParquetWriter.write_table
+
+    def counting(self: pq.ParquetWriter, table: Any, *args: Any, **kwargs: Any) -> None:
+        batches.append(table.num_rows)
+        original(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", counting)
     truth = canonical(run_dir)
-    (path,) = export(run_dir, "parquet", "--split", "train")
-    table = pq.read_table(path)
-    assert b"huggingface" in table.schema.metadata
-    rows = table.to_pylist()
-    assert rows and {r["id"] for r in rows} == {i for i, s in truth.items() if s["split"] == "train"}
-    for row in rows:
-        sample = truth[row["id"]]
-        assert row["bboxes"] == [t["bbox_xyxy"] for t in sample["targets"]]
-        with Image.open(io.BytesIO(row["image"]["bytes"])) as image:
+    out = tmp_path / "hub"
+    files = export(run_dir, "parquet", "--out", str(out))
+    assert batches and max(batches) <= 16
+    shards = sorted(p.name for p in files if p.suffix == ".parquet")
+    assert any(name.startswith("train-00001-of-") for name in shards), shards
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    loaded = datasets.load_dataset(str(out))
+    by_split = {"train": "train", "val": "validation", "test": "test"}
+    expected = {split: {i for i, s in truth.items() if by_split[s["split"]] == split} for split in by_split.values()}
+    assert set(loaded) == {name for name, ids in expected.items() if ids}
+    for split, rows in loaded.items():
+        assert set(rows["id"]) == expected[split]
+        feature = rows.features["images"]  # a list of images: List(Image()), or [Image()] in older datasets
+        assert isinstance(feature.feature if hasattr(feature, "feature") else feature[0], datasets.Image)
+        for row in rows.select(range(min(len(rows), 12))):
+            sample = truth[row["id"]]
+            (image,) = row["images"]
             assert image.size == (sample["width"], sample["height"])
+            assert row["bboxes"] == [t["bbox_xyxy"] for t in sample["targets"]]
+            assert [m["counts"] for m in row["masks"]] == [t["mask_rle"]["counts"] for t in sample["targets"]]
+            assert row["referring_expression"] == sample["referring_expression"] and row["split"] == split
+            assert [json.loads(c) for c in row["cues"]] == [t["cues"] for t in sample["targets"]]
+            assert json.loads(row["provenance"]) == sample["provenance"]
+            user, assistant = row["messages"]
+            assert [part["type"] for part in user["content"]] == ["image", "text"] and user["role"] == "user"
+            boxes = parse_boxes(assistant["content"][0]["text"])
+            assert [list(b) for b in boxes] == [t["bbox_xyxy"] for t in sample["targets"]]
+
+
+def test_hf_card_is_parsed_by_huggingface_hub_and_names_no_local_path(run_dir: Path, tmp_path: Path) -> None:
+    from huggingface_hub import DatasetCard
+
+    out = tmp_path / "hub"
+    export(run_dir, "parquet", "--out", str(out))
+    text = (out / "README.md").read_text()
+    card = DatasetCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "other" and "object-detection" in data["task_categories"]
+    (config,) = data["configs"]
+    assert config["config_name"] == "default"
+    assert {f["split"]: f["path"] for f in config["data_files"]} == {
+        s: f"data/{s}-*" for s in ("train", "validation", "test")
+    }
+    for dataset in {s["dataset"] for s in canonical(run_dir).values()}:
+        assert f"| {dataset} | TODO: the licence of {dataset} |" in text
+    for local in (str(tmp_path), str(run_dir), str(run_dir.resolve()), str(Path.home())):
+        assert local not in text
+
+
+def test_validation_is_a_split_name_everywhere(run_dir: Path, tmp_path: Path) -> None:
+    truth = canonical(run_dir)
+    val = {i for i, s in truth.items() if s["split"] == "val"}
+    assert val
+    for name in ("val", "validation"):
+        (path,) = export(run_dir, "qwen2.5-vl", "--split", name, "--out", str(tmp_path / name))
+        assert {json.loads(line)["id"] for line in path.read_text().splitlines()} == val
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(json.dumps({"id": i, "bbox": [0, 0, 1, 1]}) + "\n" for i in val))
+    report = run_eval(run_dir, predictions, "--format", "pixel", "--split", "validation")
+    assert report["counts"]["samples"] == len(val)
 
 
 def test_qwen25_exports_are_read_by_qwen_vl_utils_as_the_boxes_assume(

@@ -228,7 +228,7 @@ def run(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write [default: RUN_DIR/exports/FORMAT or RUN_DIR/exports/LAYOUT-BOXES].",
 )
-@click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
+@click.option("--split", type=click.Choice(["train", "val", "validation", "test"]), help="Only this split.")
 @click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
 @click.option(
     "--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True, help="Qwen2.5-VL processor min_pixels."
@@ -419,7 +419,9 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
     type=click.IntRange(min=1),
     help=f"qwen2.5-vl only: the processor's max_pixels [default: recorded by predict, else {QWEN25_MAX_PIXELS}].",
 )
-@click.option("--split", default=None, help="Score only the samples of this split (default: all).")
+@click.option(
+    "--split", default=None, help="Score only the samples of this split (train, val or validation, test; default: all)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
     gt: Path,

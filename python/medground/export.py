@@ -17,7 +17,7 @@ qwen2-vl      qwen        norm1000    ``qwen2-vl.jsonl``: ``<|box_start|>(x1,y1)
 qwen3-vl      qwen        norm1000    ``qwen3-vl.jsonl``: ``bbox_2d`` JSON answers
 internvl      internvl    norm1000    ``internvl.jsonl``: ``<ref>…</ref><box>[[x1, y1, x2, y2]]</box>``
 refcoco       refcoco     pixel       ``instances.json`` + ``refs.json``; ``refcoco/`` for the refer toolkit
-parquet       parquet     pixel       ``data.parquet`` with an ``image`` column (bytes + path)
+parquet       hf          pixel       ``data/{train,validation,test}-*.parquet`` + ``README.md`` (the Hub's layout)
 ============  ==========  ==========  ==========================================================
 
 What each framework does to an image before its model sees it is part of the convention:
@@ -31,6 +31,11 @@ What each framework does to an image before its model sees it is part of the con
   ``image_max_pixels`` (normalised boxes do not depend on it).
 - **swift**: boxes go in ``objects`` as ``real`` pixels or ``norm1``; ms-swift converts them
   to the model's own convention itself (``pixel`` or ``norm1`` only).
+- **hf**: the Hugging Face Hub's layout: ``data/{train,validation,test}-*.parquet`` shards
+  streamed to disk, with TRL's ``messages`` + ``images`` (answers in ``--boxes``) beside the
+  canonical boxes, masks (COCO RLE), referring expression, cues and provenance, and a
+  ``README.md`` whose YAML front matter the Hub reads (licence placeholders per source
+  dataset, task categories, one config with a data-files pattern per split).
 - ``--pad-square``: LLaVA-1.5's ``image_aspect_ratio = "pad"`` trains on the image padded to
   a centred square; boxes are relative to that square.
 
@@ -71,7 +76,7 @@ from medground.boxes import (
     grounding_prompt,
     prompt_version,
 )
-from medground.runfolder import RunFolder, atomic_write
+from medground.runfolder import RunFolder, atomic_write, split_name
 from medground.terms import clinical_term
 
 __all__ = ["DATASET_NAME", "FORMATS", "LAYOUTS", "PRESETS", "Preset", "export", "train_command"]
@@ -95,7 +100,7 @@ PRESETS: dict[str, Preset] = {
     "qwen3-vl": Preset("qwen", "norm1000", "json"),
     "internvl": Preset("internvl", "norm1000", "internvl"),
     "refcoco": Preset("refcoco", "pixel", "none"),
-    "parquet": Preset("parquet", "pixel", "none"),
+    "parquet": Preset("hf", "pixel", "json"),
 }
 #: The ``--format`` names (presets).
 FORMATS = tuple(PRESETS)
@@ -107,10 +112,10 @@ LAYOUTS: dict[str, Preset] = {
     "llava": PRESETS["llava"],
     "internvl": PRESETS["internvl"],
     "refcoco": PRESETS["refcoco"],
-    "parquet": PRESETS["parquet"],
+    "hf": Preset("hf", "qwen2.5-vl", "json"),
 }
 # Conventions a layout can hold (all others: every convention).
-_LAYOUT_BOXES = {"swift": ("pixel", "norm1"), "refcoco": ("pixel",), "parquet": ("pixel",)}
+_LAYOUT_BOXES = {"swift": ("pixel", "norm1"), "refcoco": ("pixel",)}
 _SWIFT_BBOX_TYPE = {"pixel": "real", "norm1": "norm1"}
 
 
@@ -362,90 +367,213 @@ def _write_refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool, tar
     return written
 
 
-def _parquet(samples: list[dict[str, Any]], run: Path, path: Path) -> None:
+#: Sample splits as the Hugging Face Hub names them (samples without a split train).
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test", None: "train"}
+#: Rows per Parquet shard, and per row group written at once (what is held in memory).
+SHARD_ROWS = 2000
+BATCH_ROWS = 64
+
+
+def _value(dtype: str) -> dict[str, str]:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+# The Hugging Face ``datasets`` features of the hf layout (stored in each shard's schema
+# metadata, so the image columns load as Image features); a list is written as ``[feature]``,
+# which every version of ``datasets`` reads.
+_HF_FEATURES: dict[str, Any] = {
+    "id": _value("string"),
+    "images": [{"_type": "Image"}],
+    "messages": [{"role": _value("string"), "content": [{"type": _value("string"), "text": _value("string")}]}],
+    "query": _value("string"),
+    "referring_expression": _value("string"),
+    "query_type": _value("string"),
+    "bboxes": [[_value("int64")]],
+    "labels": [_value("string")],
+    "label_names": [_value("string")],
+    "masks": [{"size": [_value("int64")], "counts": _value("string")}],
+    "cues": [_value("string")],
+    "width": _value("int64"),
+    "height": _value("int64"),
+    "split": _value("string"),
+    "dataset": _value("string"),
+    "modality": _value("string"),
+    "case_id": _value("string"),
+    "patient_id": _value("string"),
+    "view": _value("string"),
+    "provenance": _value("string"),
+}
+
+
+def _hf_schema() -> Any:
+    import pyarrow as pa
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    content = pa.struct([("type", pa.string()), ("text", pa.string())])
+    message = pa.struct([("role", pa.string()), ("content", pa.list_(content))])
+    rle_type = pa.struct([("size", pa.list_(pa.int64())), ("counts", pa.string())])
+    fields = [
+        ("id", pa.string()),
+        ("images", pa.list_(image)),
+        ("messages", pa.list_(message)),
+        ("query", pa.string()),
+        ("referring_expression", pa.string()),
+        ("query_type", pa.string()),
+        ("bboxes", pa.list_(pa.list_(pa.int64()))),
+        ("labels", pa.list_(pa.string())),
+        ("label_names", pa.list_(pa.string())),
+        ("masks", pa.list_(rle_type)),
+        ("cues", pa.list_(pa.string())),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("split", pa.string()),
+        ("dataset", pa.string()),
+        ("modality", pa.string()),
+        ("case_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("view", pa.string()),
+        ("provenance", pa.string()),
+    ]
+    schema = pa.schema(fields)
+    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})})
+
+
+def _hf_row(sample: dict[str, Any], run: Path, style: str, conv: BoxConvention) -> dict[str, Any]:
+    """One row: TRL's ``messages`` + ``images`` (the instruction and the answer in ``conv``)
+    beside the canonical boxes, masks, referring expression, cues and provenance."""
+    boxes = _boxes(sample, conv)
+    targets = sample["targets"]
+    return {
+        "id": sample["id"],
+        "images": [{"bytes": (run / sample["image"]).read_bytes(), "path": sample["image"]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image", "text": None}, {"type": "text", "text": _prompt(sample, style, conv)}],
+            },
+            {"role": "assistant", "content": [{"type": "text", "text": _answer(sample, boxes, style)}]},
+        ],
+        "query": sample["query"],
+        "referring_expression": _expression(sample),
+        "query_type": sample["query_type"],
+        "bboxes": [list(t["bbox_xyxy"]) for t in targets],
+        "labels": [_label(t) for t in targets],
+        "label_names": [t["label"] for t in targets],
+        "masks": [{"size": list(t["mask_rle"]["size"]), "counts": str(t["mask_rle"]["counts"])} for t in targets],
+        "cues": [json.dumps(t["cues"], sort_keys=True) for t in targets],
+        "width": sample["width"],
+        "height": sample["height"],
+        "split": HF_SPLITS[sample["split"]],
+        "dataset": sample["dataset"],
+        "modality": sample["modality"],
+        "case_id": sample["case_id"],
+        "patient_id": sample["patient_id"],
+        "view": json.dumps(sample["view"], sort_keys=True),
+        "provenance": json.dumps(sample.get("provenance", {}), sort_keys=True),
+    }
+
+
+def _write_hf(
+    samples: list[dict[str, Any]],
+    run: Path,
+    target: Path,
+    style: str,
+    conv: BoxConvention,
+    *,
+    shard_rows: int | None = None,
+) -> list[Path]:
+    """``data/{split}-NNNNN-of-MMMMM.parquet`` per split, streamed: at most ``BATCH_ROWS``
+    rows (with their image bytes) are held at once; each shard is written through a
+    temporary file and renamed when complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cache: dict[str, bytes] = {}
-    rows = {
-        k: []
-        for k in (
-            "id",
-            "image",
-            "query",
-            "query_type",
-            "bboxes",
-            "labels",
-            "width",
-            "height",
-            "split",
-            "dataset",
-            "modality",
-            "case_id",
-            "patient_id",
-        )
-    }  # type: dict[str, list[Any]]
+    shard_rows = shard_rows or SHARD_ROWS
+    schema = _hf_schema()
+    by_split: dict[str, list[dict[str, Any]]] = {}
     for sample in samples:
-        if sample["image"] not in cache:
-            cache[sample["image"]] = (run / sample["image"]).read_bytes()
-        rows["id"].append(sample["id"])
-        rows["image"].append({"bytes": cache[sample["image"]], "path": sample["image"]})
-        rows["query"].append(sample["query"])
-        rows["query_type"].append(sample["query_type"])
-        rows["bboxes"].append([list(t["bbox_xyxy"]) for t in sample["targets"]])
-        rows["labels"].append([t["label"] for t in sample["targets"]])
-        for key in ("width", "height", "split", "dataset", "modality", "case_id", "patient_id"):
-            rows[key].append(sample[key])
-    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("image", image_type),
-            ("query", pa.string()),
-            ("query_type", pa.string()),
-            ("bboxes", pa.list_(pa.list_(pa.int64()))),
-            ("labels", pa.list_(pa.string())),
-            ("width", pa.int64()),
-            ("height", pa.int64()),
-            ("split", pa.string()),
-            ("dataset", pa.string()),
-            ("modality", pa.string()),
-            ("case_id", pa.string()),
-            ("patient_id", pa.string()),
-        ]
-    )
-    # Hugging Face datasets reads the struct column as an Image feature with this metadata.
-    metadata = {
-        "huggingface": json.dumps(
-            {
-                "info": {
-                    "features": {
-                        "id": {"dtype": "string", "_type": "Value"},
-                        "image": {"_type": "Image"},
-                        "query": {"dtype": "string", "_type": "Value"},
-                        "query_type": {"dtype": "string", "_type": "Value"},
-                        "bboxes": {
-                            "feature": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
-                            "_type": "Sequence",
-                        },
-                        "labels": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
-                        "width": {"dtype": "int64", "_type": "Value"},
-                        "height": {"dtype": "int64", "_type": "Value"},
-                        "split": {"dtype": "string", "_type": "Value"},
-                        "dataset": {"dtype": "string", "_type": "Value"},
-                        "modality": {"dtype": "string", "_type": "Value"},
-                        "case_id": {"dtype": "string", "_type": "Value"},
-                        "patient_id": {"dtype": "string", "_type": "Value"},
-                    }
-                }
-            }
-        )
-    }
-    table = pa.table(rows, schema=schema.with_metadata(metadata))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary)
-    temporary.replace(path)
+        by_split.setdefault(HF_SPLITS[sample["split"]], []).append(sample)
+    written = []
+    for split in ("train", "validation", "test"):
+        rows = by_split.get(split, [])
+        shards = max(1, -(-len(rows) // shard_rows)) if rows else 0
+        for shard in range(shards):
+            path = target / "data" / f"{split}-{shard:05d}-of-{shards:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            part = rows[shard * shard_rows : (shard + 1) * shard_rows]
+            with pq.ParquetWriter(temporary, schema) as writer:
+                for start in range(0, len(part), BATCH_ROWS):
+                    batch = [_hf_row(s, run, style, conv) for s in part[start : start + BATCH_ROWS]]
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            temporary.replace(path)
+            written.append(path)
+    return written
+
+
+#: The Hub's task categories of a referring-grounding dataset.
+_TASKS = ("object-detection", "image-text-to-text", "visual-question-answering")
+
+
+def _hf_card(samples: list[dict[str, Any]], target: Path, conv: BoxConvention) -> Path:
+    """``README.md`` with the YAML front matter the Hub reads: a licence placeholder per
+    source dataset, task categories and one data-files pattern per split; no local paths."""
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[HF_SPLITS[sample["split"]]] = counts.get(HF_SPLITS[sample["split"]], 0) + 1
+    datasets = sorted({s["dataset"] for s in samples})
+    modalities = sorted({s["modality"] for s in samples})
+    splits = [s for s in ("train", "validation", "test") if counts.get(s)]
+    size = len(samples)
+    bounds = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+    size_category = next((name for limit, name in bounds if size < limit), "n>1M")
+    lines = [
+        "---",
+        "license: other",
+        "license_name: per-source-dataset",
+        "task_categories:",
+        *(f"- {task}" for task in _TASKS),
+        "language:",
+        "- en",
+        "tags:",
+        "- medical",
+        "- referring-expression-grounding",
+        "- visual-grounding",
+        *(f"- {m.lower()}" for m in modalities),
+        "size_categories:",
+        f"- {size_category}",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        *(line for split in splits for line in (f"  - split: {split}", f"    path: data/{split}-*")),
+        "---",
+        "",
+        "# Medical referring-grounding data (medground)",
+        "",
+        "Queries written from expert segmentation masks and verified (medground). Each row has",
+        "`messages` + `images` for TRL's vision SFT, and beside them the canonical boxes",
+        "(`bboxes`: `[x_min, y_min, x_max, y_max]` in pixels of the image, max exclusive), the",
+        "masks (`masks`: COCO RLE), the `referring_expression`, per-target `cues` (JSON) and",
+        "`provenance` (JSON).",
+        "",
+        f"Boxes in the assistant's answers: `{json.dumps(conv.describe())}` (medground.boxes).",
+        "",
+        "| split | rows |",
+        "|---|---|",
+        *(f"| {split} | {counts[split]} |" for split in splits),
+        "",
+        "## Licences",
+        "",
+        "Every source dataset keeps its own licence and terms; fill in each before publishing:",
+        "",
+        "| source dataset | licence |",
+        "|---|---|",
+        *(f"| {name} | TODO: the licence of {name} |" for name in datasets),
+        "",
+    ]
+    path = target / "README.md"
+    atomic_write(path, "\n".join(lines).encode())
+    return path
 
 
 #: The dataset name the setup files register (LLaMA-Factory's dataset_info.json, InternVL's meta).
@@ -533,7 +661,10 @@ def _setup(
         )
     if layout == "refcoco":
         return [], f"python -c \"from refer import REFER; REFER('{target.resolve()}', 'refcoco', 'unc')\""
-    return [], f"python -c \"import datasets; print(datasets.load_dataset('parquet', data_files='{data}'))\""
+    return [], (
+        f"trl sft --model_name_or_path Qwen/Qwen2.5-VL-7B-Instruct --dataset_name {target.resolve()} "
+        "--output_dir trl/medground  # datasets.load_dataset reads the folder: messages + images, splits from the card"
+    )
 
 
 def _resolve(
@@ -568,7 +699,7 @@ def _resolve(
         raise ValueError(f"the {preset.layout} layout holds boxes {' or '.join(allowed)}, not {preset.boxes!r}")
     if pad_square is None:  # LLaVA-1.5 trains on padded squares (its CLIP processor would crop)
         pad_square = preset.layout == "llava"
-    if preset.layout in ("refcoco", "parquet") and (pad_square or image_max_pixels is not None):
+    if preset.layout == "refcoco" and (pad_square or image_max_pixels is not None):
         raise ValueError(f"the {preset.layout} layout keeps stored-image pixels: no --pad-square or --image-max-pixels")
     if preset.layout == "sharegpt" and image_max_pixels is None:
         image_max_pixels = LLAMAFACTORY_MAX_PIXELS  # LLaMA-Factory resizes whether asked or not
@@ -629,13 +760,13 @@ def export(
         pad_square=pad_square,
     )
     run = Path(run)
+    split = split_name(split)
     samples = _read(run, split)
     target = Path(out) if out is not None else run / "exports" / name
     if preset.layout == "refcoco":
         written = _write_refcoco(samples, run, absolute, target)
-    elif preset.layout == "parquet":
-        _parquet(samples, run, target / "data.parquet")
-        written = [target / "data.parquet"]
+    elif preset.layout == "hf":
+        written = [*_write_hf(samples, run, target, preset.answer, conv), _hf_card(samples, target, conv)]
     else:
         rows = _conversations(samples, run, preset.layout, preset.answer, conv, absolute)
         stem = fmt if fmt is not None else preset.layout

@@ -39,10 +39,21 @@ __all__ = [
     "SKIPPED",
     "RecordFileError",
     "RunFolder",
+    "SPLIT_ALIASES",
     "atomic_write",
     "read_jsonl",
+    "split_name",
     "write_jsonl",
 ]
+
+#: Other names of a split that every command accepts (the Hub says "validation").
+SPLIT_ALIASES = {"validation": "val"}
+
+
+def split_name(split: str | None) -> str | None:
+    """A split as samples record it: ``validation`` is ``val``."""
+    return None if split is None else SPLIT_ALIASES.get(split, split)
+
 
 SAMPLES = "samples.jsonl"
 REJECTED = "rejected.jsonl"
@@ -175,6 +186,7 @@ class RunFolder:
             RecordFileError: for a line that is not a sample (naming the field).
         """
         path = self.root / name
+        split = split_name(split)
         for line, record in self.records(name):
             try:
                 sample = Sample.from_dict(record)

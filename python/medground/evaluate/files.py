@@ -21,7 +21,7 @@ from medground.boxes import (
     convention,
 )
 from medground.evaluate.parse import parse_boxes
-from medground.runfolder import RecordFileError, RunFolder, read_jsonl
+from medground.runfolder import RecordFileError, RunFolder, read_jsonl, split_name
 
 __all__ = [
     "BREAKDOWNS",
@@ -135,7 +135,7 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
         boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
         labels = tuple(str(t.label) for t in sample.targets if t.label is not None)
         same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
-        if split is not None and sample.split != split:
+        if split is not None and sample.split != split_name(split):
             continue
         truths.append(
             GroundTruth(

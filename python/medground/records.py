@@ -10,8 +10,11 @@ records, so they sit below all of them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "image_path",
     "reject",
     "sample_id",
+    "sample_schema",
     "with_verification",
 ]
 
@@ -185,3 +189,12 @@ def reject(sample: Sample, result: StageResult) -> dict[str, Any]:
 def with_verification(sample: Sample, results: list[StageResult]) -> Sample:
     """The sample with its per-stage results recorded."""
     return replace(sample, verification={r.stage: r.to_dict() for r in results})
+
+
+@lru_cache(maxsize=1)
+def sample_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a ``samples.jsonl`` record, shipped with the
+    package (``presets/schemas/sample.schema.json``) for readers in any language."""
+    text = (resources.files("medground") / "presets" / "schemas" / "sample.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,6 +19,7 @@ from medground.boxes import (
     convention,
     llamafactory_resize,
     smart_resize,
+    voxel_box_to_ras,
 )
 from medground.export import FORMATS
 from qwen_vision import vision_process
@@ -201,3 +203,17 @@ def test_round_trip_is_the_quantisation_of_the_convention() -> None:
         BoxConvention.from_description({"name": "qwen2.5-vl", "factor": 32})
     with pytest.raises(ValueError, match="needs 'name'"):
         BoxConvention.from_description({"name": "pixel", "scale": 3})
+
+
+def test_voxel_boxes_in_ras_millimetres() -> None:
+    # An LPS-stored volume (affine diag(-1, -1, 3)): box [2, 3, 1]..[5, 7, 4) has faces at
+    # i 1.5..4.5, j 2.5..6.5, k 0.5..3.5, so R -4.5..-1.5, A -6.5..-2.5, S 1.5..10.5.
+    lps = np.diag([-1.0, -1.0, 3.0, 1.0])
+    assert voxel_box_to_ras([2, 3, 1], [5, 7, 4], lps) == [[-4.5, -6.5, 1.5], [-1.5, -2.5, 10.5]]
+    # Shifted origin, 0.8 mm in-plane: i 9.5..19.5 -> 7.6..15.6, +100.
+    shifted = np.diag([0.8, 0.8, 2.0, 1.0])
+    shifted[:3, 3] = [100.0, -50.0, 20.0]
+    assert voxel_box_to_ras([10, 0, 0], [20, 1, 1], shifted) == [[107.6, -50.4, 19.0], [115.6, -49.6, 21.0]]
+    # A 90-degree rotation in plane (i runs along A, j along R): the bounds follow.
+    rotated = np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
+    assert voxel_box_to_ras([0, 10, 0], [4, 12, 1], rotated) == [[9.5, -0.5, -0.5], [11.5, 3.5, 0.5]]

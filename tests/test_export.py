@@ -592,3 +592,60 @@ def test_the_train_command_is_printed(big_run: Path, tmp_path: Path, fmt: str, e
     train = result.output.splitlines()[-1]
     assert train.startswith("train: ") and all(e in train for e in expected), train
     assert train.removeprefix("train: ") == json.loads((tmp_path / fmt / "export.json").read_text())["train"]
+
+
+def test_m3d_records_give_each_object_in_voxels_and_in_ras_millimetres(run_dir: Path) -> None:
+    """Read back with nibabel (not medground's reader): the volume file opens with the shape
+    recorded; each object's voxel box is the bounding box of its label in the mask file
+    beside it; the RAS box is the outer faces of those voxels through the file's own affine."""
+    nib = pytest.importorskip("nibabel")
+    from scipy import ndimage
+
+    truth = canonical(run_dir)
+    result = CliRunner().invoke(main, ["export", str(run_dir), "--layout", "m3d"])
+    assert result.exit_code == 0, result.output
+    rows = rows_of(run_dir / "exports" / "m3d-pixel" / "m3d.jsonl")
+    assert rows and len({(r["case_id"], r["referring_expression"]) for r in rows}) == len(rows)
+    # An expression names one set of objects per volume: never two records for one wording.
+    by_wording: dict[tuple[str, str], set] = {}
+    for r in rows:
+        by_wording.setdefault((r["case_id"], r["referring_expression"]), set()).add(
+            tuple(sorted(b["object_id"] for b in r["boxes"]))
+        )
+    assert all(len(v) == 1 for v in by_wording.values())
+    assert any(len(r["boxes"]) > 1 for r in rows)
+    for row in rows:
+        sample = truth[row["id"]]
+        assert set(sample["referring_attributes"]) <= {"category", "description", "laterality", "count"}
+        assert row["referring_expression"] in row["question"] and "volume" in row["question"]
+        volume = nib.load(row["volume"])
+        assert list(volume.shape) == row["volume_shape"]
+        labels = np.asarray(nib.load(row["volume"].replace("/images/", "/labels/")).dataobj)
+        spacing = np.abs(np.diag(volume.affine)[:3])
+        for box in row["boxes"]:
+            target = next(t for t in sample["targets"] if t["object_id"] == box["object_id"])
+            voxels = np.argwhere(labels == target["label_id"])
+            if target["cues"]["kind"] == "organ":
+                low, high = voxels.min(axis=0), voxels.max(axis=0) + 1
+                assert box["bbox_voxel"] == [low.tolist(), high.tolist()]
+            low, high = np.array(box["bbox_voxel"][0]), np.array(box["bbox_voxel"][1])
+            centres = nib.affines.apply_affine(volume.affine, np.array([low, high - 1]))
+            expected = [centres.min(axis=0) - spacing / 2, centres.max(axis=0) + spacing / 2]
+            np.testing.assert_allclose(box["bbox_ras_mm"], expected, atol=0.006)
+            assert box["bbox_ras_mm"] == target["bbox_3d_ras"]
+            assert box["bbox_norm1"] == [
+                [round(v / n, 4) for v, n in zip(end, row["volume_shape"], strict=True)] for end in box["bbox_voxel"]
+            ]
+        # A lesion named in 3D is every lesion of its label in the volume (26-connected
+        # components of the mask, counted by scipy): one visible on a slice may have twins.
+        for label_id in {t["label_id"] for t in sample["targets"] if t["cues"]["kind"] != "organ"}:
+            _, components = ndimage.label(labels == label_id, structure=np.ones((3, 3, 3)))
+            named = {t["object_id"] for t in sample["targets"] if t["label_id"] == label_id}
+            assert len(named) == components, (row["referring_expression"], components)
+        answered = [json.loads(part) for part in row["answer"].split("; ")]
+        assert answered == [[*b["bbox_norm1"][0], *b["bbox_norm1"][1]] for b in row["boxes"]]
+    # The phantoms' livers hold two lesions each: "the liver lesion", unique on the slices its
+    # samples were written for, names neither in 3D.
+    sliced = {(s["case_id"], s["referring_expression"]) for s in truth.values() if s["view"]}
+    ambiguous = {key for key in sliced if key[1] == "the liver lesion"}
+    assert ambiguous and not ambiguous & {(r["case_id"], r["referring_expression"]) for r in rows}

@@ -37,6 +37,7 @@ image encoder but not a box convention, so they are two families.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import tomllib
@@ -45,6 +46,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "CONVENTIONS",
@@ -64,6 +68,7 @@ __all__ = [
     "llamafactory_resize",
     "prompt_version",
     "smart_resize",
+    "voxel_box_to_ras",
 ]
 
 Box = tuple[float, float, float, float]
@@ -436,3 +441,22 @@ def grounding_prompt(
         )
     )
     return text + (str(prompts["square_note"]) if pad_square else "")
+
+
+def voxel_box_to_ras(bbox_min: Sequence[int], bbox_max: Sequence[int], affine: ArrayLike) -> list[list[float]]:
+    """A 3D voxel box in patient RAS+ millimetres: ``[[r, a, s]_min, [r, a, s]_max]``.
+
+    The box ``[bbox_min, bbox_max)`` (voxel indices, max exclusive) covers its voxels whole:
+    voxel centres sit at integer indices, so its faces are at ``bbox_min - 0.5`` and
+    ``bbox_max - 0.5``. The eight corners go through the index-to-RAS ``affine``; the result
+    is their axis-aligned bounds (the box itself for an affine without obliquity), rounded
+    to 0.01 mm.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    low = np.asarray(bbox_min, dtype=np.float64) - 0.5
+    high = np.asarray(bbox_max, dtype=np.float64) - 0.5
+    corners = np.array(
+        [[(low, high)[pick][axis] for axis, pick in enumerate(c)] for c in itertools.product((0, 1), repeat=3)]
+    )
+    world = corners @ matrix[:3, :3].T + matrix[:3, 3]
+    return [[round(float(v), 2) for v in world.min(axis=0)], [round(float(v), 2) for v in world.max(axis=0)]]

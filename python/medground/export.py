@@ -36,6 +36,11 @@ What each framework does to an image before its model sees it is part of the con
   canonical boxes, masks (COCO RLE), referring expression, cues and provenance, and a
   ``README.md`` whose YAML front matter the Hub reads (licence placeholders per source
   dataset, task categories, one config with a data-files pattern per split).
+- **m3d**: 3D grounding for volume datasets (M3D-style): one record per volume, object set
+  and referring expression whose attributes hold in the whole volume (category,
+  description, side, count), with the volume file, the instruction, and each object's 3D
+  box in voxel indices (max exclusive), in patient RAS+ millimetres and in 0–1 of each
+  voxel axis, every convention named in the record.
 - ``--pad-square``: LLaVA-1.5's ``image_aspect_ratio = "pad"`` trains on the image padded to
   a centred square; boxes are relative to that square.
 
@@ -113,9 +118,10 @@ LAYOUTS: dict[str, Preset] = {
     "internvl": PRESETS["internvl"],
     "refcoco": PRESETS["refcoco"],
     "hf": Preset("hf", "qwen2.5-vl", "json"),
+    "m3d": Preset("m3d", "pixel", "volume"),
 }
 # Conventions a layout can hold (all others: every convention).
-_LAYOUT_BOXES = {"swift": ("pixel", "norm1"), "refcoco": ("pixel",)}
+_LAYOUT_BOXES = {"swift": ("pixel", "norm1"), "refcoco": ("pixel",), "m3d": ("pixel",)}
 _SWIFT_BBOX_TYPE = {"pixel": "real", "norm1": "norm1"}
 
 
@@ -576,6 +582,100 @@ def _hf_card(samples: list[dict[str, Any]], target: Path, conv: BoxConvention) -
     return path
 
 
+#: Referring attributes that hold in the whole volume, not only on the slice a query was
+#: written for: samples whose attributes are all of these go to the 3D export.
+VOLUME_ATTRIBUTES = frozenset({"category", "description", "laterality", "count"})
+M3D_CONVENTIONS = {
+    "bbox_voxel": "[[i, j, k]_min, [i, j, k]_max]: voxel indices of the volume file as stored, max exclusive",
+    "bbox_ras_mm": "[[r, a, s]_min, [r, a, s]_max]: patient RAS+ millimetres, the outer faces of the box's voxels",
+    "bbox_norm1": "bbox_voxel divided by volume_shape (0-1 along each array axis), rounded to 4 decimals",
+}
+
+
+def _volume_candidates(samples: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[int, dict[str, Any]]]]:
+    """The samples whose referring expression also singles out its objects in the whole
+    volume, each with its objects (one per object id), first per (case, expression).
+
+    A slice's query may be unique on its slice only ("the liver lesion" where one of two
+    shows), so an expression is kept only when its attributes hold in the whole volume, it
+    names the same objects on every slice of the case, and, for instances and series
+    members, every object of that label the case shows (as target or distractor) is named.
+    """
+    seen: dict[tuple[str, str, str], set[int]] = {}
+    named: dict[tuple[str, str, str], set[tuple[int, ...]]] = {}
+    for sample in samples:
+        case = (sample["dataset"], sample["case_id"])
+        for obj in [*sample["targets"], *sample["distractors"]]:
+            seen.setdefault((*case, obj["label"]), set()).add(obj["object_id"])
+        ids = tuple(sorted({t["object_id"] for t in sample["targets"]}))
+        named.setdefault((*case, _expression(sample)), set()).add(ids)
+    chosen: dict[tuple[str, str, str], tuple[dict[str, Any], dict[int, dict[str, Any]]]] = {}
+    for sample in samples:
+        if sample["view"] is None or not set(sample["referring_attributes"]) <= VOLUME_ATTRIBUTES:
+            continue
+        case, expression = (sample["dataset"], sample["case_id"]), _expression(sample)
+        objects: dict[int, dict[str, Any]] = {}
+        for t in sample["targets"]:
+            objects.setdefault(t["object_id"], t)
+        if len(named[(*case, expression)]) > 1 or (*case, expression) in chosen:
+            continue
+        whole = all(
+            t["cues"].get("kind") == "organ"
+            or seen[(*case, t["label"])] == {i for i, o in objects.items() if o["label"] == t["label"]}
+            for t in objects.values()
+        )
+        if whole:
+            chosen[(*case, expression)] = (sample, objects)
+    return list(chosen.values())
+
+
+def _write_m3d(samples: list[dict[str, Any]], run: Path, target: Path) -> list[Path]:
+    """``m3d.jsonl``: one 3D grounding record per volume and referring expression that
+    singles out its objects in the whole volume (:func:`_volume_candidates`)."""
+    roots = {d["name"]: d.get("root") for d in RunFolder(run).manifest().get("config", {}).get("datasets", [])}
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for sample, objects in _volume_candidates(samples):
+        expression = _expression(sample)
+        key = (sample["dataset"], sample["case_id"], expression)
+        provenance = sample["provenance"]
+        shape = provenance["map"]["volume_shape"]
+        root = roots.get(sample["dataset"])
+        volume = str(Path(root) / provenance["image_path"]) if root else provenance["image_path"]
+        boxes = []
+        for t in objects.values():
+            low, high = t["bbox_3d"]
+            boxes.append(
+                {
+                    "label": _label(t),
+                    "object_id": t["object_id"],
+                    "bbox_voxel": [list(low), list(high)],
+                    "bbox_ras_mm": t.get("bbox_3d_ras"),
+                    "bbox_norm1": [[round(v / n, 4) for v, n in zip(end, shape, strict=True)] for end in (low, high)],
+                }
+            )
+        multi = len(boxes) > 1
+        answer = "; ".join(json.dumps([*b["bbox_norm1"][0], *b["bbox_norm1"][1]]) for b in boxes)
+        rows[key] = {
+            "id": sample["id"],
+            "volume": volume,
+            "volume_shape": shape,
+            "dataset": sample["dataset"],
+            "case_id": sample["case_id"],
+            "split": sample["split"],
+            "modality": sample["modality"],
+            "referring_expression": expression,
+            "question": grounding_prompt(
+                sample["query"], "volume", multi=multi, width=shape[0], height=shape[1], expression=expression
+            ),
+            "answer": answer,
+            "boxes": boxes,
+            "conventions": M3D_CONVENTIONS,
+        }
+    path = target / "m3d.jsonl"
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows.values()).encode())
+    return [path]
+
+
 #: The dataset name the setup files register (LLaMA-Factory's dataset_info.json, InternVL's meta).
 DATASET_NAME = "medground"
 
@@ -659,6 +759,11 @@ def _setup(
             f"rows = [json.loads(l) for l in open('{data}')]; print(process_vision_info(rows[0]['messages']))\""
             "  # each image element carries the processor limits its boxes assume"
         )
+    if layout == "m3d":
+        return [], (
+            f"python -c \"import json, nibabel; r = json.loads(open('{data}').readline()); "
+            "print(nibabel.load(r['volume']).shape, r['question'], r['answer'])\"  # M3D-style 3D grounding records"
+        )
     if layout == "refcoco":
         return [], f"python -c \"from refer import REFER; REFER('{target.resolve()}', 'refcoco', 'unc')\""
     return [], (
@@ -699,7 +804,7 @@ def _resolve(
         raise ValueError(f"the {preset.layout} layout holds boxes {' or '.join(allowed)}, not {preset.boxes!r}")
     if pad_square is None:  # LLaVA-1.5 trains on padded squares (its CLIP processor would crop)
         pad_square = preset.layout == "llava"
-    if preset.layout == "refcoco" and (pad_square or image_max_pixels is not None):
+    if preset.layout in ("refcoco", "m3d") and (pad_square or image_max_pixels is not None):
         raise ValueError(f"the {preset.layout} layout keeps stored-image pixels: no --pad-square or --image-max-pixels")
     if preset.layout == "sharegpt" and image_max_pixels is None:
         image_max_pixels = LLAMAFACTORY_MAX_PIXELS  # LLaMA-Factory resizes whether asked or not
@@ -765,6 +870,8 @@ def export(
     target = Path(out) if out is not None else run / "exports" / name
     if preset.layout == "refcoco":
         written = _write_refcoco(samples, run, absolute, target)
+    elif preset.layout == "m3d":
+        written = _write_m3d(samples, run, target)
     elif preset.layout == "hf":
         written = [*_write_hf(samples, run, target, preset.answer, conv), _hf_card(samples, target, conv)]
     else:

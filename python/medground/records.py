@@ -32,11 +32,12 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     """One box a query asks for: an object, or one visible part of an object seen in
     several pieces (``part`` of ``parts``), with its box and mask in the stored image and
-    the object's cues."""
+    the object's cues. A target of a volume also carries the whole object's box in voxel
+    indices (``bbox_3d``) and in patient RAS+ millimetres (``bbox_3d_ras``)."""
 
     label_id: int
     label: str
@@ -45,6 +46,7 @@ class Target:
     area_px: int
     mask_rle: dict[str, Any]
     bbox_3d: list[list[int]] | None
+    bbox_3d_ras: list[list[float]] | None = None
     cues: dict[str, Any]
     part: int = 1
     parts: int = 1

@@ -10,6 +10,7 @@ test is skipped where CUDA or vLLM is missing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,3 +78,26 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     phantoms.demo_dataset(root)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_write_schema_valid_samples(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the session, every ``samples.jsonl`` a run wrote during it (a run folder:
+    ``manifest.json`` beside it) is checked line by line against the JSON Schema the package
+    ships (``medground.records.sample_schema``); a record that breaks it fails the session."""
+    yield
+    try:
+        import jsonschema
+    except ImportError:  # the test extra installs it
+        return
+    from medground.records import sample_schema
+
+    validator = jsonschema.Draft202012Validator(sample_schema())
+    problems = []
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("samples.jsonl")):
+        if not (path.parent / "manifest.json").is_file():
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for error in validator.iter_errors(json.loads(line)):
+                problems.append(f"{path}:{number}: {'/'.join(map(str, error.absolute_path))}: {error.message}")
+    assert not problems, "samples that break the JSON Schema:\n" + "\n".join(problems[:20])

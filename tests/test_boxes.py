@@ -1,14 +1,28 @@
-"""Box conventions: Qwen2.5-VL's resize, every convention to and from stored pixels.
+"""Box conventions: Qwen2.5-VL's resize (against qwen-vl-utils' own code), LLaMA-Factory's
+resize, LLaVA's square padding, every convention to and from stored pixels.
 
 Expected numbers are worked out by hand in the comments.
 """
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from medground.boxes import convention, smart_resize
+import numpy as np
+import pytest
+from PIL import Image
+
+from medground.boxes import (
+    QWEN25_MAX_PIXELS,
+    QWEN25_MIN_PIXELS,
+    BoxConvention,
+    convention,
+    llamafactory_resize,
+    smart_resize,
+    voxel_box_to_ras,
+)
 from medground.export import FORMATS
+from qwen_vision import vision_process
 
 
 @pytest.mark.parametrize(
@@ -20,9 +34,16 @@ from medground.export import FORMATS
         (512, 512, {}, (504, 504)),
         # Already multiples of 28: unchanged.
         (112, 196, {}, (112, 196)),
-        # 1512*1988 > 1003520: beta = sqrt(3e6/1003520) = 1.72902; 1500/beta/28 = 30.98 -> 840,
-        # 2000/beta/28 = 41.31 -> 1148.
-        (1500, 2000, {}, (840, 1148)),
+        # The checkpoints' max_pixels is 16384*28*28 = 12845056: 1512*1988 fits, nothing shrinks.
+        (1500, 2000, {}, (1512, 1988)),
+        # A 2295x1716 photograph: 1716/28 = 61.29 -> 1708, 2295/28 = 81.96 -> 2296; 3.9 MP fits.
+        (1716, 2295, {}, (1708, 2296)),
+        # 5012*4004 = 20.07 MP > 12845056: beta = sqrt(20e6/12845056) = 1.24781; 4000/beta/28 = 114.49
+        # -> 114*28 = 3192, 5000/beta/28 = 143.11 -> 4004.
+        (4000, 5000, {}, (3192, 4004)),
+        # The HF processor class default (1280 patches, 1003520): 1512*1988 > 1003520:
+        # beta = sqrt(3e6/1003520) = 1.72902; 1500/beta/28 = 30.98 -> 840, 2000/beta/28 = 41.31 -> 1148.
+        (1500, 2000, {"max_pixels": 1280 * 28 * 28}, (840, 1148)),
         # 28*28 < 3136: beta = sqrt(3136/600) = 2.28619; 20*beta/28 = 1.63 -> ceil 2 -> 56,
         # 30*beta/28 = 2.45 -> ceil 3 -> 84.
         (20, 30, {}, (56, 84)),
@@ -97,3 +118,102 @@ def test_from_pixels_conventions() -> None:
     }
     with pytest.raises(ValueError):
         convention("yolo")
+
+
+SIZES = [(572, 765), (512, 512), (20, 30), (28, 28), (1716, 2295), (1024, 1024), (4000, 5000), (3000, 100), (99, 9000)]
+
+
+@pytest.mark.parametrize(("height", "width"), SIZES)
+@pytest.mark.parametrize(
+    "limits", [{}, {"max_pixels": 1280 * 28 * 28}, {"min_pixels": 256 * 28 * 28, "max_pixels": 512 * 28 * 28}]
+)
+def test_smart_resize_is_qwen_vl_utils(height: int, width: int, limits: dict[str, int]) -> None:
+    # With no limits given, each side uses its own defaults: ours must be the library's
+    # (the released checkpoints': 4 and 16384 patches of 28 x 28).
+    qwen = vision_process()
+    assert smart_resize(height, width, **limits) == qwen.smart_resize(height, width, factor=28, **limits)
+    assert (QWEN25_MIN_PIXELS, QWEN25_MAX_PIXELS) == (3136, 12845056)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1716, 2295), (1024, 1024), (572, 765), (40, 60)])
+def test_image_element_fields_make_fetch_image_resize_as_the_boxes_assume(height: int, width: int) -> None:
+    # fetch_image (what process_vision_info calls for every image element) reads min_pixels and
+    # max_pixels from the element itself; the image it returns is the model's input.
+    qwen = vision_process()
+    image = Image.new("RGB", (width, height))
+    for limits in ({}, {"max_pixels": 512 * 28 * 28}):
+        fmt = convention("qwen2.5-vl", **limits)
+        fetched = qwen.fetch_image({"type": "image", "image": image, **fmt.image_fields()})
+        assert fetched.size == fmt.model_size(width, height)
+        # A box over the whole image is the whole model input.
+        assert fmt.from_pixels([0, 0, width, height], width, height) == [0, 0, *fetched.size]
+
+
+def test_pad_square_boxes_are_relative_to_the_centred_square() -> None:
+    # LLaVA-1.5 (image_aspect_ratio "pad") pastes a 200x100 image at y = (200 - 100) // 2 = 50 of
+    # a 200x200 square: [20, 10, 60, 90] is [0.1, 0.3, 0.3, 0.7] of the square.
+    fmt = convention("norm1", pad_square=True)
+    assert fmt.from_pixels([20, 10, 60, 90], 200, 100) == [0.1, 0.3, 0.3, 0.7]
+    assert fmt.to_pixels([0.1, 0.3, 0.3, 0.7], 200, 100) == pytest.approx((20, 10, 60, 90))
+    # Odd padding: 101 wide, 100 high -> offset (101 - 100) // 2 = 0 rows; 99 wide -> 0 columns.
+    assert convention("pixel", pad_square=True).from_pixels([0, 0, 99, 100], 99, 100) == [0, 0, 99, 100]
+    assert fmt.model_size(200, 100) == (200, 200)
+    assert fmt.describe() == {"name": "norm1", "pad_square": True}
+
+
+def test_llamafactory_resize_is_applied_before_the_units() -> None:
+    # LLaMA-Factory's _preprocess_image: 2295*1716 = 3938220 > 768*768 = 589824, so
+    # f = sqrt(589824 / 3938220) = 0.387003; int(2295 f) = 888, int(1716 f) = 664.
+    assert llamafactory_resize(2295, 1716) == (888, 664)
+    assert llamafactory_resize(500, 400) == (500, 400)  # small enough: untouched
+    # Under image_min_pixels 32*32 = 1024: 20x30 = 600, f = sqrt(1024/600) = 1.30639 -> 26x39.
+    assert llamafactory_resize(20, 30) == (26, 39)
+    fmt = convention("pixel", image_max_pixels=768 * 768)
+    assert fmt.from_pixels([0, 0, 2295, 1716], 2295, 1716) == [0, 0, 888, 664]
+    # [1000, 800, 1100, 900] * (888/2295, 664/1716) = [386.9, 309.6, 425.6, 348.2] -> rounded.
+    assert fmt.from_pixels([1000, 800, 1100, 900], 2295, 1716) == [387, 310, 426, 348]
+    assert fmt.to_pixels([0, 0, 888, 664], 2295, 1716) == pytest.approx((0, 0, 2295, 1716))
+    # Then Qwen2.5-VL's processor on the shrunk image: 888x664 -> 896x672 (multiples of 28).
+    qwen = convention("qwen2.5-vl", image_max_pixels=768 * 768)
+    assert qwen.model_size(2295, 1716) == (896, 672)
+    assert qwen.from_pixels([0, 0, 2295, 1716], 2295, 1716) == [0, 0, 896, 672]
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        convention("qwen2.5-vl"),
+        convention("qwen2.5-vl", max_pixels=1003520, min_pixels=256 * 28 * 28),
+        convention("norm1000", pad_square=True),
+        convention("pixel", image_max_pixels=589824, image_min_pixels=4096),
+        convention("norm1"),
+    ],
+)
+def test_a_described_convention_reads_back_as_itself(fmt: BoxConvention) -> None:
+    assert BoxConvention.from_description(json.loads(json.dumps(fmt.describe()))) == fmt
+
+
+def test_round_trip_is_the_quantisation_of_the_convention() -> None:
+    # 0-1000 of a 2295-wide image: one unit is 2.295 px, so a box moves by at most 1.15 px.
+    box = [1203, 811, 1257, 861]
+    back = convention("norm1000").round_trip(box, 2295, 1716)
+    assert max(abs(a - b) for a, b in zip(back, box, strict=True)) <= 2.295 / 2
+    assert convention("pixel").round_trip(box, 2295, 1716) == tuple(box)
+    with pytest.raises(ValueError, match="only factor 28"):
+        BoxConvention.from_description({"name": "qwen2.5-vl", "factor": 32})
+    with pytest.raises(ValueError, match="needs 'name'"):
+        BoxConvention.from_description({"name": "pixel", "scale": 3})
+
+
+def test_voxel_boxes_in_ras_millimetres() -> None:
+    # An LPS-stored volume (affine diag(-1, -1, 3)): box [2, 3, 1]..[5, 7, 4) has faces at
+    # i 1.5..4.5, j 2.5..6.5, k 0.5..3.5, so R -4.5..-1.5, A -6.5..-2.5, S 1.5..10.5.
+    lps = np.diag([-1.0, -1.0, 3.0, 1.0])
+    assert voxel_box_to_ras([2, 3, 1], [5, 7, 4], lps) == [[-4.5, -6.5, 1.5], [-1.5, -2.5, 10.5]]
+    # Shifted origin, 0.8 mm in-plane: i 9.5..19.5 -> 7.6..15.6, +100.
+    shifted = np.diag([0.8, 0.8, 2.0, 1.0])
+    shifted[:3, 3] = [100.0, -50.0, 20.0]
+    assert voxel_box_to_ras([10, 0, 0], [20, 1, 1], shifted) == [[107.6, -50.4, 19.0], [115.6, -49.6, 21.0]]
+    # A 90-degree rotation in plane (i runs along A, j along R): the bounds follow.
+    rotated = np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
+    assert voxel_box_to_ras([0, 10, 0], [4, 12, 1], rotated) == [[9.5, -0.5, -0.5], [11.5, 3.5, 0.5]]

@@ -4,6 +4,7 @@ chat server that resumes and is then scored, a repaired cut line, vLLM missing."
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
 import threading
@@ -12,22 +13,40 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
+from chatserver import Reply, completion
 from ground_truth import make_sample, run_eval, write_gt
 from medground.backends import EncodedImage, Request, Response
 from medground.boxes import GROUNDING_FAMILIES as FORMATS
-from medground.cli import predict_command
+from medground.cli import eval_command, predict_command
 from medground.evaluate import load_ground_truth
 from medground.predict import grounding_prompt, predict
 from medground.runfolder import RecordFileError as EvalFileError
+from qwen_vision import vision_process
 
 
 def test_every_family_has_a_grounding_prompt():
+    # Families with a reference span get the noun phrase there, never the instruction; the
+    # others get the instruction.
+    spans = {
+        "internvl": ("<ref>", "</ref>"),
+        "qwen-vl": ("<ref>", "</ref>"),
+        "qwen2-vl": ("<|object_ref_start|>", "<|object_ref_end|>"),
+    }
     for name in FORMATS:
         for multi in (False, True):
-            prompt = grounding_prompt("Locate the kidney tumor. ", name, multi=multi, width=765, height=572)
-            assert "Locate the kidney tumor." in prompt and "{" not in prompt
-    assert grounding_prompt("Find it.", "internvl", multi=False, width=1, height=1).endswith("<ref>Find it.</ref>")
+            prompt = grounding_prompt(
+                "Locate the kidney tumor. ", name, multi=multi, width=765, height=572, expression="the kidney tumor"
+            )
+            assert "{" not in prompt
+            if name in spans:
+                start, end = spans[name]
+                assert f"{start}the kidney tumor{end}" in prompt and "Locate" not in prompt, prompt
+            else:
+                assert "Locate the kidney tumor." in prompt
+    # A sample without an expression (runs written before it) falls back to its query.
+    assert grounding_prompt("Find it.", "internvl", multi=False, width=1, height=1).endswith("<ref>Find it</ref>")
     assert "JSON" in grounding_prompt("Find it.", "qwen2.5-vl", multi=False, width=1, height=1)
     assert "765x572" in grounding_prompt("Find it.", "pixel", multi=False, width=765, height=572)
     with pytest.raises(ValueError, match="format must be one of"):
@@ -186,7 +205,7 @@ def test_predict_against_a_chat_server_resumes_then_eval_scores_it(tmp_path, cha
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["s1", "s3", "s2"]
     assert {(line["format"], line["model"], line["prompt_version"]) for line in lines} == {
-        ("qwen2.5-vl", "qwen25vl-test", "grounding-v1")
+        ("qwen2.5-vl", "qwen25vl-test", "grounding-v2")
     }
 
     report = run_eval(gt, out, "--split", "test")  # the format recorded by predict
@@ -279,3 +298,70 @@ def test_predict_without_samples_of_the_split(tmp_path):
         ],
     )
     assert result.exit_code == 1 and "no samples with split 'test'" in result.output
+
+
+def test_a_perfect_qwen25_vl_at_checkpoint_limits_scores_100(tmp_path, serve, monkeypatch):
+    """A server that answers perfectly in the model's own input space: it resizes the image it
+    receives with qwen-vl-utils' fetch_image at the library's (= the checkpoints') defaults and
+    writes the true box in pixels of that image. predict records the limits; eval reads them."""
+    qwen = vision_process()
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    truth = {
+        # A 2295x1716 photograph (3.9 MP: the processor class default would shrink it to 1148x868).
+        "Locate the melanoma.": [1203, 811, 1291, 873],
+        # A 50-px nodule on a 1024x1024 radiograph.
+        "Locate the lung nodule.": [600, 300, 650, 350],
+    }
+    gt = write_gt(
+        tmp_path / "out",
+        [
+            make_sample(
+                "photo", [truth["Locate the melanoma."]], width=2295, height=1716, query="Locate the melanoma."
+            ),
+            make_sample(
+                "xray", [truth["Locate the lung nodule."]], width=1024, height=1024, query="Locate the lung nodule."
+            ),
+        ],
+        images=True,
+    )
+    seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def model(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
+        url = payload["messages"][0]["content"][0]["image_url"]["url"]
+        with Image.open(io.BytesIO(base64.b64decode(url.split("base64,", 1)[1]))) as received:
+            original = received.size
+        model_input = qwen.fetch_image({"image": url}).size  # at the library's defaults
+        seen.append((original, model_input))
+        sx, sy = model_input[0] / original[0], model_input[1] / original[1]
+        x0, y0, x1, y1 = truth[next(q for q in truth if q in key)]
+        box = [round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)]
+        return Reply(body=completion(json.dumps([{"bbox_2d": box, "label": "finding"}])))
+
+    server = serve(model)
+    out = tmp_path / "preds.jsonl"
+    args = ["--gt", str(gt), "--backend", "openai", "--model", "Qwen/Qwen2.5-VL-7B-Instruct", "--format"]
+    args += ["qwen2.5-vl", "--out", str(out), "--base-url", server.base_url, "--max-retries", "0"]
+    result = CliRunner().invoke(predict_command, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(seen) == [((1024, 1024), (1036, 1036)), ((2295, 1716), (2296, 1708))]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {json.dumps(line["boxes"], sort_keys=True) for line in lines} == {
+        json.dumps({"name": "qwen2.5-vl", "factor": 28, "min_pixels": 3136, "max_pixels": 12845056}, sort_keys=True)
+    }
+
+    report = run_eval(gt, out)  # no --format, no limits: both as predict recorded them
+    assert report["format"]["max_pixels"] == 12845056
+    assert report["overall"]["single"]["acc@0.5"] == 1.0 and report["overall"]["single"]["samples"] == 2
+    assert report["ceiling"]["single"]["acc@0.5"] == 1.0
+    assert report["overall"]["single"]["miou"] == pytest.approx(report["ceiling"]["single"]["miou"])
+    table = CliRunner().invoke(eval_command, ["--gt", str(gt), "--pred", str(out)])
+    assert any(line.startswith("ceiling ") for line in table.output.splitlines()), table.output
+
+    # Scored at the processor class default instead, the same perfect answers miss.
+    refused = CliRunner().invoke(eval_command, ["--gt", str(gt), "--pred", str(out), "--max-pixels", "1003520"])
+    assert refused.exit_code == 1 and "record max_pixels 12845056 but --max-pixels is 1003520" in refused.output
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in lines))
+    wrong = run_eval(gt, bare, "--format", "qwen2.5-vl", "--max-pixels", "1003520")["overall"]["single"]
+    assert wrong["acc@0.5"] == 0.0

@@ -19,6 +19,16 @@ convention     what a number means
                ``max_pixels``), mapped back by the ratio of the sizes
 =============  ===========================================================================
 
+Two image steps of training frameworks come before the units, each a parameter of the
+convention: ``pad_square`` (LLaVA-1.5 pads the image to a centred square and its boxes are
+relative to that square) and ``image_max_pixels`` (LLaMA-Factory shrinks larger images to
+that area, :func:`llamafactory_resize`, and never rescales box text, so boxes must be
+written for the shrunk image). Qwen2.5-VL's defaults are the released checkpoints'
+(``min_pixels`` 3136, ``max_pixels`` 12845056), which qwen-vl-utils and ms-swift use too;
+an exported image element carries them (:meth:`BoxConvention.image_fields`), every
+``predict`` line records the convention it assumed (:meth:`BoxConvention.describe`) and
+``eval`` reads it back (:meth:`BoxConvention.from_description`).
+
 A :class:`ModelFamily` ties a family of vision-language models to its box convention, its
 grounding prompt (``presets/grounding_prompts.toml``) and how its vision encoder wants
 images (patch multiple, pixel limits, square input). Qwen2-VL and Qwen2.5-VL share an
@@ -27,15 +37,25 @@ image encoder but not a box convention, so they are two families.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "CONVENTIONS",
     "FAMILIES",
+    "LLAMAFACTORY_MAX_PIXELS",
+    "LLAMAFACTORY_MIN_PIXELS",
+    "PROMPT_KEYS",
     "QWEN25_FACTOR",
     "QWEN25_MAX_PIXELS",
     "QWEN25_MIN_PIXELS",
@@ -44,14 +64,25 @@ __all__ = [
     "ModelFamily",
     "convention",
     "family_for_model",
+    "grounding_prompt",
+    "llamafactory_resize",
+    "prompt_version",
     "smart_resize",
+    "voxel_box_to_ras",
 ]
 
 Box = tuple[float, float, float, float]
 
 QWEN25_FACTOR = 28
-QWEN25_MIN_PIXELS = 56 * 56
-QWEN25_MAX_PIXELS = 28 * 28 * 1280
+#: The limits of the released Qwen2.5-VL checkpoints (their ``preprocessor_config.json``),
+#: of qwen-vl-utils (``IMAGE_MIN_TOKEN_NUM``/``IMAGE_MAX_TOKEN_NUM`` times 28²) and of
+#: ms-swift: 4 and 16384 patches of 28 × 28 pixels. (The HF image-processor *class* default
+#: of 1280 patches, 1003520 pixels, is not what a checkpoint loads.)
+QWEN25_MIN_PIXELS = 4 * 28 * 28
+QWEN25_MAX_PIXELS = 16384 * 28 * 28
+#: LLaMA-Factory's defaults of ``image_max_pixels`` and ``image_min_pixels`` (model args).
+LLAMAFACTORY_MAX_PIXELS = 768 * 768
+LLAMAFACTORY_MIN_PIXELS = 32 * 32
 
 
 def smart_resize(
@@ -102,9 +133,32 @@ def smart_resize(
     return h_bar, w_bar
 
 
+def llamafactory_resize(
+    width: int, height: int, *, max_pixels: int = LLAMAFACTORY_MAX_PIXELS, min_pixels: int = LLAMAFACTORY_MIN_PIXELS
+) -> tuple[int, int]:
+    """The size LLaMA-Factory's multimodal plugin resizes an image to, as ``(width, height)``.
+
+    Its ``_preprocess_image`` scales an image whose area is above ``image_max_pixels`` (then
+    one below ``image_min_pixels``) by the square root of the area ratio and truncates each
+    side to an integer; the model's own processor then works on that image.
+    """
+    if width * height > max_pixels:
+        factor = math.sqrt(max_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if width * height < min_pixels:
+        factor = math.sqrt(min_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    return width, height
+
+
 @dataclass(frozen=True)
 class BoxConvention:
     """One way of writing a box, and the way back to stored-image pixels.
+
+    A box goes out in three steps, each undone on the way back: the stored image is padded
+    to a square (``pad_square``: LLaVA-1.5's ``image_aspect_ratio = "pad"``, the image
+    centred), resized by a training framework (``image_max_pixels``: LLaMA-Factory), and the
+    numbers are written in the convention's units of that image.
 
     Attributes:
         name: ``pixel``, ``norm1``, ``norm1000`` or ``qwen2.5-vl``.
@@ -112,31 +166,68 @@ class BoxConvention:
             (1 or 1000); None for pixel conventions.
         min_pixels: Qwen2.5-VL's ``min_pixels`` (``qwen2.5-vl`` only).
         max_pixels: Qwen2.5-VL's ``max_pixels`` (``qwen2.5-vl`` only).
+        pad_square: the image is padded to a square before anything else.
+        image_max_pixels: LLaMA-Factory's ``image_max_pixels`` (None: no such resize).
+        image_min_pixels: LLaMA-Factory's ``image_min_pixels`` (with ``image_max_pixels``).
     """
 
     name: str
     scale: float | None = None
     min_pixels: int = QWEN25_MIN_PIXELS
     max_pixels: int = QWEN25_MAX_PIXELS
+    pad_square: bool = False
+    image_max_pixels: int | None = None
+    image_min_pixels: int = LLAMAFACTORY_MIN_PIXELS
 
     def __post_init__(self) -> None:
         if self.name not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {', '.join(CONVENTIONS)}, got {self.name!r}")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"need 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
+        if self.image_max_pixels is not None and not 0 < self.image_min_pixels <= self.image_max_pixels:
+            raise ValueError(
+                "need 0 < image_min_pixels <= image_max_pixels, "
+                f"got {self.image_min_pixels} and {self.image_max_pixels}"
+            )
 
     @property
     def resized(self) -> bool:
         return self.name == "qwen2.5-vl"
 
-    def _factors(self, width: int, height: int) -> tuple[float, float]:
-        """Stored-image pixels per unit of this convention, along x and y."""
+    def _affine(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """``(offset_x, offset_y, units_x, units_y)``: a stored-image point ``(x, y)`` is
+        ``((x + offset_x) * units_x, (y + offset_y) * units_y)`` in this convention."""
+        ox = oy = 0.0
+        if self.pad_square:
+            side = max(width, height)
+            ox, oy = (side - width) // 2, (side - height) // 2
+            width = height = side
+        kx = ky = 1.0
+        if self.image_max_pixels is not None:
+            new_w, new_h = llamafactory_resize(
+                width, height, max_pixels=self.image_max_pixels, min_pixels=self.image_min_pixels
+            )
+            kx, ky = new_w / width, new_h / height
+            width, height = new_w, new_h
         if self.resized:
             resized_h, resized_w = smart_resize(height, width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-            return width / resized_w, height / resized_h
-        if self.scale is None:
-            return 1.0, 1.0
-        return width / self.scale, height / self.scale
+            kx, ky = kx * resized_w / width, ky * resized_h / height
+        elif self.scale is not None:
+            kx, ky = kx * self.scale / width, ky * self.scale / height
+        return ox, oy, kx, ky
+
+    def model_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(width, height)`` of the image the numbers of this convention are pixels of
+        (pixel conventions), after padding and resizing a ``width`` x ``height`` image."""
+        if self.pad_square:
+            width = height = max(width, height)
+        if self.image_max_pixels is not None:
+            width, height = llamafactory_resize(
+                width, height, max_pixels=self.image_max_pixels, min_pixels=self.image_min_pixels
+            )
+        if self.resized:
+            height, width = smart_resize(height, width, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return width, height
 
     def to_pixels(self, box: Sequence[float], width: int, height: int) -> Box:
         """A box in this convention as stored-image pixels of a ``width`` x ``height`` image.
@@ -144,33 +235,83 @@ class BoxConvention:
         Corners are put in order (min before max); nothing is clipped.
         """
         x1, y1, x2, y2 = (float(v) for v in box)
-        sx, sy = self._factors(width, height)
-        return (min(x1, x2) * sx, min(y1, y2) * sy, max(x1, x2) * sx, max(y1, y2) * sy)
+        ox, oy, kx, ky = self._affine(width, height)
+        return (min(x1, x2) / kx - ox, min(y1, y2) / ky - oy, max(x1, x2) / kx - ox, max(y1, y2) / ky - oy)
 
     def from_pixels(self, box: Sequence[float], width: int, height: int) -> list[float] | list[int]:
         """A stored-image box in this convention: integers for pixel and 0–1000
         conventions, three decimals for 0–1."""
         x0, y0, x1, y1 = box
-        if self.name == "pixel":
+        if self.name == "pixel" and not self.pad_square and self.image_max_pixels is None:
             return [int(x0), int(y0), int(x1), int(y1)]
-        sx, sy = self._factors(width, height)
+        ox, oy, kx, ky = self._affine(width, height)
+        out = ((x0 + ox) * kx, (y0 + oy) * ky, (x1 + ox) * kx, (y1 + oy) * ky)
         if self.name == "norm1":
-            return [round(x0 / sx, 3), round(y0 / sy, 3), round(x1 / sx, 3), round(y1 / sy, 3)]
-        return [round(x0 / sx), round(y0 / sy), round(x1 / sx), round(y1 / sy)]
+            return [round(v, 3) for v in out]
+        return [round(v) for v in out]
+
+    def round_trip(self, box: Sequence[float], width: int, height: int) -> Box:
+        """The box written in this convention and read back: what a perfect model can at
+        best answer (the convention's quantisation)."""
+        return self.to_pixels(self.from_pixels(box, width, height), width, height)
+
+    def image_fields(self) -> dict[str, int]:
+        """What an image element of a Qwen-style message carries so that qwen-vl-utils'
+        ``fetch_image`` and ms-swift resize it as these boxes assume (empty when nothing)."""
+        if not self.resized:
+            return {}
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
 
     def describe(self) -> dict[str, Any]:
-        """The convention as a JSON-ready record (resize parameters only where they matter)."""
+        """The convention as a JSON-ready record (parameters only where they matter);
+        :func:`from_description` reads it back."""
         out: dict[str, Any] = {"name": self.name}
         if self.resized:
             out.update(factor=QWEN25_FACTOR, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        if self.pad_square:
+            out["pad_square"] = True
+        if self.image_max_pixels is not None:
+            out.update(image_max_pixels=self.image_max_pixels, image_min_pixels=self.image_min_pixels)
         return out
+
+    @classmethod
+    def from_description(cls, record: Mapping[str, Any]) -> BoxConvention:
+        """The convention a :meth:`describe` record names.
+
+        Raises:
+            ValueError: for an unknown convention, key or factor.
+        """
+        known = {"name", "factor", "min_pixels", "max_pixels", "pad_square", "image_max_pixels", "image_min_pixels"}
+        unknown = sorted(set(record) - known)
+        if unknown or "name" not in record:
+            raise ValueError(f"a box convention record needs 'name' and only {sorted(known)}, got {dict(record)}")
+        if record.get("factor", QWEN25_FACTOR) != QWEN25_FACTOR:
+            raise ValueError(f"only factor {QWEN25_FACTOR} is supported, got {record['factor']}")
+        name = str(record["name"])
+        return cls(
+            name,
+            CONVENTIONS.get(name),
+            int(record.get("min_pixels", QWEN25_MIN_PIXELS)),
+            int(record.get("max_pixels", QWEN25_MAX_PIXELS)),
+            bool(record.get("pad_square", False)),
+            None if record.get("image_max_pixels") is None else int(record["image_max_pixels"]),
+            int(record.get("image_min_pixels", LLAMAFACTORY_MIN_PIXELS)),
+        )
 
 
 #: Every convention by name, with its default parameters.
 CONVENTIONS: dict[str, float | None] = {"pixel": None, "norm1": 1.0, "norm1000": 1000.0, "qwen2.5-vl": None}
 
 
-def convention(name: str, *, min_pixels: int = QWEN25_MIN_PIXELS, max_pixels: int = QWEN25_MAX_PIXELS) -> BoxConvention:
+def convention(
+    name: str,
+    *,
+    min_pixels: int = QWEN25_MIN_PIXELS,
+    max_pixels: int = QWEN25_MAX_PIXELS,
+    pad_square: bool = False,
+    image_max_pixels: int | None = None,
+    image_min_pixels: int = LLAMAFACTORY_MIN_PIXELS,
+) -> BoxConvention:
     """A convention by its name, or by the name of a model family that uses it."""
     family = FAMILIES.get(name)
     if family is not None and family.convention is not None:
@@ -180,7 +321,9 @@ def convention(name: str, *, min_pixels: int = QWEN25_MIN_PIXELS, max_pixels: in
             f"box convention must be one of {', '.join(CONVENTIONS)} or a model family "
             f"({', '.join(GROUNDING_FAMILIES)}), got {name!r}"
         )
-    return BoxConvention(name, CONVENTIONS[name], min_pixels, max_pixels)
+    return BoxConvention(
+        name, CONVENTIONS[name], min_pixels, max_pixels, pad_square, image_max_pixels, image_min_pixels
+    )
 
 
 @dataclass(frozen=True)
@@ -195,6 +338,10 @@ class ModelFamily:
         min_pixels: smaller images are scaled up to at least this many pixels.
         max_pixels: larger images are scaled down to at most this many pixels.
         square: the encoder reads one square of this side (the image is padded, then resized).
+
+    ``multiple``, ``min_pixels`` and ``max_pixels`` size the images medground itself sends
+    to a model it asks (synthesis, the visual judge); the limits a model's processor applies
+    to the boxes it reads and writes are the box convention's (:func:`convention`).
     """
 
     name: str
@@ -240,3 +387,76 @@ def family_for_model(model: str | None) -> ModelFamily:
         if re.search(pattern, name):
             return FAMILIES[family]
     return FAMILIES["default"]
+
+
+@lru_cache(maxsize=1)
+def _prompts() -> dict[str, Any]:
+    text = (resources.files("medground") / "presets" / "grounding_prompts.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def prompt_version() -> str:
+    """The version of the grounding prompts (recorded by exports and on every prediction line)."""
+    return str(_prompts()["version"])
+
+
+#: The keys of the prompt registry: every grounding family, and ``norm1000`` (list answers).
+PROMPT_KEYS = tuple(k for k, v in _prompts().items() if isinstance(v, dict))
+
+
+def grounding_prompt(
+    query: str,
+    format_name: str,
+    *,
+    multi: bool,
+    width: int,
+    height: int,
+    expression: str | None = None,
+    pad_square: bool = False,
+) -> str:
+    """The grounding prompt of a model family for one query, from the one registry export
+    and predict share (``presets/grounding_prompts.toml``), so that a model is evaluated
+    with the prompt it was trained on.
+
+    Args:
+        query: The sample's query (an instruction).
+        format_name: The model family (a key of :data:`GROUNDING_FAMILIES`, or ``norm1000``).
+        multi: Whether the query names several objects (``multi_object``).
+        width: Width in pixels of the image the numbers are pixels of.
+        height: Its height.
+        expression: The sample's referring expression (the noun phrase), for families that
+            put one in a ``<ref>`` span; the query where a sample has none.
+        pad_square: Say that the coordinates are of the image padded to a square.
+
+    Raises:
+        ValueError: For an unknown family.
+    """
+    prompts = _prompts()
+    if format_name not in PROMPT_KEYS:
+        raise ValueError(f"format must be one of {', '.join(GROUNDING_FAMILIES)}, got {format_name!r}")
+    template = prompts[format_name]["multi" if multi else "single"]
+    text = str(
+        template.format(
+            query=query.strip(), expression=(expression or query).strip().rstrip(".?"), width=width, height=height
+        )
+    )
+    return text + (str(prompts["square_note"]) if pad_square else "")
+
+
+def voxel_box_to_ras(bbox_min: Sequence[int], bbox_max: Sequence[int], affine: ArrayLike) -> list[list[float]]:
+    """A 3D voxel box in patient RAS+ millimetres: ``[[r, a, s]_min, [r, a, s]_max]``.
+
+    The box ``[bbox_min, bbox_max)`` (voxel indices, max exclusive) covers its voxels whole:
+    voxel centres sit at integer indices, so its faces are at ``bbox_min - 0.5`` and
+    ``bbox_max - 0.5``. The eight corners go through the index-to-RAS ``affine``; the result
+    is their axis-aligned bounds (the box itself for an affine without obliquity), rounded
+    to 0.01 mm.
+    """
+    matrix = np.asarray(affine, dtype=np.float64)
+    low = np.asarray(bbox_min, dtype=np.float64) - 0.5
+    high = np.asarray(bbox_max, dtype=np.float64) - 0.5
+    corners = np.array(
+        [[(low, high)[pick][axis] for axis, pick in enumerate(c)] for c in itertools.product((0, 1), repeat=3)]
+    )
+    world = corners @ matrix[:3, :3].T + matrix[:3, 3]
+    return [[round(float(v), 2) for v in world.min(axis=0)], [round(float(v), 2) for v in world.max(axis=0)]]

@@ -15,18 +15,28 @@ from medground import __version__, phantoms
 from medground.audit import audit as audit_run
 from medground.audit import format_audit
 from medground.backends import make_backend
-from medground.boxes import GROUNDING_FAMILIES, QWEN25_MAX_PIXELS, QWEN25_MIN_PIXELS, convention
+from medground.boxes import (
+    CONVENTIONS,
+    GROUNDING_FAMILIES,
+    LLAMAFACTORY_MAX_PIXELS,
+    LLAMAFACTORY_MIN_PIXELS,
+    QWEN25_MAX_PIXELS,
+    QWEN25_MIN_PIXELS,
+    convention,
+)
 from medground.browse import build_site, serve
 from medground.evaluate import (
     evaluate,
     format_report,
     load_ground_truth,
     load_predictions,
+    resolve_convention,
     resolve_format,
     samples_file,
 )
 from medground.export import FORMATS as EXPORT_FORMATS
-from medground.export import export
+from medground.export import LAYOUTS as EXPORT_LAYOUTS
+from medground.export import export, train_command
 from medground.generate import draft_case
 from medground.io import (
     CaseError,
@@ -200,14 +210,25 @@ def run(
 @click.option(
     "--format",
     "fmt",
-    required=True,
     type=click.Choice(list(EXPORT_FORMATS)),
-    help="Target format (its box convention is documented in medground.export).",
+    help="A preset: a layout with its usual box convention (medground.export lists them).",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write [default: RUN_DIR/exports/FORMAT]."
+    "--layout",
+    type=click.Choice(list(EXPORT_LAYOUTS)),
+    help="The files and records a framework reads (instead of --format).",
 )
-@click.option("--split", type=click.Choice(["train", "val", "test"]), help="Only this split.")
+@click.option(
+    "--boxes",
+    type=click.Choice(list(CONVENTIONS)),
+    help="The box convention [default: the preset's or the layout's].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write [default: RUN_DIR/exports/FORMAT or RUN_DIR/exports/LAYOUT-BOXES].",
+)
+@click.option("--split", type=click.Choice(["train", "val", "validation", "test"]), help="Only this split.")
 @click.option("--absolute", is_flag=True, help="Absolute image paths (default: relative to RUN_DIR).")
 @click.option(
     "--min-pixels", type=int, default=QWEN25_MIN_PIXELS, show_default=True, help="Qwen2.5-VL processor min_pixels."
@@ -215,18 +236,60 @@ def run(
 @click.option(
     "--max-pixels", type=int, default=QWEN25_MAX_PIXELS, show_default=True, help="Qwen2.5-VL processor max_pixels."
 )
+@click.option(
+    "--image-max-pixels",
+    type=click.IntRange(min=1),
+    help=f"LLaMA-Factory's image_max_pixels: boxes are written for the image it shrinks to "
+    f"[default: {LLAMAFACTORY_MAX_PIXELS} for sharegpt, none otherwise].",
+)
+@click.option(
+    "--image-min-pixels",
+    type=click.IntRange(min=1),
+    default=LLAMAFACTORY_MIN_PIXELS,
+    show_default=True,
+    help="LLaMA-Factory's image_min_pixels (with --image-max-pixels).",
+)
+@click.option(
+    "--pad-square/--no-pad-square",
+    default=None,
+    help="Boxes relative to the image padded to a centred square (LLaVA-1.5) [default: for llava only].",
+)
 def export_command(
-    run_dir: Path, fmt: str, out: Path | None, split: str | None, absolute: bool, min_pixels: int, max_pixels: int
+    run_dir: Path,
+    fmt: str | None,
+    layout: str | None,
+    boxes: str | None,
+    out: Path | None,
+    split: str | None,
+    absolute: bool,
+    min_pixels: int,
+    max_pixels: int,
+    image_max_pixels: int | None,
+    image_min_pixels: int,
+    pad_square: bool | None,
 ) -> None:
-    """Write a run's samples.jsonl in a training or evaluation format."""
+    """Write a run's samples.jsonl in a training or evaluation layout and box convention,
+    with the framework's setup files, and print the command that trains on it."""
     try:
         written = export(
-            run_dir, fmt, out=out, split=split, absolute=absolute, min_pixels=min_pixels, max_pixels=max_pixels
+            run_dir,
+            fmt,
+            layout=layout,
+            boxes=boxes,
+            out=out,
+            split=split,
+            absolute=absolute,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            image_max_pixels=image_max_pixels,
+            image_min_pixels=image_min_pixels,
+            pad_square=pad_square,
         )
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from error
     for path in written:
         click.echo(f"wrote {path}")
+    click.echo(f"train: {train_command(written[-1].parent)}")
 
 
 @main.command()
@@ -348,33 +411,39 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
 )
 @click.option(
     "--min-pixels",
-    type=int,
-    default=QWEN25_MIN_PIXELS,
-    show_default=True,
-    help="qwen2.5-vl only: the processor's min_pixels.",
+    type=click.IntRange(min=1),
+    help=f"qwen2.5-vl only: the processor's min_pixels [default: recorded by predict, else {QWEN25_MIN_PIXELS}].",
 )
 @click.option(
     "--max-pixels",
-    type=int,
-    default=QWEN25_MAX_PIXELS,
-    show_default=True,
-    help="qwen2.5-vl only: the processor's max_pixels.",
+    type=click.IntRange(min=1),
+    help=f"qwen2.5-vl only: the processor's max_pixels [default: recorded by predict, else {QWEN25_MAX_PIXELS}].",
 )
-@click.option("--split", default=None, help="Score only the samples of this split (default: all).")
+@click.option(
+    "--split", default=None, help="Score only the samples of this split (train, val or validation, test; default: all)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
-    gt: Path, pred: Path, format_name: str | None, min_pixels: int, max_pixels: int, split: str | None, as_json: bool
+    gt: Path,
+    pred: Path,
+    format_name: str | None,
+    min_pixels: int | None,
+    max_pixels: int | None,
+    split: str | None,
+    as_json: bool,
 ) -> None:
     """Score grounding predictions against the samples of an output folder.
 
     The coordinate convention is fixed for the whole run by --format (or recorded in the
-    predictions by `medground predict`), never guessed per prediction.
+    predictions by `medground predict`, with the image limits it assumed), never guessed
+    per prediction. The `ceiling` row scores the ground truth itself written in the format
+    and read back: the best the format's rounding lets a perfect model score.
     """
     try:
         truths = load_ground_truth(gt, split=split)
         predictions = load_predictions(pred)
         name = resolve_format(predictions, pred, format_name)
-        fmt = convention(name, min_pixels=min_pixels, max_pixels=max_pixels)
+        fmt = resolve_convention(predictions, pred, name, min_pixels=min_pixels, max_pixels=max_pixels)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     if not truths:
@@ -447,6 +516,20 @@ def eval_command(
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Answer length limit.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="openai: seconds per attempt.")
+@click.option(
+    "--min-pixels",
+    type=click.IntRange(min=1),
+    default=QWEN25_MIN_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl: the processor's min_pixels the model sees images with (recorded for eval; vllm: applied).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=QWEN25_MAX_PIXELS,
+    show_default=True,
+    help="qwen2.5-vl: the processor's max_pixels (the released checkpoints'; recorded for eval; vllm: applied).",
+)
 def predict_command(
     gt: Path,
     split: str,
@@ -461,6 +544,8 @@ def predict_command(
     max_retries: int,
     max_tokens: int,
     timeout: float,
+    min_pixels: int,
+    max_pixels: int,
 ) -> None:
     """Ask a VLM to ground each query of an output folder; `medground eval` scores the answers.
 
@@ -475,6 +560,10 @@ def predict_command(
         raise click.ClickException(
             f"{samples_file(gt)}: no samples with split {split!r} (use --split all for every sample)"
         )
+    try:
+        boxes = convention(format_name, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     settings: dict[str, object] = {"backend": backend, "model": model, "temperature": 0.0, "max_tokens": max_tokens}
     if backend == "openai":
         settings.update(base_url=base_url, concurrency=concurrency, max_retries=max_retries, timeout_s=timeout)
@@ -482,6 +571,8 @@ def predict_command(
             settings["api_key_env"] = api_key_env
     else:
         settings["limit_mm_per_prompt"] = {"image": 1}
+        # the processor sees images as the boxes assume (Qwen2.5-VL's min_pixels, max_pixels)
+        settings.update({"mm_processor_kwargs": boxes.image_fields()} if boxes.image_fields() else {})
     try:
         client = make_backend(settings)
     except (ImportError, ValueError, FileNotFoundError) as error:
@@ -492,7 +583,14 @@ def predict_command(
 
     try:
         summary = predict(
-            truths, client, out, format_name=format_name, model=model, batch_size=batch_size, progress=progress
+            truths,
+            client,
+            out,
+            format_name=format_name,
+            model=model,
+            boxes=boxes,
+            batch_size=batch_size,
+            progress=progress,
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from error

@@ -1,12 +1,15 @@
 """Asking a vision-language model to ground each query: ``medground predict``.
 
-Each sample's query is wrapped in the grounding prompt its model family was trained on
-(``presets/grounding_prompts.toml``) and sent with the stored image, as it is on disk, to a
+Each sample's query (and, for families with ``<ref>`` spans, its referring expression) is
+wrapped in the grounding prompt its model family was trained on (the registry
+``presets/grounding_prompts.toml``, read by :func:`medground.boxes.grounding_prompt`, which
+``medground export`` writes its instructions with too) and sent with the stored image, as it is on disk, to a
 model backend (:mod:`medground.backends`: an OpenAI-compatible server with retries,
 bounded concurrency and the key read from an environment variable, or in-process vLLM);
 the raw answers go to a predictions JSONL that ``medground eval`` scores. Every line
-records the ``format`` (so eval needs no ``--format``), the ``model`` and the
-``prompt_version``.
+records the ``format`` (so eval needs no ``--format``), the ``model``, the
+``prompt_version`` and the box convention it assumed, with its parameters (``boxes``:
+Qwen2.5-VL's ``min_pixels``/``max_pixels``), which eval reads back.
 
 Runs are resumable: answers are appended as they come and ids already in the output are
 skipped, so rerunning the same command after an interruption or failures finishes the job.
@@ -16,51 +19,17 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from medground.backends import Backend, EncodedImage, Request
-from medground.boxes import GROUNDING_FAMILIES
+from medground.boxes import BoxConvention, convention, grounding_prompt, prompt_version
 from medground.evaluate.files import GroundTruth
 from medground.runfolder import RecordFileError, read_jsonl
 
 __all__ = ["PredictSummary", "grounding_prompt", "grounding_request", "predict", "prompt_version"]
-
-
-@lru_cache(maxsize=1)
-def _prompts() -> dict[str, Any]:
-    text = (resources.files("medground") / "presets" / "grounding_prompts.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
-
-
-def prompt_version() -> str:
-    """The version of the shipped grounding prompts (recorded in every prediction line)."""
-    return str(_prompts()["version"])
-
-
-def grounding_prompt(query: str, format_name: str, *, multi: bool, width: int, height: int) -> str:
-    """The grounding prompt of a model family for one query.
-
-    Args:
-        query: The sample's query.
-        format_name: The model family (a key of :data:`medground.boxes.GROUNDING_FAMILIES`).
-        multi: Whether the query names several objects (``multi_object``).
-        width: Stored image width in pixels.
-        height: Stored image height in pixels.
-
-    Raises:
-        ValueError: For an unknown family.
-    """
-    prompts = _prompts()
-    if format_name not in GROUNDING_FAMILIES or format_name not in prompts:
-        raise ValueError(f"format must be one of {', '.join(GROUNDING_FAMILIES)}, got {format_name!r}")
-    template = prompts[format_name]["multi" if multi else "single"]
-    return str(template.format(query=query.strip(), width=width, height=height))
 
 
 def grounding_request(truth: GroundTruth, format_name: str) -> Request:
@@ -69,7 +38,14 @@ def grounding_request(truth: GroundTruth, format_name: str) -> Request:
     answer is plain text."""
     assert truth.image is not None
     mime = mimetypes.guess_type(str(truth.image))[0] or "image/png"
-    prompt = grounding_prompt(truth.query or "", format_name, multi=truth.multi, width=truth.width, height=truth.height)
+    prompt = grounding_prompt(
+        truth.query or "",
+        format_name,
+        multi=truth.multi,
+        width=truth.width,
+        height=truth.height,
+        expression=truth.expression,
+    )
     return Request(
         id=truth.id,
         messages=[{"role": "user", "content": [{"type": "image", "index": 0}, {"type": "text", "text": prompt}]}],
@@ -98,11 +74,11 @@ class PredictSummary:
     errors: list[str] = field(default_factory=list)
 
 
-def _answered_ids(out: Path, format_name: str, model: str) -> set[str]:
+def _answered_ids(out: Path, format_name: str, model: str, boxes: dict[str, Any]) -> set[str]:
     """Ids already in ``out``, after dropping a last line cut short by an interruption.
 
     Raises:
-        RecordFileError: When ``out`` holds answers of another format or model.
+        RecordFileError: When ``out`` holds answers of another format, model or box convention.
     """
     if not out.exists():
         return set()
@@ -112,7 +88,7 @@ def _answered_ids(out: Path, format_name: str, model: str) -> set[str]:
             handle.truncate(data.rfind(b"\n") + 1)
     ids: set[str] = set()
     for line, record in read_jsonl(out):
-        for key, expected in (("format", format_name), ("model", model)):
+        for key, expected in (("format", format_name), ("model", model), ("boxes", boxes)):
             if record.get(key) is not None and record[key] != expected:
                 raise RecordFileError(
                     out,
@@ -131,6 +107,7 @@ def predict(
     *,
     format_name: str,
     model: str,
+    boxes: BoxConvention | None = None,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
 ) -> PredictSummary:
@@ -142,6 +119,8 @@ def predict(
         out: Predictions JSONL; created, or resumed when it exists.
         format_name: The model family (chooses the prompt; recorded).
         model: The model name (recorded).
+        boxes: The box convention the model answers in (recorded on every line for eval;
+            default: the family's, with the released checkpoints' image limits).
         batch_size: Samples per backend call (and between writes).
         progress: Called with (done, to do) after each batch.
 
@@ -155,7 +134,8 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = Path(out)
-    done = _answered_ids(out, format_name, model)
+    assumed = (boxes or convention(format_name)).describe()
+    done = _answered_ids(out, format_name, model, assumed)
     todo = [t for t in truths if t.id not in done]
     for truth in todo:
         if not truth.query or truth.image is None:
@@ -180,6 +160,7 @@ def predict(
                     "format": format_name,
                     "model": model,
                     "prompt_version": version,
+                    "boxes": assumed,
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 answered += 1

@@ -10,8 +10,11 @@ records, so they sit below all of them.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 __all__ = [
@@ -22,17 +25,19 @@ __all__ = [
     "image_path",
     "reject",
     "sample_id",
+    "sample_schema",
     "with_verification",
 ]
 
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     """One box a query asks for: an object, or one visible part of an object seen in
     several pieces (``part`` of ``parts``), with its box and mask in the stored image and
-    the object's cues."""
+    the object's cues. A target of a volume also carries the whole object's box in voxel
+    indices (``bbox_3d``) and in patient RAS+ millimetres (``bbox_3d_ras``)."""
 
     label_id: int
     label: str
@@ -41,14 +46,21 @@ class Target:
     area_px: int
     mask_rle: dict[str, Any]
     bbox_3d: list[list[int]] | None
+    bbox_3d_ras: list[list[float]] | None = None
     cues: dict[str, Any]
     part: int = 1
     parts: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sample:
-    """One referring-grounding sample (``samples.jsonl`` line; ``rejected.jsonl`` adds ``rejection``)."""
+    """One referring-grounding sample (``samples.jsonl`` line; ``rejected.jsonl`` adds ``rejection``).
+
+    ``query`` is the instruction ("Point to the right kidney."); ``referring_expression`` the
+    noun phrase it refers with ("the right kidney", "every liver lesion"), which grounding
+    formats put where a referring expression belongs (ms-swift's ``ref``, ``<ref>`` spans);
+    None in runs written before it existed.
+    """
 
     id: str
     dataset: str
@@ -61,6 +73,7 @@ class Sample:
     modality: str
     view: dict[str, Any] | None
     query: str
+    referring_expression: str | None = None
     query_type: str
     targets: list[Target]
     referring_attributes: dict[str, Any]
@@ -198,3 +211,12 @@ def reject(sample: Sample, result: StageResult) -> dict[str, Any]:
 def with_verification(sample: Sample, results: list[StageResult]) -> Sample:
     """The sample with its per-stage results recorded."""
     return replace(sample, verification={r.stage: r.to_dict() for r in results})
+
+
+@lru_cache(maxsize=1)
+def sample_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a ``samples.jsonl`` record, shipped with the
+    package (``presets/schemas/sample.schema.json``) for readers in any language."""
+    text = (resources.files("medground") / "presets" / "schemas" / "sample.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

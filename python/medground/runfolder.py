@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,21 @@ __all__ = [
     "SKIPPED",
     "RecordFileError",
     "RunFolder",
+    "SPLIT_ALIASES",
     "atomic_write",
     "read_jsonl",
+    "split_name",
     "write_jsonl",
 ]
+
+#: Other names of a split that every command accepts (the Hub says "validation").
+SPLIT_ALIASES = {"validation": "val"}
+
+
+def split_name(split: str | None) -> str | None:
+    """A split as samples record it: ``validation`` is ``val``."""
+    return None if split is None else SPLIT_ALIASES.get(split, split)
+
 
 SAMPLES = "samples.jsonl"
 REJECTED = "rejected.jsonl"
@@ -61,11 +73,35 @@ class RecordFileError(ValueError):
         self.problem = problem
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``/proc``);
+    elsewhere set and restored at once under a lock."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the mode a plain ``open`` would give it (``0666`` less the umask: ``0644``
+    under umask 022), not the ``0600`` of a temporary file, so other users and containers
+    can read a run folder.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
@@ -150,6 +186,7 @@ class RunFolder:
             RecordFileError: for a line that is not a sample (naming the field).
         """
         path = self.root / name
+        split = split_name(split)
         for line, record in self.records(name):
             try:
                 sample = Sample.from_dict(record)

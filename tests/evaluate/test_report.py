@@ -34,9 +34,13 @@ def test_the_table_shows_every_breakdown(tmp_path):
         "50.0",
         "66.7",
     ]
+    # The ground truth through pixel boxes and back is exact: every measure at 100, no miss.
+    ceiling = next(line for line in lines if line.startswith("ceiling "))
+    assert ceiling.split() == ["ceiling", "5", "0", "0", *["100.0"] * 6, "1", *["100.0"] * 3]
+    assert lines.index(ceiling) == lines.index(row) + 1
     for name in ("dataset", "modality", "label", "query_type", "split", "same_label_distractors"):
         assert name in lines
     assert any(line.split()[:2] == ["liver", "tumor"] for line in lines)
     assert "(none)" in result.output
     qwen = CliRunner().invoke(eval_command, ["--gt", str(gt), "--pred", str(pred), "--format", "qwen2.5-vl"])
-    assert qwen.output.splitlines()[0] == "format qwen2.5-vl, factor 28, min_pixels 3136, max_pixels 1003520"
+    assert qwen.output.splitlines()[0] == "format qwen2.5-vl, factor 28, min_pixels 3136, max_pixels 12845056"

@@ -14,7 +14,8 @@ import pytest
 
 from medground.generate import draft_case
 from medground.refer import Reference
-from medground.synth.template import TemplateSynthesizer, noun_phrase, word_query
+from medground.synth.template import TemplateSynthesizer, noun_phrase, word_expression, word_query
+from medground.verify.claims import extract_claims
 from phantom_cases import liver_phantom, view_inputs
 from phantom_cases import multi_lesion_case as _phantom_case
 
@@ -236,3 +237,57 @@ def test_each_draft_is_worded_by_the_pick_for_its_id(lesion_view, seed: int) -> 
             reference, parts=parts, body_region=spec.body_region, oriented=True, pick=synthesizer._picker(sample.id)
         )
         assert sample.query == expected
+
+
+# ----------------------------------------------------------------------------- the referring expression
+
+_IMPERATIVES = {"locate", "find", "identify", "where", "point", "show", "localize", "indicate", "mark", "outline"}
+
+
+@pytest.mark.parametrize("seed", [0, 5, 11])
+def test_every_draft_carries_the_noun_phrase_its_query_refers_with(tmp_path: Path, seed: int) -> None:
+    # The expression is the query's own noun phrase (the same words, picked by the same hash):
+    # it reads as the same claims as the query, so the verifier's reading holds for both.
+    spec, case = _phantom_case(tmp_path, 7)
+    drafts = draft_case(case, spec, seed=seed).samples
+    assert drafts
+    for sample in drafts:
+        expression = sample.referring_expression
+        assert expression and expression == expression.strip() and not expression.endswith((".", "?"))
+        assert expression.split()[0] in {"the", "every", "all", "both"}, expression
+        assert not _IMPERATIVES & set(expression.lower().split()), expression
+        labels = sorted({t.label for t in sample.targets} | {d["label"] for d in sample.distractors})
+        said, meant = (extract_claims(text, labels, spec.body_region) for text in (expression, sample.query))
+        if sample.query_type == "multi_object":
+            assert said.categories == meant.categories and said.sides == meant.sides, (expression, sample.query)
+        else:
+            assert expression.lower() in sample.query.lower(), (expression, sample.query)
+            assert said.to_dict() == meant.to_dict(), (expression, sample.query)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "targets", "expression"),
+    [
+        ({"category": "liver lesion", "count": 3}, 3, "every liver lesion"),
+        ({"category": "kidney", "count": 2, "laterality": "bilateral"}, 2, "both kidneys"),
+        (
+            {"description": "retroperitoneal organs that produce urine", "count": 2, "laterality": "bilateral"},
+            2,
+            "both retroperitoneal organs that produce urine",
+        ),
+        ({"description": "hepatic masses", "count": 3}, 3, "all hepatic masses"),
+        ({"category": "liver lesion", "size_rank": "largest"}, 1, "the largest liver lesion"),
+    ],
+)
+def test_referring_expressions_of_sets_and_single_objects(
+    lesion_view, attributes: dict[str, Any], targets: int, expression: str
+) -> None:
+    spec, view, cues, _ = lesion_view
+    lesions = tuple(c for c, o in view.objects.items() if o.anchor.label == "liver lesion")[:targets]
+    kind = "multi_object" if targets > 1 else "direct"
+    reference = Reference(kind, lesions, attributes, ())
+    assert word_expression(reference, parts=1, body_region=spec.body_region, oriented=True) == expression
+    (sample,), _ = TemplateSynthesizer(0).synthesize(
+        view, cues, [reference], modality=spec.modality, body_region=spec.body_region
+    )
+    assert sample.referring_expression == expression and sample.to_dict()["referring_expression"] == expression

@@ -11,6 +11,7 @@ from chatserver import ChatServer, Reply, completion
 from medground.backends.openai import OpenAIBackend
 from medground.generate import draft_case, view_measurements
 from medground.synth import TemplateSynthesizer, VlmSynthesizer
+from medground.synth.template import word_expression
 from medground.verify import Verifier
 from model_requests import KEY, KEY_ENV, decode
 from phantom_cases import liver_phantom as phantom
@@ -96,6 +97,15 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
             and dict(r.attributes) == sample.referring_attributes
         )
         assert sample.synthesis["attributes_used"] == list(reference.attributes)
+        # The referring expression comes from the reference, as the template words it (the
+        # model's query may word it otherwise): the same noun phrase for the same reference.
+        assert sample.referring_expression == word_expression(
+            reference,
+            parts=sample.targets[0].parts if reference.query_type != "multi_object" else 1,
+            body_region=spec.body_region,
+            oriented=view.case.image.oriented,
+        )
+        assert sample.referring_expression.split()[0] in {"the", "every", "all", "both"}
     assert len({s.id for s in samples} | {f["id"] for f in failures}) == len(references)
 
     # They verify like the template's wording of the same references.

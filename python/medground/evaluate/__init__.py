@@ -44,6 +44,7 @@ from medground.evaluate.files import (
     Prediction,
     load_ground_truth,
     load_predictions,
+    resolve_convention,
     resolve_format,
     samples_file,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "load_predictions",
     "match_boxes",
     "parse_boxes",
+    "resolve_convention",
     "resolve_format",
     "samples_file",
     "score_sample",

@@ -12,9 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medground.boxes import GROUNDING_FAMILIES, Box
+from medground.boxes import (
+    GROUNDING_FAMILIES,
+    QWEN25_MAX_PIXELS,
+    QWEN25_MIN_PIXELS,
+    Box,
+    BoxConvention,
+    convention,
+)
 from medground.evaluate.parse import parse_boxes
-from medground.runfolder import RecordFileError, RunFolder, read_jsonl
+from medground.runfolder import RecordFileError, RunFolder, read_jsonl, split_name
 
 __all__ = [
     "BREAKDOWNS",
@@ -23,6 +30,7 @@ __all__ = [
     "Prediction",
     "load_ground_truth",
     "load_predictions",
+    "resolve_convention",
     "resolve_format",
     "samples_file",
 ]
@@ -45,6 +53,7 @@ class GroundTruth:
         same_label_distractors: Distractors whose label is one of the targets' labels.
         query: The query text (None when absent).
         image: The image path, resolved against the output folder (None when absent).
+        expression: The referring expression (None when absent).
     """
 
     id: str
@@ -59,6 +68,7 @@ class GroundTruth:
     same_label_distractors: int
     query: str | None = None
     image: Path | None = None
+    expression: str | None = None
 
     @property
     def multi(self) -> bool:
@@ -125,7 +135,7 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
         boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
         labels = tuple(str(t.label) for t in sample.targets if t.label is not None)
         same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
-        if split is not None and sample.split != split:
+        if split is not None and sample.split != split_name(split):
             continue
         truths.append(
             GroundTruth(
@@ -141,6 +151,7 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
                 same_label_distractors=same_label,
                 query=sample.query,
                 image=folder.path(sample.image) if sample.image else None,
+                expression=sample.referring_expression,
             )
         )
     return truths
@@ -156,6 +167,8 @@ class Prediction:
         boxes: The boxes of a ``bbox``/``bboxes`` line (None when the line gives text).
         format: The convention the line records (``medground predict`` writes it), if any.
         line: Line number in the file, for messages.
+        convention: The box convention the line records (``boxes``: a
+            :meth:`~medground.boxes.BoxConvention.describe` record), if any.
     """
 
     id: str
@@ -163,6 +176,7 @@ class Prediction:
     boxes: tuple[Box, ...] | None
     format: str | None
     line: int
+    convention: dict[str, Any] | None = None
 
     def raw_boxes(self) -> list[Box]:
         """The predicted boxes in the prediction's own convention (parsed from the text)."""
@@ -175,7 +189,8 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
     """Reads a predictions JSONL: ``{"id", "text"}``, ``{"id", "bbox"}`` or ``{"id", "bboxes"}``.
 
     Boxes given as numbers are in the run's convention like boxes in text. Other keys are
-    ignored, except ``format``, which :func:`resolve_format` checks against ``--format``.
+    ignored, except ``format``, which :func:`resolve_format` checks against ``--format``,
+    and ``boxes`` (the convention ``predict`` assumed), which :func:`resolve_convention` reads.
 
     Raises:
         RecordFileError: For bad JSON, a line without ``id``, a line with none or several of
@@ -208,11 +223,20 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
                     path, line, f"'bboxes' must be a list of boxes, got {json.dumps(record['bboxes'])}"
                 )
             boxes = tuple(_box(b, path, line, f"bboxes[{k}]") for k, b in enumerate(record["bboxes"]))
-        fmt = record.get("format")
-        if fmt is not None and not isinstance(fmt, str):
-            raise RecordFileError(path, line, f"'format' must be a string, got {json.dumps(fmt)}")
-        predictions[sample_id] = Prediction(sample_id, text, boxes, fmt, line)
+        fmt, recorded = _recorded(record, path, line)
+        predictions[sample_id] = Prediction(sample_id, text, boxes, fmt, line, recorded)
     return predictions
+
+
+def _recorded(record: dict[str, Any], path: Path, line: int) -> tuple[str | None, dict[str, Any] | None]:
+    """The ``format`` and ``boxes`` (convention) a prediction line records, if any."""
+    fmt = record.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise RecordFileError(path, line, f"'format' must be a string, got {json.dumps(fmt)}")
+    boxes = record.get("boxes")
+    if boxes is not None and not (isinstance(boxes, dict) and "name" in boxes):
+        raise RecordFileError(path, line, f"'boxes' must be a box convention record, got {json.dumps(boxes)}")
+    return fmt, boxes
 
 
 def resolve_format(predictions: Mapping[str, Prediction], path: Path | str, name: str | None) -> str:
@@ -238,3 +262,52 @@ def resolve_format(predictions: Mapping[str, Prediction], path: Path | str, name
     (only,) = recorded
     assert only is not None
     return only
+
+
+def resolve_convention(
+    predictions: Mapping[str, Prediction],
+    path: Path | str,
+    name: str,
+    *,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> BoxConvention:
+    """The box convention of the run's format ``name``: the one the predictions record
+    (``predict`` writes it on every line), else the format's default.
+
+    ``min_pixels``/``max_pixels`` (Qwen2.5-VL's processor limits) replace the defaults for
+    predictions that record no convention, and must agree with a recorded one.
+
+    Raises:
+        RecordFileError: When the predictions record different conventions, one that is not
+            the format's, or limits other than ``min_pixels``/``max_pixels``.
+    """
+    recorded = {json.dumps(p.convention, sort_keys=True): p for p in predictions.values() if p.convention is not None}
+    given = {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    if not recorded:
+        return convention(
+            name,
+            min_pixels=QWEN25_MIN_PIXELS if min_pixels is None else min_pixels,
+            max_pixels=QWEN25_MAX_PIXELS if max_pixels is None else max_pixels,
+        )
+    if len(recorded) > 1:
+        lines = sorted(p.line for p in recorded.values())
+        raise RecordFileError(path, lines[-1], "the predictions record different box conventions")
+    (first,) = recorded.values()
+    assert first.convention is not None
+    try:
+        found = BoxConvention.from_description(first.convention)
+    except ValueError as error:
+        raise RecordFileError(path, first.line, str(error)) from error
+    expected = convention(name).name
+    if found.name != expected:
+        raise RecordFileError(path, first.line, f"predictions record boxes {found.name!r}, not {name}'s {expected!r}")
+    if found.resized:
+        for key, value in given.items():
+            if value is not None and value != getattr(found, key):
+                raise RecordFileError(
+                    path,
+                    first.line,
+                    f"predictions record {key} {getattr(found, key)} but --{key.replace('_', '-')} is {value}",
+                )
+    return found

@@ -70,6 +70,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     width = max([len(n) + 2 for n in names] + [len(n) for n in BREAKDOWNS] + [8])
     header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _COLUMNS)
     lines += [header, "-" * len(header), _row("all", report["overall"], width)]
+    if "ceiling" in report:  # the ground truth through the format and back
+        lines.append(_row("ceiling", report["ceiling"], width))
     for name, groups in report["breakdowns"].items():
         lines.append(f"{name}")
         lines += [_row(f"  {key}", metrics, width) for key, metrics in groups.items()]

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medground.boxes import BoxConvention
+from medground.boxes import Box, BoxConvention
 from medground.evaluate.files import BREAKDOWNS, NONE_KEY, GroundTruth, Prediction
 from medground.evaluate.match import centre_inside, iou, match_boxes
 
-__all__ = ["IOU_THRESHOLDS", "SampleScore", "evaluate", "score_sample"]
+__all__ = ["IOU_THRESHOLDS", "SampleScore", "evaluate", "oracle", "score_sample"]
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
@@ -68,6 +68,17 @@ def score_sample(truth: GroundTruth, prediction: Prediction | None, fmt: BoxConv
         return SampleScore(truth.id, status, False, 0.0, False, 0, 1, 0)
     first, target = boxes[0], truth.boxes[0]
     return SampleScore(truth.id, status, False, iou(first, target), centre_inside(first, target), len(boxes), 1, 0)
+
+
+def oracle(truth: GroundTruth, fmt: BoxConvention) -> Prediction:
+    """The prediction of a perfect model that answers in ``fmt``: the true boxes written in
+    the convention (rounded as an export writes them)."""
+
+    def written(box: Box) -> Box:
+        x1, y1, x2, y2 = (float(v) for v in fmt.from_pixels(box, truth.width, truth.height))
+        return (x1, y1, x2, y2)
+
+    return Prediction(truth.id, None, tuple(written(b) for b in truth.boxes), fmt.name, 0)
 
 
 class _Tally:
@@ -155,12 +166,15 @@ def evaluate(
         ``true_boxes``, ``matched@0.5``, ``precision@0.5``, ``recall@0.5``, ``f1@0.5``).
         Ratios are in [0, 1], None where a group has no sample of that kind. The groups of
         every breakdown partition the samples, so their counts add up to the overall ones.
+        ``ceiling`` holds the same metrics for the ground truth itself written in ``fmt``
+        and read back (:func:`oracle`): the best the format lets a perfect model score.
     """
-    overall = _Tally()
+    overall, ceiling = _Tally(), _Tally()
     groups: dict[str, dict[str, _Tally]] = {name: {} for name in BREAKDOWNS}
     for truth in truths:
         score = score_sample(truth, predictions.get(truth.id), fmt)
         overall.add(score)
+        ceiling.add(score_sample(truth, oracle(truth, fmt), fmt))
         for name in BREAKDOWNS:
             groups[name].setdefault(truth.group(name), _Tally()).add(score)
     ids = {t.id for t in truths}
@@ -175,6 +189,7 @@ def evaluate(
             "extra_predictions": sum(1 for key in predictions if key not in ids),
         },
         "overall": summary,
+        "ceiling": ceiling.to_dict(),
         "breakdowns": {
             name: {key: groups[name][key].to_dict() for key in sorted(groups[name], key=_group_order)}
             for name in BREAKDOWNS

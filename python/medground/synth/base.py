@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from medground.boxes import voxel_box_to_ras
 from medground.records import Sample, Target, image_path, sample_id
 from medground.refer import Reference
 from medground.views import View
@@ -58,11 +59,13 @@ def draft_sample(
     synthesis: dict[str, Any],
     *,
     modality: str,
+    referring_expression: str | None = None,
 ) -> Sample:
     """The draft of one query: its targets' boxes, masks and cues in the view, the
     reference's attributes and distractors, and where the image comes from.
 
-    ``index`` numbers the drafts of one (targets, query type) pair, which makes the id.
+    ``index`` numbers the drafts of one (targets, query type) pair, which makes the id;
+    ``referring_expression`` is the noun phrase the query refers with.
     """
     case = view.case
     record = view.view_record()
@@ -71,6 +74,7 @@ def draft_sample(
         obj = view.objects[object_id]
         anchor = obj.anchor
         box_3d = None if record is None else [list(anchor.bbox_min), list(anchor.bbox_max)]
+        box_ras = None if record is None else voxel_box_to_ras(anchor.bbox_min, anchor.bbox_max, case.image.affine)
         # One box per visible part: an organ seen in pieces is never boxed across its gaps.
         for part, piece in enumerate(obj.pieces, start=1):
             targets.append(
@@ -82,6 +86,7 @@ def draft_sample(
                     area_px=piece.area_px,
                     mask_rle=piece.mask_rle,
                     bbox_3d=box_3d,
+                    bbox_3d_ras=box_ras,
                     cues=cues[object_id],
                     part=part,
                     parts=len(obj.pieces),
@@ -100,6 +105,7 @@ def draft_sample(
         modality=modality,
         view=record,
         query=query,
+        referring_expression=referring_expression,
         query_type=query_type,
         targets=targets,
         referring_attributes=dict(reference.attributes),

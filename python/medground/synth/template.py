@@ -26,7 +26,15 @@ from medground.synth.base import Synthesis, draft_sample, query_type_of
 from medground.terms import clinical_term
 from medground.views import View
 
-__all__ = ["DEFAULT_TEMPLATES", "NounPhrase", "TemplateSynthesizer", "noun_phrase", "templates", "word_query"]
+__all__ = [
+    "DEFAULT_TEMPLATES",
+    "NounPhrase",
+    "TemplateSynthesizer",
+    "noun_phrase",
+    "templates",
+    "word_expression",
+    "word_query",
+]
 
 DEFAULT_TEMPLATES = "template_v2"
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine", 10: "ten"}
@@ -204,6 +212,45 @@ def word_query(
     return query[0].upper() + query[1:]
 
 
+def word_expression(
+    reference: Reference,
+    *,
+    parts: int,
+    body_region: str | None,
+    oriented: bool,
+    pick: Pick = _first,
+    template: str = DEFAULT_TEMPLATES,
+) -> str:
+    """The referring expression of a reference: the noun phrase its query refers with ("the
+    right kidney", "every liver lesion", "both kidneys"), built from the same attributes and,
+    with the query's ``pick``, the same words as :func:`word_query`'s query."""
+    wording = templates(template)["expressions"]
+    attributes = reference.attributes
+    if reference.query_type == "multi_object":
+        bilateral = attributes.get("laterality") == "bilateral" and int(attributes["count"]) == 2
+        if "description" in attributes:
+            described = attributes["description"]
+            return str(wording["bilateral" if bilateral else "multi_object_no_singular"].format(plural=described))
+        term = clinical_term(attributes["category"], body_region)
+        plural = f"{term.side} {term.plural}" if term.side and not bilateral else term.plural
+        if bilateral:
+            return str(wording["bilateral"].format(plural=plural))
+        if term.is_plural:
+            return str(wording["multi_object_no_singular"].format(plural=plural))
+        singular = f"{term.side} {term.noun}" if term.side else term.noun
+        return str(wording["multi_object"].format(singular=singular))
+    phrase = noun_phrase(
+        attributes,
+        body_region=body_region,
+        oriented=oriented,
+        findings=reference.findings,
+        label=reference.label,
+        pick=pick,
+        template=template,
+    )
+    return str(wording["parts"].format(np=phrase.text)) if parts > 1 else phrase.text
+
+
 class TemplateSynthesizer:
     """Writes one query per reference from versioned phrasings; no model, no network."""
 
@@ -243,13 +290,13 @@ class TemplateSynthesizer:
             index = counters.get(key, 0)
             counters[key] = index + 1
             identifier = sample_id(case.dataset, case.case_id, view_record, reference.targets, query_type, index)
+            parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
+            pick, oriented = self._picker(identifier), case.image.oriented
             query = word_query(
-                reference,
-                parts=len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1,
-                body_region=body_region,
-                oriented=case.image.oriented,
-                pick=self._picker(identifier),
-                template=self.template,
+                reference, parts=parts, body_region=body_region, oriented=oriented, pick=pick, template=self.template
+            )
+            expression = word_expression(
+                reference, parts=parts, body_region=body_region, oriented=oriented, pick=pick, template=self.template
             )
             if (reference.targets, query) in seen_queries:
                 continue  # two query types worded the same for one target: keep one
@@ -261,5 +308,9 @@ class TemplateSynthesizer:
                 "seed": self.seed,
                 "implicit": reference.query_type == "implicit",
             }
-            samples.append(draft_sample(view, cues, reference, index, query, synthesis, modality=modality))
+            samples.append(
+                draft_sample(
+                    view, cues, reference, index, query, synthesis, modality=modality, referring_expression=expression
+                )
+            )
         return samples, []

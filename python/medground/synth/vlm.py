@@ -30,7 +30,7 @@ from medground.facts import BUILT_IN
 from medground.records import Sample, StageResult, reject
 from medground.refer import Reference
 from medground.synth.base import Synthesis, draft_sample, query_type_of
-from medground.synth.template import noun_phrase
+from medground.synth.template import noun_phrase, word_expression
 from medground.terms import clinical_term
 from medground.views import View
 
@@ -319,6 +319,12 @@ class VlmSynthesizer:
             counters[key] = first + self.queries_per_reference  # ids do not depend on other answers
             # Timings and attempt counts vary run to run; drafts keep only what the answer determines.
             base = {"implicit": implicit, "image_prep": prep.to_dict(), "request_seed": request.seed}
+            # The referring expression comes from the reference (the attributes the model was
+            # held to), worded as the template words its noun phrases.
+            parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
+            expression = word_expression(
+                reference, parts=parts, body_region=body_region, oriented=view.case.image.oriented
+            )
             if not response.ok:
                 draft = self._sample(
                     view,
@@ -328,6 +334,7 @@ class VlmSynthesizer:
                     "",
                     {**base, "attempts": response.attempts, "answer": _excerpt(response.text)},
                     modality=modality,
+                    expression=expression,
                 )
                 failures.append(
                     reject(
@@ -340,7 +347,14 @@ class VlmSynthesizer:
                 query = " ".join(str(item["query"]).split())
                 used = list(dict.fromkeys(item["attributes"]))
                 draft = self._sample(
-                    view, cues, reference, first + offset, query, {**base, "attributes_used": used}, modality=modality
+                    view,
+                    cues,
+                    reference,
+                    first + offset,
+                    query,
+                    {**base, "attributes_used": used},
+                    modality=modality,
+                    expression=expression,
                 )
                 problem = self._check(reference, query_type, item["query_type"], used, query, seen)
                 if problem is not None:
@@ -385,6 +399,7 @@ class VlmSynthesizer:
         extra: dict[str, Any],
         *,
         modality: str,
+        expression: str,
     ) -> Sample:
         synthesis = {
             "backend": self.backend.name,
@@ -393,7 +408,9 @@ class VlmSynthesizer:
             "seed": self.seed,
             **extra,
         }
-        return draft_sample(view, cues, reference, index, query, synthesis, modality=modality)
+        return draft_sample(
+            view, cues, reference, index, query, synthesis, modality=modality, referring_expression=expression
+        )
 
 
 def _excerpt(text: str | None, limit: int = 500) -> str | None:

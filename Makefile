@@ -54,6 +54,7 @@ format:
 bench: $(STAMP)
 	$(PYTHON) bench/memory.py
 	$(PYTHON) bench/pipeline.py
+	$(PYTHON) bench/realsize_bench.py
 	$(PYTHON) -m pytest bench --benchmark-enable --benchmark-only \
 		--benchmark-json bench/results.json -p no:cacheprovider
 	$(PYTHON) bench/report.py bench/results.json bench/README.md

@@ -221,7 +221,7 @@ def main() -> None:
     )
 
     if not args.no_ray:
-        results["ray"] = ray_throughput(realsize.ct(lesions=0), copies=4)
+        results["ray"] = ray_throughput(realsize.ct(lesions=0), copies=8)
 
     results["machine"] = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))

@@ -47,6 +47,7 @@ def judge_evidence(
     settings = settings or EvidenceSettings()
     stage = "visual"
     contrasts = []
+    intensity_words: dict[str, list[str]] = {}
     height, width = values.shape[:2]
     # The range in float32, as the stored values were compared before they kept their own type.
     spread = float(np.float32(values.max()) - np.float32(values.min()))
@@ -89,7 +90,9 @@ def judge_evidence(
                 stage, "low_contrast", f"contrast {score:.3g} against its surroundings (< {threshold})"
             )
         claimed = target.cues.get("intensity", {}).get("relation")
-        words = extract_claims(sample.query, [target.label]).intensities
+        if target.label not in intensity_words:  # a set of a thousand nuclei shares one label
+            intensity_words[target.label] = extract_claims(sample.query, [target.label]).intensities
+        words = intensity_words[target.label]
         if (
             words
             and claimed in words

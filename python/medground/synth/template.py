@@ -32,6 +32,7 @@ __all__ = [
     "TemplateSynthesizer",
     "noun_phrase",
     "templates",
+    "word",
     "word_expression",
     "word_query",
 ]
@@ -162,33 +163,48 @@ def _whereabouts(attributes: dict[str, Any], body_region: str | None, wording: d
     return after
 
 
-def word_query(
+def _set_names(attributes: dict[str, Any], body_region: str | None) -> tuple[str, str | None, bool]:
+    """How a multi-object set is named: its plural, its singular (None for a description or
+    a noun plural in form), and whether it is a bilateral pair."""
+    bilateral = attributes.get("laterality") == "bilateral" and int(attributes["count"]) == 2
+    if "description" in attributes:
+        return str(attributes["description"]), None, bilateral
+    term = clinical_term(attributes["category"], body_region)
+    plural = f"{term.side} {term.plural}" if term.side and not bilateral else term.plural
+    singular = None if term.is_plural else (f"{term.side} {term.noun}" if term.side else term.noun)
+    return plural, singular, bilateral
+
+
+def word(
     reference: Reference,
     *,
     parts: int,
     body_region: str | None,
     oriented: bool,
-    pick: Pick,
+    pick: Pick = _first,
     template: str = DEFAULT_TEMPLATES,
-) -> str:
-    """The query for a reference, in a phrasing ``pick`` chooses among those that fit it."""
-    phrasings = templates(template)["phrasings"]
+) -> tuple[str, str]:
+    """The query for a reference, in a phrasing ``pick`` chooses among those that fit it, and
+    its referring expression: the noun phrase the query refers with ("the right kidney",
+    "every liver lesion", "both kidneys"), from the same words."""
+    loaded = templates(template)
+    phrasings, wording = loaded["phrasings"], loaded["expressions"]
     attributes = reference.attributes
     if reference.query_type == "multi_object":
         count = int(attributes["count"])
-        bilateral = attributes.get("laterality") == "bilateral" and count == 2
-        if "description" in attributes:
-            plural, singular = str(attributes["description"]), None
-        else:
-            term = clinical_term(attributes["category"], body_region)
-            plural = f"{term.side} {term.plural}" if term.side and not bilateral else term.plural
-            singular = None if term.is_plural else (f"{term.side} {term.noun}" if term.side else term.noun)
+        plural, singular, bilateral = _set_names(attributes, body_region)
         options = [
             p
             for p in phrasings["bilateral" if bilateral else "multi_object"]
             if (singular is not None or "{singular}" not in p) and (count in NUMBER_WORDS or "{count}" not in p)
         ]
         query = pick(options, "phrasing").format(plural=plural, singular=singular, count=NUMBER_WORDS.get(count))
+        if bilateral:
+            expression = wording["bilateral"].format(plural=plural)
+        elif singular is None:
+            expression = wording["multi_object_no_singular"].format(plural=plural)
+        else:
+            expression = wording["multi_object"].format(singular=singular)
     else:
         phrase = noun_phrase(
             attributes,
@@ -209,46 +225,18 @@ def word_query(
             and not (phrase.modified and p.endswith("{is}."))
         ]
         query = pick(options, "phrasing").format(np=phrase.text, **{"is": "are" if phrase.plural else "is"})
-    return query[0].upper() + query[1:]
+        expression = wording["parts"].format(np=phrase.text) if parts > 1 else phrase.text
+    return query[0].upper() + query[1:], str(expression)
 
 
-def word_expression(
-    reference: Reference,
-    *,
-    parts: int,
-    body_region: str | None,
-    oriented: bool,
-    pick: Pick = _first,
-    template: str = DEFAULT_TEMPLATES,
-) -> str:
-    """The referring expression of a reference: the noun phrase its query refers with ("the
-    right kidney", "every liver lesion", "both kidneys"), built from the same attributes and,
-    with the query's ``pick``, the same words as :func:`word_query`'s query."""
-    wording = templates(template)["expressions"]
-    attributes = reference.attributes
-    if reference.query_type == "multi_object":
-        bilateral = attributes.get("laterality") == "bilateral" and int(attributes["count"]) == 2
-        if "description" in attributes:
-            described = attributes["description"]
-            return str(wording["bilateral" if bilateral else "multi_object_no_singular"].format(plural=described))
-        term = clinical_term(attributes["category"], body_region)
-        plural = f"{term.side} {term.plural}" if term.side and not bilateral else term.plural
-        if bilateral:
-            return str(wording["bilateral"].format(plural=plural))
-        if term.is_plural:
-            return str(wording["multi_object_no_singular"].format(plural=plural))
-        singular = f"{term.side} {term.noun}" if term.side else term.noun
-        return str(wording["multi_object"].format(singular=singular))
-    phrase = noun_phrase(
-        attributes,
-        body_region=body_region,
-        oriented=oriented,
-        findings=reference.findings,
-        label=reference.label,
-        pick=pick,
-        template=template,
-    )
-    return str(wording["parts"].format(np=phrase.text)) if parts > 1 else phrase.text
+def word_query(reference: Reference, **options: Any) -> str:
+    """The query of :func:`word`."""
+    return word(reference, **options)[0]
+
+
+def word_expression(reference: Reference, **options: Any) -> str:
+    """The referring expression of :func:`word` (the first of each choice by default)."""
+    return word(reference, **options)[1]
 
 
 class TemplateSynthesizer:
@@ -292,10 +280,7 @@ class TemplateSynthesizer:
             identifier = sample_id(case.dataset, case.case_id, view_record, reference.targets, query_type, index)
             parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
             pick, oriented = self._picker(identifier), case.image.oriented
-            query = word_query(
-                reference, parts=parts, body_region=body_region, oriented=oriented, pick=pick, template=self.template
-            )
-            expression = word_expression(
+            query, expression = word(
                 reference, parts=parts, body_region=body_region, oriented=oriented, pick=pick, template=self.template
             )
             if (reference.targets, query) in seen_queries:

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "medground.records": 0,
     "medground.boxes": 0,
     "medground.terms": 0,
+    "medground.words": 0,
     "medground.phantoms": 0,
     "medground.runfolder": 1,
     "medground.anatomy": 1,

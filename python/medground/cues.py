@@ -18,10 +18,9 @@ Thresholds (documented here and in the cue records, so a reader can re-check):
   ``bilateral`` (multi-object targets). ``null`` without patient orientation, and for
   every object of a case whose side-named structures (``kidney_left``) lie on the
   opposite side of the computed midline (laterality withheld, reported).
-* shape (2D, in the view; lesion-like instance classes the image border does not cut): ``elongated`` if elongation
-  (minor/major) < 0.5; else ``irregular`` if solidity < 0.8; else ``lobulated`` if
-  solidity < 0.9 and circularity < 0.7; else ``round`` if elongation ≥ 0.8 and
-  circularity ≥ 0.8; else ``oval``.
+* shape (2D, in the view; lesion-like instance classes the image border does not cut) and
+  place in the image (the box centre on a 3×3 grid): the words of :mod:`medground.words`,
+  which the verifier reads the same way.
 * intensity, measured on the stored 8-bit image against a ring 3 mm wide (at least 2
   pixels) around the object: CT ±15 HU in the image's window (15 × 255 / window width
   grey levels, at least 4: hypo/iso/hyperdense); MR and PET ±0.5 of the ring's standard
@@ -58,6 +57,7 @@ from medground.io.case import Case
 from medground.render import Body
 from medground.terms import clinical_term
 from medground.views import RING_MM, View, ViewObject, dilate
+from medground.words import image_position, shape_word
 
 __all__ = [
     "CONTAINED_SHARE",
@@ -293,29 +293,9 @@ def laterality(share_right: float | None) -> str | None:
 # ----------------------------------------------------------------------------- words of one object
 
 
-def image_position(bbox_xyxy: tuple[int, int, int, int] | list[int], width: int, height: int) -> str:
-    """Where a box's centre sits on a 3×3 grid of the image: ``"upper left"`` … ``"center"``."""
-    cx = 0.5 * (bbox_xyxy[0] + bbox_xyxy[2]) / width
-    cy = 0.5 * (bbox_xyxy[1] + bbox_xyxy[3]) / height
-    row = "upper" if cy < 1 / 3 else "lower" if cy >= 2 / 3 else ""
-    col = "left" if cx < 1 / 3 else "right" if cx >= 2 / 3 else ""
-    return " ".join(w for w in (row, col) if w) or "center"
-
-
 def shape_class(descriptors: dict[str, Any]) -> str:
-    """round / oval / elongated / irregular / lobulated (thresholds in the module docstring)."""
-    elongation = descriptors["elongation"]
-    solidity = descriptors["solidity"]
-    circularity = descriptors["circularity"]
-    if elongation < 0.5:
-        return "elongated"
-    if solidity < 0.8:
-        return "irregular"
-    if solidity < 0.9 and circularity < 0.7:
-        return "lobulated"
-    if elongation >= 0.8 and circularity >= 0.8:
-        return "round"
-    return "oval"
+    """round / oval / elongated / irregular / lobulated (:func:`medground.words.shape_word`)."""
+    return shape_word(descriptors["elongation"], descriptors["solidity"], descriptors["circularity"])
 
 
 def size_class(anchor: Anchor, obj: ViewObject, spacing_known: bool) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from medground.anatomy import is_lesion
 from medground.cues import in_plane_direction
 from medground.terms import category_key, clinical_term
+from medground.words import in_cell
 
 __all__ = [
     "BUILT_IN",
@@ -50,29 +51,6 @@ GENERIC_FINDING = "lesion"
 
 #: Share of an object's boundary another structure must cover for "within" to hold.
 WITHIN_SHARE = 0.25
-
-_CELLS = {
-    "upper left": (0, 0),
-    "upper": (None, 0),
-    "upper right": (2, 0),
-    "left": (0, None),
-    "center": (1, 1),
-    "right": (2, None),
-    "lower left": (0, 2),
-    "lower": (None, 2),
-    "lower right": (2, 2),
-}
-
-
-def in_cell(box: list[int], position: str, width: int, height: int) -> bool:
-    """Whether the centre of a box lies in the part of the image a position word names
-    (3×3 grid; "upper" is the top row, "left" the left column, "upper left" their corner)."""
-    column, row = _CELLS[position]
-    cx = 0.5 * (box[0] + box[2]) * 3 / width
-    cy = 0.5 * (box[1] + box[3]) * 3 / height
-    if column is not None and not column <= cx < column + 1:
-        return False
-    return row is None or row <= cy < row + 1
 
 
 def _direction(direction: str, fact: dict[str, Any], other: dict[str, Any]) -> bool:

@@ -60,6 +60,7 @@ from medground import geometry
 from medground.anatomy import is_lesion, priors
 from medground.terms import clinical_term
 from medground.views import View
+from medground.words import image_position, shape_word
 
 __all__ = [
     "TOLERANCE",
@@ -303,14 +304,6 @@ class Measured:
     cross_section_share: float
 
 
-def _cell(box: Sequence[float], width: int, height: int) -> str:
-    cx = 0.5 * (box[0] + box[2]) / width
-    cy = 0.5 * (box[1] + box[3]) / height
-    row = "upper" if cy < 1 / 3 else "lower" if cy >= 2 / 3 else ""
-    column = "left" if cx < 1 / 3 else "right" if cx >= 2 / 3 else ""
-    return " ".join(w for w in (row, column) if w) or "center"
-
-
 def _otsu(values: NDArray[np.float64]) -> float:
     histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -362,18 +355,6 @@ def _perimeter(mask: NDArray[np.bool_], scale: tuple[float, float]) -> float:
     return float(lengths[code].sum())
 
 
-def _shape_class(elongation: float, solidity: float, circularity: float) -> str:
-    if elongation < 0.5:
-        return "elongated"
-    if solidity < 0.8:
-        return "irregular"
-    if solidity < 0.9 and circularity < 0.7:
-        return "lobulated"
-    if elongation >= 0.8 and circularity >= 0.8:
-        return "round"
-    return "oval"
-
-
 def _shapes(mask: NDArray[np.bool_], scale: tuple[float, float]) -> tuple[frozenset[str], float]:
     """The shape classes within the band of the measured descriptors, and the longest
     diameter between hull corners (physical units)."""
@@ -395,7 +376,7 @@ def _shapes(mask: NDArray[np.bool_], scale: tuple[float, float]) -> tuple[frozen
         for ds in (-1, 0, 1):
             for dc in (-1, 0, 1):
                 classes.add(
-                    _shape_class(
+                    shape_word(
                         elongation + de * SHAPE_BAND["elongation"],
                         solidity + ds * SHAPE_BAND["solidity"],
                         circularity + dc * SHAPE_BAND["circularity"],
@@ -572,7 +553,7 @@ class Measurements:
             category=self.category(object_id),
             box=box,
             area_px=int(ys.size),
-            position=_cell(box, ev.width, ev.height),
+            position=image_position(box, ev.width, ev.height),
             right_share=right_share,
             sides=frozenset(sides),
             contrast=contrast,

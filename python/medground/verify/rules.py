@@ -30,20 +30,9 @@ from medground.records import Sample, StageResult
 from medground.terms import category_key, clinical_term
 from medground.verify.claims import Claims, extract_claims
 from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction
+from medground.words import in_cell
 
 __all__ = ["RuleSettings", "check_rules"]
-
-_CELLS = {
-    "upper left": (0, 0),
-    "upper": (None, 0),
-    "upper right": (2, 0),
-    "left": (0, None),
-    "center": (1, 1),
-    "right": (2, None),
-    "lower left": (0, 2),
-    "lower": (None, 2),
-    "lower right": (2, 2),
-}
 
 
 @dataclass(frozen=True)
@@ -62,16 +51,6 @@ class _Reject(Exception):
     def __init__(self, reason: str, detail: str, fact: str | None = None) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.fact = reason, detail, fact
-
-
-def in_cell(box: tuple[int, int, int, int], position: str, width: int, height: int) -> bool:
-    """Whether the box's centre lies in the part of the image a position word names."""
-    column, row = _CELLS[position]
-    cx = 0.5 * (box[0] + box[2]) * 3 / width
-    cy = 0.5 * (box[1] + box[3]) * 3 / height
-    if column is not None and not column <= cx < column + 1:
-        return False
-    return row is None or row <= cy < row + 1
 
 
 class _Judge:

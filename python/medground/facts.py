@@ -14,7 +14,7 @@ from typing import Any
 from medground.anatomy import is_lesion
 from medground.cues import in_plane_direction
 from medground.terms import category_key, clinical_term
-from medground.words import in_cell
+from medground.words import ATTRIBUTES, in_cell
 
 __all__ = [
     "BUILT_IN",
@@ -30,22 +30,7 @@ __all__ = [
 
 #: The referring step's own attributes; any other attribute name is a clinical attribute
 #: from the dataset's case table (``fact["clinical"]``).
-BUILT_IN = frozenset(
-    {
-        "category",
-        "description",
-        "laterality",
-        "within",
-        "touches",
-        "size_rank",
-        "size_class",
-        "position",
-        "shape",
-        "intensity",
-        "relation",
-        "count",
-    }
-)
+BUILT_IN = ATTRIBUTES
 #: The description of a finding whose class is annotated exhaustively ("the lesion").
 GENERIC_FINDING = "lesion"
 

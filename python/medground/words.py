@@ -1,5 +1,5 @@
-"""What the descriptive words mean: places on a 3×3 grid of the image and shapes from 2D
-descriptors.
+"""What the descriptive words mean: the attributes a query is built from, places on a 3×3
+grid of the image and shapes from 2D descriptors.
 
 The cues name objects with these words and the verifier checks a query's words against
 its own measurements with them, so both read a word the same way; what each measures it
@@ -17,7 +17,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["PLACES", "image_position", "in_cell", "shape_word"]
+__all__ = ["ATTRIBUTES", "PLACES", "image_position", "in_cell", "shape_word"]
+
+#: The attributes a referring expression is built from; a dataset's clinical attributes
+#: (its case table) take any other name.
+ATTRIBUTES = frozenset(
+    {
+        "category",
+        "description",
+        "laterality",
+        "within",
+        "touches",
+        "size_rank",
+        "size_class",
+        "position",
+        "shape",
+        "intensity",
+        "relation",
+        "count",
+    }
+)
 
 #: Each place word's (column, row) on the 3×3 grid; None where the word leaves it open.
 PLACES: dict[str, tuple[int | None, int | None]] = {

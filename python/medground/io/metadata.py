@@ -34,25 +34,12 @@ from typing import Any
 
 from medground.io.errors import SpecError
 from medground.io.schema import CLINICAL_ROLES, ClinicalAttribute, MetadataSpec
+from medground.words import ATTRIBUTES
 
 __all__ = ["CaseMetadata", "MetadataTable", "parse_metadata", "read_metadata"]
 
 #: Names a clinical attribute may not take: the referring step's own attributes.
-RESERVED = frozenset(
-    {
-        "category",
-        "laterality",
-        "within",
-        "size_rank",
-        "size_class",
-        "position",
-        "shape",
-        "intensity",
-        "relation",
-        "count",
-        "description",
-    }
-)
+RESERVED = ATTRIBUTES
 _TRUE = frozenset({"1", "1.0", "true", "yes", "y", "t"})
 _ATTRIBUTE_KEYS = {"role", "labels", "column", "values", "one_hot", "otherwise"}
 

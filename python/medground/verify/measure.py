@@ -496,14 +496,6 @@ class Measurements:
             self._cache[object_id] = self._measure(object_id)
         return self._cache[object_id]
 
-    def mask(self, object_id: int) -> NDArray[np.bool_]:
-        """The object's pixels, found within its box (the rest of the image is never scanned)."""
-        mask = np.zeros(self.evidence.objects.shape, bool)
-        rows, cols = self._local(object_id)
-        if rows is not None:
-            mask[rows, cols] = self.evidence.objects[rows, cols] == object_id
-        return mask
-
     def _local(self, object_id: int) -> tuple[slice, slice] | tuple[None, None]:
         found = self._boxes.get(object_id)
         return (None, None) if found is None else found
@@ -513,8 +505,8 @@ class Measurements:
         rows, cols = self._local(object_id)
         if rows is None or cols is None:
             raise KeyError(f"object {object_id} has no pixels in the view")
-        mask = self.mask(object_id)
-        ys, xs = np.nonzero(mask[rows, cols])
+        inside = ev.objects[rows, cols] == object_id  # the object's pixels within its box
+        ys, xs = np.nonzero(inside)
         ys, xs = ys + rows.start, xs + cols.start
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         label = ev.labels[object_id]
@@ -529,10 +521,10 @@ class Measurements:
                 sides.add("left")
             if SIDE_MIDLINE[0] < right_share < SIDE_MIDLINE[1]:
                 sides.add("midline")
-        contrast, intensities = self._intensity(mask, box)
+        contrast, intensities = self._intensity(object_id, box)
         scale = ev.pixel_mm or (1.0, 1.0)
         lesion = kind == "instance" and is_lesion(label)
-        shapes, diameter = _shapes(mask[box[1] : box[3], box[0] : box[2]], scale) if lesion else (None, None)
+        shapes, diameter = _shapes(inside, scale) if lesion else (None, None)
         touches_image = box[0] == 0 or box[1] == 0 or box[2] == ev.width or box[3] == ev.height
         counts, border = ev.case.stats if ev.case is not None else ({}, frozenset())
         voxels = counts.get(object_id)
@@ -563,7 +555,7 @@ class Measurements:
             diameter_mm=diameter if ev.pixel_mm is not None else None,
             volume_ml=volume_ml,
             centre=(float(xs.mean()) + 0.5, float(ys.mean()) + 0.5),
-            boundary=self._boundary(mask, box),
+            boundary=self._boundary(object_id, box),
             clinical=dict(ev.clinical.get(object_id, {})),
             cross_section_share=share,
         )
@@ -596,14 +588,12 @@ class Measurements:
                 return _classes(volume_ml, (low, high), ("small", "normal", "large"))
         return None
 
-    def _intensity(
-        self, mask: NDArray[np.bool_], box: tuple[int, int, int, int]
-    ) -> tuple[float | None, frozenset[str]]:
+    def _intensity(self, object_id: int, box: tuple[int, int, int, int]) -> tuple[float | None, frozenset[str]]:
         ev = self.evidence
         radius = max(2, math.ceil(RING_MM / min(ev.pixel_mm))) if ev.pixel_mm is not None else 3
         y0, y1 = max(0, box[1] - radius - 1), min(ev.height, box[3] + radius + 1)
         x0, x1 = max(0, box[0] - radius - 1), min(ev.width, box[2] + radius + 1)
-        local = mask[y0:y1, x0:x1]
+        local = ev.objects[y0:y1, x0:x1] == object_id
         distance = ndimage.distance_transform_edt(~local)
         ring = (distance > 0) & (distance <= radius)
         if not ring.any():
@@ -625,13 +615,13 @@ class Measurements:
             words.add("same")
         return difference, frozenset(words)
 
-    def _boundary(self, mask: NDArray[np.bool_], box: tuple[int, int, int, int]) -> dict[int, float]:
+    def _boundary(self, object_id: int, box: tuple[int, int, int, int]) -> dict[int, float]:
         """Share of the object's outer boundary (4-neighbour pixels outside it, inside the
         image) on each other object."""
         ev = self.evidence
         y0, y1 = max(0, box[1] - 1), min(ev.height, box[3] + 1)
         x0, x1 = max(0, box[0] - 1), min(ev.width, box[2] + 1)
-        local = mask[y0:y1, x0:x1]
+        local = ev.objects[y0:y1, x0:x1] == object_id
         grown = local.copy()
         grown[1:, :] |= local[:-1, :]
         grown[:-1, :] |= local[1:, :]

@@ -119,16 +119,21 @@ def ct(shape: tuple[int, int, int] = (512, 512, 300), lesions: int = 50, seed: i
     return spec
 
 
+def _raster_folder(name: str) -> tuple[Path, Path]:
+    """A cached 2D dataset's folder (with images/ and masks/) and its spec's path."""
+    folder = CACHE / name
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    return folder, folder / "spec.toml"
+
+
 def photos(count: int = 3, scale: int = 4) -> Path:
     """Dermoscopy photographs at camera size; returns their spec."""
     from PIL import Image
 
-    folder = CACHE / f"photos_{count}_x{scale}"
-    spec = folder / "spec.toml"
+    folder, spec = _raster_folder(f"photos_{count}_x{scale}")
     if spec.exists():
         return spec
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
     source = sorted((SHARED / "dermoscopy_ph2" / "images").glob("*.png"))[:count]
     for index in range(count):
         if index < len(source):
@@ -151,12 +156,9 @@ def nuclei(count: int, side: int = 1024, seed: int = 0) -> Path:
     """One microscopy-like image with ``count`` separate nuclei (label ``nucleus``); returns its spec."""
     from PIL import Image
 
-    folder = CACHE / f"nuclei_{count}_{side}_s{seed}"
-    spec = folder / "spec.toml"
+    folder, spec = _raster_folder(f"nuclei_{count}_{side}_s{seed}")
     if spec.exists():
         return spec
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     mask = np.zeros((side, side), np.uint8)
     cells = int(np.ceil(np.sqrt(count)))

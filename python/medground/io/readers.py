@@ -267,7 +267,7 @@ def _read_nifti(path: Path, max_bytes: int) -> Volume:
     scaled = (slope != 1.0 and not math.isnan(slope)) or (inter != 0.0 and not math.isnan(inter))
     itemsize = 8 if scaled else dtype.itemsize
     _check_size(path, shape, itemsize, max_bytes)
-    array = _fast_gzip_voxels(image, path) if itemsize == dtype.itemsize else None
+    array = _fast_gzip_voxels(image, path)
     if array is None:
         array = np.asanyarray(image.dataobj)
     if array.shape != shape:

@@ -96,8 +96,10 @@ def clinical_term(label: str, body_region: str | None = None) -> Term:
     Raises:
         ValueError: ``label`` is not a string or has no words (only separators).
     """
-    if not isinstance(label, str) or not (body_region is None or isinstance(body_region, str)):
+    if not isinstance(label, str):
         raise ValueError(f"label must be a string with at least one word, got {label!r}")
+    if body_region is not None and not isinstance(body_region, str):
+        raise ValueError(f"body_region must be a string or None, got {body_region!r}")
     return _clinical_term(label, body_region.strip().lower() if body_region else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -334,3 +335,58 @@ def test_image_map_is_identity_and_png_round_trip(tmp_path):
             assert np.array_equal(np.asarray(png), image)
     with pytest.raises(ValueError):
         write_png(tmp_path / "bad.png", gray.astype(np.uint16))
+
+
+def test_shrunk_views_show_area_means_and_keep_exact_boxes():
+    """``max_side`` on a 2D image: pixels are box means (skimage's downscale_local_mean on
+    an exact factor; ties of odd factors to the next bin), the mask is shown nearest-voxel
+    and its boxes stay exactly the mapped voxel boxes; the longer side is the cap."""
+    from skimage.transform import downscale_local_mean
+
+    rng = np.random.default_rng(11)
+    gray = rng.integers(0, 4096, (2048, 1536), dtype=np.uint16)
+    m = image_map(gray.shape, max_side=1024)
+    assert (m.height, m.width) == (1024, 768)
+    shown = m.render_values(gray)
+    assert shown.dtype == np.uint16
+    reference = downscale_local_mean(gray.astype(np.float64), (2, 2))
+    assert np.abs(shown.astype(np.float64) - reference).max() <= 0.5
+    rgb = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    small = image_map(rgb.shape[:2], max_side=100)
+    assert (small.height, small.width) == (60, 100)
+    means = downscale_local_mean(rgb.astype(np.float64), (5, 5, 1))
+    assert np.abs(small.render_values(rgb).astype(np.float64) - means).max() <= 0.5
+    # A non-integer factor: every stored pixel counts once (the mean of the means, weighted
+    # by bin sizes, is the mean of the image).
+    odd = image_map((1000, 700), max_side=300)
+    values = rng.random((1000, 700))
+    bins_r = np.bincount(np.searchsorted(_bin_edges(odd.row_source, 1000), np.arange(1000), "right") - 1)
+    bins_c = np.bincount(np.searchsorted(_bin_edges(odd.col_source, 700), np.arange(700), "right") - 1)
+    weighted = (odd.render_values(values) * np.outer(bins_r, bins_c)).sum()
+    assert weighted == pytest.approx(values.sum(), rel=1e-9)
+    # Masks: nearest voxel, and the box of what is shown is the mapped box of the voxels.
+    labels = np.zeros(gray.shape, np.uint8)
+    labels[301:777, 90:1201] = 1
+    labels[1500:1503, 10:13] = 2
+    shown_labels = m.render(labels)
+    assert set(np.unique(shown_labels)) <= {0, 1, 2}
+    for label in (1, 2):
+        rows, cols = np.nonzero(labels == label)
+        box = m.pixel_box((rows.min(), cols.min()), (rows.max() + 1, cols.max() + 1))
+        rows, cols = np.nonzero(shown_labels == label)
+        if rows.size:
+            assert box == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    # A flipped table (radiological display) averages the same bins, mirrored.
+    upright = image_map((8, 6), max_side=4)
+    mirrored = replace(upright, row_source=7 - upright.row_source)
+    data = rng.random((8, 6))
+    assert np.allclose(mirrored.render_values(data), upright.render_values(data[::-1]))
+    # Unshrunk maps are unchanged by render_values.
+    assert np.array_equal(image_map(gray.shape).render_values(gray), gray)
+
+
+def _bin_edges(source, n):
+    edges = np.empty(source.size + 1, dtype=np.intp)
+    edges[0], edges[-1] = 0, n
+    edges[1:-1] = (source[:-1] + source[1:] + 1) // 2
+    return edges

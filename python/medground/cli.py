@@ -53,7 +53,6 @@ from medground.io.inventory import describe_case, format_inventory, inventory
 from medground.pipeline import load_run_config
 from medground.pipeline import run as run_pipeline
 from medground.predict import predict
-from medground.records import image_path
 
 
 @click.group()
@@ -86,7 +85,7 @@ def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> 
         for view in drafts.views[: limit or 4]:
             record = view.view_record()
             where = "2D" if record is None else f"{record['axis']} {record['slice_index']}"
-            for object_id, fact in drafts.facts[image_path(case.dataset, case.case_id, record)].items():
+            for object_id, fact in drafts.facts[view.image_file].items():
                 size = "" if fact["diameter_mm"] is None else f", {fact['diameter_mm']:.0f} mm"
                 click.echo(
                     f"  [{where}] {fact['label']} #{object_id} {fact['bbox_xyxy']}: side {fact['laterality']}, "

@@ -17,7 +17,7 @@ from medground.facts import object_facts
 from medground.io.case import Case
 from medground.io.metadata import read_metadata
 from medground.io.schema import DatasetSpec
-from medground.records import Sample, image_path, reject
+from medground.records import Sample, reject
 from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
 from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
@@ -110,7 +110,7 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
                 continue
             said.add(key)
             drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
-        drafts.facts[image_path(case.dataset, case.case_id, view.view_record())] = object_facts(view, cues)
+        drafts.facts[view.image_file] = object_facts(view, cues)
         for unsaid in skips:
             labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
             drafts.skipped.append(
@@ -192,7 +192,7 @@ def verify_drafts(
         synthesis failures first) and the case's :class:`medground.verify.Funnel`.
     """
     verifier = verifier or Verifier()
-    views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
+    views = {v.image_file: v for v in drafts.views}
     accepted: list[Sample] = []
     rejected, funnel = list(drafts.failures), Funnel()
     for failure in drafts.failures:

@@ -149,13 +149,14 @@ def _safe(text: str) -> str:
     return safe
 
 
-def image_path(dataset: str, case_id: str, view: dict[str, Any] | None) -> str:
+def image_path(dataset: str, case_id: str, view: dict[str, Any] | None, suffix: str = ".png") -> str:
     """Where a view's image is stored, relative to the output folder: one file per slice
-    and window (``axial_0012.png``, and ``axial_0012-lung.png`` for lung targets)."""
+    and window (``axial_0012.png``, and ``axial_0012-lung.png`` for lung targets); 2D
+    images as ``CASE.png`` (``CASE.jpg`` when stored as JPEG)."""
     if view is None:
-        return f"images/{_safe(dataset)}/{_safe(case_id)}.png"
+        return f"images/{_safe(dataset)}/{_safe(case_id)}{suffix}"
     window = f"-{_safe(str(view['window']))}" if view.get("window") else ""
-    return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}{window}.png"
+    return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}{window}{suffix}"
 
 
 def sample_id(

@@ -32,11 +32,14 @@ __all__ = [
     "CT_WINDOWS",
     "PLANES",
     "Body",
+    "Encoding",
     "Intensity",
     "RenderedSlice",
     "SliceMap",
     "image_map",
     "body_mask",
+    "encode",
+    "encoding_for",
     "intensity_for",
     "luminance",
     "plane_axis",
@@ -140,11 +143,35 @@ class SliceMap:
         return plane
 
     def render(self, array: NDArray[Any]) -> NDArray[Any]:
-        """The view of ``array`` (intensities or labels, on the volume's grid)."""
+        """The view of ``array`` (intensities or labels, on the volume's grid): each pixel
+        shows the one voxel its tables name (labels stay labels)."""
+        plane = self._checked_plane(array)
+        return np.ascontiguousarray(plane[self.row_source][:, self.col_source])
+
+    def render_values(self, array: NDArray[Any]) -> NDArray[Any]:
+        """The intensities a pixel shows: the voxel its tables name where the view keeps or
+        enlarges the grid, and where it shrinks it (``max_side``) the mean of the voxels
+        whose nearest shown voxel is that one (an area average, not aliased skipping),
+        rounded back to the stored type for integer data. Equal to :meth:`render` on any
+        map that does not shrink."""
+        plane = self._checked_plane(array)
+        dtype = plane.dtype
+        shrunk = False
+        for axis, source in ((0, self.row_source), (1, self.col_source)):
+            if source.size >= plane.shape[axis]:
+                plane = np.take(plane, source, axis=axis)
+            else:
+                plane = _area_mean(plane, source, axis)
+                shrunk = True
+        if shrunk and np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            plane = np.clip(np.rint(plane), info.min, info.max)
+        return np.ascontiguousarray(plane.astype(dtype, copy=False))
+
+    def _checked_plane(self, array: NDArray[Any]) -> NDArray[Any]:
         if tuple(array.shape[: len(self.volume_shape)]) != self.volume_shape:
             raise ValueError(f"array of shape {array.shape} is not on this map's grid {self.volume_shape}")
-        plane = self.plane_of(array)
-        return np.ascontiguousarray(plane[self.row_source][:, self.col_source])
+        return self.plane_of(array)
 
     def pixel_box(self, bbox_min: Sequence[int], bbox_max: Sequence[int]) -> tuple[int, int, int, int]:
         """``[x_min, y_min, x_max, y_max]`` (max exclusive) of the pixels showing the voxel box
@@ -187,6 +214,24 @@ class SliceMap:
             "volume_shape": list(self.volume_shape),
             "size": [self.width, self.height],
         }
+
+
+def _area_mean(plane: NDArray[Any], source: NDArray[np.intp], axis: int) -> NDArray[np.float64]:
+    """Means of ``plane`` along ``axis`` over the bins of a shrinking source table: the voxels
+    between the midpoints of consecutive shown voxels (every voxel in exactly one bin)."""
+    n = plane.shape[axis]
+    flipped = source.size > 1 and bool(source[0] > source[-1])
+    if flipped:
+        plane, source = np.flip(plane, axis=axis), n - 1 - source
+    edges = np.empty(source.size + 1, dtype=np.intp)
+    edges[0], edges[-1] = 0, n
+    edges[1:-1] = (source[:-1] + source[1:] + 1) // 2
+    sums = np.add.reduceat(plane.astype(np.float64), edges[:-1], axis=axis)
+    counts = np.diff(edges).astype(np.float64)
+    shape = [1] * sums.ndim
+    shape[axis] = counts.size
+    means: NDArray[np.float64] = sums / counts.reshape(shape)
+    return means
 
 
 def _continuous(source: NDArray[np.intp], position: float) -> float:
@@ -269,13 +314,23 @@ def _zoom(height: float, width: float, min_side: int, max_side: int | None) -> f
     return max(zoom, min_side / min(height, width))
 
 
-def image_map(shape: Sequence[int], spacing: Sequence[float] | None = None, *, square_pixels: bool = False) -> SliceMap:
-    """The map of a 2D image shown as stored (optionally resampled to square pixels)."""
+def image_map(
+    shape: Sequence[int],
+    spacing: Sequence[float] | None = None,
+    *,
+    square_pixels: bool = False,
+    max_side: int | None = None,
+) -> SliceMap:
+    """The map of a 2D image shown as stored (optionally resampled to square pixels), scaled
+    down until its longer side has at most ``max_side`` pixels (never scaled up)."""
     rows, cols = int(shape[0]), int(shape[1])
     row_scale = col_scale = 1.0
     if square_pixels and spacing is not None:
         finest = min(spacing[0], spacing[1])
         row_scale, col_scale = spacing[0] / finest, spacing[1] / finest
+    if max_side is not None and max(rows * row_scale, cols * col_scale) > max_side:
+        zoom = max_side / max(rows * row_scale, cols * col_scale)
+        row_scale, col_scale = row_scale * zoom, col_scale * zoom
     return SliceMap(
         (rows, cols), None, None, None, 0, 1, _sources(rows, row_scale, False), _sources(cols, col_scale, False)
     )
@@ -469,13 +524,13 @@ def render_slice(
     ``radiological`` is False or the volume has no orientation)."""
     axcodes = volume.axcodes if radiological else None
     smap = slice_map(volume.shape, volume.spacing, axcodes, plane, slice_index, square_pixels=square_pixels)
-    return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
+    return RenderedSlice(to_uint8(smap.render_values(volume.array), intensity), smap, intensity)
 
 
 def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = False) -> RenderedSlice:
     """A 2D image as stored, 8-bit (RGB stays RGB)."""
     smap = image_map(volume.shape, volume.spacing, square_pixels=square_pixels)
-    return RenderedSlice(to_uint8(smap.render(volume.array), intensity), smap, intensity)
+    return RenderedSlice(to_uint8(smap.render_values(volume.array), intensity), smap, intensity)
 
 
 #: zlib level of the PNGs a run writes: level 1 encodes a CT slice about 4× faster than
@@ -493,6 +548,83 @@ def png_bytes(image: NDArray[np.uint8]) -> bytes:
         raise ValueError(f"PNG output needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=PNG_LEVEL)
+    return buffer.getvalue()
+
+
+#: Quality of the JPEGs a run encodes from sources that are not JPEG (``image_format = "jpeg"``).
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a view's image is stored: ``png`` (lossless) or ``jpeg``; ``copy`` when the file
+    is the source file's own bytes (the view is that JPEG as stored). A JPEG ``quality`` of
+    None keeps a JPEG source's quantisation tables and chroma subsampling
+    (:data:`JPEG_QUALITY` for other sources)."""
+
+    format: str = "png"
+    quality: int | None = None
+    copy: bool = False
+
+    @property
+    def suffix(self) -> str:
+        return ".png" if self.format == "png" else ".jpg"
+
+
+def encoding_for(
+    volume: Volume, smap: SliceMap, intensity: Intensity, image_format: str, quality: int | None = None
+) -> Encoding:
+    """The encoding of a view (``[render] image_format``): ``auto`` is JPEG for a JPEG source
+    and PNG for anything else. A JPEG view that shows the source pixel for pixel (2D, not
+    resized, 8-bit L or RGB shown as is, no EXIF rotation a reader might apply) copies it."""
+    raster = volume.metadata.get("raster") if volume.is_2d else None
+    source_jpeg = isinstance(raster, dict) and raster.get("format") == "JPEG"
+    chosen = ("jpeg" if source_jpeg else "png") if image_format == "auto" else image_format
+    if chosen == "png":
+        return Encoding("png")
+    if chosen != "jpeg":
+        raise ValueError(f"image_format must be auto, png or jpeg, got {image_format!r}")
+    unchanged = (
+        source_jpeg
+        and isinstance(raster, dict)
+        and raster.get("mode") in ("L", "RGB")
+        and raster.get("exif_orientation", 1) == 1
+        and intensity.kind == "as_is"
+        and smap.axis is None
+        and (smap.height, smap.width) == tuple(volume.shape[:2])
+        and bool(np.array_equal(smap.row_source, np.arange(smap.height)))
+        and bool(np.array_equal(smap.col_source, np.arange(smap.width)))
+    )
+    return Encoding("jpeg", quality, copy=unchanged)
+
+
+def encode(image: NDArray[np.uint8], encoding: Encoding, source: Path | None = None) -> bytes:
+    """The bytes of a stored view: PNG (:data:`PNG_LEVEL`), JPEG (deterministic for one
+    libjpeg; see :class:`Encoding` for its quality) or, for a copying encoding, ``source``'s
+    bytes."""
+    if encoding.copy:
+        if source is None:
+            raise ValueError("a copying encoding needs the source file")
+        return Path(source).read_bytes()
+    if encoding.format == "png":
+        return png_bytes(image)
+    import io
+
+    from PIL import Image, JpegImagePlugin
+
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"JPEG output needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    options: dict[str, Any] = {"quality": encoding.quality or JPEG_QUALITY, "subsampling": 0}
+    if encoding.quality is None and source is not None:
+        with Image.open(source) as original:
+            if isinstance(original, JpegImagePlugin.JpegImageFile) and original.mode == (
+                "L" if image.ndim == 2 else "RGB"
+            ):
+                options = {"qtables": original.quantization, "subsampling": JpegImagePlugin.get_sampling(original)}
+                if image.ndim == 2 or options["subsampling"] == -1:
+                    options.pop("subsampling")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", **options)
     return buffer.getvalue()
 
 

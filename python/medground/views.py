@@ -33,6 +33,7 @@ from medground.anchors import Anchor, Objects
 from medground.io.case import Case
 from medground.io.schema import DatasetSpec, RenderSpec
 from medground.io.volume import opposite
+from medground.records import image_path
 
 __all__ = [
     "RING_MM",
@@ -157,6 +158,8 @@ class View:
         window: the CT window group it is rendered for (``lung``, ``bone``), None for the default.
         directions: the patient direction in which rows and columns grow (``("P", "L")`` for
             an axial slice in radiological display), None without patient orientation.
+        skips: the objects of the view that are not targets, with why.
+        encoding: how the image is stored (``[render] image_format``).
     """
 
     case: Case
@@ -170,13 +173,14 @@ class View:
     window: str | None = None
     directions: tuple[str, str] | None = None
     skips: tuple[Skip, ...] = field(default_factory=tuple)
+    encoding: render.Encoding = field(default_factory=render.Encoding)
 
     @property
     def values(self) -> NDArray[Any]:
         """The stored intensities on the image grid (luminance for RGB), for the evidence
         judge: taken from the case's array when asked for, not kept (a case keeps every view
         until it is verified), in the stored type where float32 holds it exactly."""
-        stored = self.map.render(self.case.image.array)
+        stored = self.map.render_values(self.case.image.array)
         return render.luminance(stored) if stored.ndim == 3 else _exact_values(stored)
 
     @property
@@ -194,6 +198,15 @@ class View:
     @property
     def height(self) -> int:
         return self.map.height
+
+    @property
+    def image_file(self) -> str:
+        """Where the image is stored, relative to the output folder (the ``image`` field)."""
+        return image_path(self.case.dataset, self.case.case_id, self.view_record(), self.encoding.suffix)
+
+    def encoded(self) -> bytes:
+        """The stored image file's bytes."""
+        return render.encode(self.image, self.encoding, self.case.image.path)
 
     def view_record(self) -> dict[str, Any] | None:
         """The ``view`` field of a sample: ``{axis, slice_index, array_axis}`` (and the
@@ -325,7 +338,7 @@ def build_views(
         return [], skips
     default = render.intensity_for(image, spec.modality, render_spec.window, render_spec.percentiles, body)
     if image.is_2d:
-        smap = render.image_map(image.shape, image.spacing, square_pixels=False)
+        smap = render.image_map(image.shape, image.spacing, square_pixels=False, max_side=render_spec.max_side)
         axcodes = image.axcodes if spec.is_radiological else None
         view = _make_view(
             case, smap, objects, tuple(sorted(objects.anchors)), default, None, spec, _directions(smap, axcodes)
@@ -447,7 +460,7 @@ def _make_view(
     index_areas: dict[int, NDArray[np.int64]] | None = None,
 ) -> View:
     image = case.image
-    stored = smap.render(image.array)
+    stored = smap.render_values(image.array)
     rendered = render.to_uint8(stored, intensity)
     view_objects = smap.render(objects.map)
     pixel_mm = _pixel_mm(smap, image.spacing)
@@ -521,6 +534,7 @@ def _make_view(
         window,
         directions,
         tuple(skips),
+        render.encoding_for(image, smap, intensity, spec.render.image_format, spec.render.jpeg_quality),
     )
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from medground.generate import case_evidence, draft_case, verify_drafts, view_measurements
 from medground.io import find_cases, load_case, load_preset, load_spec
-from medground.records import image_path
 from medground.verify import Verifier
 from mutations import KINDS, Context, mutations
 from phantom_cases import multi_lesion_case
@@ -52,7 +51,7 @@ def tally(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             drafts = draft_case(load_case(spec, files), spec)
             accepted, _, _ = verify_drafts(drafts, spec)
             shared = case_evidence(drafts, spec)
-            views = {image_path(v.case.dataset, v.case.case_id, v.view_record()): v for v in drafts.views}
+            views = {v.image_file: v for v in drafts.views}
             measures = {}
             for sample in accepted:
                 if sample.image not in measures:

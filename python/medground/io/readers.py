@@ -101,10 +101,15 @@ def read_image(
         if suffix in _ITK_SUFFIXES:
             return _read_itk(path, max_bytes)
         if suffix in IMAGE_2D_SUFFIXES:
-            array = read_raster(path, max_bytes=max_bytes)
+            raster: dict[str, object] = {}
+            array = read_raster(path, max_bytes=max_bytes, source=raster)
             spacing = pixel_spacing or (1.0, 1.0)
             affine = radiograph_affine(spacing) if radiological_2d else np.diag([spacing[0], spacing[1], 1.0, 1.0])
-            metadata: dict[str, object] = {"channels_last": array.ndim == 3, "spacing_known": pixel_spacing is not None}
+            metadata: dict[str, object] = {
+                "channels_last": array.ndim == 3,
+                "spacing_known": pixel_spacing is not None,
+                "raster": raster,
+            }
             return Volume(array, affine, path, oriented=radiological_2d, metadata=metadata)
     except CaseError:
         raise
@@ -409,11 +414,19 @@ def _read_dicom_series(folder: Path, max_bytes: int) -> Volume:
     return _itk_volume(image, folder, "dicom")
 
 
-def read_raster(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep_palette: bool = False) -> NDArray[Any]:
+def read_raster(
+    path: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    keep_palette: bool = False,
+    source: dict[str, object] | None = None,
+) -> NDArray[Any]:
     """A 2D raster as ``(rows, columns)`` or ``(rows, columns, 3)``.
 
     Grayscale stays one channel (8 or 16 bit); RGBA and LA drop alpha; palette images
-    become RGB unless ``keep_palette`` (indexed label masks keep their indices).
+    become RGB unless ``keep_palette`` (indexed label masks keep their indices). The EXIF
+    orientation tag is not applied: pixels are shown as stored. ``source``, when given,
+    receives the file's ``format`` (PIL's name), ``mode`` and ``exif_orientation``.
     """
     from PIL import Image
 
@@ -431,6 +444,8 @@ def read_raster(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, keep_palette:
         if frames > 1:
             raise CaseError(path, f"{frames} frames in one raster; 3D stacks must be NIfTI, NRRD, MHA or DICOM")
         image.load()
+        if source is not None:
+            source.update(format=image.format, mode=image.mode, exif_orientation=int(image.getexif().get(0x0112, 1)))
         if image.mode == "P" and keep_palette:
             return np.asarray(image)
         decoded: Image.Image = image

@@ -19,6 +19,7 @@ from medground.io.readers import DEFAULT_MAX_BYTES
 __all__ = [
     "AXES",
     "CT_WINDOWS",
+    "IMAGE_FORMATS",
     "MASK_MODES",
     "MODALITIES",
     "RADIOLOGY_MODALITIES",
@@ -36,6 +37,9 @@ MODALITIES = ("CT", "MR", "PET", "XR", "US", "endoscopy", "dermoscopy", "microsc
 RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
 MASK_MODES = ("labelmap", "binary", "per_label_files")
 AXES = ("axial", "coronal", "sagittal")
+#: How views are stored: ``auto`` keeps JPEG sources as JPEG (photographs, JPEG X-rays)
+#: and writes everything else as lossless PNG.
+IMAGE_FORMATS = ("auto", "png", "jpeg")
 
 #: CT windows as (level, width) in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -108,7 +112,8 @@ class RenderSpec:
         min_side: slices of volumes are scaled up (nearest voxel) until their shorter side has
             at least this many pixels, so a 30-slice coronal view is not 30 pixels tall.
         max_side: and scaled down until their longer side has at most this many, unless that
-            would make the shorter side fall under ``min_side``.
+            would make the shorter side fall under ``min_side``. 2D images are scaled down
+            to it too (never up); shrunk views show area means, not skipped pixels.
         edge_margin: no view on this many slices at either end of a volume along its axis
             (partial-volume edge slices).
         min_target_share: an object is asked about on a slice only where it shows at least
@@ -117,6 +122,14 @@ class RenderSpec:
             or across the outline) a target needs in the stored image to be asked about.
         windows: CT windows per window group (``lung``, ``bone``) or per label name, over
             the defaults of ``presets/anatomy.toml``: a target is shown in its own window.
+        image_format: ``auto`` (JPEG for JPEG sources, lossless PNG for everything else),
+            ``png`` or ``jpeg``. A view that is a JPEG source unchanged is stored as the
+            source's own bytes (no second generation of loss); other JPEG views are encoded
+            with the source's quantisation tables and chroma subsampling when it is a JPEG
+            (a resized photograph keeps its quality and shrinks with its pixels), else at
+            ``jpeg_quality``.
+        jpeg_quality: quality (1-100) of the JPEGs a run encodes; when set, it applies to
+            JPEG sources too. Unset: the source's own tables, or 90 for other sources.
     """
 
     axes: tuple[str, ...] = ("axial",)
@@ -132,6 +145,8 @@ class RenderSpec:
     min_target_share: float = 0.3
     min_contrast: float = 6.0
     windows: tuple[tuple[str, str | tuple[float, float]], ...] = ()
+    image_format: str = "auto"
+    jpeg_quality: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from medground.io.readers import DEFAULT_MAX_BYTES
 from medground.io.schema import (
     AXES,
     CT_WINDOWS,
+    IMAGE_FORMATS,
     MASK_MODES,
     MODALITIES,
     RADIOLOGY_MODALITIES,
@@ -87,6 +88,8 @@ _RENDER_KEYS = {
     "min_target_share",
     "min_contrast",
     "windows",
+    "image_format",
+    "jpeg_quality",
 }
 #: Numeric [render] keys: (default, whether it must be an integer, test, what the test asks).
 _RENDER_NUMBERS: dict[str, tuple[float, bool, Any, str]] = {
@@ -527,6 +530,16 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
     if not isinstance(square, bool):
         raise SpecError(source, f"[render] square_pixels must be true or false, got {square!r}")
     windows = _parse_windows(table.get("windows", {}), modality, source)
+    jpeg_quality = table.get("jpeg_quality")
+    if jpeg_quality is not None and (
+        not isinstance(jpeg_quality, int) or isinstance(jpeg_quality, bool) or not 1 <= jpeg_quality <= 100
+    ):
+        raise SpecError(source, f"[render] jpeg_quality must be an integer in [1, 100], got {jpeg_quality!r}")
+    image_format = table.get("image_format", "auto")
+    if image_format not in IMAGE_FORMATS:
+        raise SpecError(
+            source, f"[render] image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}"
+        )
     return RenderSpec(
         axes=tuple(dict.fromkeys(axes)),
         slices=slices,
@@ -541,6 +554,8 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
         min_target_share=float(numbers["min_target_share"]),
         min_contrast=float(numbers["min_contrast"]),
         windows=windows,
+        image_format=image_format,
+        jpeg_quality=jpeg_quality,
     )
 
 

@@ -25,9 +25,8 @@ from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 from medground.pipeline.store import CaseResult
-from medground.records import Sample, StageResult, image_path
+from medground.records import Sample, StageResult
 from medground.refer import Reference
-from medground.render import png_bytes
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
 from medground.synth import Synthesis, Synthesizer, make_synthesizer
 from medground.verify import JudgeItem, Verifier, make_judge
@@ -72,9 +71,8 @@ def process_case(
         stage = "render"
         used = {s.image for s in accepted} | {r["image"] for r in rejected}
         for view in drafts.views:
-            path = image_path(spec.name, files.case_id, view.view_record())
-            if path in used:
-                result.images[path] = png_bytes(view.image)
+            if view.image_file in used:
+                result.images[view.image_file] = view.encoded()
         result.seconds["render"] = time.perf_counter() - started - sum(result.seconds.values())
         result.accepted = [s.to_dict() for s in accepted]
         result.rejected = rejected

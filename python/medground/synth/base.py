@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from medground.boxes import voxel_box_to_ras
-from medground.records import Sample, Target, image_path, sample_id
+from medground.records import Sample, Target, sample_id
 from medground.refer import Reference
 from medground.views import View
 
@@ -99,7 +99,7 @@ def draft_sample(
         case_id=case.case_id,
         patient_id=case.patient_id,
         split=None,
-        image=image_path(case.dataset, case.case_id, record),
+        image=view.image_file,
         width=view.width,
         height=view.height,
         modality=modality,

@@ -40,7 +40,6 @@ samples (or cases, labels) showing the defect:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -53,6 +52,7 @@ from PIL import Image
 from medground import rle
 from medground.anatomy import is_lesion, label_kind, midline_labels
 from medground.io import find_cases, load_case, load_spec, resolve_labels
+from medground.records import dumps
 from medground.runfolder import RunFolder
 from medground.terms import clinical_term
 
@@ -226,8 +226,8 @@ def _repeat_defects(samples: list[dict[str, Any]]) -> Counter[str]:
     by_plane: dict[tuple[Any, ...], set[Any]] = {}
     for sample in samples:
         objects = tuple(sorted({t.get("object_id", t.get("component_id")) for t in sample["targets"]}))
-        attributes = json.dumps(sample["referring_attributes"], sort_keys=True)
-        by_view[json.dumps([sample["image"], objects, attributes])] += 1
+        attributes = dumps(sample["referring_attributes"], sort_keys=True)
+        by_view[dumps([sample["image"], objects, attributes])] += 1
         view = sample["view"] or {}
         key = (sample["dataset"], sample["case_id"], view.get("axis"), objects, sample["query"].lower())
         by_plane.setdefault(key, set()).add(sample["image"])

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import http.server
 import io
-import json
 import os
 import shutil
 import threading
@@ -24,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medground.records import dumps
 from medground.runfolder import REJECTED, SAMPLES, RunFolder, atomic_write
 
 __all__ = ["CHUNK", "SiteServer", "build_site", "serve"]
@@ -124,7 +124,7 @@ def _write_details(out: Path, records: list[dict[str, Any]]) -> None:
         chunk_records = [
             {k: v for k, v in record.items() if k != "_status"} for record in records[start : start + CHUNK]
         ]
-        payload = json.dumps(chunk_records, separators=(",", ":"))
+        payload = dumps(chunk_records, separators=(",", ":"))
         atomic_write(details / f"{number:04d}.js", f"window.medgroundChunk({number}, {payload});\n".encode())
 
 
@@ -161,9 +161,7 @@ def build_site(run: Path | str, out: Path | str | None = None) -> Path:
         "chunk_size": CHUNK,
         "samples": rows,
     }
-    atomic_write(
-        out / "data.js", ("window.MEDGROUND_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n").encode()
-    )
+    atomic_write(out / "data.js", ("window.MEDGROUND_DATA = " + dumps(data, separators=(",", ":")) + ";\n").encode())
     _write_details(out, records)
     return out / "index.html"
 

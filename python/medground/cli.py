@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -52,7 +51,9 @@ from medground.io import (
 from medground.io.inventory import describe_case, format_inventory, inventory
 from medground.pipeline import load_run_config
 from medground.pipeline import run as run_pipeline
+from medground.pipeline.runner import RunSummary
 from medground.predict import predict
+from medground.records import dumps
 
 
 @click.group()
@@ -195,13 +196,29 @@ def run(
         )
     except (SpecError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    _report_run(summary, out)
+
+
+def _report_run(summary: RunSummary, out: Path) -> None:
+    """What a run made; exits non-zero when it made nothing (no case, every case failed,
+    no sample), whatever the reason."""
     funnel = summary.manifest["funnel"]
+    where = f" on {summary.nodes} Ray node(s)" if summary.nodes else ""
     click.echo(
         f"{summary.cases} cases ({summary.skipped_done} already done, {summary.failed} failed): "
-        f"{summary.accepted} samples accepted, {summary.rejected} rejected, in {summary.seconds:.1f} s"
+        f"{summary.accepted} samples accepted, {summary.rejected} rejected, in {summary.seconds:.1f} s{where}"
     )
+    if summary.dropped:
+        click.echo(f"{summary.dropped} input file(s) gave no case (unpaired or ambiguous): see skipped.jsonl")
     click.echo(f"funnel: {funnel['drafts']} drafts -> " + " -> ".join(f"{k} {v}" for k, v in funnel["passed"].items()))
     click.echo(f"wrote {out}/samples.jsonl, rejected.jsonl, errors.jsonl, images/, manifest.json, README.md")
+    # A run that made nothing is a failed run, whatever the reason: say so in the status.
+    if summary.cases == 0:
+        raise click.ClickException("no case found: check the datasets' folders and [cases] patterns")
+    if summary.failed == summary.cases:
+        raise click.ClickException(f"every case failed ({summary.failed}): see {out}/errors.jsonl")
+    if summary.accepted == 0:
+        raise click.ClickException(f"no case produced a sample: see {out}/rejected.jsonl and skipped.jsonl")
 
 
 @main.command("export")
@@ -361,7 +378,7 @@ def inspect(
         else:
             click.echo(format_inventory(report))
     if as_json and reports:
-        click.echo(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+        click.echo(dumps(reports if len(reports) > 1 else reports[0], indent=2))
     if failed:
         sys.exit(1)
 
@@ -384,7 +401,7 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
             results[run_dir] = audit_run(Path(run_dir), Path(spec) if spec else None)
         except (SpecError, CaseError) as error:
             raise click.ClickException(str(error)) from error
-    click.echo(json.dumps(results, indent=1) if as_json else format_audit(results))
+    click.echo(dumps(results, indent=1) if as_json else format_audit(results))
 
 
 @main.command("eval")
@@ -453,7 +470,7 @@ def eval_command(
     except ValueError as error:  # an image Qwen2.5-VL's processor would refuse (aspect ratio)
         raise click.ClickException(str(error)) from error
     report.update(gt=str(samples_file(gt)), pred=str(pred), split=split)
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    click.echo(dumps(report, indent=2) if as_json else format_report(report))
 
 
 @main.command("predict")

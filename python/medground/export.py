@@ -81,6 +81,7 @@ from medground.boxes import (
     grounding_prompt,
     prompt_version,
 )
+from medground.records import dumps
 from medground.runfolder import RunFolder, atomic_write, split_name
 from medground.terms import clinical_term
 
@@ -155,7 +156,7 @@ def _answer(sample: dict[str, Any], boxes: list[Any], style: str) -> str:
     targets = sample["targets"]
     if style == "json":
         objects = [{"bbox_2d": box, "label": _label(t)} for box, t in zip(boxes, targets, strict=True)]
-        return "```json\n" + json.dumps(objects) + "\n```"
+        return "```json\n" + dumps(objects) + "\n```"
     if style == "qwen2":
         return "".join(
             f"<|object_ref_start|>{_expression(sample)}<|object_ref_end|>"
@@ -163,8 +164,8 @@ def _answer(sample: dict[str, Any], boxes: list[Any], style: str) -> str:
             for b in boxes
         )
     if style == "internvl":
-        return f"<ref>{_expression(sample)}</ref><box>{json.dumps(boxes)}</box>"
-    return "; ".join(json.dumps(b) for b in boxes)  # list
+        return f"<ref>{_expression(sample)}</ref><box>{dumps(boxes)}</box>"
+    return "; ".join(dumps(b) for b in boxes)  # list
 
 
 #: The registry entry (presets/grounding_prompts.toml) whose prompt an answer style is asked with.
@@ -365,9 +366,9 @@ def _write_refcoco(samples: list[dict[str, Any]], run: Path, absolute: bool, tar
         ],
     }
     written = [target / "instances.json", target / "refs.json", target / "refcoco" / "instances.json"]
-    atomic_write(written[0], json.dumps(coco).encode())
-    atomic_write(written[1], json.dumps(refs).encode())
-    atomic_write(written[2], json.dumps(refer).encode())
+    atomic_write(written[0], dumps(coco).encode())
+    atomic_write(written[1], dumps(refs).encode())
+    atomic_write(written[2], dumps(refer).encode())
     written.append(target / "refcoco" / "refs(unc).p")
     atomic_write(written[3], pickle.dumps(refs, protocol=2))
     return written
@@ -441,7 +442,7 @@ def _hf_schema() -> Any:
         ("provenance", pa.string()),
     ]
     schema = pa.schema(fields)
-    return schema.with_metadata({"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})})
+    return schema.with_metadata({"huggingface": dumps({"info": {"features": _HF_FEATURES}})})
 
 
 def _hf_row(sample: dict[str, Any], run: Path, style: str, conv: BoxConvention) -> dict[str, Any]:
@@ -466,7 +467,7 @@ def _hf_row(sample: dict[str, Any], run: Path, style: str, conv: BoxConvention) 
         "labels": [_label(t) for t in targets],
         "label_names": [t["label"] for t in targets],
         "masks": [{"size": list(t["mask_rle"]["size"]), "counts": str(t["mask_rle"]["counts"])} for t in targets],
-        "cues": [json.dumps(t["cues"], sort_keys=True) for t in targets],
+        "cues": [dumps(t["cues"], sort_keys=True) for t in targets],
         "width": sample["width"],
         "height": sample["height"],
         "split": HF_SPLITS[sample["split"]],
@@ -474,8 +475,8 @@ def _hf_row(sample: dict[str, Any], run: Path, style: str, conv: BoxConvention) 
         "modality": sample["modality"],
         "case_id": sample["case_id"],
         "patient_id": sample["patient_id"],
-        "view": json.dumps(sample["view"], sort_keys=True),
-        "provenance": json.dumps(sample.get("provenance", {}), sort_keys=True),
+        "view": dumps(sample["view"], sort_keys=True),
+        "provenance": dumps(sample.get("provenance", {}), sort_keys=True),
     }
 
 
@@ -562,7 +563,7 @@ def _hf_card(samples: list[dict[str, Any]], target: Path, conv: BoxConvention) -
         "masks (`masks`: COCO RLE), the `referring_expression`, per-target `cues` (JSON) and",
         "`provenance` (JSON).",
         "",
-        f"Boxes in the assistant's answers: `{json.dumps(conv.describe())}` (medground.boxes).",
+        f"Boxes in the assistant's answers: `{dumps(conv.describe())}` (medground.boxes).",
         "",
         "| split | rows |",
         "|---|---|",
@@ -654,7 +655,7 @@ def _write_m3d(samples: list[dict[str, Any]], run: Path, target: Path) -> list[P
                 }
             )
         multi = len(boxes) > 1
-        answer = "; ".join(json.dumps([*b["bbox_norm1"][0], *b["bbox_norm1"][1]]) for b in boxes)
+        answer = "; ".join(dumps([*b["bbox_norm1"][0], *b["bbox_norm1"][1]]) for b in boxes)
         rows[key] = {
             "id": sample["id"],
             "volume": volume,
@@ -672,7 +673,7 @@ def _write_m3d(samples: list[dict[str, Any]], run: Path, target: Path) -> list[P
             "conventions": M3D_CONVENTIONS,
         }
     path = target / "m3d.jsonl"
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows.values()).encode())
+    atomic_write(path, "".join(dumps(r) + "\n" for r in rows.values()).encode())
     return [path]
 
 
@@ -707,7 +708,7 @@ def _setup(
             }
         }
         path = target / "dataset_info.json"
-        atomic_write(path, (json.dumps(entry, indent=1) + "\n").encode())
+        atomic_write(path, (dumps(entry, indent=1) + "\n").encode())
         command = (
             "llamafactory-cli train --stage sft --do_train --finetuning_type lora "
             "--model_name_or_path Qwen/Qwen2.5-VL-7B-Instruct --template qwen2_vl "
@@ -729,7 +730,7 @@ def _setup(
             }
         }
         path = target / "meta.json"
-        atomic_write(path, (json.dumps(meta, indent=1) + "\n").encode())
+        atomic_write(path, (dumps(meta, indent=1) + "\n").encode())
         command = (
             "torchrun --nproc_per_node=1 internvl/train/internvl_chat_finetune.py "
             "--model_name_or_path OpenGVLab/InternVL2_5-8B --conv_style internvl2_5 "
@@ -879,10 +880,10 @@ def export(
         stem = fmt if fmt is not None else preset.layout
         if preset.layout in ("llava", "sharegpt"):
             path = target / f"{stem}.json"
-            atomic_write(path, json.dumps(rows, indent=1).encode())
+            atomic_write(path, dumps(rows, indent=1).encode())
         else:
             path = target / f"{stem}.jsonl"
-            atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+            atomic_write(path, "".join(dumps(r) + "\n" for r in rows).encode())
         written = [path]
     setup, train = _setup(preset.layout, conv, target, run, written, len(samples), absolute)
     about = {
@@ -898,7 +899,7 @@ def export(
         "setup": [p.relative_to(target).as_posix() for p in setup],
         "image_paths": "absolute" if absolute else "relative to the run folder",
     }
-    atomic_write(target / "export.json", (json.dumps(about, indent=1) + "\n").encode())
+    atomic_write(target / "export.json", (dumps(about, indent=1) + "\n").encode())
     return [*written, *setup, target / "export.json"]
 
 

@@ -5,6 +5,7 @@ Used by the demo and by the benchmarks, so both measure the same kind of volume.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -179,7 +180,6 @@ def demo_dataset(folder: str | os.PathLike[str], *, volumes: int = 4, photos: in
     stored RAS and LPS so orientation handling is exercised) with paired kidneys and
     liver lesions, and ``photos`` dermoscopy-like PNG cases. A ``run.toml`` lists both.
     """
-    import json
     from pathlib import Path
 
     import nibabel as nib

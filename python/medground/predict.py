@@ -17,7 +17,6 @@ skipped, so rerunning the same command after an interruption or failures finishe
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 from medground.backends import Backend, EncodedImage, Request
 from medground.boxes import BoxConvention, convention, grounding_prompt, prompt_version
 from medground.evaluate.files import GroundTruth
+from medground.records import dumps
 from medground.runfolder import RecordFileError, read_jsonl
 
 __all__ = ["PredictSummary", "grounding_prompt", "grounding_request", "predict", "prompt_version"]
@@ -162,7 +162,7 @@ def predict(
                     "prompt_version": version,
                     "boxes": assumed,
                 }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(dumps(record, ensure_ascii=False) + "\n")
                 answered += 1
             handle.flush()
             if progress is not None:

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "dumps",
     "SCHEMA_VERSION",
     "Sample",
     "StageResult",
@@ -28,6 +29,13 @@ __all__ = [
     "sample_schema",
     "with_verification",
 ]
+
+
+def dumps(value: Any, **options: Any) -> str:
+    """JSON as every file medground writes holds it: strict (a NaN or infinity raises
+    ``ValueError`` instead of writing the non-standard ``NaN``/``Infinity``)."""
+    return json.dumps(value, allow_nan=False, **options)
+
 
 SCHEMA_VERSION = 1
 

@@ -25,13 +25,13 @@ A target that cannot be singled out is skipped with the reason.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from medground.anatomy import is_lesion
 from medground.facts import GENERIC_FINDING, attribute_values, category_key, holds, object_facts
+from medground.records import dumps
 from medground.terms import clinical_term
 from medground.views import View
 
@@ -381,7 +381,7 @@ def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any
 
 
 def _key(targets: tuple[int, ...], attributes: dict[str, Any]) -> str:
-    return json.dumps([list(targets), sorted(attributes.items())], default=str)
+    return dumps([list(targets), sorted(attributes.items())], default=str)
 
 
 def refer_view(

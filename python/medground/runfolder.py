@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medground.records import Sample
+from medground.records import Sample, dumps
 
 __all__ = [
     "ERRORS",
@@ -112,7 +112,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """A JSON-lines file, written atomically (keys in the order the records hold them)."""
-    atomic_write(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
+    atomic_write(path, "".join(dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -151,8 +151,9 @@ def test_two_node_ray_cluster(demo_data: Path, reference: Path, tmp_path: Path, 
     finally:
         cluster.shutdown()
     assert outputs(tmp_path / "cluster") == outputs(reference)
-    manifest = json.loads((tmp_path / "cluster" / "manifest.json").read_text())
-    assert manifest["ray_nodes"] >= 1
+    # The manifest says what was made, not where: byte-identical to the in-process run's.
+    assert (tmp_path / "cluster" / "manifest.json").read_bytes() == (reference / "manifest.json").read_bytes()
+    assert "Ray node(s)" in result.stdout
 
 
 @pytest.mark.parametrize("kill_after", [1, 4, 7])

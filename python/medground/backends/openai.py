@@ -41,6 +41,7 @@ from medground.backends.base import (
     image_url,
     resolve_messages,
 )
+from medground.records import dumps
 
 __all__ = ["CONFIG_KEYS", "DEFAULT_BASE_URL", "RETRY_STATUSES", "OpenAIBackend"]
 
@@ -289,7 +290,7 @@ class OpenAIBackend:
             )
 
     def _request(self, request: Request, image_urls: list[str], started: float) -> Response:
-        data = json.dumps(self.payload(request, image_urls)).encode("utf-8")
+        data = dumps(self.payload(request, image_urls)).encode("utf-8")
         attempts = 0
         while True:
             attempts += 1

@@ -5,7 +5,6 @@ Errors name the file and the line (:class:`medground.runfolder.RecordFileError`)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from medground.boxes import (
     convention,
 )
 from medground.evaluate.parse import parse_boxes
+from medground.records import dumps
 from medground.runfolder import RecordFileError, RunFolder, read_jsonl, split_name
 
 __all__ = [
@@ -92,7 +92,7 @@ def _box(value: Any, path: Path, line: int, what: str) -> Box:
         or len(value) != 4
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {json.dumps(value)}")
+        raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {dumps(value)}")
     x1, y1, x2, y2 = (float(v) for v in value)
     return (x1, y1, x2, y2)
 
@@ -214,14 +214,12 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
         if given[0] == "text":
             text = record["text"]
             if not isinstance(text, str):
-                raise RecordFileError(path, line, f"'text' must be a string, got {json.dumps(text)}")
+                raise RecordFileError(path, line, f"'text' must be a string, got {dumps(text)}")
         elif given[0] == "bbox":
             boxes = (_box(record["bbox"], path, line, "bbox"),)
         else:
             if not isinstance(record["bboxes"], list):
-                raise RecordFileError(
-                    path, line, f"'bboxes' must be a list of boxes, got {json.dumps(record['bboxes'])}"
-                )
+                raise RecordFileError(path, line, f"'bboxes' must be a list of boxes, got {dumps(record['bboxes'])}")
             boxes = tuple(_box(b, path, line, f"bboxes[{k}]") for k, b in enumerate(record["bboxes"]))
         fmt, recorded = _recorded(record, path, line)
         predictions[sample_id] = Prediction(sample_id, text, boxes, fmt, line, recorded)
@@ -232,10 +230,10 @@ def _recorded(record: dict[str, Any], path: Path, line: int) -> tuple[str | None
     """The ``format`` and ``boxes`` (convention) a prediction line records, if any."""
     fmt = record.get("format")
     if fmt is not None and not isinstance(fmt, str):
-        raise RecordFileError(path, line, f"'format' must be a string, got {json.dumps(fmt)}")
+        raise RecordFileError(path, line, f"'format' must be a string, got {dumps(fmt)}")
     boxes = record.get("boxes")
     if boxes is not None and not (isinstance(boxes, dict) and "name" in boxes):
-        raise RecordFileError(path, line, f"'boxes' must be a box convention record, got {json.dumps(boxes)}")
+        raise RecordFileError(path, line, f"'boxes' must be a box convention record, got {dumps(boxes)}")
     return fmt, boxes
 
 
@@ -282,7 +280,7 @@ def resolve_convention(
         RecordFileError: When the predictions record different conventions, one that is not
             the format's, or limits other than ``min_pixels``/``max_pixels``.
     """
-    recorded = {json.dumps(p.convention, sort_keys=True): p for p in predictions.values() if p.convention is not None}
+    recorded = {dumps(p.convention, sort_keys=True): p for p in predictions.values() if p.convention is not None}
     given = {"min_pixels": min_pixels, "max_pixels": max_pixels}
     if not recorded:
         return convention(

@@ -16,7 +16,7 @@ from pathlib import Path
 from medground.io.labels import labels_from_filenames, structure_name
 from medground.io.schema import DatasetSpec
 
-__all__ = ["CaseFiles", "CaseIndex", "find_cases", "resolve_labels"]
+__all__ = ["CaseFiles", "CaseIndex", "find_cases", "printable_id", "reads_into", "resolve_labels"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,32 @@ def _matches(root: Path, pattern: _Pattern, exclude: tuple[str, ...] = ()) -> li
     return found
 
 
+def reads_into(spec: DatasetSpec, folder: Path) -> str | None:
+    """The spec's ``image`` or ``mask`` pattern that would read the images a run writes into
+    ``folder`` (when it lies inside the dataset's folder), or None."""
+    root, where = Path(spec.root).resolve(), Path(folder).resolve()
+    if where != root and root not in where.parents:
+        return None
+    base = where.relative_to(root).as_posix()
+    written = [f"{base}/images/{spec.name}/{name}" for name in ("c.png", "c.jpg", "c/axial_0001.png", "c/x-lung.png")]
+    written += [f"{base}/plots/labels.png"]
+    for pattern in (spec.cases.image, spec.cases.mask):
+        regex = _compile(pattern).regex
+        if any(regex.match(path.lstrip("./")) for path in written):
+            return pattern
+    return None
+
+
+def printable_id(name: str) -> str:
+    """A case id as records hold it: a file name's bytes that are not UTF-8 (decoded by
+    Python as lone surrogates) written as ``\\xNN``, so every output can name the case."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _patient_id(spec: DatasetSpec, case_id: str) -> str:
     cases = spec.cases
     if cases.patient_regex is not None:
@@ -150,7 +176,8 @@ def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
             continue
         masks, label_masks = files
         masks_seen.update(masks or [p for _, p in label_masks])
-        index.cases.append(CaseFiles(case_id, _patient_id(spec, case_id), images[case_id], masks, label_masks))
+        name = printable_id(case_id)
+        index.cases.append(CaseFiles(name, _patient_id(spec, name), images[case_id], masks, label_masks))
     # Masks whose case has no image (only checked for one-file-per-case masks: cheap and common).
     if spec.cases.mask_mode != "per_label_files":
         index.unpaired_masks = _unpaired_masks(spec, case_filter, masks_seen | set(images.values()))

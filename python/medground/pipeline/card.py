@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from medground.records import dumps
 from medground.runfolder import atomic_write
 
 __all__ = ["phrasing_diversity", "write_card"]
@@ -185,7 +185,7 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     plots = _plots(root, samples)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["## Provenance", "", "```json"]
-    lines += [json.dumps(manifest["config"], indent=2, default=str), "```", ""]
+    lines += [dumps(manifest["config"], indent=2, default=str), "```", ""]
     if manifest["errors"]:
         lines += (
             ["## Cases that failed", ""]

@@ -8,7 +8,6 @@ sections in it or their defaults (docs/RECORDS.md, "Run config").
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from medground.io.errors import SpecError
 from medground.io.schema import DatasetSpec
 from medground.io.spec import load_preset, load_specs
 from medground.pipeline.splits import read_split_file
+from medground.records import dumps
 from medground.settings import SynthesisSettings, VerificationSettings
 
 __all__ = ["RunConfig", "SplitConfig", "load_run_config"]
@@ -114,7 +114,7 @@ class RunConfig:
             "seed": self.seed,
             "version": __version__,
         }
-        return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return hashlib.sha256(dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_run_config(

@@ -11,7 +11,7 @@ written.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import sys
 import time
@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from medground import __version__
-from medground.io.discover import CaseFiles, find_cases, resolve_labels
+from medground.io.discover import CaseFiles, find_cases, reads_into, resolve_labels
 from medground.io.schema import DatasetSpec
 from medground.pipeline.card import write_card
 from medground.pipeline.config import RunConfig
 from medground.pipeline.splits import assign_splits, check_splits, read_split_file
 from medground.pipeline.store import CaseResult, OutputFolder, case_key
 from medground.pipeline.worker import ModelActor, process_case
+from medground.records import dumps
 from medground.runfolder import ERRORS, MANIFEST, REJECTED, SAMPLES, SKIPPED, atomic_write, write_jsonl
 from medground.verify import Funnel
 
@@ -44,17 +45,51 @@ class RunSummary:
     seconds: float = 0.0
     out: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    nodes: int = 0  # Ray nodes that ran this invocation's cases (0 in-process)
+    dropped: int = 0  # input files that gave no case (unpaired, duplicate ids, ...)
 
 
 def plan(config: RunConfig, limit: int | None = None) -> list[tuple[DatasetSpec, CaseFiles]]:
     """Every case of every dataset, in (dataset, case id) order; ``limit`` per dataset."""
+    return _plan(config, limit)[0]
+
+
+def _plan(
+    config: RunConfig, limit: int | None = None
+) -> tuple[list[tuple[DatasetSpec, CaseFiles]], list[dict[str, Any]]]:
+    """The cases, and one ``skipped.jsonl`` record per input the datasets' patterns found
+    but no case uses (an image without a mask, a mask without an image, two files for one
+    case id): nothing is dropped without a record."""
     work: list[tuple[DatasetSpec, CaseFiles]] = []
+    dropped: list[dict[str, Any]] = []
     for spec in config.datasets:
         index = find_cases(spec)
         # Structure names are numbered over all cases, so ids never depend on --limit.
         spec = resolve_labels(spec, index)
         work.extend((spec, files) for files in index.cases[:limit])
-    return work
+        for path in index.unpaired_images:
+            dropped.append(_dropped(spec, "image_without_mask", f"{path}: no mask matches {spec.cases.mask!r}"))
+        for path in index.unpaired_masks:
+            dropped.append(_dropped(spec, "mask_without_image", f"{path}: no image matches {spec.cases.image!r}"))
+        for problem in index.problems:
+            dropped.append(_dropped(spec, "ambiguous_input", problem))
+    return work, dropped
+
+
+def _dropped(spec: DatasetSpec, reason: str, detail: str) -> dict[str, Any]:
+    return {"dataset": spec.name, "reason": reason, "detail": detail}
+
+
+def _outside_datasets(out: Path, config: RunConfig) -> None:
+    """Refuses an output folder whose images a dataset's patterns would read (inside its
+    folder, under a pattern such as ``**/*.png``): they would become inputs of the next run."""
+    for spec in config.datasets:
+        pattern = reads_into(spec, out)
+        if pattern is not None:
+            raise ValueError(
+                f"--out {out} is inside the folder of dataset {spec.name!r} ({spec.root}), where its pattern "
+                f"{pattern!r} would read the images the run writes; choose another --out"
+            )
 
 
 class _Progress:
@@ -207,26 +242,51 @@ def run(
         on_result: called after each case is written (progress hooks, tests).
     """
     started = time.perf_counter()
+    _outside_datasets(out, config)
     folder = OutputFolder(out)
-    folder.prepare(config.fingerprint, config.describe(), resume=resume, allowed=allowed)
-    work = plan(config, limit)
-    done = folder.finished() if resume else set()
-    todo = [(spec, files) for spec, files in work if case_key(spec.name, files.case_id) not in done]
-    summary = RunSummary(cases=len(work), skipped_done=len(work) - len(todo), out=out)
-    meter = _Progress(len(todo), progress)
-    results = _on_ray(todo, config, ray_address) if use_ray and todo else _in_process(todo, config)
-    for result in results:
-        folder.write(result)
-        meter.update(result)
-        if on_result is not None:
-            on_result(result)
-    keys = {case_key(spec.name, files.case_id) for spec, files in work}
-    summary.manifest = assemble(folder, config, keys)
+    folder.lock()
+    try:
+        folder.prepare(config.fingerprint, config.describe(), resume=resume, allowed=allowed)
+        work, dropped = _plan(config, limit)
+        done = folder.finished() if resume else set()
+        todo = [(spec, files) for spec, files in work if case_key(spec.name, files.case_id) not in done]
+        summary = RunSummary(cases=len(work), skipped_done=len(work) - len(todo), out=out, dropped=len(dropped))
+        meter = _Progress(len(todo), progress)
+        results = _on_ray(todo, config, ray_address) if use_ray and todo else _in_process(todo, config)
+        nodes = set()
+        for result in results:
+            result = _write(folder, result)
+            nodes.add(result.node)
+            meter.update(result)
+            if on_result is not None:
+                on_result(result)
+        keys = {case_key(spec.name, files.case_id) for spec, files in work}
+        summary.manifest = assemble(folder, config, keys, dropped)
+    finally:
+        folder.unlock()
+    summary.nodes = len(nodes - {None})
     summary.failed = len(summary.manifest["errors"])
     summary.accepted = summary.manifest["counts"]["accepted"]
     summary.rejected = summary.manifest["counts"]["rejected"]
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _write(folder: OutputFolder, result: CaseResult) -> CaseResult:
+    """Writes a case's result; a result that cannot be named or written (a value JSON cannot
+    hold, a file name the file system refuses) becomes that case's error instead. Only a
+    failure to record even the error (the disk is full) stops the run."""
+    try:
+        folder.write(result)
+        return result
+    except Exception as error:  # noqa: BLE001 - one case's outputs must not stop the run
+        for relative in result.images:
+            with contextlib.suppress(OSError):
+                (folder.root / relative).unlink(missing_ok=True)
+        failed = CaseResult(result.dataset, result.case_id, result.patient_id, result.modality, node=result.node)
+        failed.error = {"case_id": result.case_id, "stage": "write", "error": f"{type(error).__name__}: {error}"}
+        folder.write(failed)
+        return failed
 
 
 def coverage(shards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -273,9 +333,15 @@ def laterality_checks(shards: list[dict[str, Any]]) -> dict[str, Any]:
     return {"midline_sources": dict(sorted(sources.items())), "withheld": withheld}
 
 
-def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = None) -> dict[str, Any]:
+def assemble(
+    folder: OutputFolder,
+    config: RunConfig,
+    keys: set[str] | None = None,
+    dropped: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Builds samples.jsonl, rejected.jsonl, errors.jsonl, manifest.json and the card from
-    the shards (only those of ``keys`` when given: the cases of this config and limit)."""
+    the shards (only those of ``keys`` when given: the cases of this config and limit);
+    ``dropped`` inputs (files no case uses) go first in skipped.jsonl and in the manifest."""
     shards = [s for s in folder.read_shards() if keys is None or s["key"] in keys]
     fixed = read_split_file(config.split.file) if config.split.file else None
     patients = [(s["dataset"], s["modality"], s["patient_id"]) for s in shards]
@@ -283,7 +349,7 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = list(dropped or [])
     funnel = Funnel()
     for shard in shards:
         split = splits.get(shard["patient_id"])
@@ -312,15 +378,16 @@ def assemble(folder: OutputFolder, config: RunConfig, keys: set[str] | None = No
             "accepted": len(accepted),
             "rejected": len(rejected),
             "errors": len(errors),
-            "skipped_targets": len(skipped),
+            "skipped_targets": len(skipped) - len(dropped or []),
+            "dropped_inputs": len(dropped or []),
         },
         "funnel": funnel.to_dict(),
         "splits": split_check,
         "errors": errors,
-        "ray_nodes": len({s.get("node") for s in shards if s.get("node")}),
+        "dropped_inputs": list(dropped or []),
         "coverage": coverage(shards),
         "laterality": laterality_checks(shards),
     }
-    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+    atomic_write(root / MANIFEST, dumps(manifest, indent=2, default=str).encode())
     write_card(root, manifest, accepted)
     return manifest

@@ -11,13 +11,16 @@ run writes the same bytes as an uninterrupted one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medground.records import dumps
 from medground.runfolder import atomic_write
 
 __all__ = ["CaseResult", "OutputFolder", "case_key"]
@@ -60,6 +63,37 @@ class OutputFolder:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.shards = self.root / "shards"
+        self._lock: int | None = None
+
+    def lock(self) -> None:
+        """Takes the folder for this process (an exclusive ``flock`` on the folder itself,
+        released when the process ends, however it ends).
+
+        Raises:
+            ValueError: another run holds it.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise ValueError(
+                f"{self.root} is in use by another medground run; wait for it or choose another --out"
+            ) from None
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the last descriptor releases the lock
+            self._lock = None
+
+    def remove_partial_files(self) -> list[Path]:
+        """Deletes the temporary files a killed run left (``.NAME.*.tmp`` of atomic writes)."""
+        found = [p for p in self.root.rglob(".*.tmp") if p.is_file() and not p.is_symlink()]
+        for path in found:
+            path.unlink(missing_ok=True)
+        return found
 
     def prepare(
         self, fingerprint: str, description: dict[str, Any], *, resume: bool, allowed: tuple[str, ...] = ()
@@ -70,6 +104,8 @@ class OutputFolder:
             ValueError: the folder holds another run, or a run without ``--resume``.
         """
         marker = self.root / RUN_FILE
+        if self.root.is_dir():
+            self.remove_partial_files()  # what a killed run was writing; never a finished file
         if marker.exists():
             previous = json.loads(marker.read_text())
             if not resume:
@@ -85,12 +121,11 @@ class OutputFolder:
         if self.root.exists() and any(p.name not in allowed for p in self.root.iterdir()):
             raise ValueError(f"{self.root} is not empty and holds no medground run; choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            marker, json.dumps({"fingerprint": fingerprint, "config": description}, indent=2, default=str).encode()
-        )
+        atomic_write(marker, dumps({"fingerprint": fingerprint, "config": description}, indent=2, default=str).encode())
 
     def _shard_path(self, key: str) -> Path:
-        return self.shards / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+        # surrogateescape: a key from an undecodable file name still names one shard
+        return self.shards / f"{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()[:24]}.json"
 
     def finished(self) -> set[str]:
         """Keys of the cases finished without an error (failed cases are tried again on resume)."""
@@ -117,7 +152,7 @@ class OutputFolder:
             "seconds": result.seconds,
             "node": result.node,
         }
-        atomic_write(self._shard_path(result.key), json.dumps(shard, separators=(",", ":")).encode())
+        atomic_write(self._shard_path(result.key), dumps(shard, separators=(",", ":")).encode())
 
     def read_shards(self) -> Iterator[dict[str, Any]]:
         """Every finished case's shard, in case order (dataset, case id)."""

@@ -9,7 +9,6 @@ same in-process, in a Ray task on any node, or twice after a crash.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -25,7 +24,7 @@ from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 from medground.pipeline.store import CaseResult
-from medground.records import Sample, StageResult
+from medground.records import Sample, StageResult, dumps
 from medground.refer import Reference
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
 from medground.synth import Synthesis, Synthesizer, make_synthesizer
@@ -132,7 +131,7 @@ def _cached(key: str, build: Callable[[], T]) -> T:
 
 
 def _key(kind: str, table: Any, seed: int) -> str:
-    return f"{kind}|{seed}|{json.dumps(dict(table), sort_keys=True, default=str)}"
+    return f"{kind}|{seed}|{dumps(dict(table), sort_keys=True, default=str)}"
 
 
 def _synthesizer(settings: SynthesisSettings, seed: int, actor: Any) -> Synthesizer:

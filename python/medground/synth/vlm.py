@@ -18,7 +18,6 @@ The accepted drafts go on to verification like the template's.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from medground.backends.images import ImagePrep, draw_boxes, prepare_image
 from medground.backends.prompts import PromptTemplate, load_prompt
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.facts import BUILT_IN
-from medground.records import Sample, StageResult, reject
+from medground.records import Sample, StageResult, dumps, reject
 from medground.refer import Reference
 from medground.synth.base import Synthesis, draft_sample, query_type_of
 from medground.synth.template import noun_phrase, word_expression
@@ -220,7 +219,7 @@ class VlmSynthesizer:
             ),
             phrase=phrase,
             distractors=_distractor_lines(reference, body_region),
-            cues=json.dumps(
+            cues=dumps(
                 target_cues if len(target_cues) > 1 else next(iter(target_cues.values())), separators=(",", ":")
             ),
             how_many=(

@@ -390,3 +390,16 @@ def _bin_edges(source, n):
     edges[0], edges[-1] = 0, n
     edges[1:-1] = (source[:-1] + source[1:] + 1) // 2
     return edges
+
+
+def test_a_broken_spacing_cannot_ask_for_a_huge_view():
+    """0.0003 mm against 1 mm: square pixels and min_side would make a view of millions of
+    pixels; the longer side stays within twice max_side."""
+    from medground.render import slice_map
+
+    smap = slice_map(
+        (512, 512, 3), (0.0003, 0.0003, 1.0), ("R", "A", "S"), "sagittal", 200, min_side=224, max_side=1024
+    )
+    assert max(smap.height, smap.width) <= 2048 and smap.height * smap.width <= 2048 * 224
+    normal = slice_map((512, 512, 30), (0.7, 0.7, 5.0), ("R", "A", "S"), "coronal", 200, min_side=224, max_side=1024)
+    assert min(normal.height, normal.width) >= 224  # thin slabs still readable

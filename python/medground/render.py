@@ -305,13 +305,22 @@ def slice_map(
     )
 
 
+#: However thin a slab, ``min_side`` never makes the longer side more than this many times
+#: ``max_side``: a broken spacing (0.0003 mm against 1 mm) cannot ask for a million-pixel view.
+MAX_SIDE_STRETCH = 2
+
+
 def _zoom(height: float, width: float, min_side: int, max_side: int | None) -> float:
     """The one factor both sides are scaled by: the longer side down to ``max_side``, but
-    never the shorter below ``min_side`` (a thin slab stays readable, however long)."""
+    never the shorter below ``min_side`` (a thin slab stays readable, however long), unless
+    that would stretch the longer side past :data:`MAX_SIDE_STRETCH` × ``max_side``."""
     zoom = 1.0
     if max_side is not None and max(height, width) > max_side:
         zoom = max_side / max(height, width)
-    return max(zoom, min_side / min(height, width))
+    zoom = max(zoom, min_side / min(height, width))
+    if max_side is not None:
+        zoom = min(zoom, MAX_SIDE_STRETCH * max_side / max(height, width))
+    return zoom
 
 
 def image_map(

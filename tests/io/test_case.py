@@ -331,3 +331,25 @@ def test_ph2_dermoscopy_loads_all_cases(shared_data: Path, tmp_path: Path) -> No
         height, width = summary.shape
         assert 570 <= height <= 580 and 760 <= width <= 770 and summary.axcodes is None
         assert summary.labels[1] > 10_000
+
+
+def test_a_mask_that_does_not_fit_costs_a_header_read(tmp_path: Path, monkeypatch) -> None:
+    """The grids are compared from the headers first: a mask declaring a huge other grid is
+    refused without decoding a voxel of either file."""
+    nifti(tmp_path / "img" / "a.nii.gz", image())
+    big = nib.Nifti1Header()
+    big.set_data_shape((2000, 2000, 900))  # 3.6 GB of uint8 declared, nothing behind it
+    big.set_data_dtype(np.uint8)
+    big["vox_offset"] = 352
+    (tmp_path / "seg").mkdir()
+    with gzip.open(tmp_path / "seg" / "a.nii.gz", "wb") as stream:
+        stream.write(big.binaryblock + b"\0" * 4)
+    (tmp_path / "spec.toml").write_text(SPEC)
+    spec = load_spec(tmp_path / "spec.toml")
+
+    def no_pixels(*args, **kwargs):
+        raise AssertionError("pixels were read before the grids were compared")
+
+    monkeypatch.setattr("medground.io.case.read_image", no_pixels)
+    with pytest.raises(CaseError, match=r"mask grid \(2000, 2000, 900\) does not match .* no pixels were decoded"):
+        load_case(spec, find_cases(spec).cases[0])

@@ -419,3 +419,38 @@ def test_unknown_suffix_names_the_supported_types(tmp_path):
 )
 def test_suffix_of(name, suffix):
     assert suffix_of(Path("/data") / name) == suffix
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(dicom_folder):
+    """Averaging the spacing over a gap would misplace every slice after it."""
+    folder, _ = dicom_folder
+    (folder / "slice002.dcm").unlink()
+    with pytest.raises(CaseError, match=r"not evenly spaced: step 5\.000 mm between slice001\.dcm and slice003\.dcm"):
+        read_image(folder)
+
+
+@pytest.mark.parametrize(
+    ("affine", "problem"),
+    [
+        (np.diag([1.0, 1.0, 0.0, 1.0]), "singular affine"),
+        (np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float), "singular affine"),
+        (np.diag([1.0, np.nan, 1.0, 1.0]), "NaN or infinite"),
+        (np.array([[1, 0, 0, np.inf], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float), "NaN or infinite"),
+    ],
+)
+def test_broken_affines_are_the_files_error(tmp_path, affine, problem):
+    """A volume whose affine cannot place voxels in the patient is refused by header and by
+    reader (nibabel keeps the sform as written), never read with made-up sides."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((4, 5, 6))
+    header.set_data_dtype(np.int16)
+    header["sform_code"], header["qform_code"] = 1, 0
+    header["srow_x"], header["srow_y"], header["srow_z"] = affine[0], affine[1], affine[2]
+    header["vox_offset"] = 352
+    path = tmp_path / "broken.nii"  # written byte by byte: nibabel would not save such an affine
+    path.write_bytes(header.binaryblock + b"\0" * 4 + np.zeros((4, 5, 6), np.int16).tobytes(order="F"))
+    with pytest.raises(CaseError, match=problem) as caught:
+        read_image(path)
+    assert str(path) in str(caught.value)
+    with pytest.raises(CaseError, match=problem):
+        read_header(path)

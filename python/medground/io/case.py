@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from medground import geometry
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
-from medground.io.readers import read_image, read_raster, suffix_of
+from medground.io.readers import IMAGE_2D_SUFFIXES, read_header, read_image, read_raster, suffix_of
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 
@@ -243,8 +243,28 @@ def load_case(spec: DatasetSpec, files: CaseFiles) -> Case:
         raise error.for_case(files.case_id) from error.__cause__
 
 
+def _check_headers(spec: DatasetSpec, files: CaseFiles) -> None:
+    """Compares the grids the image's and masks' headers declare before any pixels are read:
+    a mask that does not fit costs a header read, not the decoding of both volumes."""
+    image = read_header(files.image, radiological_2d=spec.is_radiological)
+    image_raster = suffix_of(files.image) in IMAGE_2D_SUFFIXES
+    for path in files.masks or tuple(p for _, p in files.label_masks):
+        mask = read_header(path, radiological_2d=spec.is_radiological)
+        if image_raster or suffix_of(path) in IMAGE_2D_SUFFIXES or len(image.shape) < 3 or len(mask.shape) < 3:
+            image_grid, mask_grid = image.shape[:2], mask.shape[:2]
+        else:
+            image_grid, mask_grid = image.shape[:3], mask.shape[:3]
+        if image_grid != mask_grid:
+            raise CaseError(
+                path,
+                f"mask grid {mask_grid} does not match image {files.image} grid {image_grid} "
+                "(read from the headers; no pixels were decoded)",
+            )
+
+
 def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
     cases = spec.cases
+    _check_headers(spec, files)
     image = read_image(
         files.image, max_bytes=cases.max_bytes, radiological_2d=spec.is_radiological, pixel_spacing=cases.pixel_spacing
     )

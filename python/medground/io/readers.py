@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground.io.errors import CaseError
-from medground.io.volume import Volume, axcodes_of, radiograph_affine
+from medground.io.volume import Volume, affine_problem, axcodes_of, radiograph_affine
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -155,12 +156,18 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
         raise CaseError(path, "file not found")
     suffix = suffix_of(path)
     try:
+        header: Header | None = None
         if suffix in _NIFTI_SUFFIXES:
-            return _nifti_header(path)
-        if suffix in IMAGE_2D_SUFFIXES:
-            return _raster_header(path, radiological_2d)
-        if path.is_dir() or suffix in _DICOM_SUFFIXES or suffix in _ITK_SUFFIXES:
-            return _itk_header(path, suffix)
+            header = _nifti_header(path)
+        elif suffix in IMAGE_2D_SUFFIXES:
+            header = _raster_header(path, radiological_2d)
+        elif path.is_dir() or suffix in _DICOM_SUFFIXES or suffix in _ITK_SUFFIXES:
+            header = _itk_header(path, suffix)
+        if header is not None:
+            problem = affine_problem(header.affine)
+            if problem is not None:
+                raise CaseError(path, problem)
+            return header
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -246,6 +253,43 @@ def _set_slice_geometry(image: Any, first: Any, second_file: str) -> None:
         direction[:, 2] = step / distance
         image.SetDirection(direction.ravel().tolist())
         image.SetSpacing((*first.GetSpacing()[:2], distance))
+
+
+#: Largest relative deviation of one DICOM slice step from the series' median step.
+SLICE_STEP_TOLERANCE = 0.05
+
+
+def _check_slice_positions(folder: Path, files: Sequence[str]) -> None:
+    """Refuses a series whose slices are not evenly spaced along their normal (a missing
+    slice, a duplicated position, a gantry-tilt stack read as one volume): one affine could
+    only describe it with an averaged spacing, misplacing every slice after the gap."""
+    import SimpleITK as sitk
+
+    if len(files) < 3:
+        return
+    positions = []
+    normal: NDArray[np.float64] | None = None
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        if normal is None:
+            direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+            normal = np.cross(direction[:, 0], direction[:, 1])
+        positions.append(float(np.dot(reader.GetOrigin(), normal)))
+    steps = np.diff(positions)
+    moving = np.abs(steps)[np.abs(steps) > 1e-6]
+    if moving.size == 0:
+        raise CaseError(folder, "DICOM slices share one position: not a volume")
+    typical = float(moving.min())  # a missing slice shows as a step of twice this
+    off = np.abs(np.abs(steps) - typical) > SLICE_STEP_TOLERANCE * typical
+    if off.any() or (np.sign(steps) != np.sign(steps[0])).any():
+        where = int(np.argmax(off)) if off.any() else int(np.argmax(np.sign(steps) != np.sign(steps[0])))
+        raise CaseError(
+            folder,
+            f"DICOM slices are not evenly spaced: step {steps[where]:.3f} mm between {Path(files[where]).name} and "
+            f"{Path(files[where + 1]).name}, typical {typical:.3f} mm (a missing or duplicated slice?)",
+        )
 
 
 def _load_nifti(path: Path) -> Any:
@@ -408,6 +452,7 @@ def _read_dicom_series(folder: Path, max_bytes: int) -> Volume:
     first.ReadImageInformation()
     size = tuple(first.GetSize())[:2] + (len(files),)
     _check_size(folder, size, _itk_pixel_bytes(first), max_bytes)
+    _check_slice_positions(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     image = reader.Execute()

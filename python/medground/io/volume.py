@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,6 +89,24 @@ def patient_side(world_point: Sequence[float], midline_x: float = 0.0, tolerance
     return "midline"
 
 
+def affine_problem(affine: NDArray[Any]) -> str | None:
+    """Why an affine cannot place voxels in the patient, or None when it can: it must be a
+    finite 4×4 matrix whose voxel axes span 3D space (a singular one has no sides, no
+    spacing and no orientation worth the name; laterality read from it would be a guess)."""
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        return f"affine of shape {matrix.shape}; expected 4x4"
+    if not np.isfinite(matrix).all():
+        return f"the affine holds NaN or infinite values: {np.round(matrix[:3], 4).tolist()}"
+    singular = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+    if singular[-1] <= 1e-6 * singular[0] or singular[-1] <= 1e-9:
+        return (
+            f"singular affine: its voxel axes do not span 3D space (singular values "
+            f"{[float(f'{v:.4g}') for v in singular]}); the file's geometry is broken"
+        )
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """An image or mask array with its geometry.
@@ -108,6 +126,13 @@ class Volume:
     path: Path
     oriented: bool = True
     metadata: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problem = affine_problem(self.affine)
+        if problem is not None:
+            from medground.io.errors import CaseError
+
+            raise CaseError(self.path, problem)
 
     @property
     def ndim(self) -> int:

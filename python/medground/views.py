@@ -469,8 +469,26 @@ def _make_view(
     ring_px = max(2, int(math.ceil(RING_MM / min(pixel_mm)))) if physical else 3
     found: dict[int, ViewObject] = {}
     skips: list[Skip] = []
+    crowded = False
     if view_objects.any():
         table = geometry.regionprops(view_objects, pixel_mm)
+        crowded = len(table) > spec.render.max_objects
+    if crowded:
+        # No expression can be checked unique among thousands of look-alikes at a cost that
+        # stays linear; the view is recorded as too crowded and asks nothing.
+        count = len(table)
+        for object_id in targets:
+            skips.append(
+                Skip(
+                    object_id,
+                    objects.anchors[object_id].label,
+                    "crowded_view",
+                    f"{count} objects in the view, over [render] max_objects = {spec.render.max_objects}",
+                    record,
+                )
+            )
+        targets = ()
+    elif view_objects.any():
         height, width = view_objects.shape
         per_voxel = (
             height * width / float(np.prod([smap.volume_shape[smap.row_axis], smap.volume_shape[smap.col_axis]]))

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -61,22 +62,24 @@ def test_an_undecodable_file_name_is_one_case_like_any_other(tmp_path: Path) -> 
     assert again.skipped_done == 3 and again.failed == 0
 
 
-def test_a_case_whose_outputs_cannot_be_written_is_that_cases_error(tmp_path: Path, monkeypatch) -> None:
+def test_a_case_whose_outputs_cannot_be_written_is_that_cases_error(tmp_path: Path) -> None:
     """A NaN in one case's records (a model's confidence, a measure) never reaches a file as
     ``NaN``: the case fails at ``write`` with the reason, its images are removed, and the
-    other cases are written."""
-    spec = photos(tmp_path / "data", ["a", "b", "c"])
-    real = worker_module.process_case
+    other cases are written (the runner's write step, fed the cases' real results)."""
+    from medground.io import find_cases
+    from medground.pipeline.runner import _write, assemble
 
-    def poisoned(spec, files, **options):
-        result = real(spec, files, **options)
+    spec_path = photos(tmp_path / "data", ["a", "b", "c"])
+    config = load_run_config(spec_path)
+    folder = OutputFolder(tmp_path / "out")
+    folder.prepare(config.fingerprint, config.describe(), resume=False)
+    for files in find_cases(config.datasets[0]).cases:
+        result = worker_module.process_case(config.datasets[0], files)
         if files.case_id == "b":
             result.accepted[0]["targets"][0]["area_mm2"] = float("nan")
-        return result
-
-    monkeypatch.setattr("medground.pipeline.runner.process_case", poisoned)
-    summary = run(load_run_config(spec), tmp_path / "out", use_ray=False, progress=False)
-    assert summary.failed == 1
+        _write(folder, result)
+    manifest = assemble(folder, config)
+    assert len(manifest["errors"]) == 1
     [error] = strict_lines(tmp_path / "out" / "errors.jsonl")
     assert error["case_id"] == "b" and error["stage"] == "write" and "Out of range float" in error["error"]
     samples = strict_lines(tmp_path / "out" / "samples.jsonl")
@@ -160,3 +163,102 @@ def test_a_run_that_made_nothing_fails(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((120, 150), np.uint8)).save(tmp_path / "blank" / "masks" / "a.png")
     result = CliRunner().invoke(main, ["run", str(blank), "--out", str(tmp_path / "o3"), "--no-ray", "--quiet"])
     assert result.exit_code == 1 and "no case produced a sample" in result.output
+
+
+def dots(folder: Path, count: int, max_objects: int | None = None) -> Path:
+    """A microscopy-like image with ``count`` separate round nuclei (an instance label)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    side = 12 * int(np.ceil(np.sqrt(count))) + 12
+    yy, xx = np.mgrid[0:side, 0:side]
+    mask = np.zeros((side, side), np.uint8)
+    for index in range(count):
+        cy, cx = 12 + 12 * (index // int(np.ceil(np.sqrt(count)))), 12 + 12 * (index % int(np.ceil(np.sqrt(count))))
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < 16] = 1
+    photo = np.where(mask > 0, 60, 200).astype(np.uint8)
+    Image.fromarray(np.stack([photo] * 3, axis=-1)).save(folder / "images" / "a.png")
+    Image.fromarray(mask * 255).save(folder / "masks" / "a.png")
+    spec = folder / "spec.toml"
+    extra = f"[render]\nmax_objects = {max_objects}\n" if max_objects is not None else ""
+    spec.write_text(
+        f'name = "dots"\nmodality = "microscopy"\ndisplay = "image"\nroot = "{folder}"\n'
+        f'[cases]\nimage = "images/{{case}}.png"\nmask = "masks/{{case}}.png"\nmask_mode = "binary"\n'
+        f'[labels]\n1 = "nucleus"\n[label_kinds]\nnucleus = "instance"\n{extra}'
+    )
+    return spec
+
+
+def test_a_crowded_view_asks_nothing_and_says_why(tmp_path: Path) -> None:
+    """Over ``[render] max_objects`` a view makes no drafts (uniqueness among that many
+    look-alikes is neither cheap nor meaningful) and every target gets a record."""
+    spec = dots(tmp_path / "a", 40, max_objects=30)
+    crowded = run(load_run_config(spec), tmp_path / "o1", use_ray=False, progress=False)
+    skipped = strict_lines(tmp_path / "o1" / "skipped.jsonl")
+    reasons = [r for r in skipped if r["reason"] == "crowded_view"]
+    assert crowded.accepted == 0 and len(reasons) == 40
+    assert "40 objects in the view, over [render] max_objects = 30" in reasons[0]["detail"]
+    fine = run(load_run_config(dots(tmp_path / "b", 40)), tmp_path / "o2", use_ray=False, progress=False)
+    assert fine.accepted > 0
+
+
+def test_a_case_that_kills_or_hangs_its_worker_is_that_cases_error(tmp_path: Path) -> None:
+    """``--no-ray`` runs cases in a supervised worker process: a case that aborts it (as an
+    allocation failure in native code does) or blocks in a call no timer interrupts is an
+    error naming what happened, and the next case runs in a fresh worker."""
+    from crashing import crash_or_hang
+    from medground.io import find_cases
+    from medground.pipeline.isolate import CaseWorker
+
+    spec = load_run_config(photos(tmp_path / "data", ["a", "abort", "hang", "z"])).datasets[0]
+    cases = {files.case_id: files for files in find_cases(spec).cases}
+    with CaseWorker(crash_or_hang, timeout_s=1.0, grace_s=1.0) as worker:
+        results = {name: worker.run(spec, cases[name]) for name in ("a", "abort", "hang", "z")}
+        assert worker.restarts == 2
+    assert results["a"].error is None and results["a"].accepted
+    assert results["z"].error is None and results["z"].accepted
+    assert results["abort"].error["stage"] == "worker" and "killed by SIGABRT" in results["abort"].error["error"]
+    assert (
+        results["hang"].error["stage"] == "worker"
+        and "no result 2 s after it started" in results["hang"].error["error"]
+    )
+
+
+def test_time_and_memory_budgets_make_errors_not_casualties(tmp_path: Path) -> None:
+    """``[run] case_timeout_s`` and ``case_memory_gb``: a case over either is an error with
+    the budget named, in the worker that ran it; the run itself finishes."""
+    spec = photos(tmp_path / "data", ["a", "b"])
+    slow = tmp_path / "slow.toml"
+    slow.write_text(spec.read_text() + "[run]\ncase_timeout_s = 0.001\n")
+    summary = run(load_run_config(slow), tmp_path / "o1", use_ray=False, progress=False)
+    errors = strict_lines(tmp_path / "o1" / "errors.jsonl")
+    assert summary.failed == 2 and {e["stage"] for e in errors} == {"budget"}
+    assert all("over the case time budget (0.001 s)" in e["error"] for e in errors)
+    # A 600 x 600 x 300 CT decodes to 216 MB (and its label map to 108 MB): over 0.15 GB.
+    big = tmp_path / "big"
+    (big / "img").mkdir(parents=True)
+    (big / "seg").mkdir()
+    labels = np.zeros((600, 600, 300), np.uint8)
+    labels[200:400, 200:400, 100:200] = 1
+    nib.save(nib.Nifti1Image(np.zeros((600, 600, 300), np.int16), np.diag([0.7, 0.7, 1.5, 1])), big / "img" / "a.nii")
+    nib.save(nib.Nifti1Image(labels, np.diag([0.7, 0.7, 1.5, 1])), big / "seg" / "a.nii")
+    ct = (
+        f'name = "big"\nmodality = "CT"\nroot = "{big}"\n[cases]\nimage = "img/{{case}}.nii"\n'
+        'mask = "seg/{case}.nii"\n[labels]\n1 = "liver"\n[run]\ncase_memory_gb = 0.15\n'
+    )
+    (big / "spec.toml").write_text(ct)
+    run(load_run_config(big / "spec.toml"), tmp_path / "o2", use_ray=False, progress=False)
+    [error] = strict_lines(tmp_path / "o2" / "errors.jsonl")
+    assert "over the case memory budget (0.15 GB)" in error["error"] and error["stage"] == "load"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("case_timeout_s = -1", "case_timeout_s must be a positive number"), ("cpus = 3", "unknown key.*cpus")],
+)
+def test_run_budget_settings_are_checked(tmp_path: Path, line: str, message: str) -> None:
+    from medground.io.errors import SpecError
+
+    spec = photos(tmp_path / "data", ["a"])
+    spec.write_text(spec.read_text() + f"[run]\n{line}\n")
+    with pytest.raises(SpecError, match=message):
+        load_run_config(spec)

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from medground import geometry
 from medground.io.discover import CaseFiles
-from medground.io.errors import CaseError
+from medground.io.errors import CaseError, unreadable
 from medground.io.readers import IMAGE_2D_SUFFIXES, read_header, read_image, read_raster, suffix_of
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
@@ -173,7 +173,7 @@ def _read_mask(path: Path, spec: DatasetSpec, image: Volume) -> NDArray[Any]:
             except CaseError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise CaseError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+                raise unreadable(path, exc) from exc
         else:
             array = read_image(path, max_bytes=spec.cases.max_bytes).array
         if array.ndim == 3:

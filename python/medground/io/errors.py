@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -39,3 +40,12 @@ class CaseError(Exception):
     def to_record(self) -> dict[str, str | None]:
         """The ``errors.jsonl`` line for this failure."""
         return {"case_id": self.case_id, "stage": self.stage, "error": str(self)}
+
+
+def unreadable(path: Path | str, exc: BaseException, what: str = "unreadable") -> Exception:
+    """The error to raise for a file a library failed on: the case's :class:`CaseError`
+    naming the file, except when the library ran out of memory (``MemoryError``, or an
+    ``ENOMEM`` from ``mmap``), which is the case's memory budget, not the file's fault."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return MemoryError(f"{path}: out of memory while reading ({type(exc).__name__}: {exc})")
+    return CaseError(path, f"{what} ({type(exc).__name__}: {exc})")

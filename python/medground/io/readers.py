@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from medground.io.errors import CaseError
+from medground.io.errors import CaseError, unreadable
 from medground.io.volume import Volume, affine_problem, axcodes_of, radiograph_affine
 
 __all__ = [
@@ -117,7 +117,7 @@ def read_image(
     except MemoryError as exc:
         raise CaseError(path, "out of memory while reading") from exc
     except Exception as exc:  # noqa: BLE001 - any reader failure is this file's problem
-        raise CaseError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+        raise unreadable(path, exc) from exc
     raise CaseError(
         path,
         f"unknown file type {suffix!r}; expected NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), "
@@ -171,7 +171,7 @@ def read_header(path: Path | str, *, radiological_2d: bool = False) -> Header:
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise CaseError(path, f"unreadable header ({type(exc).__name__}: {exc})") from exc
+        raise unreadable(path, exc, "unreadable header") from exc
     raise CaseError(path, f"unknown file type {suffix!r}")
 
 

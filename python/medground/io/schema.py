@@ -122,6 +122,9 @@ class RenderSpec:
             or across the outline) a target needs in the stored image to be asked about.
         windows: CT windows per window group (``lung``, ``bone``) or per label name, over
             the defaults of ``presets/anatomy.toml``: a target is shown in its own window.
+        max_objects: a view showing more objects than this (dense nuclei, thousands of
+            metastases) asks nothing and is recorded as ``crowded_view``: uniqueness among
+            that many look-alikes is neither cheap nor meaningful.
         image_format: ``auto`` (JPEG for JPEG sources, lossless PNG for everything else),
             ``png`` or ``jpeg``. A view that is a JPEG source unchanged is stored as the
             source's own bytes (no second generation of loss); other JPEG views are encoded
@@ -144,6 +147,7 @@ class RenderSpec:
     edge_margin: int = 2
     min_target_share: float = 0.3
     min_contrast: float = 6.0
+    max_objects: int = 1000
     windows: tuple[tuple[str, str | tuple[float, float]], ...] = ()
     image_format: str = "auto"
     jpeg_quality: int | None = None

@@ -41,7 +41,7 @@ __all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec
 
 #: Sections a dataset spec may carry: ``[anchors]`` is the spec's own; a bare spec run as
 #: a run config may also hold the run's sections (read by the pipeline's config).
-_RUN_SECTIONS = {"synthesis", "verification", "split", "anchors"}
+_RUN_SECTIONS = {"synthesis", "verification", "split", "anchors", "run"}
 _SPEC_KEYS = {
     "name",
     "modality",
@@ -90,6 +90,7 @@ _RENDER_KEYS = {
     "windows",
     "image_format",
     "jpeg_quality",
+    "max_objects",
 }
 #: Numeric [render] keys: (default, whether it must be an integer, test, what the test asks).
 _RENDER_NUMBERS: dict[str, tuple[float, bool, Any, str]] = {
@@ -100,6 +101,7 @@ _RENDER_NUMBERS: dict[str, tuple[float, bool, Any, str]] = {
     "edge_margin": (2, True, lambda v: v >= 0, "a non-negative integer"),
     "min_target_share": (0.3, False, lambda v: 0 <= v <= 1, "in [0, 1]"),
     "min_contrast": (6.0, False, lambda v: 0 <= v <= 255, "in [0, 255] (8-bit grey levels)"),
+    "max_objects": (1000, True, lambda v: v >= 1, "a positive integer"),
 }
 _SLICES = re.compile(r"^(max_area|all|spread:(?P<k>[1-9]\d*))$")
 
@@ -553,6 +555,7 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
         edge_margin=int(numbers["edge_margin"]),
         min_target_share=float(numbers["min_target_share"]),
         min_contrast=float(numbers["min_contrast"]),
+        max_objects=int(numbers["max_objects"]),
         windows=windows,
         image_format=image_format,
         jpeg_quality=jpeg_quality,

@@ -18,13 +18,14 @@ from medground import __version__
 from medground.io.errors import SpecError
 from medground.io.schema import DatasetSpec
 from medground.io.spec import load_preset, load_specs
+from medground.pipeline.budget import Budget
 from medground.pipeline.splits import read_split_file
 from medground.records import dumps
 from medground.settings import SynthesisSettings, VerificationSettings
 
 __all__ = ["RunConfig", "SplitConfig", "load_run_config"]
 
-_RUN_KEYS = {"datasets", "synthesis", "verification", "split"}
+_RUN_KEYS = {"datasets", "synthesis", "verification", "split", "run"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class RunConfig:
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     split: SplitConfig = field(default_factory=SplitConfig)
+    budget: Budget = field(default_factory=Budget)
     seed: int = 0
     source: Path | None = None
 
@@ -93,6 +95,7 @@ class RunConfig:
                 "file": None if self.split.file is None else str(self.split.file),
             },
             "seed": self.seed,
+            "run": self.budget.to_dict(),
         }
 
     @property
@@ -144,11 +147,13 @@ def load_run_config(
     synthesis = SynthesisSettings.from_table(document.get("synthesis"), path)
     verification = VerificationSettings.from_table(document.get("verification"), path, path.parent)
     split = SplitConfig.from_table(document.get("split"), path.parent, path)
+    budget = Budget.from_table(document.get("run"), path)
     return RunConfig(
         datasets=tuple(specs),
         synthesis=synthesis,
         verification=verification,
         split=split,
+        budget=budget,
         seed=seed,
         source=path.resolve(),
     )

@@ -12,6 +12,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from medground.io.discover import CaseFiles, find_cases, reads_into, resolve_lab
 from medground.io.schema import DatasetSpec
 from medground.pipeline.card import write_card
 from medground.pipeline.config import RunConfig
+from medground.pipeline.isolate import CaseWorker
 from medground.pipeline.splits import assign_splits, check_splits, read_split_file
 from medground.pipeline.store import CaseResult, OutputFolder, case_key
 from medground.pipeline.worker import ModelActor, process_case
@@ -121,8 +123,19 @@ class _Progress:
 
 
 def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) -> Iterator[CaseResult]:
-    for spec, files in work:
-        yield process_case(spec, files, seed=config.seed, verification=config.verification, synthesis=config.synthesis)
+    """The cases one at a time in a supervised worker process (``isolate.py``): a case that
+    kills or hangs its process is that case's error, and the next case gets a fresh one."""
+    timeout = config.budget.case_timeout_s
+    call = functools.partial(
+        process_case,
+        seed=config.seed,
+        verification=config.verification,
+        synthesis=config.synthesis,
+        budget=(timeout, config.budget.memory_bytes(1)),
+    )
+    with CaseWorker(call, timeout_s=timeout) as worker:
+        for spec, files in work:
+            yield worker.run(spec, files)
 
 
 def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
@@ -174,6 +187,8 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
     models = _model_actors(ray, config)
     spec_refs: dict[str, Any] = {}
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    # Memory per case: this machine's share for the cases a node runs at once (its CPUs).
+    budget = (config.budget.case_timeout_s, config.budget.memory_bytes(os.cpu_count() or 1))
     pending: list[Any] = []
     owner: dict[Any, tuple[DatasetSpec, CaseFiles]] = {}
     queue = iter(work)
@@ -194,6 +209,7 @@ def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, addres
                 verification=config.verification,
                 synthesis=config.synthesis,
                 models=models,
+                budget=budget,
             )
             owner[ref] = (spec, files)
             pending.append(ref)

@@ -23,6 +23,7 @@ from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
+from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text
 from medground.pipeline.store import CaseResult
 from medground.records import Sample, StageResult, dumps
 from medground.refer import Reference
@@ -44,13 +45,35 @@ def process_case(
     verification: VerificationSettings | None = None,
     synthesis: SynthesisSettings | None = None,
     models: dict[str, Any] | None = None,
+    budget: tuple[float | None, int | None] = (None, None),
 ) -> CaseResult:
     """Runs one case through every stage; a bad case becomes ``error``, never an exception.
 
     ``synthesis``/``verification`` are the run config's settings. ``models`` holds Ray actor
     handles of the GPU models (``synthesizer``, ``judge``) when they run in actors; without
-    them a model backend is built in this process (openai: a client; vllm: the model)."""
+    them a model backend is built in this process (openai: a client; vllm: the model).
+    ``budget`` is (seconds, bytes) the case may take (:func:`medground.pipeline.budget.case_budget`):
+    over either, the case's error says so and this process goes on."""
+    seconds, memory = budget
+    try:
+        with case_budget(seconds, memory):
+            return _process_case(spec, files, seed, verification, synthesis, models)
+    except OverBudget as error:  # raised between statements of the case, or just after it
+        failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
+        failed.error = {"case_id": files.case_id, "stage": "budget", "error": f"{files.image}: {error}"}
+        return failed
+
+
+def _process_case(
+    spec: DatasetSpec,
+    files: CaseFiles,
+    seed: int,
+    verification: VerificationSettings | None,
+    synthesis: SynthesisSettings | None,
+    models: dict[str, Any] | None,
+) -> CaseResult:
     result = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
+    memory_budget = memory_budget_text()
     synthesis = synthesis or SynthesisSettings()
     verification = verification or VerificationSettings()
     models = models or {}
@@ -80,6 +103,12 @@ def process_case(
         result.funnel = funnel.to_dict()
     except CaseError as error:
         result.error = error.for_case(files.case_id).to_record()
+    except OverBudget:
+        raise
+    except MemoryError:
+        result.images, result.accepted, result.rejected = {}, [], []
+        detail = f"over the case memory budget{memory_budget}" if memory_budget else "out of memory"
+        result.error = {"case_id": files.case_id, "stage": stage, "error": f"{files.image}: {detail}"}
     except Exception as error:  # noqa: BLE001 - one broken case must not stop the run
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
         result.error = {"case_id": files.case_id, "stage": stage, "error": f"{files.image}: {detail}"}

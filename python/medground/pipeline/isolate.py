@@ -1,0 +1,124 @@
+"""Cases in a supervised worker process: what ``--no-ray`` runs on.
+
+A case that kills its process (an allocation failure that aborts native code, a segfault
+in a decoder) or hangs in a native call that the in-case timer cannot interrupt must not
+take the run, or every ``--resume``, with it. The driver starts one worker process that
+runs the cases one at a time and sends each result back; when the worker dies, or has
+not answered a grace period after the case's time budget, the case becomes an error
+(``stage = "worker"``) and a fresh worker takes the next case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from medground.io.discover import CaseFiles
+from medground.io.schema import DatasetSpec
+from medground.pipeline.store import CaseResult
+
+__all__ = ["CaseWorker"]
+
+#: Seconds the supervisor waits past a case's time budget before it kills the worker.
+GRACE_S = 30.0
+
+Call = Callable[[DatasetSpec, CaseFiles], CaseResult]
+
+
+def _serve(conn: Connection, call: Call) -> None:
+    """The worker's loop: a case in, its result out, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        spec, files = message
+        result = call(spec, files)
+        try:
+            conn.send(result)
+        except Exception as error:  # noqa: BLE001 - a result that cannot be sent is the case's error
+            failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
+            failed.error = {"case_id": files.case_id, "stage": "worker", "error": f"{files.image}: {error}"}
+            conn.send(failed)
+
+
+class CaseWorker:
+    """One forked worker process running cases through ``call``; replaced when it dies or
+    overruns. Use as a context manager (the worker stops on exit)."""
+
+    def __init__(self, call: Call, *, timeout_s: float | None, grace_s: float = GRACE_S) -> None:
+        # spawn, not fork: a forked child inherits the Rust core's thread pool without its
+        # threads (and any lock another thread held), and deadlocks on its first parallel call.
+        self._context = multiprocessing.get_context("spawn")
+        self._call = call
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.restarts = 0
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = self._context.Pipe()
+        self._process = self._context.Process(target=_serve, args=(child, self._call), daemon=True)
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def _stop(self, kill: bool) -> None:
+        if self._process is None:
+            return
+        if kill and self._process.is_alive():
+            self._process.kill()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if self._conn is not None:
+            self._conn.close()
+        self._process, self._conn = None, None
+
+    def run(self, spec: DatasetSpec, files: CaseFiles) -> CaseResult:
+        """The case's result, or its error when the worker died or overran."""
+        assert self._conn is not None
+        wait = None if self.timeout_s is None else self.timeout_s + self.grace_s
+        try:
+            self._conn.send((spec, files))
+            if self._conn.poll(wait):
+                result: CaseResult = self._conn.recv()
+                return result
+            problem = f"no result {wait:g} s after it started (time budget {self.timeout_s:g} s + grace); killed"
+        except (EOFError, OSError, BrokenPipeError):
+            self._process.join(timeout=10)
+            code = self._process.exitcode
+            if code is not None and code < 0:
+                name = signal.Signals(-code).name
+                hint = " (an allocation failure in native code aborts)" if name == "SIGABRT" else ""
+                problem = f"its worker process was killed by {name}{hint}"
+            else:
+                problem = f"its worker process exited with status {code}"
+        self._stop(kill=True)
+        self.restarts += 1
+        self._start()
+        failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
+        failed.error = {"case_id": files.case_id, "stage": "worker", "error": f"{files.image}: {problem}"}
+        return failed
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+        self._stop(kill=False)
+
+    def __enter__(self) -> CaseWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

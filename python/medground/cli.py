@@ -138,7 +138,7 @@ _DATA_HELP = "The dataset's folder (for --preset, or to override a spec's folder
     help="Output folder [default: medground-demo for --demo, else medground-out].",
 )
 @click.option("--ray-address", help="Join this Ray cluster (auto or HOST:PORT); default: a local Ray instance.")
-@click.option("--no-ray", is_flag=True, help="Run every case in this process, without Ray.")
+@click.option("--no-ray", is_flag=True, help="Run without Ray: one case at a time in a supervised worker process.")
 @click.option("--resume", is_flag=True, help="Continue a run in --out, skipping finished cases.")
 @click.option("--limit", type=int, help="At most this many cases per dataset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthesizer (and of the demo data).")

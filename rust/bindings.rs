@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use ndarray::{Array1, Array2, ArrayView3, ArrayViewD, Axis, Ix3};
-use numpy::{IntoPyArray, PyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -236,7 +236,17 @@ where
     U: numpy::Element + Send,
     F: FnOnce(&mut [U]) + Send,
 {
-    let out = PyArray::<U, _>::zeros(py, shape.to_vec(), fortran);
+    // numpy.zeros from Python, not PyArray::zeros: an allocation numpy cannot make is then
+    // a MemoryError the case can report, not a panic on a null pointer.
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", numpy::dtype::<U>(py))?;
+    kwargs.set_item("order", if fortran { "F" } else { "C" })?;
+    let out = py
+        .import("numpy")?
+        .getattr("zeros")?
+        .call((shape.to_vec(),), Some(&kwargs))?
+        .cast_into::<PyArrayDyn<U>>()
+        .map_err(PyErr::from)?;
     {
         let mut rw = out.readwrite();
         let slice = rw.as_slice_mut().map_err(|e| {

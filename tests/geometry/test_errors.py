@@ -125,3 +125,27 @@ def test_misaligned_buffers_are_read_safely():
 
 def test_lists_are_accepted():
     assert connected_components([[1, 0, 1], [0, 0, 0]], 4, return_n=True)[1] == 2
+
+
+def test_an_output_numpy_cannot_allocate_is_a_memory_error(tmp_path):
+    """Under a memory budget (an address-space limit, as a case runs with), a label map the
+    core cannot allocate raises MemoryError, which the case reports; not a panic on a null
+    pointer. Run in a child process, so a regression cannot take the test run with it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from medground import geometry\n"
+        "from medground.pipeline.budget import case_budget\n"
+        "a = np.zeros((400, 400, 300), np.uint8)\n"
+        "a[::8, ::8, ::8] = 1\n"  # 95,000 components: a uint32 map of 183 MiB; the kernel's own buffers are small
+        "with case_budget(None, 100 * 2**20):\n"
+        "    try:\n"
+        "        geometry.connected_components(a)\n"
+        "    except MemoryError as error:\n"
+        "        print('MemoryError', error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("MemoryError") and "Unable to allocate" in done.stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from medground.cli import main
@@ -119,3 +120,27 @@ def test_inspect_one_case_of_a_run_config(demo_data: Path) -> None:
     assert "skin lesion" in result.output and "side None" in result.output and "template draft(s)" in result.output
     result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "nope"])
     assert result.exit_code == 1 and "not found in demo_ct, demo_skin" in result.output
+
+
+@pytest.mark.parametrize(("dtype", "big"), [(np.uint32, 4_000_000_000), (np.uint64, 2**63 + 5)])
+def test_inspect_lists_huge_label_ids_as_undeclared(tmp_path: Path, dtype: type, big: int) -> None:
+    # A bincount over such ids would allocate 30 GiB (uint32) or refuse the map (uint64).
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    mask = np.zeros((8, 8, 5), dtype)
+    mask[1:4, 1:4, 1:3] = 1
+    mask[5:7, 5:7, 2:4] = big
+    for folder in ("img", "seg"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.int16), affine), tmp_path / "img" / "c1.nii.gz")
+    nib.save(nib.Nifti1Image(mask, affine, dtype=dtype), tmp_path / "seg" / "c1.nii.gz")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "toy"\nmodality = "CT"\n[cases]\nimage = "img/{case}.nii.gz"\nmask = "seg/{case}.nii.gz"\n'
+        '[labels]\n1 = "lesion"\n'
+    )
+    result = CliRunner().invoke(main, ["inspect", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert f"undeclared id {big} (named unknown_{big}) in 1 case(s)" in result.output
+    report = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json"]).output)
+    assert report["cases"][0]["labels"] == {"1": 18, str(big): 8}
+    assert CliRunner().invoke(main, ["inspect", str(spec), "--case", "c1"]).exit_code == 0

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medground import geometry
-from medground.io.case import Case, load_case
+from medground.io.case import Case, label_voxels, load_case
 from medground.io.discover import CaseIndex, find_cases, resolve_labels
 from medground.io.errors import CaseError
 from medground.io.readers import read_header
@@ -108,8 +108,8 @@ def inventory(spec: DatasetSpec, *, limit: int | None = None, read_masks: bool =
                 case = load_case(spec, files)
                 summary.shape, summary.spacing = case.image.shape, case.image.spacing
                 summary.axcodes, summary.dtype = case.image.axcodes, str(case.image.array.dtype)
-                counts = np.bincount(case.labels.ravel(order="K")) if case.present else np.zeros(1, np.int64)
-                summary.labels = {i: int(counts[i]) for i in case.present}
+                voxels = label_voxels(case.labels) if case.present else {}
+                summary.labels = {i: voxels[i] for i in case.present}
                 summary.warnings = list(case.warnings)
             else:
                 header = read_header(files.image, radiological_2d=spec.is_radiological)

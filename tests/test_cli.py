@@ -144,3 +144,12 @@ def test_inspect_lists_huge_label_ids_as_undeclared(tmp_path: Path, dtype: type,
     report = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json"]).output)
     assert report["cases"][0]["labels"] == {"1": 18, str(big): 8}
     assert CliRunner().invoke(main, ["inspect", str(spec), "--case", "c1"]).exit_code == 0
+
+
+def test_a_deeply_nested_config_is_a_clean_error(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    for command in (["run", str(config), "--no-ray", "--out", str(tmp_path / "out")], ["inspect", str(config)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and not isinstance(result.exception, RecursionError), result.output
+        assert f"{config}: invalid TOML (arrays or tables nested too deeply to read)" in result.output

@@ -305,3 +305,27 @@ def test_load_case_error_is_tagged_with_the_case(tmp_path: Path) -> None:
         load_case(spec, find_cases(spec).cases[0])
     assert caught.value.case_id == "c1" and "seg/c1.nii.gz" in str(caught.value)
     assert caught.value.to_record()["stage"] == "load"
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # tomllib and json read nesting by recursion
+
+
+def test_deeply_nested_files_are_spec_errors_naming_the_file(tmp_path: Path) -> None:
+    from medground.pipeline import load_run_config
+
+    for name, text in (("spec.toml", MINIMAL + f"\n[render]\nx = {DEEP}\n"), ("run.toml", f"a = {DEEP}\n")):
+        path = write_spec(tmp_path, text, name)
+        for load in (load_spec, load_specs, load_run_config):
+            with pytest.raises(SpecError, match="nested too deeply") as caught:
+                load(path)
+            assert str(path) in str(caught.value)
+    (tmp_path / "labels.json").write_text(DEEP)
+    text = MINIMAL.replace('[labels]\n1 = "liver"\n', "").replace('"CT"', '"CT"\nlabels_file = "labels.json"')
+    path = write_spec(tmp_path, text)
+    with pytest.raises(SpecError, match=r"labels\.json: invalid JSON \(arrays or objects nested too deeply"):
+        load_spec(path)
+    (tmp_path / "splits.json").write_text(DEEP)
+    write_spec(tmp_path, MINIMAL)
+    config = write_spec(tmp_path, 'datasets = ["spec.toml"]\n[split]\nfile = "splits.json"\n', "run.toml")
+    with pytest.raises(SpecError, match=r"splits\.json: invalid JSON \(arrays or objects nested too deeply"):
+        load_run_config(config)

@@ -153,3 +153,36 @@ def test_a_deeply_nested_config_is_a_clean_error(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, command)
         assert result.exit_code == 1 and not isinstance(result.exception, RecursionError), result.output
         assert f"{config}: invalid TOML (arrays or tables nested too deeply to read)" in result.output
+
+
+def test_a_read_only_output_folder_is_a_clean_error(demo_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        try:
+            (out / "probe").touch()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("file permissions are not enforced here (running as root)")
+        for where, message in (
+            (out, "cannot write to the output folder"),
+            (out / "sub", "cannot make the output folder"),
+        ):
+            result = CliRunner().invoke(
+                main, ["run", str(demo_data / "run.toml"), "--no-ray", "--quiet", "--out", str(where)]
+            )
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+            assert f"Error: {message} {where}: Permission denied" in result.output
+        assert not any(out.iterdir())  # the check leaves nothing behind
+    finally:
+        out.chmod(0o755)
+
+
+def test_an_output_folder_under_a_file_is_a_clean_error(demo_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    where = tmp_path / "file" / "out"
+    result = CliRunner().invoke(main, ["run", str(demo_data / "run.toml"), "--no-ray", "--quiet", "--out", str(where)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: cannot make the output folder {where}: Not a directory" in result.output

@@ -23,6 +23,7 @@ from medground.io import (
     load_specs,
     resolve_labels,
 )
+from medground.io.inventory import format_inventory, inventory
 
 
 def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:
@@ -150,6 +151,40 @@ def test_single_case_folder_and_ambiguous_images(tmp_path: Path) -> None:
     text = MINIMAL.replace("img/{case}.nii.gz", "*.nii.gz").replace("seg/{case}.nii.gz", "seg.nii.gz")
     index = find_cases(load_spec(write_spec(tmp_path, text)))
     assert not index.cases and "has no {case}" in index.problems[0]
+
+
+def test_files_leading_out_of_the_dataset_folder_are_refused(tmp_path: Path) -> None:
+    volume, labels = np.zeros((4, 4, 3), np.int16), np.zeros((4, 4, 3), np.uint8)
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for case in ("a01", "a02", "a03"):
+        nifti(data / "seg" / f"{case}.nii.gz", labels)
+    nifti(data / "img" / "real" / "a01.nii.gz", volume)
+    nifti(elsewhere / "group" / "a02.nii.gz", volume)
+    nifti(elsewhere / "a04.nii.gz", volume)
+    nifti(elsewhere / "seg04.nii.gz", labels)
+    (data / "img" / "far").symlink_to(elsewhere / "group")  # a folder on the path leads out
+    (data / "img" / "real" / "a04.nii.gz").symlink_to(elsewhere / "a04.nii.gz")  # the file leads out
+    (data / "seg" / "a04.nii.gz").symlink_to(elsewhere / "seg04.nii.gz")
+    (data / "img" / "real" / "a03.nii.gz").symlink_to(data / "img" / "real" / "a03.nii.gz")  # a loop
+    spec = load_spec(write_spec(data, MINIMAL.replace("img/{case}", "img/*/{case}")))
+    index = find_cases(spec)
+    root = data.resolve()
+    assert [c.case_id for c in index.cases] == ["a01"]
+    assert index.outside == [
+        root / "img" / "far" / "a02.nii.gz",
+        root / "img" / "real" / "a03.nii.gz",
+        root / "img" / "real" / "a04.nii.gz",
+        root / "seg" / "a04.nii.gz",
+    ]
+    # The masks of the refused images pair with nothing: reported, not read.
+    assert index.unpaired_masks == [root / "seg" / "a02.nii.gz", root / "seg" / "a03.nii.gz"]
+    assert not index.problems and not index.unpaired_images
+    report = format_inventory(inventory(spec, read_masks=False))
+    assert f"problem: {root / 'img' / 'far' / 'a02.nii.gz'}: leads outside the dataset folder {root}" in report
+    # A link that stays inside the folder is read.
+    (data / "img" / "real" / "a03.nii.gz").unlink()
+    (data / "img" / "real" / "a03.nii.gz").symlink_to(Path("..") / "real" / "a01.nii.gz")
+    assert [c.case_id for c in find_cases(spec).cases] == ["a01", "a03"]
 
 
 def test_merge_masks_unions_binary_masks(tmp_path: Path) -> None:

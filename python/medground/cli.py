@@ -327,7 +327,12 @@ def export_command(
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [default: RUN_DIR/browse]."
 )
-@click.option("--serve", "serve_it", is_flag=True, help="Serve it on a loopback address until interrupted.")
+@click.option(
+    "--serve",
+    "serve_it",
+    is_flag=True,
+    help="Serve it (its files and the images it shows, nothing else) on 127.0.0.1 until interrupted.",
+)
 @click.option("--port", type=int, default=8765, show_default=True, help="Port for --serve (0: any free port).")
 def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
     """Build a static site to look at a run: samples, boxes, cues, rejections."""

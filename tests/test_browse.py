@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from medground import phantoms
 from medground.browse import build_site, serve
+from medground.cli import main
 from medground.pipeline import load_run_config, run
 
 ARTIFACTS = Path(os.environ.get("MEDGROUND_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
@@ -182,3 +185,111 @@ def test_served_over_loopback_with_fifty_thousand_samples(run_dir: Path, tmp_pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _get(port: int, path: str, host: str | None = "default") -> tuple[int, bytes, str]:
+    """Status, body and Content-Type of a GET sent as written (no normalising of ``..``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            connection.putheader("Host", f"127.0.0.1:{port}" if host == "default" else host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("Content-Type") or ""
+    finally:
+        connection.close()
+
+
+def _site_rows(site: Path) -> list[dict]:
+    return json.loads((site / "data.js").read_text()[len("window.MEDGROUND_DATA = ") :].rstrip().rstrip(";"))["samples"]
+
+
+def test_serve_answers_only_for_the_site_and_its_images(run_dir: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run_copy = runs / "run"
+    shutil.copytree(run_dir, run_copy, ignore=shutil.ignore_patterns("browse", "shards"))
+    (runs / "id_rsa").write_text("PRIVATE KEY")  # next to the run: the folder a sibling site shares with it
+    (runs / "other").mkdir()
+    (runs / "other" / "samples.jsonl").write_text("{}\n")
+    (run_copy / "notes.txt").write_text("not part of the site")
+    stray = sorted((run_copy / "images").rglob("*.png"))[0].with_name("stray.png")
+    shutil.copy(sorted((run_copy / "images").rglob("*.png"))[0], stray)  # an image no sample shows
+    index = build_site(run_copy, runs / "site")
+    rows = _site_rows(index.parent)
+    image = next(row["im"] for row in rows)
+    linked = next(row["im"] for row in rows if row["im"] != image)
+    (index.parent / linked).unlink()
+    (index.parent / linked).symlink_to(runs / "id_rsa")  # a shown image that now leads out of images/
+    server = serve(index.parent, run_copy, port=0)
+    port = server.server_address[1]
+    try:
+        assert server.site_url == f"http://127.0.0.1:{port}/site/index.html"
+        status, body, kind = _get(port, "/site/index.html")
+        assert status == 200 and kind.startswith("text/html") and b"app.js" in body
+        assert _get(port, "/site/")[0] == 200 and _get(port, "/site/data.js")[0] == 200
+        assert _get(port, "/site/details/0000.js")[0] == 200
+        assert _get(port, "/site/" + rows[0]["th"])[0] == 200
+        status, body, kind = _get(port, "/" + os.path.normpath("site/" + image))
+        assert status == 200 and kind == "image/png" and body == (index.parent / image).read_bytes()
+        # Percent-encoded names are decoded once: the same image.
+        assert _get(port, "/" + os.path.normpath("site/" + image).replace("images", "%69mages"))[0] == 200
+        # Nothing else: keys and other runs beside the run, its records, stray images,
+        # listings, traversal however spelt, a shown image that leads out through a symlink.
+        for path in (
+            "/id_rsa",
+            "/other/samples.jsonl",
+            "/run/samples.jsonl",
+            "/run/notes.txt",
+            "/run/run.json",
+            "/" + stray.relative_to(runs).as_posix(),
+            "/" + os.path.normpath("site/" + linked),
+            "/",
+            "/run/",
+            "/run/images/",
+            "/site/thumbs/",
+            "/site/details/",
+            "/site/../id_rsa",
+            "/site/%2e%2e/id_rsa",
+            "/site/..%2fid_rsa",
+            "/site/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+            "/site/thumbs/../../id_rsa",
+            "//id_rsa",
+            "/%2fetc/passwd",
+            "/site/index.html/..",
+            "/site/index.html%00",
+        ):
+            status, body, _ = _get(port, path)
+            assert status == 404 and b"PRIVATE" not in body, path
+        # The Host header names this server, or the request is refused (DNS rebinding).
+        assert _get(port, "/site/index.html", host=f"localhost:{port}")[0] == 200
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", "127.0.0.1"):
+            assert _get(port, "/site/index.html", host=host)[0] in (400, 421), host
+        assert _get(port, "/site/index.html", host=None)[0] == 400
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_a_site_inside_its_run(run_dir: Path, tmp_path: Path) -> None:
+    run_copy = tmp_path / "run"
+    shutil.copytree(run_dir, run_copy, ignore=shutil.ignore_patterns("browse", "shards"))
+    index = build_site(run_copy)
+    server = serve(index.parent, run_copy, port=0)
+    port = server.server_address[1]
+    try:
+        assert server.site_url == f"http://127.0.0.1:{port}/browse/index.html"
+        image = _site_rows(index.parent)[0]["im"]
+        assert image.startswith("../images/") and _get(port, "/" + os.path.normpath("browse/" + image))[0] == 200
+        for path in ("/samples.jsonl", "/manifest.json", "/", "/images/", "/browse/../samples.jsonl"):
+            assert _get(port, path)[0] == 404, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_browse_into_a_folder_it_cannot_make_is_a_clean_error(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = CliRunner().invoke(main, ["browse", str(run_dir), "--out", str(tmp_path / "file" / "site")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {tmp_path / 'file' / 'site'}: Not a directory" in result.output

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from medground.cli import main
@@ -119,3 +120,69 @@ def test_inspect_one_case_of_a_run_config(demo_data: Path) -> None:
     assert "skin lesion" in result.output and "side None" in result.output and "template draft(s)" in result.output
     result = CliRunner().invoke(main, ["inspect", str(demo_data / "run.toml"), "--case", "nope"])
     assert result.exit_code == 1 and "not found in demo_ct, demo_skin" in result.output
+
+
+@pytest.mark.parametrize(("dtype", "big"), [(np.uint32, 4_000_000_000), (np.uint64, 2**63 + 5)])
+def test_inspect_lists_huge_label_ids_as_undeclared(tmp_path: Path, dtype: type, big: int) -> None:
+    # A bincount over such ids would allocate 30 GiB (uint32) or refuse the map (uint64).
+    affine = np.diag([-2.0, -2.0, 3.0, 1.0])
+    mask = np.zeros((8, 8, 5), dtype)
+    mask[1:4, 1:4, 1:3] = 1
+    mask[5:7, 5:7, 2:4] = big
+    for folder in ("img", "seg"):
+        (tmp_path / folder).mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 5), np.int16), affine), tmp_path / "img" / "c1.nii.gz")
+    nib.save(nib.Nifti1Image(mask, affine, dtype=dtype), tmp_path / "seg" / "c1.nii.gz")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "toy"\nmodality = "CT"\n[cases]\nimage = "img/{case}.nii.gz"\nmask = "seg/{case}.nii.gz"\n'
+        '[labels]\n1 = "lesion"\n'
+    )
+    result = CliRunner().invoke(main, ["inspect", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert f"undeclared id {big} (named unknown_{big}) in 1 case(s)" in result.output
+    report = json.loads(CliRunner().invoke(main, ["inspect", str(spec), "--json"]).output)
+    assert report["cases"][0]["labels"] == {"1": 18, str(big): 8}
+    assert CliRunner().invoke(main, ["inspect", str(spec), "--case", "c1"]).exit_code == 0
+
+
+def test_a_deeply_nested_config_is_a_clean_error(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    for command in (["run", str(config), "--no-ray", "--out", str(tmp_path / "out")], ["inspect", str(config)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1 and not isinstance(result.exception, RecursionError), result.output
+        assert f"{config}: invalid TOML (arrays or tables nested too deeply to read)" in result.output
+
+
+def test_a_read_only_output_folder_is_a_clean_error(demo_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        try:
+            (out / "probe").touch()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("file permissions are not enforced here (running as root)")
+        for where, message in (
+            (out, "cannot write to the output folder"),
+            (out / "sub", "cannot make the output folder"),
+        ):
+            result = CliRunner().invoke(
+                main, ["run", str(demo_data / "run.toml"), "--no-ray", "--quiet", "--out", str(where)]
+            )
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+            assert f"Error: {message} {where}: Permission denied" in result.output
+        assert not any(out.iterdir())  # the check leaves nothing behind
+    finally:
+        out.chmod(0o755)
+
+
+def test_an_output_folder_under_a_file_is_a_clean_error(demo_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    where = tmp_path / "file" / "out"
+    result = CliRunner().invoke(main, ["run", str(demo_data / "run.toml"), "--no-ray", "--quiet", "--out", str(where)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: cannot make the output folder {where}: Not a directory" in result.output

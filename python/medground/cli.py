@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -60,6 +62,22 @@ from medground.records import dumps
 @click.version_option(__version__, prog_name="medground")
 def main() -> None:
     """medground: verified referring-grounding data from medical segmentation masks."""
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Bad input (``ValueError``: a ``SpecError``, an unreadable record) and a file the
+    system refused (``OSError``: a read-only output folder, a full disk, a path through a
+    file) end the command with one line naming the file and the problem, status 1, not a
+    traceback."""
+    try:
+        yield
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    except OSError as error:
+        if error.filename is None or error.strerror is None:  # raised with a message of ours
+            raise click.ClickException(str(error)) from error
+        raise click.ClickException(f"{error.filename}: {error.strerror}") from error
 
 
 def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> None:
@@ -164,7 +182,7 @@ def run(
     """
     if demo and (config is not None or preset is not None):
         raise click.UsageError("--demo runs on generated data; drop CONFIG/--preset")
-    try:
+    with _one_line_errors():
         if demo:
             out = out or Path("medground-demo")
             source = out / "source"
@@ -194,8 +212,6 @@ def run(
             progress=not quiet,
             allowed=("source",) if demo else (),
         )
-    except (SpecError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     _report_run(summary, out)
 
 
@@ -286,7 +302,7 @@ def export_command(
 ) -> None:
     """Write a run's samples.jsonl in a training or evaluation layout and box convention,
     with the framework's setup files, and print the command that trains on it."""
-    try:
+    with _one_line_errors():  # no samples.jsonl, a bad option value, a read-only --out
         written = export(
             run_dir,
             fmt,
@@ -301,8 +317,6 @@ def export_command(
             image_min_pixels=image_min_pixels,
             pad_square=pad_square,
         )
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"train: {train_command(written[-1].parent)}")
@@ -313,14 +327,17 @@ def export_command(
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to write the site [default: RUN_DIR/browse]."
 )
-@click.option("--serve", "serve_it", is_flag=True, help="Serve it on a loopback address until interrupted.")
+@click.option(
+    "--serve",
+    "serve_it",
+    is_flag=True,
+    help="Serve it (its files and the images it shows, nothing else) on 127.0.0.1 until interrupted.",
+)
 @click.option("--port", type=int, default=8765, show_default=True, help="Port for --serve (0: any free port).")
 def browse(run_dir: Path, out: Path | None, serve_it: bool, port: int) -> None:
     """Build a static site to look at a run: samples, boxes, cues, rejections."""
-    try:
+    with _one_line_errors():  # no samples.jsonl, a line of it that cannot be read, a read-only --out
         index = build_site(run_dir, out)
-    except FileNotFoundError as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"wrote {index} (open it in a browser; works from file://)")
     if serve_it:
         try:
@@ -598,18 +615,17 @@ def predict_command(
         click.echo(f"{done}/{todo} asked", err=True)
 
     try:
-        summary = predict(
-            truths,
-            client,
-            out,
-            format_name=format_name,
-            model=model,
-            boxes=boxes,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        with _one_line_errors():  # a bad record, an --out that cannot be written
+            summary = predict(
+                truths,
+                client,
+                out,
+                format_name=format_name,
+                model=model,
+                boxes=boxes,
+                batch_size=batch_size,
+                progress=progress,
+            )
     finally:
         client.close()
     click.echo(

@@ -23,6 +23,7 @@ from medground.io import (
     load_specs,
     resolve_labels,
 )
+from medground.io.inventory import format_inventory, inventory
 
 
 def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:
@@ -150,6 +151,40 @@ def test_single_case_folder_and_ambiguous_images(tmp_path: Path) -> None:
     text = MINIMAL.replace("img/{case}.nii.gz", "*.nii.gz").replace("seg/{case}.nii.gz", "seg.nii.gz")
     index = find_cases(load_spec(write_spec(tmp_path, text)))
     assert not index.cases and "has no {case}" in index.problems[0]
+
+
+def test_files_leading_out_of_the_dataset_folder_are_refused(tmp_path: Path) -> None:
+    volume, labels = np.zeros((4, 4, 3), np.int16), np.zeros((4, 4, 3), np.uint8)
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    for case in ("a01", "a02", "a03"):
+        nifti(data / "seg" / f"{case}.nii.gz", labels)
+    nifti(data / "img" / "real" / "a01.nii.gz", volume)
+    nifti(elsewhere / "group" / "a02.nii.gz", volume)
+    nifti(elsewhere / "a04.nii.gz", volume)
+    nifti(elsewhere / "seg04.nii.gz", labels)
+    (data / "img" / "far").symlink_to(elsewhere / "group")  # a folder on the path leads out
+    (data / "img" / "real" / "a04.nii.gz").symlink_to(elsewhere / "a04.nii.gz")  # the file leads out
+    (data / "seg" / "a04.nii.gz").symlink_to(elsewhere / "seg04.nii.gz")
+    (data / "img" / "real" / "a03.nii.gz").symlink_to(data / "img" / "real" / "a03.nii.gz")  # a loop
+    spec = load_spec(write_spec(data, MINIMAL.replace("img/{case}", "img/*/{case}")))
+    index = find_cases(spec)
+    root = data.resolve()
+    assert [c.case_id for c in index.cases] == ["a01"]
+    assert index.outside == [
+        root / "img" / "far" / "a02.nii.gz",
+        root / "img" / "real" / "a03.nii.gz",
+        root / "img" / "real" / "a04.nii.gz",
+        root / "seg" / "a04.nii.gz",
+    ]
+    # The masks of the refused images pair with nothing: reported, not read.
+    assert index.unpaired_masks == [root / "seg" / "a02.nii.gz", root / "seg" / "a03.nii.gz"]
+    assert not index.problems and not index.unpaired_images
+    report = format_inventory(inventory(spec, read_masks=False))
+    assert f"problem: {root / 'img' / 'far' / 'a02.nii.gz'}: leads outside the dataset folder {root}" in report
+    # A link that stays inside the folder is read.
+    (data / "img" / "real" / "a03.nii.gz").unlink()
+    (data / "img" / "real" / "a03.nii.gz").symlink_to(Path("..") / "real" / "a01.nii.gz")
+    assert [c.case_id for c in find_cases(spec).cases] == ["a01", "a03"]
 
 
 def test_merge_masks_unions_binary_masks(tmp_path: Path) -> None:
@@ -305,3 +340,27 @@ def test_load_case_error_is_tagged_with_the_case(tmp_path: Path) -> None:
         load_case(spec, find_cases(spec).cases[0])
     assert caught.value.case_id == "c1" and "seg/c1.nii.gz" in str(caught.value)
     assert caught.value.to_record()["stage"] == "load"
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # tomllib and json read nesting by recursion
+
+
+def test_deeply_nested_files_are_spec_errors_naming_the_file(tmp_path: Path) -> None:
+    from medground.pipeline import load_run_config
+
+    for name, text in (("spec.toml", MINIMAL + f"\n[render]\nx = {DEEP}\n"), ("run.toml", f"a = {DEEP}\n")):
+        path = write_spec(tmp_path, text, name)
+        for load in (load_spec, load_specs, load_run_config):
+            with pytest.raises(SpecError, match="nested too deeply") as caught:
+                load(path)
+            assert str(path) in str(caught.value)
+    (tmp_path / "labels.json").write_text(DEEP)
+    text = MINIMAL.replace('[labels]\n1 = "liver"\n', "").replace('"CT"', '"CT"\nlabels_file = "labels.json"')
+    path = write_spec(tmp_path, text)
+    with pytest.raises(SpecError, match=r"labels\.json: invalid JSON \(arrays or objects nested too deeply"):
+        load_spec(path)
+    (tmp_path / "splits.json").write_text(DEEP)
+    write_spec(tmp_path, MINIMAL)
+    config = write_spec(tmp_path, 'datasets = ["spec.toml"]\n[split]\nfile = "splits.json"\n', "run.toml")
+    with pytest.raises(SpecError, match=r"splits\.json: invalid JSON \(arrays or objects nested too deeply"):
+        load_run_config(config)

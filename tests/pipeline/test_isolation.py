@@ -262,3 +262,31 @@ def test_run_budget_settings_are_checked(tmp_path: Path, line: str, message: str
     spec.write_text(spec.read_text() + f"[run]\n{line}\n")
     with pytest.raises(SpecError, match=message):
         load_run_config(spec)
+
+
+def test_symlinks_out_of_the_dataset_folder_are_not_read(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    spec = photos(data, ["a", "b", "c"])
+    elsewhere = photos(tmp_path / "elsewhere", ["b", "c"]).parent  # readable images, outside data
+    (data / "store").mkdir()
+    (data / "images" / "a.png").rename(data / "store" / "a.png")
+    (data / "images" / "a.png").symlink_to(Path("..") / "store" / "a.png")  # stays inside: read
+    (data / "images" / "b.png").unlink()
+    (data / "images" / "b.png").symlink_to(elsewhere / "images" / "b.png")
+    (data / "masks" / "c.png").unlink()
+    (data / "masks" / "c.png").symlink_to(elsewhere / "masks" / "c.png")
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "out"), "--no-ray", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert {r["case_id"] for r in strict_lines(tmp_path / "out" / "samples.jsonl")} == {"a"}
+    skipped = strict_lines(tmp_path / "out" / "skipped.jsonl")
+    outside = sorted(r["detail"] for r in skipped if r["reason"] == "outside_dataset_folder")
+    assert len(outside) == 2
+    for detail, link, target in zip(
+        outside, ("images/b.png", "masks/c.png"), ("images/b.png", "masks/c.png"), strict=True
+    ):
+        assert detail.startswith(f"{data / link}: leads outside the dataset folder {data}")
+        assert f"(to {elsewhere / target})" in detail and "not read" in detail
+    # What the links would have brought is recorded as unpaired, never read.
+    reasons = {r["reason"]: r["detail"] for r in skipped if "case_id" not in r}
+    assert reasons["mask_without_image"].startswith(str(data / "masks" / "b.png"))
+    assert reasons["image_without_mask"].startswith(str(data / "images" / "c.png"))

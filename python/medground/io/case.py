@@ -23,7 +23,7 @@ from medground.io.readers import IMAGE_2D_SUFFIXES, read_header, read_image, rea
 from medground.io.schema import DatasetSpec
 from medground.io.volume import Volume
 
-__all__ = ["Case", "load_case", "present_labels"]
+__all__ = ["Case", "label_voxels", "load_case", "present_labels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +74,24 @@ def present_labels(labels: NDArray[np.integer[Any]]) -> tuple[int, ...]:
         counts = np.bincount(flat, minlength=top + 1)
         return tuple(int(i) for i in np.flatnonzero(counts[1:]) + 1)
     return tuple(int(i) for i in np.unique(flat) if i != 0)
+
+
+def label_voxels(labels: NDArray[np.integer[Any]]) -> dict[int, int]:
+    """Voxels per nonzero id of an unsigned label map, in id order.
+
+    A ``bincount`` only for ids below 2**16: over a map holding id 4,000,000,000 it would
+    allocate a counter for every id up to it (30 GiB), and numpy refuses uint64 maps
+    outright; numpy's unique counts those instead.
+    """
+    if labels.size == 0:
+        return {}
+    flat = labels.ravel(order="K")
+    top = int(flat.max())
+    if top < 1 << 16:
+        counts = np.bincount(flat, minlength=top + 1)
+        return {int(i): int(counts[i]) for i in np.flatnonzero(counts[1:]) + 1}
+    ids, counts = np.unique(flat, return_counts=True)
+    return {int(i): int(n) for i, n in zip(ids, counts, strict=True) if i != 0}
 
 
 def _smallest_unsigned(top: int) -> np.dtype[Any]:

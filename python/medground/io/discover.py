@@ -1,14 +1,16 @@
 """Case discovery: what a dataset spec finds on disk.
 
 Images and masks are paired by the spec's patterns (``{case}``, ``{label}``, ``*``, ``**``);
-cases are sorted by id; files that pair with nothing and patterns that match twice are
-reported, never dropped without a word.
+cases are sorted by id; files that pair with nothing, patterns that match twice and files
+that lead out of the dataset folder through a symlink are reported, never dropped without
+a word.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob as globlib
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 from medground.io.labels import labels_from_filenames, structure_name
 from medground.io.schema import DatasetSpec
 
-__all__ = ["CaseFiles", "CaseIndex", "find_cases", "printable_id", "reads_into", "resolve_labels"]
+__all__ = ["CaseFiles", "CaseIndex", "find_cases", "leads_outside", "printable_id", "reads_into", "resolve_labels"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class CaseIndex:
     unpaired_images: list[Path] = field(default_factory=list)
     unpaired_masks: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Files the patterns matched that lead (a symlink, or one among their folders) out of
+    #: the dataset folder: never read, so a dataset cannot pull in files from elsewhere.
+    outside: list[Path] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -78,15 +83,43 @@ def _compile(pattern: str, **fixed: str) -> _Pattern:
     return _Pattern("".join(glob_parts), re.compile("".join(regex_parts) + r"\Z"))
 
 
-def _matches(root: Path, pattern: _Pattern, exclude: tuple[str, ...] = ()) -> list[tuple[Path, re.Match[str]]]:
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, every symlink on it followed, is still within ``root`` (resolved);
+    a symlink loop is not."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return False
+
+
+def leads_outside(path: Path, root: Path) -> str:
+    """What to say of a matched file that :func:`find_cases` did not read because it leads
+    out of the dataset folder ``root``."""
+    return (
+        f"{path}: leads outside the dataset folder {root} (to {os.path.realpath(path)}) through a symbolic link; "
+        "not read (point the spec at the folder the link leads to, or copy the file in)"
+    )
+
+
+def _matches(
+    root: Path, pattern: _Pattern, outside: set[Path], exclude: tuple[str, ...] = ()
+) -> list[tuple[Path, re.Match[str]]]:
+    """The files under ``root`` that ``pattern`` matches, in path order; those that lead out
+    of ``root`` through a symlink (the file's or a folder's) go to ``outside`` instead: a
+    pattern is checked to stay in the dataset folder, and a link must not undo that."""
     found = []
+    real_root = root.resolve()
     for path in sorted(root.glob(pattern.glob)):
         relative = path.relative_to(root).as_posix()
         if any(fnmatch.fnmatchcase(relative, e) or fnmatch.fnmatchcase(path.name, e) for e in exclude):
             continue
         match = pattern.regex.match(relative)
-        if match is not None:
-            found.append((path, match))
+        if match is None:
+            continue
+        if not _inside(path, real_root):
+            outside.add(path)
+            continue
+        found.append((path, match))
     return found
 
 
@@ -126,11 +159,13 @@ def _patient_id(spec: DatasetSpec, case_id: str) -> str:
     return cases.patient.format(case=case_id)
 
 
-def _find_images(spec: DatasetSpec, case_filter: re.Pattern[str] | None, problems: list[str]) -> dict[str, Path]:
+def _find_images(
+    spec: DatasetSpec, case_filter: re.Pattern[str] | None, problems: list[str], outside: set[Path]
+) -> dict[str, Path]:
     """Case id → image, for the images the spec's ``image`` pattern matches; ids matching two
     images, and a pattern without ``{case}`` matching several, are added to ``problems``."""
     images: dict[str, Path] = {}
-    for path, match in _matches(spec.root, _compile(spec.cases.image), spec.cases.exclude):
+    for path, match in _matches(spec.root, _compile(spec.cases.image), outside, spec.cases.exclude):
         case_id = match.group("case") if "case" in match.re.groupindex else structure_name(path)
         if case_filter is not None and not case_filter.search(case_id):
             continue
@@ -147,11 +182,13 @@ def _find_images(spec: DatasetSpec, case_filter: re.Pattern[str] | None, problem
     return images
 
 
-def _unpaired_masks(spec: DatasetSpec, case_filter: re.Pattern[str] | None, paired: set[Path]) -> list[Path]:
+def _unpaired_masks(
+    spec: DatasetSpec, case_filter: re.Pattern[str] | None, paired: set[Path], outside: set[Path]
+) -> list[Path]:
     """Files the ``mask`` pattern matches (within the case filter) that are in no case and
     are not ``paired`` (masks in use, or images)."""
     unpaired = []
-    for path, match in _matches(spec.root, _compile(spec.cases.mask)):
+    for path, match in _matches(spec.root, _compile(spec.cases.mask), outside):
         if case_filter is not None and "case" in match.re.groupindex and not case_filter.search(match.group("case")):
             continue
         if path not in paired:
@@ -167,10 +204,11 @@ def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
     """
     case_filter = re.compile(spec.cases.case_regex) if spec.cases.case_regex else None
     index = CaseIndex(cases=[])
-    images = _find_images(spec, case_filter, index.problems)
+    outside: set[Path] = set()
+    images = _find_images(spec, case_filter, index.problems, outside)
     masks_seen: set[Path] = set()
     for case_id in sorted(images):
-        files = _case_masks(spec, case_id, index)
+        files = _case_masks(spec, case_id, index, outside)
         if files is None:
             index.unpaired_images.append(images[case_id])
             continue
@@ -180,17 +218,18 @@ def find_cases(spec: DatasetSpec, *, limit: int | None = None) -> CaseIndex:
         index.cases.append(CaseFiles(name, _patient_id(spec, name), images[case_id], masks, label_masks))
     # Masks whose case has no image (only checked for one-file-per-case masks: cheap and common).
     if spec.cases.mask_mode != "per_label_files":
-        index.unpaired_masks = _unpaired_masks(spec, case_filter, masks_seen | set(images.values()))
+        index.unpaired_masks = _unpaired_masks(spec, case_filter, masks_seen | set(images.values()), outside)
+    index.outside = sorted(outside)
     if limit is not None:
         index.cases = index.cases[:limit]
     return index
 
 
 def _case_masks(
-    spec: DatasetSpec, case_id: str, index: CaseIndex
+    spec: DatasetSpec, case_id: str, index: CaseIndex, outside: set[Path]
 ) -> tuple[tuple[Path, ...], tuple[tuple[str, Path], ...]] | None:
     pattern = _compile(spec.cases.mask, case=case_id)
-    found = _matches(spec.root, pattern)
+    found = _matches(spec.root, pattern, outside)
     if spec.cases.mask_mode != "per_label_files":
         if not found:
             return None

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from medground import geometry
-from medground.io.case import Case, load_case
-from medground.io.discover import CaseIndex, find_cases, resolve_labels
+from medground.io.case import Case, label_voxels, load_case
+from medground.io.discover import CaseIndex, find_cases, leads_outside, resolve_labels
 from medground.io.errors import CaseError
 from medground.io.readers import read_header
 from medground.io.schema import DatasetSpec
@@ -72,6 +72,7 @@ class Inventory:
             "unpaired_images": [str(p) for p in self.index.unpaired_images],
             "unpaired_masks": [str(p) for p in self.index.unpaired_masks],
             "problems": list(self.index.problems),
+            "outside_dataset_folder": [str(p) for p in self.index.outside],
             "labels_declared": {str(k): v for k, v in spec.labels.items()},
             "labels_seen": {str(k): n for k, n in sorted(self.labels_seen.items())} if self.read_masks else None,
             "unknown_labels": [f"unknown_{i}" for i in self.unknown_labels],
@@ -108,8 +109,8 @@ def inventory(spec: DatasetSpec, *, limit: int | None = None, read_masks: bool =
                 case = load_case(spec, files)
                 summary.shape, summary.spacing = case.image.shape, case.image.spacing
                 summary.axcodes, summary.dtype = case.image.axcodes, str(case.image.array.dtype)
-                counts = np.bincount(case.labels.ravel(order="K")) if case.present else np.zeros(1, np.int64)
-                summary.labels = {i: int(counts[i]) for i in case.present}
+                voxels = label_voxels(case.labels) if case.present else {}
+                summary.labels = {i: voxels[i] for i in case.present}
                 summary.warnings = list(case.warnings)
             else:
                 header = read_header(files.image, radiological_2d=spec.is_radiological)
@@ -133,6 +134,7 @@ def format_inventory(inv: Inventory) -> str:
             shown = ", ".join(str(p.relative_to(spec.root)) for p in paths[:5])
             lines.append(f"{label}: {len(paths)} ({shown}{', ...' if len(paths) > 5 else ''})")
     lines.extend(f"problem: {p}" for p in inv.index.problems)
+    lines.extend(f"problem: {leads_outside(p, spec.root)}" for p in inv.index.outside)
     header = f"{'case':<24} {'patient':<20} {'shape':<16} {'spacing':<20} {'axes':<5} {'dtype':<8} labels"
     lines += ["", header, "-" * len(header)]
     for case in inv.cases:

@@ -124,6 +124,8 @@ def _from_json(path: Path, text: str) -> dict[int, str]:
         data = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(path, f"invalid JSON ({exc})") from exc
+    except RecursionError:  # json reads nested arrays by recursion: [[[…]]] 100,000 deep
+        raise SpecError(path, "invalid JSON (arrays or objects nested too deeply to read)") from None
     if isinstance(data, Mapping) and "labels" in data and isinstance(data["labels"], Mapping):
         data = data["labels"]  # MSD / nnU-Net dataset.json
     if not isinstance(data, Mapping):

@@ -37,7 +37,7 @@ from medground.io.schema import (
     RenderSpec,
 )
 
-__all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec"]
+__all__ = ["list_presets", "load_preset", "load_spec", "load_specs", "parse_spec", "read_toml"]
 
 #: Sections a dataset spec may carry: ``[anchors]`` is the spec's own; a bare spec run as
 #: a run config may also hold the run's sections (read by the pipeline's config).
@@ -135,19 +135,30 @@ def load_preset(name: str, data: Path | str | None) -> DatasetSpec:
     return replace(parse_spec(document, source=source, root=data.resolve()), preset=name)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A spec or run config file as a TOML document.
+
+    Raises:
+        SpecError: naming the file: absent, unreadable, not UTF-8, not TOML, or nested too
+            deeply (``tomllib`` reads arrays and tables by recursion, so ``a = [[[…]]]``
+            100,000 deep is a ``RecursionError``, not a ``TOMLDecodeError``).
+    """
     if not path.is_file():
         raise SpecError(path, "spec file not found")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(path, f"invalid TOML ({exc})") from exc
+    except RecursionError:
+        raise SpecError(path, "invalid TOML (arrays or tables nested too deeply to read)") from None
+    except OSError as exc:
+        raise SpecError(path, f"cannot read the file ({exc.strerror or exc})") from exc
 
 
 def load_spec(path: Path | str, *, data: Path | str | None = None) -> DatasetSpec:
     """Reads a dataset spec file; ``data`` overrides its folder (``root``)."""
     path = Path(path)
-    document = _read_toml(path)
+    document = read_toml(path)
     if "datasets" in document:
         raise SpecError(path, "this is a run config listing datasets; use load_specs()")
     root = Path(data).resolve() if data is not None else None
@@ -157,7 +168,7 @@ def load_spec(path: Path | str, *, data: Path | str | None = None) -> DatasetSpe
 def load_specs(path: Path | str, *, data: Path | str | None = None) -> list[DatasetSpec]:
     """The dataset specs of a run config (``datasets = [...]``) or of a bare dataset spec."""
     path = Path(path)
-    document = _read_toml(path)
+    document = read_toml(path)
     if "datasets" not in document:
         return [load_spec(path, data=data)]
     entries = document["datasets"]

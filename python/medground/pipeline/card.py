@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import io
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,34 @@ from medground.runfolder import atomic_write
 __all__ = ["phrasing_diversity", "write_card"]
 
 
+#: Markdown punctuation that would format a name (emphasis, code, links, a table's cell
+#: border, GitHub's ``$…$`` maths); ``_`` only at a word's edge, so ``kidney_left`` stays
+#: as written (CommonMark never reads an underscore inside a word as emphasis).
+_MARKDOWN = re.compile(r"[\\`*\[\]|$~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def _text(value: object) -> str:
+    """``value`` (a label, dataset or case name, an error) as literal text in the card:
+    names come from the dataset's files, so ``<script>`` must show as written, not run as
+    HTML, and ``a|b`` or ``a $x^$ b`` must not split a table cell or become maths. HTML's
+    ``& < >`` become entities, Markdown's punctuation is backslash-escaped, line breaks
+    become spaces."""
+    text = html.escape(" ".join(str(value).splitlines()), quote=False)
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
+
+
 def _table(title: str, counter: Counter[str]) -> list[str]:
     lines = [f"| {title} | samples |", "|---|---:|"]
-    lines += [f"| {key} | {count} |" for key, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += [f"| {_text(key)} | {count} |" for key, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))]
     return lines + [""]
 
 
 def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
-    """Box sizes, query lengths and labels as PNGs; returns their paths relative to root."""
+    """Box sizes, query lengths and labels as PNGs; returns their paths relative to root.
+
+    Label names are drawn as plain text: matplotlib would read ``a $x^$ b`` as maths and
+    fail on it (``text.parse_math`` off for every text of these plots).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,13 +76,16 @@ def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
         ),
     ]
     for name, title, draw in figures:
-        figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
-        draw(axis)
-        axis.set_title(title)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", metadata={"Software": None})
-        plt.close(figure)
+        with matplotlib.rc_context({"text.parse_math": False}):
+            figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+            try:
+                draw(axis)
+                axis.set_title(title)
+                figure.tight_layout()
+                buffer = io.BytesIO()
+                figure.savefig(buffer, format="png", metadata={"Software": None})
+            finally:
+                plt.close(figure)
         atomic_write(root / "plots" / name, buffer.getvalue())
         written.append(f"plots/{name}")
     return written
@@ -101,7 +126,7 @@ def _phrasing(samples: list[dict[str, Any]]) -> list[str]:
     for name, queries in groups.items():
         d = phrasing_diversity(queries)
         lines.append(
-            f"| {name} | {d['queries']:.0f} | {d['distinct_queries']:.0f} | {d['distinct_1']:.3f} | "
+            f"| {_text(name)} | {d['queries']:.0f} | {d['distinct_queries']:.0f} | {d['distinct_1']:.3f} | "
             f"{d['distinct_2']:.3f} | {d['distinct_3']:.3f} |"
         )
     return lines
@@ -121,8 +146,10 @@ def _coverage(table: dict[str, dict[str, Any]]) -> list[str]:
         "|---|---:|---:|---:|---|",
     ]
     for label, row in table.items():
-        reasons = "; ".join(f"{reason} ({n})" for reason, n in list(row["reasons"].items())[:3])
-        lines.append(f"| {label} | {row['cases']} | {row['cases_with_samples']} | {row['samples']} | {reasons} |")
+        reasons = "; ".join(f"{_text(reason)} ({n})" for reason, n in list(row["reasons"].items())[:3])
+        lines.append(
+            f"| {_text(label)} | {row['cases']} | {row['cases_with_samples']} | {row['samples']} | {reasons} |"
+        )
     return lines
 
 
@@ -130,7 +157,7 @@ def _laterality(checks: dict[str, Any]) -> list[str]:
     """The laterality self-check: midline sources, and cases whose sides were withheld."""
     if not checks:
         return []
-    sources = ", ".join(f"{source} ({n})" for source, n in checks["midline_sources"].items())
+    sources = ", ".join(f"{_text(source)} ({n})" for source, n in checks["midline_sources"].items())
     lines = [
         "",
         "## Laterality self-check",
@@ -140,8 +167,10 @@ def _laterality(checks: dict[str, Any]) -> list[str]:
         "",
     ]
     for case in checks["withheld"]:
-        detail = "; ".join(f"{c['label']} named {c['named']}, lies {c['computed']}" for c in case["conflicts"])
-        lines.append(f"- {case['case']}: {detail}")
+        detail = "; ".join(
+            f"{_text(c['label'])} named {_text(c['named'])}, lies {_text(c['computed'])}" for c in case["conflicts"]
+        )
+        lines.append(f"- {_text(case['case'])}: {detail}")
     return lines
 
 
@@ -166,10 +195,13 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     lines += _table("split", Counter(str(s["split"]) for s in samples))
     lines += _table("label", Counter(t["label"] for s in samples for t in s["targets"]))
     lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
-    lines += [f"| {stage} | {n} |" for stage, n in funnel["passed"].items()]
+    lines += [f"| {_text(stage)} | {n} |" for stage, n in funnel["passed"].items()]
     lines.append("")
     for stage, reasons in funnel.get("rejected", {}).items():
-        lines.append(f"Rejected at {stage}: " + ", ".join(f"{reason} ({n})" for reason, n in sorted(reasons.items())))
+        lines.append(
+            f"Rejected at {_text(stage)}: "
+            + ", ".join(f"{_text(reason)} ({n})" for reason, n in sorted(reasons.items()))
+        )
     lines += _phrasing(samples)
     lines += _coverage(manifest.get("coverage", {}))
     lines += _laterality(manifest.get("laterality", {}))
@@ -185,11 +217,18 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     plots = _plots(root, samples)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["## Provenance", "", "```json"]
-    lines += [dumps(manifest["config"], indent=2, default=str), "```", ""]
+    # The same JSON with < > & as \u escapes (they occur only inside strings): a label named
+    # "<script>" stays out of the page even for a renderer that mishandles code blocks.
+    config = dumps(manifest["config"], indent=2, default=str)
+    config = config.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    lines += [config, "```", ""]
     if manifest["errors"]:
         lines += (
             ["## Cases that failed", ""]
-            + [f"- {e['dataset']}/{e['case_id']} ({e['stage']}): {e['error']}" for e in manifest["errors"]]
+            + [
+                f"- {_text(e['dataset'])}/{_text(e['case_id'])} ({_text(e['stage'])}): {_text(e['error'])}"
+                for e in manifest["errors"]
+            ]
             + [""]
         )
     atomic_write(root / "README.md", "\n".join(lines).encode())

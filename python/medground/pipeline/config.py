@@ -8,7 +8,6 @@ sections in it or their defaults (docs/RECORDS.md, "Run config").
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from medground import __version__
 from medground.io.errors import SpecError
 from medground.io.schema import DatasetSpec
-from medground.io.spec import load_preset, load_specs
+from medground.io.spec import load_preset, load_specs, read_toml
 from medground.pipeline.budget import Budget
 from medground.pipeline.splits import read_split_file
 from medground.records import dumps
@@ -134,10 +133,7 @@ def load_run_config(
         raise SpecError(None, "give a dataset spec or run config, or a preset with its data")
     path = Path(path)
     specs = load_specs(path, data=data)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:  # load_specs has read it already
-        raise SpecError(path, str(exc)) from exc
+    document = read_toml(path)
     if "datasets" in document:
         unknown = sorted(set(document) - _RUN_KEYS)
         if unknown:

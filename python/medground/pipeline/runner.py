@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medground import __version__
-from medground.io.discover import CaseFiles, find_cases, reads_into, resolve_labels
+from medground.io.discover import CaseFiles, find_cases, leads_outside, reads_into, resolve_labels
 from medground.io.schema import DatasetSpec
 from medground.pipeline.card import write_card
 from medground.pipeline.config import RunConfig
@@ -61,7 +61,7 @@ def _plan(
 ) -> tuple[list[tuple[DatasetSpec, CaseFiles]], list[dict[str, Any]]]:
     """The cases, and one ``skipped.jsonl`` record per input the datasets' patterns found
     but no case uses (an image without a mask, a mask without an image, two files for one
-    case id): nothing is dropped without a record."""
+    case id, a symlink out of the dataset folder): nothing is dropped without a record."""
     work: list[tuple[DatasetSpec, CaseFiles]] = []
     dropped: list[dict[str, Any]] = []
     for spec in config.datasets:
@@ -75,6 +75,8 @@ def _plan(
             dropped.append(_dropped(spec, "mask_without_image", f"{path}: no image matches {spec.cases.image!r}"))
         for problem in index.problems:
             dropped.append(_dropped(spec, "ambiguous_input", problem))
+        for path in index.outside:
+            dropped.append(_dropped(spec, "outside_dataset_folder", leads_outside(path, spec.root)))
     return work, dropped
 
 

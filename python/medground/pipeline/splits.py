@@ -24,9 +24,17 @@ SPLITS = ("train", "val", "test")
 def read_split_file(path: Path) -> dict[str, str]:
     """patient id → split from a CSV/TSV (``patient_id,split``; a header row is skipped) or
     a JSON object."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(path, f"unreadable split file ({exc})") from exc
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(path, f"invalid JSON ({exc})") from exc
+        except RecursionError:  # json reads nested arrays by recursion: [[[…]]] 100,000 deep
+            raise SpecError(path, "invalid JSON (arrays or objects nested too deeply to read)") from None
         if not isinstance(data, dict):
             raise SpecError(path, 'expected a JSON object {"patient": "train", ...}')
         mapping = {str(k): str(v) for k, v in data.items()}

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,19 +68,35 @@ class OutputFolder:
 
     def lock(self) -> None:
         """Takes the folder for this process (an exclusive ``flock`` on the folder itself,
-        released when the process ends, however it ends).
+        released when the process ends, however it ends), after checking that files can be
+        made in it: a read-only folder is refused now, before any case runs, rather than
+        failing at the first write with a traceback.
 
         Raises:
-            ValueError: another run holds it.
+            ValueError: the folder cannot be made or written to, or another run holds it.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.root, os.O_RDONLY)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = os.open(self.root, os.O_RDONLY)
+        except OSError as error:
+            raise ValueError(
+                f"cannot make the output folder {self.root}: {error.strerror or error}; choose another --out"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(handle)
             raise ValueError(
                 f"{self.root} is in use by another medground run; wait for it or choose another --out"
+            ) from None
+        try:
+            with tempfile.TemporaryFile(dir=self.root):  # made and gone: nothing is left behind
+                pass
+        except OSError as error:
+            os.close(handle)
+            raise ValueError(
+                f"cannot write to the output folder {self.root}: {error.strerror or error}; "
+                "make it writable or choose another --out"
             ) from None
         self._lock = handle
 

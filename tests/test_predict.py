@@ -365,3 +365,40 @@ def test_a_perfect_qwen25_vl_at_checkpoint_limits_scores_100(tmp_path, serve, mo
     bare.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}) + "\n" for r in lines))
     wrong = run_eval(gt, bare, "--format", "qwen2.5-vl", "--max-pixels", "1003520")["overall"]["single"]
     assert wrong["acc@0.5"] == 0.0
+
+
+def test_predict_never_prints_or_stores_the_key_a_server_echoes(tmp_path, serve, monkeypatch):
+    """A server that echoes the Authorization header into its answers and its error bodies:
+    the key reaches neither the predictions file nor anything predict prints."""
+    key = "sk-predict-0123456789abcdef"
+    gt = write_gt(
+        tmp_path / "out",
+        [
+            make_sample("s1", [[0, 0, 10, 10]], query="Locate the liver."),
+            make_sample("s2", [[0, 0, 10, 10]], query="Locate the spleen."),
+            make_sample("s3", [[0, 0, 10, 10]], query="Locate the aorta."),
+        ],
+        images=True,
+    )
+
+    def model(query: str, attempt: int, payload: dict[str, Any]) -> Reply:
+        auth = payload["_authorization"]
+        if "liver" in query:
+            return Reply(body=completion(f'[{{"bbox_2d": [0, 0, 10, 10]}}] (asked with {auth})'))
+        if "spleen" in query:
+            return Reply(500, {"error": {"message": f"upstream rejected {auth}"}})
+        return Reply(401, "x" * 270 + f"invalid key {auth}")
+
+    server = serve(model)
+    monkeypatch.setenv("MEDGROUND_PREDICT_KEY", key)
+    out = tmp_path / "preds.jsonl"
+    args = ["--gt", str(gt), "--backend", "openai", "--model", "m", "--format", "qwen2.5-vl", "--out", str(out)]
+    args += ["--base-url", server.base_url, "--api-key-env", "MEDGROUND_PREDICT_KEY", "--max-retries", "0"]
+    result = CliRunner().invoke(predict_command, args)
+    assert result.exit_code == 1  # two answers failed
+    assert set(server.authorizations) == {f"Bearer {key}"}
+    assert "HTTP 500" in result.output and "HTTP 401" in result.output and "Bearer ***" in result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["s1"] and lines[0]["text"].endswith("(asked with Bearer ***)")
+    assert key not in result.output and key not in out.read_text()
+    assert key[:8] not in result.output  # not even in part, where an excerpt was cut

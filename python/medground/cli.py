@@ -548,7 +548,13 @@ def eval_command(
     help="openai: retries of a failed request (timeouts, 429, 5xx) before it counts as failed.",
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Answer length limit.")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="openai: seconds per attempt.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="openai: the wall time one attempt may take, all of it (connecting, waiting, reading).",
+)
 @click.option(
     "--min-pixels",
     type=click.IntRange(min=1),

@@ -10,6 +10,8 @@ with ``api_key_env``).
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +31,44 @@ _VLM_SYNTHESIS_KEYS = frozenset({"backend", "seed", "prompt", "queries_per_refer
 _EVIDENCE_KEYS = frozenset({"backend"})
 _ONNX_KEYS = frozenset({"backend", "model", "threshold"})
 _VLM_JUDGE_KEYS = frozenset({"backend", "engine", "seed", "threshold", "prompt", "image_family", "num_gpus"})
-_SECRETS = frozenset({"api_key", "key", "token", "password", "secret"})
+#: Keys whose value is a table, and the keys that table may hold (None: passed on as it is
+#: to the engine, checked only for secrets).
+_TABLE_KEYS: dict[str, frozenset[str] | None] = {
+    "limit_mm_per_prompt": frozenset({"image", "video", "audio"}),
+    "chat_template_kwargs": None,
+    "mm_processor_kwargs": None,
+}
+#: Words of a key name that mean a credential (``api_key``, ``apiKey``, ``access_token``,
+#: ``password``); ``api_key_env`` is the one such key allowed: it names a variable.
+_SECRET_WORDS = frozenset(
+    {"key", "apikey", "token", "secret", "password", "passwd", "auth", "authorization", "bearer", "credential"}
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str, source: Path | None) -> None:
-    secrets = sorted(k for k in table if k.lower() in _SECRETS)
+def _is_secret(name: str) -> bool:
+    """Whether a key's name says it holds a credential."""
+    if name == "api_key_env":
+        return False
+    words = re.split(r"[_\-\s.]+|(?<=[a-z])(?=[A-Z])", name)
+    return any(word.lower() in _SECRET_WORDS for word in words) or any(
+        part in name.lower() for part in ("apikey", "api_key", "api-key", "password", "secret")
+    )
+
+
+def _check_keys(
+    table: Mapping[str, Any],
+    allowed: frozenset[str],
+    where: str,
+    source: Path | None,
+    checked_apart: frozenset[str] = frozenset(),
+) -> None:
+    """Refuses credentials, unknown keys and malformed sub-tables of a model stage's table
+    (``checked_apart``: sub-tables another parser checks).
+
+    Messages name keys, never values: a value may be a key pasted in by mistake.
+    """
+    secrets = sorted(str(k) for k in table if _is_secret(str(k)))
     if secrets:
         raise SpecError(
             source,
@@ -44,6 +79,49 @@ def _check_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str, s
     if unknown:
         raise SpecError(
             source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    for key, value in table.items():
+        if key in checked_apart:
+            continue
+        if isinstance(value, Mapping) and key not in _TABLE_KEYS:
+            raise SpecError(source, f"{where} {key} must be a value, not a table")
+        if key in _TABLE_KEYS and value is not None and not isinstance(value, Mapping):
+            raise SpecError(source, f"{where} {key} must be a table")
+        if isinstance(value, Mapping):
+            _check_subtable(value, _TABLE_KEYS[key], f"{where.removesuffix(']')}.{key}]", source)
+    _check_credentials_in_values(table, where, source)
+
+
+def _check_subtable(table: Mapping[str, Any], allowed: frozenset[str] | None, where: str, source: Path | None) -> None:
+    secrets = sorted(str(k) for k in table if _is_secret(str(k)))
+    if secrets:
+        raise SpecError(source, f"{where} holds {', '.join(secrets)}: a key never goes into a config")
+    if allowed is not None:
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise SpecError(
+                source, f"unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            )
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            _check_subtable(value, None, f"{where.removesuffix(']')}.{key}]", source)
+
+
+def _check_credentials_in_values(table: Mapping[str, Any], where: str, source: Path | None) -> None:
+    """``api_key_env`` names a variable (not the key itself), ``base_url`` holds no user or password."""
+    variable = table.get("api_key_env")
+    if variable is not None and not (isinstance(variable, str) and _ENV_NAME.fullmatch(variable)):
+        raise SpecError(
+            source,
+            f"{where} api_key_env must be the name of an environment variable (letters, digits and "
+            "underscores, such as OPENAI_API_KEY), not the key itself",
+        )
+    base_url = table.get("base_url")
+    if isinstance(base_url, str) and "@" in urllib.parse.urlsplit(base_url).netloc:
+        raise SpecError(
+            source,
+            f"{where} base_url must not hold a user name or password; put the key in an environment "
+            "variable and name it with api_key_env",
         )
 
 
@@ -170,7 +248,9 @@ class VerificationSettings:
             SpecError: naming the key.
         """
         table = dict(table or {})
-        _check_keys(table, frozenset({"visual"}), "[verification]", source)
+        _check_keys(table, frozenset({"visual"}), "[verification]", source, checked_apart=frozenset({"visual"}))
+        if not isinstance(table.get("visual", {}), Mapping):
+            raise SpecError(source, "[verification] visual must be a table ([verification.visual])")
         visual = VisualSettings.from_table(table.get("visual"), source, base)
         if "visual" in table:
             table["visual"] = dict(visual.table)

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from chatserver import Reply, completion
 from medground import rle
 from medground.cli import main
 from medground.pipeline import load_run_config, run
@@ -293,6 +294,105 @@ def test_vlm_judge_over_http(demo_data: Path, tmp_path: Path, serve) -> None:
     samples = read(tmp_path / "out", "samples.jsonl")
     assert samples and summary.rejected == 0 and len(server.payloads) == len(samples)
     assert all(s["verification"]["visual"]["info"]["judge"] == "vlm" for s in samples)
+
+
+ECHO_KEY = "sk-run-0123456789abcdefghij"
+
+
+def _echoing_model(key: str, attempt: int, payload: dict) -> Reply:
+    """A model server that echoes the request's Authorization header into everything it
+    sends: queries, off-schema answers, error bodies, the judge's reasons."""
+    auth = payload["_authorization"]
+    schema = payload["response_format"]["json_schema"]
+    if schema["name"] == "grounding_verdict":
+        return Reply(body=completion(json.dumps({"verdict": "no", "confidence": 0.9, "reason": f"seen {auth}"})))
+    query_type = schema["schema"]["properties"]["queries"]["items"]["properties"]["query_type"]["enum"][0]
+    item = {"query": f"Locate the liver for {auth}.", "query_type": query_type, "attributes": ["category"]}
+    return [
+        Reply(body=completion(json.dumps({"queries": [item]}))),
+        Reply(body=completion(json.dumps({"queries": [{**item, "query_type": auth}]}))),
+        Reply(500, {"error": f"engine failed for {auth}"}),
+    ][len(key) % 3]
+
+
+def test_the_key_never_reaches_the_run_folder(demo_data: Path, tmp_path: Path, serve, monkeypatch) -> None:
+    """Whatever the server echoes the key into, no file of the run holds it: not the drafts,
+    not rejection.detail in rejected.jsonl or the per-case shards, not the manifest or card."""
+    server = serve(_echoing_model)
+    monkeypatch.setenv("MEDGROUND_RUN_KEY", ECHO_KEY)
+    model = (
+        f'model = "Qwen/Qwen2.5-VL-7B-Instruct"\nbase_url = "{server.base_url}"\napi_key_env = "MEDGROUND_RUN_KEY"\n'
+    )
+    runs = {
+        "synthesis": f'[synthesis]\nbackend = "openai"\n{model}max_retries = 0\n',
+        "judge": f'[verification.visual]\nbackend = "vlm"\n{model}max_retries = 0\n',
+    }
+    details = []
+    for name, extra in runs.items():
+        out = tmp_path / name
+        run(load_run_config(_write_config(demo_data, extra)), out, use_ray=False, progress=False, limit=1)
+        for path in out.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert ECHO_KEY.encode() not in data and ECHO_KEY[:10].encode() not in data, path
+        details += [r["rejection"]["detail"] for r in read(out, "rejected.jsonl")]
+    assert server.authorizations and set(server.authorizations) == {f"Bearer {ECHO_KEY}"}
+    # The echoes were there, scrubbed: in rejection details (an off-schema answer, an error
+    # body, the judge's reason) and in the drafts' queries.
+    assert any("Bearer ***" in d and "is not one of" in d for d in details)
+    assert any("HTTP 500" in d and "Bearer ***" in d for d in details)
+    assert any(d.startswith("the judge says no") and "Bearer ***" in d for d in details)
+    queries = [r["query"] for r in read(tmp_path / "synthesis", "rejected.jsonl")]
+    assert "Locate the liver for Bearer ***." in queries
+
+
+def test_a_run_whose_model_backend_cannot_be_used_stops_before_any_case(
+    demo_data: Path, tmp_path: Path, serve, monkeypatch
+) -> None:
+    """Checked once before any case (exit status 1, nothing written): a model the server does
+    not list, a server that is down, a key variable that is not set."""
+    import socket
+
+    server = serve(lambda key, attempt, payload: Reply(body=completion("{}")))
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    monkeypatch.delenv("MEDGROUND_UNSET_KEY", raising=False)
+    cases = [
+        (
+            f'[synthesis]\nbackend = "openai"\nmodel = "not-served"\nbase_url = "{server.base_url}"\n',
+            "does not serve model 'not-served'",
+        ),
+        (
+            f'[verification.visual]\nbackend = "vlm"\nmodel = "not-served"\nbase_url = "{server.base_url}"\n',
+            "does not serve model 'not-served'",
+        ),
+        (
+            f'[synthesis]\nbackend = "openai"\nmodel = "Qwen/Qwen2.5-VL-7B-Instruct"\nbase_url = "{down}"\n',
+            f"the model server at {down} cannot be used: connection",
+        ),
+        (
+            f'[synthesis]\nbackend = "openai"\nmodel = "Qwen/Qwen2.5-VL-7B-Instruct"\nbase_url = "{server.base_url}"\n'
+            'api_key_env = "MEDGROUND_UNSET_KEY"\n',
+            "'MEDGROUND_UNSET_KEY', but that environment variable is not set",
+        ),
+    ]
+    for index, (extra, message) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        config = _write_config(demo_data, extra)
+        result = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--no-ray", "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert message in result.output, result.output
+        assert not out.exists()  # stopped before the output folder was touched
+    assert server.payloads == []  # no case asked the model anything
+    assert len(server.gets) == 2  # one check per run that reached the server
+
+    # A backend that can be used passes the check, and the run goes on.
+    extra = f'[synthesis]\nbackend = "openai"\nmodel = "Qwen/Qwen2.5-VL-7B-Instruct"\nbase_url = "{server.base_url}"\n'
+    summary = run(
+        load_run_config(_write_config(demo_data, extra)), tmp_path / "ok", use_ray=False, progress=False, limit=1
+    )
+    assert summary.cases == 2 and server.payloads
 
 
 def test_resume_retries_failed_cases_and_refuses_changed_settings(

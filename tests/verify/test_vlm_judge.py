@@ -75,3 +75,63 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
     assert server.payloads[-1]["response_format"]["json_schema"]["schema"] == VERDICT
     with pytest.raises(ValueError, match="threshold"):
         VlmJudge(judge.backend, threshold=1.5)
+
+
+def test_a_non_finite_or_non_numeric_confidence_never_passes(serve, tmp_path: Path) -> None:
+    """A confidence of NaN passed a 0.99 threshold (NaN < 0.99 is false) and was written as
+    NaN; it, Infinity, a string or a number out of range is a failed verdict with its reason."""
+    from medground.backends import Response
+    from medground.records import dumps
+
+    spec, case = phantom(tmp_path)
+    drafts = draft_case(case, spec)
+    view = drafts.views[0]
+    base = next(s for s in drafts.samples if s.targets[0].label == "liver lesion")
+    confidences = ["NaN", "Infinity", "-Infinity", "1e999", '"0.99"', "true", "0.995"]
+
+    def script(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
+        index = next(i for i in range(len(confidences)) if f"case {i} liver lesion" in key)
+        return Reply(body=completion(f'{{"verdict": "yes", "confidence": {confidences[index]}, "reason": "x"}}'))
+
+    server = serve(script)
+    judge = VlmJudge.from_config(
+        {"backend": "vlm", "model": "google/medgemma-4b-it", "base_url": server.base_url, "threshold": 0.99}
+    )
+    samples = [replace(base, query=f"Locate the case {i} liver lesion.") for i in range(len(confidences))]
+    results = judge.judge([JudgeItem(s, view.image, view.values) for s in samples])
+    assert [r.passed for r in results] == [False] * 6 + [True]
+    assert {r.reason for r in results[:6]} == {"judge_failed"}
+    assert [r.info["failure"] for r in results[:4]] == ["malformed_json"] * 4
+    assert [r.info["failure"] for r in results[4:6]] == ["schema_violation"] * 2
+    assert "non-finite" in results[0].detail
+    dumps([r.to_dict() for r in results])  # strict JSON: nothing non-finite left to write
+
+    # Whatever backend lets one through (an engine's own parser), the judge refuses it.
+    class Answers:
+        name, model = "stand-in", "google/medgemma-4b-it"
+
+        def __init__(self, answers: list[dict[str, Any]]) -> None:
+            self.answers = answers
+
+        def run(self, requests):
+            return [Response(r.id, data) for r, data in zip(requests, self.answers, strict=True)]
+
+        def close(self) -> None:
+            pass
+
+    answers = [
+        {"verdict": "yes", "confidence": float("nan"), "reason": "x"},
+        {"verdict": "yes", "confidence": float("inf"), "reason": "x"},
+        {"verdict": "yes", "confidence": "0.99", "reason": "x"},
+        {"verdict": "yes", "confidence": True, "reason": "x"},
+        {"verdict": "yes", "confidence": 1.5, "reason": "x"},
+        {"verdict": "maybe", "confidence": 0.999, "reason": "x"},
+        {"verdict": "yes", "confidence": 1, "reason": "x"},
+    ]
+    stand_in = VlmJudge(Answers(answers), threshold=0.99, image_family="qwen2.5-vl")
+    results = stand_in.judge([JudgeItem(s, view.image, view.values) for s in samples])
+    assert [r.passed for r in results] == [False] * 6 + [True]
+    assert [r.info.get("failure") for r in results] == ["invalid_confidence"] * 5 + ["invalid_verdict", None]
+    assert "is not a finite number in [0, 1]" in results[0].detail
+    assert all("confidence" not in r.info for r in results[:6])
+    dumps([r.to_dict() for r in results])

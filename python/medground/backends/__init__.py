@@ -14,11 +14,17 @@ Backends, chosen by the run config (``[synthesis]`` or ``[verification.visual]``
   ``pip install medground[vllm]``).
 * ``template``: no model; synthesis uses :class:`medground.synth.TemplateSynthesizer`.
 
-Failure reason codes: ``timeout``, ``connection``, ``http_<status>`` (after retries where
-retrying makes sense), ``malformed_response`` (not a chat completion), ``refused`` (the
-model declined), ``truncated`` (stopped at ``max_tokens`` before the JSON closed),
-``malformed_json``, ``schema_violation``, ``empty_answer`` (a plain-text request answered
-with nothing) and ``backend_error`` (the engine failed on it).
+Failure reason codes: ``timeout`` (no complete answer within ``timeout_s``, the whole
+attempt), ``connection``, ``http_<status>`` (after retries where retrying makes sense),
+``redirect`` (never followed), ``response_too_large`` (past ``max_response_bytes``),
+``malformed_response`` (not a chat completion), ``refused`` (the model declined),
+``truncated`` (stopped at ``max_tokens`` before the JSON closed), ``malformed_json``
+(including ``NaN``/``Infinity``, which JSON does not have), ``schema_violation``,
+``empty_answer`` (a plain-text request answered with nothing) and ``backend_error`` (the
+engine failed on it).
+
+:func:`check_backend` checks a configured backend once before a run (its key variable
+set, its server up and serving the model), raising :class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from medground.backends import openai, vllm
 from medground.backends.base import (
     COMMON_KEYS,
     Backend,
+    BackendUnavailable,
     EncodedImage,
     Request,
     Response,
@@ -45,6 +52,7 @@ __all__ = [
     "BACKENDS",
     "COMMON_KEYS",
     "Backend",
+    "BackendUnavailable",
     "EncodedImage",
     "OpenAIBackend",
     "Request",
@@ -52,6 +60,7 @@ __all__ = [
     "SamplingSettings",
     "VllmBackend",
     "answer_from_text",
+    "check_backend",
     "config_keys",
     "image_url",
     "make_backend",
@@ -72,9 +81,11 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
     * both: ``temperature`` (0.2), ``top_p`` (1.0), ``max_tokens`` (1024), ``image_family``
       (from the model name), ``seed``.
     * ``openai``: ``base_url`` (``http://127.0.0.1:8000/v1``), ``api_key_env`` (the name of
-      the environment variable holding the key; none sent without it), ``timeout_s`` (60),
-      ``max_retries`` (4), ``concurrency`` (8), ``backoff_s`` (1.0), ``max_backoff_s`` (30),
-      ``response_format`` (``json_schema`` | ``json_object`` | ``none``).
+      the environment variable holding the key; none sent without it), ``timeout_s`` (60,
+      the whole attempt's wall time), ``max_retries`` (4), ``concurrency`` (8),
+      ``backoff_s`` (1.0), ``max_backoff_s`` (30), ``max_retry_after_s`` (120),
+      ``response_format`` (``json_schema`` | ``json_object`` | ``none``),
+      ``max_response_bytes`` (32 MiB).
     * ``vllm``: ``tensor_parallel_size`` (1), ``gpu_memory_utilization`` (0.9),
       ``max_model_len``, ``limit_mm_per_prompt`` ({image = 2}), ``dtype`` (auto),
       ``trust_remote_code`` (false), ``enforce_eager`` (false), ``max_num_seqs``.
@@ -86,9 +97,7 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
             model or a bad setting (the message names it).
         ImportError: for ``vllm`` when vLLM is not installed.
     """
-    kind = config.get("backend", "template")
-    if kind == "vlm":
-        kind = config.get("engine") or ("openai" if config.get("base_url") else "vllm")
+    kind = _kind(config)
     if kind == "template":
         raise ValueError(
             "backend 'template' runs without a model (medground.synth.TemplateSynthesizer); "
@@ -99,6 +108,33 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
     if kind == "vllm":
         return VllmBackend.from_config(config)
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
+
+
+def _kind(config: Mapping[str, Any]) -> Any:
+    kind = config.get("backend", "template")
+    if kind == "vlm":
+        kind = config.get("engine") or ("openai" if config.get("base_url") else "vllm")
+    return kind
+
+
+def check_backend(config: Mapping[str, Any]) -> None:
+    """Checks once, before any case, that the model backend a run-config section asks for
+    can be used, so that a misconfigured run stops at once instead of rejecting every draft.
+
+    ``openai``: the settings are valid, the key variable (``api_key_env``) is set, and the
+    server answers ``GET {base_url}/models`` listing ``model``. ``vllm``: nothing here (the
+    engine is loaded where it runs, and fails there with what to install).
+
+    Raises:
+        BackendUnavailable: saying what is wrong (never holding the key).
+    """
+    if _kind(config) != "openai":
+        return
+    try:
+        backend = OpenAIBackend.from_config(config)
+    except ValueError as error:
+        raise BackendUnavailable(f"the openai backend cannot be used: {error}") from None
+    backend.check()
 
 
 def config_keys(kind: str) -> frozenset[str]:

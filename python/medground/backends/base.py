@@ -19,6 +19,7 @@ from medground.backends.schema import AnswerError, parse_answer
 __all__ = [
     "COMMON_KEYS",
     "Backend",
+    "BackendUnavailable",
     "EncodedImage",
     "Request",
     "Response",
@@ -34,6 +35,11 @@ __all__ = [
 TEXT_LIMIT = 4000  # characters of a raw answer kept on a response
 #: Keys every model backend reads from its run-config section (``seed`` is the sampling seed).
 COMMON_KEYS = frozenset({"backend", "engine", "model", "temperature", "top_p", "max_tokens", "seed"})
+
+
+class BackendUnavailable(ValueError):
+    """A model backend that cannot be used as configured (its key variable unset, its
+    server down or not serving the model): found once, before a run starts."""
 
 
 @dataclass(frozen=True, eq=False)

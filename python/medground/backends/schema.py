@@ -11,10 +11,11 @@ subset of JSON Schema the prompts use (``type``, ``properties``, ``required``,
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
-__all__ = ["AnswerError", "parse_answer", "schema_errors"]
+__all__ = ["AnswerError", "parse_answer", "schema_errors", "strict_loads"]
 
 _FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -43,6 +44,29 @@ class AnswerError(ValueError):
         self.detail = detail
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is a non-finite number, which JSON does not allow")
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` without Python's extensions: ``NaN``, ``Infinity`` and ``-Infinity``
+    are refused (a ``json.JSONDecodeError``), as are numbers too large for a float
+    (``1e999``), so no non-finite number ever comes out of a model's or server's JSON."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        raise json.JSONDecodeError(str(exc), text if isinstance(text, str) else "", 0) from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is a non-finite number (too large for a float)")
+    return value
+
+
 def _type_ok(value: Any, expected: str) -> bool:
     if expected in ("integer", "number") and isinstance(value, bool):
         return False
@@ -63,6 +87,8 @@ def _string_errors(value: str, schema: dict[str, Any], path: str) -> list[str]:
 
 def _number_errors(value: int | float, schema: dict[str, Any], path: str) -> list[str]:
     """``minimum``/``maximum`` violations of a number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path}: {value} is not a finite number"]
     errors: list[str] = []
     if "minimum" in schema and value < schema["minimum"]:
         errors.append(f"{path}: {value} < minimum {schema['minimum']}")
@@ -128,13 +154,16 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
 
 
 def _first_object(text: str) -> Any:
-    """The first JSON object in ``text`` (models sometimes add words around it)."""
-    decoder = json.JSONDecoder()
+    """The first JSON object in ``text`` (models sometimes add words around it), read as
+    strictly as :func:`strict_loads`."""
+    decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
     for match in re.finditer(r"\{", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
         except json.JSONDecodeError:
             continue
+        except ValueError as exc:  # the first object holds a non-finite number: never one nested in it
+            raise json.JSONDecodeError(str(exc), text, match.start()) from None
         return value
     raise json.JSONDecodeError("no JSON object found", text, 0)
 
@@ -160,12 +189,13 @@ def parse_answer(text: str | None, schema: dict[str, Any]) -> dict[str, Any]:
     if fenced:
         body = fenced.group(1).strip()
     try:
-        value = json.loads(body)
-    except json.JSONDecodeError:
+        value = strict_loads(body)
+    except json.JSONDecodeError as first:
         try:
             value = _first_object(body)
         except json.JSONDecodeError as exc:
-            raise AnswerError("malformed_json", f"{exc.msg} in {_excerpt(text)}") from None
+            message = first.msg if "non-finite" in first.msg else exc.msg
+            raise AnswerError("malformed_json", f"{message} in {_excerpt(text)}") from None
     errors = schema_errors(value, schema)
     if errors:
         raise AnswerError(

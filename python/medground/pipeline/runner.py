@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medground import __version__
+from medground.backends import check_backend
 from medground.io.discover import CaseFiles, find_cases, leads_outside, reads_into, resolve_labels
 from medground.io.schema import DatasetSpec
 from medground.pipeline.card import write_card
@@ -34,7 +35,7 @@ from medground.records import dumps
 from medground.runfolder import ERRORS, MANIFEST, REJECTED, SAMPLES, SKIPPED, atomic_write, write_jsonl
 from medground.verify import Funnel
 
-__all__ = ["RunSummary", "assemble", "plan", "run"]
+__all__ = ["RunSummary", "assemble", "check_models", "plan", "run"]
 
 
 @dataclass
@@ -78,6 +79,20 @@ def _plan(
         for path in index.outside:
             dropped.append(_dropped(spec, "outside_dataset_folder", leads_outside(path, spec.root)))
     return work, dropped
+
+
+def check_models(config: RunConfig) -> None:
+    """Checks the run's model backends once, before any case: a model server that is down,
+    does not serve the model or lacks its key stops the run with a clear error instead of
+    turning every draft into a rejection.
+
+    Raises:
+        BackendUnavailable: (a ValueError) saying what is wrong.
+    """
+    if config.synthesis.uses_model:
+        check_backend(config.synthesis.table)
+    if config.verification.visual.backend == "vlm":
+        check_backend(config.verification.visual.table)
 
 
 def _dropped(spec: DatasetSpec, reason: str, detail: str) -> dict[str, Any]:
@@ -258,9 +273,14 @@ def run(
         use_ray: False runs every case in this process (no Ray).
         allowed: names that may already be in ``out`` (the demo's generated data).
         on_result: called after each case is written (progress hooks, tests).
+
+    Raises:
+        BackendUnavailable: a model backend cannot be used (checked before anything is
+            written: the key variable, the server, the model it serves).
     """
     started = time.perf_counter()
     _outside_datasets(out, config)
+    check_models(config)
     folder = OutputFolder(out)
     folder.lock()
     try:

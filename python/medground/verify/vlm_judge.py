@@ -8,7 +8,10 @@ only) and the query, and answers JSON ``{verdict: yes|no, confidence: 0..1, reas
 * ``judge_rejected``: the verdict is ``no``.
 * ``judge_unsure``: ``yes``, but with a confidence below the threshold.
 * ``judge_failed``: no usable answer (timeout, HTTP error, malformed JSON, off-schema);
-  ``info.failure`` holds the backend's reason code.
+  ``info.failure`` holds the backend's reason code, or ``invalid_confidence`` /
+  ``invalid_verdict`` for an answer whose confidence is not a finite number in [0, 1]
+  (``NaN``, ``Infinity``, a string) or whose verdict is neither yes nor no, whatever
+  backend let it through.
 
 The model, prompt version, verdict, confidence and the model's reason are kept in the
 stage result's ``info``.
@@ -17,6 +20,7 @@ stage result's ``info``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +43,23 @@ def _orientation(sample: Sample) -> str:
     if all(t.cues.get("laterality") is None for t in sample.targets):
         return "none"
     return "radiological" if sample.view is not None else "image"
+
+
+def _unusable(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(failure, detail)`` when the answer's verdict or confidence cannot be used: a
+    confidence that is not a finite number in [0, 1] never passes (a NaN would compare
+    false with any threshold), whichever backend let it through."""
+    verdict, confidence = data.get("verdict"), data.get("confidence")
+    if verdict not in ("yes", "no"):
+        return "invalid_verdict", f"the verdict {str(verdict)[:40]!r} is neither yes nor no"
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or not math.isfinite(confidence)
+        or not 0.0 <= confidence <= 1.0
+    ):
+        return "invalid_confidence", f"the confidence {str(confidence)[:40]!r} is not a finite number in [0, 1]"
+    return None
 
 
 class VlmJudge:
@@ -143,7 +164,12 @@ class VlmJudge:
                 )
                 continue
             assert response.data is not None
-            verdict, confidence = response.data["verdict"], float(response.data["confidence"])
+            problem = _unusable(response.data)
+            if problem is not None:
+                info["failure"] = problem[0]
+                results.append(StageResult(self.stage, False, "judge_failed", f"no usable verdict: {problem[1]}", info))
+                continue
+            verdict, confidence = str(response.data["verdict"]), float(response.data["confidence"])
             info.update(verdict=verdict, confidence=round(confidence, 4), reason=response.data["reason"])
             if verdict != "yes":
                 results.append(

@@ -37,6 +37,8 @@ NO_ANSWER = frozenset(
         "malformed_response",
         "timeout",
         "connection",
+        "redirect",
+        "response_too_large",
         "backend_error",
     }
 )

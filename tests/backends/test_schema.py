@@ -37,7 +37,7 @@ def test_answers_are_parsed_and_checked() -> None:
         "$.tags: 0 items, at least 1 required",
     ]
     assert schema_errors({"n": 1, "tags": ["a"]}, schema) == ["$.tags[0]: shorter than 2 characters"]
-    assert set(available_prompts()) >= {"synthesis_v2", "judge_v1"}
+    assert set(available_prompts()) >= {"synthesis_v3", "judge_v2"}
 
 
 def test_non_finite_numbers_are_never_read_from_an_answer() -> None:

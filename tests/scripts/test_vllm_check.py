@@ -15,9 +15,9 @@ def scripted_model(conversation: list[dict[str, Any]]) -> str:
     """A stand-in VLM: words the plain phrasing it is given, and says yes to every judgement."""
     text = ChatServer.key_of({"messages": conversation})
     if text.startswith("Image 1 is"):
-        phrase = text.split('A plain phrasing of them: "', 1)[1].split('"', 1)[0]
-        block = text.split("no other property):\n", 1)[1].split("\nA plain phrasing", 1)[0]
-        names = [line[2:].split(":", 1)[0] for line in block.splitlines()]
+        data = json.loads(text.split("\n<data>\n", 1)[1].split("\n</data>", 1)[0])
+        phrase = data["plain_phrasing"]
+        names = [attribute["name"] for attribute in data["attributes"]]
         query_type = text.split("Query type: ", 1)[1].split(".", 1)[0]
         query = f"Locate {phrase}." if query_type != "multi_object" else f"Outline {phrase} in this image."
         return json.dumps({"queries": [{"query": query, "query_type": query_type, "attributes": names}]})

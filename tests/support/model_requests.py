@@ -20,7 +20,7 @@ KEY_ENV = "MEDGROUND_TEST_API_KEY"
 KEY = "sk-test-5ecret-0123456789abcdef"
 
 
-VERDICT = load_prompt("judge_v1").schema
+VERDICT = load_prompt("judge_v2").schema
 
 
 def verdict_request(key: str, *, image: np.ndarray | None = None) -> Request:

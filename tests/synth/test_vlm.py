@@ -18,6 +18,12 @@ from phantom_cases import liver_phantom as phantom
 from phantom_cases import view_inputs
 
 
+def prompt_data(text: str) -> dict:
+    """The data block of a prompt, decoded (exactly one, its markers on lines of their own)."""
+    assert text.count("\n<data>\n") == 1 and text.count("\n</data>") == 1
+    return json.loads(text.split("\n<data>\n", 1)[1].split("\n</data>", 1)[0])
+
+
 def red_pixels(image: np.ndarray) -> int:
     return int(((image[..., 0] == 255) & (image[..., 1] == 0) & (image[..., 2] == 0)).sum())
 
@@ -86,7 +92,7 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     for sample in samples:
         assert sample.synthesis["backend"] == "openai"
         assert sample.synthesis["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
-        assert sample.synthesis["prompt_version"] == "vlm-synthesis-v2"
+        assert sample.synthesis["prompt_version"] == "vlm-synthesis-v3"
         assert sample.synthesis["seed"] == 3
         assert sample.synthesis["image_prep"]["family"] == "qwen2.5-vl"
         assert sample.query and sample.image.startswith("images/phantom/")
@@ -131,7 +137,9 @@ def test_vlm_synthesizer_end_to_end_on_a_phantom(serve, tmp_path: Path, monkeypa
     assert clean.shape == marked.shape and clean.shape[0] % 28 == 0
     assert red_pixels(clean) == 0 and red_pixels(marked) > 0
     text = content[-1]["text"]
-    assert "Attributes the query must use" in text and "category:" in text and '"size_class"' in text
+    data = prompt_data(text)
+    assert data["modality"] == "CT" and data["attributes"][0]["name"] == "category"
+    assert "size_class" in data["cues"]["size"] and "must use" in text
     schema = payload["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["queries"]["maxItems"] == 1
     assert payload["temperature"] == 0.7 and isinstance(payload["seed"], int)
@@ -159,10 +167,10 @@ def test_the_model_is_told_the_clinical_finding(shared_data: Path, tmp_path: Pat
     requests, _ = probe.requests(view, cues, references, modality=spec.modality, body_region=spec.body_region)
     diagnosis = references[0].attributes["diagnosis"]
     for reference, request in zip(references, requests, strict=True):
-        text = request.messages[-1]["content"][-1]["text"]
-        assert f"- diagnosis: {diagnosis} (a clinical finding" in text
-        phrasing = next(line for line in text.splitlines() if line.startswith("A plain phrasing"))
-        assert diagnosis in phrasing
+        data = prompt_data(request.messages[-1]["content"][-1]["text"])
+        said = next(a for a in data["attributes"] if a["name"] == "diagnosis")
+        assert said["words"] == diagnosis and said["note"].startswith("a clinical finding")
+        assert diagnosis in data["plain_phrasing"]
         enum = request.schema["properties"]["queries"]["items"]["properties"]["attributes"]["items"]["enum"]
         assert "diagnosis" in enum and set(reference.attributes) <= set(enum)
 

@@ -34,7 +34,7 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
     }
 
     def script(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
-        name = next(n for n in replies if f'Query: "Locate the {n} liver lesion."' in key)
+        name = next(n for n in replies if f'"query": "Locate the {n} liver lesion."' in key)
         return Reply(body=replies[name])
 
     server = serve(script)
@@ -54,7 +54,7 @@ def test_vlm_judge_accepts_rejects_and_records(serve, tmp_path: Path) -> None:
         "judge": "vlm",
         "backend": "openai",
         "model": "google/medgemma-4b-it",
-        "prompt_version": "vlm-judge-v1",
+        "prompt_version": "vlm-judge-v2",
         "threshold": 0.5,
         "verdict": "yes",
         "confidence": 0.92,

@@ -443,7 +443,8 @@ class OpenAIBackend:
             raise BackendUnavailable(f"{where} refused {key}: HTTP {answer.status} {self._excerpt(answer.body)}")
         if answer.status != 200:
             raise BackendUnavailable(
-                f"{where} answered GET /models with HTTP {answer.status} {answer.phrase}: {self._excerpt(answer.body)}"
+                f"{where} answered GET /models with HTTP {answer.status} {self._scrub(answer.phrase)}: "
+                f"{self._excerpt(answer.body)}"
             )
         try:
             listed = [m["id"] for m in strict_loads(answer.body)["data"] if isinstance(m.get("id"), str)]
@@ -452,7 +453,7 @@ class OpenAIBackend:
                 f"{where} answered GET /models with no model list: {self._excerpt(answer.body)}"
             ) from None
         if self.model not in listed:
-            shown = ", ".join(repr(self._scrub(m)) for m in listed[:20]) or "none"
+            shown = ", ".join(repr(self._scrub(m)[:100]) for m in listed[:20]) or "none"
             raise BackendUnavailable(
                 f"{where} does not serve model {self.model!r} (it lists {shown}{', …' if len(listed) > 20 else ''})"
             )

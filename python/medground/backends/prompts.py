@@ -4,19 +4,57 @@ Each file holds a ``version`` (stored in every sample written with it), a ``syst
 a ``user`` text with ``$name`` placeholders (:class:`string.Template`, so JSON braces need
 no escaping), the answer's JSON ``schema``, and named snippets the caller picks from
 (``[guides]``, ``[naming]``, ``[orientation]``).
+
+Text that comes from a dataset (label names, clinical records, the modality and region of a
+spec) or from another model (a query to judge) is untrusted: it never becomes part of the
+instructions. It goes into the prompt as :func:`data_block`, one JSON object between
+``<data>`` and ``</data>`` markers that the instructions call data, never instructions.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import string
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["PromptTemplate", "available_prompts", "load_prompt"]
+__all__ = ["DATA_CLOSE", "DATA_OPEN", "PromptTemplate", "available_prompts", "data_block", "load_prompt"]
+
+DATA_OPEN, DATA_CLOSE = "<data>", "</data>"
+#: Characters that are escaped in a data block's strings (JSON allows them raw): the markers'
+#: brackets, so no value can close the block, and the ampersand.
+_ESCAPED = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+def data_block(value: Mapping[str, Any]) -> str:
+    """``value`` as a delimited block of data for a prompt: ``<data>``, its JSON (one
+    top-level key a line), ``</data>``.
+
+    Every string is JSON-encoded, so a value cannot start a line of its own (newlines are
+    ``\\n``), cannot close the block (``<`` and ``>`` are ``\\u003c`` and ``\\u003e``) and
+    carries no invisible or direction-changing character (escaped as ``\\uXXXX``).
+    """
+    lines = [f" {_json(str(key))}: {_json(item)}" for key, item in value.items()]
+    return DATA_OPEN + "\n{\n" + ",\n".join(lines) + "\n}\n" + DATA_CLOSE
+
+
+def _json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    return "".join(_ESCAPED.get(ch, ch) if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    """A JSON ``\\u`` escape (a surrogate pair beyond the basic plane)."""
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,14 @@ For each :class:`~medground.refer.Reference` of a view the model is shown the cl
 and a marked copy (the target boxes drawn, in memory only, never written anywhere) and is
 told the attributes the query must use (and only those), the distractors it must not fit,
 and the target's computed cues; it answers JSON with the queries, their type and the
-attributes each uses (prompt ``presets/prompts/synthesis_v2.toml``, versioned). All
+attributes each uses (prompt ``presets/prompts/synthesis_v3.toml``, versioned). All
 requests of a view go to the backend as one batch.
+
+Everything a dataset wrote (label names, clinical records, the spec's modality and region)
+reaches the model as data only: one JSON object between ``<data>`` and ``</data>``
+(:func:`medground.backends.prompts.data_block`), which the instructions say is never to be
+obeyed. A query that carries anything else (a link, the words of an instruction) fails
+verification's rules stage (``foreign_text``).
 
 A request that fails (timeout, HTTP error, unparseable or off-schema answer) and a query
 that breaks the request (another query type, a missing or unrequested attribute, a
@@ -23,10 +29,10 @@ from typing import Any
 
 from medground.backends import Backend, Request, make_backend
 from medground.backends.images import ImagePrep, draw_boxes, prepare_image
-from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.backends.prompts import PromptTemplate, data_block, load_prompt
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.facts import BUILT_IN
-from medground.records import Sample, StageResult, dumps, reject
+from medground.records import Sample, StageResult, reject
 from medground.refer import Reference
 from medground.synth.base import Synthesis, draft_sample, query_type_of
 from medground.synth.template import noun_phrase, word_expression
@@ -35,7 +41,7 @@ from medground.views import View
 
 __all__ = ["DEFAULT_PROMPT", "VlmSynthesizer"]
 
-DEFAULT_PROMPT = "synthesis_v2"
+DEFAULT_PROMPT = "synthesis_v3"
 OPTIONAL_ATTRIBUTES = frozenset({"count"})  # "all liver lesions" need not say how many
 _SIDES = {
     "left": "the patient's left side",
@@ -58,40 +64,48 @@ def _orientation(view: View) -> str:
     return "radiological" if view.view_record() is not None else "image"
 
 
-def _attribute_line(name: str, value: Any, body_region: str | None, findings: tuple[str, ...] = ()) -> str:
+def _attribute(name: str, value: Any, body_region: str | None, findings: tuple[str, ...] = ()) -> dict[str, str]:
+    """One attribute for the data block: its name, the words that say it and, where the
+    model needs one, a note on how to use them (the words may be dataset text)."""
+    note = None
     if name == "category":
-        return f"- category: {clinical_term(value, body_region).text}"
-    if name == "description":
-        return f'- description: "{value}" (call it this instead of naming it)'
-    if name in findings:
-        return f"- {name}: {value} (a clinical finding from the patient's records: name it so)"
-    if name not in BUILT_IN:
-        return f"- {name}: {value} (from the patient's records)"
+        words = clinical_term(value, body_region).text
+    elif name == "description":
+        words, note = str(value), "call it this instead of naming it"
+    elif name in findings:
+        words, note = str(value), "a clinical finding from the patient's records: name it so"
+    elif name not in BUILT_IN:
+        words, note = str(value), "from the patient's records"
+    elif name == "count":
+        words, note = _COUNT_WORDS.get(value, "several"), "optional"
+    else:
+        words = _built_in_words(name, value, body_region)
+    return {"name": name, "words": words, **({"note": note} if note else {})}
+
+
+def _built_in_words(name: str, value: Any, body_region: str | None) -> str:
+    """The words of a computed attribute (side, container, relation, place)."""
     if name == "laterality":
-        return f"- laterality: {_SIDES.get(value, value)}"
+        return _SIDES.get(value, str(value))
     if name == "within":
-        return f"- within: inside the {clinical_term(value, body_region).text}"
+        return f"inside the {clinical_term(value, body_region).text}"
     if name == "relation":
         direction, _, other = str(value).partition(":")
-        return f"- relation: {direction} to the {clinical_term(other, body_region).text}"
+        return f"{direction} to the {clinical_term(other, body_region).text}"
     if name == "position":
-        return (
-            "- position: the center of the image" if value == "center" else f"- position: the {value} part of the image"
-        )
-    if name == "count":
-        return f"- count: {_COUNT_WORDS.get(value, 'several')} (optional)"
-    return f"- {name}: {value}"
+        return "the center of the image" if value == "center" else f"the {value} part of the image"
+    return str(value)
 
 
-def _distractor_lines(reference: Reference, body_region: str | None) -> str:
-    lines = []
+def _other_objects(reference: Reference, body_region: str | None) -> list[str]:
+    objects = []
     for distractor in reference.distractors[:_MAX_LISTED]:
         values = ", ".join(f"{k}: {v}" for k, v in distractor["values"].items() if k != "category" and v is not None)
         term = clinical_term(distractor["label"], body_region).text
-        lines.append(f"- {term}" + (f" ({values})" if values else ""))
+        objects.append(term + (f" ({values})" if values else ""))
     if len(reference.distractors) > _MAX_LISTED:
-        lines.append(f"- and {len(reference.distractors) - _MAX_LISTED} more")
-    return "\n".join(lines) or "- none"
+        objects.append(f"and {len(reference.distractors) - _MAX_LISTED} more")
+    return objects
 
 
 def _compact_cues(cues: dict[str, Any]) -> dict[str, Any]:
@@ -207,21 +221,22 @@ class VlmSynthesizer:
             )
         )
         target_cues = {str(c): _compact_cues(cues[c]) for c in reference.targets[:6]}
+        # Everything a dataset wrote (label names, records, modality, region) is data: it goes
+        # into the delimited block, JSON-encoded, never into the instructions.
+        data = {
+            "modality": modality,
+            "region": region,
+            "target": target,
+            "attributes": [_attribute(k, v, body_region, reference.findings) for k, v in reference.attributes.items()],
+            "plain_phrasing": phrase,
+            "other_objects": _other_objects(reference, body_region),
+            "cues": target_cues if len(target_cues) > 1 else next(iter(target_cues.values())),
+        }
         return self.prompt.render(
-            modality=modality,
-            region=region,
             orientation=self.prompt.snippet("orientation", orientation),
-            target=target,
             query_type=query_type,
             guide=guide,
-            attributes="\n".join(
-                _attribute_line(k, v, body_region, reference.findings) for k, v in reference.attributes.items()
-            ),
-            phrase=phrase,
-            distractors=_distractor_lines(reference, body_region),
-            cues=dumps(
-                target_cues if len(target_cues) > 1 else next(iter(target_cues.values())), separators=(",", ":")
-            ),
+            data=data_block(data),
             how_many=(
                 f"one {query_type} query"
                 if self.queries_per_reference == 1

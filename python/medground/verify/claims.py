@@ -47,9 +47,18 @@ class Claims:
     clinical: list[str] = field(default_factory=list)  # clinical terms of the case table ("melanoma")
     generic: list[str] = field(default_factory=list)  # "lesion", "tumor": any lesion-like label
     unknown: list[str] = field(default_factory=list)  # anatomy named that no label matches
+    foreign: list[str] = field(default_factory=list)  # no claim at all: a link, an address, an instruction
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}
+
+
+#: Links and addresses: a scheme (``https://``), ``www.``, an e-mail address, a host name
+#: under a common top-level domain.
+_LINK = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://\S*|\bwww\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|ai|gov|edu|info|biz|xyz|ru|cn|me|app|dev|ly|top|site)\b"
+)
 
 
 def _alternation(words: list[str]) -> str:
@@ -111,6 +120,8 @@ def extract_claims(
     vocab = vocabulary()
     text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
     claims = Claims()
+    # Read first, from the whole query: a label's own name may carry the foreign text.
+    _take_foreign(text, vocab["foreign"]["words"], claims)
     text = _take_positions(text, vocab["position"], claims)
     # Words of the request, not of the target ("the location of", "the region occupied by").
     text = _consume(text, rf"\b(?:{_alternation(vocab['request']['words'])})\b", lambda m: None)
@@ -125,6 +136,12 @@ def extract_claims(
     _take_measurements(text, claims)
     _take_counts(text, vocab["numbers"], claims)
     return claims
+
+
+def _take_foreign(text: str, words: list[str], claims: Claims) -> None:
+    """What no referring query says (links, addresses, the words of an instruction)."""
+    claims.foreign.extend(match.group(0).rstrip(".,;:?!") for match in _LINK.finditer(text))
+    claims.foreign.extend(m.group(1) for m in re.finditer(rf"(?<![\w-])({_alternation(words)})(?![\w-])", text))
 
 
 def _consume(text: str, pattern: str, handler: Callable[[re.Match[str]], object]) -> str:

@@ -13,7 +13,10 @@ Reason codes: ``facts_disagree``, ``category_mismatch``, ``laterality_mismatch``
 ``shape_mismatch``, ``intensity_mismatch``, ``size_mismatch``, ``measurement_mismatch``,
 ``relation_mismatch``, ``count_mismatch``, ``clinical_mismatch``, ``ambiguous``,
 ``no_match``, ``unknown_structure``, ``laterality_prior``, ``implausible_size``,
-``unexpected_region``, ``outside_container``, ``below_visibility_floor``, ``schema``.
+``unexpected_region``, ``outside_container``, ``below_visibility_floor``, ``schema``,
+``foreign_text`` (a link, an address or the words of an instruction: no claim about the
+image at all, whatever labels it appears in; what a model writes when it follows an
+instruction hidden in dataset text).
 """
 
 from __future__ import annotations
@@ -381,9 +384,17 @@ def check_rules(
 
 
 def _unsayable(claims: Claims, measures: Measurements) -> tuple[str, str] | None:
-    """Claims no view of this kind can support: anatomy the dataset does not label, patient
-    sides without an orientation, image left/right on a sagittal view."""
+    """Claims no view of this kind can support: text that is no claim at all, anatomy the
+    dataset does not label, patient sides without an orientation, image left/right on a
+    sagittal view."""
     evidence = measures.evidence
+    if claims.foreign:
+        shown = ", ".join(repr(f) for f in dict.fromkeys(claims.foreign[:5]))
+        return (
+            "foreign_text",
+            f"the query carries text that is no claim about the image ({shown}): a link, an address or an "
+            "instruction, e.g. from dataset text the model followed",
+        )
     if claims.unknown:
         return (
             "unknown_structure",

@@ -2,7 +2,8 @@
 
 The model sees the stored image with the target box(es) drawn (a marked copy, in memory
 only) and the query, and answers JSON ``{verdict: yes|no, confidence: 0..1, reason}``
-(prompt ``presets/prompts/judge_v1.toml``, versioned). A draft passes when the verdict is
+(prompt ``presets/prompts/judge_v2.toml``, versioned; the query reaches the model as data
+between ``<data>`` markers, never as instructions). A draft passes when the verdict is
 ``yes`` with a confidence of at least the threshold. Reason codes of this judge:
 
 * ``judge_rejected``: the verdict is ``no``.
@@ -29,14 +30,14 @@ from numpy.typing import NDArray
 
 from medground.backends import Backend, Request, make_backend
 from medground.backends.images import draw_boxes, prepare_image
-from medground.backends.prompts import PromptTemplate, load_prompt
+from medground.backends.prompts import PromptTemplate, data_block, load_prompt
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
 from medground.records import Sample, StageResult
 from medground.verify.judge import JudgeItem
 
 __all__ = ["DEFAULT_JUDGE_PROMPT", "VlmJudge"]
 
-DEFAULT_JUDGE_PROMPT = "judge_v1"
+DEFAULT_JUDGE_PROMPT = "judge_v2"
 
 
 def _orientation(sample: Sample) -> str:
@@ -116,10 +117,9 @@ class VlmJudge:
         prepared, prep = prepare_image(image, self.family)
         marked = draw_boxes(prepared, [prep.to_prepared(t.bbox_xyxy) for t in sample.targets])
         region = f"{sample.view['axis']} slice" if sample.view else "2D image"
+        # The query (another model's words) and the dataset's modality are data, never instructions.
         text = self.prompt.render(
-            modality=sample.modality,
-            region=region,
-            query=sample.query,
+            data=data_block({"modality": sample.modality, "region": region, "query": sample.query}),
             orientation=self.prompt.snippet("orientation", _orientation(sample)),
         )
         return Request(

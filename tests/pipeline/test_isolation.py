@@ -290,3 +290,22 @@ def test_symlinks_out_of_the_dataset_folder_are_not_read(tmp_path: Path) -> None
     reasons = {r["reason"]: r["detail"] for r in skipped if "case_id" not in r}
     assert reasons["mask_without_image"].startswith(str(data / "masks" / "b.png"))
     assert reasons["image_without_mask"].startswith(str(data / "images" / "c.png"))
+
+
+def test_an_unreachable_ray_address_is_reported_at_once(tmp_path: Path) -> None:
+    """Nothing listens on the port: the run says so within the connect timeout instead of
+    hanging in ray.init, and writes nothing."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = photos(tmp_path / "data", ["a"])
+    started = time.perf_counter()
+    result = CliRunner().invoke(
+        main, ["run", str(spec), "--out", str(tmp_path / "out"), "--ray-address", f"127.0.0.1:{port}", "--quiet"]
+    )
+    assert result.exit_code == 1 and "nothing answers there" in result.output
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "out").exists()

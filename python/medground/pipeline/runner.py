@@ -179,6 +179,30 @@ def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
     return actors
 
 
+#: Seconds to wait for a Ray cluster's address to accept a connection.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuses a HOST:PORT (or ray://HOST:PORT) cluster address nothing answers on within
+    ``timeout``: ``ray.init`` would otherwise wait on it for minutes. ``auto`` is Ray's to
+    resolve (it fails at once when no cluster is running here)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--ray-address {address}: nothing answers there within {timeout:g} s ({error}); "
+            "start the cluster (ray start --head) or check the address"
+        ) from None
+
+
 def _ray_init(address: str | None) -> Any:
     import ray
 
@@ -186,6 +210,7 @@ def _ray_init(address: str | None) -> Any:
         return ray
     options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if address:
+        _reachable(address)
         options["address"] = address
     else:
         # A local instance sized to the machine; "local" never joins a stale cluster.
@@ -281,6 +306,8 @@ def run(
     started = time.perf_counter()
     _outside_datasets(out, config)
     check_models(config)
+    if use_ray and ray_address:
+        _reachable(ray_address)  # before the folder is touched
     folder = OutputFolder(out)
     folder.lock()
     try:

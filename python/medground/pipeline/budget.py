@@ -101,9 +101,10 @@ def case_budget(seconds: float | None, memory_bytes: int | None) -> Iterator[Non
     """Runs the block within ``seconds`` (raising :class:`OverBudget` when they are out;
     only on the main thread, where signals arrive) and ``memory_bytes`` more address space
     than the process holds on entry (``MemoryError`` past it). Both are put back on exit."""
-    timer = seconds is not None and threading.current_thread() is threading.main_thread()
+    deadline = seconds if threading.current_thread() is threading.main_thread() else None
+    timer = deadline is not None
     previous_handler: Any = None
-    if timer:
+    if deadline is not None:
 
         def expire(signum: int, frame: Any) -> None:
             raise OverBudget(f"over the case time budget ({seconds:g} s)")
@@ -111,17 +112,18 @@ def case_budget(seconds: float | None, memory_bytes: int | None) -> Iterator[Non
         previous_handler = signal.signal(signal.SIGALRM, expire)
         # Fires again every 0.1 s past the deadline: where Python cannot raise (a __del__,
         # a weakref callback) the exception is dropped, and the next one lands.
-        signal.setitimer(signal.ITIMER_REAL, float(seconds), 0.1)  # type: ignore[arg-type]
+        signal.setitimer(signal.ITIMER_REAL, float(deadline), 0.1)
     previous_limit = resource.getrlimit(resource.RLIMIT_AS)
     held = _address_space()
-    limited = memory_bytes is not None and held > 0
-    if limited:
-        soft = held + int(memory_bytes)  # type: ignore[arg-type]
+    budget = memory_bytes if held > 0 else None
+    limited = budget is not None
+    if budget is not None:
+        soft = held + int(budget)
         hard = previous_limit[1]
         if hard != resource.RLIM_INFINITY:
             soft = min(soft, hard)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        _ACTIVE.append(int(memory_bytes))  # type: ignore[arg-type]
+        _ACTIVE.append(int(budget))
     try:
         yield
     finally:

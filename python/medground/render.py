@@ -337,9 +337,8 @@ def image_map(
     if square_pixels and spacing is not None:
         finest = min(spacing[0], spacing[1])
         row_scale, col_scale = spacing[0] / finest, spacing[1] / finest
-    if max_side is not None and max(rows * row_scale, cols * col_scale) > max_side:
-        zoom = max_side / max(rows * row_scale, cols * col_scale)
-        row_scale, col_scale = row_scale * zoom, col_scale * zoom
+    zoom = min(1.0, _zoom(rows * row_scale, cols * col_scale, 1, max_side))  # never scaled up
+    row_scale, col_scale = row_scale * zoom, col_scale * zoom
     return SliceMap(
         (rows, cols), None, None, None, 0, 1, _sources(rows, row_scale, False), _sources(cols, col_scale, False)
     )

@@ -19,6 +19,7 @@ the reason is recorded (:class:`Skip`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -199,7 +200,7 @@ class View:
     def height(self) -> int:
         return self.map.height
 
-    @property
+    @functools.cached_property
     def image_file(self) -> str:
         """Where the image is stored, relative to the output folder (the ``image`` field)."""
         return image_path(self.case.dataset, self.case.case_id, self.view_record(), self.encoding.suffix)

@@ -142,6 +142,8 @@ class _Progress:
 def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) -> Iterator[CaseResult]:
     """The cases one at a time in a supervised worker process (``isolate.py``): a case that
     kills or hangs its process is that case's error, and the next case gets a fresh one."""
+    if not work:
+        return  # nothing to do: no worker process to start
     timeout = config.budget.case_timeout_s
     call = functools.partial(
         process_case,
@@ -210,8 +212,7 @@ def _ray_init(address: str | None) -> Any:
         return ray
     options: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
     if address:
-        _reachable(address)
-        options["address"] = address
+        options["address"] = address  # run() has checked that it answers
     else:
         # A local instance sized to the machine; "local" never joins a stale cluster.
         options.update(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False)

@@ -20,10 +20,12 @@ from typing import Any
 from medground.backends import config_keys
 from medground.io.errors import SpecError
 
-__all__ = ["JUDGES", "SYNTHESIZERS", "SynthesisSettings", "VerificationSettings", "VisualSettings"]
+__all__ = ["ENGINES", "JUDGES", "SYNTHESIZERS", "SynthesisSettings", "VerificationSettings", "VisualSettings"]
 
-SYNTHESIZERS = ("template", "vllm", "openai")
+SYNTHESIZERS = ("template", "vllm", "openai", "simulated")
 JUDGES = ("evidence", "vlm", "onnx")
+#: How a vlm judge runs its model.
+ENGINES = ("vllm", "openai", "simulated")
 
 #: Keys of ``[synthesis]`` read by the synthesizer itself (the backend reads the rest).
 _TEMPLATE_KEYS = frozenset({"backend", "seed", "templates"})
@@ -159,8 +161,9 @@ class SynthesisSettings:
 
     @property
     def num_gpus(self) -> float:
-        """GPUs a vLLM synthesizer holds in its Ray actor."""
-        return float(self.table.get("num_gpus", 1))
+        """GPUs each replica of the synthesizer's engine holds on Ray (1 for vllm; the
+        simulated engine needs none)."""
+        return float(self.table.get("num_gpus", 0 if self.backend == "simulated" else 1))
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)
@@ -202,6 +205,10 @@ class VisualSettings:
             allowed = _ONNX_KEYS
         else:
             engine = table.get("engine") or ("openai" if table.get("base_url") else "vllm")
+            if engine not in ENGINES:
+                raise SpecError(
+                    source, f"[verification.visual] engine must be one of {', '.join(ENGINES)}, got {engine!r}"
+                )
             allowed = _VLM_JUDGE_KEYS | config_keys(engine)
         _check_keys(table, allowed, "[verification.visual]", source)
         if backend == "onnx":
@@ -222,7 +229,8 @@ class VisualSettings:
 
     @property
     def num_gpus(self) -> float:
-        return float(self.table.get("num_gpus", 1))
+        """GPUs each replica of the judge's engine holds on Ray (1 for vllm, else 0)."""
+        return float(self.table.get("num_gpus", 1 if self.engine == "vllm" else 0))
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.table.get(key, default)

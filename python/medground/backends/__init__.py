@@ -12,6 +12,9 @@ Backends, chosen by the run config (``[synthesis]`` or ``[verification.visual]``
   hosted API), standard library only (:mod:`medground.backends.openai`).
 * ``vllm``: an in-process ``vllm.LLM`` on the local GPUs (:mod:`medground.backends.vllm`;
   ``pip install medground[vllm]``).
+* ``simulated``: a stand-in engine with a cost model and no weights, answering as a
+  cooperative model would (:mod:`medground.backends.simulated`): for tests, benchmarks and
+  capacity planning of the batching path.
 * ``template``: no model; synthesis uses :class:`medground.synth.TemplateSynthesizer`.
 
 Failure reason codes: ``timeout`` (no complete answer within ``timeout_s``, the whole
@@ -32,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medground.backends import openai, vllm
+from medground.backends import openai, simulated, vllm
 from medground.backends.base import (
     COMMON_KEYS,
     Backend,
@@ -46,6 +49,7 @@ from medground.backends.base import (
     resolve_messages,
 )
 from medground.backends.openai import OpenAIBackend
+from medground.backends.simulated import SimulatedEngine
 from medground.backends.vllm import VllmBackend
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "Request",
     "Response",
     "SamplingSettings",
+    "SimulatedEngine",
     "VllmBackend",
     "answer_from_text",
     "check_backend",
@@ -67,8 +72,10 @@ __all__ = [
     "resolve_messages",
 ]
 
-BACKENDS = ("template", "vllm", "openai")
-_KEYS = {"openai": openai.CONFIG_KEYS, "vllm": vllm.CONFIG_KEYS}
+BACKENDS = ("template", "vllm", "openai", "simulated")
+_KEYS = {"openai": openai.CONFIG_KEYS, "vllm": vllm.CONFIG_KEYS, "simulated": simulated.CONFIG_KEYS}
+#: Keys of the Ray batching queue (``pipeline/batching.py``) for the engines that batch.
+QUEUE_KEYS = frozenset({"max_batch", "batch_wait_s", "num_replicas"})
 
 
 def make_backend(config: Mapping[str, Any]) -> Backend:
@@ -82,13 +89,17 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
       (from the model name), ``seed``.
     * ``openai``: ``base_url`` (``http://127.0.0.1:8000/v1``), ``api_key_env`` (the name of
       the environment variable holding the key; none sent without it), ``timeout_s`` (60,
-      the whole attempt's wall time), ``max_retries`` (4), ``concurrency`` (8),
-      ``backoff_s`` (1.0), ``max_backoff_s`` (30), ``max_retry_after_s`` (120),
+      the whole attempt's wall time), ``max_retries`` (4), ``concurrency`` (64 requests in
+      flight; on Ray, across the whole run), ``backoff_s`` (1.0), ``max_backoff_s`` (30), ``max_retry_after_s`` (120),
       ``response_format`` (``json_schema`` | ``json_object`` | ``none``),
       ``max_response_bytes`` (32 MiB).
     * ``vllm``: ``tensor_parallel_size`` (1), ``gpu_memory_utilization`` (0.9),
       ``max_model_len``, ``limit_mm_per_prompt`` ({image = 2}), ``dtype`` (auto),
       ``trust_remote_code`` (false), ``enforce_eager`` (false), ``max_num_seqs``.
+    * ``simulated``: ``cost_t0_s`` (0.5), ``cost_per_prompt_s`` (0.02), ``max_batch`` (256).
+    * on Ray, the batching queue (:mod:`medground.pipeline.batching`): ``max_batch`` (256),
+      ``batch_wait_s`` (0.05) and ``num_replicas`` (1) for ``vllm`` and ``simulated``;
+      ``batch_wait_s`` for ``openai``.
 
     Other keys of the section (the synthesizer's or judge's own) are left to their readers.
 
@@ -107,6 +118,8 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
         return OpenAIBackend.from_config(config)
     if kind == "vllm":
         return VllmBackend.from_config(config)
+    if kind == "simulated":
+        return SimulatedEngine.from_config(config)
     raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}")
 
 
@@ -140,5 +153,6 @@ def check_backend(config: Mapping[str, Any]) -> None:
 def config_keys(kind: str) -> frozenset[str]:
     """The run-config keys a model backend reads (``openai`` or ``vllm``)."""
     if kind not in _KEYS:
-        raise ValueError(f"backend must be openai or vllm, got {kind!r}")
-    return COMMON_KEYS | _KEYS[kind]
+        raise ValueError(f"backend must be openai, vllm or simulated, got {kind!r}")
+    queue = QUEUE_KEYS if kind != "openai" else frozenset({"batch_wait_s"})
+    return COMMON_KEYS | _KEYS[kind] | queue

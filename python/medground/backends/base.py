@@ -98,6 +98,8 @@ class Response:
         text: the raw answer (cut to a few thousand characters), when there was one.
         attempts: HTTP attempts made (1 for in-process engines).
         seconds: wall time spent on the request, retries included.
+        prompt_tokens: tokens of the prompt, when the engine reported them (else 0).
+        completion_tokens: tokens of the answer, when the engine reported them (else 0).
     """
 
     id: str
@@ -107,6 +109,8 @@ class Response:
     text: str | None = None
     attempts: int = 1
     seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def ok(self) -> bool:

@@ -20,6 +20,7 @@ from medground.io.schema import DatasetSpec
 from medground.records import Sample, reject
 from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
+from medground.synth.base import synthesize_views
 from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
 from medground.verify.measure import CaseEvidence
 from medground.views import View, build_views
@@ -96,12 +97,20 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
     # same wherever the data is mounted.
     source = _relative(case.image.path, spec.root)
     said: set[tuple[str | None, tuple[int, ...], str]] = set()
+    referred = []
     for view in views:
         cues = compute_cues(view, context)
         references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels)
-        samples, failures = synthesizer.synthesize(
-            view, cues, references, modality=spec.modality, body_region=spec.body_region
-        )
+        referred.append((view, cues, references, skips))
+    # The case's views are worded together: a model gets them in one batch (and, on Ray,
+    # batched with other cases'); the drafts are kept in view order, as before.
+    syntheses = synthesize_views(
+        synthesizer,
+        [(view, cues, references) for view, cues, references, _ in referred],
+        modality=spec.modality,
+        body_region=spec.body_region,
+    )
+    for (view, cues, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
         drafts.failures.extend(failures)
         for sample in samples:
             # One (plane, targets, query) per case: spread slices never repeat a query.

@@ -8,6 +8,7 @@ template never fails, a model may.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from medground.boxes import voxel_box_to_ras
@@ -15,7 +16,7 @@ from medground.records import Sample, Target, sample_id
 from medground.refer import Reference
 from medground.views import View
 
-__all__ = ["Synthesis", "Synthesizer", "draft_sample", "query_type_of"]
+__all__ = ["Synthesis", "Synthesizer", "draft_sample", "query_type_of", "synthesize_views"]
 
 #: A view's drafts and its synthesis failures.
 Synthesis = tuple[list[Sample], list[dict[str, Any]]]
@@ -117,3 +118,18 @@ def draft_sample(
             "intensity": view.intensity.to_dict(),
         },
     )
+
+
+def synthesize_views(
+    synthesizer: Synthesizer,
+    items: Sequence[tuple[View, dict[int, dict[str, Any]], list[Reference]]],
+    *,
+    modality: str,
+    body_region: str | None,
+) -> list[Synthesis]:
+    """The synthesis of each ``(view, cues, references)`` of a case, in order: in one go
+    when the synthesizer batches across views (``synthesize_views``), else view by view."""
+    batched = getattr(synthesizer, "synthesize_views", None)
+    if batched is not None:
+        return list(batched(items, modality=modality, body_region=body_region))
+    return [synthesizer.synthesize(v, c, r, modality=modality, body_region=body_region) for v, c, r in items]

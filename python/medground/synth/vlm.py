@@ -5,8 +5,10 @@ For each :class:`~medground.refer.Reference` of a view the model is shown the cl
 and a marked copy (the target boxes drawn, in memory only, never written anywhere) and is
 told the attributes the query must use (and only those), the distractors it must not fit,
 and the target's computed cues; it answers JSON with the queries, their type and the
-attributes each uses (prompt ``presets/prompts/synthesis_v3.toml``, versioned). All
-requests of a view go to the backend as one batch.
+attributes each uses (prompt ``presets/prompts/synthesis_v3.toml``, versioned). The
+requests of a case's views go to the backend together (:meth:`VlmSynthesizer.synthesize_views`,
+in chunks of whole views), so the engine batches across views — and, on Ray, across
+cases (:mod:`medground.pipeline.batching`).
 
 Everything a dataset wrote (label names, clinical records, the spec's modality and region)
 reaches the model as data only: one JSON object between ``<data>`` and ``</data>``
@@ -24,10 +26,10 @@ The accepted drafts go on to verification like the template's.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medground.backends import Backend, Request, make_backend
+from medground.backends import Backend, Request, Response, make_backend
 from medground.backends.images import ImagePrep, draw_boxes, prepare_image
 from medground.backends.prompts import PromptTemplate, data_block, load_prompt
 from medground.boxes import FAMILIES, ModelFamily, family_for_model
@@ -123,6 +125,8 @@ class VlmSynthesizer:
         queries_per_reference: queries asked for per reference.
         image_family: how images are prepared (a name in
             :data:`medground.boxes.FAMILIES`); by default from the model name.
+        chunk_requests: the most requests of a case sent in one backend call
+            (:meth:`synthesize_views`); whole views, so a call may hold a few more.
     """
 
     @property
@@ -138,6 +142,7 @@ class VlmSynthesizer:
         prompt: str = DEFAULT_PROMPT,
         queries_per_reference: int = 1,
         image_family: str | None = None,
+        chunk_requests: int = 256,
     ) -> None:
         if (
             isinstance(queries_per_reference, bool)
@@ -153,6 +158,7 @@ class VlmSynthesizer:
         self.version = self.prompt.version
         self.queries_per_reference = queries_per_reference
         self.family: ModelFamily = FAMILIES[image_family] if image_family else family_for_model(backend.model)
+        self.chunk_requests = max(1, int(chunk_requests))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], *, seed: int = 0, backend: Backend | None = None) -> VlmSynthesizer:
@@ -165,6 +171,7 @@ class VlmSynthesizer:
             prompt=config.get("prompt", DEFAULT_PROMPT),
             queries_per_reference=config.get("queries_per_reference", 1),
             image_family=config.get("image_family"),
+            chunk_requests=config.get("max_batch", 256),
         )
 
     # ------------------------------------------------------------------ requests
@@ -315,12 +322,60 @@ class VlmSynthesizer:
             prompt_version, seed, …}) and the failure records: ``rejected.jsonl``-shaped
             dicts whose ``rejection`` is ``{"stage": "synthesis", "reason", "detail"}``.
         """
-        if not references:
-            return [], []
-        requests, prep = self.requests(view, cues, references, modality=modality, body_region=body_region)
-        responses = self.backend.run(requests)
-        if len(responses) != len(requests):
-            raise RuntimeError(f"backend {self.backend.name} answered {len(responses)} of {len(requests)} requests")
+        return self.synthesize_views([(view, cues, references)], modality=modality, body_region=body_region)[0]
+
+    def synthesize_views(
+        self,
+        items: Sequence[tuple[View, dict[int, dict[str, Any]], list[Reference]]],
+        *,
+        modality: str,
+        body_region: str | None,
+    ) -> list[Synthesis]:
+        """:meth:`synthesize` for several views (a case's), their requests sent together:
+        one backend call per ``chunk_requests`` requests (whole views), so the engine gets
+        batches across views and the images held at once stay bounded."""
+        out: list[Synthesis] = [([], []) for _ in items]
+        group: list[tuple[int, list[Request], ImagePrep]] = []
+        held = 0
+
+        def flush() -> None:
+            requests = [request for _, batch, _ in group for request in batch]
+            responses = self.backend.run(requests)
+            if len(responses) != len(requests):
+                raise RuntimeError(f"backend {self.backend.name} answered {len(responses)} of {len(requests)} requests")
+            start = 0
+            for index, batch, prep in group:
+                view, cues, references = items[index]
+                answers = responses[start : start + len(batch)]
+                out[index] = self._samples(view, cues, references, batch, prep, answers, body_region, modality)
+                start += len(batch)
+            group.clear()
+
+        for index, (view, cues, references) in enumerate(items):
+            if not references:
+                continue
+            requests, prep = self.requests(view, cues, references, modality=modality, body_region=body_region)
+            group.append((index, requests, prep))
+            held += len(requests)
+            if held >= self.chunk_requests:
+                flush()
+                held = 0
+        if group:
+            flush()
+        return out
+
+    def _samples(
+        self,
+        view: View,
+        cues: dict[int, dict[str, Any]],
+        references: list[Reference],
+        requests: list[Request],
+        prep: ImagePrep,
+        responses: Sequence[Response],
+        body_region: str | None,
+        modality: str,
+    ) -> Synthesis:
+        """The drafts and failures of one view from its requests' responses."""
         samples: list[Sample] = []
         failures: list[dict[str, Any]] = []
         counters: dict[tuple[tuple[int, ...], str], int] = {}

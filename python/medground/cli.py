@@ -227,6 +227,14 @@ def _report_run(summary: RunSummary, out: Path) -> None:
     if summary.dropped:
         click.echo(f"{summary.dropped} input file(s) gave no case (unpaired or ambiguous): see skipped.jsonl")
     click.echo(f"funnel: {funnel['drafts']} drafts -> " + " -> ".join(f"{k} {v}" for k, v in funnel["passed"].items()))
+    for kind, stats in summary.model_stats.items():
+        click.echo(
+            f"{kind} ({stats['engine']}): {stats['requests']} requests in {stats['batches']} batches "
+            f"(mean {stats['mean_batch']:.1f} of {stats['max_batch']}), engine busy "
+            f"{100 * stats['engine_busy_share']:.0f}% of {stats['span_s']:.1f} s, "
+            f"{stats['requests_per_s']:.1f} requests/s"
+            + (f", {stats['retries']} retried batch(es)" if stats["retries"] else "")
+        )
     click.echo(f"wrote {out}/samples.jsonl, rejected.jsonl, errors.jsonl, images/, manifest.json, README.md")
     # A run that made nothing is a failed run, whatever the reason: say so in the status.
     if summary.cases == 0:

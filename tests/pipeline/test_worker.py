@@ -1,4 +1,4 @@
-"""The worker with its models in a Ray actor (the GPU path's plumbing, without a GPU)."""
+"""The worker with its model behind a Ray batching queue (the GPU path's plumbing, without a GPU)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import pytest
 
 
 def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypatch) -> None:
-    """The GPU path's plumbing (a model held by an actor, views sent without their volumes),
-    here with the openai backend and no GPU."""
+    """The Ray path's plumbing (a case's judge requests sent to the stage's queue actor,
+    which holds the model client), here with the openai backend and no GPU."""
     from chatserver import Reply, completion
 
     ray = pytest.importorskip("ray")
     from medground.io import find_cases, load_spec
-    from medground.pipeline.worker import ModelActor, process_case
+    from medground.pipeline.batching import ModelQueue, QueueSettings
+    from medground.pipeline.worker import process_case
     from medground.settings import VerificationSettings
 
     verdict = json.dumps({"verdict": "no", "confidence": 0.9, "reason": "nothing there"})
@@ -25,7 +26,8 @@ def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypat
     try:
         settings = {"backend": "vlm", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "base_url": server.base_url}
         verification = VerificationSettings.from_table({"visual": settings})
-        judge = ray.remote(ModelActor).options(num_gpus=0).remote("judge", verification.visual)
+        table = dict(verification.visual.table)
+        judge = ray.remote(ModelQueue).remote("judge", table, QueueSettings.of("openai", table), 0.0)
         spec = load_spec(demo_data / "demo_skin" / "spec.toml")
         files = find_cases(spec).cases[0]
         result = process_case(spec, files, verification=verification, models={"judge": judge})

@@ -25,7 +25,7 @@ from medground.io.errors import SpecError
 
 __all__ = ["Budget", "OverBudget", "case_budget", "machine_memory", "memory_budget_text"]
 
-_KEYS = {"case_timeout_s", "case_memory_gb"}
+_KEYS = {"case_timeout_s", "case_memory_gb", "cases_per_worker"}
 
 
 class OverBudget(BaseException):
@@ -43,12 +43,15 @@ def machine_memory() -> int:
 
 @dataclass(frozen=True)
 class Budget:
-    """``[run]``: ``case_timeout_s`` (wall-clock seconds a case may take, default 1800) and
+    """``[run]``: ``case_timeout_s`` (wall-clock seconds a case may take, default 1800),
     ``case_memory_gb`` (memory a case may add to its process; default: 80% of the
-    machine's memory shared among the cases that run at once)."""
+    machine's memory shared among the cases that run at once) and ``cases_per_worker``
+    (cases each CPU worker runs at once on Ray; default 1 without a model stage, else
+    sized to keep the model engines' batches full: ``runner.cases_per_worker``)."""
 
     case_timeout_s: float = 1800.0
     case_memory_gb: float | None = None
+    cases_per_worker: int | None = None
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None, source: Path | None = None) -> Budget:
@@ -58,7 +61,12 @@ class Budget:
             raise SpecError(
                 source, f"unknown key(s) in [run]: {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}"
             )
-        values = {}
+        values: dict[str, Any] = {}
+        if "cases_per_worker" in table:
+            value = table.pop("cases_per_worker")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+                raise SpecError(source, f"[run] cases_per_worker must be an integer in 1..256, got {value!r}")
+            values["cases_per_worker"] = value
         for key in sorted(_KEYS & set(table)):
             value = table[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e7:
@@ -74,7 +82,10 @@ class Budget:
         return int(0.8 * total / max(1, concurrent)) if total else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case_timeout_s": self.case_timeout_s, "case_memory_gb": self.case_memory_gb}
+        out: dict[str, Any] = {"case_timeout_s": self.case_timeout_s, "case_memory_gb": self.case_memory_gb}
+        if self.cases_per_worker is not None:
+            out["cases_per_worker"] = self.cases_per_worker
+        return out
 
 
 def _address_space() -> int:
@@ -96,14 +107,63 @@ def memory_budget_text() -> str:
     return f" ({_ACTIVE[-1] / 2**30:.3g} GB)" if _ACTIVE else ""
 
 
+class _Watchdog(threading.Thread):
+    """The time budget of a case that runs on another thread than the main one (a case
+    thread of a CPU worker actor), where no signal arrives: past the deadline it raises
+    :class:`OverBudget` in that thread (between two of its Python statements, like the
+    timer), again every 0.1 s until the block is left (at most :attr:`FIRES` times: past
+    that the supervisor's hard kill is the backstop)."""
+
+    FIRES = 100
+
+    def __init__(self, target: int, seconds: float) -> None:
+        super().__init__(daemon=True, name="medground-case-budget")
+        self.target, self.seconds = target, seconds
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        import ctypes
+
+        if self._done.wait(self.seconds):
+            return
+        for _ in range(self.FIRES):
+            with self._lock:
+                if self._done.is_set():
+                    return
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), ctypes.py_object(OverBudget))
+            if self._done.wait(0.1):
+                return
+
+    def stop(self) -> None:
+        with self._lock:  # once this returns, no exception is raised in the thread any more
+            self._done.set()
+        # One raised just before the lock may still be pending in the thread: clear it.
+        import ctypes
+
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.target), ctypes.c_void_p(0))
+
+    def stop_from_target(self) -> None:
+        """:meth:`stop`, called by the watched thread itself: an :class:`OverBudget` that
+        lands while it stops is swallowed, so the watchdog is always stopped."""
+        while True:
+            try:
+                self.stop()
+                return
+            except OverBudget:
+                continue
+
+
 @contextlib.contextmanager
 def case_budget(seconds: float | None, memory_bytes: int | None) -> Iterator[None]:
-    """Runs the block within ``seconds`` (raising :class:`OverBudget` when they are out;
-    only on the main thread, where signals arrive) and ``memory_bytes`` more address space
+    """Runs the block within ``seconds`` (raising :class:`OverBudget` when they are out: by a
+    signal timer on the main thread, by a watchdog on any other) and ``memory_bytes`` more address space
     than the process holds on entry (``MemoryError`` past it). Both are put back on exit."""
-    deadline = seconds if threading.current_thread() is threading.main_thread() else None
+    on_main = threading.current_thread() is threading.main_thread()
+    deadline = seconds if on_main else None
     timer = deadline is not None
     previous_handler: Any = None
+    watchdog = _Watchdog(threading.get_ident(), float(seconds)) if seconds is not None and not on_main else None
     if deadline is not None:
 
         def expire(signum: int, frame: Any) -> None:
@@ -125,8 +185,12 @@ def case_budget(seconds: float | None, memory_bytes: int | None) -> Iterator[Non
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         _ACTIVE.append(int(budget))
     try:
+        if watchdog is not None:
+            watchdog.start()
         yield
     finally:
+        if watchdog is not None:
+            watchdog.stop_from_target()
         if limited:
             resource.setrlimit(resource.RLIMIT_AS, previous_limit)
             _ACTIVE.pop()

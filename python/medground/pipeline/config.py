@@ -60,6 +60,20 @@ class SplitConfig:
         return cls((train, val, test), file)
 
 
+#: Settings that decide how the work is scheduled, never what it makes (how requests are
+#: batched and how many run at once): left out of the manifest and the fingerprint, so
+#: outputs are byte-identical whatever they are and a run may resume with others.
+SCHEDULING_KEYS = frozenset({"max_batch", "batch_wait_s", "num_replicas", "concurrency", "cases_per_worker"})
+
+
+def _outputs_only(table: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _outputs_only(value) if isinstance(value, dict) else value
+        for key, value in table.items()
+        if key not in SCHEDULING_KEYS
+    }
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; ``fingerprint`` identifies it for ``--resume``."""
@@ -87,14 +101,14 @@ class RunConfig:
                 }
                 for d in self.datasets
             ],
-            "synthesis": self.synthesis.to_dict(),
-            "verification": self.verification.to_dict(),
+            "synthesis": _outputs_only(self.synthesis.to_dict()),
+            "verification": _outputs_only(self.verification.to_dict()),
             "split": {
                 "ratios": list(self.split.ratios),
                 "file": None if self.split.file is None else str(self.split.file),
             },
             "seed": self.seed,
-            "run": self.budget.to_dict(),
+            "run": _outputs_only(self.budget.to_dict()),
         }
 
     @property
@@ -110,8 +124,8 @@ class RunConfig:
             datasets.append(fields)
         description = {
             "datasets": datasets,
-            "synthesis": self.synthesis.to_dict(),
-            "verification": self.verification.to_dict(),
+            "synthesis": _outputs_only(self.synthesis.to_dict()),
+            "verification": _outputs_only(self.verification.to_dict()),
             "split": self.describe()["split"],
             "seed": self.seed,
             "version": __version__,

@@ -11,6 +11,7 @@ written.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -25,12 +26,13 @@ from medground import __version__
 from medground.backends import check_backend
 from medground.io.discover import CaseFiles, find_cases, leads_outside, reads_into, resolve_labels
 from medground.io.schema import DatasetSpec
+from medground.pipeline.batching import BATCHED, ModelQueue, QueueSettings
 from medground.pipeline.card import write_card
 from medground.pipeline.config import RunConfig
-from medground.pipeline.isolate import CaseWorker
+from medground.pipeline.isolate import GRACE_S, CaseWorker
 from medground.pipeline.splits import assign_splits, check_splits, read_split_file
 from medground.pipeline.store import CaseResult, OutputFolder, case_key
-from medground.pipeline.worker import ModelActor, process_case
+from medground.pipeline.worker import CaseActor, process_case
 from medground.records import dumps
 from medground.runfolder import ERRORS, MANIFEST, REJECTED, SAMPLES, SKIPPED, atomic_write, write_jsonl
 from medground.verify import Funnel
@@ -50,6 +52,7 @@ class RunSummary:
     manifest: dict[str, Any] = field(default_factory=dict)
     nodes: int = 0  # Ray nodes that ran this invocation's cases (0 in-process)
     dropped: int = 0  # input files that gave no case (unpaired, duplicate ids, ...)
+    model_stats: dict[str, Any] = field(default_factory=dict)  # per model stage on Ray (batching.py)
 
 
 def plan(config: RunConfig, limit: int | None = None) -> list[tuple[DatasetSpec, CaseFiles]]:
@@ -157,28 +160,44 @@ def _in_process(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig) ->
             yield worker.run(spec, files)
 
 
-def _model_actors(ray: Any, config: RunConfig) -> dict[str, Any]:
-    """GPU models live in actors (restarted if they die): the vLLM synthesizer and judge.
-    Clients of OpenAI-compatible servers need no GPU and stay in the CPU tasks."""
-    actors = {}
+#: Model requests a case is expected to make (sizes the cases each CPU worker runs at once).
+REQUESTS_PER_CASE = 16
+
+
+def _model_queues(ray: Any, config: RunConfig) -> tuple[dict[str, Any], dict[str, QueueSettings]]:
+    """One batching queue per model stage (``batching.py``): the synthesizer's and the
+    judge's, each feeding its engine replicas (GPU actors) or its HTTP client."""
     visual = config.verification.visual
-    wanted: dict[str, Any] = {
-        "synthesizer": config.synthesis if config.synthesis.backend == "vllm" else None,
-        "judge": visual if visual.engine == "vllm" else None,
-    }
-    needed = sum(s.num_gpus for s in wanted.values() if s is not None)
+    stages: dict[str, tuple[str, Any, float]] = {}
+    if config.synthesis.uses_model:
+        stages["synthesizer"] = (config.synthesis.backend, config.synthesis.table, config.synthesis.num_gpus)
+    if visual.backend == "vlm":
+        stages["judge"] = (str(visual.engine), visual.table, visual.num_gpus)
+    settings = {kind: QueueSettings.of(engine, table) for kind, (engine, table, _) in stages.items()}
+    needed = sum(stages[k][2] * s.replicas for k, s in settings.items() if s.engine in BATCHED)
     available = float(ray.cluster_resources().get("GPU", 0))
     if needed > available:
         raise ValueError(
-            f"the vLLM models need {needed:g} GPU(s) (num_gpus in [synthesis] / [verification.visual]); "
-            f"the Ray cluster has {available:g}"
+            f"the model replicas need {needed:g} GPU(s) (num_gpus × num_replicas in [synthesis] / "
+            f"[verification.visual]); the Ray cluster has {available:g}"
         )
-    for kind, settings in wanted.items():
-        if settings is None:
-            continue
-        options = {"num_gpus": settings.num_gpus, "num_cpus": 1, "max_restarts": 3, "max_task_retries": 3}
-        actors[kind] = ray.remote(ModelActor).options(**options).remote(kind, settings, config.seed)
-    return actors
+    queues = {}
+    for kind, (_, table, gpus) in stages.items():
+        options = {"num_cpus": 0, "max_concurrency": 100_000, "max_restarts": 3}
+        queues[kind] = ray.remote(ModelQueue).options(**options).remote(kind, dict(table), settings[kind], gpus)
+    return queues, settings
+
+
+def cases_per_worker(config: RunConfig, settings: dict[str, QueueSettings], workers: int) -> int:
+    """Cases each CPU worker runs at once: 1 without a model; with one, enough that the
+    requests waiting on the queues fill twice the engines' capacity (``[run]
+    cases_per_worker`` overrides)."""
+    if config.budget.cases_per_worker is not None:
+        return config.budget.cases_per_worker
+    if not settings:
+        return 1
+    capacity = max(s.capacity for s in settings.values())
+    return max(2, min(64, -(-2 * capacity // (max(1, workers) * REQUESTS_PER_CASE))))
 
 
 #: Seconds to wait for a Ray cluster's address to accept a connection.
@@ -223,57 +242,141 @@ def _ray_init(address: str | None) -> Any:
     return ray
 
 
-def _on_ray(work: list[tuple[DatasetSpec, CaseFiles]], config: RunConfig, address: str | None) -> Iterator[CaseResult]:
+@dataclass
+class _Job:
+    spec: DatasetSpec
+    files: CaseFiles
+    actor: int = 0
+    started: float = 0.0
+    tries: int = 0
+    collateral: bool = False  # its worker was killed for another case's overrun
+    killed: bool = False  # its worker was killed for this case's overrun
+
+    def retry(self) -> bool:
+        """Whether the case goes again after its worker died: always when it was killed for
+        another case, once otherwise, never when it overran itself."""
+        if self.collateral:
+            return True
+        if self.killed or self.tries > 0:
+            return False
+        self.tries += 1
+        return True
+
+
+def _on_ray(
+    work: list[tuple[DatasetSpec, CaseFiles]],
+    config: RunConfig,
+    address: str | None,
+    model_stats: dict[str, Any] | None = None,
+) -> Iterator[CaseResult]:
+    """The cases on a pool of CPU worker actors (one per CPU of the cluster, each running
+    :func:`cases_per_worker` cases at once), their model requests batched across cases by
+    the model queues. A worker that dies costs its cases one retry; a case that overruns its
+    time budget by the grace period has its worker killed (the worker restarts, the other
+    cases it held go again) and becomes an error."""
     ray = _ray_init(address)
-    # A task whose worker died is retried once (pure function); then it is this case's error.
-    task = ray.remote(num_cpus=1, max_retries=1)(process_case)
-    models = _model_actors(ray, config)
-    spec_refs: dict[str, Any] = {}
-    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    # Memory per case: this machine's share for the cases a node runs at once (its CPUs).
-    budget = (config.budget.case_timeout_s, config.budget.memory_bytes(os.cpu_count() or 1))
-    pending: list[Any] = []
-    owner: dict[Any, tuple[DatasetSpec, CaseFiles]] = {}
-    queue = iter(work)
-    exhausted = False
-    while pending or not exhausted:
-        while not exhausted and len(pending) < window:
-            try:
-                spec, files = next(queue)
-            except StopIteration:
-                exhausted = True
-                break
-            if spec.name not in spec_refs:
-                spec_refs[spec.name] = ray.put(spec)
-            ref = task.remote(
-                spec_refs[spec.name],
-                files,
-                seed=config.seed,
-                verification=config.verification,
-                synthesis=config.synthesis,
-                models=models,
-                budget=budget,
-            )
-            owner[ref] = (spec, files)
-            pending.append(ref)
-        if not pending:
-            break
-        ready, pending = ray.wait(pending, num_returns=1)
+    queues, settings = _model_queues(ray, config)
+    workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    per = cases_per_worker(config, settings, workers)
+    timeout = config.budget.case_timeout_s
+    # Memory: this machine's share for the cases a node runs at once, set once per worker.
+    share = config.budget.memory_bytes(os.cpu_count() or 1)
+    memory = None if share is None else share * (per if config.budget.case_memory_gb is not None else 1)
+    options = {"num_cpus": 1, "max_concurrency": per, "max_restarts": -1, "max_task_retries": 0}
+    actors = [ray.remote(CaseActor).options(**options).remote(memory) for _ in range(workers)]
+    kwargs = {
+        "seed": config.seed,
+        "verification": config.verification,
+        "synthesis": config.synthesis,
+        "models": queues,
+        "budget": (timeout, None),
+    }
+    pool = _Pool(ray, actors, per, kwargs)
+    queue = collections.deque(_Job(spec, files) for spec, files in work)
+    try:
+        while queue or pool.pending:
+            while queue and pool.has_room():
+                pool.submit(queue.popleft())
+            for job, result in pool.collect():
+                if result is not None:
+                    yield result
+                elif job.retry():
+                    queue.appendleft(job)  # a pure function of its inputs: run it again
+                else:
+                    yield _worker_failed(job, pool.errors.pop(id(job)), timeout)
+            if timeout is not None:
+                _kill_overruns(ray, pool.pending, actors, timeout)
+        if model_stats is not None:
+            model_stats.update({kind: ray.get(handle.stats.remote()) for kind, handle in queues.items()})
+    finally:
+        for handle in [*actors, *queues.values()]:
+            with contextlib.suppress(Exception):
+                ray.kill(handle)
+
+
+class _Pool:
+    """The CPU worker actors and the cases each holds."""
+
+    def __init__(self, ray: Any, actors: list[Any], per: int, kwargs: dict[str, Any]) -> None:
+        self.ray, self.actors, self.per, self.kwargs = ray, actors, per, kwargs
+        self.load = [0] * len(actors)
+        self.pending: dict[Any, _Job] = {}
+        self.errors: dict[int, Exception] = {}
+        self._specs: dict[str, Any] = {}
+
+    def has_room(self) -> bool:
+        return sum(self.load) < len(self.actors) * self.per
+
+    def submit(self, job: _Job) -> None:
+        if job.spec.name not in self._specs:
+            self._specs[job.spec.name] = self.ray.put(job.spec)
+        job.actor = min(range(len(self.actors)), key=self.load.__getitem__)
+        job.started, job.collateral, job.killed = time.monotonic(), False, False
+        self.load[job.actor] += 1
+        ref = self.actors[job.actor].process.remote(self._specs[job.spec.name], job.files, **self.kwargs)
+        self.pending[ref] = job
+
+    def collect(self) -> Iterator[tuple[_Job, CaseResult | None]]:
+        """The cases that finished within a second: each with its result, or None when its
+        worker died (the error kept in :attr:`errors`)."""
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0)
         for ref in ready:
-            spec, files = owner.pop(ref)
+            job = self.pending.pop(ref)
+            self.load[job.actor] -= 1
             try:
-                yield ray.get(ref)
-            except ray.exceptions.RayError as error:
-                # The worker died (out of memory on a huge volume, a crash): this case fails,
-                # the run goes on, and --resume tries it again.
-                failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
-                failed.error = {
-                    "case_id": files.case_id,
-                    "stage": "worker",
-                    "error": f"{files.image}: {type(error).__name__}: "
-                    f"{str(error).strip().splitlines()[0] if str(error).strip() else 'worker failed'}",
-                }
-                yield failed
+                yield job, self.ray.get(ref)
+            except self.ray.exceptions.RayError as error:
+                self.errors[id(job)] = error
+                yield job, None
+
+
+def _kill_overruns(ray: Any, pending: dict[Any, _Job], actors: list[Any], timeout: float) -> None:
+    """Kills the worker of a case with no result a grace period past its time budget (a
+    native call the in-case watchdog cannot interrupt); the worker restarts, and the other
+    cases it held are marked to run again."""
+    now = time.monotonic()
+    for job in list(pending.values()):
+        if job.killed or job.collateral or now - job.started <= timeout + GRACE_S:
+            continue
+        ray.kill(actors[job.actor], no_restart=False)
+        for other in pending.values():
+            if other.actor == job.actor and other is not job:
+                other.collateral = True
+        job.killed = True
+
+
+def _worker_failed(job: _Job, error: Exception, timeout: float | None) -> CaseResult:
+    spec, files = job.spec, job.files
+    failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
+    if job.killed and timeout is not None:
+        detail = f"no result {timeout + GRACE_S:g} s after it started (time budget {timeout:g} s + grace); killed"
+    else:
+        # The worker died (out of memory on a huge volume, a crash), twice: this case fails,
+        # the run goes on, and --resume tries it again.
+        text = str(error).strip()
+        detail = f"{type(error).__name__}: {text.splitlines()[0] if text else 'worker failed'}"
+    failed.error = {"case_id": files.case_id, "stage": "worker", "error": f"{files.image}: {detail}"}
+    return failed
 
 
 def run(
@@ -318,7 +421,9 @@ def run(
         todo = [(spec, files) for spec, files in work if case_key(spec.name, files.case_id) not in done]
         summary = RunSummary(cases=len(work), skipped_done=len(work) - len(todo), out=out, dropped=len(dropped))
         meter = _Progress(len(todo), progress)
-        results = _on_ray(todo, config, ray_address) if use_ray and todo else _in_process(todo, config)
+        results = (
+            _on_ray(todo, config, ray_address, summary.model_stats) if use_ray and todo else _in_process(todo, config)
+        )
         nodes = set()
         for result in results:
             result = _write(folder, result)

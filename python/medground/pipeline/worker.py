@@ -8,31 +8,26 @@ same in-process, in a Ray task on any node, or twice after a crash.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
-
-import numpy as np
 
 from medground.generate import CaseDrafts, draft_case, verify_drafts
 from medground.io.case import load_case
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
-from medground.io.volume import Volume
+from medground.pipeline.batching import QueuedBackend
 from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text
 from medground.pipeline.store import CaseResult
-from medground.records import Sample, StageResult, dumps
-from medground.refer import Reference
+from medground.records import Sample, dumps
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
-from medground.synth import Synthesis, Synthesizer, make_synthesizer
-from medground.verify import JudgeItem, Verifier, make_judge
-from medground.views import View
+from medground.synth import Synthesizer, make_synthesizer
+from medground.verify import Verifier, make_judge
 
-__all__ = ["ModelActor", "RemoteJudge", "RemoteSynthesizer", "process_case"]
+__all__ = ["CaseActor", "process_case"]
 
 T = TypeVar("T")
 
@@ -60,7 +55,9 @@ def process_case(
             return _process_case(spec, files, seed, verification, synthesis, models)
     except OverBudget as error:  # raised between statements of the case, or just after it
         failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
-        failed.error = {"case_id": files.case_id, "stage": "budget", "error": f"{files.image}: {error}"}
+        # The watchdog of a case thread raises the bare class: its message is said here.
+        detail = str(error) or f"over the case time budget ({seconds:g} s)"
+        failed.error = {"case_id": files.case_id, "stage": "budget", "error": f"{files.image}: {detail}"}
         return failed
 
 
@@ -163,84 +160,38 @@ def _key(kind: str, table: Any, seed: int) -> str:
     return f"{kind}|{seed}|{dumps(dict(table), sort_keys=True, default=str)}"
 
 
-def _synthesizer(settings: SynthesisSettings, seed: int, actor: Any) -> Synthesizer:
-    if actor is not None:
-        return RemoteSynthesizer(actor)
+def _synthesizer(settings: SynthesisSettings, seed: int, queue: Any) -> Synthesizer:
+    if queue is not None:  # on Ray: the requests go to the stage's batching queue
+        return _cached(
+            f"queued|{queue}|{_key('synth', settings.table, seed)}",
+            lambda: make_synthesizer(settings, seed=seed, backend=QueuedBackend(queue)),
+        )
     return _cached(_key("synth", settings.table, seed), lambda: make_synthesizer(settings, seed=seed))
 
 
-def _verifier(settings: VisualSettings, judge_actor: Any = None, seed: int = 0) -> Verifier:
-    if judge_actor is not None:
-        return Verifier(RemoteJudge(judge_actor))
+def _verifier(settings: VisualSettings, queue: Any = None, seed: int = 0) -> Verifier:
+    if queue is not None:
+        return _cached(
+            f"queued|{queue}|{_key('judge', settings.table, seed)}",
+            lambda: Verifier(make_judge(settings, seed=seed, backend=QueuedBackend(queue))),
+        )
     return _cached(_key("judge", settings.table, seed), lambda: Verifier(make_judge(settings, seed=seed)))
 
 
-def _slim(view: View) -> View:
-    """The view without the case's volumes: what a model actor needs (image, objects, ids)."""
-    case = view.case
-    image = Volume(np.zeros((1, 1), np.uint8), case.image.affine, case.image.path, case.image.oriented)
-    light = dataclasses.replace(case, image=image, labels=np.zeros((1, 1), np.uint8))
-    return dataclasses.replace(view, case=light, object_map=np.zeros((1, 1), np.uint32))
+class CaseActor:
+    """A CPU worker on Ray (an actor with ``max_concurrency`` threads): runs several cases
+    at once, so that while one waits for its model answers the next is prepared. The memory
+    budget of all its cases is set once on the process (``RLIMIT_AS``); each case keeps its
+    own time budget."""
 
+    def __init__(self, memory_bytes: int | None) -> None:
+        self._limit = case_budget(None, memory_bytes)
+        self._limit.__enter__()  # held for the actor's life
 
-class RemoteSynthesizer:
-    """Synthesis by a model held in a Ray actor (one GPU model, many CPU workers)."""
+    def process(self, spec: DatasetSpec, files: CaseFiles, **kwargs: Any) -> CaseResult:
+        return process_case(spec, files, **kwargs)
 
-    name = "remote"
-    version = "remote"
+    def pid(self) -> int:
+        import os
 
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
-    def synthesize(
-        self,
-        view: View,
-        cues: dict[int, dict[str, Any]],
-        references: list[Reference],
-        *,
-        modality: str,
-        body_region: str | None,
-    ) -> Synthesis:
-        import ray
-
-        answer = ray.get(self.actor.synthesize.remote(_slim(view), cues, references, modality, body_region))
-        return cast(Synthesis, answer)
-
-
-class RemoteJudge:
-    """The VLM judge held in a Ray actor; a case's surviving drafts go in one actor call."""
-
-    name = "remote"
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
-    def judge(self, items: Sequence[JudgeItem]) -> list[StageResult]:
-        import ray
-
-        pairs = [(item.sample, item.image) for item in items]  # the stored intensities stay here
-        return cast(list[StageResult], ray.get(self.actor.judge.remote(pairs)))
-
-
-class ModelActor:
-    """Holds a model for the pipeline's tasks (run as a Ray actor with ``num_gpus``)."""
-
-    def __init__(self, kind: str, settings: SynthesisSettings | VisualSettings, seed: int = 0) -> None:
-        self.kind = kind
-        if isinstance(settings, SynthesisSettings):
-            self.synthesizer = make_synthesizer(settings, seed=seed)
-        else:
-            self.judge_model = make_judge(settings, seed=seed)
-
-    def synthesize(
-        self,
-        view: View,
-        cues: dict[int, dict[str, Any]],
-        references: list[Reference],
-        modality: str,
-        body_region: str | None,
-    ) -> Synthesis:
-        return self.synthesizer.synthesize(view, cues, references, modality=modality, body_region=body_region)
-
-    def judge(self, pairs: list[tuple[Sample, Any]]) -> list[StageResult]:
-        return self.judge_model.judge([JudgeItem(sample, image, image) for sample, image in pairs])
+        return os.getpid()

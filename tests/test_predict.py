@@ -1,11 +1,13 @@
 """Prediction (medground predict): grounding prompts for every family, a run against a
-chat server that resumes and is then scored, a repaired cut line, vLLM missing."""
+chat server that resumes and is then scored, a repaired cut line, vLLM missing, the check of
+the backend before any request."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +26,7 @@ from medground.evaluate import load_ground_truth
 from medground.predict import grounding_prompt, predict
 from medground.runfolder import RecordFileError as EvalFileError
 from qwen_vision import vision_process
+from vllm_stand_in import fake_vllm
 
 
 def test_every_family_has_a_grounding_prompt():
@@ -56,16 +59,26 @@ def test_every_family_has_a_grounding_prompt():
 class _ChatServer(ThreadingHTTPServer):
     """A loopback chat-completions server answering from a script keyed by query."""
 
-    def __init__(self, answers: dict[str, str], fail_once: set[str]) -> None:
+    def __init__(self, answers: dict[str, str], fail_once: set[str], models: tuple[str, ...]) -> None:
         super().__init__(("127.0.0.1", 0), _ChatHandler)
         self.answers = answers
         self.fail_once = set(fail_once)
+        self.models = models
         self.requests: list[dict[str, Any]] = []
+        self.gets: list[str] = []
         self.lock = threading.Lock()
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
     server: _ChatServer
+
+    def do_GET(self) -> None:  # the check before any request: GET /v1/models
+        with self.server.lock:
+            self.server.gets.append(self.path)
+        if self.path != "/v1/models":
+            self._reply(404, {"error": {"message": f"no route {self.path}"}})
+        else:
+            self._reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.server.models]})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -104,8 +117,10 @@ def chat_server(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     servers: list[_ChatServer] = []
 
-    def start(answers: dict[str, str], fail_once: set[str] = frozenset()) -> _ChatServer:
-        server = _ChatServer(answers, fail_once)
+    def start(
+        answers: dict[str, str], fail_once: set[str] = frozenset(), models: tuple[str, ...] = ("qwen25vl-test",)
+    ) -> _ChatServer:
+        server = _ChatServer(answers, fail_once, models)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append(server)
@@ -187,6 +202,7 @@ def test_predict_against_a_chat_server_resumes_then_eval_scores_it(tmp_path, cha
     assert second.exit_code == 0, second.output
     assert "3 samples: 1 answered now, 2 already in" in second.output
     assert len(server.requests) == 4  # s1, s2 (failed), s3, then s2 again; never the train sample s4
+    assert server.gets == ["/v1/models", "/v1/models"]  # the check, once per command, before any request
 
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer sekret"
@@ -278,6 +294,67 @@ def test_predict_vllm_without_vllm_says_what_to_install(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "pip install 'medground[vllm]'" in result.output
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_predict_checks_the_backend_once_before_any_request(tmp_path, chat_server, monkeypatch):
+    """A server that is down, a model it does not list, a wrong base URL, a vLLM model folder
+    that is not there: predict stops before sending a query (status 1, the reason, nothing
+    written) instead of writing one failure per sample."""
+    gt = write_gt(
+        tmp_path / "out",
+        [make_sample(f"s{k}", [[0, 0, 10, 10]], query=f"Find tumor {k}.") for k in range(3)],
+        images=True,
+    )
+    server = chat_server({f"Find tumor {k}.": "[0, 0, 10, 10]" for k in range(3)})
+    monkeypatch.delenv("MEDGROUND_PREDICT_UNSET", raising=False)
+    out = tmp_path / "preds.jsonl"
+
+    def predict_with(*options: str) -> Any:
+        args = ["--gt", str(gt), "--format", "pixel", "--out", str(out), "--max-retries", "0", "--timeout", "5"]
+        return CliRunner().invoke(predict_command, [*args, *options])
+
+    base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    for options, message in (
+        (
+            ("--backend", "openai", "--model", "not-served", "--base-url", base_url),
+            f"the model server at {base_url} does not serve model 'not-served' (it lists 'qwen25vl-test')",
+        ),
+        (
+            ("--backend", "openai", "--model", "qwen25vl-test", "--base-url", down),
+            f"the model server at {down} cannot be used: connection",
+        ),
+        (
+            ("--backend", "openai", "--model", "qwen25vl-test", "--base-url", base_url + "/wrong"),
+            "answered GET /models with HTTP 404",
+        ),
+    ):
+        result = predict_with(*options, "--api-key-env", "MEDGROUND_PREDICT_UNSET")
+        assert result.exit_code == 1, result.output
+        assert message in result.output, result.output
+        assert "answered now" not in result.output  # stopped before asking anything
+        assert not out.exists()
+    assert server.requests == [] and len(server.gets) == 2
+
+    fake_vllm(monkeypatch)
+    missing = tmp_path / "models" / "qwen"
+    result = predict_with("--backend", "vllm", "--model", str(missing))
+    assert result.exit_code == 1 and f"model = '{missing}': no such folder" in result.output, result.output
+    assert not out.exists()
+
+    # Backends that can be used pass the check and every sample is asked.
+    result = predict_with("--backend", "openai", "--model", "qwen25vl-test", "--base-url", base_url)
+    assert result.exit_code == 0, result.output
+    assert "3 samples: 3 answered now" in result.output and len(server.requests) == 3
+    missing.mkdir(parents=True)
+    (missing / "config.json").write_text("{}")
+    (missing / "model.safetensors").write_text("weights")
+    out.unlink()
+    result = predict_with("--backend", "vllm", "--model", str(missing))  # the stand-in engine answers
+    assert result.exit_code == 0, result.output
+    assert "3 samples: 3 answered now" in result.output
 
 
 def test_predict_without_samples_of_the_split(tmp_path):

@@ -15,7 +15,7 @@ import click
 from medground import __version__, phantoms
 from medground.audit import audit as audit_run
 from medground.audit import format_audit
-from medground.backends import make_backend
+from medground.backends import check_backend, make_backend
 from medground.boxes import (
     CONVENTIONS,
     GROUNDING_FAMILIES,
@@ -596,6 +596,10 @@ def predict_command(
 ) -> None:
     """Ask a VLM to ground each query of an output folder; `medground eval` scores the answers.
 
+    The backend is checked once before any query is sent (openai: the server answers and
+    lists --model; vllm: vLLM installed and --model there to load): if it cannot be used,
+    the command stops with the reason and status 1, writing nothing.
+
     Resumable: answers are appended to --out as they come, and ids already there are
     skipped, so rerunning the same command retries only what is left.
     """
@@ -621,8 +625,12 @@ def predict_command(
         # the processor sees images as the boxes assume (Qwen2.5-VL's min_pixels, max_pixels)
         settings.update({"mm_processor_kwargs": boxes.image_fields()} if boxes.image_fields() else {})
     try:
+        # Once, before any request (and before vLLM loads the model): a server that is down,
+        # a model it does not serve, vLLM missing or a model folder that is not there stop
+        # here, instead of every query failing on its own.
+        check_backend(settings)
         client = make_backend(settings)
-    except (ImportError, ValueError, FileNotFoundError) as error:
+    except (ImportError, ValueError, FileNotFoundError) as error:  # BackendUnavailable is a ValueError
         raise click.ClickException(str(error)) from error
 
     def progress(done: int, todo: int) -> None:

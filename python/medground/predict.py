@@ -13,6 +13,9 @@ Qwen2.5-VL's ``min_pixels``/``max_pixels``), which eval reads back.
 
 Runs are resumable: answers are appended as they come and ids already in the output are
 skipped, so rerunning the same command after an interruption or failures finishes the job.
+``medground predict`` checks its backend once before any request
+(:func:`medground.backends.check_backend`), so a server that is down or a model that is not
+there stops it with the reason instead of failing every sample.
 """
 
 from __future__ import annotations

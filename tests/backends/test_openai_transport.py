@@ -190,6 +190,118 @@ def test_the_timeout_bounds_the_whole_request_against_a_trickling_server(serve, 
     assert time.monotonic() - started < 2.0
 
 
+def test_name_resolution_counts_against_the_deadline(serve, monkeypatch) -> None:
+    """A resolver that hangs (getaddrinfo made to wait far past timeout_s) holds the request
+    no longer than its deadline: the attempt is a timeout, retried like one. A name that
+    resolves at once reaches the server at the address it resolved to; an unknown name is a
+    connection failure."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server = serve(lambda key, attempt, payload: Reply(body=completion(GOOD)))
+    port = server.httpd.server_address[1]
+    resolve = socket.getaddrinfo
+    release = threading.Event()
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        if host == "slow.medground.test":
+            release.wait(10)  # a resolver that hangs (released when the test ends)
+        if host in ("slow.medground.test", "fast.medground.test"):
+            return resolve("127.0.0.1", *args, **kwargs)
+        if host == "unknown.medground.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        fast = client(server, base_url=f"http://fast.medground.test:{port}/v1")
+        (response,) = fast.run([verdict_request("good")])
+        assert response.ok, response
+        fast.check()
+        assert asked.count("fast.medground.test") == 2 and len(server.payloads) == 1
+
+        slow = client(server, base_url=f"http://slow.medground.test:{port}/v1", timeout_s=0.5, max_retries=1)
+        started = time.monotonic()
+        (response,) = slow.run([verdict_request("slow")])
+        assert response.reason == "timeout", response
+        assert "within 0.5 s" in response.detail and response.attempts == 2
+        assert time.monotonic() - started < 2.0  # two attempts of 0.5 s; the resolver holds on for 10 s
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=r"slow\.medground\.test:\d+/v1 cannot be used: timeout"):
+            slow.check()
+        assert time.monotonic() - started < 1.5
+        assert len(server.payloads) == 1 and len(server.gets) == 1  # nothing reached the server
+
+        unknown = client(server, base_url=f"http://unknown.medground.test:{port}/v1")
+        (response,) = unknown.run([verdict_request("unknown")])
+        assert response.reason == "connection" and "Name or service not known" in response.detail
+    finally:
+        release.set()
+
+
+class Silent:
+    """A TCP port that accepts connections and never says a word on them (a TLS server
+    that never answers the client's hello)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.1)
+        self.held: list[socket.socket] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held.append(connection)  # open, silent
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=5)
+        for connection in self.held:
+            connection.close()
+        self.sock.close()
+
+
+def test_the_tls_handshake_counts_against_the_deadline(monkeypatch) -> None:
+    """An https base_url whose server accepts the connection and never answers the TLS
+    hello: the handshake is cut at timeout_s, for a request and for the check before a run."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    silent = Silent()
+    try:
+        backend = OpenAIBackend(
+            "test-model",
+            base_url=f"https://127.0.0.1:{silent.port}/v1",
+            api_key_env=KEY_ENV,
+            timeout_s=0.5,
+            max_retries=0,
+        )
+        started = time.monotonic()
+        (response,) = backend.run([verdict_request("tls")])
+        assert response.reason == "timeout", response
+        assert "within 0.5 s" in response.detail
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="cannot be used: timeout"):
+            backend.check()
+        assert time.monotonic() - started < 1.5
+        assert len(silent.held) == 2  # both reached the server, and waited there for the handshake
+    finally:
+        silent.close()
+
+
 def echo(key: str, attempt: int, payload: dict[str, Any]) -> Reply:
     """A server that echoes the request's Authorization header wherever it can."""
     auth = payload["_authorization"]
@@ -251,7 +363,6 @@ def test_check_backend_before_a_run(serve, monkeypatch) -> None:
     check_backend({**settings, "backend": "vlm", "model": "google/medgemma-4b-it"})  # the judge's section
     assert server.gets[0] == ("/v1/models", f"Bearer {KEY}")
     check_backend({"backend": "template"})  # no model: nothing to check
-    check_backend({"backend": "vllm", "model": "m"})  # loaded where it runs
 
     with pytest.raises(BackendUnavailable, match=r"does not serve model 'other-model' \(it lists 'test-model', 'm'"):
         check_backend({**settings, "model": "other-model"})

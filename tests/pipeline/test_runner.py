@@ -20,8 +20,11 @@ from PIL import Image
 
 from chatserver import Reply, completion
 from medground import rle
+from medground.backends import BackendUnavailable
 from medground.cli import main
 from medground.pipeline import load_run_config, run
+from medground.pipeline.runner import check_models
+from vllm_stand_in import fake_vllm
 
 OUTPUTS = ("samples.jsonl", "rejected.jsonl", "errors.jsonl", "skipped.jsonl")
 
@@ -393,6 +396,59 @@ def test_a_run_whose_model_backend_cannot_be_used_stops_before_any_case(
         load_run_config(_write_config(demo_data, extra)), tmp_path / "ok", use_ray=False, progress=False, limit=1
     )
     assert summary.cases == 2 and server.payloads
+
+
+def test_a_run_whose_vllm_engine_cannot_be_built_stops_before_any_case(
+    demo_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """What a vLLM engine needs is checked before any case, without loading it (exit status
+    1, nothing written): vLLM installed, the model folder there with its config.json and
+    weights, a Hugging Face repo id in the cache when downloads are off, valid settings."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE", "VLLM_USE_MODELSCOPE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tmp_path / "qwen"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_text("weights")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    good = f'[synthesis]\nbackend = "vllm"\nmodel = "{model}"\n'
+
+    def refused(extra: str, message: str) -> None:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        config = _write_config(demo_data, extra)
+        result = CliRunner().invoke(main, ["run", str(config), "--out", str(out), "--no-ray", "--quiet"])
+        assert result.exit_code == 1, result.output
+        assert message in result.output, result.output
+        assert not out.exists()  # stopped before the output folder was touched
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    refused(good, "[synthesis] backend 'vllm' needs vLLM, which is not installed: pip install 'medground[vllm]'")
+    fake_vllm(monkeypatch)
+    refused(
+        f'[synthesis]\nbackend = "vllm"\nmodel = "{tmp_path / "missing"}"\n',
+        f"[synthesis] model = '{tmp_path / 'missing'}': no such folder",
+    )
+    refused(
+        f'[verification.visual]\nbackend = "vlm"\nmodel = "{bare}"\n',
+        f"[verification.visual] model = '{bare}': the folder has no config.json",
+    )
+    refused(
+        '[synthesis]\nbackend = "vllm"\nmodel = "Org/Not-Downloaded"\n',
+        "and HF_HUB_OFFLINE is set, so it cannot be downloaded: download it first (hf download Org/Not-Downloaded)",
+    )
+    refused(good + "tensor_parallel_size = 0\n", "[synthesis] the vllm backend cannot be used: tensor_parallel_size")
+
+    # A model that can be loaded passes (nothing is loaded by the check) ...
+    check_models(load_run_config(_write_config(demo_data, good)))
+    # ... and engines that load on the nodes of a cluster the run joins are not looked for here.
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    config = load_run_config(_write_config(demo_data, good))
+    with pytest.raises(BackendUnavailable, match="needs vLLM"):
+        check_models(config)
+    check_models(config, engines_here=False)
 
 
 def test_resume_retries_failed_cases_and_refuses_changed_settings(

@@ -26,8 +26,10 @@ attempt), ``connection``, ``http_<status>`` (after retries where retrying makes 
 ``empty_answer`` (a plain-text request answered with nothing) and ``backend_error`` (the
 engine failed on it).
 
-:func:`check_backend` checks a configured backend once before a run (its key variable
-set, its server up and serving the model), raising :class:`BackendUnavailable`.
+:func:`check_backend` checks a configured backend once before a run or a ``medground
+predict`` (``openai``: its key variable set, its server up and serving the model; ``vllm``:
+vLLM importable and the model there to load, without loading it), raising
+:class:`BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -130,24 +132,39 @@ def _kind(config: Mapping[str, Any]) -> Any:
     return kind
 
 
-def check_backend(config: Mapping[str, Any]) -> None:
+def check_backend(config: Mapping[str, Any], section: str | None = None) -> None:
     """Checks once, before any case, that the model backend a run-config section asks for
     can be used, so that a misconfigured run stops at once instead of rejecting every draft.
 
     ``openai``: the settings are valid, the key variable (``api_key_env``) is set, and the
-    server answers ``GET {base_url}/models`` listing ``model``. ``vllm``: nothing here (the
-    engine is loaded where it runs, and fails there with what to install).
+    server answers ``GET {base_url}/models`` listing ``model``. ``vllm``: what can be
+    checked without loading the model (:func:`medground.backends.vllm.check`): vLLM
+    importable, ``model`` a local folder with ``config.json`` and weights or a Hugging Face
+    repo id in the local cache (or downloadable: ``HF_HUB_OFFLINE`` unset), the settings
+    valid. ``template``: nothing.
+
+    Args:
+        config: the section (``[synthesis]``, ``[verification.visual]``, or what
+            ``medground predict`` builds from its options).
+        section: the section's name, put before the message (``synthesis``).
 
     Raises:
         BackendUnavailable: saying what is wrong (never holding the key).
     """
-    if _kind(config) != "openai":
-        return
     try:
-        backend = OpenAIBackend.from_config(config)
-    except ValueError as error:
-        raise BackendUnavailable(f"the openai backend cannot be used: {error}") from None
-    backend.check()
+        kind = _kind(config)
+        if kind == "openai":
+            try:
+                backend = OpenAIBackend.from_config(config)
+            except ValueError as error:
+                raise BackendUnavailable(f"the openai backend cannot be used: {error}") from None
+            backend.check()
+        elif kind == "vllm":
+            vllm.check(config)
+    except BackendUnavailable as error:
+        if section is None:
+            raise
+        raise BackendUnavailable(f"[{section}] {error}") from None
 
 
 def config_keys(kind: str) -> frozenset[str]:

@@ -39,7 +39,8 @@ COMMON_KEYS = frozenset({"backend", "engine", "model", "temperature", "top_p", "
 
 class BackendUnavailable(ValueError):
     """A model backend that cannot be used as configured (its key variable unset, its
-    server down or not serving the model): found once, before a run starts."""
+    server down or not serving the model; vLLM missing, the model not there to load): found
+    once, before a run or a ``medground predict`` starts."""
 
 
 @dataclass(frozen=True, eq=False)

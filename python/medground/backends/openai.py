@@ -10,9 +10,10 @@ exponential backoff and jitter, waiting as long as a ``Retry-After`` header asks
 
 The transport is hardened against servers and networks that misbehave:
 
-* ``timeout_s`` is the whole attempt's wall time (connecting, sending, the headers and the
-  body), not a per-read socket timeout: a server that trickles one byte a second is cut at
-  the deadline (its socket is shut down) and the attempt counts as a ``timeout``.
+* ``timeout_s`` is the whole attempt's wall time (resolving the host name, connecting, the
+  TLS handshake, sending, the headers and the body), not a per-read socket timeout: a server
+  that trickles one byte a second is cut at the deadline (its socket is shut down), a
+  resolver that hangs is given up on, and the attempt counts as a ``timeout``.
 * An answer larger than ``max_response_bytes`` (32 MiB by default) is read in chunks and
   abandoned at the cap (``response_too_large``), never buffered whole; error bodies are
   read only as far as the excerpt a message needs.
@@ -187,13 +188,19 @@ class _Deadline:
     slowly the server trickles; :attr:`expired` then says why the exchange failed."""
 
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.expired = False
         self._done = False
+        self._ends = time.monotonic() + seconds
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (0 once it has passed)."""
+        return max(0.0, self._ends - time.monotonic())
 
     def watch(self, sock: socket.socket) -> socket.socket:
         with self._lock:
@@ -229,21 +236,88 @@ class _TimedRequest(urllib.request.Request):
     deadline: _Deadline
 
 
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[tuple[Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, under the deadline: a host name is resolved in a
+    daemon thread that is waited for at most the time left (a resolver that hangs cannot be
+    interrupted; its thread is left to finish on its own, and holds nothing of the exchange).
+
+    Raises:
+        TimeoutError: when the deadline passes before the name is resolved.
+        OSError: what the resolver raised (``socket.gaierror`` for an unknown name).
+    """
+    try:
+        ipaddress.ip_address(host.strip("[]").partition("%")[0])
+    except ValueError:
+        pass
+    else:  # an address: nothing to look up, nothing that can hang
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    answer: list[list[tuple[Any, ...]]] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting exchange
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="medground-resolve", daemon=True).start()
+    if not done.wait(deadline.remaining()):
+        raise TimeoutError(f"resolving {host} took longer than {deadline.seconds:g} s")
+    if failure:
+        raise failure[0]
+    return answer[0]
+
+
+def _connect_under(deadline: _Deadline) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` whose every step counts against ``deadline``: the name
+    resolved within the time left, each address tried with at most the time left, and each
+    socket watched by the deadline from the moment it exists."""
+
+    def connect(address: tuple[str, int], timeout: Any = None, source_address: Any = None) -> socket.socket:
+        host, port = address
+        # http.client passes its own timeout (a number, or the default's sentinel object).
+        limit = float(timeout) if isinstance(timeout, (int, float)) else None
+        errors: list[OSError] = []
+        for family, kind, proto, _, sockaddr in _resolve(host, port, deadline):
+            left = deadline.remaining()
+            if left <= 0:
+                break
+            sock = deadline.watch(socket.socket(family, kind, proto))
+            try:
+                sock.settimeout(left if limit is None else min(limit, left))
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                errors.append(exc)
+                sock.close()
+        if deadline.remaining() <= 0:
+            raise TimeoutError(f"could not connect to {host}:{port} within {deadline.seconds:g} s")
+        raise errors[-1] if errors else OSError(f"{host}: getaddrinfo returned no address")
+
+    return connect
+
+
 class _WatchedHTTPConnection(http.client.HTTPConnection):
-    """HTTP whose sockets are watched by the deadline from the moment they exist."""
+    """HTTP whose connection (the name lookup included) runs under the deadline, and whose
+    sockets are watched by it from the moment they exist."""
 
     _create_connection: Callable[..., socket.socket]
 
     def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
-        connect = self._create_connection
-        self._create_connection = lambda *a, **k: deadline.watch(connect(*a, **k))
+        self._create_connection = _connect_under(deadline)
 
 
 class _WatchedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS whose TLS handshake runs under the deadline too (the TLS socket is watched
-    before it shakes hands)."""
+    """HTTPS whose connection (the name lookup included) and TLS handshake run under the
+    deadline too (the TLS socket is watched before it shakes hands; the certificate is
+    checked against the host name of the URL, not the address it resolved to)."""
 
     _create_connection: Callable[..., socket.socket]
 
@@ -251,8 +325,7 @@ class _WatchedHTTPSConnection(http.client.HTTPSConnection):
         self._tls = context or ssl.create_default_context()
         super().__init__(*args, context=self._tls, **kwargs)
         self._deadline = deadline
-        connect = self._create_connection
-        self._create_connection = lambda *a, **k: deadline.watch(connect(*a, **k))
+        self._create_connection = _connect_under(deadline)
 
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)  # TCP (and a proxy's CONNECT tunnel)
@@ -302,8 +375,8 @@ class OpenAIBackend:
         api_key_env: the name of the environment variable holding the API key; None sends
             no key (a local ``vllm serve`` needs none).
         sampling: temperature, top_p and max_tokens.
-        timeout_s: the wall time one attempt may take, all of it (connecting, sending,
-            waiting, reading), in seconds.
+        timeout_s: the wall time one attempt may take, all of it (resolving the host name,
+            connecting, the TLS handshake, sending, waiting, reading), in seconds.
         max_retries: attempts after the first, for retryable failures.
         concurrency: requests in flight at once.
         backoff_s: the first retry's base delay; doubled each retry, with jitter.

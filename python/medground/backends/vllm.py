@@ -10,12 +10,18 @@ checked against the schema either way.
 
 vLLM is an optional extra, imported only when this backend is built:
 ``pip install 'medground[vllm]'`` on a machine with a CUDA GPU.
+
+:func:`check` finds, before a run loads the engine, what can be found without loading it:
+vLLM importable, the settings valid, and the model there to load (a local folder with its
+``config.json`` and weights, or a Hugging Face repo id in the local cache or downloadable).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from medground.backends.base import (
+    BackendUnavailable,
     Request,
     Response,
     SamplingSettings,
@@ -34,7 +41,16 @@ from medground.backends.base import (
     resolve_messages,
 )
 
-__all__ = ["CONFIG_KEYS", "INSTALL_HINT", "VllmBackend", "build_sampling_params", "import_vllm"]
+__all__ = [
+    "CONFIG_KEYS",
+    "INSTALL_HINT",
+    "WEIGHT_FILES",
+    "VllmBackend",
+    "build_sampling_params",
+    "check",
+    "hf_hub_cache",
+    "import_vllm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +85,137 @@ def import_vllm() -> ModuleType:
             f"backend 'vllm' needs vLLM, which is not installed: {INSTALL_HINT} "
             "(on a machine with a CUDA GPU), or use backend = 'openai' with a running server"
         ) from exc
+
+
+#: The weight files vLLM's default loader reads from a model folder (safetensors, else PyTorch).
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
+#: A Hugging Face repo id: ``NAME`` or ``ORG/NAME`` (as ``huggingface_hub`` validates it).
+_REPO_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]{1,96}")
+_TRUE = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, found as ``huggingface_hub`` finds it:
+    ``HF_HUB_CACHE`` (or the older ``HUGGINGFACE_HUB_CACHE``), else ``HF_HOME/hub``, else
+    ``$XDG_CACHE_HOME/huggingface/hub`` (``~/.cache/huggingface/hub``)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if hub:
+        return Path(os.path.expandvars(hub)).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def _hf_offline() -> str | None:
+    """The variable that forbids downloads from the Hub, if one is set."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in _TRUE:
+            return name
+    return None
+
+
+def _weights(folder: Path) -> list[Path]:
+    return [path for pattern in WEIGHT_FILES for path in folder.glob(pattern)]
+
+
+_NOT_LOADED = object()  # stands for the engine where only the settings are checked
+
+
+def check(config: Mapping[str, Any]) -> None:
+    """Checks, without loading the model, that the ``vllm`` backend a run-config section asks
+    for can be built where this runs: vLLM importable, ``model`` there to load, the settings
+    valid.
+
+    ``model`` is a local folder when it exists (it must hold ``config.json`` and weights,
+    ``*.safetensors``, ``*.bin`` or ``*.pt``; a ``.gguf`` file is taken as it is), and
+    otherwise a Hugging Face repo id (``ORG/NAME``): found in the hub cache
+    (:func:`hf_hub_cache`, a snapshot with ``config.json``), or, unless ``HF_HUB_OFFLINE``
+    forbids it, downloaded by vLLM when it loads (said in a warning, not an error). With
+    ``VLLM_USE_MODELSCOPE`` set the model comes from ModelScope, whose cache is not looked at.
+
+    Raises:
+        BackendUnavailable: naming the setting and what is wrong with it.
+    """
+    model = config_model(config)
+    if not isinstance(model, str) or not model.strip():
+        raise BackendUnavailable(
+            f"the vllm backend needs model = a local model folder or a Hugging Face repo id, got {model!r}"
+        )
+    try:
+        import_vllm()
+    except ImportError as error:
+        raise BackendUnavailable(str(error)) from None
+    except Exception as error:  # installed, but broken (a CUDA or torch mismatch, say)
+        raise BackendUnavailable(
+            f"backend 'vllm': vLLM is installed but cannot be imported ({type(error).__name__}: {error}); "
+            f"reinstall it ({INSTALL_HINT}) to match this machine's CUDA and torch"
+        ) from None
+    _check_model(model)
+    try:
+        VllmBackend.from_config(config, llm=_NOT_LOADED)  # the settings, read as a run reads them
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise BackendUnavailable(f"the vllm backend cannot be used: {error}") from None
+
+
+def _check_model(model: str) -> None:
+    """``model`` is a folder vLLM can load, or a repo id it finds in the cache or may download."""
+    setting = f"model = {model!r}"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        _check_folder(path, setting)
+        return
+    if path.exists():
+        if path.suffix.lower() == ".gguf":
+            return  # a single GGUF file, which vLLM loads as it is
+        raise BackendUnavailable(
+            f"{setting} is a file; it must be a model folder (config.json and the weights) or a Hugging Face repo id"
+        )
+    relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    if model.startswith(("/", "./", "../", "~")):
+        raise BackendUnavailable(f"{setting}: no such folder{relative}")
+    if not _REPO_ID.fullmatch(model) or "--" in model or ".." in model:
+        raise BackendUnavailable(f"{setting} is neither a folder{relative} nor a Hugging Face repo id (ORG/NAME)")
+    if os.environ.get("VLLM_USE_MODELSCOPE", "").strip().upper() in _TRUE:
+        return  # a ModelScope id: its cache is ModelScope's own
+    _check_cached(model, f"{setting} is not a folder{relative} and")
+
+
+def _check_folder(path: Path, setting: str) -> None:
+    if not (path / "config.json").is_file():
+        raise BackendUnavailable(
+            f"{setting}: the folder has no config.json, so it is not a Hugging Face model folder; "
+            "point model at the folder that holds config.json and the weights"
+        )
+    if not _weights(path):
+        raise BackendUnavailable(
+            f"{setting}: the folder has config.json but no weights ({', '.join(WEIGHT_FILES)}); "
+            "the download may be unfinished"
+        )
+
+
+def _check_cached(model: str, what: str) -> None:
+    """A repo id: in the hub cache, or allowed to be downloaded."""
+    cache = hf_hub_cache()
+    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots"
+    configured = [s for s in sorted(snapshots.glob("*")) if (s / "config.json").is_file()]
+    offline = _hf_offline()
+    if offline is None:
+        if not configured:
+            log.warning(
+                "%s not in the Hugging Face cache (%s): vLLM will download it from the Hub when it loads", what, cache
+            )
+        return
+    if not configured:
+        raise BackendUnavailable(
+            f"{what} not in the Hugging Face cache ({cache}), and {offline} is set, so it cannot be downloaded: "
+            f"download it first (hf download {model}), point HF_HUB_CACHE or HF_HOME at the cache that holds it, "
+            f"or unset {offline}"
+        )
+    if not any(_weights(s) for s in configured):
+        raise BackendUnavailable(
+            f"model = {model!r}: the Hugging Face cache ({cache}) holds its config.json but no weights "
+            f"({', '.join(WEIGHT_FILES)}), and {offline} is set, so they cannot be downloaded: "
+            f"finish the download (hf download {model}) or unset {offline}"
+        )
 
 
 def build_sampling_params(
@@ -194,8 +341,9 @@ class VllmBackend:
         self.llm = llm
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> VllmBackend:
-        """The backend for a run-config section (keys as in :func:`medground.backends.make_backend`)."""
+    def from_config(cls, config: Mapping[str, Any], *, llm: Any = None) -> VllmBackend:
+        """The backend for a run-config section (keys as in :func:`medground.backends.make_backend`);
+        ``llm`` as in the constructor."""
         return cls(
             config_model(config),
             tensor_parallel_size=config_integer(config, "tensor_parallel_size", 1, 1),
@@ -210,6 +358,7 @@ class VllmBackend:
             seed=config_integer(config, "seed", None, 0),
             chat_template_kwargs=config.get("chat_template_kwargs"),
             mm_processor_kwargs=config.get("mm_processor_kwargs"),
+            llm=llm,
         )
 
     def __repr__(self) -> str:

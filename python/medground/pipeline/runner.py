@@ -84,18 +84,26 @@ def _plan(
     return work, dropped
 
 
-def check_models(config: RunConfig) -> None:
+def check_models(config: RunConfig, *, engines_here: bool = True) -> None:
     """Checks the run's model backends once, before any case: a model server that is down,
-    does not serve the model or lacks its key stops the run with a clear error instead of
-    turning every draft into a rejection.
+    does not serve the model or lacks its key, and a vLLM engine that could not be built
+    (vLLM missing, the model not there to load, a bad setting), stop the run with a clear
+    error instead of turning every draft into a rejection.
+
+    Args:
+        config: the run's settings.
+        engines_here: False when the vLLM engines load on the nodes of a Ray cluster the run
+            joins (``--ray-address``), not on this machine: what they need (vLLM, the model
+            files) is then not looked for here.
 
     Raises:
-        BackendUnavailable: (a ValueError) saying what is wrong.
+        BackendUnavailable: (a ValueError) naming the section and what is wrong.
     """
-    if config.synthesis.uses_model:
-        check_backend(config.synthesis.table)
-    if config.verification.visual.backend == "vlm":
-        check_backend(config.verification.visual.table)
+    visual = config.verification.visual
+    if config.synthesis.uses_model and (engines_here or config.synthesis.backend != "vllm"):
+        check_backend(config.synthesis.table, "synthesis")
+    if visual.backend == "vlm" and (engines_here or visual.engine != "vllm"):
+        check_backend(visual.table, "verification.visual")
 
 
 def _dropped(spec: DatasetSpec, reason: str, detail: str) -> dict[str, Any]:
@@ -405,11 +413,12 @@ def run(
 
     Raises:
         BackendUnavailable: a model backend cannot be used (checked before anything is
-            written: the key variable, the server, the model it serves).
+            written: the key variable, the server, the model it serves; vLLM and the model
+            files, unless the engines load on a cluster joined with ``ray_address``).
     """
     started = time.perf_counter()
     _outside_datasets(out, config)
-    check_models(config)
+    check_models(config, engines_here=not (use_ray and ray_address))
     if use_ray and ray_address:
         _reachable(ray_address)  # before the folder is touched
     folder = OutputFolder(out)

@@ -11,7 +11,7 @@ of the whole run, and requests/s against the ideal (every prompt in a full batch
 server with a per-request latency and a concurrency limit: the share of time the client
 held its configured number of requests in flight.
 
-Run: python bench/model_batching.py [--cpus 2 8] [--volumes 24 --photos 24]
+Run: python bench/model_batching.py [--cpus 2 8] [--volumes 30 --photos 30] [--t0 0.5 --t1 0.03]
 Writes bench/model_batching.json; the table is pasted into bench/README.md.
 """
 
@@ -81,10 +81,12 @@ def simulated(data: Path, cpus: int, t0: float, t1: float, max_batch: int) -> di
             started = time.perf_counter()
             summary = run(load_run_config(config), Path(out) / "run", progress=False)
             wall = time.perf_counter() - started
+            if summary.failed:
+                print((Path(out) / "run" / "errors.jsonl").read_text()[:2000])
     finally:
         ray.shutdown()
     ideal = max_batch / (t0 + t1 * max_batch)
-    row: dict[str, Any] = {"cpus": cpus, "cases": summary.cases, "wall_s": wall, "ideal_requests_per_s": ideal}
+    row: dict[str, Any] = {"cpus": cpus, "cases": summary.cases, "failed": summary.failed, "wall_s": wall, "ideal_requests_per_s": ideal}
     for kind, stats in summary.model_stats.items():
         row[kind] = {
             "requests": stats["requests"],
@@ -127,13 +129,13 @@ def openai(data: Path, cpus: int, in_flight: int, latency: float) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpus", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--volumes", type=int, default=24)
-    parser.add_argument("--photos", type=int, default=24)
-    parser.add_argument("--t0", type=float, default=0.3, help="engine seconds per step")
-    parser.add_argument("--t1", type=float, default=0.012, help="engine seconds per prompt in a step")
+    parser.add_argument("--volumes", type=int, default=30)
+    parser.add_argument("--photos", type=int, default=30)
+    parser.add_argument("--t0", type=float, default=0.5, help="engine seconds per step")
+    parser.add_argument("--t1", type=float, default=0.03, help="engine seconds per prompt in a step")
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=128)
-    parser.add_argument("--latency", type=float, default=2.0, help="loopback server seconds per request")
+    parser.add_argument("--latency", type=float, default=4.0, help="loopback server seconds per request")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)

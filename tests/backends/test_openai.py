@@ -171,6 +171,26 @@ def test_openai_backend_bounds_concurrency(serve, monkeypatch) -> None:
     assert sum(server.counts.values()) == 12
 
 
+def test_openai_backend_keeps_the_token_counts_the_server_reports(serve, monkeypatch) -> None:
+    """``usage`` gives a response's token counts (what throughput in tokens/s is made of);
+    an answer without it, or with nonsense in it, counts 0."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+    def answer(key: str, attempt: int, payload: dict) -> Reply:
+        body = completion(GOOD)
+        if key.endswith("counted"):
+            body["usage"] = {"prompt_tokens": 812, "completion_tokens": 23, "total_tokens": 835}
+        elif key.endswith("nonsense"):
+            body["usage"] = {"prompt_tokens": -1, "completion_tokens": "many"}
+        return Reply(body=body)
+
+    backend = backend_for(serve(answer))
+    counted, silent, nonsense = backend.run([verdict_request(k) for k in ("counted", "silent", "nonsense")])
+    assert counted.ok and (counted.prompt_tokens, counted.completion_tokens) == (812, 23)
+    assert silent.ok and (silent.prompt_tokens, silent.completion_tokens) == (0, 0)
+    assert nonsense.ok and (nonsense.prompt_tokens, nonsense.completion_tokens) == (0, 0)
+
+
 def test_openai_backend_sends_images_as_png_data_urls(serve, monkeypatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     server = serve(scenario)

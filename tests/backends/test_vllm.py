@@ -213,3 +213,22 @@ def test_the_hugging_face_cache_is_found_as_huggingface_hub_finds_it(monkeypatch
     assert hf_hub_cache() == tmp_path / "legacy"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert hf_hub_cache() == tmp_path / "hub"
+
+
+def test_vllm_responses_carry_the_engines_token_counts() -> None:
+    """A vLLM RequestOutput's prompt and completion token ids are counted on the response
+    (tokens/s in scripts/gpu_batching_check.py); an output without them counts 0."""
+    from types import SimpleNamespace
+
+    from medground.backends.vllm import VllmBackend
+    from model_requests import GOOD, verdict_request
+
+    request = verdict_request("count me")
+    counted = SimpleNamespace(
+        prompt_token_ids=list(range(700)),
+        outputs=[SimpleNamespace(text=GOOD, finish_reason="stop", token_ids=[1] * 31)],
+    )
+    bare = SimpleNamespace(outputs=[SimpleNamespace(text=GOOD, finish_reason="stop")])
+    response = VllmBackend._response(request, counted, 0.1)
+    assert response.ok and (response.prompt_tokens, response.completion_tokens) == (700, 31)
+    assert VllmBackend._response(request, bare, 0.1).prompt_tokens == 0

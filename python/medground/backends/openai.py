@@ -49,8 +49,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from email.message import Message
-from typing import Any
+from typing import Any, TypeGuard
 
 from medground.backends.base import (
     BackendUnavailable,
@@ -745,7 +746,13 @@ class OpenAIBackend:
         # Scrubbed before it is read: the answer's fields, its text and the details of what
         # is wrong with it are all made from the scrubbed text.
         content = None if content is None else self._scrub(content)
-        return answer_from_text(request, content, finish_reason=finish_reason, attempts=attempts, seconds=seconds)
+        response = answer_from_text(request, content, finish_reason=finish_reason, attempts=attempts, seconds=seconds)
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if _count(prompt) and _count(completion):
+                response = replace(response, prompt_tokens=prompt, completion_tokens=completion)
+        return response
 
     # ------------------------------------------------------------------ the key
 
@@ -776,15 +783,17 @@ class OpenAIBackend:
         """The response with the key blanked from its detail, raw text and parsed answer."""
         if not self._secrets:
             return response
-        return Response(
-            response.id,
-            self._scrub_value(response.data),
-            response.reason,
-            None if response.detail is None else self._scrub(response.detail),
-            None if response.text is None else self._scrub(response.text),
-            response.attempts,
-            response.seconds,
+        return replace(
+            response,
+            data=self._scrub_value(response.data),
+            detail=None if response.detail is None else self._scrub(response.detail),
+            text=None if response.text is None else self._scrub(response.text),
         )
+
+
+def _count(value: Any) -> TypeGuard[int]:
+    """Whether a server's token count is one (a non-negative integer)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _secret_forms(key: str | None) -> tuple[str, ...]:

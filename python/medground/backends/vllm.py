@@ -24,6 +24,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -464,4 +465,7 @@ class VllmBackend:
             return Response(
                 request.id, None, "malformed_response", f"no completion in the output: {exc}", None, 1, seconds
             )
-        return answer_from_text(request, text, finish_reason=finish_reason, seconds=seconds)
+        response = answer_from_text(request, text, finish_reason=finish_reason, seconds=seconds)
+        prompt = getattr(output, "prompt_token_ids", None) or ()
+        answer = getattr(completion, "token_ids", None) or ()
+        return replace(response, prompt_tokens=len(prompt), completion_tokens=len(answer))

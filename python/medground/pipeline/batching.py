@@ -328,6 +328,8 @@ class QueuedBackend:
     actor: what a case's synthesizer and judge use on Ray (the engine's name and model are
     the queue's, so records are the same as with the engine in process)."""
 
+    RETRIES = 3
+
     def __init__(self, queue: Any) -> None:
         import ray
 
@@ -335,11 +337,20 @@ class QueuedBackend:
         self.name, self.model = ray.get(queue.describe.remote())
 
     def run(self, requests: Sequence[Request]) -> list[Response]:
+        """The responses, in order. The queue actor is restarted by Ray when it dies; the
+        requests it held are sent again (a few times, then the case fails)."""
         import ray
 
         if not requests:
             return []
-        return list(ray.get(self.queue.submit.remote(list(requests))))
+        for attempt in range(self.RETRIES + 1):
+            try:
+                return list(ray.get(self.queue.submit.remote(list(requests))))
+            except ray.exceptions.RayActorError:
+                if attempt == self.RETRIES:
+                    raise
+                time.sleep(1.0 + attempt)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         pass

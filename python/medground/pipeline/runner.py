@@ -358,13 +358,20 @@ class _Pool:
                 yield job, None
 
 
+def _patience(timeout: float) -> float:
+    """Seconds the driver waits for a case handed to a worker before it kills the worker:
+    the longest the case may wait for memory to start (``CaseActor``), its time budget, and
+    the grace period."""
+    return 2 * timeout + GRACE_S
+
+
 def _kill_overruns(ray: Any, pending: dict[Any, _Job], actors: list[Any], timeout: float) -> None:
     """Kills the worker of a case with no result a grace period past its time budget (a
     native call the in-case watchdog cannot interrupt); the worker restarts, and the other
     cases it held are marked to run again."""
     now = time.monotonic()
     for job in list(pending.values()):
-        if job.killed or job.collateral or now - job.started <= timeout + GRACE_S:
+        if job.killed or job.collateral or now - job.started <= _patience(timeout):
             continue
         ray.kill(actors[job.actor], no_restart=False)
         for other in pending.values():
@@ -377,7 +384,10 @@ def _worker_failed(job: _Job, error: Exception, timeout: float | None) -> CaseRe
     spec, files = job.spec, job.files
     failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
     if job.killed and timeout is not None:
-        detail = f"no result {timeout + GRACE_S:g} s after it started (time budget {timeout:g} s + grace); killed"
+        detail = (
+            f"no result {_patience(timeout):g} s after it was handed to its worker (up to {timeout:g} s waiting "
+            f"for memory, its {timeout:g} s time budget, {GRACE_S:g} s grace); its worker was killed"
+        )
     else:
         # The worker died (out of memory on a huge volume, a crash), twice: this case fails,
         # the run goes on, and --resume tries it again.

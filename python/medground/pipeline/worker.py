@@ -8,6 +8,8 @@ same in-process, in a Ray task on any node, or twice after a crash.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -182,16 +184,46 @@ class CaseActor:
     """A CPU worker on Ray (an actor with ``max_concurrency`` threads): runs several cases
     at once, so that while one waits for its model answers the next is prepared. The memory
     budget of all its cases is set once on the process (``RLIMIT_AS``); each case keeps its
-    own time budget."""
+    own time budget.
+
+    Admission: a case starts at once when no other case runs here or the process's resident
+    memory is under :attr:`ADMIT_SHARE` of the budget; otherwise it waits (at most its time
+    budget) for running cases to finish, so that many cases in flight never mean many
+    real-size volumes in memory at once."""
+
+    ADMIT_SHARE = 0.5
 
     def __init__(self, memory_bytes: int | None) -> None:
+        self._memory = memory_bytes
         self._limit = case_budget(None, memory_bytes)
         self._limit.__enter__()  # held for the actor's life
+        self._running = 0
+        self._turn = threading.Condition()
+
+    def _admit(self, patience: float | None) -> None:
+        deadline = None if patience is None else time.monotonic() + patience
+        with self._turn:
+            while self._running > 0 and self._memory and _resident() > self.ADMIT_SHARE * self._memory:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._turn.wait(timeout=0.5 if left is None else min(0.5, left))
+            self._running += 1
 
     def process(self, spec: DatasetSpec, files: CaseFiles, **kwargs: Any) -> CaseResult:
-        return process_case(spec, files, **kwargs)
+        self._admit(kwargs.get("budget", (None, None))[0])
+        try:
+            return process_case(spec, files, **kwargs)
+        finally:
+            with self._turn:
+                self._running -= 1
+                self._turn.notify_all()
 
-    def pid(self) -> int:
-        import os
 
-        return os.getpid()
+def _resident() -> int:
+    """This process's resident memory in bytes (0 when unknown)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

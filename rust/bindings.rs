@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{Array1, Array2, ArrayView3, ArrayViewD, Axis, Ix3};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -34,6 +34,7 @@ impl From<KernelError> for PyErr {
                 PyValueError::new_err(m)
             }
             KernelError::Overflow(m) => PyOverflowError::new_err(m),
+            KernelError::OutOfMemory(m) => PyMemoryError::new_err(m),
         }
     }
 }

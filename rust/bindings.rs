@@ -8,19 +8,22 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array1, Array2, ArrayView3, ArrayViewD, Axis, Ix3};
+use ndarray::{Array2, ArrayView3, ArrayViewD, Axis, Ix3};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::alloc::{try_collect_exact, try_with_capacity};
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
-use crate::error::KernelError;
+use crate::error::{KernelError, KernelResult};
 use crate::label::{Label, LabelIndex};
 use crate::layout::{
     check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
 };
-use crate::regions::{moment_shapes, present_labels, region_columns, region_stats, IntensityRows};
+use crate::regions::{
+    moment_shapes, present_labels, region_columns, region_stats, IntensityRows, IntensityStats,
+};
 use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
 };
@@ -34,6 +37,7 @@ impl From<KernelError> for PyErr {
                 PyValueError::new_err(m)
             }
             KernelError::Overflow(m) => PyOverflowError::new_err(m),
+            KernelError::OutOfMemory(m) => PyMemoryError::new_err(m),
         }
     }
 }
@@ -352,10 +356,9 @@ fn largest_k<'py>(
         let conn = connectivity_for(o.ndim, connectivity)?;
         let view = o.view;
         let (rl, map) = run(py, "largest_k", move || {
-            label_runs(view, conn, binary).map(|rl| {
-                let map = largest_k_map(&rl.sizes(), k);
-                (rl, map)
-            })
+            let rl = label_runs(view, conn, binary)?;
+            let map = largest_k_map(&rl.sizes()?, k)?;
+            Ok::<_, KernelError>((rl, map))
         })??;
         let n = (k as u64).min(rl.n as u64);
         Ok((emit_labels(py, &rl, n, &shape, o.reversed, out_dtype, Some(&map))?, n))
@@ -381,10 +384,9 @@ fn dust<'py>(
         let conn = connectivity_for(o.ndim, connectivity)?;
         let view = o.view;
         let (rl, keep) = run(py, "dust", move || {
-            label_runs(view, conn, binary).map(|rl| {
-                let keep = rl.keep_by_size(threshold, invert);
-                (rl, keep)
-            })
+            let rl = label_runs(view, conn, binary)?;
+            let keep = rl.keep_by_size(threshold, invert)?;
+            Ok::<_, KernelError>((rl, keep))
         })??;
         let out = new_output(py, &shape, o.reversed, "dust", move |out| {
             // The oriented view's logical order is the output's memory order.
@@ -426,7 +428,7 @@ fn dust_in_place_typed<T: Label + numpy::Element>(
     let view = orient_like(view, reversed)?;
     run(py, "dust", move || {
         let rl = label_runs(view.view(), conn, binary)?;
-        let keep = rl.keep_by_size(threshold, invert);
+        let keep = rl.keep_by_size(threshold, invert)?;
         rl.erase_view(view, &keep);
         Ok::<(), KernelError>(())
     })??;
@@ -476,14 +478,14 @@ fn region_rows<'py, T: Label + numpy::Element>(
     let reversed = o.reversed;
     // Moments go back to the caller's axis order below, so spacing stays in it.
     let sp = oriented_spacing(spacing, ndim, false);
-    let (labels, cols, stats) = run(py, "regionprops", move || {
-        let st = region_stats(view, intensity);
+    let (labels, cols, stats) = run(py, "regionprops", move || -> KernelResult<_> {
+        let st = region_stats(view, intensity)?;
         let mut moments = st.moments;
         unreverse_moments(&mut moments, ndim, reversed);
-        let shapes = moment_shapes(&moments, sp, ndim == 2);
-        let cols = region_columns(&moments, &shapes, sp, ndim);
-        (st.index.labels().to_vec(), cols, st.intensity)
-    })?;
+        let shapes = moment_shapes(&moments, sp, ndim == 2)?;
+        let cols = region_columns(&moments, &shapes, sp, ndim)?;
+        Ok((st.index.into_labels(), cols, st.intensity))
+    })??;
     let n = labels.len();
     let shaped = |v: Vec<f64>, dims: &[usize]| -> PyResult<Bound<'py, PyAny>> {
         let a = ndarray::ArrayD::from_shape_vec(dims.to_vec(), v)
@@ -514,22 +516,14 @@ fn region_rows<'py, T: Label + numpy::Element>(
         d.set_item("orientation", cols.orientation.into_pyarray(py))?;
     }
     if let Some(stats) = stats {
-        d.set_item(
-            "intensity_mean",
-            Array1::from_iter(stats.iter().map(|s| s.mean)).into_pyarray(py),
-        )?;
-        d.set_item(
-            "intensity_std",
-            Array1::from_iter(stats.iter().map(|s| s.std())).into_pyarray(py),
-        )?;
-        d.set_item(
-            "intensity_min",
-            Array1::from_iter(stats.iter().map(|s| s.min)).into_pyarray(py),
-        )?;
-        d.set_item(
-            "intensity_max",
-            Array1::from_iter(stats.iter().map(|s| s.max)).into_pyarray(py),
-        )?;
+        let column = |value: fn(&IntensityStats) -> f64| -> PyResult<_> {
+            let column = try_collect_exact(stats.iter().map(value), "an intensity column")?;
+            Ok(column.into_pyarray(py))
+        };
+        d.set_item("intensity_mean", column(|s| s.mean)?)?;
+        d.set_item("intensity_std", column(IntensityStats::std)?)?;
+        d.set_item("intensity_min", column(|s| s.min)?)?;
+        d.set_item("intensity_max", column(|s| s.max)?)?;
     }
     Ok(d)
 }
@@ -580,7 +574,8 @@ fn label_index_from<T: Label + numpy::Element>(
     let arr: PyReadonlyArrayDyn<'_, T> = values
         .extract()
         .map_err(|_| PyTypeError::new_err("region labels must have the dtype of the label map"))?;
-    Ok(LabelIndex::new(arr.as_array().iter().copied().collect()))
+    let labels = try_collect_exact(arr.as_array().iter().copied(), "the region labels")?;
+    Ok(LabelIndex::new(labels)?)
 }
 
 /// Marching-cubes surface area of each region in `region_labels` (3D only).
@@ -601,7 +596,7 @@ fn surface_areas<'py>(
         let o = orient(v)?;
         let sp = oriented_spacing(&spacing, 3, o.reversed);
         let view = o.view;
-        let areas = run(py, "surface_areas", move || surface_kernel(view, sp, &index))?;
+        let areas = run(py, "surface_areas", move || surface_kernel(view, sp, &index))??;
         Ok(areas.into_pyarray(py).into_any())
     })
 }
@@ -625,7 +620,7 @@ fn shape2d<'py>(
         let sp = oriented_spacing(&spacing, 2, o.reversed);
         let view = o.view.index_axis_move(Axis(0), 0);
         let sp = [sp[1], sp[2]];
-        let s = run(py, "shape2d", move || shape2d_kernel(view, sp, &index))?;
+        let s = run(py, "shape2d", move || shape2d_kernel(view, sp, &index))??;
         let d = PyDict::new(py);
         d.set_item("perimeter", s.perimeter.into_pyarray(py))?;
         d.set_item("convex_area", s.convex_area.into_pyarray(py))?;
@@ -656,13 +651,17 @@ fn slice_areas<'py>(
         let kernel_axis = kernel_axis(axis, ndim, o.reversed);
         let view = o.view;
         let (index, table) = run(py, "slice_areas", move || {
-            let index = given.unwrap_or_else(|| present_labels(view));
-            let table = slice_areas_kernel(view, &index, kernel_axis);
-            (index, table)
-        })?;
+            let index = match given {
+                Some(index) => index,
+                None => present_labels(view)?,
+            };
+            let table = slice_areas_kernel(view, &index, kernel_axis)?;
+            Ok::<_, KernelError>((index, table))
+        })??;
+        // u64 to i64 of one size: the collect reuses the table's buffer, no allocation.
         let table = Array2::from_shape_vec((index.len(), size), table.into_iter().map(|c| c as i64).collect())
             .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
-        Ok((index.labels().to_vec().into_pyarray(py).into_any(), table.into_pyarray(py).into_any()))
+        Ok((index.into_labels().into_pyarray(py).into_any(), table.into_pyarray(py).into_any()))
     })
 }
 
@@ -678,15 +677,21 @@ fn pair_columns<'py>(
         py: Python<'py>,
         rows: &[(i128, i128, u64)],
         pick: fn(&(i128, i128, u64)) -> i128,
-    ) -> Option<Bound<'py, PyAny>> {
-        let values: Option<Vec<V>> = rows.iter().map(|r| V::try_from(pick(r)).ok()).collect();
-        values.map(|v| v.into_pyarray(py).into_any())
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut values: Vec<V> = try_with_capacity(rows.len(), "a label column")?;
+        for r in rows {
+            match V::try_from(pick(r)) {
+                Ok(v) => values.push(v),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(values.into_pyarray(py).into_any()))
     }
     let pick_a: fn(&(i128, i128, u64)) -> i128 = |r| r.0;
     let pick_b: fn(&(i128, i128, u64)) -> i128 = |r| r.1;
-    let (a, b) = match (column::<i64>(py, &rows, pick_a), column::<i64>(py, &rows, pick_b)) {
+    let (a, b) = match (column::<i64>(py, &rows, pick_a)?, column::<i64>(py, &rows, pick_b)?) {
         (Some(a), Some(b)) => (a, b),
-        _ => match (column::<u64>(py, &rows, pick_a), column::<u64>(py, &rows, pick_b)) {
+        _ => match (column::<u64>(py, &rows, pick_a)?, column::<u64>(py, &rows, pick_b)?) {
             (Some(a), Some(b)) => (a, b),
             _ => {
                 return Err(PyOverflowError::new_err(format!(
@@ -698,7 +703,7 @@ fn pair_columns<'py>(
     let d = PyDict::new(py);
     d.set_item("a", a)?;
     d.set_item("b", b)?;
-    let count: Vec<i64> = rows.iter().map(|r| r.2 as i64).collect();
+    let count: Vec<i64> = try_collect_exact(rows.iter().map(|r| r.2 as i64), "the pair counts")?;
     d.set_item("count", count.into_pyarray(py))?;
     Ok(d)
 }
@@ -715,7 +720,7 @@ fn contacts<'py>(
         let o = orient(v)?;
         let conn = connectivity_for(o.ndim, connectivity)?;
         let view = o.view;
-        run(py, "contacts", move || contacts_kernel(&view, conn))?
+        run(py, "contacts", move || contacts_kernel(&view, conn))??
     });
     pair_columns(py, rows, "contacts")
 }
@@ -740,7 +745,7 @@ fn overlap<'py>(
             let oa = orient(va)?;
             let vb = orient_like(vb, oa.reversed)?;
             let view_a = oa.view;
-            run(py, "overlap", move || overlap_kernel(&view_a, &vb))?
+            run(py, "overlap", move || overlap_kernel(&view_a, &vb))??
         })
     });
     pair_columns(py, rows, "overlap")

@@ -15,6 +15,7 @@
 use ndarray::{s, ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
+use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_zeroed, try_with_capacity};
 use crate::error::{KernelError, KernelResult};
 use crate::label::Label;
 
@@ -176,8 +177,9 @@ fn skip_zeros<T: Label>(row: &[T], mut from: usize) -> usize {
 
 /// Appends the runs of one row. In `binary` mode every nonzero value joins one run
 /// (stored with the first value seen); otherwise a run holds one value.
+/// `runs` grows fallibly, by the amortised doubling of `Vec::push`.
 #[inline]
-pub fn push_runs<T: Label>(row: &[T], binary: bool, runs: &mut Vec<Run<T>>) {
+pub fn push_runs<T: Label>(row: &[T], binary: bool, runs: &mut Vec<Run<T>>) -> KernelResult<()> {
     let n = row.len();
     let mut x = skip_zeros(row, 0);
     while x < n {
@@ -193,60 +195,73 @@ pub fn push_runs<T: Label>(row: &[T], binary: bool, runs: &mut Vec<Run<T>>) {
                 x += 1;
             }
         }
-        runs.push(Run {
-            start: start as u32,
-            end: x as u32,
-            value,
-        });
+        try_push(
+            runs,
+            Run {
+                start: start as u32,
+                end: x as u32,
+                value,
+            },
+            "the runs of the mask",
+        )?;
         if x < n && row[x].is_zero() {
             x = skip_zeros(row, x);
         }
     }
+    Ok(())
 }
 
 /// Calls `f(z, y, row)` for each row `first..last` of the view (global row index
 /// `z * ny + y`), as a contiguous slice; rows that are not contiguous in memory are
-/// copied into a reusable buffer first.
-pub fn for_each_row<T: Label, F: FnMut(usize, usize, &[T])>(
+/// copied into a reusable buffer first. Stops at the first error `f` returns.
+pub fn for_each_row<T: Label, F: FnMut(usize, usize, &[T]) -> KernelResult<()>>(
     view: &ArrayView3<T>,
     first: usize,
     last: usize,
     mut f: F,
-) {
+) -> KernelResult<()> {
     let ny = view.shape()[1];
     if ny == 0 {
-        return;
+        return Ok(());
     }
     let mut buf: Vec<T> = Vec::new();
     for r in first..last {
         let (z, y) = (r / ny, r % ny);
         let row = view.slice(s![z, y, ..]);
         match row.as_slice() {
-            Some(slice) => f(z, y, slice),
+            Some(slice) => f(z, y, slice)?,
             None => {
                 buf.clear();
+                try_reserve(&mut buf, row.len(), "a copy of a row")?;
                 buf.extend(row.iter().copied());
-                f(z, y, &buf);
+                f(z, y, &buf)?;
             }
         }
     }
+    Ok(())
 }
 
 /// Scans rows `first..last` into a slab of runs.
-fn scan_slab<T: Label>(view: &ArrayView3<T>, first: usize, last: usize, binary: bool) -> Slab<T> {
-    let mut row_start = Vec::with_capacity(last - first + 1);
+fn scan_slab<T: Label>(
+    view: &ArrayView3<T>,
+    first: usize,
+    last: usize,
+    binary: bool,
+) -> KernelResult<Slab<T>> {
+    let mut row_start = try_with_capacity(last - first + 1, "the row index of a slab")?;
     let mut runs = Vec::new();
     row_start.push(0u32);
     for_each_row(view, first, last, |_, _, row| {
-        push_runs(row, binary, &mut runs);
+        push_runs(row, binary, &mut runs)?;
         // Overflow is checked by the caller once the total is known; saturate here.
         row_start.push(u32::try_from(runs.len()).unwrap_or(u32::MAX));
-    });
-    Slab {
+        Ok(())
+    })?;
+    Ok(Slab {
         first_row: first,
         row_start,
         runs,
-    }
+    })
 }
 
 #[inline]
@@ -315,7 +330,8 @@ fn neighbour_row(row: usize, ny: usize, dz: isize, dy: isize) -> Option<usize> {
 /// Returns the runs of the volume with the label of each; write them out with
 /// [`RunLabels::write`]. Cost: one read of the volume, O(runs) memory and
 /// near-linear union-find work in the number of runs. Errors with
-/// [`KernelError::Overflow`] if the volume has 2^32 − 1 runs or more.
+/// [`KernelError::Overflow`] if the volume has 2^32 − 1 runs or more, and with
+/// [`KernelError::OutOfMemory`] if its runs or union-find arrays cannot be allocated.
 pub fn label_runs<T: Label>(
     view: ArrayView3<T>,
     connectivity: Connectivity,
@@ -334,7 +350,7 @@ pub fn label_runs<T: Label>(
             shape,
             slabs: vec![Slab {
                 first_row: 0,
-                row_start: vec![0; n_rows + 1],
+                row_start: try_vec_zeroed(n_rows + 1, "the row index of a slab")?,
                 runs: Vec::new(),
             }],
             labels: Vec::new(),
@@ -349,8 +365,11 @@ pub fn label_runs<T: Label>(
     let scanned: Vec<(Slab<T>, Vec<u32>)> = bounds
         .par_iter()
         .map(|&(first, last)| {
-            let slab = scan_slab(&view, first, last, binary);
-            let mut parent: Vec<u32> = (0..slab.runs.len() as u32).collect();
+            let slab = scan_slab(&view, first, last, binary)?;
+            let mut parent: Vec<u32> = try_collect_exact(
+                0..slab.runs.len() as u32,
+                "the union-find parents of a slab",
+            )?;
             for r in first..last {
                 let cur = slab.row(r - first);
                 if cur.is_empty() {
@@ -373,9 +392,9 @@ pub fn label_runs<T: Label>(
                     }
                 }
             }
-            (slab, parent)
+            Ok((slab, parent))
         })
-        .collect();
+        .collect::<KernelResult<_>>()?;
 
     let total: usize = scanned.iter().map(|(s, _)| s.runs.len()).sum();
     if total >= u32::MAX as usize {
@@ -386,7 +405,7 @@ pub fn label_runs<T: Label>(
 
     // One global parent array, slab-local indices shifted by each slab's offset.
     let mut slab_offset = Vec::with_capacity(scanned.len());
-    let mut parent: Vec<u32> = Vec::with_capacity(total);
+    let mut parent: Vec<u32> = try_with_capacity(total, "the union-find parents")?;
     let mut slabs = Vec::with_capacity(scanned.len());
     for (slab, local) in scanned {
         let base = parent.len() as u32;
@@ -506,23 +525,23 @@ impl<T: Label> RunLabels<T> {
     }
 
     /// Voxel count of every component: entry `l` is the size of label `l` (entry 0 unused).
-    pub fn sizes(&self) -> Vec<u64> {
-        let mut sizes = vec![0u64; self.n as usize + 1];
+    pub fn sizes(&self) -> KernelResult<Vec<u64>> {
+        let mut sizes = try_vec_zeroed::<u64>(self.n as usize + 1, "the component sizes")?;
         for (slab, &offset) in self.slabs.iter().zip(&self.slab_offset) {
             for (j, run) in slab.runs.iter().enumerate() {
                 sizes[self.labels[offset + j] as usize] += (run.end - run.start) as u64;
             }
         }
-        sizes
+        Ok(sizes)
     }
 
     /// Which components [`dust`](RunLabels::erase) keeps: those of `threshold` voxels or
     /// more (with `invert`, those below it), indexed by label (entry 0 unused).
-    pub fn keep_by_size(&self, threshold: u64, invert: bool) -> Vec<bool> {
-        self.sizes()
-            .iter()
-            .map(|&s| (s >= threshold) != invert)
-            .collect()
+    pub fn keep_by_size(&self, threshold: u64, invert: bool) -> KernelResult<Vec<bool>> {
+        try_collect_exact(
+            self.sizes()?.iter().map(|&s| (s >= threshold) != invert),
+            "the components to keep",
+        )
     }
 
     /// Sets to zero every voxel of each component whose label maps to `false` in
@@ -571,14 +590,16 @@ impl<T: Label> RunLabels<T> {
 /// The `k` largest components, as a relabelling map from component label to
 /// `1..=k` by decreasing size (ties: the component met first in raster order
 /// first); every other component maps to 0.
-pub fn largest_k_map(sizes: &[u64], k: usize) -> Vec<u32> {
-    let mut order: Vec<u32> = (1..sizes.len() as u32).collect();
-    order.sort_by(|&a, &b| sizes[b as usize].cmp(&sizes[a as usize]).then(a.cmp(&b)));
-    let mut map = vec![0u32; sizes.len()];
+pub fn largest_k_map(sizes: &[u64], k: usize) -> KernelResult<Vec<u32>> {
+    let mut order: Vec<u32> = try_collect_exact(1..sizes.len() as u32, "the components by size")?;
+    // No two labels compare equal, so the unstable sort (which, unlike the stable one,
+    // allocates nothing) gives the one order there is.
+    order.sort_unstable_by(|&a, &b| sizes[b as usize].cmp(&sizes[a as usize]).then(a.cmp(&b)));
+    let mut map = try_vec_zeroed::<u32>(sizes.len(), "the relabelling map")?;
     for (rank, &label) in order.iter().take(k).enumerate() {
         map[label as usize] = rank as u32 + 1;
     }
-    map
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -685,8 +706,8 @@ mod tests {
     fn sizes_dust_and_largest_k() {
         let a = from_2d(&["1101", "0001", "1001"]);
         let rl = label_runs(a.view(), Connectivity::Face, false).unwrap();
-        assert_eq!(rl.sizes(), vec![0, 2, 3, 1]);
-        let map = largest_k_map(&rl.sizes(), 2);
+        assert_eq!(rl.sizes().unwrap(), vec![0, 2, 3, 1]);
+        let map = largest_k_map(&rl.sizes().unwrap(), 2).unwrap();
         assert_eq!(map, vec![0, 2, 1, 0]);
         let mut kept = a.as_slice().unwrap().to_vec();
         rl.erase(&mut kept, &[false, true, true, false]);
@@ -697,7 +718,7 @@ mod tests {
         let rl = label_runs(f.view().reversed_axes(), Connectivity::Face, false).unwrap();
         rl.erase_view(f.view_mut().reversed_axes(), &vec![true; rl.n as usize + 1]);
         assert_eq!(f, a);
-        let small: Vec<bool> = rl.sizes().iter().map(|&s| s >= 2).collect();
+        let small: Vec<bool> = rl.sizes().unwrap().iter().map(|&s| s >= 2).collect();
         rl.erase_view(f.view_mut().reversed_axes(), &small);
         assert_eq!(f.iter().filter(|&&v| v != 0).count(), 5);
     }

@@ -1,5 +1,5 @@
 //! Errors a kernel can report. The bindings turn each variant into the Python
-//! exception a caller expects (`ValueError` or `OverflowError`).
+//! exception a caller expects (`ValueError`, `OverflowError` or `MemoryError`).
 
 use std::fmt;
 
@@ -12,6 +12,11 @@ pub enum KernelError {
     ShapeMismatch(String),
     /// A count does not fit the index type the kernel works in (raised as `OverflowError`).
     Overflow(String),
+    /// A working buffer could not be allocated (raised as `MemoryError`): the message
+    /// names the buffer and the bytes asked for. Kernels allocate every buffer whose
+    /// size follows the input fallibly (see [`crate::alloc`]), so running out of memory,
+    /// or into an address-space limit, is this error instead of an abort.
+    OutOfMemory(String),
 }
 
 impl fmt::Display for KernelError {
@@ -19,7 +24,8 @@ impl fmt::Display for KernelError {
         match self {
             KernelError::InvalidArgument(m)
             | KernelError::ShapeMismatch(m)
-            | KernelError::Overflow(m) => f.write_str(m),
+            | KernelError::Overflow(m)
+            | KernelError::OutOfMemory(m) => f.write_str(m),
         }
     }
 }

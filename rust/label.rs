@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
+use crate::alloc::{try_reserve_map, try_vec_filled};
+use crate::error::KernelResult;
+
 /// An element type of a mask or label map: any numpy bool or integer dtype.
 ///
 /// `key` is an order-preserving widening to `i128`, so regions of any dtype sort
@@ -57,8 +60,12 @@ const ABSENT: u32 = u32::MAX;
 
 impl<T: Label> LabelIndex<T> {
     /// Builds the index from distinct nonzero labels in any order; they are sorted here.
-    pub fn new(mut labels: Vec<T>) -> Self {
-        labels.sort_by_key(|v| v.key());
+    /// Errors with [`crate::error::KernelError::OutOfMemory`] if the lookup table cannot
+    /// be allocated.
+    pub fn new(mut labels: Vec<T>) -> KernelResult<Self> {
+        // `key` is injective, so equal keys are equal labels and the unstable sort (which,
+        // unlike the stable one, allocates nothing) gives the same order.
+        labels.sort_unstable_by_key(|v| v.key());
         labels.dedup_by_key(|v| v.key());
         let min_key = labels.first().map_or(0, |v| v.key());
         let max_key = labels.last().map_or(0, |v| v.key());
@@ -69,19 +76,25 @@ impl<T: Label> LabelIndex<T> {
             sparse: HashMap::new(),
         };
         if max_key - min_key < DENSE_SPAN {
-            index.dense = vec![ABSENT; (max_key - min_key + 1) as usize];
+            index.dense = try_vec_filled(
+                (max_key - min_key + 1) as usize,
+                ABSENT,
+                "the label lookup table",
+            )?;
             for (row, v) in index.labels.iter().enumerate() {
                 index.dense[(v.key() - min_key) as usize] = row as u32;
             }
         } else {
-            index.sparse = index
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(row, v)| (v.key(), row as u32))
-                .collect();
+            try_reserve_map(
+                &mut index.sparse,
+                index.labels.len(),
+                "the label lookup table",
+            )?;
+            for (row, v) in index.labels.iter().enumerate() {
+                index.sparse.insert(v.key(), row as u32);
+            }
         }
-        index
+        Ok(index)
     }
 
     /// Number of regions (distinct nonzero labels).
@@ -97,6 +110,11 @@ impl<T: Label> LabelIndex<T> {
     /// The labels, ascending; row `i` of every table is `labels()[i]`.
     pub fn labels(&self) -> &[T] {
         &self.labels
+    }
+
+    /// The labels, ascending, without the lookup table.
+    pub fn into_labels(self) -> Vec<T> {
+        self.labels
     }
 
     /// The region row of label `v`, or `None` for background and labels not present.
@@ -125,7 +143,7 @@ mod tests {
 
     #[test]
     fn dense_lookup_sorts_and_skips_background() {
-        let idx = LabelIndex::new(vec![7u16, 3, 5, 3]);
+        let idx = LabelIndex::new(vec![7u16, 3, 5, 3]).unwrap();
         assert_eq!(idx.labels(), &[3, 5, 7]);
         assert_eq!(idx.get(5), Some(1));
         assert_eq!(idx.get(4), None);
@@ -135,7 +153,7 @@ mod tests {
 
     #[test]
     fn sparse_lookup_for_wide_spans_and_negatives() {
-        let idx = LabelIndex::new(vec![i64::MAX, -4, 1]);
+        let idx = LabelIndex::new(vec![i64::MAX, -4, 1]).unwrap();
         assert_eq!(idx.labels(), &[-4, 1, i64::MAX]);
         assert_eq!(idx.get(i64::MAX), Some(2));
         assert_eq!(idx.get(-4), Some(0));
@@ -144,7 +162,7 @@ mod tests {
 
     #[test]
     fn empty_index() {
-        let idx = LabelIndex::<u8>::new(vec![]);
+        let idx = LabelIndex::<u8>::new(vec![]).unwrap();
         assert!(idx.is_empty());
         assert_eq!(idx.get(1), None);
     }

@@ -7,6 +7,7 @@
 //! layout arithmetic they need (walking order, oriented spacing, moments back in the
 //! caller's axis order) is in `layout.rs`, where tests reach it.
 
+pub mod alloc;
 pub mod ccl;
 pub mod error;
 pub mod label;

@@ -11,7 +11,11 @@ use std::collections::HashMap;
 use ndarray::ArrayView3;
 use rayon::prelude::*;
 
+use crate::alloc::{
+    try_collect, try_push, try_reserve, try_reserve_map, try_vec_filled, try_with_capacity,
+};
 use crate::ccl::{fixed_slabs, for_each_row, push_runs, Run};
+use crate::error::KernelResult;
 use crate::label::{Label, LabelIndex};
 
 /// Exact integer moments of one region, in index coordinates `(z, y, x)`.
@@ -287,7 +291,7 @@ impl Slots {
     }
 
     #[inline(always)]
-    fn get_or_insert(&mut self, key: i128, next: u32) -> (u32, bool) {
+    fn get_or_insert(&mut self, key: i128, next: u32) -> KernelResult<(u32, bool)> {
         // Start the window a little below the first label: neighbours numbered just
         // before it are common at slab seams.
         let base = *self.base.get_or_insert(key.saturating_sub(1024));
@@ -295,24 +299,35 @@ impl Slots {
         if (0..DENSE_LABELS).contains(&off) {
             let k = off as usize;
             if k >= self.dense.len() {
-                self.dense.resize((k + 1).next_power_of_two(), u32::MAX);
+                self.grow_dense(k)?;
             }
             let slot = self.dense[k];
             if slot == u32::MAX {
                 self.dense[k] = next;
-                (next, true)
+                Ok((next, true))
             } else {
-                (slot, false)
+                Ok((slot, false))
             }
         } else {
             match self.sparse.get(&key) {
-                Some(&slot) => (slot, false),
+                Some(&slot) => Ok((slot, false)),
                 None => {
+                    try_reserve_map(&mut self.sparse, 1, "the label lookup of a slab")?;
                     self.sparse.insert(key, next);
-                    (next, true)
+                    Ok((next, true))
                 }
             }
         }
+    }
+
+    /// Grows the dense window to cover offset `k` (rarely: it doubles).
+    #[cold]
+    fn grow_dense(&mut self, k: usize) -> KernelResult<()> {
+        let len = (k + 1).next_power_of_two();
+        let more = len - self.dense.len();
+        try_reserve(&mut self.dense, more, "the label lookup of a slab")?;
+        self.dense.resize(len, u32::MAX);
+        Ok(())
     }
 }
 
@@ -322,32 +337,39 @@ impl Slots {
 ///
 /// Cost: one read of the label map (and of the intensity rows that hold foreground),
 /// O(runs) arithmetic, O(regions) memory per slab in flight. Parallel over slabs.
+/// Errors with [`crate::error::KernelError::OutOfMemory`] if a buffer cannot be allocated.
 pub fn region_stats<T: Label>(
     labels: ArrayView3<T>,
     intensity: Option<&dyn IntensityRows>,
-) -> RegionStats<T> {
+) -> KernelResult<RegionStats<T>> {
     let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
-    let empty = || RegionStats {
-        index: LabelIndex::new(Vec::new()),
-        moments: Vec::new(),
-        intensity: intensity.map(|_| Vec::new()),
-    };
     if shape.contains(&0) {
-        return empty();
+        return Ok(RegionStats {
+            index: LabelIndex::new(Vec::new())?,
+            moments: Vec::new(),
+            intensity: intensity.map(|_| Vec::new()),
+        });
     }
     let bounds = fixed_slabs(shape);
     let slabs: Vec<SlabRegions<T>> = bounds
         .par_iter()
         .map(|&(first, last)| scan_stats(&labels, intensity, first, last))
-        .collect();
+        .collect::<KernelResult<_>>()?;
 
-    let all_labels: Vec<T> = slabs
-        .iter()
-        .flat_map(|s| s.labels.iter().copied())
-        .collect();
-    let index = LabelIndex::new(all_labels);
-    let mut moments = vec![Moments::default(); index.len()];
-    let mut stats = intensity.map(|_| vec![IntensityStats::default(); index.len()]);
+    let all_labels: Vec<T> = try_collect(
+        slabs.iter().flat_map(|s| s.labels.iter().copied()),
+        "the labels of every slab",
+    )?;
+    let index = LabelIndex::new(all_labels)?;
+    let mut moments = try_vec_filled(index.len(), Moments::default(), "the region moments")?;
+    let mut stats = match intensity {
+        Some(_) => Some(try_vec_filled(
+            index.len(),
+            IntensityStats::default(),
+            "the region intensity statistics",
+        )?),
+        None => None,
+    };
     for slab in &slabs {
         for (i, &label) in slab.labels.iter().enumerate() {
             // Every slab label went into the index just above.
@@ -360,11 +382,11 @@ pub fn region_stats<T: Label>(
             }
         }
     }
-    RegionStats {
+    Ok(RegionStats {
         index,
         moments,
         intensity: stats,
-    }
+    })
 }
 
 fn scan_stats<T: Label>(
@@ -372,7 +394,7 @@ fn scan_stats<T: Label>(
     intensity: Option<&dyn IntensityRows>,
     first: usize,
     last: usize,
-) -> SlabRegions<T> {
+) -> KernelResult<SlabRegions<T>> {
     let mut out = SlabRegions {
         labels: Vec::new(),
         moments: Vec::new(),
@@ -380,21 +402,33 @@ fn scan_stats<T: Label>(
     };
     let mut slots = Slots::new();
     let mut runs: Vec<Run<T>> = Vec::new();
-    let mut values: Vec<f64> = Vec::new();
+    // Room for one row of intensities up front, so filling a row never reallocates.
+    let mut values: Vec<f64> = match intensity {
+        Some(_) => try_with_capacity(labels.shape()[2], "a row of intensities")?,
+        None => Vec::new(),
+    };
     for_each_row(labels, first, last, |z, y, row| {
         runs.clear();
-        push_runs(row, false, &mut runs);
+        push_runs(row, false, &mut runs)?;
         if runs.is_empty() {
-            return;
+            return Ok(());
         }
         let row_values = intensity.map(|src| src.row(z, y, &mut values));
         for run in &runs {
-            let (slot, new) = slots.get_or_insert(run.value.key(), out.labels.len() as u32);
+            let (slot, new) = slots.get_or_insert(run.value.key(), out.labels.len() as u32)?;
             if new {
-                out.labels.push(run.value);
-                out.moments.push(Moments::default());
+                try_push(&mut out.labels, run.value, "the labels of a slab")?;
+                try_push(
+                    &mut out.moments,
+                    Moments::default(),
+                    "the moments of a slab",
+                )?;
                 if intensity.is_some() {
-                    out.intensity.push(IntensityStats::default());
+                    try_push(
+                        &mut out.intensity,
+                        IntensityStats::default(),
+                        "the intensity statistics of a slab",
+                    )?;
                 }
             }
             let slot = slot as usize;
@@ -403,13 +437,14 @@ fn scan_stats<T: Label>(
                 out.intensity[slot].add_values(&v[run.start as usize..run.end as usize]);
             }
         }
-    });
-    out
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// The distinct nonzero labels of a map, as an index (no statistics: one read of the
 /// map and O(runs) lookups).
-pub fn present_labels<T: Label>(labels: ArrayView3<T>) -> LabelIndex<T> {
+pub fn present_labels<T: Label>(labels: ArrayView3<T>) -> KernelResult<LabelIndex<T>> {
     let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
     if shape.contains(&0) {
         return LabelIndex::new(Vec::new());
@@ -422,17 +457,21 @@ pub fn present_labels<T: Label>(labels: ArrayView3<T>) -> LabelIndex<T> {
             let mut runs: Vec<Run<T>> = Vec::new();
             for_each_row(&labels, first, last, |_, _, row| {
                 runs.clear();
-                push_runs(row, false, &mut runs);
+                push_runs(row, false, &mut runs)?;
                 for run in &runs {
-                    if slots.get_or_insert(run.value.key(), seen.len() as u32).1 {
-                        seen.push(run.value);
+                    if slots.get_or_insert(run.value.key(), seen.len() as u32)?.1 {
+                        try_push(&mut seen, run.value, "the labels of a slab")?;
                     }
                 }
-            });
-            seen
+                Ok(())
+            })?;
+            Ok(seen)
         })
-        .collect();
-    LabelIndex::new(found.into_iter().flatten().collect())
+        .collect::<KernelResult<_>>()?;
+    LabelIndex::new(try_collect(
+        found.into_iter().flatten(),
+        "the labels of every slab",
+    )?)
 }
 
 /// Eigen-decomposition of a symmetric 3×3 matrix by cyclic Jacobi rotations.
@@ -540,11 +579,23 @@ pub fn moment_shape(m: &Moments, spacing: [f64; 3], planar: bool) -> MomentShape
 }
 
 /// [`moment_shape`] of every region, in parallel.
-pub fn moment_shapes(moments: &[Moments], spacing: [f64; 3], planar: bool) -> Vec<MomentShape> {
-    moments
-        .par_iter()
-        .map(|m| moment_shape(m, spacing, planar))
-        .collect()
+pub fn moment_shapes(
+    moments: &[Moments],
+    spacing: [f64; 3],
+    planar: bool,
+) -> KernelResult<Vec<MomentShape>> {
+    let blank = MomentShape {
+        eigenvalues: [0.0; 3],
+        axes: [[0.0; 3]; 3],
+    };
+    // Allocated here, fallibly, and filled in parallel (a rayon collect allocates
+    // infallibly).
+    let mut shapes = try_vec_filled(moments.len(), blank, "the region shapes")?;
+    shapes
+        .par_iter_mut()
+        .zip(moments.par_iter())
+        .for_each(|(s, m)| *s = moment_shape(m, spacing, planar));
+    Ok(shapes)
 }
 
 /// The per-region columns of a region table, flattened row-major: `(n,)`, `(n, ndim)`
@@ -572,29 +623,33 @@ pub struct RegionColumns {
 
 /// Turns moments and their eigen-analysis ([`moment_shapes`], same `spacing`) into
 /// table columns. `spacing` is in `(z, y, x)` order; for `ndim == 2` the `z` axis is
-/// the unit axis in front and is dropped. Cost: O(regions), no allocation per region.
+/// the unit axis in front and is dropped. Cost: O(regions), no allocation per region;
+/// every column is allocated once, fallibly, at its final length.
 pub fn region_columns(
     moments: &[Moments],
     shapes: &[MomentShape],
     spacing: [f64; 3],
     ndim: usize,
-) -> RegionColumns {
+) -> KernelResult<RegionColumns> {
     let n = moments.len();
     let first = 3 - ndim;
     let voxel_volume: f64 = spacing[first..].iter().product();
+    let planar = if ndim == 2 { n } else { 0 };
+    // n regions of at most 3 axes: no product here can overflow before the allocation
+    // of `moments` itself would have failed.
     let mut c = RegionColumns {
         ndim,
-        voxel_count: Vec::with_capacity(n),
-        bbox_min: Vec::with_capacity(n * ndim),
-        bbox_max: Vec::with_capacity(n * ndim),
-        centroid: Vec::with_capacity(n * ndim),
-        volume: Vec::with_capacity(n),
-        axis_lengths: Vec::with_capacity(n * ndim),
-        principal_axes: Vec::with_capacity(n * ndim * ndim),
-        elongation: Vec::with_capacity(n),
-        flatness: Vec::with_capacity(n),
-        eccentricity: Vec::with_capacity(if ndim == 2 { n } else { 0 }),
-        orientation: Vec::with_capacity(if ndim == 2 { n } else { 0 }),
+        voxel_count: try_with_capacity(n, "the voxel_count column")?,
+        bbox_min: try_with_capacity(n * ndim, "the bbox_min column")?,
+        bbox_max: try_with_capacity(n * ndim, "the bbox_max column")?,
+        centroid: try_with_capacity(n * ndim, "the centroid column")?,
+        volume: try_with_capacity(n, "the volume column")?,
+        axis_lengths: try_with_capacity(n * ndim, "the axis_lengths column")?,
+        principal_axes: try_with_capacity(n * ndim * ndim, "the principal_axes column")?,
+        elongation: try_with_capacity(n, "the elongation column")?,
+        flatness: try_with_capacity(n, "the flatness column")?,
+        eccentricity: try_with_capacity(planar, "the eccentricity column")?,
+        orientation: try_with_capacity(planar, "the orientation column")?,
     };
     for (m, ms) in moments.iter().zip(shapes) {
         c.voxel_count.push(m.count as i64);
@@ -643,7 +698,7 @@ pub fn region_columns(
             0.5 * (2.0 * cov_yx).atan2(var_y - var_x)
         });
     }
-    c
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -671,7 +726,7 @@ mod tests {
     fn moments_of_a_box_are_exact() {
         let mut a = Array3::<u8>::zeros((4, 5, 6));
         a.slice_mut(ndarray::s![1..3, 1..4, 2..6]).fill(7);
-        let st = region_stats(a.view(), None);
+        let st = region_stats(a.view(), None).unwrap();
         assert_eq!(st.index.labels(), &[7]);
         let m = st.moments[0];
         assert_eq!(m.count, 24);
@@ -693,7 +748,7 @@ mod tests {
             1000.0 + (z * 31 + y * 7 + x) as f64 * 0.5
         });
         let view = img.view();
-        let st = region_stats(a.view(), Some(&view));
+        let st = region_stats(a.view(), Some(&view)).unwrap();
         let stats = st.intensity.unwrap();
         for (row, &label) in st.index.labels().iter().enumerate() {
             let vals: Vec<f64> = a
@@ -719,7 +774,7 @@ mod tests {
         let mut a = Array3::<i64>::zeros((1, 2, 3));
         a[[0, 0, 0]] = -5;
         a[[0, 1, 2]] = i64::MAX;
-        let st = region_stats(a.view(), None);
+        let st = region_stats(a.view(), None).unwrap();
         assert_eq!(st.index.labels(), &[-5, i64::MAX]);
         assert_eq!(st.moments[1].centroid(), [0.0, 1.0, 2.0]);
     }
@@ -728,9 +783,9 @@ mod tests {
     fn columns_of_a_tilted_bar() {
         // A diagonal bar in one plane: major axis along (1, 1)/√2, orientation π/4.
         let a = Array3::from_shape_fn((1, 6, 6), |(_, y, x)| (y == x) as u8);
-        let st = region_stats(a.view(), None);
-        let shapes = moment_shapes(&st.moments, [1.0, 1.0, 1.0], true);
-        let c = region_columns(&st.moments, &shapes, [1.0, 1.0, 1.0], 2);
+        let st = region_stats(a.view(), None).unwrap();
+        let shapes = moment_shapes(&st.moments, [1.0, 1.0, 1.0], true).unwrap();
+        let c = region_columns(&st.moments, &shapes, [1.0, 1.0, 1.0], 2).unwrap();
         assert_eq!(c.voxel_count, vec![6]);
         assert_eq!(
             (c.bbox_min.clone(), c.bbox_max.clone()),
@@ -751,7 +806,7 @@ mod tests {
             (64, 128, 130),
             |(z, y, _)| if y == 5 { (z / 4) as u16 * 3 } else { 0 },
         );
-        let index = present_labels(a.view());
+        let index = present_labels(a.view()).unwrap();
         let expected: Vec<u16> = (1..16).map(|k| k * 3).collect();
         assert_eq!(index.labels(), expected.as_slice());
     }
@@ -786,7 +841,7 @@ mod tests {
                 .build()
                 .unwrap()
                 .install(|| {
-                    let st = region_stats(a.view(), Some(&view));
+                    let st = region_stats(a.view(), Some(&view)).unwrap();
                     let i = st.intensity.unwrap();
                     (
                         st.moments.iter().map(|m| m.s2).collect::<Vec<_>>(),

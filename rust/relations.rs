@@ -6,19 +6,23 @@ use std::collections::HashMap;
 use ndarray::ArrayView3;
 use rayon::prelude::*;
 
+use crate::alloc::{
+    try_collect_exact, try_reserve, try_reserve_map, try_to_vec, try_vec_filled, try_vec_zeroed,
+};
 use crate::ccl::{fixed_slabs, for_each_row, push_runs, Connectivity, Run};
+use crate::error::KernelResult;
 use crate::label::{Label, LabelIndex};
 
-/// A callback receiving `(z, y, runs)` for one row.
-pub type RowRuns<'a> = dyn FnMut(usize, usize, &[Run<i128>]) + 'a;
+/// A callback receiving `(z, y, runs)` for one row; an error stops the walk.
+pub type RowRuns<'a> = dyn FnMut(usize, usize, &[Run<i128>]) -> KernelResult<()> + 'a;
 
 /// A label map seen as rows of runs with labels widened to `i128`, so that two maps of
 /// different dtypes can be walked together without a kernel per dtype pair.
 pub trait KeyRows: Sync {
     /// `(nz, ny, nx)`.
     fn shape(&self) -> [usize; 3];
-    /// Calls `f(z, y, runs)` for rows `first..last`.
-    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>);
+    /// Calls `f(z, y, runs)` for rows `first..last`, stopping at the first error.
+    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>) -> KernelResult<()>;
 }
 
 impl<T: Label> KeyRows for ArrayView3<'_, T> {
@@ -26,34 +30,56 @@ impl<T: Label> KeyRows for ArrayView3<'_, T> {
         [self.shape()[0], self.shape()[1], self.shape()[2]]
     }
 
-    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>) {
+    fn rows(&self, first: usize, last: usize, f: &mut RowRuns<'_>) -> KernelResult<()> {
         let mut runs: Vec<Run<T>> = Vec::new();
         let mut keyed: Vec<Run<i128>> = Vec::new();
         for_each_row(self, first, last, |z, y, row| {
             runs.clear();
-            push_runs(row, false, &mut runs);
+            push_runs(row, false, &mut runs)?;
             keyed.clear();
+            try_reserve(&mut keyed, runs.len(), "the runs of a row")?;
             keyed.extend(runs.iter().map(|r| Run {
                 start: r.start,
                 end: r.end,
                 value: r.value.key(),
             }));
-            f(z, y, &keyed);
-        });
+            f(z, y, &keyed)
+        })
     }
 }
 
+/// Adds `n` to the count of pair `key`, growing the map fallibly: when it is full it
+/// grows here (out of line), so `entry` never has to (it would, infallibly, for a new
+/// pair in a full map).
+#[inline(always)]
+fn add_pair(pairs: &mut HashMap<(i128, i128), u64>, key: (i128, i128), n: u64) -> KernelResult<()> {
+    if pairs.len() >= pairs.capacity() {
+        grow_pairs(pairs)?;
+    }
+    *pairs.entry(key).or_insert(0) += n;
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn grow_pairs(pairs: &mut HashMap<(i128, i128), u64>) -> KernelResult<()> {
+    try_reserve_map(pairs, 1, "the label pairs")
+}
+
 /// Sums per-slab pair counts and sorts them by pair.
-fn merge_pairs(partial: Vec<HashMap<(i128, i128), u64>>) -> Vec<(i128, i128, u64)> {
+fn merge_pairs(partial: Vec<HashMap<(i128, i128), u64>>) -> KernelResult<Vec<(i128, i128, u64)>> {
     let mut total: HashMap<(i128, i128), u64> = HashMap::new();
     for map in partial {
         for (k, v) in map {
-            *total.entry(k).or_insert(0) += v;
+            add_pair(&mut total, k, v)?;
         }
     }
-    let mut out: Vec<(i128, i128, u64)> = total.into_iter().map(|((a, b), n)| (a, b, n)).collect();
+    let mut out: Vec<(i128, i128, u64)> = try_collect_exact(
+        total.into_iter().map(|((a, b), n)| (a, b, n)),
+        "the label pairs",
+    )?;
     out.sort_unstable();
-    out
+    Ok(out)
 }
 
 /// Voxel count of every region in every slice along `axis` (0, 1 or 2):
@@ -61,17 +87,19 @@ fn merge_pairs(partial: Vec<HashMap<(i128, i128), u64>>) -> Vec<(i128, i128, u64
 /// `size` is the volume's extent along `axis`.
 ///
 /// Cost: one read of the map, O(runs) updates (a difference array per region for
-/// axis 2), and `index.len() × size` memory per slab in flight.
+/// axis 2), and `index.len() × size` memory per slab in flight (allocated fallibly).
 pub fn slice_areas<T: Label>(
     labels: ArrayView3<T>,
     index: &LabelIndex<T>,
     axis: usize,
-) -> Vec<u64> {
+) -> KernelResult<Vec<u64>> {
     let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
     let size = shape[axis.min(2)];
     let n = index.len();
+    // A count past usize is a table no allocator gives: usize::MAX fails below.
+    let cells = |width: usize| n.saturating_mul(width);
     if shape.contains(&0) || n == 0 {
-        return vec![0; n * size];
+        return try_vec_zeroed(cells(size), "the slice area table");
     }
     // Along x a run covers several slices: mark +1 at its start and −1 past its end,
     // then one prefix sum per region gives the counts.
@@ -79,11 +107,11 @@ pub fn slice_areas<T: Label>(
     let partial: Vec<Vec<i64>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
-            let mut table = vec![0i64; n * width];
+            let mut table = try_vec_zeroed::<i64>(cells(width), "the slice area table of a slab")?;
             let mut runs: Vec<Run<T>> = Vec::new();
             for_each_row(&labels, first, last, |z, y, row| {
                 runs.clear();
-                push_runs(row, false, &mut runs);
+                push_runs(row, false, &mut runs)?;
                 for run in &runs {
                     let Some(r) = index.get(run.value) else {
                         continue;
@@ -98,17 +126,18 @@ pub fn slice_areas<T: Label>(
                         }
                     }
                 }
-            });
-            table
+                Ok(())
+            })?;
+            Ok(table)
         })
-        .collect();
-    let mut total = vec![0i64; n * width];
+        .collect::<KernelResult<_>>()?;
+    let mut total = try_vec_zeroed::<i64>(cells(width), "the slice area table")?;
     for table in partial {
         for (t, v) in total.iter_mut().zip(table) {
             *t += v;
         }
     }
-    let mut out = vec![0u64; n * size];
+    let mut out = try_vec_zeroed::<u64>(cells(size), "the slice area table")?;
     for r in 0..n {
         let mut acc = 0i64;
         for s in 0..size {
@@ -121,7 +150,7 @@ pub fn slice_areas<T: Label>(
             };
         }
     }
-    out
+    Ok(out)
 }
 
 /// Number of voxel pairs `(p, q)` with `p` in run `a`, `q` in run `b` of an adjacent
@@ -139,17 +168,37 @@ fn adjacent_pairs(a: &Run<i128>, b: &Run<i128>, reach: u32) -> u64 {
     pairs
 }
 
+/// Counts `n` contacts between labels `a` and `b` (none between a label and itself).
+/// Inlined into the scan's loop (as the closure it replaces was): most calls see one
+/// label twice and return at once.
+#[inline(always)]
+fn add_contact(
+    pairs: &mut HashMap<(i128, i128), u64>,
+    a: i128,
+    b: i128,
+    n: u64,
+) -> KernelResult<()> {
+    if a != b && n > 0 {
+        add_pair(pairs, (a.min(b), a.max(b)), n)
+    } else {
+        Ok(())
+    }
+}
+
 /// Which regions touch, and by how much: for every pair of distinct nonzero labels
 /// `(a, b)` with `a < b` whose voxels are neighbours under `connectivity`, the number
 /// of neighbouring voxel pairs (for `Face`, the number of shared faces: the contact
 /// area in voxel faces). Sorted by `(a, b)`.
 ///
 /// Cost: one read of the map plus one plane per slab re-read at the seams.
-pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, i128, u64)> {
+pub fn contacts(
+    labels: &dyn KeyRows,
+    connectivity: Connectivity,
+) -> KernelResult<Vec<(i128, i128, u64)>> {
     let shape = labels.shape();
     let [_, ny, _] = shape;
     if shape.contains(&0) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let neighbours: &[(isize, isize, u32)] = match connectivity {
         Connectivity::Face => &[(0, -1, 0), (-1, 0, 0)],
@@ -160,26 +209,24 @@ pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, 
         .par_iter()
         .map(|&(first, last)| {
             let mut pairs: HashMap<(i128, i128), u64> = HashMap::new();
-            let mut add = |a: i128, b: i128, n: u64| {
-                if a != b && n > 0 {
-                    *pairs.entry((a.min(b), a.max(b))).or_insert(0) += n;
-                }
-            };
             // Keep the runs of the rows a row can reach back to (one plane and a row).
             let window = ny + 1;
             let from = first.saturating_sub(window);
-            let mut recent: Vec<Vec<Run<i128>>> = vec![Vec::new(); window + 1];
+            let mut recent: Vec<Vec<Run<i128>>> =
+                try_vec_filled(window + 1, Vec::new(), "the runs of a plane")?;
             labels.rows(from, last, &mut |z, y, runs| {
                 let r = z * ny + y;
-                recent[r % (window + 1)].clear();
-                recent[r % (window + 1)].extend_from_slice(runs);
+                let slot = &mut recent[r % (window + 1)];
+                slot.clear();
+                try_reserve(slot, runs.len(), "the runs of a plane")?;
+                slot.extend_from_slice(runs);
                 if r < first {
-                    return;
+                    return Ok(());
                 }
                 // Same row: runs that abut.
                 for w in runs.windows(2) {
                     if w[0].end == w[1].start {
-                        add(w[0].value, w[1].value, 1);
+                        add_contact(&mut pairs, w[0].value, w[1].value, 1)?;
                     }
                 }
                 for &(dz, dy, reach) in neighbours {
@@ -196,15 +243,17 @@ pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, 
                         }
                         let mut k = j;
                         while k < prev.len() && prev[k].start < a.end + reach {
-                            add(a.value, prev[k].value, adjacent_pairs(a, &prev[k], reach));
+                            let n = adjacent_pairs(a, &prev[k], reach);
+                            add_contact(&mut pairs, a.value, prev[k].value, n)?;
                             k += 1;
                         }
                     }
                 }
-            });
-            pairs
+                Ok(())
+            })?;
+            Ok(pairs)
         })
-        .collect();
+        .collect::<KernelResult<_>>()?;
     merge_pairs(partial)
 }
 
@@ -213,20 +262,25 @@ pub fn contacts(labels: &dyn KeyRows, connectivity: Connectivity) -> Vec<(i128, 
 /// checked by the caller). Sorted by `(a, b)`.
 ///
 /// Cost: one read of each map; work proportional to their runs.
-pub fn overlap(labels_a: &dyn KeyRows, labels_b: &dyn KeyRows) -> Vec<(i128, i128, u64)> {
+pub fn overlap(
+    labels_a: &dyn KeyRows,
+    labels_b: &dyn KeyRows,
+) -> KernelResult<Vec<(i128, i128, u64)>> {
     let shape = labels_a.shape();
     if shape.contains(&0) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let [_, ny, _] = shape;
     let partial: Vec<HashMap<(i128, i128), u64>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
             // Rows of `a` are buffered per slab, then walked with the rows of `b`.
-            let mut a_rows: Vec<Vec<Run<i128>>> = vec![Vec::new(); last - first];
+            let mut a_rows: Vec<Vec<Run<i128>>> =
+                try_vec_filled(last - first, Vec::new(), "the runs of a slab")?;
             labels_a.rows(first, last, &mut |z, y, runs| {
-                a_rows[z * ny + y - first] = runs.to_vec();
-            });
+                a_rows[z * ny + y - first] = try_to_vec(runs, "the runs of a slab")?;
+                Ok(())
+            })?;
             let mut pairs: HashMap<(i128, i128), u64> = HashMap::new();
             labels_b.rows(first, last, &mut |z, y, b_runs| {
                 let a_runs = &a_rows[z * ny + y - first];
@@ -236,7 +290,7 @@ pub fn overlap(labels_a: &dyn KeyRows, labels_b: &dyn KeyRows) -> Vec<(i128, i12
                     let lo = a.start.max(b.start);
                     let hi = a.end.min(b.end);
                     if hi > lo {
-                        *pairs.entry((a.value, b.value)).or_insert(0) += (hi - lo) as u64;
+                        add_pair(&mut pairs, (a.value, b.value), (hi - lo) as u64)?;
                     }
                     if a.end <= b.end {
                         i += 1;
@@ -244,10 +298,11 @@ pub fn overlap(labels_a: &dyn KeyRows, labels_b: &dyn KeyRows) -> Vec<(i128, i12
                         j += 1;
                     }
                 }
-            });
-            pairs
+                Ok(())
+            })?;
+            Ok(pairs)
         })
-        .collect();
+        .collect::<KernelResult<_>>()?;
     merge_pairs(partial)
 }
 
@@ -265,22 +320,20 @@ mod tests {
     #[test]
     fn slice_areas_on_every_axis() {
         let a = plane(&["1120", "0122", "0000"]);
-        let index = LabelIndex::new(vec![1u8, 2]);
-        assert_eq!(slice_areas(a.view(), &index, 1), vec![2, 1, 0, 1, 2, 0]);
-        assert_eq!(
-            slice_areas(a.view(), &index, 2),
-            vec![1, 2, 0, 0, 0, 0, 2, 1]
-        );
-        assert_eq!(slice_areas(a.view(), &index, 0), vec![3, 3]);
+        let index = LabelIndex::new(vec![1u8, 2]).unwrap();
+        let areas = |axis| slice_areas(a.view(), &index, axis).unwrap();
+        assert_eq!(areas(1), vec![2, 1, 0, 1, 2, 0]);
+        assert_eq!(areas(2), vec![1, 2, 0, 0, 0, 0, 2, 1]);
+        assert_eq!(areas(0), vec![3, 3]);
     }
 
     #[test]
     fn contacts_count_shared_faces_and_corners() {
         let a = plane(&["1120", "0122", "3000"]);
-        let face = contacts(&a.view(), Connectivity::Face);
+        let face = contacts(&a.view(), Connectivity::Face).unwrap();
         // 1|2 in row 0, 1|2 in row 1, 2 above 2 is same label, 1 above 1 likewise.
         assert_eq!(face, vec![(1, 2, 2)]);
-        let all = contacts(&a.view(), Connectivity::Vertex);
+        let all = contacts(&a.view(), Connectivity::Vertex).unwrap();
         // Diagonals: (0,1)-(1,2) 1-2, (0,2)-(1,1) 2-1, plus (1,1)-(2,0) 1-3.
         assert_eq!(all, vec![(1, 2, 4), (1, 3, 1)]);
     }
@@ -289,6 +342,9 @@ mod tests {
     fn overlap_counts_co_occurring_pairs() {
         let a = plane(&["1111", "1111"]);
         let b = plane(&["0220", "0033"]);
-        assert_eq!(overlap(&a.view(), &b.view()), vec![(1, 2, 2), (1, 3, 2)]);
+        assert_eq!(
+            overlap(&a.view(), &b.view()).unwrap(),
+            vec![(1, 2, 2), (1, 3, 2)]
+        );
     }
 }

@@ -10,6 +10,11 @@
 use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 
+use crate::alloc::{
+    try_collect_exact, try_push, try_reserve, try_to_vec, try_vec_filled, try_vec_zeroed,
+    try_with_capacity,
+};
+use crate::error::KernelResult;
 use crate::label::{Label, LabelIndex};
 
 /// Per-region 2D shape measures, one entry per row of the LabelIndex.
@@ -24,12 +29,12 @@ pub struct Shape2d {
 }
 
 impl Shape2d {
-    fn zeros(n: usize) -> Self {
-        Shape2d {
-            perimeter: vec![0.0; n],
-            convex_area: vec![0.0; n],
-            feret_diameter_max: vec![0.0; n],
-        }
+    fn zeros(n: usize) -> KernelResult<Self> {
+        Ok(Shape2d {
+            perimeter: try_vec_zeroed(n, "the perimeters")?,
+            convex_area: try_vec_zeroed(n, "the convex areas")?,
+            feret_diameter_max: try_vec_zeroed(n, "the Feret diameters")?,
+        })
     }
 }
 
@@ -71,12 +76,14 @@ impl Shape2d {
 /// Rows that are not contiguous in memory (a Fortran-order or transposed array) are
 /// copied one at a time, which is correct but slower. Every intermediate is an integer
 /// count or exact integer geometry, so results are bit-identical for any thread count;
-/// they are also bit-identical for the transposed image with swapped spacing.
+/// they are also bit-identical for the transposed image with swapped spacing. Every
+/// buffer that grows with the image or the regions is allocated fallibly: one that
+/// cannot be is [`crate::error::KernelError::OutOfMemory`].
 pub fn shape2d<T: Label>(
     labels: ArrayView2<T>,
     spacing: [f64; 2],
     index: &LabelIndex<T>,
-) -> Shape2d {
+) -> KernelResult<Shape2d> {
     let (nrows, ncols) = labels.dim();
     let bands = band_count(nrows, ncols, index.len());
     shape2d_banded(labels, spacing, index, bands)
@@ -89,7 +96,7 @@ fn shape2d_banded<T: Label>(
     spacing: [f64; 2],
     index: &LabelIndex<T>,
     bands: usize,
-) -> Shape2d {
+) -> KernelResult<Shape2d> {
     let (nrows, ncols) = labels.dim();
     if index.is_empty() || nrows == 0 || ncols == 0 {
         return Shape2d::zeros(index.len());
@@ -208,7 +215,7 @@ fn measure<T: Label, C: Coord>(
     spacing: [f64; 2],
     index: &LabelIndex<T>,
     bands: usize,
-) -> Shape2d {
+) -> KernelResult<Shape2d> {
     let n = index.len();
     let nrows = labels.nrows();
     let bands = bands.clamp(1, nrows);
@@ -216,10 +223,10 @@ fn measure<T: Label, C: Coord>(
     let found: Vec<Band<C>> = (0..bands)
         .into_par_iter()
         .map(|k| scan_band(labels, index, bounds(k), bounds(k + 1)))
-        .collect();
+        .collect::<KernelResult<_>>()?;
 
-    let mut pieces = vec![[0u64; 3]; n];
-    let mut offsets = vec![0usize; n + 1];
+    let mut pieces = try_vec_zeroed::<[u64; 3]>(n, "the contour piece counts")?;
+    let mut offsets = try_vec_zeroed::<usize>(n + 1, "the span offsets")?;
     for band in &found {
         for (total, acc) in pieces.iter_mut().zip(&band.acc) {
             for (t, a) in total.iter_mut().zip(acc.pieces) {
@@ -235,8 +242,8 @@ fn measure<T: Label, C: Coord>(
     }
     // Bands are visited in order and each lists its spans in raster order, so every
     // region's spans come out sorted by row.
-    let mut spans = vec![Span::<C>::default(); offsets[n]];
-    let mut next = offsets[..n].to_vec();
+    let mut spans = try_vec_filled(offsets[n], Span::<C>::default(), "the row spans")?;
+    let mut next = try_to_vec(&offsets[..n], "the span offsets")?;
     for band in found {
         for (reg, span) in band.spans {
             let slot = &mut next[reg as usize];
@@ -246,31 +253,42 @@ fn measure<T: Label, C: Coord>(
     }
 
     let wide = nrows.max(labels.ncols()) >= 1 << 29;
-    let hulls: Vec<(f64, f64)> = (0..n)
-        .into_par_iter()
-        .map_init(HullScratch::default, |scratch, reg| {
+    // (convex area, Feret diameter) per region, allocated here (a rayon collect
+    // allocates infallibly) and filled in parallel.
+    let mut hulls = try_vec_filled(n, (0.0, 0.0), "the convex hull measures")?;
+    hulls.par_iter_mut().enumerate().try_for_each_init(
+        HullScratch::default,
+        |scratch, (reg, out)| {
             let spans = &spans[offsets[reg]..offsets[reg + 1]];
-            if wide {
-                hull_measures::<C, true>(spans, spacing, scratch)
+            *out = if wide {
+                hull_measures::<C, true>(spans, spacing, scratch)?
             } else {
-                hull_measures::<C, false>(spans, spacing, scratch)
-            }
-        })
-        .collect();
+                hull_measures::<C, false>(spans, spacing, scratch)?
+            };
+            Ok(())
+        },
+    )?;
 
     let [sy, sx] = spacing;
     // Written so that swapping the axes (and the spacing) gives the same bits.
     let cut = 0.5 * (sy * sy + sx * sx).sqrt();
-    let perimeter = pieces
-        .iter()
-        .map(|p| p[0] as f64 * cut + (p[1] as f64 * sx + p[2] as f64 * sy))
-        .collect();
-    let (convex_area, feret_diameter_max) = hulls.into_iter().unzip();
-    Shape2d {
+    let perimeter = try_collect_exact(
+        pieces
+            .iter()
+            .map(|p| p[0] as f64 * cut + (p[1] as f64 * sx + p[2] as f64 * sy)),
+        "the perimeters",
+    )?;
+    let mut convex_area = try_with_capacity(n, "the convex areas")?;
+    let mut feret_diameter_max = try_with_capacity(n, "the Feret diameters")?;
+    for (area, feret) in hulls {
+        convex_area.push(area);
+        feret_diameter_max.push(feret);
+    }
+    Ok(Shape2d {
         perimeter,
         convex_area,
         feret_diameter_max,
-    }
+    })
 }
 
 /// Region id of a pixel that belongs to no region of the index (background included).
@@ -287,19 +305,21 @@ fn read_row<T: Label, C: Coord>(
     buf: &mut Vec<T>,
     out: &mut Vec<u32>,
     band: Option<&mut Band<C>>,
-) {
+) -> KernelResult<()> {
     let row = labels.index_axis_move(Axis(0), r);
     let values = match row.to_slice() {
         Some(s) => s,
         None => {
             buf.clear();
+            try_reserve(buf, row.len(), "a copy of a row")?;
             buf.extend(row.iter().copied());
             buf
         }
     };
     out.clear();
+    try_reserve(out, values.len(), "a row of region ids")?;
     out.resize(values.len(), NONE);
-    runs_to_ids(values, r, index, out, band);
+    runs_to_ids(values, r, index, out, band)
 }
 
 /// Pixels compared at once when looking for uniform stretches.
@@ -311,7 +331,7 @@ fn runs_to_ids<T: Label, C: Coord>(
     index: &LabelIndex<T>,
     out: &mut [u32],
     mut band: Option<&mut Band<C>>,
-) {
+) -> KernelResult<()> {
     let mut prev = T::ZERO;
     let mut id = NONE;
     let mut start = 0;
@@ -325,7 +345,7 @@ fn runs_to_ids<T: Label, C: Coord>(
             if v != prev {
                 let c = k * BLOCK + i;
                 if let Some(band) = band.as_deref_mut() {
-                    band.add_span(id, r, start, c);
+                    band.add_span(id, r, start, c)?;
                 }
                 prev = v;
                 // LabelIndex rows are u32 by construction, so the id fits.
@@ -336,16 +356,18 @@ fn runs_to_ids<T: Label, C: Coord>(
         }
     }
     if let Some(band) = band {
-        band.add_span(id, r, start, out.len());
+        band.add_span(id, r, start, out.len())?;
     }
+    Ok(())
 }
 
 impl<C: Coord> Band<C> {
-    /// Records that region `id` covers columns `start..end` of row `r`.
-    #[inline]
-    fn add_span(&mut self, id: u32, r: usize, start: usize, end: usize) {
+    /// Records that region `id` covers columns `start..end` of row `r`. Inlined into the
+    /// row scan (the fallible push made it look too big to inline by itself).
+    #[inline(always)]
+    fn add_span(&mut self, id: u32, r: usize, start: usize, end: usize) -> KernelResult<()> {
         if id == NONE || start >= end {
-            return;
+            return Ok(());
         }
         let acc = &mut self.acc[id as usize];
         // Runs arrive left to right, so a later run on the same row only moves cmax.
@@ -353,15 +375,14 @@ impl<C: Coord> Band<C> {
             self.spans[acc.last].1.cmax = C::from_usize(end - 1);
         } else {
             acc.last = self.spans.len();
-            self.spans.push((
-                id,
-                Span {
-                    row: C::from_usize(r),
-                    cmin: C::from_usize(start),
-                    cmax: C::from_usize(end - 1),
-                },
-            ));
+            let span = Span {
+                row: C::from_usize(r),
+                cmin: C::from_usize(start),
+                cmax: C::from_usize(end - 1),
+            };
+            try_push(&mut self.spans, (id, span), "the row spans of a band")?;
         }
+        Ok(())
     }
 }
 
@@ -372,36 +393,38 @@ fn scan_band<T: Label, C: Coord>(
     index: &LabelIndex<T>,
     r0: usize,
     r1: usize,
-) -> Band<C> {
+) -> KernelResult<Band<C>> {
     let (nrows, ncols) = labels.dim();
     let mut band = Band {
-        acc: vec![
+        acc: try_vec_filled(
+            index.len(),
             Acc {
                 pieces: [0; 3],
                 last: NO_SPAN,
-            };
-            index.len()
-        ],
+            },
+            "the contour counters of a band",
+        )?,
         spans: Vec::new(),
     };
-    let padding = vec![NONE; ncols];
-    let mut above = Vec::with_capacity(ncols);
-    let mut here = Vec::with_capacity(ncols);
+    let padding = try_vec_filled(ncols, NONE, "a padding row")?;
+    let mut above = try_with_capacity(ncols, "a row of region ids")?;
+    let mut here = try_with_capacity(ncols, "a row of region ids")?;
     let mut buf = Vec::new();
     if r0 == 0 {
-        above.clone_from(&padding);
+        // Within the capacity reserved above: no allocation.
+        above.extend_from_slice(&padding);
     } else {
-        read_row::<T, C>(labels, r0 - 1, index, &mut buf, &mut above, None);
+        read_row::<T, C>(labels, r0 - 1, index, &mut buf, &mut above, None)?;
     }
     for r in r0..r1 {
-        read_row(labels, r, index, &mut buf, &mut here, Some(&mut band));
+        read_row(labels, r, index, &mut buf, &mut here, Some(&mut band))?;
         count_cells(&above, &here, &mut band.acc);
         std::mem::swap(&mut above, &mut here);
     }
     if r1 == nrows {
         count_cells(&above, &padding, &mut band.acc);
     }
-    band
+    Ok(band)
 }
 
 /// Counts the contour pieces of the cell row between pixel rows `above` and `below`
@@ -502,20 +525,24 @@ fn cross<const WIDE: bool>(o: (i64, i64), a: (i64, i64), b: (i64, i64)) -> i128 
 /// split: with one point per side per height, the left chain only ever sees left
 /// points and the right chain right points. Collinear points are dropped.
 #[inline]
-fn push_level<const WIDE: bool>(scratch: &mut HullScratch, (y, x0, x1): (i64, i64, i64)) {
+fn push_level<const WIDE: bool>(
+    scratch: &mut HullScratch,
+    (y, x0, x1): (i64, i64, i64),
+) -> KernelResult<()> {
     let left = &mut scratch.left;
     while left.len() >= 2 && cross::<WIDE>(left[left.len() - 2], left[left.len() - 1], (y, x0)) <= 0
     {
         left.pop();
     }
-    left.push((y, x0));
+    try_push(left, (y, x0), "a convex hull")?;
     let right = &mut scratch.right;
     while right.len() >= 2
         && cross::<WIDE>(right[right.len() - 2], right[right.len() - 1], (y, x1)) >= 0
     {
         right.pop();
     }
-    right.push((y, x1));
+    try_push(right, (y, x1), "a convex hull")?;
+    Ok(())
 }
 
 /// (convex area, max Feret diameter) of the region with these spans (sorted by row).
@@ -523,9 +550,9 @@ fn hull_measures<C: Coord, const WIDE: bool>(
     spans: &[Span<C>],
     spacing: [f64; 2],
     scratch: &mut HullScratch,
-) -> (f64, f64) {
+) -> KernelResult<(f64, f64)> {
     if spans.is_empty() {
-        return (0.0, 0.0);
+        return Ok((0.0, 0.0));
     }
     scratch.left.clear();
     scratch.right.clear();
@@ -544,19 +571,24 @@ fn hull_measures<C: Coord, const WIDE: bool>(
                 }
                 _ => {
                     if let Some(l) = pending.replace((y, x0, x1)) {
-                        push_level::<WIDE>(scratch, l);
+                        push_level::<WIDE>(scratch, l)?;
                     }
                 }
             }
         }
     }
     if let Some(l) = pending {
-        push_level::<WIDE>(scratch, l);
+        push_level::<WIDE>(scratch, l)?;
     }
     // Each height has xmin < xmax and there are at least two heights, so each chain
     // has at least two points and the hull at least four vertices, none collinear.
     let hull = &mut scratch.hull;
     hull.clear();
+    try_reserve(
+        hull,
+        scratch.left.len() + scratch.right.len(),
+        "a convex hull",
+    )?;
     hull.extend_from_slice(&scratch.left);
     hull.extend(scratch.right.iter().rev());
     let h = hull.len();
@@ -568,7 +600,7 @@ fn hull_measures<C: Coord, const WIDE: bool>(
     let [sy, sx] = spacing;
     // Doubled coordinates scale areas by 4, and `twice_area` is twice the area.
     let area = (twice_area.unsigned_abs() as f64 / 8.0) * (sy * sx);
-    (area, feret_max::<WIDE>(hull, spacing))
+    Ok((area, feret_max::<WIDE>(hull, spacing)))
 }
 
 /// Largest physical distance between vertices of a convex polygon (doubled index
@@ -621,11 +653,29 @@ mod tests {
 
     const S: f64 = std::f64::consts::FRAC_1_SQRT_2; // sqrt(0.5)
 
+    /// The kernels, unwrapped (tests allocate nothing that can fail).
+    fn shape2d<T: Label>(
+        labels: ArrayView2<T>,
+        spacing: [f64; 2],
+        index: &LabelIndex<T>,
+    ) -> Shape2d {
+        super::shape2d(labels, spacing, index).unwrap()
+    }
+
+    fn shape2d_banded<T: Label>(
+        labels: ArrayView2<T>,
+        spacing: [f64; 2],
+        index: &LabelIndex<T>,
+        bands: usize,
+    ) -> Shape2d {
+        super::shape2d_banded(labels, spacing, index, bands).unwrap()
+    }
+
     fn index_of<T: Label>(img: &Array2<T>) -> LabelIndex<T> {
         let mut v: Vec<T> = img.iter().copied().filter(|x| !x.is_zero()).collect();
         v.sort_by_key(|x| x.key());
         v.dedup();
-        LabelIndex::new(v)
+        LabelIndex::new(v).unwrap()
     }
 
     fn run<T: Label>(img: &Array2<T>, spacing: [f64; 2]) -> Shape2d {
@@ -642,7 +692,7 @@ mod tests {
     fn reference(img: &Array2<u32>, spacing: [f64; 2], index: &LabelIndex<u32>) -> Shape2d {
         let (h, w) = img.dim();
         let [sy, sx] = spacing;
-        let mut out = Shape2d::zeros(index.len());
+        let mut out = Shape2d::zeros(index.len()).unwrap();
         for (i, &v) in index.labels().iter().enumerate() {
             let inside = |r: isize, c: isize| {
                 r >= 0
@@ -853,7 +903,7 @@ mod tests {
         let want = reference(
             &img.mapv(|v| u32::from(v != 0)),
             [1.0, 1.0],
-            &LabelIndex::new(vec![1]),
+            &LabelIndex::new(vec![1]).unwrap(),
         );
         assert_close_all(&m, &want, 1e-12);
     }
@@ -883,7 +933,11 @@ mod tests {
         assert!(feret_err.abs() < 0.01);
         let pixels = img.iter().filter(|&&v| v != 0).count() as f64;
         assert!(m.convex_area[0] >= pixels);
-        let want = reference(&img.mapv(u32::from), [1.0, 1.0], &LabelIndex::new(vec![1]));
+        let want = reference(
+            &img.mapv(u32::from),
+            [1.0, 1.0],
+            &LabelIndex::new(vec![1]).unwrap(),
+        );
         assert_close_all(&m, &want, 1e-12);
     }
 
@@ -892,7 +946,11 @@ mod tests {
         let (r, spacing) = (30.0, [2.0, 1.0]);
         let img = disc(41, 81, (20.0, 40.0), r, spacing);
         let m = run(&img, spacing);
-        let want = reference(&img.mapv(u32::from), spacing, &LabelIndex::new(vec![1]));
+        let want = reference(
+            &img.mapv(u32::from),
+            spacing,
+            &LabelIndex::new(vec![1]).unwrap(),
+        );
         assert_close_all(&m, &want, 1e-12);
         let per_err = m.perimeter[0] / (2.0 * PI * r) - 1.0;
         let area_err = m.convex_area[0] / (PI * r * r) - 1.0;
@@ -954,22 +1012,28 @@ mod tests {
     fn absent_labels_empty_index_and_empty_images() {
         let mut img = Array2::<i64>::zeros((4, 4));
         img[(1, 1)] = 5;
-        let idx = LabelIndex::new(vec![2, 5, i64::MAX]);
+        let idx = LabelIndex::new(vec![2, 5, i64::MAX]).unwrap();
         let m = shape2d(img.view(), [1.0, 1.0], &idx);
         assert_eq!(m.perimeter, vec![0.0, 4.0 * S, 0.0]);
         assert_eq!(m.convex_area, vec![0.0, 1.0, 0.0]);
         assert_eq!(m.feret_diameter_max[0], 0.0);
         assert_eq!(m.feret_diameter_max[2], 0.0);
 
-        let m = shape2d(img.view(), [1.0, 1.0], &LabelIndex::new(vec![]));
-        assert_eq!(m, Shape2d::zeros(0));
+        let m = shape2d(img.view(), [1.0, 1.0], &LabelIndex::new(vec![]).unwrap());
+        assert_eq!(m, Shape2d::zeros(0).unwrap());
 
         for shape in [(0, 5), (5, 0), (0, 0)] {
             let empty = Array2::<i64>::zeros(shape);
-            assert_eq!(shape2d(empty.view(), [1.0, 1.0], &idx), Shape2d::zeros(3));
+            assert_eq!(
+                shape2d(empty.view(), [1.0, 1.0], &idx),
+                Shape2d::zeros(3).unwrap()
+            );
         }
         let zeros = Array2::<i64>::zeros((3, 3));
-        assert_eq!(shape2d(zeros.view(), [1.0, 1.0], &idx), Shape2d::zeros(3));
+        assert_eq!(
+            shape2d(zeros.view(), [1.0, 1.0], &idx),
+            Shape2d::zeros(3).unwrap()
+        );
     }
 
     #[test]
@@ -999,7 +1063,7 @@ mod tests {
             // One label the image lacks.
             let mut labels: Vec<u32> = index_of(&img).labels().to_vec();
             labels.push(99);
-            let idx = LabelIndex::new(labels);
+            let idx = LabelIndex::new(labels).unwrap();
             let want = reference(&img, spacing, &idx);
             let one = shape2d_banded(img.view(), spacing, &idx, 1);
             assert_close_all(&one, &want, 1e-12);
@@ -1010,7 +1074,10 @@ mod tests {
                     "trial {trial}"
                 );
             }
-            assert_eq!(measure::<u32, u64>(img.view(), spacing, &idx, 3), one);
+            assert_eq!(
+                measure::<u32, u64>(img.view(), spacing, &idx, 3).unwrap(),
+                one
+            );
             let t = img.t();
             let swapped = [spacing[1], spacing[0]];
             assert_eq!(shape2d_banded(t, swapped, &idx, 2), one, "trial {trial}");
@@ -1037,8 +1104,8 @@ mod tests {
                 0.3 + rng.below(50) as f64 / 17.0,
                 0.3 + rng.below(50) as f64 / 13.0,
             ];
-            let narrow = hull_measures::<u32, false>(&spans, spacing, &mut scratch);
-            let wide = hull_measures::<u32, true>(&spans, spacing, &mut scratch);
+            let narrow = hull_measures::<u32, false>(&spans, spacing, &mut scratch).unwrap();
+            let wide = hull_measures::<u32, true>(&spans, spacing, &mut scratch).unwrap();
             assert_eq!(narrow, wide);
             let mut img = Array2::<u32>::zeros((row as usize + 1, 50));
             for s in &spans {
@@ -1048,7 +1115,7 @@ mod tests {
                 ])
                 .fill(1);
             }
-            let want = reference(&img, spacing, &LabelIndex::new(vec![1]));
+            let want = reference(&img, spacing, &LabelIndex::new(vec![1]).unwrap());
             assert!(
                 close(narrow.0, want.convex_area[0], 1e-12),
                 "{narrow:?} {want:?}"

@@ -8,6 +8,8 @@
 use ndarray::{s, ArrayView3};
 use rayon::prelude::*;
 
+use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_filled, try_vec_zeroed};
+use crate::error::KernelResult;
 use crate::label::{Label, LabelIndex};
 
 /// Cube planes per parallel work item. Fixed, so that the partial sums, and hence the
@@ -64,21 +66,22 @@ const PLANES_PER_CHUNK: usize = 8;
 /// result is bit-identical for any number of threads. Rows may have any stride; rows
 /// that are not contiguous are copied to a buffer first. Extra memory: two words per
 /// row, plus per worker one `f64` per region (zeroed lazily by the allocator, only the
-/// touched entries are used).
+/// touched entries are used). Every buffer is allocated fallibly:
+/// one that cannot be is [`crate::error::KernelError::OutOfMemory`].
 pub fn surface_areas<T: Label>(
     labels: ArrayView3<T>,
     spacing: [f64; 3],
     index: &LabelIndex<T>,
-) -> Vec<f64> {
+) -> KernelResult<Vec<f64>> {
     let n_regions = index.len();
-    let mut areas = vec![0.0; n_regions];
+    let mut areas = try_vec_zeroed(n_regions, "the surface areas")?;
     let (nz, ny, nx) = labels.dim();
     if n_regions == 0 || nz == 0 || ny == 0 || nx == 0 {
-        return areas;
+        return Ok(areas);
     }
     let table = config_areas(spacing);
     let rows = Rows::new(&labels);
-    let extents = row_extents(rows);
+    let extents = row_extents(rows)?;
 
     let n_chunks = (nz + 1).div_ceil(PLANES_PER_CHUNK);
     let partials: Vec<Vec<(usize, f64)>> = (0..n_chunks)
@@ -86,6 +89,7 @@ pub fn surface_areas<T: Label>(
         .map_init(
             || Scratch::new(n_regions, nx),
             |scratch, chunk| {
+                let scratch = scratch.as_mut().map_err(|e| e.clone())?;
                 let first = chunk * PLANES_PER_CHUNK;
                 let end = (first + PLANES_PER_CHUNK).min(nz + 1);
                 let volume = Volume {
@@ -97,13 +101,13 @@ pub fn surface_areas<T: Label>(
                 volume.chunk_areas(first..end, scratch)
             },
         )
-        .collect();
+        .collect::<KernelResult<_>>()?;
     for part in &partials {
         for &(row, a) in part {
             areas[row] += a;
         }
     }
-    areas
+    Ok(areas)
 }
 
 // ---------------------------------------------------------------------------------
@@ -288,9 +292,9 @@ impl<'v, 'a, T: Label> Rows<'v, 'a, T> {
 }
 
 /// Per-row nonzero extents, row `(z, y)` at `z * ny + y`.
-fn row_extents<T: Label>(rows: Rows<'_, '_, T>) -> Vec<Extent> {
+fn row_extents<T: Label>(rows: Rows<'_, '_, T>) -> KernelResult<Vec<Extent>> {
     let (nz, ny, _) = rows.labels.dim();
-    let mut extents = vec![EMPTY; nz * ny];
+    let mut extents = try_vec_filled(nz * ny, EMPTY, "the row extents")?;
     extents
         .par_chunks_mut(ny)
         .enumerate()
@@ -310,7 +314,7 @@ fn row_extents<T: Label>(rows: Rows<'_, '_, T>) -> Vec<Extent> {
                 };
             }
         });
-    extents
+    Ok(extents)
 }
 
 /// Block length for the background scan: wide enough for the compiler to vectorise the
@@ -379,13 +383,13 @@ struct Scratch<T> {
 }
 
 impl<T: Label> Scratch<T> {
-    fn new(n_regions: usize, nx: usize) -> Self {
-        Scratch {
-            acc: vec![0.0; n_regions],
+    fn new(n_regions: usize, nx: usize) -> KernelResult<Self> {
+        Ok(Scratch {
+            acc: try_vec_zeroed(n_regions, "the per-worker surface areas")?,
             touched: Vec::new(),
-            zero_row: vec![T::ZERO; nx],
+            zero_row: try_vec_filled(nx, T::ZERO, "a background row")?,
             bufs: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
-        }
+        })
     }
 }
 
@@ -415,7 +419,7 @@ impl<T: Label> Volume<'_, '_, T> {
         &self,
         planes: std::ops::Range<usize>,
         scratch: &mut Scratch<T>,
-    ) -> Vec<(usize, f64)> {
+    ) -> KernelResult<Vec<(usize, f64)>> {
         let (_, ny, _) = self.rows.labels.dim();
         let mut cache = (T::ZERO, None);
         for cz in planes {
@@ -438,16 +442,16 @@ impl<T: Label> Volume<'_, '_, T> {
                 if lo > hi {
                     continue;
                 }
-                self.strip(&present, lo, hi, scratch, &mut cache);
+                self.strip(&present, lo, hi, scratch, &mut cache)?;
             }
         }
         let Scratch { acc, touched, .. } = scratch;
-        let out = touched
-            .iter()
-            .map(|&r| (r, std::mem::take(&mut acc[r])))
-            .collect();
+        let out = try_collect_exact(
+            touched.iter().map(|&r| (r, std::mem::take(&mut acc[r]))),
+            "the surface areas of a chunk",
+        )?;
         touched.clear();
-        out
+        Ok(out)
     }
 
     /// Walks the cubes of one strip whose voxel columns `lo..=hi` hold all its
@@ -460,7 +464,7 @@ impl<T: Label> Volume<'_, '_, T> {
         hi: usize,
         scratch: &mut Scratch<T>,
         cache: &mut (T, Option<usize>),
-    ) {
+    ) -> KernelResult<()> {
         let mut direct: [Option<&[T]>; 4] = [None; 4];
         for (s, &row) in present.iter().enumerate() {
             let Some((z, y)) = row else {
@@ -471,6 +475,7 @@ impl<T: Label> Volume<'_, '_, T> {
                 None => {
                     let buf = &mut scratch.bufs[s];
                     buf.clear();
+                    try_reserve(buf, self.rows.labels.dim().2, "a copy of a row")?;
                     buf.extend(self.rows.iter(z, y));
                 }
             }
@@ -489,6 +494,7 @@ impl<T: Label> Volume<'_, '_, T> {
             }
         };
         let (r0, r1, r2, r3) = (pick(0), pick(1), pick(2), pick(3));
+        let mut failed = None;
         let mut emit = |v: T, config: u8| {
             if v != cache.0 {
                 *cache = (v, self.index.get(v));
@@ -498,7 +504,12 @@ impl<T: Label> Volume<'_, '_, T> {
                 // row; a repeated entry (from an underflowed area) is harmless, as
                 // the first take() leaves zero behind.
                 if acc[r] == 0.0 {
-                    touched.push(r);
+                    // Rare (once per region and chunk): grow fallibly, and on failure
+                    // stop counting; the error is returned after the walk.
+                    if let Err(e) = try_push(touched, r, "the regions a chunk touches") {
+                        failed.get_or_insert(e);
+                        return;
+                    }
                 }
                 acc[r] += self.table[config as usize];
             }
@@ -545,6 +556,7 @@ impl<T: Label> Volume<'_, '_, T> {
         prev = walk(start, len, prev);
         // Column x = hi + 1 is background too.
         cube(prev, [T::ZERO; 4], &mut emit);
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -586,6 +598,15 @@ mod tests {
     use ndarray::{Array3, ShapeBuilder};
     use std::f64::consts::PI;
 
+    /// The kernel, unwrapped (tests allocate nothing that can fail).
+    fn surface_areas<T: Label>(
+        labels: ArrayView3<T>,
+        spacing: [f64; 3],
+        index: &LabelIndex<T>,
+    ) -> Vec<f64> {
+        super::surface_areas(labels, spacing, index).unwrap()
+    }
+
     fn index_of<T: Label>(a: &Array3<T>) -> LabelIndex<T> {
         let mut labels: Vec<T> = Vec::new();
         for &v in a.iter() {
@@ -593,7 +614,7 @@ mod tests {
                 labels.push(v);
             }
         }
-        LabelIndex::new(labels)
+        LabelIndex::new(labels).unwrap()
     }
 
     fn areas<T: Label>(a: &Array3<T>, spacing: [f64; 3]) -> Vec<f64> {
@@ -794,7 +815,7 @@ mod tests {
         let mut a = Array3::<u8>::zeros((5, 5, 5));
         a[(2, 2, 2)] = 3;
         a[(2, 2, 3)] = 4;
-        let idx = LabelIndex::new(vec![4u8, 5]);
+        let idx = LabelIndex::new(vec![4u8, 5]).unwrap();
         let got = surface_areas(a.view(), [1.0; 3], &idx);
         assert_eq!(got.len(), 2);
         assert!(close(got[0], 3f64.sqrt(), 1e-14));
@@ -867,7 +888,7 @@ mod tests {
         // Leave one label out of the index, so it must count as background.
         let mut idx_labels: Vec<i16> = (-5..=6).filter(|&v| v != 0 && v != 2).collect();
         idx_labels.push(100);
-        let idx = LabelIndex::new(idx_labels);
+        let idx = LabelIndex::new(idx_labels).unwrap();
         let s = [1.1, 0.9, 1.7];
         let got = surface_areas(a.view(), s, &idx);
         let want = brute_force(&a, s, &idx);
@@ -947,7 +968,7 @@ mod tests {
     fn empty_inputs_give_zeros() {
         let a = Array3::<u8>::zeros((4, 5, 6));
         assert_eq!(areas(&a, [1.0; 3]), Vec::<f64>::new());
-        let idx = LabelIndex::new(vec![1u8, 2]);
+        let idx = LabelIndex::new(vec![1u8, 2]).unwrap();
         assert_eq!(surface_areas(a.view(), [1.0; 3], &idx), vec![0.0, 0.0]);
         for shape in [(0, 3, 3), (3, 0, 3), (3, 3, 0), (0, 0, 0)] {
             let e = Array3::<u8>::zeros(shape);

@@ -100,7 +100,7 @@ fn check<T: Elem>(logical: &Array3<T>, stored: &Stored<T>, kbyte: u8) {
             assert_eq!(out, reference, "{ctx}: labels vs flood fill");
 
             // Sizes.
-            let sizes = rl.sizes();
+            let sizes = rl.sizes().unwrap();
             assert_eq!(sizes.len(), n + 1, "{ctx}: sizes length");
             assert_eq!(sizes[0], 0, "{ctx}: sizes[0]");
             assert_eq!(sizes[1..], count[1..], "{ctx}: sizes vs written labels");
@@ -116,7 +116,7 @@ fn check<T: Elem>(logical: &Array3<T>, stored: &Stored<T>, kbyte: u8) {
                 n + 1,
                 usize::MAX,
             ] {
-                let map = largest_k_map(&sizes, k);
+                let map = largest_k_map(&sizes, k).unwrap();
                 check_largest_k(&sizes, k, &map, &ctx);
                 let mut relabelled = vec![0u32; flat.len()];
                 rl.write(&mut relabelled, Some(&map));

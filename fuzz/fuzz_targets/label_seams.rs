@@ -101,7 +101,7 @@ fn check<T: Elem>(pattern: &Array3<T>, x0: usize, threads: usize, rev_z: bool, r
                 );
             }
 
-            let sizes = rl.sizes();
+            let sizes = rl.sizes().unwrap();
             let mut count = vec![0u64; ref_n as usize + 1];
             for &l in &reference {
                 count[l as usize] += 1;

@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check<T: Elem>(c: &Array3<T>, planar: bool) {
-    let expected = region_stats(c.view(), None).moments;
+    let expected = region_stats(c.view(), None).unwrap().moments;
     let mut f = Array3::<T>::default(c.raw_dim().f());
     f.assign(c);
     // The caller's array: 3D, or the 2D image of a one-plane volume.
@@ -56,7 +56,10 @@ fn check<T: Elem>(c: &Array3<T>, planar: bool) {
         (c.view().into_dyn(), f.view().into_dyn())
     };
     let ndim = cd.ndim();
-    assert!(!walk_reversed(cd.shape(), cd.strides()), "C order walked reversed");
+    assert!(
+        !walk_reversed(cd.shape(), cd.strides()),
+        "C order walked reversed"
+    );
     let long = cd.shape().iter().filter(|&&n| n > 1).count();
     let reversed = walk_reversed(fd.shape(), fd.strides());
     assert_eq!(reversed, long >= 2, "Fortran order {:?}", fd.strides());
@@ -68,7 +71,7 @@ fn check<T: Elem>(c: &Array3<T>, planar: bool) {
         walked
     };
     let walked = walked.into_dimensionality::<ndarray::Ix3>().unwrap();
-    let mut moments = region_stats(walked, None).moments;
+    let mut moments = region_stats(walked, None).unwrap().moments;
     unreverse_moments(&mut moments, ndim, reversed);
     assert_eq!(moments, expected);
     // The caller's axis `a` is the walked view's `kernel_axis(a)`, of the same length,

@@ -77,10 +77,11 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
             .copied()
             .filter(|v| !v.is_zero())
             .collect(),
-    );
+    )
+    .unwrap();
     let present = |l: T| reference.get(&l.key()).map(|(m, _, _)| m);
 
-    let areas = surface_areas(view, spacing, &full);
+    let areas = surface_areas(view, spacing, &full).unwrap();
     assert_eq!(areas.len(), full.len(), "{ctx}: surface_areas len");
     for (row, &l) in full.labels().iter().enumerate() {
         let a = areas[row];
@@ -103,7 +104,8 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
     if let Some(&row) = rows.get(sel as usize % rows.len().max(1)) {
         let l = full.labels()[row];
         let alone = logical.mapv(|v| (v == l) as u8);
-        let a = surface_areas(alone.view(), spacing, &LabelIndex::new(vec![1u8]))[0];
+        let a =
+            surface_areas(alone.view(), spacing, &LabelIndex::new(vec![1u8]).unwrap()).unwrap()[0];
         assert!(
             near(a, areas[row]),
             "{ctx}: surface of {l:?} alone {a} vs in the map {}",
@@ -119,7 +121,7 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
                 v.invert_axis(Axis(ax));
             }
         }
-        let got = surface_areas(v, spacing, &full);
+        let got = surface_areas(v, spacing, &full).unwrap();
         for row in 0..full.len() {
             assert!(
                 near(got[row], areas[row]),
@@ -132,7 +134,7 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
     {
         let perm = [[0, 2, 1], [1, 0, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]][(sel >> 5) as usize % 5];
         let v = logical.view().permuted_axes(perm);
-        let got = surface_areas(v, perm.map(|a| spacing[a]), &full);
+        let got = surface_areas(v, perm.map(|a| spacing[a]), &full).unwrap();
         for row in 0..full.len() {
             assert!(
                 near(got[row], areas[row]),
@@ -148,10 +150,10 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
     }
     let plane = view.index_axis(Axis(0), 0);
     let sp = [spacing[1], spacing[2]];
-    let sh = shape2d(plane, sp, &full);
+    let sh = shape2d(plane, sp, &full).unwrap();
     let lplane = logical.index_axis(Axis(0), 0);
     // Documented: bit-identical for the transposed image with swapped spacing.
-    let tr = shape2d(lplane.t(), [sp[1], sp[0]], &full);
+    let tr = shape2d(lplane.t(), [sp[1], sp[0]], &full).unwrap();
     assert_eq!(sh, tr, "{ctx}: shape2d of the transposed image");
     for (row, &l) in full.labels().iter().enumerate() {
         let (p, ca, fe) = (
@@ -177,7 +179,7 @@ fn check_shape<T: Elem>(logical: &Array3<T>, view: ArrayView3<T>, spacing: [f64;
         };
         // Documented: a region measures exactly what it would alone.
         let alone = lplane.mapv(|v| (v == l) as u8);
-        let one = shape2d(alone.view(), sp, &LabelIndex::new(vec![1u8]));
+        let one = shape2d(alone.view(), sp, &LabelIndex::new(vec![1u8]).unwrap()).unwrap();
         assert_eq!(
             (
                 one.perimeter[0],

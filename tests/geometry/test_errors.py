@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -149,3 +152,81 @@ def test_an_output_numpy_cannot_allocate_is_a_memory_error(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("MemoryError") and "Unable to allocate" in done.stdout
+
+
+# Each kernel's working buffers that cannot be allocated (issue #17). Per case: the
+# input, built before the limit, and the call, made under it. Every input is small
+# against what the kernel would need for it: runs of a striped mask, moments, spans and
+# label pairs that grow past the limit, and tables sized by the input's shape or labels
+# that are asked for in one piece.
+_STRIPES = "a = np.zeros((32, 512, 512), np.uint8); a[..., ::2] = 1"  # 4M runs
+_DISTINCT = "a = np.arange(1, 2**22 + 1, dtype=np.uint32).reshape(2048, 2048)"  # 4M labels
+_KERNEL_CASES = {
+    "connected_components": (_STRIPES, "_core.connected_components(a, 26, False)"),
+    "largest_k": (_STRIPES, "_core.largest_k(a, 1, 26, False)"),
+    "dust": (_STRIPES, "_core.dust(a, 2, 26, False, False)"),
+    # No voxels, 2^30 rows: the row index of the (empty) volume.
+    "dust_in_place": ("a = np.zeros((1, 2**30, 0), np.uint8)", "_core.dust_in_place(a, 2, 6, False, False)"),
+    "regionprops": (_DISTINCT + "[None]", "_core.regionprops(a, [1.0, 1.0, 1.0])"),
+    # Two labels 16 million apart: the slab's dense label lookup.
+    "regionprops_label_span": ("a = np.array([[[1, 16_000_000]]], np.uint32)", "_core.regionprops(a, [1.0, 1.0, 1.0])"),
+    # 4M rows of one voxel: the per-row extents.
+    "surface_areas": ("a = np.ones((2048, 2048, 1), np.uint8)", "_core.surface_areas(a, [1.0] * 3, a[0, 0])"),
+    # 4M rows: the row spans of the one region.
+    "shape2d": ("a = np.ones((2**22, 1), np.uint8)", "_core.shape2d(a, [1.0, 1.0], a[0])"),
+    # 65,535 regions by 257 slice columns: the slice table.
+    "slice_areas": (
+        "a = np.zeros((4, 64, 256), np.uint16); r = np.arange(1, 2**16, dtype=np.uint16)",
+        "_core.slice_areas(a, 2, r)",
+    ),
+    # Region labels 16 million apart: the dense label lookup table.
+    "slice_areas_label_span": (
+        "a = np.zeros((4, 64, 256), np.uint32); r = np.array([1, 16_000_000], np.uint32)",
+        "_core.slice_areas(a, 2, r)",
+    ),
+    "contacts": (_DISTINCT, "_core.contacts(a, 4)"),
+    "overlap": (_DISTINCT, "_core.overlap(a, a)"),
+}
+
+_KERNEL_SCRIPT = """
+import resource, sys
+import numpy as np
+from medground import _core
+
+setup, call = sys.argv[1], sys.argv[2]
+# Start the worker threads and warm the allocator before the limit.
+_core.set_num_threads(2)
+warm = np.zeros((64, 128, 128), np.uint8)
+warm[::2, ::2, ::2] = 1
+_core.regionprops(_core.connected_components(warm, 26, False)[0], [1.0, 1.0, 1.0])
+exec(setup)
+with open("/proc/self/status") as status:
+    held = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (held + 16 * 2**20, resource.RLIM_INFINITY))
+try:
+    eval(call)
+    print("no error")
+except MemoryError as error:
+    print("MemoryError", error)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("case", sorted(_KERNEL_CASES))
+def test_a_kernel_buffer_that_cannot_be_allocated_is_a_memory_error(case):
+    """Under an address-space limit 16 MiB above what the process holds (a case's memory
+    budget), a kernel whose own working buffers do not fit raises MemoryError naming the
+    buffer; it does not abort the process. In a child process (one malloc arena, so the
+    limit is what the allocator meets), so a regression cannot take the test run with it."""
+    import subprocess
+    import sys
+
+    setup, call = _KERNEL_CASES[case]
+    env = dict(os.environ, MALLOC_ARENA_MAX="1")
+    done = subprocess.run(
+        [sys.executable, "-c", _KERNEL_SCRIPT, setup, call], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    # The kernel's error (bytes and buffer named), not numpy's for an output array.
+    assert done.stdout.startswith("MemoryError out of memory: cannot allocate"), done.stdout + done.stderr[-2000:]
+    assert " bytes for " in done.stdout

@@ -9,7 +9,8 @@ maximum, the engine's busy share of the span it served (first request to last an
 of the whole run, and requests/s against the ideal (every prompt in a full batch:
 ``max_batch / (t0 + t1·max_batch)``). Then the OpenAI-compatible path against a loopback
 server with a per-request latency and a concurrency limit: the share of time the client
-held its configured number of requests in flight.
+held its configured number of requests in flight (per stage, from the queue: the share of the
+span with all ``concurrency`` slots busy; and at the server, both stages together).
 
 Run: python bench/model_batching.py [--cpus 2 8] [--volumes 30 --photos 30] [--t0 0.5 --t1 0.03]
 Writes bench/model_batching.json; the table is pasted into bench/README.md.
@@ -86,7 +87,13 @@ def simulated(data: Path, cpus: int, t0: float, t1: float, max_batch: int) -> di
     finally:
         ray.shutdown()
     ideal = max_batch / (t0 + t1 * max_batch)
-    row: dict[str, Any] = {"cpus": cpus, "cases": summary.cases, "failed": summary.failed, "wall_s": wall, "ideal_requests_per_s": ideal}
+    row: dict[str, Any] = {
+        "cpus": cpus,
+        "cases": summary.cases,
+        "failed": summary.failed,
+        "wall_s": wall,
+        "ideal_requests_per_s": ideal,
+    }
     for kind, stats in summary.model_stats.items():
         row[kind] = {
             "requests": stats["requests"],
@@ -122,7 +129,14 @@ def openai(data: Path, cpus: int, in_flight: int, latency: float) -> dict[str, A
             "held_share": server.in_flight_share(in_flight),
             "mean_in_flight": sum(n * s for n, s in server.durations.items())
             / max(1e-9, sum(server.durations.values())),
-            "stats": {kind: s["requests_per_s"] for kind, s in summary.model_stats.items()},
+            "stages": {
+                kind: {
+                    "requests_per_s": s["requests_per_s"],
+                    "slots_full_share": s["slots_full_share"],
+                    "mean_in_flight": s["engine_busy_share"] * in_flight,
+                }
+                for kind, s in summary.model_stats.items()
+            },
         }
 
 

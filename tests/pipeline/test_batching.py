@@ -82,6 +82,26 @@ def test_requests_arriving_while_the_engine_is_busy_fill_the_next_batch() -> Non
     assert calls == [1, 50] and stats.batches == 2 and stats.mean_batch == 25.5
 
 
+def test_a_batch_waits_through_short_pauses_but_not_past_its_oldest_requests_patience() -> None:
+    """Requests trickling in (cases being prepared one after another) fill whole batches; a
+    pause longer than ``wait_s`` sends what is there; and no request waits past
+    ``max_wait_s``, however steady the trickle."""
+
+    async def trickle(queue: BatchQueue, count: int, every: float) -> None:
+        calls = []
+        for i in range(count):
+            calls.append(asyncio.ensure_future(queue.submit([request(str(i))])))
+            await asyncio.sleep(every)
+        await asyncio.gather(*calls)
+
+    calls: list[int] = []
+    asyncio.run(trickle(BatchQueue([echo(calls)], max_batch=25, wait_s=0.15), 60, 0.01))
+    assert calls == [25, 25, 10]
+    calls.clear()
+    asyncio.run(trickle(BatchQueue([echo(calls)], max_batch=100, wait_s=5.0, max_wait_s=0.2), 20, 0.05))
+    assert len(calls) >= 4 and max(calls) <= 6 and sum(calls) == 20
+
+
 def test_slots_keep_that_many_calls_in_flight() -> None:
     """The openai shape: one request per call, ``slots`` calls at once."""
     active, most = 0, 0
@@ -123,6 +143,47 @@ def test_a_failed_engine_call_is_retried_and_then_reported() -> None:
     answers, queue = asyncio.run(main(broken, 2))
     assert {a.reason for a in answers} == {"backend_error"} and queue.stats.failed_batches == 1
     assert "failed 3 times: RuntimeError: CUDA error: out of memory" in answers[0].detail
+
+
+def test_cases_of_a_worker_compute_one_at_a_time_and_wait_together() -> None:
+    """A CPU worker's cases take turns computing, and give the turn up while they wait for
+    model answers: never two computing at once, all waiting at once."""
+    import threading
+
+    from medground.pipeline.batching import CpuTurns
+
+    turns = CpuTurns()
+    lock = threading.Lock()
+    computing = waiting = most_computing = most_waiting = 0
+
+    def case() -> None:
+        nonlocal computing, waiting, most_computing, most_waiting
+        with turns.computing():
+            for _ in range(2):
+                with lock:
+                    computing += 1
+                    most_computing = max(most_computing, computing)
+                time.sleep(0.02)
+                with lock:
+                    computing -= 1
+                with CpuTurns.waiting():
+                    with lock:
+                        waiting += 1
+                        most_waiting = max(most_waiting, waiting)
+                    time.sleep(0.2)
+                    with lock:
+                        waiting -= 1
+
+    threads = [threading.Thread(target=case) for _ in range(5)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most_computing == 1 and most_waiting >= 4
+    assert time.monotonic() - started < 1.0  # the waits overlapped (apart: 2.0 s)
+    with CpuTurns.waiting():  # no turn held on this thread: nothing to give up
+        pass
 
 
 # ---------------------------------------------------------------------------- the stand-in engine
@@ -284,3 +345,4 @@ def test_the_openai_path_keeps_its_requests_in_flight_and_answers_the_same(
     assert normalised(tmp_path / "out") == normalised(in_process)
     assert summary.model_stats["synthesizer"]["engine"] == "openai"
     assert summary.model_stats["synthesizer"]["slots"] == 8
+    assert summary.model_stats["synthesizer"]["slots_full_share"] > 0.5

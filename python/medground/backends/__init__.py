@@ -77,7 +77,7 @@ __all__ = [
 BACKENDS = ("template", "vllm", "openai", "simulated")
 _KEYS = {"openai": openai.CONFIG_KEYS, "vllm": vllm.CONFIG_KEYS, "simulated": simulated.CONFIG_KEYS}
 #: Keys of the Ray batching queue (``pipeline/batching.py``) for the engines that batch.
-QUEUE_KEYS = frozenset({"max_batch", "batch_wait_s", "num_replicas"})
+QUEUE_KEYS = frozenset({"max_batch", "batch_wait_s", "max_batch_wait_s", "num_replicas"})
 
 
 def make_backend(config: Mapping[str, Any]) -> Backend:
@@ -100,8 +100,8 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
       ``trust_remote_code`` (false), ``enforce_eager`` (false), ``max_num_seqs``.
     * ``simulated``: ``cost_t0_s`` (0.5), ``cost_per_prompt_s`` (0.02), ``max_batch`` (256).
     * on Ray, the batching queue (:mod:`medground.pipeline.batching`): ``max_batch`` (256),
-      ``batch_wait_s`` (0.05) and ``num_replicas`` (1) for ``vllm`` and ``simulated``;
-      ``batch_wait_s`` for ``openai``.
+      ``batch_wait_s`` (1.0), ``max_batch_wait_s`` (30) and ``num_replicas`` (1) for
+      ``vllm`` and ``simulated``.
 
     Other keys of the section (the synthesizer's or judge's own) are left to their readers.
 
@@ -171,5 +171,5 @@ def config_keys(kind: str) -> frozenset[str]:
     """The run-config keys a model backend reads (``openai`` or ``vllm``)."""
     if kind not in _KEYS:
         raise ValueError(f"backend must be openai, vllm or simulated, got {kind!r}")
-    queue = QUEUE_KEYS if kind != "openai" else frozenset({"batch_wait_s"})
+    queue = QUEUE_KEYS if kind != "openai" else frozenset({"batch_wait_s", "max_batch_wait_s"})
     return COMMON_KEYS | _KEYS[kind] | queue

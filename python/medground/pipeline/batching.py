@@ -4,8 +4,9 @@ On Ray, every case's model requests (synthesis drafts, judge verdicts) go to one
 :class:`ModelQueue` per stage — an async Ray actor — instead of to a model of their own.
 The queue gathers the requests of all the cases in flight and hands them to the engine
 in batches of up to ``max_batch`` prompts, as soon as an engine slot is free and either a
-batch is full or the oldest waiting request has waited ``batch_wait_s``; each case gets
-its own answers back, in its own order. The engines are:
+batch is full, or no request has arrived for ``batch_wait_s`` (the stream paused: waiting
+longer would only idle the engine), or its oldest request has waited ``max_batch_wait_s``;
+each case gets its own answers back, in its own order. The engines are:
 
 * ``vllm`` and ``simulated``: ``num_replicas`` replica actors (``num_gpus`` each; one per
   GPU or tensor-parallel group) sharing the one queue, one batch at a time each.
@@ -27,15 +28,17 @@ byte-identically.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from medground.backends import Request, Response, make_backend
 
-__all__ = ["BatchQueue", "ModelQueue", "QueueSettings", "QueueStats", "QueuedBackend", "Replica"]
+__all__ = ["BatchQueue", "CpuTurns", "ModelQueue", "QueueSettings", "QueueStats", "QueuedBackend", "Replica"]
 
 Engine = Callable[[list[Request]], Awaitable[list[Response]]]
 
@@ -51,8 +54,11 @@ class QueueSettings:
         engine: ``vllm``, ``simulated`` or ``openai``.
         max_batch: prompts per engine call (``max_batch``, default 256; 1 for ``openai``,
             whose server batches by itself).
-        wait_s: the longest a request waits for its batch to fill while an engine slot is
-            free (``batch_wait_s``, default 0.05).
+        wait_s: the longest pause in arrivals a forming batch waits through while an engine
+            slot is free (``batch_wait_s``, default 1.0): requests still coming (cases being
+            prepared) fill it; a pause longer than this sends it as it is.
+        max_wait_s: the longest the oldest request of a forming batch waits
+            (``max_batch_wait_s``, default 30).
         replicas: engine replicas sharing the queue (``num_replicas``; 1 for ``openai``).
         slots: calls each replica runs at once (1 for batched engines; ``concurrency`` for
             ``openai``, default 64).
@@ -60,16 +66,18 @@ class QueueSettings:
 
     engine: str
     max_batch: int = 256
-    wait_s: float = 0.05
+    wait_s: float = 1.0
     replicas: int = 1
     slots: int = 1
+    max_wait_s: float = 30.0
 
     @classmethod
     def of(cls, engine: str, table: Mapping[str, Any]) -> QueueSettings:
-        wait = float(table.get("batch_wait_s", 0.05))
+        wait = float(table.get("batch_wait_s", 1.0))
+        longest = float(table.get("max_batch_wait_s", 30.0))
         if engine == "openai":
-            return cls(engine, 1, wait, 1, int(table.get("concurrency", 64)))
-        return cls(engine, int(table.get("max_batch", 256)), wait, int(table.get("num_replicas", 1)), 1)
+            return cls(engine, 1, wait, 1, int(table.get("concurrency", 64)), longest)
+        return cls(engine, int(table.get("max_batch", 256)), wait, int(table.get("num_replicas", 1)), 1, longest)
 
     @property
     def capacity(self) -> int:
@@ -92,6 +100,7 @@ class QueueStats:
     last_answer: float | None = None
     waiting_s: float = 0.0  # summed over requests: from arrival to dispatch
     tokens: int = 0  # prompt + completion tokens the engine reported
+    slots_full_s: float = 0.0  # time every engine slot had a call in flight
 
     @property
     def mean_batch(self) -> float:
@@ -114,6 +123,7 @@ class QueueStats:
             batch_fill=self.mean_batch / self.max_batch if self.max_batch else 0.0,
             engine_busy_share=self.engine_busy_s / (span * engines) if span > 0 else 0.0,
             requests_per_s=self.requests / span if span > 0 else 0.0,
+            slots_full_share=self.slots_full_s / span if span > 0 else 0.0,
             mean_wait_s=self.waiting_s / self.requests if self.requests else 0.0,
         )
         return out
@@ -125,7 +135,8 @@ class BatchQueue:
     Args:
         engines: one awaitable call per engine replica: a batch in, its responses out (in order).
         max_batch: the most requests in one call.
-        wait_s: how long the oldest waiting request may wait for more while a slot is free.
+        wait_s: the longest pause in arrivals a forming batch waits through while a slot is free.
+        max_wait_s: the longest its oldest request waits.
         slots: calls each engine runs at once.
         retries: how many times a batch whose engine call raised is sent again.
         backoff_s: the pause before a retry (doubled each time).
@@ -138,7 +149,8 @@ class BatchQueue:
         engines: Sequence[Engine],
         *,
         max_batch: int,
-        wait_s: float = 0.05,
+        wait_s: float = 1.0,
+        max_wait_s: float = 30.0,
         slots: int = 1,
         retries: int = 3,
         backoff_s: float = 1.0,
@@ -146,7 +158,10 @@ class BatchQueue:
         if not engines or max_batch < 1 or slots < 1:
             raise ValueError("a batch queue needs an engine, max_batch >= 1 and slots >= 1")
         self.engines = list(engines)
-        self.max_batch, self.wait_s, self.slots = max_batch, wait_s, slots
+        self.max_batch, self.wait_s, self.max_wait_s, self.slots = max_batch, wait_s, max_wait_s, slots
+        self._last_arrival = 0.0
+        self._active = 0
+        self._changed = 0.0
         self.retries, self.backoff_s = retries, backoff_s
         self.stats = QueueStats(max_batch=max_batch)
         self._pending: deque[tuple[Request, asyncio.Future[Response], float]] = deque()
@@ -181,6 +196,7 @@ class BatchQueue:
             self._pending.append((request, future, now))
             futures.append(future)
         self.stats.requests += len(requests)
+        self._last_arrival = now
         self._wake.set()
         return list(await asyncio.gather(*futures))
 
@@ -203,10 +219,17 @@ class BatchQueue:
         while True:
             engine = await self._free.get()
             await self._wait_for(lambda: bool(self._pending), None)
-            oldest = self._pending[0][2]
-            left = oldest + self.wait_s - time.perf_counter()
-            if len(self._pending) < self.max_batch and left > 0:
-                await self._wait_for(lambda: len(self._pending) >= self.max_batch, left)
+            assert self._wake is not None
+            while len(self._pending) < self.max_batch:
+                # Full, or the stream paused, or the oldest request has waited long enough;
+                # each arrival pushes the pause's deadline on.
+                due = min(self._last_arrival + self.wait_s, self._pending[0][2] + self.max_wait_s)
+                left = due - time.perf_counter()
+                if left <= 0:
+                    break
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
             count = min(self.max_batch, len(self._pending))
             batch = [self._pending.popleft() for _ in range(count)]
             now = time.perf_counter()
@@ -218,6 +241,7 @@ class BatchQueue:
     async def _run(self, engine: int, batch: list[tuple[Request, asyncio.Future[Response], float]]) -> None:
         assert self._free is not None
         requests = [request for request, _, _ in batch]
+        self._slot_change(+1)
         responses: list[Response] | None = None
         problem = ""
         for attempt in range(self.retries + 1):
@@ -240,6 +264,7 @@ class BatchQueue:
                 Response(r.id, None, "backend_error", f"the model engine failed {self.retries + 1} times: {problem}")
                 for r in requests
             ]
+        self._slot_change(-1)
         self.stats.batches += 1
         self.stats.tokens += sum(r.prompt_tokens + r.completion_tokens for r in responses)
         self.stats.last_answer = time.time()
@@ -247,6 +272,14 @@ class BatchQueue:
             if not future.done():
                 future.set_result(response)
         self._free.put_nowait(engine)
+
+    def _slot_change(self, change: int) -> None:
+        """Keeps the time every slot was busy (the openai path's in-flight count held)."""
+        now = time.perf_counter()
+        if self._active == self.slots * len(self.engines):
+            self.stats.slots_full_s += now - self._changed
+        self._active += change
+        self._changed = now
 
 
 class Replica:
@@ -293,7 +326,13 @@ class ModelQueue:
             self._pool = ThreadPoolExecutor(max_workers=settings.slots, thread_name_prefix=f"medground-{kind}")
             engines = [self._in_pool]
             self.name, self.model = self._local.name, self._local.model
-        self.queue = BatchQueue(engines, max_batch=settings.max_batch, wait_s=settings.wait_s, slots=settings.slots)
+        self.queue = BatchQueue(
+            engines,
+            max_batch=settings.max_batch,
+            wait_s=settings.wait_s,
+            max_wait_s=settings.max_wait_s,
+            slots=settings.slots,
+        )
 
     @staticmethod
     def _replica_engine(replica: Any) -> Engine:
@@ -323,6 +362,46 @@ class ModelQueue:
         return {"kind": self.kind, "engine": self.settings.engine, **asdict(self.settings), **stats.to_dict(engines)}
 
 
+_turn = threading.local()
+
+
+class CpuTurns:
+    """One case computes at a time in a CPU worker (it has one CPU, and Python one GIL):
+    a case holds the turn while it computes and gives it up while it waits for model
+    answers (:meth:`waiting`), so the next case is prepared meanwhile — in order, instead of
+    every case of the worker crawling along at once."""
+
+    def __init__(self, cpus: int = 1) -> None:
+        self._slots = threading.Semaphore(cpus)
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """The block computes with a turn (taken on entry, given back on exit)."""
+        self._slots.acquire()
+        _turn.held = self
+        try:
+            yield
+        finally:
+            _turn.held = None
+            self._slots.release()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def waiting() -> Iterator[None]:
+        """The block waits without the turn this thread holds, if any."""
+        held: CpuTurns | None = getattr(_turn, "held", None)
+        if held is None:
+            yield
+            return
+        _turn.held = None
+        held._slots.release()
+        try:
+            yield
+        finally:
+            held._slots.acquire()
+            _turn.held = held
+
+
 class QueuedBackend:
     """A :class:`~medground.backends.Backend` whose requests go to a :class:`ModelQueue`
     actor: what a case's synthesizer and judge use on Ray (the engine's name and model are
@@ -345,7 +424,8 @@ class QueuedBackend:
             return []
         for attempt in range(self.RETRIES + 1):
             try:
-                return list(ray.get(self.queue.submit.remote(list(requests))))
+                with CpuTurns.waiting():  # another case of this worker computes meanwhile
+                    return list(ray.get(self.queue.submit.remote(list(requests))))
             except ray.exceptions.RayActorError:
                 if attempt == self.RETRIES:
                     raise

@@ -63,7 +63,9 @@ class SplitConfig:
 #: Settings that decide how the work is scheduled, never what it makes (how requests are
 #: batched and how many run at once): left out of the manifest and the fingerprint, so
 #: outputs are byte-identical whatever they are and a run may resume with others.
-SCHEDULING_KEYS = frozenset({"max_batch", "batch_wait_s", "num_replicas", "concurrency", "cases_per_worker"})
+SCHEDULING_KEYS = frozenset(
+    {"max_batch", "batch_wait_s", "max_batch_wait_s", "num_replicas", "concurrency", "cases_per_worker"}
+)
 
 
 def _outputs_only(table: dict[str, Any]) -> dict[str, Any]:

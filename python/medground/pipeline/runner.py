@@ -198,14 +198,14 @@ def _model_queues(ray: Any, config: RunConfig) -> tuple[dict[str, Any], dict[str
 
 def cases_per_worker(config: RunConfig, settings: dict[str, QueueSettings], workers: int) -> int:
     """Cases each CPU worker runs at once: 1 without a model; with one, enough that the
-    requests waiting on the queues fill twice the engines' capacity (``[run]
+    requests waiting on the queues fill four times the engines' capacity (``[run]
     cases_per_worker`` overrides)."""
     if config.budget.cases_per_worker is not None:
         return config.budget.cases_per_worker
     if not settings:
         return 1
     capacity = max(s.capacity for s in settings.values())
-    return max(2, min(64, -(-2 * capacity // (max(1, workers) * REQUESTS_PER_CASE))))
+    return max(2, min(64, -(-4 * capacity // (max(1, workers) * REQUESTS_PER_CASE))))
 
 
 #: Seconds to wait for a Ray cluster's address to accept a connection.

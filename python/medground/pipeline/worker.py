@@ -21,7 +21,7 @@ from medground.io.case import load_case
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
-from medground.pipeline.batching import QueuedBackend
+from medground.pipeline.batching import CpuTurns, QueuedBackend
 from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text
 from medground.pipeline.store import CaseResult
 from medground.records import Sample, dumps
@@ -186,6 +186,9 @@ class CaseActor:
     budget of all its cases is set once on the process (``RLIMIT_AS``); each case keeps its
     own time budget.
 
+    Turns: one case computes at a time; a case gives its turn up while it waits for model
+    answers (:class:`~medground.pipeline.batching.CpuTurns`).
+
     Admission: a case starts at once when no other case runs here or the process's resident
     memory is under :attr:`ADMIT_SHARE` of the budget; otherwise it waits (at most its time
     budget) for running cases to finish, so that many cases in flight never mean many
@@ -199,6 +202,7 @@ class CaseActor:
         self._limit.__enter__()  # held for the actor's life
         self._running = 0
         self._turn = threading.Condition()
+        self._turns = CpuTurns()
 
     def _admit(self, patience: float | None) -> None:
         deadline = None if patience is None else time.monotonic() + patience
@@ -213,7 +217,8 @@ class CaseActor:
     def process(self, spec: DatasetSpec, files: CaseFiles, **kwargs: Any) -> CaseResult:
         self._admit(kwargs.get("budget", (None, None))[0])
         try:
-            return process_case(spec, files, **kwargs)
+            with self._turns.computing():
+                return process_case(spec, files, **kwargs)
         finally:
             with self._turn:
                 self._running -= 1

@@ -27,12 +27,19 @@ def make_sample(
     query_type: str = "direct",
     distractor_labels: tuple[str, ...] = (),
     query: str = "Locate the kidney tumor.",
+    labels: list[str] | None = None,
+    others: tuple[tuple[str, list[int]], ...] = (),
 ) -> dict[str, Any]:
-    """A samples.jsonl record (through records.Sample, so the fields are the real ones)."""
+    """A samples.jsonl record (through records.Sample, so the fields are the real ones).
+
+    ``labels`` gives each target its own label (else every target is ``label``);
+    ``others`` are distractors with boxes, ``(label, box)``, after the box-less
+    ``distractor_labels``."""
+    names = labels if labels is not None else [label] * len(boxes)
     targets = [
         Target(
             label_id=1,
-            label=label,
+            label=names[k],
             object_id=k + 1,
             bbox_xyxy=box,
             area_px=0,
@@ -43,6 +50,9 @@ def make_sample(
         for k, box in enumerate(boxes)
     ]
     distractors = [{"label": name, "object_id": 100 + k, "values": {}} for k, name in enumerate(distractor_labels)]
+    distractors += [
+        {"label": name, "object_id": 200 + k, "bbox_xyxy": box, "values": {}} for k, (name, box) in enumerate(others)
+    ]
     return Sample(
         id=sample_id,
         dataset=dataset,

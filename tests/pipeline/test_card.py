@@ -38,6 +38,8 @@ def test_the_card_reports_phrasing_diversity(tmp_path: Path) -> None:
     row = next(line for line in section.splitlines() if line.startswith("| demo_ct |"))
     queries, distinct, *grams = (float(x) for x in row.strip("|").split("|")[1:])
     assert 0 < distinct <= queries and all(0 < g <= 1 for g in grams)
+    # The appearance-only subset is counted.
+    assert "| subset | samples |" in card and "| appearance |" in card
     # Every run's card scores the shortcut baselines on its test split.
     assert list(_baseline_rows(card)) == ["prior", "largest", "centre", "random"]
 

@@ -164,7 +164,7 @@ def score_baselines(
 
 
 #: The breakdowns the baselines table shows (every one is in the JSON).
-TABLE_BREAKDOWNS = ("query_type",)
+TABLE_BREAKDOWNS = ("query_type", "subset")
 
 
 def format_baselines(result: Mapping[str, Any], breakdowns: Sequence[str] = TABLE_BREAKDOWNS) -> str:

@@ -37,7 +37,7 @@ __all__ = [
     "samples_file",
 ]
 
-BREAKDOWNS = ("dataset", "modality", "label", "query_type", "split", "same_label_distractors")
+BREAKDOWNS = ("dataset", "modality", "label", "query_type", "split", "same_label_distractors", "subset")
 #: One of the view's objects as the samples record it: its label and box (a target's
 #: box, one per visible part, or a distractor's).
 ViewObject = tuple[str, Box]
@@ -59,6 +59,7 @@ class GroundTruth:
         query: The query text (None when absent).
         image: The image path, resolved against the output folder (None when absent).
         expression: The referring expression (None when absent).
+        subset: ``appearance`` for a query that says no position or side word, else None.
         others: The view's other objects (the sample's ``distractors`` that record a box),
             as ``(label, box)``.
     """
@@ -77,6 +78,7 @@ class GroundTruth:
     image: Path | None = None
     expression: str | None = None
     others: tuple[ViewObject, ...] = ()
+    subset: str | None = None
 
     @property
     def multi(self) -> bool:
@@ -199,6 +201,7 @@ def _truth(sample: Sample, path: Path, line: int, folder: RunFolder) -> GroundTr
         image=folder.path(sample.image) if sample.image else None,
         expression=sample.referring_expression,
         others=others,
+        subset=sample.subset,
     )
 
 

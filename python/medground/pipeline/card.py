@@ -251,6 +251,8 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     lines += _table("modality", Counter(s["modality"] for s in samples))
     lines += _table("query type", Counter(s["query_type"] for s in samples))
     lines += _table("split", Counter(str(s["split"]) for s in samples))
+    # RefCOCO+'s rule: no position or side word (docs/RECORDS.md, `subset`).
+    lines += _table("subset", Counter(str(s.get("subset") or "(none)") for s in samples))
     lines += _table("label", Counter(t["label"] for s in samples for t in s["targets"]))
     lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
     lines += [f"| {_text(stage)} | {n} |" for stage, n in funnel["passed"].items()]

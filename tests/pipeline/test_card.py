@@ -116,3 +116,14 @@ def test_the_card_states_the_shortcut_baselines_next_to_the_splits(tmp_path: Pat
     assert rows["prior"][:4] == ["2", "1", "50.0", "50.0"]
     assert rows["largest"][:4] == ["2", "0", "100.0", "100.0"]
     assert rows["centre"][1] == "1"
+
+
+def test_a_run_without_test_samples_says_so_in_the_card(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from ground_truth import make_sample
+
+    samples = [make_sample("t1", [[20, 25, 60, 75]], width=100, height=100, split="train")]
+    write_card(tmp_path, _manifest(samples), samples)
+    card = (tmp_path / "README.md").read_text()
+    assert "Samples per split: train 1; scored: 0 test samples" in card
+    assert "No test samples: nothing to score." in card and "| prior |" not in card

@@ -209,14 +209,13 @@ def _baselines(root: Path, samples: list[dict[str, Any]]) -> list[str]:
         f"Samples per split: {', '.join(f'{_text(k)} {v}' for k, v in sizes)}; "
         f"scored: {result['samples']} test samples, label priors from {result['train_samples']} train samples."
     )
-    lines.append("")
     for row in result["no_prior"]:
         lines.append(
-            f"No train samples for {_text(row['dataset'])}/{_text(row['label'])} ({row['samples']} test samples): "
+            f"\nNo train samples for {_text(row['dataset'])}/{_text(row['label'])} ({row['samples']} test samples): "
             "prior and centre give it no box, a sample left with none scores as a miss."
         )
     if not result["samples"]:
-        return [*lines, "No test samples: nothing to score.", ""]
+        return [*lines, "", "No test samples: nothing to score.", ""]
     lines += [
         "",
         "| baseline | answer | samples | missing | Acc@0.5 | mIoU | centre hit | multi-object F1@0.5 |",

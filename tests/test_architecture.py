@@ -33,6 +33,9 @@ LAYERS: dict[str, int] = {
     # The dataset layer and the model clients.
     "medground.io": 2,
     "medground.backends": 2,
+    # Scoring reads only records and box conventions: low enough for the dataset card
+    # (the pipeline) to score the shortcut baselines with it; still an output below.
+    "medground.evaluate": 2,
     "medground.settings": 3,
     # The stages, in the order a case flows through them.
     "medground.render": 4,
@@ -46,7 +49,6 @@ LAYERS: dict[str, int] = {
     "medground.generate": 12,
     "medground.pipeline": 13,
     # Outputs read a run folder; they never import the pipeline or a stage.
-    "medground.evaluate": 14,
     "medground.audit": 15,
     "medground.predict": 15,
     "medground.export": 15,

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from medground import rle
+from medground import phantoms, rle
 from medground.generate import draft_case
 from medground.io import find_cases, load_case, load_preset, load_spec
-from medground.refer import Scene, matching_distractors
+from medground.pipeline import load_run_config, run
+from medground.refer import Scene, matching_distractors, subset_of
 from medground.terms import clinical_term
 from phantom_cases import multi_lesion_case as _phantom_case
 from real_specs import ct_mr_spec
@@ -100,3 +101,76 @@ def test_bilateral_lungs_as_one_set(shared_data: Path) -> None:
         assert multi.referring_attributes["laterality"] == "bilateral" and len(multi.targets) == 2
     assert "both lungs" in named.query.lower() or "lungs on both sides" in named.query
     assert "air-filled organs of respiration" in described.query
+
+
+@pytest.mark.parametrize(
+    ("attributes", "subset"),
+    [
+        ({"category": "liver"}, "appearance"),
+        ({"category": "liver lesion", "size_rank": "largest"}, "appearance"),
+        ({"category": "liver lesion", "shape": "round", "intensity": "hypodense", "size_class": "small"}, "appearance"),
+        ({"category": "liver lesion", "count": 3}, "appearance"),
+        ({"description": "organ that produces bile"}, "appearance"),
+        ({"category": "melanoma", "diagnosis": "melanoma"}, "appearance"),
+        ({"category": "kidney_right"}, None),  # "the right kidney"
+        ({"description": "retroperitoneal organ that produces urine", "laterality": "right"}, None),
+        ({"category": "aorta", "laterality": "midline"}, None),
+        ({"category": "kidney_right", "count": 2, "laterality": "bilateral"}, None),  # "on both sides"
+        ({"category": "liver", "position": "left"}, None),
+        ({"category": "liver lesion", "within": "liver"}, None),
+        ({"category": "kidney_right", "relation": "posterior:liver"}, None),
+        ({"category": "gallbladder", "touches": "liver"}, None),
+    ],
+)
+def test_the_appearance_subset_has_no_position_or_side_attribute(attributes: dict, subset: str | None) -> None:
+    assert subset_of(attributes, "abdomen") == subset
+
+
+#: Words that say where something is, in the template's wordings of positions, sides and
+#: relations (presets/templates/template_v2.toml).
+PLACE_WORDS = {
+    "left",
+    "right",
+    "left-sided",
+    "right-sided",
+    "midline",
+    "side",
+    "sides",
+    "upper",
+    "lower",
+    "center",
+    "within",
+    "inside",
+    "anterior",
+    "posterior",
+    "superior",
+    "inferior",
+    "medial",
+    "lateral",
+    "touching",
+}
+
+
+def _place_words(query: str) -> set[str]:
+    return {w.strip(".,?'s") for w in query.lower().split()} & PLACE_WORDS
+
+
+def test_appearance_queries_say_no_position_or_side_word(tmp_path: Path) -> None:
+    """On the demo's volumes and photographs: a sample is marked ``appearance`` exactly when
+    its attributes say no place (recomputed), its query then has none of the template's
+    place and side words, and the others each have one (but a bilateral pair, which only
+    some phrasings say "on both sides" of)."""
+    phantoms.demo_dataset(tmp_path / "demo", volumes=2, photos=2)
+    run(load_run_config(tmp_path / "demo" / "run.toml"), tmp_path / "run", use_ray=False, progress=False)
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    marked = [s for s in samples if s["subset"] == "appearance"]
+    assert marked and len(marked) < len(samples)
+    assert {s["subset"] for s in samples} == {"appearance", None}
+    for sample in samples:
+        assert sample["subset"] == subset_of(sample["referring_attributes"], "abdomen"), sample["query"]
+        words = _place_words(sample["query"])
+        if sample["subset"] == "appearance":
+            assert not words, sample["query"]
+        elif sample["referring_attributes"].get("laterality") != "bilateral":  # "both kidneys", or "… on both sides"
+            assert words, sample["query"]
+    assert {s["query_type"] for s in marked} >= {"direct", "multi_object"}

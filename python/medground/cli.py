@@ -28,12 +28,14 @@ from medground.boxes import (
 from medground.browse import build_site, serve
 from medground.evaluate import (
     evaluate,
+    format_baselines,
     format_report,
     load_ground_truth,
     load_predictions,
     resolve_convention,
     resolve_format,
     samples_file,
+    score_baselines,
 )
 from medground.export import FORMATS as EXPORT_FORMATS
 from medground.export import LAYOUTS as EXPORT_LAYOUTS
@@ -440,9 +442,8 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--pred",
     "pred",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Predictions JSONL: {id, text} or {id, bbox} or {id, bboxes} per line.",
+    help="Predictions JSONL: {id, text} or {id, bbox} or {id, bboxes} per line (optional with --baselines).",
 )
 @click.option(
     "--format",
@@ -463,14 +464,23 @@ def audit(runs: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--split", default=None, help="Score only the samples of this split (train, val or validation, test; default: all)."
 )
+@click.option(
+    "--baselines",
+    is_flag=True,
+    help="Also score answers that never read the query (label prior, largest object of the label, "
+    "image centre, random object) on the test split (or --split), the priors learned on the train split.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random-object baseline.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
     gt: Path,
-    pred: Path,
+    pred: Path | None,
     format_name: str | None,
     min_pixels: int | None,
     max_pixels: int | None,
     split: str | None,
+    baselines: bool,
+    seed: int,
     as_json: bool,
 ) -> None:
     """Score grounding predictions against the samples of an output folder.
@@ -479,7 +489,25 @@ def eval_command(
     predictions by `medground predict`, with the image limits it assumed), never guessed
     per prediction. The `ceiling` row scores the ground truth itself written in the format
     and read back: the best the format's rounding lets a perfect model score.
+
+    --baselines scores, with the same metrics, answers that never read the query, so a
+    model's score reads against them: the label's prior box from the train split, the
+    largest object of the named label in the image, a box of the prior's size in the
+    image centre, and a seeded random object of the image.
     """
+    if pred is None and not baselines:
+        raise click.UsageError("give --pred (predictions to score), or --baselines, or both")
+    shortcut = None
+    if baselines:
+        try:
+            shortcut = score_baselines(load_ground_truth(gt), split=split or "test", seed=seed)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from error
+        if pred is None:
+            shortcut.update(gt=str(samples_file(gt)))
+            click.echo(dumps(shortcut, indent=2) if as_json else format_baselines(shortcut))
+            return
+    assert pred is not None
     try:
         truths = load_ground_truth(gt, split=split)
         predictions = load_predictions(pred)
@@ -495,7 +523,10 @@ def eval_command(
     except ValueError as error:  # an image Qwen2.5-VL's processor would refuse (aspect ratio)
         raise click.ClickException(str(error)) from error
     report.update(gt=str(samples_file(gt)), pred=str(pred), split=split)
-    click.echo(dumps(report, indent=2) if as_json else format_report(report))
+    if shortcut is not None:
+        report["baselines"] = shortcut
+    text = format_report(report) + ("" if shortcut is None else "\n\n" + format_baselines(shortcut))
+    click.echo(dumps(report, indent=2) if as_json else text)
 
 
 @main.command("predict")

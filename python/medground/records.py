@@ -67,7 +67,9 @@ class Sample:
     ``query`` is the instruction ("Point to the right kidney."); ``referring_expression`` the
     noun phrase it refers with ("the right kidney", "every liver lesion"), which grounding
     formats put where a referring expression belongs (ms-swift's ``ref``, ``<ref>`` spans);
-    None in runs written before it existed.
+    None in runs written before it existed. ``subset`` is ``appearance`` when the referring
+    attributes say no position or side word (RefCOCO+'s rule; :func:`medground.refer.subset_of`),
+    else None.
     """
 
     id: str
@@ -85,6 +87,7 @@ class Sample:
     query_type: str
     targets: list[Target]
     referring_attributes: dict[str, Any]
+    subset: str | None = None
     distractors: list[dict[str, Any]]
     synthesis: dict[str, Any]
     verification: dict[str, Any] = field(default_factory=dict)

@@ -20,6 +20,10 @@ What a radiologist would sign:
   or lower.
 * At most one reference per (targets, attribute set) in a view.
 
+A reference that says no position or side word is in the ``appearance`` subset
+(:func:`subset_of`), in the manner of RefCOCO+: its target must be found by what it is
+and looks like, never by where it lies.
+
 A target that cannot be singled out is skipped with the reason.
 """
 
@@ -36,6 +40,8 @@ from medground.terms import clinical_term
 from medground.views import View
 
 __all__ = [
+    "APPEARANCE",
+    "PLACING",
     "PREFERENCE",
     "Reference",
     "Scene",
@@ -44,6 +50,7 @@ __all__ = [
     "matching_distractors",
     "refer",
     "refer_view",
+    "subset_of",
 ]
 
 #: Attribute preference per query type (clinically sensible order; the head first).
@@ -55,6 +62,11 @@ PREFERENCE: dict[str, tuple[str, ...]] = {
     "relational": ("category", "within", "relation", "laterality", "size_rank"),
 }
 _PATIENT_SIDES = ("left", "right", "midline", "bilateral")
+#: Attributes that say where a target lies: a place in the image, containment in or contact
+#: with another structure, a direction to a nearby one.
+PLACING = frozenset({"position", "within", "touches", "relation"})
+#: The subset of the references that say no position or side word.
+APPEARANCE = "appearance"
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,8 @@ class Reference:
         distractors: every other object of the view, with its values for those attributes.
         findings: the chosen clinical attributes that are findings (worded as the head).
         label: the (first) target's label, for wording a description's side; never a claim.
+        subset: ``appearance`` when the attributes say no position or side word
+            (:func:`subset_of`), else None.
     """
 
     query_type: str
@@ -76,6 +90,7 @@ class Reference:
     distractors: tuple[dict[str, Any], ...]
     findings: tuple[str, ...] = ()
     label: str | None = None
+    subset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,25 @@ def frame_of(attribute: str, value: Any, body_region: str | None = None) -> str 
         if direction in ("left", "right") or clinical_term(other, body_region).side:
             return "patient"
     return None
+
+
+def subset_of(attributes: dict[str, Any], body_region: str | None = None) -> str | None:
+    """``appearance`` when a reference's attributes say no position or side word, as
+    RefCOCO+ banned location words; None otherwise.
+
+    A position or side word is: a place in the image, ``within``, ``touches`` or a relation
+    (:data:`PLACING`); any laterality (left, right, midline, and bilateral too: "the
+    kidneys on both sides"); a category whose clinical term names a side ("the right
+    kidney"). What remains (category, description, size rank and class, shape,
+    intensity, count and the case table's clinical attributes) says what the target is
+    and looks like.
+    """
+    for name, value in attributes.items():
+        if name in PLACING or name == "laterality":
+            return None
+        if name == "category" and frame_of(name, value, body_region) is not None:
+            return None
+    return APPEARANCE
 
 
 def _row_only(position: str | None) -> str | None:
@@ -316,7 +350,15 @@ def refer(target: int, scene: Scene, query_type: str, *, exhaustive: Collection[
         return Skip(query_type, (target,), "ambiguous", detail)
     chosen = state.chosen
     said = tuple(f for f in findings if f in chosen)
-    return Reference(query_type, (target,), chosen, _distractors(chosen, scene, (target,)), said, fact["label"])
+    return Reference(
+        query_type,
+        (target,),
+        chosen,
+        _distractors(chosen, scene, (target,)),
+        said,
+        fact["label"],
+        subset_of(chosen, scene.body_region),
+    )
 
 
 def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...]) -> tuple[dict[str, Any], ...]:
@@ -419,5 +461,7 @@ def refer_view(
         members, attributes = found
         head = {"category": attributes["category"]} if "category" in attributes else {}
         label = scene.facts[members[0]]["label"]
-        add(Reference("multi_object", members, attributes, _distractors(head, scene, members), label=label))
+        distractors = _distractors(head, scene, members)
+        subset = subset_of(attributes, scene.body_region)
+        add(Reference("multi_object", members, attributes, distractors, label=label, subset=subset))
     return references, skips

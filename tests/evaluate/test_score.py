@@ -143,7 +143,15 @@ def test_breakdowns_partition_the_samples(tmp_path):
     assert overall["multi"]["f1@0.5"] == pytest.approx(2 / 3)  # P = 1/1, R = 1/2
 
     breakdowns = report["breakdowns"]
-    assert list(breakdowns) == ["dataset", "modality", "label", "query_type", "split", "same_label_distractors"]
+    assert list(breakdowns) == [
+        "dataset",
+        "modality",
+        "label",
+        "query_type",
+        "split",
+        "same_label_distractors",
+        "subset",
+    ]
     for name, groups in breakdowns.items():
         for key in ("samples", "missing", "unparseable"):
             assert sum(g[key] for g in groups.values()) == overall[key], (name, key)
@@ -165,6 +173,11 @@ def test_breakdowns_partition_the_samples(tmp_path):
     assert breakdowns["dataset"]["lits"]["single"]["acc@0.7"] == 0.0
     assert breakdowns["modality"]["dermoscopy"]["missing"] == 1
     assert breakdowns["query_type"]["multi_object"]["multi"]["recall@0.5"] == 0.5
+    # The appearance-only subset (s1: IoU 1; s4: 1 of 2 matched) and the rest.
+    assert {k: g["samples"] for k, g in breakdowns["subset"].items()} == {"appearance": 2, "(none)": 3}
+    assert breakdowns["subset"]["appearance"]["single"]["acc@0.5"] == 1.0
+    assert breakdowns["subset"]["appearance"]["multi"]["recall@0.5"] == 0.5
+    assert breakdowns["subset"]["(none)"]["single"]["miou"] == pytest.approx((0 + 0 + 0.5) / 3)
 
 
 def test_split_selects_the_samples_scored(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,10 @@ def test_the_card_reports_phrasing_diversity(tmp_path: Path) -> None:
     row = next(line for line in section.splitlines() if line.startswith("| demo_ct |"))
     queries, distinct, *grams = (float(x) for x in row.strip("|").split("|")[1:])
     assert 0 < distinct <= queries and all(0 < g <= 1 for g in grams)
+    # The appearance-only subset is counted.
+    assert "| subset | samples |" in card and "| appearance |" in card
+    # Every run's card scores the shortcut baselines on its test split.
+    assert list(_baseline_rows(card)) == ["prior", "largest", "centre", "random"]
 
 
 NAMES = {"2": "a $x^$ b", "3": "<script>alert(1)</script>", "4": "left | right *bold* [link](x)"}
@@ -67,3 +72,58 @@ def test_label_names_are_text_in_the_card_and_its_plots(tmp_path: Path) -> None:
     assert "| a \\$x^\\$ b |" in card and "| &lt;script&gt;alert(1)&lt;/script&gt; |" in card
     provenance = card.split("## Provenance", 1)[1].split("```json\n", 1)[1].split("\n```", 1)[0]
     assert json.loads(provenance) == manifest["config"]  # the same JSON, < > & written as \u escapes
+
+
+def _manifest(samples: list[dict]) -> dict:
+    return {
+        "medground_version": "0",
+        "fingerprint": "f",
+        "config": {},
+        "counts": {"accepted": len(samples), "cases": len(samples), "errors": 0, "rejected": 0},
+        "funnel": {"drafts": len(samples), "passed": {}},
+        "splits": {"patients": {"train": 3, "test": 2}, "patients_on_two_sides": []},
+        "errors": [],
+    }
+
+
+def _baseline_rows(card: str) -> dict[str, list[str]]:
+    section = card.split("### Shortcut baselines", 1)[1].split("## Plots", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[2:]] for cells in rows[1:]}
+
+
+def test_the_card_states_the_shortcut_baselines_next_to_the_splits(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from ground_truth import make_sample
+
+    # Every test box is the train prior of its label (0.2, 0.25, 0.6, 0.75): prior scores 100%.
+    samples = [
+        make_sample("t1", [[20, 25, 60, 75]], width=100, height=100, split="train"),
+        make_sample("t2", [[40, 25, 120, 75]], width=200, height=100, split="train"),
+        make_sample("t3", [[80, 50, 240, 150]], width=400, height=200, split="train"),
+        make_sample("e1", [[100, 50, 300, 150]], width=500, height=200, others=(("liver", [0, 0, 500, 200]),)),
+        make_sample("e2", [[0, 0, 30, 40]], width=300, height=400, label="spleen"),
+    ]
+    write_card(tmp_path, _manifest(samples), samples)
+    card = (tmp_path / "README.md").read_text()
+    splits = card.index("## Splits")
+    assert splits < card.index("### Shortcut baselines") < card.index("## Plots")
+    assert "Samples per split: test 2, train 3; scored: 2 test samples" in card
+    assert "No train samples for kits/spleen (1 test samples)" in card
+    rows = _baseline_rows(card)
+    assert list(rows) == ["prior", "largest", "centre", "random"]
+    # prior: e1 exact, e2 (no prior) a miss; largest: each target is its label's only object.
+    assert rows["prior"][:4] == ["2", "1", "50.0", "50.0"]
+    assert rows["largest"][:4] == ["2", "0", "100.0", "100.0"]
+    assert rows["centre"][1] == "1"
+
+
+def test_a_run_without_test_samples_says_so_in_the_card(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from ground_truth import make_sample
+
+    samples = [make_sample("t1", [[20, 25, 60, 75]], width=100, height=100, split="train")]
+    write_card(tmp_path, _manifest(samples), samples)
+    card = (tmp_path / "README.md").read_text()
+    assert "Samples per split: train 1; scored: 0 test samples" in card
+    assert "No test samples: nothing to score." in card and "| prior |" not in card

@@ -27,12 +27,20 @@ def make_sample(
     query_type: str = "direct",
     distractor_labels: tuple[str, ...] = (),
     query: str = "Locate the kidney tumor.",
+    labels: list[str] | None = None,
+    others: tuple[tuple[str, list[int]], ...] = (),
+    subset: str | None = None,
 ) -> dict[str, Any]:
-    """A samples.jsonl record (through records.Sample, so the fields are the real ones)."""
+    """A samples.jsonl record (through records.Sample, so the fields are the real ones).
+
+    ``labels`` gives each target its own label (else every target is ``label``);
+    ``others`` are distractors with boxes, ``(label, box)``, after the box-less
+    ``distractor_labels``."""
+    names = labels if labels is not None else [label] * len(boxes)
     targets = [
         Target(
             label_id=1,
-            label=label,
+            label=names[k],
             object_id=k + 1,
             bbox_xyxy=box,
             area_px=0,
@@ -43,6 +51,9 @@ def make_sample(
         for k, box in enumerate(boxes)
     ]
     distractors = [{"label": name, "object_id": 100 + k, "values": {}} for k, name in enumerate(distractor_labels)]
+    distractors += [
+        {"label": name, "object_id": 200 + k, "bbox_xyxy": box, "values": {}} for k, (name, box) in enumerate(others)
+    ]
     return Sample(
         id=sample_id,
         dataset=dataset,
@@ -58,6 +69,7 @@ def make_sample(
         query_type=query_type,
         targets=targets,
         referring_attributes={},
+        subset=subset,
         distractors=distractors,
         synthesis={"backend": "template"},
     ).to_dict()
@@ -91,12 +103,14 @@ def breakdown_fixture(tmp_path: Path) -> tuple[Path, Path]:
         tmp_path / "out",
         [
             # 1 same-label distractor (the other kidney tumor; the kidney does not count).
-            make_sample("s1", [[0, 0, 10, 10]], distractor_labels=("kidney tumor", "kidney")),
+            make_sample("s1", [[0, 0, 10, 10]], distractor_labels=("kidney tumor", "kidney"), subset="appearance"),
             make_sample(
                 "s2", [[0, 0, 10, 10]], label="kidney", query_type="descriptive", distractor_labels=("kidney",)
             ),
             make_sample("s3", [[0, 0, 10, 10]], label="lesion", dataset="isic", modality="dermoscopy", split="train"),
-            make_sample("s4", [[0, 0, 10, 10], [20, 0, 30, 10]], query_type="multi_object", split=None),
+            make_sample(
+                "s4", [[0, 0, 10, 10], [20, 0, 30, 10]], query_type="multi_object", split=None, subset="appearance"
+            ),
             make_sample(
                 "s5",
                 [[0, 0, 10, 10]],

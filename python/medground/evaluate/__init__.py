@@ -27,7 +27,12 @@ area ``(x_max - x_min) * (y_max - y_min)``. The conventions themselves live in
 Modules: :mod:`~medground.evaluate.parse` (boxes out of answers),
 :mod:`~medground.evaluate.match` (IoU, Hungarian matching), :mod:`~medground.evaluate.files`
 (ground truth and predictions), :mod:`~medground.evaluate.score` (scores and breakdowns),
-:mod:`~medground.evaluate.report` (the table); ``medground eval`` is in :mod:`medground.cli`.
+:mod:`~medground.evaluate.report` (the table), :mod:`~medground.evaluate.baselines` (answers
+that never read the query, scored the same way: ``eval --baselines`` and the dataset card);
+``medground eval`` is in :mod:`medground.cli`.
+
+The package reads only records and box conventions (layers 0-1), so it sits low in the
+layers (docs/ARCHITECTURE.md): the pipeline's dataset card scores the baselines with it.
 
 A sample with one target scores the first predicted box: accuracy at IoU 0.3/0.5/0.7/0.9,
 mean IoU and centre hits (the predicted box's centre inside the target box). A sample
@@ -38,10 +43,12 @@ or one no box can be read from is a miss, and is counted.
 
 from __future__ import annotations
 
+from medground.evaluate.baselines import BASELINES, format_baselines, label_priors, score_baselines
 from medground.evaluate.files import (
     BREAKDOWNS,
     GroundTruth,
     Prediction,
+    ground_truths,
     load_ground_truth,
     load_predictions,
     resolve_convention,
@@ -54,6 +61,7 @@ from medground.evaluate.report import format_report
 from medground.evaluate.score import IOU_THRESHOLDS, SampleScore, evaluate, score_sample
 
 __all__ = [
+    "BASELINES",
     "BREAKDOWNS",
     "IOU_THRESHOLDS",
     "GroundTruth",
@@ -62,8 +70,11 @@ __all__ = [
     "SampleScore",
     "centre_inside",
     "evaluate",
+    "format_baselines",
     "format_report",
+    "ground_truths",
     "iou",
+    "label_priors",
     "load_ground_truth",
     "load_predictions",
     "match_boxes",
@@ -71,5 +82,6 @@ __all__ = [
     "resolve_convention",
     "resolve_format",
     "samples_file",
+    "score_baselines",
     "score_sample",
 ]

@@ -6,7 +6,7 @@ Errors name the file and the line (:class:`medground.runfolder.RecordFileError`)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from medground.boxes import (
     convention,
 )
 from medground.evaluate.parse import parse_boxes
-from medground.records import dumps
+from medground.records import Sample, dumps
 from medground.runfolder import RecordFileError, RunFolder, read_jsonl, split_name
 
 __all__ = [
@@ -28,6 +28,8 @@ __all__ = [
     "NONE_KEY",
     "GroundTruth",
     "Prediction",
+    "ViewObject",
+    "ground_truths",
     "load_ground_truth",
     "load_predictions",
     "resolve_convention",
@@ -35,7 +37,10 @@ __all__ = [
     "samples_file",
 ]
 
-BREAKDOWNS = ("dataset", "modality", "label", "query_type", "split", "same_label_distractors")
+BREAKDOWNS = ("dataset", "modality", "label", "query_type", "split", "same_label_distractors", "subset")
+#: One of the view's objects as the samples record it: its label and box (a target's
+#: box, one per visible part, or a distractor's).
+ViewObject = tuple[str, Box]
 NONE_KEY = "(none)"
 
 
@@ -54,6 +59,9 @@ class GroundTruth:
         query: The query text (None when absent).
         image: The image path, resolved against the output folder (None when absent).
         expression: The referring expression (None when absent).
+        subset: ``appearance`` for a query that says no position or side word, else None.
+        others: The view's other objects (the sample's ``distractors`` that record a box),
+            as ``(label, box)``.
     """
 
     id: str
@@ -69,6 +77,8 @@ class GroundTruth:
     query: str | None = None
     image: Path | None = None
     expression: str | None = None
+    others: tuple[ViewObject, ...] = ()
+    subset: str | None = None
 
     @property
     def multi(self) -> bool:
@@ -84,6 +94,12 @@ class GroundTruth:
             return str(self.same_label_distractors)
         value = getattr(self, breakdown)
         return NONE_KEY if value is None else str(value)
+
+    @property
+    def objects(self) -> tuple[ViewObject, ...]:
+        """Every object of the view as the sample records it: the targets (one box per
+        visible part) and the other objects."""
+        return tuple(zip(self.labels, self.boxes, strict=True)) + self.others
 
 
 def _box(value: Any, path: Path, line: int, what: str) -> Box:
@@ -127,34 +143,66 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
         if sample.id in seen:
             raise RecordFileError(path, line, f"duplicate id {sample.id!r} (first on line {seen[sample.id]})")
         seen[sample.id] = line
-        width, height = sample.width, sample.height
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise RecordFileError(path, line, f"width and height must be positive integers, got {width!r}, {height!r}")
-        if not sample.targets:
-            raise RecordFileError(path, line, "targets must be a non-empty list")
-        boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
-        labels = tuple(str(t.label) for t in sample.targets if t.label is not None)
-        same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
-        if split is not None and sample.split != split_name(split):
-            continue
-        truths.append(
-            GroundTruth(
-                id=sample.id,
-                width=width,
-                height=height,
-                boxes=boxes,
-                labels=labels,
-                dataset=sample.dataset,
-                modality=sample.modality,
-                split=sample.split,
-                query_type=sample.query_type,
-                same_label_distractors=same_label,
-                query=sample.query,
-                image=folder.path(sample.image) if sample.image else None,
-                expression=sample.referring_expression,
-            )
-        )
+        truth = _truth(sample, path, line, folder)
+        if split is None or sample.split == split_name(split):
+            truths.append(truth)
     return truths
+
+
+def ground_truths(records: Iterable[Mapping[str, Any]], source: Path | str) -> list[GroundTruth]:
+    """The ground truth of sample records already in memory (the run's accepted samples,
+    as the dataset card reads them); errors name ``source`` and the record's line.
+
+    Raises:
+        RecordFileError: As :func:`load_ground_truth`.
+    """
+    path = Path(source)
+    folder = RunFolder(path.parent)
+    truths = []
+    for line, record in enumerate(records, start=1):
+        try:
+            sample = Sample.from_dict(dict(record))
+        except (TypeError, ValueError) as error:
+            raise RecordFileError(path, line, str(error)) from error
+        truths.append(_truth(sample, path, line, folder))
+    return truths
+
+
+def _truth(sample: Sample, path: Path, line: int, folder: RunFolder) -> GroundTruth:
+    """What the evaluator needs of one sample, its boxes checked."""
+    width, height = sample.width, sample.height
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        raise RecordFileError(path, line, f"width and height must be positive integers, got {width!r}, {height!r}")
+    if not sample.targets:
+        raise RecordFileError(path, line, "targets must be a non-empty list")
+    boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
+    for k, t in enumerate(sample.targets):
+        if not isinstance(t.label, str):
+            raise RecordFileError(path, line, f"targets[{k}].label must be a string, got {dumps(t.label)}")
+    labels = tuple(t.label for t in sample.targets)
+    same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
+    others = tuple(
+        (str(d["label"]), _box(d["bbox_xyxy"], path, line, f"distractors[{k}].bbox_xyxy"))
+        for k, d in enumerate(sample.distractors)
+        if isinstance(d, dict) and isinstance(d.get("label"), str) and d.get("bbox_xyxy") is not None
+    )
+    return GroundTruth(
+        id=sample.id,
+        width=width,
+        height=height,
+        boxes=boxes,
+        labels=labels,
+        dataset=sample.dataset,
+        modality=sample.modality,
+        split=sample.split,
+        query_type=sample.query_type,
+        same_label_distractors=same_label,
+        query=sample.query,
+        image=folder.path(sample.image) if sample.image else None,
+        expression=sample.referring_expression,
+        others=others,
+        subset=sample.subset,
+    )
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from medground.evaluate.files import BREAKDOWNS
 from medground.evaluate.score import IOU_THRESHOLDS
 
-__all__ = ["format_report"]
+__all__ = ["format_report", "format_rows"]
 
 _COLUMNS = [
     ("n", 6),
@@ -45,6 +45,19 @@ def _row(name: str, metrics: Mapping[str, Any], width: int) -> str:
         pct(multi["f1@0.5"]),
     ]
     return f"{name:<{width}}" + "".join(f"{cell:>{w + 1}}" for cell, (_, w) in zip(cells, _COLUMNS, strict=True))
+
+
+def format_rows(blocks: Sequence[tuple[str, Mapping[str, Mapping[str, Any]]]]) -> list[str]:
+    """Blocks of rows under one header: each block a title line, then one indented row per
+    ``name: metrics`` (metrics as :func:`~medground.evaluate.score.evaluate` reports a group)."""
+    names = [str(k) for _, rows in blocks for k in rows]
+    width = max([len(n) + 2 for n in names] + [len(t) for t, _ in blocks] + [8])
+    header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _COLUMNS)
+    lines = [header, "-" * len(header)]
+    for title, rows in blocks:
+        lines.append(title)
+        lines += [_row(f"  {name}", metrics, width) for name, metrics in rows.items()]
+    return lines
 
 
 def format_report(report: Mapping[str, Any]) -> str:

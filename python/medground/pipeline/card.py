@@ -9,8 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from medground.evaluate import BASELINES, ground_truths, score_baselines
 from medground.records import dumps
-from medground.runfolder import atomic_write
+from medground.runfolder import SAMPLES, atomic_write
 
 __all__ = ["phrasing_diversity", "write_card"]
 
@@ -176,6 +177,62 @@ def _laterality(checks: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: What each shortcut baseline answers, as the card says it.
+_BASELINE_WORDS = {
+    "prior": "the label's prior box: the median train box of the label (normalised), scaled to the image",
+    "largest": "the box of the largest object of the named label in the image",
+    "centre": "a box of the prior's size in the image centre",
+    "random": "a seeded random object of the image, any label",
+}
+
+
+def _baselines(root: Path, samples: list[dict[str, Any]]) -> list[str]:
+    """Shortcut baselines: answers that never read the query, scored on the test split as
+    ``medground eval --baselines`` scores them."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    lines = [
+        "",
+        "### Shortcut baselines",
+        "",
+        "Answers that never read the query, scored on the test split with `medground eval`'s metrics "
+        "(`medground eval --gt . --baselines` prints them with every breakdown). A model's test score "
+        "means something only above these. One box per label the query names.",
+        "",
+    ]
+    try:
+        result = score_baselines(ground_truths(samples, root / SAMPLES))
+    except ValueError as error:
+        return [*lines, f"Not computed: {_text(error)}", ""]
+    sizes = sorted(Counter(str(s["split"]) for s in samples).items())
+    lines.append(
+        f"Samples per split: {', '.join(f'{_text(k)} {v}' for k, v in sizes)}; "
+        f"scored: {result['samples']} test samples, label priors from {result['train_samples']} train samples."
+    )
+    for row in result["no_prior"]:
+        lines.append(
+            f"\nNo train samples for {_text(row['dataset'])}/{_text(row['label'])} ({row['samples']} test samples): "
+            "prior and centre give it no box, a sample left with none scores as a miss."
+        )
+    if not result["samples"]:
+        return [*lines, "", "No test samples: nothing to score.", ""]
+    lines += [
+        "",
+        "| baseline | answer | samples | missing | Acc@0.5 | mIoU | centre hit | multi-object F1@0.5 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in BASELINES:
+        overall = result["baselines"][name]["overall"]
+        single, multi = overall["single"], overall["multi"]
+        lines.append(
+            f"| {name} | {_BASELINE_WORDS[name]} | {overall['samples']} | {overall['missing']} | "
+            f"{pct(single['acc@0.5'])} | {pct(single['miou'])} | {pct(single['centre_hit'])} | {pct(multi['f1@0.5'])} |"
+        )
+    return [*lines, ""]
+
+
 def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any]]) -> None:
     """Writes the dataset card: counts, the verification funnel, splits, plots, provenance."""
     counts = manifest["counts"]
@@ -195,6 +252,8 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     lines += _table("modality", Counter(s["modality"] for s in samples))
     lines += _table("query type", Counter(s["query_type"] for s in samples))
     lines += _table("split", Counter(str(s["split"]) for s in samples))
+    # RefCOCO+'s rule: no position or side word (docs/RECORDS.md, `subset`).
+    lines += _table("subset", Counter(str(s.get("subset") or "(none)") for s in samples))
     lines += _table("label", Counter(t["label"] for s in samples for t in s["targets"]))
     lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
     lines += [f"| {_text(stage)} | {n} |" for stage, n in funnel["passed"].items()]
@@ -214,8 +273,8 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
         "",
         f"Patient-level; patients per split: {split['patients']}; patients on two sides: "
         f"{len(split['patients_on_two_sides'])}.",
-        "",
     ]
+    lines += _baselines(root, samples)
     plots = _plots(root, samples)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += ["## Provenance", "", "```json"]

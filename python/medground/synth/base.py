@@ -110,6 +110,7 @@ def draft_sample(
         query_type=query_type,
         targets=targets,
         referring_attributes=dict(reference.attributes),
+        subset=reference.subset,
         distractors=[dict(d) for d in reference.distractors],
         synthesis=synthesis,
         provenance={

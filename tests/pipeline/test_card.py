@@ -127,3 +127,26 @@ def test_a_run_without_test_samples_says_so_in_the_card(tmp_path: Path) -> None:
     card = (tmp_path / "README.md").read_text()
     assert "Samples per split: train 1; scored: 0 test samples" in card
     assert "No test samples: nothing to score." in card and "| prior |" not in card
+
+
+def test_box_sizes_equal_but_for_rounding_still_make_a_card(tmp_path: Path) -> None:
+    """Boxes whose size ratios differ only by float rounding (0.3 and 0.30000000000000004)
+    once made matplotlib refuse 30 bins over a zero-width range, failing the card at the
+    very end of a run; the histogram's range is now fixed at [0, 1]."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from ground_truth import make_sample
+
+    # sqrt(box area) / sqrt(image area): 0.1, 0.09999999999999999 and 0.10000000000000002.
+    samples = [
+        make_sample("a", [[0, 0, 1, 1]], width=10, height=10, split="train"),
+        make_sample("b", [[0, 0, 4, 6]], width=16, height=150, split="train"),
+        make_sample("c", [[0, 0, 1, 51]], width=34, height=150, split="train"),
+    ]
+    ratios = {
+        ((x1 - x0) * (y1 - y0)) ** 0.5 / (s["width"] * s["height"]) ** 0.5
+        for s in samples
+        for x0, y0, x1, y1 in [s["targets"][0]["bbox_xyxy"]]
+    }
+    assert len(ratios) == 3 and max(ratios) - min(ratios) < 1e-15
+    write_card(tmp_path, _manifest(samples), samples)
+    assert (tmp_path / "plots" / "box_sizes.png").stat().st_size > 1000

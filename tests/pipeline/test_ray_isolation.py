@@ -144,18 +144,21 @@ def test_a_worker_admits_a_case_only_while_memory_allows(monkeypatch) -> None:
     import threading
 
     from medground.pipeline import worker
+    from medground.pipeline.batching import CpuTurns
 
     running, most = 0, 0
     lock = threading.Lock()
 
     def case(spec, files, **kwargs):
+        """A case that spends its time waiting for model answers (its CPU turn given up)."""
         nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.2)
-        with lock:
-            running -= 1
+        with CpuTurns.waiting():
+            with lock:
+                running += 1
+                most = max(most, running)
+            time.sleep(0.2)
+            with lock:
+                running -= 1
         return files
 
     monkeypatch.setattr(worker, "process_case", case)

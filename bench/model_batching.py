@@ -73,9 +73,8 @@ def _ray(cpus: int) -> Any:
     return ray
 
 
-def simulated(data: Path, cpus: int, t0: float, t1: float, max_batch: int) -> dict[str, Any]:
-    config = data / f"simulated-{cpus}.toml"
-    config.write_text((data / "run.toml").read_text() + SIMULATED.format(t0=t0, t1=t1, max_batch=max_batch))
+def _timed_run(config: Path, cpus: int) -> tuple[Any, float]:
+    """The run's summary and wall seconds on a fresh local Ray instance of ``cpus`` CPUs."""
     ray = _ray(cpus)
     try:
         with tempfile.TemporaryDirectory() as out:
@@ -86,6 +85,13 @@ def simulated(data: Path, cpus: int, t0: float, t1: float, max_batch: int) -> di
                 print((Path(out) / "run" / "errors.jsonl").read_text()[:2000])
     finally:
         ray.shutdown()
+    return summary, wall
+
+
+def simulated(data: Path, cpus: int, t0: float, t1: float, max_batch: int) -> dict[str, Any]:
+    config = data / f"simulated-{cpus}.toml"
+    config.write_text((data / "run.toml").read_text() + SIMULATED.format(t0=t0, t1=t1, max_batch=max_batch))
+    summary, wall = _timed_run(config, cpus)
     ideal = max_batch / (t0 + t1 * max_batch)
     row: dict[str, Any] = {
         "cpus": cpus,
@@ -112,14 +118,7 @@ def openai(data: Path, cpus: int, in_flight: int, latency: float) -> dict[str, A
     config = data / "openai.toml"
     with SimulatedServer(latency_s=latency, concurrency=in_flight) as server:
         config.write_text((data / "run.toml").read_text() + OPENAI.format(url=server.base_url, in_flight=in_flight))
-        ray = _ray(cpus)
-        try:
-            with tempfile.TemporaryDirectory() as out:
-                started = time.perf_counter()
-                summary = run(load_run_config(config), Path(out) / "run", progress=False)
-                wall = time.perf_counter() - started
-        finally:
-            ray.shutdown()
+        summary, wall = _timed_run(config, cpus)
         return {
             "cpus": cpus,
             "in_flight": in_flight,

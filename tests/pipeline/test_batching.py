@@ -150,29 +150,19 @@ def test_cases_of_a_worker_compute_one_at_a_time_and_wait_together() -> None:
     model answers: never two computing at once, all waiting at once."""
     import threading
 
+    from concurrency import Concurrency
     from medground.pipeline.batching import CpuTurns
 
     turns = CpuTurns()
-    lock = threading.Lock()
-    computing = waiting = most_computing = most_waiting = 0
+    computing, waiting = Concurrency(), Concurrency()
 
     def case() -> None:
-        nonlocal computing, waiting, most_computing, most_waiting
         with turns.computing():
             for _ in range(2):
-                with lock:
-                    computing += 1
-                    most_computing = max(most_computing, computing)
-                time.sleep(0.02)
-                with lock:
-                    computing -= 1
-                with CpuTurns.waiting():
-                    with lock:
-                        waiting += 1
-                        most_waiting = max(most_waiting, waiting)
+                with computing:
+                    time.sleep(0.02)
+                with CpuTurns.waiting(), waiting:
                     time.sleep(0.2)
-                    with lock:
-                        waiting -= 1
 
     threads = [threading.Thread(target=case) for _ in range(5)]
     started = time.monotonic()
@@ -180,7 +170,7 @@ def test_cases_of_a_worker_compute_one_at_a_time_and_wait_together() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert most_computing == 1 and most_waiting >= 4
+    assert computing.most == 1 and waiting.most >= 4
     assert time.monotonic() - started < 1.0  # the waits overlapped (apart: 2.0 s)
     with CpuTurns.waiting():  # no turn held on this thread: nothing to give up
         pass

@@ -143,47 +143,38 @@ def test_a_worker_admits_a_case_only_while_memory_allows(monkeypatch) -> None:
     always runs), and never longer than its time budget."""
     import threading
 
+    from concurrency import Concurrency
     from medground.pipeline import worker
     from medground.pipeline.batching import CpuTurns
 
-    running, most = 0, 0
-    lock = threading.Lock()
+    waiting = Concurrency()
 
     def case(spec, files, **kwargs):
         """A case that spends its time waiting for model answers (its CPU turn given up)."""
-        nonlocal running, most
-        with CpuTurns.waiting():
-            with lock:
-                running += 1
-                most = max(most, running)
+        with CpuTurns.waiting(), waiting:
             time.sleep(0.2)
-            with lock:
-                running -= 1
         return files
 
     monkeypatch.setattr(worker, "process_case", case)
     actor = worker.CaseActor(None)  # no limit on this test process
-    actor._memory = 1000  # a budget the resident memory is far over
-    threads = [threading.Thread(target=actor.process, args=(None, i), kwargs={"budget": (5.0, None)}) for i in range(4)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert most == 1 and time.monotonic() - started >= 0.8
-    actor._memory = 10**15  # plenty: all at once
-    most = 0
-    threads = [threading.Thread(target=actor.process, args=(None, i), kwargs={"budget": (5.0, None)}) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert most == 4
-    actor._memory = 1000  # over again, but with 0.1 s of patience: the wait ends with the budget
-    most = 0
-    threads = [threading.Thread(target=actor.process, args=(None, i), kwargs={"budget": (0.1, None)}) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert most >= 2
+
+    def cases(count: int, memory: int, budget: float) -> float:
+        """Runs ``count`` cases at once under ``memory``; the most admitted at once is kept
+        in ``waiting.most``; returns the seconds they took."""
+        actor._memory, waiting.most = memory, 0
+        threads = [
+            threading.Thread(target=actor.process, args=(None, i), kwargs={"budget": (budget, None)})
+            for i in range(count)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.monotonic() - started
+
+    assert cases(4, 1000, 5.0) >= 0.8 and waiting.most == 1  # far over the budget: one at a time
+    cases(4, 10**15, 5.0)
+    assert waiting.most == 4  # plenty: all at once
+    cases(3, 1000, 0.1)
+    assert waiting.most >= 2  # over again, but the wait ends with the case's time budget

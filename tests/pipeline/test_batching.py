@@ -122,6 +122,22 @@ def test_slots_keep_that_many_calls_in_flight() -> None:
     assert most == 6
 
 
+def test_replicas_share_one_queue() -> None:
+    """Two engines take batches from the same queue at once: 40 requests in batches of 10
+    on two engines of 0.1 s a call take two rounds, not four."""
+    first: list[int] = []
+    second: list[int] = []
+
+    async def main() -> float:
+        queue = BatchQueue([echo(first, 0.1), echo(second, 0.1)], max_batch=10, wait_s=0.0)
+        started = time.perf_counter()
+        await asyncio.gather(*(queue.submit([request(f"{i}")]) for i in range(40)))
+        return time.perf_counter() - started
+
+    took = asyncio.run(main())
+    assert first == [10, 10] and second == [10, 10] and took < 0.35
+
+
 def test_a_failed_engine_call_is_retried_and_then_reported() -> None:
     failures = {"left": 1}
 
@@ -289,6 +305,18 @@ def test_outputs_are_the_same_whatever_the_batch_size(
         assert stats["synthesizer"]["batches"] == stats["synthesizer"]["requests"]
     else:  # requests of several cases shared batches
         assert stats["synthesizer"]["mean_batch"] > 3
+
+
+def test_two_replicas_share_the_work_and_change_nothing(
+    local_ray, in_process: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    """``num_replicas = 2``: both replicas run batches from the one queue; the outputs are
+    the in-process run's."""
+    path = config(demo_data, "replicas.toml", "max_batch = 16\nnum_replicas = 2", "num_replicas = 2")
+    summary = run(load_run_config(path), tmp_path / "out", progress=False)
+    assert outputs(tmp_path / "out") == outputs(in_process)
+    busy = summary.model_stats["synthesizer"]["replica_busy_s"]
+    assert len(busy) == 2 and min(busy) > 0
 
 
 def test_a_dead_replica_is_restarted_and_its_batch_sent_again(

@@ -355,11 +355,18 @@ class ModelQueue:
 
     async def stats(self) -> dict[str, Any]:
         stats = self.queue.stats
+        busy: list[float] = []
         if self._replicas:
-            busy = [await replica.busy.remote() for replica in self._replicas]
-            stats.engine_busy_s = float(sum(busy))
+            busy = [float(await replica.busy.remote()) for replica in self._replicas]
+            stats.engine_busy_s = sum(busy)
         engines = len(self._replicas) or self.settings.slots
-        return {"kind": self.kind, "engine": self.settings.engine, **asdict(self.settings), **stats.to_dict(engines)}
+        return {
+            "kind": self.kind,
+            "engine": self.settings.engine,
+            **asdict(self.settings),
+            **stats.to_dict(engines),
+            "replica_busy_s": busy,
+        }
 
 
 _turn = threading.local()

@@ -9,7 +9,7 @@ import pytest
 
 from medground.io import SpecError
 from medground.pipeline.config import load_run_config
-from medground.settings import SynthesisSettings, VerificationSettings
+from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
 
 KEY = "sk-live-0123456789abcdefSECRET"
 
@@ -103,3 +103,28 @@ def test_a_good_config_records_the_variable_name_only(tmp_path: Path, monkeypatc
     # Parsed the same way when built in code.
     assert SynthesisSettings.from_table({"backend": "template"}).backend == "template"
     assert VerificationSettings.from_table(None).visual.backend == "evidence"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"backend": "simulated", "max_batch": 0}, "[synthesis] max_batch must be an integer >= 1, got 0"),
+        ({"backend": "simulated", "num_replicas": 1.5}, "[synthesis] num_replicas must be an integer >= 1"),
+        ({"backend": "simulated", "batch_wait_s": -1}, "[synthesis] batch_wait_s must be a number in [0.0, 3600.0]"),
+        ({"backend": "openai", "model": "m", "concurrency": "many"}, "[synthesis] concurrency must be an integer"),
+    ],
+)
+def test_batching_settings_are_checked_when_the_config_is_read(table: dict, message: str) -> None:
+    """A bad batching setting is a config error naming the key, found when the config is
+    read, not a crash inside the queue actor once the run has started."""
+    with pytest.raises(SpecError) as error:
+        SynthesisSettings.from_table(table)
+    assert message in str(error.value)
+
+
+def test_the_stand_in_engine_is_a_backend_and_a_judge_engine() -> None:
+    synthesis = SynthesisSettings.from_table({"backend": "simulated", "max_batch": 8, "cost_t0_s": 0.1})
+    visual = VisualSettings.from_table({"backend": "vlm", "engine": "simulated", "num_replicas": 2})
+    assert synthesis.uses_model and synthesis.num_gpus == 0 and visual.engine == "simulated" and visual.num_gpus == 0
+    with pytest.raises(SpecError, match="engine must be one of vllm, openai, simulated"):
+        VisualSettings.from_table({"backend": "vlm", "engine": "tgi"})

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.backends import config_keys
+from medground.backends.base import config_integer, config_number
 from medground.io.errors import SpecError
 
 __all__ = ["ENGINES", "JUDGES", "SYNTHESIZERS", "SynthesisSettings", "VerificationSettings", "VisualSettings"]
@@ -94,6 +95,18 @@ def _check_keys(
     _check_credentials_in_values(table, where, source)
 
 
+def _check_scheduling(table: Mapping[str, Any], where: str, source: Path | None) -> None:
+    """The batching queue's settings (``pipeline/batching.py``) are numbers in range."""
+    try:
+        for key in ("max_batch", "num_replicas", "concurrency"):
+            config_integer(table, key, None, 1)
+        for key in ("batch_wait_s", "max_batch_wait_s"):
+            if key in table:
+                config_number(table, key, 0.0, 0.0, 3600.0)
+    except ValueError as error:
+        raise SpecError(source, f"{where} {error}") from None
+
+
 def _check_subtable(table: Mapping[str, Any], allowed: frozenset[str] | None, where: str, source: Path | None) -> None:
     secrets = sorted(str(k) for k in table if _is_secret(str(k)))
     if secrets:
@@ -153,6 +166,7 @@ class SynthesisSettings:
             raise SpecError(source, f"[synthesis] backend must be one of {', '.join(SYNTHESIZERS)}, got {backend!r}")
         allowed = _TEMPLATE_KEYS if backend == "template" else _VLM_SYNTHESIS_KEYS | config_keys(backend)
         _check_keys(table, allowed, "[synthesis]", source)
+        _check_scheduling(table, "[synthesis]", source)
         return cls(backend, table)
 
     @property
@@ -211,6 +225,7 @@ class VisualSettings:
                 )
             allowed = _VLM_JUDGE_KEYS | config_keys(engine)
         _check_keys(table, allowed, "[verification.visual]", source)
+        _check_scheduling(table, "[verification.visual]", source)
         if backend == "onnx":
             if not isinstance(table.get("model"), str):
                 raise SpecError(source, "[verification.visual] backend = 'onnx' needs model = path to the .onnx file")

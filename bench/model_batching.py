@@ -149,17 +149,21 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=128)
     parser.add_argument("--latency", type=float, default=4.0, help="loopback server seconds per request")
+    parser.add_argument("--only", choices=["simulated", "openai"], help="run one of the two parts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)
         phantoms.demo_dataset(data, volumes=args.volumes, photos=args.photos)
         results: dict[str, Any] = {"engine": {"t0": args.t0, "t1": args.t1, "max_batch": args.max_batch}}
-        results["simulated"] = [simulated(data, c, args.t0, args.t1, args.max_batch) for c in args.cpus]
-        for row in results["simulated"]:
-            print(json.dumps(row))
-        results["openai"] = openai(data, min(args.cpus), args.in_flight, args.latency)
-        print(json.dumps(results["openai"]))
-    (HERE / "model_batching.json").write_text(json.dumps(results, indent=2) + "\n")
+        if args.only != "openai":
+            results["simulated"] = [simulated(data, c, args.t0, args.t1, args.max_batch) for c in args.cpus]
+            for row in results["simulated"]:
+                print(json.dumps(row))
+        if args.only != "simulated":
+            results["openai"] = openai(data, min(args.cpus), args.in_flight, args.latency)
+            print(json.dumps(results["openai"]))
+    name = "model_batching.json" if args.only is None else f"model_batching_{args.only}.json"
+    (HERE / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def draft_case(
     # Provenance names the source file relative to the dataset folder: portable, and the
     # same wherever the data is mounted.
     source = _relative(case.image.path, spec.root)
-    said: set[tuple[str | None, tuple[int, ...], str]] = set()
+    said: set[tuple[str | None, tuple[Any, ...], str]] = set()
     referred = []
     for view in views:
         cues = compute_cues(view, context)
@@ -132,8 +132,7 @@ def draft_case(
             said.add(key)
             drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
         if absent is not None:
-            for sample in absent.drafts(view):
-                drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
+            drafts.samples.extend(absent.drafts(view, said, source))
         drafts.facts[view.image_file] = object_facts(view, cues)
         for unsaid in skips:
             labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
@@ -164,7 +163,19 @@ class _Negatives:
         self.template = template.template if template is not None else DEFAULT_TEMPLATES
         self.oriented = case.image.oriented and spec.is_radiological
 
-    def drafts(self, view: View) -> list[Sample]:
+    def drafts(self, view: View, said: set[tuple[str | None, tuple[Any, ...], str]], source: str) -> list[Sample]:
+        """The view's absent drafts, less those whose query the case already asked on the
+        plane (``said``: "Locate the spleen." once per plane and structure), with the
+        image's path relative to the dataset folder (``source``)."""
+        kept = []
+        for sample in self._drafts(view):
+            key = (view.plane, (-1, sample.referring_attributes["category"]), sample.query.lower())
+            if key not in said:
+                said.add(key)
+                kept.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
+        return kept
+
+    def _drafts(self, view: View) -> list[Sample]:
         spec = self.spec
         chosen = absent_labels(
             self.case,

@@ -62,6 +62,9 @@ def check_absent(case: Case, spec: DatasetSpec, drafts: CaseDrafts) -> int:
         assert sample.referring_attributes["absent_from"] == where
         per_view[sample.image] = per_view.get(sample.image, 0) + 1
     assert all(n == 1 for n in per_view.values())
+    # As for any query, spread slices never repeat one: once per plane, structure and wording.
+    said = [((s.view or {}).get("axis"), s.referring_attributes["category"], s.query.lower()) for s in absent]
+    assert len(said) == len(set(said))
     return len(absent)
 
 

@@ -649,3 +649,63 @@ def test_m3d_records_give_each_object_in_voxels_and_in_ras_millimetres(run_dir: 
     sliced = {(s["case_id"], s["referring_expression"]) for s in truth.values() if s["view"]}
     ambiguous = {key for key in sliced if key[1] == "the liver lesion"}
     assert ambiguous and not ambiguous & {(r["case_id"], r["referring_expression"]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def absent_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo with ``[synthesis] negatives = true``: absent queries (no target) among the samples."""
+    root = tmp_path_factory.mktemp("absent")
+    phantoms.demo_dataset(root / "data", volumes=2, photos=2)
+    config = root / "data" / "run.toml"
+    config.write_text(config.read_text() + "\n[synthesis]\nnegatives = true\n")
+    run(load_run_config(config), root / "run", use_ray=False, progress=False)
+    return root / "run"
+
+
+def test_every_layout_handles_absent_queries(absent_run: Path) -> None:
+    """Absent queries export with no box: an empty JSON list, or a sentence saying the
+    structure is not present; layouts that cannot hold a query without a target (RefCOCO's
+    refs, M3D's volume records) leave them out and count them."""
+    from medground.export import FORMATS, export
+
+    samples = canonical(absent_run)
+    absent = {i: s for i, s in samples.items() if s["query_type"] == "absent"}
+    assert absent and len(absent) < len(samples)
+    for fmt in FORMATS:
+        written = export(absent_run, fmt)
+        about = json.loads(written[-1].read_text())
+        if fmt == "refcoco":
+            refs = json.loads((written[0].parent / "refs.json").read_text())
+            assert about["left_out"] == {"absent": len(absent)} and about["samples"] == len(samples) - len(absent)
+            assert not {r["sample_id"] for r in refs} & set(absent)
+            continue
+        assert about["samples"] == len(samples) and "left_out" not in about
+        if fmt == "parquet":
+            pq = pytest.importorskip("pyarrow.parquet")
+            rows = [r for path in written if path.suffix == ".parquet" for r in pq.read_table(path).to_pylist()]
+            for row in (r for r in rows if r["id"] in absent):
+                assert row["bboxes"] == [] and row["labels"] == [] and row["masks"] == []
+                assert row["query_type"] == "absent"
+            continue
+        text = written[0].read_text()
+        rows = json.loads(text) if written[0].suffix == ".json" else [json.loads(line) for line in text.splitlines()]
+        answers = {r["id"]: _assistant(r) for r in rows if r["id"] in absent}
+        assert set(answers) == set(absent)
+        for sample_id, answer in answers.items():
+            assert parse_boxes(answer) == [], (fmt, answer)
+            if answer != "```json\n[]\n```":
+                assert answer.endswith("not present in this image."), (fmt, answer)
+                assert absent[sample_id]["referring_expression"] in answer.lower()
+        if fmt == "swift":
+            assert all(r["objects"]["bbox"] == [] for r in rows if r["id"] in absent)
+    written = export(absent_run, layout="m3d")
+    about = json.loads(written[-1].read_text())
+    assert about["left_out"] == {"absent": len(absent)}
+
+
+def _assistant(row: dict[str, Any]) -> str:
+    """The answer of an exported conversation, whatever the layout."""
+    if "conversations" in row:
+        return str(row["conversations"][1]["value"])
+    content = row["messages"][1]["content"]
+    return str(content if isinstance(content, str) else content[0]["text"])

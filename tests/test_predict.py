@@ -479,3 +479,49 @@ def test_predict_never_prints_or_stores_the_key_a_server_echoes(tmp_path, serve,
     assert [line["id"] for line in lines] == ["s1"] and lines[0]["text"].endswith("(asked with Bearer ***)")
     assert key not in result.output and key not in out.read_text()
     assert key[:8] not in result.output  # not even in part, where an excerpt was cut
+
+
+def test_predict_asks_an_absent_query_the_same_prompt_and_eval_scores_its_answers(tmp_path):
+    """An absent query (no target) is asked with the family's single-object prompt, like any
+    other; an answer with no box read from it is a correct rejection, a box a false positive."""
+    positive = make_sample("p", [[0, 0, 10, 10]], query="Locate the kidney tumor.")
+    absent = [
+        make_sample(
+            f"a{k}",
+            [],
+            query_type="absent",
+            query="Locate the kidney tumor.",
+            attributes={"category": "kidney tumor", "absent_from": "case"},
+        )
+        for k in range(2)
+    ]
+    gt = write_gt(tmp_path / "out", [positive, *absent], images=True)
+    truths = load_ground_truth(gt)
+    prompts: dict[str, str] = {}
+
+    class Backend:
+        name, model = "stand-in", "m"
+
+        def run(self, requests: list[Request]) -> list[Response]:
+            prompts.update({r.id: r.messages[0]["content"][1]["text"] for r in requests})
+            answers = {
+                "p": "[0, 0, 10, 10]",
+                "a0": "The kidney tumor is not present in this image.",
+                "a1": "[1, 1, 5, 5]",
+            }
+            return [Response(r.id, text=answers[r.id]) for r in requests]
+
+        def close(self) -> None:
+            pass
+
+    out = tmp_path / "preds.jsonl"
+    summary = predict(truths, Backend(), out, format_name="pixel", model="m")
+    assert summary.answered == 3
+    assert (
+        prompts["a0"]
+        == prompts["p"]
+        == grounding_prompt("Locate the kidney tumor.", "pixel", multi=False, width=765, height=572)
+    )
+    report = run_eval(gt, out)
+    assert report["overall"]["absent"] == {"samples": 2, "rejected": 1, "false_positive": 1, "rejection_accuracy": 0.5}
+    assert report["overall"]["single"]["acc@0.5"] == 1.0

@@ -16,9 +16,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
-from medground.terms import clinical_term
+from medground.terms import category_key, clinical_term
 
 __all__ = [
+    "ABSENT_MARGIN_MM",
     "KINDS",
     "LESION_WORDS",
     "Kind",
@@ -26,7 +27,9 @@ __all__ = [
     "label_group",
     "label_kind",
     "matches",
+    "absent_margin",
     "midline_labels",
+    "names_overlap",
     "priors",
 ]
 
@@ -103,3 +106,36 @@ def midline_labels(labels: Iterable[str]) -> list[str]:
     """The labels among ``labels`` that lie on the body's midline (spine, cord, sacrum)."""
     patterns = _knowledge()["midline"]["structures"]
     return [label for label in labels if matches(label, patterns)]
+
+
+#: A structure is absent from a slice of a volume only when no voxel of it lies on that slice
+#: or on the slices within this many millimetres of it (at least one on each side): a
+#: structure ending just off the slice may still show through partial volume.
+ABSENT_MARGIN_MM = 3.0
+
+
+def absent_margin(slice_spacing_mm: float | None) -> int:
+    """The slices on each side of a view's slice that must also lack a structure for it to
+    be called absent from the view (:data:`ABSENT_MARGIN_MM`, at least 1; 1 without a
+    physical spacing)."""
+    if slice_spacing_mm is None or not slice_spacing_mm > 0:
+        return 1
+    return max(1, int(-(-ABSENT_MARGIN_MM // slice_spacing_mm)))
+
+
+def names_overlap(named: str, present: str, body_region: str | None = None) -> bool:
+    """Whether a query naming label ``named`` could be read as being about a structure
+    labelled ``present``: their clinical terms (sides apart) share every word of one of
+    them, and their sides do not differ. "kidney" overlaps "kidney tumor" and
+    "right kidney" overlaps "kidney", but "left kidney" does not overlap "right kidney",
+    and a lesion label does not overlap its organ ("liver lesion" against "liver": the
+    organ's presence says nothing of the lesion's). Used to keep a structure that is not
+    labelled on a slice but whose name covers, or is covered by, one that is, out of the
+    absent queries (:mod:`medground.synth.absent`, the rules stage)."""
+    a, b = clinical_term(named, body_region), clinical_term(present, body_region)
+    if a.side is not None and b.side is not None and a.side != b.side:
+        return False
+    words_a, words_b = set(category_key(named, body_region).split()), set(category_key(present, body_region).split())
+    if words_a <= words_b:
+        return True
+    return words_b <= words_a and not is_lesion(named)

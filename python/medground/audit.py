@@ -193,7 +193,7 @@ def _wording_defects(sample: dict[str, Any]) -> Counter[str]:
     """Defects of the query's words: nameless, mixed frames, sagittal image sides, grammar."""
     counts: Counter[str] = Counter()
     query = sample["query"].lower()
-    labels = sorted({t["label"] for t in sample["targets"]})
+    labels = sorted({t["label"] for t in sample["targets"]} | set(_absent_label(sample)))
     findings = [
         str(item.get("value", "")).lower()
         for t in sample["targets"]
@@ -220,12 +220,20 @@ def _wording_defects(sample: dict[str, Any]) -> Counter[str]:
     return counts
 
 
+def _absent_label(sample: dict[str, Any]) -> list[str]:
+    """The label an absent query (no target) names, as a list (empty for the others)."""
+    if sample["query_type"] != "absent":
+        return []
+    return [str(sample["referring_attributes"].get("category"))]
+
+
 def _repeat_defects(samples: list[dict[str, Any]]) -> Counter[str]:
     counts: Counter[str] = Counter()
     by_view: Counter[str] = Counter()
     by_plane: dict[tuple[Any, ...], set[Any]] = {}
     for sample in samples:
         objects = tuple(sorted({t.get("object_id", t.get("component_id")) for t in sample["targets"]}))
+        objects += tuple(_absent_label(sample))
         attributes = dumps(sample["referring_attributes"], sort_keys=True)
         by_view[dumps([sample["image"], objects, attributes])] += 1
         view = sample["view"] or {}

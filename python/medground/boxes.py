@@ -62,6 +62,7 @@ __all__ = [
     "Box",
     "BoxConvention",
     "ModelFamily",
+    "absent_answer",
     "convention",
     "family_for_model",
     "grounding_prompt",
@@ -393,6 +394,13 @@ def family_for_model(model: str | None) -> ModelFamily:
 def _prompts() -> dict[str, Any]:
     text = (resources.files("medground") / "presets" / "grounding_prompts.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
+
+
+def absent_answer(expression: str) -> str:
+    """The answer to a query about a structure absent from the image, in the answer styles
+    that write sentences (the registry's ``absent_answer``; ``expression`` as the style
+    writes it)."""
+    return str(_prompts()["absent_answer"]).format(expression=expression)
 
 
 def prompt_version() -> str:

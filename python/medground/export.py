@@ -77,6 +77,7 @@ from medground.boxes import (
     QWEN25_MAX_PIXELS,
     QWEN25_MIN_PIXELS,
     BoxConvention,
+    absent_answer,
     convention,
     grounding_prompt,
     prompt_version,
@@ -152,8 +153,20 @@ def _label(target: dict[str, Any]) -> str:
 
 def _answer(sample: dict[str, Any], boxes: list[Any], style: str) -> str:
     """The assistant's answer: the boxes written as the style writes them; reference spans
-    hold the referring expression, JSON labels the targets' clinical terms."""
+    hold the referring expression, JSON labels the targets' clinical terms. An absent query
+    (no target) is answered with an empty JSON list, or a sentence saying the structure is
+    not present (``absent_answer`` of the prompt registry), its expression in the style's
+    reference span."""
     targets = sample["targets"]
+    if sample["query_type"] == "absent" and style != "json":
+        expression = _expression(sample)
+        if style == "qwen2":
+            expression = f"<|object_ref_start|>{expression}<|object_ref_end|>"
+        elif style == "internvl":
+            expression = f"<ref>{expression}</ref>"
+        else:
+            expression = expression[:1].upper() + expression[1:]
+        return absent_answer(expression)
     if style == "json":
         objects = [{"bbox_2d": box, "label": _label(t)} for box, t in zip(boxes, targets, strict=True)]
         return "```json\n" + dumps(objects) + "\n```"
@@ -231,7 +244,10 @@ def _row(sample: dict[str, Any], image: str, layout: str, style: str, conv: BoxC
             "messages": [
                 # the expression says the number itself ("every liver lesion", "both kidneys")
                 {"role": "user", "content": "<image>Find <ref-object>"},
-                {"role": "assistant", "content": "".join("<bbox>" for _ in boxes)},
+                {
+                    "role": "assistant",
+                    "content": "".join("<bbox>" for _ in boxes) or _answer(sample, boxes, "list"),
+                },
             ],
             "objects": {
                 "ref": [_expression(sample)],
@@ -869,6 +885,14 @@ def export(
     split = split_name(split)
     samples = _read(run, split)
     target = Path(out) if out is not None else run / "exports" / name
+    left_out: dict[str, int] = {}
+    if preset.layout in ("refcoco", "m3d"):
+        # A RefCOCO ref points at an annotation, an M3D record at boxes in a volume: neither
+        # holds a query without a target, so absent queries are left out (and counted).
+        kept = [s for s in samples if s["query_type"] != "absent"]
+        if len(kept) != len(samples):
+            left_out["absent"] = len(samples) - len(kept)
+        samples = kept
     if preset.layout == "refcoco":
         written = _write_refcoco(samples, run, absolute, target)
     elif preset.layout == "m3d":
@@ -899,6 +923,8 @@ def export(
         "setup": [p.relative_to(target).as_posix() for p in setup],
         "image_paths": "absolute" if absolute else "relative to the run folder",
     }
+    if left_out:
+        about["left_out"] = left_out
     atomic_write(target / "export.json", (dumps(about, indent=1) + "\n").encode())
     return [*written, *setup, target / "export.json"]
 

@@ -20,7 +20,9 @@ from medground.io.schema import DatasetSpec
 from medground.records import Sample, reject
 from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
+from medground.synth.absent import CaseLabels, absent_drafts, absent_labels
 from medground.synth.base import synthesize_views
+from medground.synth.template import DEFAULT_TEMPLATES
 from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
 from medground.verify.measure import CaseEvidence
 from medground.views import View, build_views
@@ -59,10 +61,19 @@ class CaseDrafts:
     clinical: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
-def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Synthesizer | None = None) -> CaseDrafts:
+def draft_case(
+    case: Case,
+    spec: DatasetSpec,
+    *,
+    seed: int = 0,
+    synthesizer: Synthesizer | None = None,
+    negatives: bool = False,
+) -> CaseDrafts:
     """Objects, views, cues and references of one case, worded by ``synthesizer`` (the
     template by default, or a :class:`medground.synth.VlmSynthesizer`; its failures are
-    kept in ``failures``)."""
+    kept in ``failures``). With ``negatives`` (``[synthesis] negatives``), each view may also
+    get a query about a structure absent from it, worded by the template whatever the
+    synthesizer (:mod:`medground.synth.absent`)."""
     synthesizer = synthesizer or TemplateSynthesizer(seed)
     objects = find_anchors(case, spec)
     body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
@@ -96,7 +107,7 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
     # Provenance names the source file relative to the dataset folder: portable, and the
     # same wherever the data is mounted.
     source = _relative(case.image.path, spec.root)
-    said: set[tuple[str | None, tuple[int, ...], str]] = set()
+    said: set[tuple[str | None, tuple[Any, ...], str]] = set()
     referred = []
     for view in views:
         cues = compute_cues(view, context)
@@ -110,6 +121,7 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
         modality=spec.modality,
         body_region=spec.body_region,
     )
+    absent = _Negatives(case, spec, synthesizer, seed) if negatives else None
     for (view, cues, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
         drafts.failures.extend(failures)
         for sample in samples:
@@ -119,6 +131,8 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
                 continue
             said.add(key)
             drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
+        if absent is not None:
+            drafts.samples.extend(absent.drafts(view, said, source))
         drafts.facts[view.image_file] = object_facts(view, cues)
         for unsaid in skips:
             labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
@@ -135,6 +149,52 @@ def draft_case(case: Case, spec: DatasetSpec, *, seed: int = 0, synthesizer: Syn
                 }
             )
     return drafts
+
+
+class _Negatives:
+    """The absent queries of a case's views (:mod:`medground.synth.absent`), worded by the
+    template with the synthesizer's seed and phrasings when it is the template."""
+
+    def __init__(self, case: Case, spec: DatasetSpec, synthesizer: Synthesizer, seed: int) -> None:
+        self.case, self.spec = case, spec
+        self.labels = CaseLabels(case)
+        template = synthesizer if isinstance(synthesizer, TemplateSynthesizer) else None
+        self.seed = template.seed if template is not None else seed
+        self.template = template.template if template is not None else DEFAULT_TEMPLATES
+        self.oriented = case.image.oriented and spec.is_radiological
+
+    def drafts(self, view: View, said: set[tuple[str | None, tuple[Any, ...], str]], source: str) -> list[Sample]:
+        """The view's absent drafts, less those whose query the case already asked on the
+        plane (``said``: "Locate the spleen." once per plane and structure), with the
+        image's path relative to the dataset folder (``source``)."""
+        kept = []
+        for sample in self._drafts(view):
+            key = (view.plane, (-1, sample.referring_attributes["category"]), sample.query.lower())
+            if key not in said:
+                said.add(key)
+                kept.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
+        return kept
+
+    def _drafts(self, view: View) -> list[Sample]:
+        spec = self.spec
+        chosen = absent_labels(
+            self.case,
+            spec.labels,
+            self.labels.in_view(view),
+            body_region=spec.body_region,
+            oriented=self.oriented,
+            key=view.image_file,
+            seed=self.seed,
+        )
+        return absent_drafts(
+            view,
+            chosen,
+            seed=self.seed,
+            modality=spec.modality,
+            body_region=spec.body_region,
+            oriented=self.oriented,
+            template=self.template,
+        )
 
 
 def _clinical(

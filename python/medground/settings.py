@@ -29,8 +29,10 @@ JUDGES = ("evidence", "vlm", "onnx")
 ENGINES = ("vllm", "openai", "simulated")
 
 #: Keys of ``[synthesis]`` read by the synthesizer itself (the backend reads the rest).
-_TEMPLATE_KEYS = frozenset({"backend", "seed", "templates"})
-_VLM_SYNTHESIS_KEYS = frozenset({"backend", "seed", "prompt", "queries_per_reference", "image_family", "num_gpus"})
+_TEMPLATE_KEYS = frozenset({"backend", "seed", "templates", "negatives"})
+_VLM_SYNTHESIS_KEYS = frozenset(
+    {"backend", "seed", "prompt", "queries_per_reference", "image_family", "num_gpus", "negatives"}
+)
 _EVIDENCE_KEYS = frozenset({"backend"})
 _ONNX_KEYS = frozenset({"backend", "model", "threshold"})
 _VLM_JUDGE_KEYS = frozenset({"backend", "engine", "seed", "threshold", "prompt", "image_family", "num_gpus"})
@@ -167,11 +169,19 @@ class SynthesisSettings:
         allowed = _TEMPLATE_KEYS if backend == "template" else _VLM_SYNTHESIS_KEYS | config_keys(backend)
         _check_keys(table, allowed, "[synthesis]", source)
         _check_scheduling(table, "[synthesis]", source)
+        if not isinstance(table.get("negatives", False), bool):
+            raise SpecError(source, "[synthesis] negatives must be true or false")
         return cls(backend, table)
 
     @property
     def uses_model(self) -> bool:
         return self.backend != "template"
+
+    @property
+    def negatives(self) -> bool:
+        """Whether views also get queries about a structure absent from them (``query_type``
+        ``absent``, no target; :mod:`medground.synth.absent`). Off by default."""
+        return bool(self.table.get("negatives", False))
 
     @property
     def num_gpus(self) -> float:

@@ -150,3 +150,25 @@ def test_box_sizes_equal_but_for_rounding_still_make_a_card(tmp_path: Path) -> N
     assert len(ratios) == 3 and max(ratios) - min(ratios) < 1e-15
     write_card(tmp_path, _manifest(samples), samples)
     assert (tmp_path / "plots" / "box_sizes.png").stat().st_size > 1000
+
+
+def test_the_card_counts_absent_queries_and_the_baselines_score_them(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from ground_truth import make_sample
+
+    attributes = {"category": "spleen", "absent_from": "case"}
+    samples = [
+        make_sample("t1", [[20, 25, 60, 75]], width=100, height=100, split="train"),
+        make_sample("e1", [[20, 25, 60, 75]], width=100, height=100),
+        make_sample("a1", [], query="Locate the spleen.", query_type="absent", attributes=attributes),
+        make_sample("a2", [], query="Find the spleen.", split="train", query_type="absent", attributes=attributes),
+    ]
+    write_card(tmp_path, _manifest(samples), samples)
+    card = (tmp_path / "README.md").read_text()
+    assert "| absent | 2 |" in card
+    assert "2 absent queries ask for a structure the image does not show" in card
+    assert "| absent structure | samples |\n|---|---:|\n| spleen | 2 |" in card
+    # The baselines table gets the absent columns: largest finds no spleen in the image.
+    assert "| absent | correct rejections |" in card
+    rows = _baseline_rows(card)
+    assert rows["largest"][-2:] == ["1", "100.0"] and rows["prior"][-2:] == ["1", "100.0"]

@@ -215,6 +215,18 @@ def test_the_demo_passes_the_same_checks(tmp_path: Path) -> None:
     assert audit(out, tmp_path / "demo" / "demo_ct" / "spec.toml") == dict.fromkeys(CLASSES, 0)
 
 
+def test_the_demo_with_absent_queries_passes_the_same_checks(tmp_path: Path) -> None:
+    """Absent queries ([synthesis] negatives) name their structure (no nameless query) and
+    never repeat a query on a plane, as the audit counts them."""
+    phantoms.demo_dataset(tmp_path / "demo", volumes=2, photos=1)
+    config = tmp_path / "demo" / "run.toml"
+    config.write_text(config.read_text() + "\n[synthesis]\nnegatives = true\n")
+    out = tmp_path / "run"
+    run(load_run_config(config), out, use_ray=False, progress=False)
+    assert any(s["query_type"] == "absent" for s in _records(out, "samples.jsonl"))
+    assert audit(out, tmp_path / "demo" / "demo_ct" / "spec.toml") == dict.fromkeys(CLASSES, 0)
+
+
 @pytest.mark.parametrize(
     ("preset", "folder"),
     [("cxr_lung", "cxr_lung"), ("kvasir_seg", "endoscopy_kvasir")],

@@ -30,6 +30,7 @@ def make_sample(
     labels: list[str] | None = None,
     others: tuple[tuple[str, list[int]], ...] = (),
     subset: str | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A samples.jsonl record (through records.Sample, so the fields are the real ones).
 
@@ -68,7 +69,7 @@ def make_sample(
         query=query,
         query_type=query_type,
         targets=targets,
-        referring_attributes={},
+        referring_attributes=dict(attributes or {}),
         subset=subset,
         distractors=distractors,
         synthesis={"backend": "template"},

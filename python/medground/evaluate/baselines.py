@@ -26,6 +26,11 @@ baseline     the answer, one box per distinct label among the sample's targets
 A label with no target in the train split has no prior: ``prior`` and ``centre`` give that
 label no box, and a sample left with no box scores as a miss (``missing``); the result
 lists those labels (``no_prior``) and the table says so.
+
+An absent query (no target) is answered the same way from the label it names: a baseline
+that gives it no box (``largest``: no object of the label in the image; ``prior`` and
+``centre`` without a prior; ``random`` in an image without objects) rejects it correctly,
+any box is a false positive.
 """
 
 from __future__ import annotations
@@ -59,8 +64,9 @@ LabelKey = tuple[str | None, str]
 
 
 def _named(truth: GroundTruth) -> list[str]:
-    """The distinct labels of the sample's targets, in order: what its query names."""
-    return list(dict.fromkeys(truth.labels))
+    """The distinct labels of the sample's targets, in order (an absent query's label): what
+    its query names."""
+    return list(dict.fromkeys(truth.named))
 
 
 def label_priors(train: Sequence[GroundTruth]) -> dict[LabelKey, Box]:
@@ -109,7 +115,8 @@ def baseline_boxes(name: str, truth: GroundTruth, priors: Mapping[LabelKey, Box]
     objects = truth.objects
     if name == "largest":
         # max keeps the first of equal areas: the targets come first, in record order.
-        return [max((box for lab, box in objects if lab == label), key=_area) for label in labels]
+        found = (max((box for lab, box in objects if lab == label), key=_area, default=None) for label in labels)
+        return [box for box in found if box is not None]
     if name == "random":
         return [box for _, box in _rng(seed, truth.id).sample(objects, min(len(labels), len(objects)))]
     raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
@@ -137,14 +144,16 @@ def score_baselines(
     scored = [t for t in truths if t.split == split]
     train = [t for t in truths if t.split == train_split]
     priors = label_priors(train)
-    lacking = Counter((t.dataset, label) for t in scored for label in _named(t) if (t.dataset, label) not in priors)
+    lacking = Counter(
+        (t.dataset, label) for t in scored if not t.absent for label in _named(t) if (t.dataset, label) not in priors
+    )
     pixel = convention("pixel")
     results = {}
     for name in BASELINES:
         predictions = {}
         for truth in scored:
             boxes = baseline_boxes(name, truth, priors, seed=seed)
-            if boxes:
+            if boxes or truth.absent:  # no box for an absent query is an answer: a rejection
                 predictions[truth.id] = Prediction(truth.id, None, tuple(boxes), "pixel", 0)
         report = evaluate(scored, predictions, pixel)
         results[name] = {key: report[key] for key in ("counts", "overall", "breakdowns")}

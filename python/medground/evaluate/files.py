@@ -62,6 +62,8 @@ class GroundTruth:
         subset: ``appearance`` for a query that says no position or side word, else None.
         others: The view's other objects (the sample's ``distractors`` that record a box),
             as ``(label, box)``.
+        absent_label: For an absent query (``query_type = "absent"``, no target), the label
+            it names (its ``referring_attributes.category``); None for the others.
     """
 
     id: str
@@ -79,16 +81,31 @@ class GroundTruth:
     expression: str | None = None
     others: tuple[ViewObject, ...] = ()
     subset: str | None = None
+    absent_label: str | None = None
+
+    @property
+    def absent(self) -> bool:
+        """Whether the query is about a structure absent from the image (no target: the
+        right answer is no box)."""
+        return self.query_type == "absent"
 
     @property
     def multi(self) -> bool:
         """Whether the sample is scored by matching (several targets or ``multi_object``)."""
-        return len(self.boxes) != 1 or self.query_type == "multi_object"
+        return not self.absent and (len(self.boxes) != 1 or self.query_type == "multi_object")
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        """The labels the query names: its targets' (one per box), or an absent query's one."""
+        if self.absent:
+            return (self.absent_label,) if self.absent_label is not None else ()
+        return self.labels
 
     def group(self, breakdown: str) -> str:
-        """The sample's group in one of :data:`BREAKDOWNS`."""
+        """The sample's group in one of :data:`BREAKDOWNS` (an absent query's label is the
+        one it names)."""
         if breakdown == "label":
-            names = sorted(set(self.labels))
+            names = sorted(set(self.named))
             return " + ".join(names) if names else NONE_KEY
         if breakdown == "same_label_distractors":
             return str(self.same_label_distractors)
@@ -173,8 +190,14 @@ def _truth(sample: Sample, path: Path, line: int, folder: RunFolder) -> GroundTr
     width, height = sample.width, sample.height
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise RecordFileError(path, line, f"width and height must be positive integers, got {width!r}, {height!r}")
-    if not sample.targets:
+    absent = sample.query_type == "absent"
+    if absent and sample.targets:
+        raise RecordFileError(path, line, "an absent query has no targets")
+    if not absent and not sample.targets:
         raise RecordFileError(path, line, "targets must be a non-empty list")
+    named = sample.referring_attributes.get("category") if absent else None
+    if absent and not isinstance(named, str):
+        raise RecordFileError(path, line, "an absent query's referring_attributes.category must name its label")
     boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
     for k, t in enumerate(sample.targets):
         if not isinstance(t.label, str):
@@ -202,6 +225,7 @@ def _truth(sample: Sample, path: Path, line: int, folder: RunFolder) -> GroundTr
         expression=sample.referring_expression,
         others=others,
         subset=sample.subset,
+        absent_label=named,
     )
 
 

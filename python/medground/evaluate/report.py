@@ -27,7 +27,20 @@ _COLUMNS = [
 ]
 
 
-def _row(name: str, metrics: Mapping[str, Any], width: int) -> str:
+#: The columns of absent queries, shown when a report has any: their number and the share
+#: answered with no box (correct rejections).
+_ABSENT_COLUMNS = [("absent", 6), ("rej", 6)]
+
+
+def _has_absent(metrics: Mapping[str, Any]) -> bool:
+    return bool(metrics.get("absent", {}).get("samples"))
+
+
+def _columns(absent: bool) -> list[tuple[str, int]]:
+    return _COLUMNS + _ABSENT_COLUMNS if absent else _COLUMNS
+
+
+def _row(name: str, metrics: Mapping[str, Any], width: int, absent: bool = False) -> str:
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}"
 
@@ -44,7 +57,11 @@ def _row(name: str, metrics: Mapping[str, Any], width: int) -> str:
         pct(multi["recall@0.5"]),
         pct(multi["f1@0.5"]),
     ]
-    return f"{name:<{width}}" + "".join(f"{cell:>{w + 1}}" for cell, (_, w) in zip(cells, _COLUMNS, strict=True))
+    if absent:
+        rejection = metrics.get("absent", {})
+        cells += [str(rejection.get("samples", 0)), pct(rejection.get("rejection_accuracy"))]
+    columns = _columns(absent)
+    return f"{name:<{width}}" + "".join(f"{cell:>{w + 1}}" for cell, (_, w) in zip(cells, columns, strict=True))
 
 
 def format_rows(blocks: Sequence[tuple[str, Mapping[str, Mapping[str, Any]]]]) -> list[str]:
@@ -52,11 +69,12 @@ def format_rows(blocks: Sequence[tuple[str, Mapping[str, Mapping[str, Any]]]]) -
     ``name: metrics`` (metrics as :func:`~medground.evaluate.score.evaluate` reports a group)."""
     names = [str(k) for _, rows in blocks for k in rows]
     width = max([len(n) + 2 for n in names] + [len(t) for t, _ in blocks] + [8])
-    header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _COLUMNS)
+    absent = any(_has_absent(metrics) for _, rows in blocks for metrics in rows.values())
+    header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _columns(absent))
     lines = [header, "-" * len(header)]
     for title, rows in blocks:
         lines.append(title)
-        lines += [_row(f"  {name}", metrics, width) for name, metrics in rows.items()]
+        lines += [_row(f"  {name}", metrics, width, absent) for name, metrics in rows.items()]
     return lines
 
 
@@ -79,13 +97,20 @@ def format_report(report: Mapping[str, Any]) -> str:
         ),
         "",
     ]
+    absent = _has_absent(report["overall"])
+    if absent:
+        lines.insert(
+            len(lines) - 1,
+            "absent queries (the structure named is not in the image): their number, and the share answered "
+            "with no box (correct rejections, in %); they are in n and miss, never in the accuracies",
+        )
     names = [str(k) for groups in report["breakdowns"].values() for k in groups]
     width = max([len(n) + 2 for n in names] + [len(n) for n in BREAKDOWNS] + [8])
-    header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _COLUMNS)
-    lines += [header, "-" * len(header), _row("all", report["overall"], width)]
+    header = f"{'':<{width}}" + "".join(f"{title:>{w + 1}}" for title, w in _columns(absent))
+    lines += [header, "-" * len(header), _row("all", report["overall"], width, absent)]
     if "ceiling" in report:  # the ground truth through the format and back
-        lines.append(_row("ceiling", report["ceiling"], width))
+        lines.append(_row("ceiling", report["ceiling"], width, absent))
     for name, groups in report["breakdowns"].items():
         lines.append(f"{name}")
-        lines += [_row(f"  {key}", metrics, width) for key, metrics in groups.items()]
+        lines += [_row(f"  {key}", metrics, width, absent) for key, metrics in groups.items()]
     return "\n".join(lines)

@@ -5,6 +5,13 @@ mean IoU and centre hits (the predicted box's centre inside the target box). A s
 several targets (``multi_object``) is matched one to one (Hungarian) and scores precision,
 recall and F1 at IoU 0.5, summed over all such samples. A missing prediction or one no box
 can be read from is a miss, and is counted.
+
+An absent query (``query_type = "absent"``: the structure it names is not in the image, no
+target) is scored on its own: an answer with no box read from it is a correct rejection,
+any box a false positive, and no answer at all is missing. Absent queries count in a
+group's ``samples`` and ``missing`` (so breakdowns still add up) and in its ``absent``
+metrics (``samples``, ``rejected``, ``false_positive``, ``rejection_accuracy``), never in
+``single`` or ``multi``: the accuracies of the queries with a target are over those alone.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class SampleScore:
         n_predicted: Predicted boxes (matched samples).
         n_truth: True boxes.
         hits: Matched pairs at IoU >= 0.5 (matched samples).
+        absent: Whether the query is about an absent structure (no target).
+        rejected: For an absent query, whether the answer gave no box (a correct rejection).
     """
 
     id: str
@@ -45,6 +54,8 @@ class SampleScore:
     n_predicted: int
     n_truth: int
     hits: int
+    absent: bool = False
+    rejected: bool = False
 
 
 def score_sample(truth: GroundTruth, prediction: Prediction | None, fmt: BoxConvention) -> SampleScore:
@@ -56,9 +67,14 @@ def score_sample(truth: GroundTruth, prediction: Prediction | None, fmt: BoxConv
         fmt: The convention every prediction of the run is in.
 
     Returns:
-        The sample's score; a missing or unreadable prediction scores as a miss.
+        The sample's score; a missing or unreadable prediction scores as a miss, except for
+        an absent query, where an answer with no box is a correct rejection.
     """
     raw = prediction.raw_boxes() if prediction is not None else []
+    if truth.absent:
+        status = "missing" if prediction is None else "scored"
+        rejected = prediction is not None and not raw
+        return SampleScore(truth.id, status, False, 0.0, False, len(raw), 0, 0, absent=True, rejected=rejected)
     status = "missing" if prediction is None else ("scored" if raw else "unparseable")
     boxes = [fmt.to_pixels(b, truth.width, truth.height) for b in raw]
     if truth.multi:
@@ -90,11 +106,17 @@ class _Tally:
         self.iou_sum = 0.0
         self.acc = dict.fromkeys(IOU_THRESHOLDS, 0)
         self.multi = self.n_predicted = self.n_truth = self.hits = 0
+        self.absent = self.rejected = self.false_positive = 0
 
     def add(self, score: SampleScore) -> None:
         self.samples += 1
         self.missing += score.status == "missing"
         self.unparseable += score.status == "unparseable"
+        if score.absent:
+            self.absent += 1
+            self.rejected += score.rejected
+            self.false_positive += score.status == "scored" and not score.rejected
+            return
         if score.multi:
             self.multi += 1
             self.n_predicted += score.n_predicted
@@ -136,6 +158,12 @@ class _Tally:
                 "recall@0.5": recall,
                 "f1@0.5": f1,
             },
+            "absent": {
+                "samples": self.absent,
+                "rejected": self.rejected,
+                "false_positive": self.false_positive,
+                "rejection_accuracy": ratio(self.rejected, self.absent),
+            },
         }
 
 
@@ -163,7 +191,9 @@ def evaluate(
         ``overall`` and ``breakdowns[name][group]`` metrics, each with ``samples``,
         ``missing``, ``unparseable``, ``single`` (``samples``, ``acc@0.3`` ... ``acc@0.9``,
         ``miou``, ``centre_hit``) and ``multi`` (``samples``, ``predicted_boxes``,
-        ``true_boxes``, ``matched@0.5``, ``precision@0.5``, ``recall@0.5``, ``f1@0.5``).
+        ``true_boxes``, ``matched@0.5``, ``precision@0.5``, ``recall@0.5``, ``f1@0.5``) and
+        ``absent`` (``samples``, ``rejected``, ``false_positive``, ``rejection_accuracy``:
+        correct rejections over absent queries, a missing answer counting as none).
         Ratios are in [0, 1], None where a group has no sample of that kind. The groups of
         every breakdown partition the samples, so their counts add up to the overall ones.
         ``ceiling`` holds the same metrics for the ground truth itself written in ``fmt``

@@ -218,17 +218,22 @@ def _baselines(root: Path, samples: list[dict[str, Any]]) -> list[str]:
         )
     if not result["samples"]:
         return [*lines, "", "No test samples: nothing to score.", ""]
+    # Absent queries ([synthesis] negatives) get their own columns, only when the split has some.
+    absent = any(b["overall"]["absent"]["samples"] for b in result["baselines"].values())
     lines += [
         "",
-        "| baseline | answer | samples | missing | Acc@0.5 | mIoU | centre hit | multi-object F1@0.5 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| baseline | answer | samples | missing | Acc@0.5 | mIoU | centre hit | multi-object F1@0.5 |"
+        + (" absent | correct rejections |" if absent else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if absent else ""),
     ]
     for name in BASELINES:
         overall = result["baselines"][name]["overall"]
         single, multi = overall["single"], overall["multi"]
+        rejection = overall["absent"]
         lines.append(
             f"| {name} | {_BASELINE_WORDS[name]} | {overall['samples']} | {overall['missing']} | "
             f"{pct(single['acc@0.5'])} | {pct(single['miou'])} | {pct(single['centre_hit'])} | {pct(multi['f1@0.5'])} |"
+            + (f" {rejection['samples']} | {pct(rejection['rejection_accuracy'])} |" if absent else "")
         )
     return [*lines, ""]
 
@@ -255,6 +260,14 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
     # RefCOCO+'s rule: no position or side word (docs/RECORDS.md, `subset`).
     lines += _table("subset", Counter(str(s.get("subset") or "(none)") for s in samples))
     lines += _table("label", Counter(t["label"] for s in samples for t in s["targets"]))
+    absent = Counter(str(s["referring_attributes"].get("category")) for s in samples if s["query_type"] == "absent")
+    if absent:  # [synthesis] negatives: queries about a structure the image does not show
+        lines += [
+            f"{sum(absent.values())} absent queries ask for a structure the image does not show (no target; "
+            "`medground eval` scores an answer with no box as a correct rejection):",
+            "",
+        ]
+        lines += _table("absent structure", absent)
     lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
     lines += [f"| {_text(stage)} | {n} |" for stage, n in funnel["passed"].items()]
     lines.append("")

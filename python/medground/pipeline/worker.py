@@ -83,7 +83,13 @@ def _process_case(
         result.warnings = list(case.warnings)
         result.seconds["load"] = time.perf_counter() - started
         stage = "draft"
-        drafts = draft_case(case, spec, seed=seed, synthesizer=_synthesizer(synthesis, seed, models.get("synthesizer")))
+        drafts = draft_case(
+            case,
+            spec,
+            seed=seed,
+            synthesizer=_synthesizer(synthesis, seed, models.get("synthesizer")),
+            negatives=synthesis.negatives,
+        )
         result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
         stage = "verify"
         verifier = _verifier(verification.visual, models.get("judge"), seed)

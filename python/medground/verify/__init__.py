@@ -26,6 +26,7 @@ from medground.verify.rules import RuleSettings, check_rules
 from medground.verify.vlm_judge import VlmJudge
 
 __all__ = [
+    "ABSENT_SKIP",
     "STAGES",
     "Claims",
     "Draft",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 STAGES = ("format", "rules", "visual")
+#: Why an absent query passes the visual stage unjudged (its ``info.skipped``).
+ABSENT_SKIP = "absent query: no target to judge; the rules checked the absence in the view's label map"
 
 
 class Draft(NamedTuple):
@@ -146,7 +149,13 @@ class Verifier:
             if stages[-1].passed:
                 stages.append(check_rules(draft.sample, draft.facts, draft.measures, settings=self.rules))
             results.append(stages)
-        survivors = [i for i, stages in enumerate(results) if stages[-1].passed]
+        passed = [i for i, stages in enumerate(results) if stages[-1].passed]
+        # An absent query has nothing to look at: no judge is asked (the rules measured its
+        # absence from the view's label map), and the visual result says so.
+        survivors = [i for i in passed if drafts[i].sample.query_type != "absent"]
+        for i in passed:
+            if drafts[i].sample.query_type == "absent":
+                results[i].append(StageResult("visual", True, info={"judge": self.judge.name, "skipped": ABSENT_SKIP}))
         items = [_judge_item(drafts[i]) for i in survivors]
         verdicts = self.judge.judge(items)
         if len(verdicts) != len(items):

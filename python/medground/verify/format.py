@@ -16,7 +16,7 @@ from medground.verify.claims import vocabulary
 
 __all__ = ["QUERY_TYPES", "check_format"]
 
-QUERY_TYPES = ("direct", "descriptive", "relational", "multi_object")
+QUERY_TYPES = ("direct", "descriptive", "relational", "multi_object", "absent")
 
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\s*(?:mm|cm|ml|cc|cm3|%)\b)(?![\w.])")
@@ -41,13 +41,16 @@ def check_format(sample: Sample, *, min_words: int = 3, max_words: int = 40) -> 
 def _record_problem(sample: Sample) -> _Problem | None:
     """A malformed record: unknown query type, empty query, an object count that does not fit
     the query type (several objects only for multi_object; an object seen in pieces has one
-    target per piece), or no image size."""
+    target per piece; no target exactly for an absent query), or no image size."""
     if sample.query_type not in QUERY_TYPES:
         return "schema", f"query_type {sample.query_type!r} is not one of {', '.join(QUERY_TYPES)}"
     if not isinstance(sample.query, str) or not sample.query.strip():
         return "schema", "empty query"
     objects = {t.object_id for t in sample.targets}
-    if not sample.targets or (sample.query_type == "multi_object") != (len(objects) > 1):
+    if sample.query_type == "absent":
+        if sample.targets:
+            return "schema", f"{len(objects)} object(s) for an absent query (it has no target)"
+    elif not sample.targets or (sample.query_type == "multi_object") != (len(objects) > 1):
         return "schema", f"{len(objects)} object(s) for a {sample.query_type} query"
     if not (
         isinstance(sample.width, int) and isinstance(sample.height, int) and sample.width > 0 and sample.height > 0

@@ -57,7 +57,7 @@ from numpy.typing import NDArray
 from scipy import ndimage, spatial
 
 from medground import geometry
-from medground.anatomy import is_lesion, priors
+from medground.anatomy import absent_margin, is_lesion, priors
 from medground.terms import clinical_term
 from medground.views import View
 from medground.words import image_position, shape_word
@@ -191,6 +191,10 @@ class Evidence:
         clinical_terms: every term that table can give (a query naming a wrong one is read).
         labels_known: every label name of the dataset (a query may name any of them).
         values, full_scale: the stored intensities on the image grid (for the visual judge).
+        label_map: the case's label map as loaded (the volume, or the 2D image's), every
+            label's voxels before any became an object: what an absent query is checked
+            against (None: only the objects of the view are known).
+        label_names: label id → name for the ids of ``label_map``.
     """
 
     image: NDArray[np.uint8]
@@ -216,6 +220,8 @@ class Evidence:
     labels_known: tuple[str, ...] = ()
     values: NDArray[Any] | None = None
     full_scale: float | None = None
+    label_map: NDArray[Any] | None = None
+    label_names: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -409,8 +415,38 @@ class Measurements:
         self.evidence = evidence
         self._cache: dict[int, Measured] = {}
         self._pieces: dict[int, int] = {}
+        self._in_case: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- the view
+
+    @cached_property
+    def labels_in_view(self) -> frozenset[str]:
+        """The names of every label with a voxel in the view: anywhere in a 2D image's label
+        map; for a slice of a volume, on the slice or within :func:`medground.anatomy.absent_margin`
+        slices of it (the whole slice, whatever part of it the image shows). Read from the
+        label map as loaded, so a structure too small to be an object still counts; without
+        a label map, the labels of the view's objects."""
+        ev = self.evidence
+        if ev.label_map is None:
+            return frozenset(ev.labels[o] for o in self.object_ids)
+        region: Any = ev.label_map
+        if ev.slice_axis is not None and ev.slice_index is not None and ev.label_map.ndim == 3:
+            axis, index = ev.slice_axis, ev.slice_index
+            margin = absent_margin(ev.spacing[axis] if ev.spacing is not None else None)
+            window: list[slice] = [slice(None)] * 3
+            window[axis] = slice(max(0, index - margin), index + margin + 1)
+            region = ev.label_map[tuple(window)]
+        ids = np.unique(np.asarray(region))
+        return frozenset(ev.label_names.get(int(i), f"unknown_{int(i)}") for i in ids if i != 0)
+
+    def label_in_case(self, name: str) -> bool:
+        """Whether label ``name`` has any voxel in the case's label map (False without one)."""
+        if name not in self._in_case:
+            ev = self.evidence
+            ids = [i for i, n in ev.label_names.items() if n == name]
+            found = ev.label_map is not None and bool(ids) and bool(np.isin(ev.label_map, ids).any())
+            self._in_case[name] = found
+        return self._in_case[name]
 
     @cached_property
     def object_ids(self) -> tuple[int, ...]:
@@ -748,6 +784,8 @@ def evidence_of_view(
         labels_known=tuple(case.label_names.values()),
         values=values,
         full_scale=full_scale_of(image.array, values),
+        label_map=case.labels,
+        label_names=dict(case.label_names),
     )
 
 

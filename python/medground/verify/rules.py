@@ -17,6 +17,15 @@ Reason codes: ``facts_disagree``, ``category_mismatch``, ``laterality_mismatch``
 ``foreign_text`` (a link, an address or the words of an instruction: no claim about the
 image at all, whatever labels it appears in; what a model writes when it follows an
 instruction hidden in dataset text).
+
+An absent query (``query_type = "absent"``, no target) is checked by :func:`check_absent`:
+``structure_present`` (the structure it names, or one whose name covers or is covered by
+it, has a voxel in the view by the label map as loaded), ``absent_unnamed`` (it names no
+structure of the dataset), ``absent_claims`` (it claims more than the structure: a place,
+a side its term does not carry, a relation, a size, shape, intensity, count or clinical
+attribute: none can be true of what is not there) and ``facts_disagree`` (``info.fact =
+"absent"``: the draft's ``category`` is not what the query names, or its ``absent_from``
+is not where the label map lacks it).
 """
 
 from __future__ import annotations
@@ -28,14 +37,14 @@ from typing import Any
 import numpy as np
 
 from medground import rle
-from medground.anatomy import is_lesion, priors
+from medground.anatomy import is_lesion, names_overlap, priors
 from medground.records import Sample, StageResult
 from medground.terms import category_key, clinical_term
 from medground.verify.claims import Claims, extract_claims
 from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction
 from medground.words import in_cell
 
-__all__ = ["RuleSettings", "check_rules"]
+__all__ = ["RuleSettings", "check_absent", "check_rules"]
 
 
 @dataclass(frozen=True)
@@ -366,6 +375,8 @@ def check_rules(
     )
     claims = extract_claims(sample.query, labels, region, tuple(sorted(set(evidence.clinical_terms))))
     info: dict[str, Any] = {"claims": claims.to_dict()}
+    if sample.query_type == "absent":
+        return check_absent(sample, claims, measures, info)
     targets = {t.object_id for t in sample.targets}
     missing = targets - set(measures.object_ids)
     if missing:
@@ -381,6 +392,81 @@ def check_rules(
             info["fact"] = rejected.fact
         return StageResult(stage, False, rejected.reason, rejected.detail, info)
     return StageResult(stage, True, info=info)
+
+
+def check_absent(sample: Sample, claims: Claims, measures: Measurements, info: dict[str, Any]) -> StageResult:
+    """Stage 2 for an absent query: it names a structure of the dataset and claims nothing
+    else of it, and neither that structure nor one whose name covers or is covered by it
+    (:func:`medground.anatomy.names_overlap`) has a voxel in the view, measured from the
+    view's label map (:meth:`~medground.verify.measure.Measurements.labels_in_view`), never
+    from the cues; the draft's ``category`` and ``absent_from`` agree with that."""
+    stage = "rules"
+    evidence = measures.evidence
+    region = evidence.body_region
+    unsayable = _unsayable(claims, measures)
+    if unsayable is not None:
+        return StageResult(stage, False, unsayable[0], unsayable[1], info)
+    known = sorted(set(evidence.labels_known) | set(evidence.label_names.values()))
+    named = sorted({label for c in claims.categories for label in known if _names(c, label, region)})
+    if claims.generic and not claims.categories:
+        named = [label for label in known if is_lesion(label)]
+    if not named:
+        return StageResult.fail(stage, "absent_unnamed", "the query names no structure of the dataset", info)
+    term_sides = {clinical_term(label, region).side for label in named}
+    extra = {
+        "place": claims.positions,
+        "side": [s for s in claims.sides if s not in term_sides],
+        "shape": claims.shapes,
+        "intensity": claims.intensities,
+        "size": [*claims.size_classes, *claims.size_ranks, *claims.lengths_mm, *claims.volumes_ml],
+        "relation": claims.relations,
+        "count": [*claims.counts, *claims.parts],
+        "clinical": claims.clinical,
+    }
+    said = [kind for kind, values in extra.items() if values]
+    if said:
+        return StageResult.fail(
+            stage,
+            "absent_claims",
+            f"the query claims a {', '.join(said)} of a structure that is not in the image",
+            info,
+        )
+    present = measures.labels_in_view
+    seen = sorted(p for p in present if any(p == n or names_overlap(n, p, region) for n in named))
+    info["labels_in_view"] = sorted(present)
+    if seen:
+        return StageResult.fail(
+            stage,
+            "structure_present",
+            f"the query names {', '.join(named)}, but the view's label map has {', '.join(seen)} on its slice",
+            info,
+        )
+    category = sample.referring_attributes.get("category")
+    where = sample.referring_attributes.get("absent_from")
+    if category not in named:
+        return StageResult(
+            stage,
+            False,
+            "facts_disagree",
+            f"the draft says {category!r}, the query names {', '.join(named)}",
+            info | {"fact": "absent"},
+        )
+    in_case = measures.label_in_case(str(category))
+    if where is not None and where != ("view" if in_case else "case"):
+        detail = f"absent_from {where!r}, but the case {'has' if in_case else 'lacks'} {category} elsewhere"
+        return StageResult(stage, False, "facts_disagree", detail, info | {"fact": "absent"})
+    return StageResult(stage, True, info=info)
+
+
+def _names(claimed: str, label: str, region: str | None) -> bool:
+    """Whether a claimed category (a label name, or a term without its side: "kidney")
+    names label ``label``."""
+    if claimed == label:
+        return True
+    if category_key(claimed, region) != category_key(label, region):
+        return False
+    side = clinical_term(claimed, region).side
+    return side is None or clinical_term(label, region).side in (None, side)
 
 
 def _unsayable(claims: Claims, measures: Measurements) -> tuple[str, str] | None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -71,6 +72,58 @@ def test_a_case_stuck_in_a_native_call_has_its_worker_killed(local_ray, tmp_path
     assert summary.cases == 5 and summary.failed == 1
     made = {r["case_id"] for r in strict_lines(tmp_path / "out" / "samples.jsonl")}
     assert made == {"a", "b", "y", "z"}
+
+
+def test_a_stuck_case_is_blamed_alone_among_the_cases_it_starves(local_ray, tmp_path: Path, monkeypatch) -> None:
+    """Three cases per worker: the stuck case holds its worker's CPU turn, and the cases
+    handed to that worker before and after it wait for the turn past the time that would
+    have been theirs. The driver asks the worker (from its control thread) which case has
+    run that long: only ``hang`` is an error, the others are made as in a run without it."""
+    names = ["a", "b", "c", "hang", "x", "y", "z"]
+    spec = photos(tmp_path / "data", names)
+    (tmp_path / "data" / "images" / "hang.png").unlink()
+    os.mkfifo(tmp_path / "data" / "images" / "hang.png")
+    slow = tmp_path / "run.toml"
+    # Stand-in models: a case gives its turn up while it waits for their answers, so ``hang``
+    # can take the turn from a case handed over before it.
+    slow.write_text(spec.read_text() + MODELS + "[run]\ncase_timeout_s = 8\ncases_per_worker = 3\n")
+    monkeypatch.setattr(runner, "GRACE_S", 2.0)
+    monkeypatch.setattr(runner, "STATUS_WAIT_S", 2.0)
+    started = time.monotonic()
+    summary = run(load_run_config(slow), tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 120
+    errors = strict_lines(tmp_path / "out" / "errors.jsonl")
+    assert [e["case_id"] for e in errors] == ["hang"], errors
+    assert errors[0]["stage"] == "worker" and "still running 10 s after it started" in errors[0]["error"]
+    assert summary.cases == len(names) and summary.failed == 1
+    made = {r["case_id"] for r in strict_lines(tmp_path / "out" / "samples.jsonl")}
+    assert made == set(names) - {"hang"}
+
+
+def test_a_worker_says_which_cases_hold_the_turn_and_how_long_they_ran() -> None:
+    """The status a worker gives the driver: the turn's holders and each running case's
+    seconds (a case waiting for its turn is not running yet)."""
+    import threading
+
+    from medground.pipeline.worker import CaseActor
+
+    actor = CaseActor(None)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with actor._turns.computing("d/first"):
+            actor._started["d/first"] = time.monotonic() - 5.0
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(10)
+    status = actor.status()
+    assert status["holders"] == ["d/first"] and status["running"]["d/first"] >= 5.0
+    release.set()
+    thread.join(10)
+    assert actor.status()["holders"] == []
 
 
 def test_the_time_budget_holds_in_a_case_thread(local_ray, tmp_path: Path) -> None:
@@ -165,7 +218,11 @@ def test_a_worker_admits_a_case_only_while_memory_allows(monkeypatch) -> None:
         in ``waiting.most``; returns the seconds they took."""
         actor._memory, waiting.most = memory, 0
         threads = [
-            threading.Thread(target=actor.process, args=(None, i), kwargs={"budget": (budget, None)})
+            threading.Thread(
+                target=actor.process,
+                args=(SimpleNamespace(name="d"), SimpleNamespace(case_id=str(i))),
+                kwargs={"budget": (budget, None)},
+            )
             for i in range(count)
         ]
         started = time.monotonic()

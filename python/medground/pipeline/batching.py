@@ -380,17 +380,36 @@ class CpuTurns:
 
     def __init__(self, cpus: int = 1) -> None:
         self._slots = threading.Semaphore(cpus)
+        self._holders: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def holders(self) -> set[str]:
+        """The names of the blocks that hold a turn now (see :meth:`computing`)."""
+        with self._lock:
+            return set(self._holders)
 
     @contextlib.contextmanager
-    def computing(self) -> Iterator[None]:
-        """The block computes with a turn (taken on entry, given back on exit)."""
+    def computing(self, name: str = "") -> Iterator[None]:
+        """The block computes with a turn (taken on entry, given back on exit); ``name``
+        says who holds it while it does (:attr:`holders`)."""
         self._slots.acquire()
-        _turn.held = self
+        self._hold(name)
         try:
             yield
         finally:
-            _turn.held = None
+            self._give_up()
             self._slots.release()
+
+    def _hold(self, name: str) -> None:
+        _turn.held, _turn.name = self, name
+        with self._lock:
+            self._holders.add(name)
+
+    def _give_up(self) -> None:
+        with self._lock:
+            self._holders.discard(getattr(_turn, "name", ""))
+        _turn.held = None
 
     @staticmethod
     @contextlib.contextmanager
@@ -400,13 +419,14 @@ class CpuTurns:
         if held is None:
             yield
             return
-        _turn.held = None
+        name = _turn.name
+        held._give_up()
         held._slots.release()
         try:
             yield
         finally:
             held._slots.acquire()
-            _turn.held = held
+            held._hold(name)
 
 
 class QueuedBackend:

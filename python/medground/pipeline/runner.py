@@ -32,7 +32,7 @@ from medground.pipeline.config import RunConfig
 from medground.pipeline.isolate import GRACE_S, CaseWorker
 from medground.pipeline.splits import assign_splits, check_splits, read_split_file
 from medground.pipeline.store import CaseResult, OutputFolder, case_key
-from medground.pipeline.worker import CaseActor, process_case
+from medground.pipeline.worker import case_actor_class, case_name, process_case
 from medground.records import dumps
 from medground.runfolder import ERRORS, MANIFEST, REJECTED, SAMPLES, SKIPPED, atomic_write, write_jsonl
 from medground.verify import Funnel
@@ -258,7 +258,8 @@ class _Job:
     started: float = 0.0
     tries: int = 0
     collateral: bool = False  # its worker was killed for another case's overrun
-    killed: bool = False  # its worker was killed for this case's overrun
+    killed: str = ""  # why its worker was killed for this case's overrun ("" when it was not)
+    checked: float = 0.0  # when the driver last asked its worker how it runs
 
     def retry(self) -> bool:
         """Whether the case goes again after its worker died: always when it was killed for
@@ -291,7 +292,8 @@ def _on_ray(
     share = config.budget.memory_bytes(os.cpu_count() or 1)
     memory = None if share is None else share * (per if config.budget.case_memory_gb is not None else 1)
     options = {"num_cpus": 1, "max_concurrency": per, "max_restarts": -1, "max_task_retries": 0}
-    actors = [ray.remote(CaseActor).options(**options).remote(memory) for _ in range(workers)]
+    actor_class = case_actor_class(ray)
+    actors = [actor_class.options(**options).remote(memory) for _ in range(workers)]
     kwargs = {
         "seed": config.seed,
         "verification": config.verification,
@@ -311,7 +313,7 @@ def _on_ray(
                 elif job.retry():
                     queue.appendleft(job)  # a pure function of its inputs: run it again
                 else:
-                    yield _worker_failed(job, pool.errors.pop(id(job)), timeout)
+                    yield _worker_failed(job, pool.errors.pop(id(job)))
             if timeout is not None:
                 _kill_overruns(ray, pool.pending, actors, timeout)
         if model_stats is not None:
@@ -339,7 +341,7 @@ class _Pool:
         if job.spec.name not in self._specs:
             self._specs[job.spec.name] = self.ray.put(job.spec)
         job.actor = min(range(len(self.actors)), key=self.load.__getitem__)
-        job.started, job.collateral, job.killed = time.monotonic(), False, False
+        job.started, job.collateral, job.killed, job.checked = time.monotonic(), False, "", 0.0
         self.load[job.actor] += 1
         ref = self.actors[job.actor].process.remote(self._specs[job.spec.name], job.files, **self.kwargs)
         self.pending[ref] = job
@@ -358,36 +360,70 @@ class _Pool:
                 yield job, None
 
 
-def _patience(timeout: float) -> float:
-    """Seconds the driver waits for a case handed to a worker before it kills the worker:
-    the longest the case may wait for memory to start (``CaseActor``), its time budget, and
-    the grace period."""
-    return 2 * timeout + GRACE_S
+#: Seconds the driver waits for a worker to say how its cases run (and between two asks).
+STATUS_WAIT_S = 10.0
 
 
 def _kill_overruns(ray: Any, pending: dict[Any, _Job], actors: list[Any], timeout: float) -> None:
-    """Kills the worker of a case with no result a grace period past its time budget (a
+    """Kills the worker of a case still running a grace period past its time budget (a
     native call the in-case watchdog cannot interrupt); the worker restarts, and the other
-    cases it held are marked to run again."""
+    cases it held are marked to run again.
+
+    A case's time counts from when it started computing, not from when it was handed over:
+    the driver asks a worker that holds a case for longer than the budget and the grace
+    (:meth:`~medground.pipeline.worker.CaseActor.status`, answered from its own thread), and
+    blames only the cases that have *run* that long — never the cases waiting for the turn
+    a stuck case holds. A worker that cannot answer (a native call holding the interpreter)
+    is killed for the case that has waited longest, its other cases going again."""
     now = time.monotonic()
-    for job in list(pending.values()):
-        if job.killed or job.collateral or now - job.started <= _patience(timeout):
+    limit = timeout + GRACE_S
+    due: dict[int, list[_Job]] = collections.defaultdict(list)
+    for job in pending.values():
+        if not job.killed and not job.collateral and now - job.started > limit and now - job.checked > STATUS_WAIT_S:
+            due[job.actor].append(job)
+    for actor in due:
+        held = [job for job in pending.values() if job.actor == actor]
+        try:
+            status = ray.get(actors[actor].status.remote(), timeout=STATUS_WAIT_S)
+        except Exception:  # noqa: BLE001 - a worker that cannot answer is stuck as a whole
+            culprits = [min(held, key=lambda job: job.started)]
+            reason = f"its worker stopped answering while the case had run {limit:g} s or more"
+        else:
+            culprits = _stuck(held, status, limit)
+            reason = f"still running {limit:g} s after it started (its {timeout:g} s time budget, {GRACE_S:g} s grace)"
+        if not culprits:  # the late cases wait for a turn or for memory: ask again later
+            for job in due[actor]:
+                job.checked = now
             continue
-        ray.kill(actors[job.actor], no_restart=False)
-        for other in pending.values():
-            if other.actor == job.actor and other is not job:
-                other.collateral = True
-        job.killed = True
+        ray.kill(actors[actor], no_restart=False)
+        for job in held:
+            if job in culprits:
+                job.killed = reason
+            else:
+                job.collateral = True
 
 
-def _worker_failed(job: _Job, error: Exception, timeout: float | None) -> CaseResult:
+def _stuck(held: list[_Job], status: dict[str, Any], limit: float) -> list[_Job]:
+    """The cases of a worker that have run past ``limit`` s and are stuck there: those that
+    hold the CPU turn, or, when no case holds it, those stuck waiting elsewhere (a model
+    answer that never comes). A case waiting for the turn another case holds is its victim,
+    however long it has waited."""
+    running, holders = status["running"], set(status["holders"])
+
+    def over(job: _Job) -> bool:
+        return float(running.get(case_name(job.spec, job.files), 0.0)) > limit
+
+    holding = [job for job in held if case_name(job.spec, job.files) in holders]
+    if holding:
+        return [job for job in holding if over(job)]
+    return [job for job in held if over(job)]
+
+
+def _worker_failed(job: _Job, error: Exception) -> CaseResult:
     spec, files = job.spec, job.files
     failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality)
-    if job.killed and timeout is not None:
-        detail = (
-            f"no result {_patience(timeout):g} s after it was handed to its worker (up to {timeout:g} s waiting "
-            f"for memory, its {timeout:g} s time budget, {GRACE_S:g} s grace); its worker was killed"
-        )
+    if job.killed:
+        detail = f"{job.killed}; its worker was killed"
     else:
         # The worker died (out of memory on a huge volume, a crash), twice: this case fails,
         # the run goes on, and --resume tries it again.

@@ -29,7 +29,7 @@ from medground.settings import SynthesisSettings, VerificationSettings, VisualSe
 from medground.synth import Synthesizer, make_synthesizer
 from medground.verify import Verifier, make_judge
 
-__all__ = ["CaseActor", "process_case"]
+__all__ = ["CaseActor", "case_actor_class", "process_case"]
 
 T = TypeVar("T")
 
@@ -198,7 +198,11 @@ class CaseActor:
     Admission: a case starts at once when no other case runs here or the process's resident
     memory is under :attr:`ADMIT_SHARE` of the budget; otherwise it waits (at most its time
     budget) for running cases to finish, so that many cases in flight never mean many
-    real-size volumes in memory at once."""
+    real-size volumes in memory at once.
+
+    Watch: :meth:`status` says which cases hold the turn and how long each has run; on Ray it
+    answers from its own thread (:func:`case_actor_class`), so the driver can tell the case
+    stuck in a native call from the cases it starves."""
 
     ADMIT_SHARE = 0.5
 
@@ -209,6 +213,7 @@ class CaseActor:
         self._running = 0
         self._turn = threading.Condition()
         self._turns = CpuTurns()
+        self._started: dict[str, float] = {}
 
     def _admit(self, patience: float | None) -> None:
         deadline = None if patience is None else time.monotonic() + patience
@@ -221,14 +226,45 @@ class CaseActor:
             self._running += 1
 
     def process(self, spec: DatasetSpec, files: CaseFiles, **kwargs: Any) -> CaseResult:
+        name = case_name(spec, files)
         self._admit(kwargs.get("budget", (None, None))[0])
         try:
-            with self._turns.computing():
-                return process_case(spec, files, **kwargs)
+            with self._turns.computing(name):
+                self._started[name] = time.monotonic()
+                try:
+                    return process_case(spec, files, **kwargs)
+                finally:
+                    self._started.pop(name, None)
         finally:
             with self._turn:
                 self._running -= 1
                 self._turn.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        """The cases that hold the CPU turn now, and the seconds each running case has run
+        (from when it first took the turn; cases waiting to start are not listed)."""
+        now = time.monotonic()
+        return {
+            "holders": sorted(self._turns.holders),
+            "running": {name: now - started for name, started in list(self._started.items())},
+        }
+
+
+def case_name(spec: DatasetSpec, files: CaseFiles) -> str:
+    """A case's name within a run (dataset and case id: unique, duplicates being errors)."""
+    return f"{spec.name}/{files.case_id}"
+
+
+def case_actor_class(ray: Any) -> Any:
+    """:class:`CaseActor` as a Ray actor class whose :meth:`~CaseActor.status` runs in a
+    ``control`` thread of its own, answering while every case thread is busy or stuck."""
+
+    class WatchedCaseActor(CaseActor):
+        @ray.method(concurrency_group="control")
+        def status(self) -> dict[str, Any]:
+            return super().status()
+
+    return ray.remote(concurrency_groups={"control": 1})(WatchedCaseActor)
 
 
 def _resident() -> int:

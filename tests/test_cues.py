@@ -415,3 +415,43 @@ def test_organ_names_find_their_prior(label: str, prior: str, end: str, size: st
 
 def test_no_size_class_without_a_prior() -> None:
     assert cues.size_class(anchor(1, "aorta", size=1500.0), seen(), True) is None
+
+
+@pytest.mark.parametrize("codes", [("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R")])
+def test_whole_structures_relate_in_the_patient_whatever_the_storage(shared_data: Path, tmp_path: Path, codes) -> None:
+    """3D relations between whole structures on the real CT, from their boxes in RAS+ mm:
+    what an atlas says (the liver on the patient's right of the spleen, the left kidney to
+    the left of the right one, the spinal cord posterior to the pancreas, the right lower
+    lobe superior to the right kidney), with the same boxes in millimetres and the same
+    words when the file stores the grid as LPS or PIR."""
+    from medground.boxes import voxel_box_to_ras
+
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, "CT"))
+    stored = load_case(spec, find_cases(spec).cases[0])
+    case = _reoriented(stored, codes)
+    assert case.image.axcodes == codes
+
+    def ras_boxes(case: Case) -> dict[str, list[list[float]]]:
+        organs = [a for a in find_anchors(case, spec).anchors.values() if a.kind == "organ"]
+        return {a.label: voxel_box_to_ras(a.bbox_min, a.bbox_max, case.image.affine) for a in organs}
+
+    boxes, reference = ras_boxes(case), ras_boxes(stored)
+    assert boxes.keys() == reference.keys() and len(boxes) >= 20
+    for name, box in boxes.items():
+        assert np.allclose(box, reference[name], atol=0.011), name
+    expected = {
+        ("liver", "spleen"): "right",
+        ("spleen", "liver"): "left",
+        ("kidney_left", "kidney_right"): "left",
+        ("spinal_cord", "pancreas"): "posterior",
+        ("lung_lower_lobe_right", "kidney_right"): "superior",
+        ("kidney_right", "lung_lower_lobe_right"): "inferior",
+    }
+    for (a, b), word in expected.items():
+        assert cues.world_direction(boxes[a], boxes[b]) == word, (a, b, boxes[a], boxes[b])
+    # Boxes overlapping along the axis of their offset are in no direction of each other.
+    assert cues.world_direction(boxes["stomach"], boxes["colon"]) is None
+    box = [[0.0, 0.0, 0.0], [10.0, 10.0, 10.0]]
+    assert cues.world_direction(box, [[2.0, 1.0, 0.0], [8.0, 9.0, 10.0]]) is None
+    assert cues.world_direction(box, [[0.0, 0.0, 10.5], [10.0, 10.0, 20.0]]) == "inferior"
+    assert cues.world_direction(box, [[0.0, -20.0, 0.0], [10.0, -0.5, 10.0]]) == "anterior"

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,7 @@ __all__ = [
     "full_scale",
     "image_position",
     "in_plane_direction",
+    "world_direction",
     "intensity_word",
     "laterality",
     "shape_class",
@@ -423,6 +425,25 @@ def in_plane_direction(
     code = directions[1] if axis == 0 else directions[0]  # increasing x follows columns, y rows
     positive = (dx if axis == 0 else dy) > 0
     return _WORDS[code] if positive else _WORDS[_opposite(code)]
+
+
+def world_direction(box: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> str | None:
+    """Where a whole structure lies relative to another in the patient, from their boxes in
+    RAS+ millimetres (``[[r, a, s]_min, [r, a, s]_max]``): along the world axis of the
+    largest offset between their centres, ``right``/``left``, ``anterior``/``posterior`` or
+    ``superior``/``inferior`` — or None when the boxes overlap along that axis by more than
+    :data:`DIRECTION_OVERLAP` of the shorter extent (one encloses or overlies the other,
+    as in a slice). The same rule as :func:`in_plane_direction`, in 3D and in millimetres."""
+    low, high = [float(v) for v in box[0]], [float(v) for v in box[1]]
+    other_low, other_high = [float(v) for v in other[0]], [float(v) for v in other[1]]
+    offsets = [(low[k] + high[k] - other_low[k] - other_high[k]) / 2.0 for k in range(3)]
+    axis = max(range(3), key=lambda k: (abs(offsets[k]), -k))
+    overlap = min(high[axis], other_high[axis]) - max(low[axis], other_low[axis])
+    shorter = min(high[axis] - low[axis], other_high[axis] - other_low[axis])
+    if offsets[axis] == 0 or overlap > DIRECTION_OVERLAP * shorter:
+        return None
+    positive, negative = (("R", "L"), ("A", "P"), ("S", "I"))[axis]
+    return _WORDS[positive if offsets[axis] > 0 else negative]
 
 
 def _opposite(code: str) -> str:

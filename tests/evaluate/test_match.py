@@ -23,6 +23,35 @@ def test_iou_and_centre_hits_by_hand():
     assert not centre_inside([0, 0, 10, 10], [0, 0, 5, 5])  # on the max edges: outside
 
 
+def test_3d_iou_and_centre_hits_count_voxels():
+    """3D boxes (``[i, j, k]_min + [i, j, k]_max``, voxel edges): IoU is the shared voxels
+    over the voxels of either box, counted one by one on a grid; the centre rule is the
+    same half-open rule as in 2D."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        boxes = []
+        for _ in range(2):
+            low = rng.integers(0, 8, 3)
+            boxes.append([*low.tolist(), *(low + rng.integers(0, 6, 3)).tolist()])
+        grids = []
+        for box in boxes:
+            grid = np.zeros((14, 14, 14), dtype=bool)
+            grid[box[0] : box[3], box[1] : box[4], box[2] : box[5]] = True
+            grids.append(grid)
+        union = np.logical_or(*grids).sum()
+        expected = np.logical_and(*grids).sum() / union if union else 0.0
+        assert iou(*boxes) == pytest.approx(expected)
+        centre = [(boxes[0][k] + boxes[0][k + 3]) / 2 for k in range(3)]
+        inside = all(boxes[1][k] <= centre[k] < boxes[1][k + 3] for k in range(3))
+        assert centre_inside(boxes[0], boxes[1]) == inside
+    assert iou([0, 0, 0, 10, 10, 10], [0, 0, 0, 10, 10, 5]) == 0.5
+    assert match_boxes([[0, 0, 0, 4, 4, 4]], [[0, 0, 0, 4, 4, 4], [9, 9, 9, 12, 12, 12]]).hits == 1
+    with pytest.raises(ValueError, match="different dimensions"):
+        iou([0, 0, 1, 1], [0, 0, 0, 1, 1, 1])
+
+
 def test_matching_is_one_to_one_and_not_greedy_in_order():
     truth = [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]]
     predicted = [[100, 100, 110, 110], [20, 0, 30, 10], [0, 0, 10, 5], [21, 0, 30, 10]]

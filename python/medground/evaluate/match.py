@@ -1,7 +1,10 @@
 """Box overlap and one-to-one matching of predicted to true boxes.
 
 Boxes are ``[x_min, y_min, x_max, y_max]`` in the stored image's continuous pixel-edge
-convention, area ``(x_max - x_min) * (y_max - y_min)``.
+convention, area ``(x_max - x_min) * (y_max - y_min)``; a 3D box is
+``[i_min, j_min, k_min, i_max, j_max, k_max]`` in voxel edges of the stored volume (voxel
+``i`` spans ``[i, i + 1)``), and its "area" is its volume: every function here reads a box
+of ``2n`` numbers as ``n`` minima then ``n`` maxima.
 """
 
 from __future__ import annotations
@@ -15,22 +18,34 @@ __all__ = ["MATCH_THRESHOLD", "Matching", "centre_inside", "iou", "match_boxes"]
 MATCH_THRESHOLD = 0.5
 
 
+def _dims(box: Sequence[float]) -> int:
+    if len(box) % 2 or not box:
+        raise ValueError(f"a box holds n minima then n maxima; got {len(box)} numbers")
+    return len(box) // 2
+
+
 def _area(box: Sequence[float]) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+    n = _dims(box)
+    return math.prod(max(0.0, box[n + axis] - box[axis]) for axis in range(n))
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``[x_min, y_min, x_max, y_max]`` boxes (continuous
-    pixel edges, area ``(x_max - x_min) * (y_max - y_min)``); 0 when the union is empty."""
-    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    """Intersection over union of two boxes of the same dimension (``[x_min, y_min, x_max,
+    y_max]``, or ``[i, j, k]_min + [i, j, k]_max`` in 3D; continuous edges, area or volume
+    the product of the extents); 0 when the union is empty."""
+    n = _dims(a)
+    if _dims(b) != n:
+        raise ValueError(f"boxes of different dimensions: {len(a)} and {len(b)} numbers")
+    inter = _area([*(max(a[k], b[k]) for k in range(n)), *(min(a[n + k], b[n + k]) for k in range(n))])
     union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
 def centre_inside(predicted: Sequence[float], truth: Sequence[float]) -> bool:
     """Whether the centre of ``predicted`` lies in ``truth`` (half-open: max edges excluded)."""
-    cx, cy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
-    return truth[0] <= cx < truth[2] and truth[1] <= cy < truth[3]
+    n = _dims(truth)
+    centre = [(predicted[k] + predicted[n + k]) / 2 for k in range(n)]
+    return all(truth[k] <= centre[k] < truth[n + k] for k in range(n))
 
 
 @dataclass(frozen=True)

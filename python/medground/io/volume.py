@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Volume", "axcodes_of", "opposite", "patient_side", "radiograph_affine"]
+__all__ = ["Reorientation", "Volume", "axcodes_of", "opposite", "patient_side", "radiograph_affine", "to_ras"]
 
 #: The direction each RAS+ world axis points to, and its opposite.
 _WORLD_CODES = (("R", "L"), ("A", "P"), ("S", "I"))
@@ -87,6 +87,73 @@ def patient_side(world_point: Sequence[float], midline_x: float = 0.0, tolerance
     if offset < -tolerance_mm:
         return "left"
     return "midline"
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How a 3D array is turned into its closest RAS+ orientation (what
+    ``nibabel.as_closest_canonical`` does): a permutation of the axes, then flips.
+
+    Attributes:
+        order: the stored axis that becomes each canonical axis (``order[k]`` → axis ``k``).
+        flips: per canonical axis, whether the stored index ran the other way (an ``L``, ``P``
+            or ``I`` axis), so canonical index ``n - 1 - i`` is stored index ``i``.
+        shape: the canonical shape.
+    """
+
+    order: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+    shape: tuple[int, int, int]
+
+    def array(self, stored: NDArray[Any]) -> NDArray[Any]:
+        """The canonical array: a view of ``stored`` (axes transposed, flipped by strides),
+        never a copy; spatial axes first, any trailing axes kept."""
+        out = np.transpose(stored, (*self.order, *range(3, stored.ndim)))
+        slices = tuple(slice(None, None, -1) if flip else slice(None) for flip in self.flips)
+        return out[slices]
+
+    def affine(self, stored: NDArray[np.floating]) -> NDArray[np.float64]:
+        """The canonical array's index→RAS affine: the same voxels at the same places."""
+        matrix = np.asarray(stored, dtype=np.float64)
+        out = np.eye(4)
+        for k, (axis, flip) in enumerate(zip(self.order, self.flips, strict=True)):
+            column = matrix[:3, axis]
+            out[:3, k] = -column if flip else column
+        # Canonical index 0 of a flipped axis is the stored index n - 1.
+        origin = np.array([self.shape[k] - 1 if flip else 0 for k, flip in enumerate(self.flips)], dtype=np.float64)
+        stored_origin = np.zeros(3)
+        for k, axis in enumerate(self.order):
+            stored_origin[axis] = origin[k]
+        out[:3, 3] = matrix[:3, :3] @ stored_origin + matrix[:3, 3]
+        return out
+
+    def box(self, bbox_min: Sequence[int], bbox_max: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """A stored voxel box ``[min, max)`` as the same voxels' box in canonical indices."""
+        low, high = [], []
+        for k, (axis, flip) in enumerate(zip(self.order, self.flips, strict=True)):
+            lo, hi = int(bbox_min[axis]), int(bbox_max[axis])
+            if flip:
+                lo, hi = self.shape[k] - hi, self.shape[k] - lo
+            low.append(lo)
+            high.append(hi)
+        return tuple(low), tuple(high)
+
+
+def to_ras(shape: Sequence[int], affine: NDArray[np.floating]) -> Reorientation:
+    """The reorientation of a 3D array of ``shape`` with index→RAS ``affine`` to its
+    closest RAS+ orientation (array axis 0 toward the patient's right, 1 anterior, 2
+    superior), by the same axis assignment as :func:`axcodes_of`."""
+    codes = axcodes_of(affine, 3)
+    order = [0, 0, 0]
+    flips = [False, False, False]
+    for axis, code in enumerate(codes):
+        world = next(w for w, pair in enumerate(_WORLD_CODES) if code in pair)
+        order[world] = axis
+        flips[world] = code != _WORLD_CODES[world][0]
+    ordered = (order[0], order[1], order[2])
+    return Reorientation(
+        ordered, (flips[0], flips[1], flips[2]), (int(shape[order[0]]), int(shape[order[1]]), int(shape[order[2]]))
+    )
 
 
 def affine_problem(affine: NDArray[Any]) -> str | None:

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "medground.views": 6,
     "medground.cues": 7,
     "medground.facts": 8,
+    "medground.volumes": 8,
     "medground.refer": 9,
     "medground.synth": 10,
     "medground.verify": 11,

@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 
-import nibabel.orientations as nio
 import numpy as np
 import pytest
 
@@ -19,7 +18,7 @@ from medground import cues, render
 from medground.anchors import Anchor, find_anchors
 from medground.generate import draft_case
 from medground.io import Case, DatasetSpec, find_cases, load_case, load_spec
-from medground.io.volume import Volume
+from orientations import reoriented_case
 from real_specs import ct_mr_spec
 
 
@@ -35,13 +34,7 @@ def _sides_by_name(case: Case, spec: DatasetSpec, original_names: dict[int, str]
 
 
 def _reoriented(case: Case, codes: tuple[str, str, str]) -> Case:
-    image = case.image
-    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(codes))
-    array = nio.apply_orientation(image.array, transform)
-    labels = nio.apply_orientation(case.labels, transform)
-    affine = image.affine @ nio.inv_ornt_aff(transform, image.array.shape)
-    volume = Volume(np.ascontiguousarray(array), affine, image.path, True, image.metadata)
-    return replace(case, image=volume, labels=np.ascontiguousarray(labels))
+    return reoriented_case(case, codes)
 
 
 @pytest.mark.parametrize("kind", ["CT", "MR"])

@@ -52,7 +52,7 @@ from PIL import Image
 from medground import rle
 from medground.anatomy import is_lesion, label_kind, midline_labels
 from medground.io import find_cases, load_case, load_spec, resolve_labels
-from medground.records import dumps
+from medground.records import dumps, is_volume_sample
 from medground.runfolder import RunFolder
 from medground.terms import clinical_term
 
@@ -262,7 +262,8 @@ def audit(run: Path | str, spec: Path | str | None = None) -> dict[str, int]:
     counts: Counter[str] = Counter({name: 0 for name in CLASSES})
     maps: dict[str, dict[str, Any]] = {}
     for sample in samples:
-        for target in sample["targets"]:
+        # A volume sample has no 2D image to look at; its words are audited as any other's.
+        for target in [] if is_volume_sample(sample) else sample["targets"]:
             counts.update(_target_defects(sample, target, images))
         counts.update(_sample_defects(sample))
         counts.update(_wording_defects(sample))

@@ -7,7 +7,8 @@ fetched JSON. Boxes are drawn as SVG over the images, never burnt into them.
 
 ``data.js`` holds one compact row per sample (facet indices, query, thumbnail, boxes) so
 that filtering and paging stay fast with 50,000 samples; the full records are split into
-chunks of ``CHUNK`` loaded when a detail view opens.
+chunks of ``CHUNK`` loaded when a detail view opens. Volume samples (their image a NIfTI
+volume, their boxes 3D) are not shown: the site draws 2D boxes over 2D images.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medground.records import dumps
+from medground.records import dumps, is_volume_sample
 from medground.runfolder import REJECTED, SAMPLES, RunFolder, atomic_write
 
 __all__ = ["CHUNK", "SiteServer", "build_site", "serve"]
@@ -42,6 +43,8 @@ def _records(run: Path) -> list[dict[str, Any]]:
     records = []
     for name, status in ((SAMPLES, "accepted"), (REJECTED, "rejected")):
         for _, record in folder.records(name):
+            if is_volume_sample(record):
+                continue
             record["_status"] = status
             records.append(record)
     return records

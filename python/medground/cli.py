@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,6 +38,7 @@ from medground.evaluate import (
     samples_file,
     score_baselines,
 )
+from medground.evaluate.volume import format_volume_report, load_volume_predictions, load_volume_truths, score_volumes
 from medground.export import FORMATS as EXPORT_FORMATS
 from medground.export import LAYOUTS as EXPORT_LAYOUTS
 from medground.export import export, train_command
@@ -115,8 +117,8 @@ def _inspect_case(specs: list[DatasetSpec], case_id: str, limit: int | None) -> 
                 )
         click.echo(f"\n{len(drafts.samples)} template draft(s), {len(drafts.skipped)} skipped (see the reasons below)")
         for sample in drafts.samples[: limit or 12]:
-            where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view['slice_index']}"
-            boxes = " ".join(str(t.bbox_xyxy) for t in sample.targets)
+            where = "2D" if sample.view is None else f"{sample.view['axis']} {sample.view.get('slice_index', '')}"
+            boxes = " ".join(str(t.bbox_3d if t.bbox_xyxy is None else t.bbox_xyxy) for t in sample.targets)
             click.echo(f"  [{where}] {sample.query_type:<12} {sample.query}  -> {boxes}")
         for skip in drafts.skipped[: limit or 12]:
             click.echo(
@@ -508,25 +510,47 @@ def eval_command(
             click.echo(dumps(shortcut, indent=2) if as_json else format_baselines(shortcut))
             return
     assert pred is not None
-    try:
-        truths = load_ground_truth(gt, split=split)
-        predictions = load_predictions(pred)
-        name = resolve_format(predictions, pred, format_name)
-        fmt = resolve_convention(predictions, pred, name, min_pixels=min_pixels, max_pixels=max_pixels)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
-    if not truths:
-        where = f" with split {split!r}" if split is not None else ""
-        raise click.ClickException(f"{samples_file(gt)}: no samples{where} to score")
-    try:
-        report = evaluate(truths, predictions, fmt, format_name=name)
-    except ValueError as error:  # an image Qwen2.5-VL's processor would refuse (aspect ratio)
-        raise click.ClickException(str(error)) from error
+    report, parts = _score_predictions(gt, pred, split, format_name, min_pixels, max_pixels)
     report.update(gt=str(samples_file(gt)), pred=str(pred), split=split)
     if shortcut is not None:
         report["baselines"] = shortcut
-    text = format_report(report) + ("" if shortcut is None else "\n\n" + format_baselines(shortcut))
+    parts += [format_baselines(shortcut)] if shortcut is not None else []
+    text = "\n\n".join(parts)
     click.echo(dumps(report, indent=2) if as_json else text)
+
+
+def _score_predictions(
+    gt: Path, pred: Path, split: str | None, format_name: str | None, min_pixels: int | None, max_pixels: int | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The eval report of a predictions file, and its text parts: the 2D samples in the
+    predictions' convention, the volume samples in 3D (``report["volume"]``)."""
+    try:
+        truths = load_ground_truth(gt, split=split)
+        volumes = load_volume_truths(gt, split=split)
+        volume_ids = {v.id for v in volumes}
+        predictions = load_predictions(pred, skip=volume_ids)
+        volume_predictions = load_volume_predictions(pred, volume_ids)
+        # A file of 3D answers only (a volume model's) is scored on the volume samples only.
+        truths = truths if predictions or not volume_predictions else []
+        if truths:
+            name = resolve_format(predictions, pred, format_name)
+            fmt = resolve_convention(predictions, pred, name, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if not truths and not volumes:
+        where = f" with split {split!r}" if split is not None else ""
+        raise click.ClickException(f"{samples_file(gt)}: no samples{where} to score")
+    report: dict[str, Any] = {}
+    if truths:
+        try:
+            report = evaluate(truths, predictions, fmt, format_name=name)
+        except ValueError as error:  # an image Qwen2.5-VL's processor would refuse (aspect ratio)
+            raise click.ClickException(str(error)) from error
+    if volumes:  # volume samples: 3D boxes in the voxel convention, scored on their own
+        report["volume"] = score_volumes(volumes, volume_predictions)
+    parts = [format_report(report)] if truths else []
+    parts += [format_volume_report(report["volume"])] if volumes else []
+    return report, parts
 
 
 @main.command("predict")

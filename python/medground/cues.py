@@ -73,6 +73,7 @@ __all__ = [
     "full_scale",
     "image_position",
     "in_plane_direction",
+    "organ_size_class",
     "world_direction",
     "intensity_word",
     "laterality",
@@ -315,6 +316,12 @@ def size_class(anchor: Anchor, obj: ViewObject, spacing_known: bool) -> str | No
         if diameter is None or obj.cut_by_border or not anchor.complete:
             return None
         return "small" if diameter < LESION_MM[0] else "medium" if diameter <= LESION_MM[1] else "large"
+    return organ_size_class(anchor)
+
+
+def organ_size_class(anchor: Anchor) -> str | None:
+    """An organ's size class from its volume against the adult range in the priors, when
+    it is whole in a volume with physical spacing; else None."""
     if anchor.kind == "series" or anchor.size is None or not anchor.complete or len(anchor.bbox_min) != 3:
         return None
     key = anchor.label.lower().replace(" ", "_")

@@ -82,7 +82,7 @@ from medground.boxes import (
     grounding_prompt,
     prompt_version,
 )
-from medground.records import dumps
+from medground.records import dumps, is_volume_sample
 from medground.runfolder import RunFolder, atomic_write, split_name
 from medground.terms import clinical_term
 
@@ -603,7 +603,8 @@ def _hf_card(samples: list[dict[str, Any]], target: Path, conv: BoxConvention) -
 #: written for: samples whose attributes are all of these go to the 3D export.
 VOLUME_ATTRIBUTES = frozenset({"category", "description", "laterality", "count"})
 M3D_CONVENTIONS = {
-    "bbox_voxel": "[[i, j, k]_min, [i, j, k]_max]: voxel indices of the volume file as stored, max exclusive",
+    "bbox_voxel": "[[i, j, k]_min, [i, j, k]_max]: voxel indices of the volume file as stored, max exclusive "
+    "(for a volume sample, its RAS+ copy in the run folder)",
     "bbox_ras_mm": "[[r, a, s]_min, [r, a, s]_max]: patient RAS+ millimetres, the outer faces of the box's voxels",
     "bbox_norm1": "bbox_voxel divided by volume_shape (0-1 along each array axis), rounded to 4 decimals",
 }
@@ -646,18 +647,32 @@ def _volume_candidates(samples: list[dict[str, Any]]) -> list[tuple[dict[str, An
     return list(chosen.values())
 
 
-def _write_m3d(samples: list[dict[str, Any]], run: Path, target: Path) -> list[Path]:
+def _write_m3d(samples: list[dict[str, Any]], run: Path, target: Path, absolute: bool = False) -> list[Path]:
     """``m3d.jsonl``: one 3D grounding record per volume and referring expression that
-    singles out its objects in the whole volume (:func:`_volume_candidates`)."""
-    roots = {d["name"]: d.get("root") for d in RunFolder(run).manifest().get("config", {}).get("datasets", [])}
+    singles out its objects in the whole volume. A case with volume samples
+    (``view.axis = "volume"``) gives those, its volume file being the run's RAS+ copy; a
+    case without gives the slice samples whose expression holds in the whole volume
+    (:func:`_volume_candidates`), the volume being the dataset's file."""
+    folder = RunFolder(run)
+    roots = {d["name"]: d.get("root") for d in folder.manifest().get("config", {}).get("datasets", [])}
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for sample, objects in _volume_candidates(samples):
+    volumes = [s for s in samples if is_volume_sample(s)]
+    with_volumes = {(s["dataset"], s["case_id"]) for s in volumes}
+    slices = [s for s in samples if not is_volume_sample(s) and (s["dataset"], s["case_id"]) not in with_volumes]
+    candidates = [(s, {t["object_id"]: t for t in s["targets"]}) for s in volumes] + _volume_candidates(slices)
+    for sample, objects in candidates:
         expression = _expression(sample)
         key = (sample["dataset"], sample["case_id"], expression)
+        if key in rows:
+            continue
         provenance = sample["provenance"]
-        shape = provenance["map"]["volume_shape"]
-        root = roots.get(sample["dataset"])
-        volume = str(Path(root) / provenance["image_path"]) if root else provenance["image_path"]
+        if is_volume_sample(sample):
+            shape = sample["view"]["shape"]
+            volume = str(folder.path(sample["image"])) if absolute else sample["image"]
+        else:
+            shape = provenance["map"]["volume_shape"]
+            root = roots.get(sample["dataset"])
+            volume = str(Path(root) / provenance["image_path"]) if root else provenance["image_path"]
         boxes = []
         for t in objects.values():
             low, high = t["bbox_3d"]
@@ -886,6 +901,12 @@ def export(
     samples = _read(run, split)
     target = Path(out) if out is not None else run / "exports" / name
     left_out: dict[str, int] = {}
+    if preset.layout != "m3d":
+        # A volume sample's image is a volume and its boxes are 3D: only m3d holds it.
+        kept = [s for s in samples if not is_volume_sample(s)]
+        if len(kept) != len(samples):
+            left_out["volume"] = len(samples) - len(kept)
+        samples = kept
     if preset.layout in ("refcoco", "m3d"):
         # A RefCOCO ref points at an annotation, an M3D record at boxes in a volume: neither
         # holds a query without a target, so absent queries are left out (and counted).
@@ -896,7 +917,7 @@ def export(
     if preset.layout == "refcoco":
         written = _write_refcoco(samples, run, absolute, target)
     elif preset.layout == "m3d":
-        written = _write_m3d(samples, run, target)
+        written = _write_m3d(samples, run, target, absolute)
     elif preset.layout == "hf":
         written = [*_write_hf(samples, run, target, preset.answer, conv), _hf_card(samples, target, conv)]
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from medground.anatomy import is_lesion
-from medground.cues import in_plane_direction
+from medground.cues import in_plane_direction, world_direction
 from medground.terms import category_key, clinical_term
 from medground.words import ATTRIBUTES, in_cell
 
@@ -38,18 +38,25 @@ GENERIC_FINDING = "lesion"
 WITHIN_SHARE = 0.25
 
 
+def _seen(fact: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """Where ``fact`` lies relative to ``other``: in the plane shown, or, for the whole
+    structures of a volume sample (boxes in RAS+ mm), in the patient."""
+    if fact.get("bbox_ras") is not None and other.get("bbox_ras") is not None:
+        return world_direction(fact["bbox_ras"], other["bbox_ras"])
+    return in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"])
+
+
 def _direction(direction: str, fact: dict[str, Any], other: dict[str, Any]) -> bool:
-    """Whether ``fact`` lies in ``direction`` of ``other`` in the plane shown; medial and
+    """Whether ``fact`` lies in ``direction`` of ``other`` (:func:`_seen`); medial and
     lateral only between objects on the same side: toward the midline (the other side's
-    direction in the plane) is medial, away from it lateral."""
+    direction) is medial, away from it lateral."""
     if direction in ("medial", "lateral"):
         side = fact["laterality"]
         if side not in ("left", "right") or other["laterality"] != side:
             return False
-        seen = in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"])
         toward_midline = "right" if side == "left" else "left"
-        return seen == (toward_midline if direction == "medial" else side)
-    return in_plane_direction(fact["bbox_xyxy"], other["bbox_xyxy"], fact["directions"]) == direction
+        return _seen(fact, other) == (toward_midline if direction == "medial" else side)
+    return _seen(fact, other) == direction
 
 
 def _named(value: str, name: str | None, body_region: str | None) -> bool:

@@ -16,16 +16,19 @@ from medground.cues import case_context, compute_cues
 from medground.facts import object_facts
 from medground.io.case import Case
 from medground.io.metadata import read_metadata
-from medground.io.schema import DatasetSpec
+from medground.io.schema import VOLUME_AXIS, DatasetSpec
 from medground.records import Sample, reject
 from medground.refer import refer_view
 from medground.synth import Synthesizer, TemplateSynthesizer
 from medground.synth.absent import CaseLabels, absent_drafts, absent_labels
 from medground.synth.base import synthesize_views
 from medground.synth.template import DEFAULT_TEMPLATES
+from medground.synth.volume import volume_drafts
 from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
 from medground.verify.measure import CaseEvidence
+from medground.verify.volume import VolumeMeasurements, volume_evidence
 from medground.views import View, build_views
+from medground.volumes import VolumeScene, volume_scene
 
 __all__ = ["CaseDrafts", "case_evidence", "draft_case", "verify_drafts", "view_measurements"]
 
@@ -47,6 +50,8 @@ class CaseDrafts:
         object_volume: the objects' ids on the volume's grid (the masks verification
             measures sizes and completeness from); None for 2D images.
         clinical: object id → clinical attribute → term, from the dataset's case table.
+        volume: the case's volume as the image of its volume samples (``[render] axes``
+            with ``volume``), None otherwise.
     """
 
     samples: list[Sample] = field(default_factory=list)
@@ -59,6 +64,14 @@ class CaseDrafts:
     case_id: str = ""
     object_volume: Any = None
     clinical: dict[int, dict[str, str]] = field(default_factory=dict)
+    volume: VolumeScene | None = None
+
+    def images(self, used: set[str]) -> dict[str, bytes]:
+        """The stored files of the images ``used`` names (a volume with its objects file)."""
+        out = {view.image_file: view.encoded() for view in self.views if view.image_file in used}
+        if self.volume is not None and self.volume.image_file in used:
+            out.update(self.volume.files())
+        return out
 
 
 def draft_case(
@@ -148,7 +161,46 @@ def draft_case(
                     "detail": unsaid.detail,
                 }
             )
+    scene = volume_scene(case, objects, context) if VOLUME_AXIS in spec.render.axes else None
+    if scene is not None:
+        _draft_volume(drafts, scene, spec, synthesizer, seed, source)
     return drafts
+
+
+def _draft_volume(
+    drafts: CaseDrafts, scene: VolumeScene, spec: DatasetSpec, synthesizer: Synthesizer, seed: int, source: str
+) -> None:
+    """The case's volume samples (worded by the template, with the synthesizer's seed and
+    phrasings when it is the template) and the targets no expression singles out in the
+    whole volume."""
+    template = synthesizer if isinstance(synthesizer, TemplateSynthesizer) else None
+    samples, skips = volume_drafts(
+        scene,
+        seed=template.seed if template is not None else seed,
+        modality=spec.modality,
+        body_region=spec.body_region,
+        exhaustive=tuple(spec.exhaustive_labels),
+        template=template.template if template is not None else DEFAULT_TEMPLATES,
+        source=source,
+    )
+    drafts.volume = scene
+    drafts.samples.extend(samples)
+    drafts.facts[scene.image_file] = scene.facts
+    view = scene.view_record()
+    for unsaid in skips:
+        labels = sorted({scene.facts[t]["label"] for t in unsaid.targets})
+        drafts.skipped.append(
+            {
+                "case_id": drafts.case_id,
+                "label": labels[0] if len(labels) == 1 else None,
+                "labels": labels,
+                "view": view,
+                "query_type": unsaid.query_type,
+                "targets": list(unsaid.targets),
+                "reason": unsaid.reason,
+                "detail": unsaid.detail,
+            }
+        )
 
 
 class _Negatives:
@@ -251,6 +303,28 @@ def view_measurements(
     return Measurements(evidence)
 
 
+def volume_measurements(scene: VolumeScene, drafts: CaseDrafts, spec: DatasetSpec) -> Measurements:
+    """What verification measures a case's volume samples against: the arrays written to
+    its volume and objects files, on their RAS+ grid (:mod:`medground.verify.volume`)."""
+    case = scene.case
+    terms = tuple(t for a in spec.metadata.attributes for t in a.terms) if spec.metadata is not None else ()
+    anchors = scene.objects.anchors
+    evidence = volume_evidence(
+        scene.object_map,
+        scene.array,
+        scene.affine,
+        {oid: a.label for oid, a in anchors.items()},
+        {oid: a.kind for oid, a in anchors.items()},
+        modality=spec.modality,
+        body_region=spec.body_region,
+        clinical={oid: dict(v) for oid, v in drafts.clinical.items() if oid in anchors},
+        clinical_terms=terms,
+        labels_known=tuple(case.label_names.values()),
+        spacing_known=case.image.spacing_known,
+    )
+    return VolumeMeasurements(evidence)
+
+
 def verify_drafts(
     drafts: CaseDrafts, spec: DatasetSpec, verifier: Verifier | None = None
 ) -> tuple[list[Sample], list[dict[str, Any]], Funnel]:
@@ -271,7 +345,10 @@ def verify_drafts(
     shared = case_evidence(drafts, spec)
     for sample in drafts.samples:
         if sample.image not in measures:
-            measures[sample.image] = view_measurements(drafts, spec, views[sample.image], shared)
+            if drafts.volume is not None and sample.image == drafts.volume.image_file:
+                measures[sample.image] = volume_measurements(drafts.volume, drafts, spec)
+            else:
+                measures[sample.image] = view_measurements(drafts, spec, views[sample.image], shared)
         batch.append(Draft(sample, drafts.facts[sample.image], measures[sample.image]))
     for checked, failed, results in verifier.verify_many(batch):
         funnel.add(results)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from functools import lru_cache
 from importlib import resources
@@ -24,6 +25,7 @@ __all__ = [
     "StageResult",
     "Target",
     "image_path",
+    "is_volume_sample",
     "reject",
     "sample_id",
     "sample_schema",
@@ -45,19 +47,43 @@ class Target:
     """One box a query asks for: an object, or one visible part of an object seen in
     several pieces (``part`` of ``parts``), with its box and mask in the stored image and
     the object's cues. A target of a volume also carries the whole object's box in voxel
-    indices (``bbox_3d``) and in patient RAS+ millimetres (``bbox_3d_ras``)."""
+    indices (``bbox_3d``) and in patient RAS+ millimetres (``bbox_3d_ras``).
+
+    A target of a volume sample (``view.axis = "volume"``: the image is the volume) has no
+    2D box or mask (``bbox_xyxy``, ``mask_rle`` None): ``bbox_3d`` is in the volume file's
+    voxel indices, ``area_px`` counts its voxels, and ``mask_3d`` (``{file, value}``) names
+    the objects file and the object's id in it."""
 
     label_id: int
     label: str
     object_id: int
-    bbox_xyxy: list[int]
+    bbox_xyxy: list[int] | None
     area_px: int
-    mask_rle: dict[str, Any]
+    mask_rle: dict[str, Any] | None
     bbox_3d: list[list[int]] | None
     bbox_3d_ras: list[list[float]] | None = None
+    mask_3d: dict[str, Any] | None = None
     cues: dict[str, Any]
     part: int = 1
     parts: int = 1
+
+    @property
+    def box(self) -> list[int]:
+        """The box in the stored image (a target of a slice or a 2D image).
+
+        Raises:
+            ValueError: for a volume sample's target, which has a 3D box only.
+        """
+        if self.bbox_xyxy is None:
+            raise ValueError(f"target {self.object_id} ({self.label}) is of a volume sample: it has a 3D box only")
+        return self.bbox_xyxy
+
+    @property
+    def mask(self) -> dict[str, Any]:
+        """The mask in the stored image (COCO RLE); ValueError for a volume sample's target."""
+        if self.mask_rle is None:
+            raise ValueError(f"target {self.object_id} ({self.label}) is of a volume sample: its mask is mask_3d")
+        return self.mask_rle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +178,13 @@ _TARGET_FIELDS = tuple(f.name for f in fields(Target))
 _TARGET_REQUIRED = tuple(f.name for f in fields(Target) if f.default is MISSING and f.default_factory is MISSING)
 
 
+def is_volume_sample(sample: Sample | Mapping[str, Any]) -> bool:
+    """Whether a sample (or its record) is a volume sample: its image is a whole volume
+    (``view.axis = "volume"``), its boxes 3D (``bbox_3d``), with no 2D box or mask."""
+    view = sample.view if isinstance(sample, Sample) else sample.get("view")
+    return isinstance(view, Mapping) and view.get("axis") == "volume"
+
+
 def _safe(text: str) -> str:
     """A file-name-safe form of an id; a short hash keeps distinct ids distinct."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
@@ -163,9 +196,12 @@ def _safe(text: str) -> str:
 def image_path(dataset: str, case_id: str, view: dict[str, Any] | None, suffix: str = ".png") -> str:
     """Where a view's image is stored, relative to the output folder: one file per slice
     and window (``axial_0012.png``, and ``axial_0012-lung.png`` for lung targets); 2D
-    images as ``CASE.png`` (``CASE.jpg`` when stored as JPEG)."""
+    images as ``CASE.png`` (``CASE.jpg`` when stored as JPEG); a case's volume (volume
+    samples) as ``volume.nii.gz``."""
     if view is None:
         return f"images/{_safe(dataset)}/{_safe(case_id)}{suffix}"
+    if view["axis"] == "volume":
+        return f"images/{_safe(dataset)}/{_safe(case_id)}/volume{suffix}"
     window = f"-{_safe(str(view['window']))}" if view.get("window") else ""
     return f"images/{_safe(dataset)}/{_safe(case_id)}/{view['axis']}_{view['slice_index']:04d}{window}{suffix}"
 
@@ -174,7 +210,7 @@ def sample_id(
     dataset: str, case_id: str, view: dict[str, Any] | None, components: tuple[int, ...], query_type: str, index: int
 ) -> str:
     """A stable id: a hash of dataset, case, view, target components, query type and index."""
-    where = "2d" if view is None else f"{view['axis']}:{view['slice_index']}"
+    where = "2d" if view is None else "volume" if view["axis"] == "volume" else f"{view['axis']}:{view['slice_index']}"
     if view is not None and view.get("window"):
         where += f":{view['window']}"
     key = "|".join([dataset, case_id, where, ",".join(map(str, components)), query_type, str(index)])

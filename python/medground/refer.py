@@ -29,7 +29,7 @@ A target that cannot be singled out is skipped with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "frame_of",
     "matching_distractors",
     "refer",
+    "refer_scene",
     "refer_view",
     "subset_of",
 ]
@@ -366,7 +367,11 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
         {
             "object_id": c,
             "label": fact["label"],
-            "bbox_xyxy": list(fact["bbox_xyxy"]),
+            **(
+                {"bbox_xyxy": list(fact["bbox_xyxy"])}
+                if fact["bbox_xyxy"] is not None
+                else {"bbox_3d": [list(v) for v in fact["bbox_3d"]]}
+            ),
             "values": {k: scene.values(c).get(k) for k in chosen if k != "count"},
         }
         for c, fact in sorted(scene.facts.items())
@@ -374,7 +379,9 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
     )
 
 
-def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any]] | Skip]:
+def _sets(
+    scene: Scene, targets: Sequence[int], not_target: Mapping[int, tuple[str, str] | None]
+) -> list[tuple[tuple[int, ...], dict[str, Any]] | Skip]:
     """The multi-object sets of a view: every object of an instance class or numbered
     series ("every liver lesion", "the left ribs"), and bilateral pairs of organs ("both
     kidneys", and, where the vocabulary describes the pair, "both retroperitoneal
@@ -390,15 +397,15 @@ def _sets(view: View, scene: Scene) -> list[tuple[tuple[int, ...], dict[str, Any
             groups.setdefault(category_key(fact["label"], scene.body_region), []).append(object_id)
     out: list[tuple[tuple[int, ...], dict[str, Any]] | Skip] = []
     for category, members in groups.items():
-        if len(members) < 2 or not set(members) & set(view.targets):
+        if len(members) < 2 or not set(members) & set(targets):
             continue
         kinds = {scene.facts[m]["kind"] for m in members}
         sides = {scene.facts[m]["laterality"] for m in members}
         if kinds == {"organ"} and (len(members) != 2 or sides != {"left", "right"}):
             continue
-        blocked = [m for m in members if view.objects[m].not_target is not None]
+        blocked = [m for m in members if not_target.get(m) is not None]
         if blocked:
-            first = view.objects[blocked[0]].not_target or ("", "")
+            first = not_target.get(blocked[0]) or ("", "")
             out.append(
                 Skip(
                     "multi_object",
@@ -437,6 +444,19 @@ def refer_view(
     a description or as an exhaustively annotated finding), relational, and the
     multi-object sets; at most one per (targets, attribute set)."""
     scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
+    not_target = {object_id: obj.not_target for object_id, obj in view.objects.items()}
+    return refer_scene(scene, view.targets, not_target, exhaustive=exhaustive)
+
+
+def refer_scene(
+    scene: Scene,
+    targets: Sequence[int],
+    not_target: Mapping[int, tuple[str, str] | None],
+    *,
+    exhaustive: Collection[str] = (),
+) -> tuple[list[Reference], list[Skip]]:
+    """:func:`refer_view` over any scene: a view's objects, or every object of a volume
+    (``not_target``: why an object may not be asked about, None when it may)."""
     references: list[Reference] = []
     skips: list[Skip] = []
     seen: set[str] = set()
@@ -447,14 +467,14 @@ def refer_view(
             seen.add(key)
             references.append(reference)
 
-    for target in view.targets:
+    for target in targets:
         for query_type in ("direct", "descriptive", "implicit", "relational"):
             result = refer(target, scene, query_type, exhaustive=exhaustive)
             if isinstance(result, Reference):
                 add(result)
             elif not (query_type == "implicit" and result.reason in ("no_description", "named_by_finding")):
                 skips.append(result)
-    for found in _sets(view, scene):
+    for found in _sets(scene, targets, not_target):
         if isinstance(found, Skip):
             skips.append(found)
             continue

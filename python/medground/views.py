@@ -32,7 +32,7 @@ from medground import geometry, render, rle
 from medground.anatomy import group_window, label_group
 from medground.anchors import Anchor, Objects
 from medground.io.case import Case
-from medground.io.schema import DatasetSpec, RenderSpec
+from medground.io.schema import VOLUME_AXIS, DatasetSpec, RenderSpec
 from medground.io.volume import opposite
 from medground.records import image_path
 
@@ -348,6 +348,8 @@ def build_views(
     views: list[View] = []
     axcodes = image.axcodes if spec.is_radiological else None
     for plane in render_spec.axes:
+        if plane == VOLUME_AXIS:
+            continue  # the whole volume is one image of its own (medground.volumes)
         axis = render.plane_axis(axcodes, plane)
         chosen, areas = _choose_slices(objects, axis, render_spec, skips, plane)
         for index in sorted(chosen):

@@ -30,3 +30,21 @@ def oriented_affine(direction: np.ndarray, spacing=SPACING, origin=ORIGIN) -> np
     affine[:3, :3] = direction @ np.diag(spacing)
     affine[:3, 3] = origin
     return affine
+
+
+def reoriented_case(case, codes: tuple[str, str, str]):
+    """The same case stored in another orientation (``codes``: the axis codes of the copy):
+    the same anatomy and labels on a permuted, flipped grid, the affine to match."""
+    from dataclasses import replace
+
+    import nibabel.orientations as nio
+
+    from medground.io.volume import Volume
+
+    image = case.image
+    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(codes))
+    array = nio.apply_orientation(image.array, transform)
+    labels = nio.apply_orientation(case.labels, transform)
+    affine = image.affine @ nio.inv_ornt_aff(transform, image.array.shape)
+    volume = Volume(np.ascontiguousarray(array), affine, image.path, True, image.metadata)
+    return replace(case, image=volume, labels=np.ascontiguousarray(labels))

@@ -198,13 +198,13 @@ def test_counts_past_ten_are_not_said(lesion_view, count: int) -> None:
 
 def test_the_wording_is_picked_by_a_hash_of_seed_sample_and_slot() -> None:
     options = [f"phrasing {i}" for i in range(6)]
-    pick = TemplateSynthesizer(3)._picker("sample-1")
-    assert pick(options, "phrasing") == TemplateSynthesizer(3)._picker("sample-1")(options, "phrasing")
+    pick = TemplateSynthesizer(3).picker("sample-1")
+    assert pick(options, "phrasing") == TemplateSynthesizer(3).picker("sample-1")(options, "phrasing")
     # Over many samples every option is used about equally, and the slots are independent.
     counts = {o: 0 for o in options}
     same = 0
     for key in range(1200):
-        pick = TemplateSynthesizer(0)._picker(f"sample-{key}")
+        pick = TemplateSynthesizer(0).picker(f"sample-{key}")
         counts[pick(options, "phrasing")] += 1
         same += pick(options, "phrasing") == pick(options, "position")
     assert min(counts.values()) > 150 and max(counts.values()) < 250
@@ -234,7 +234,7 @@ def test_each_draft_is_worded_by_the_pick_for_its_id(lesion_view, seed: int) -> 
         assert sample.id in by_id and sample.query_type == query_type
         parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
         expected = word_query(
-            reference, parts=parts, body_region=spec.body_region, oriented=True, pick=synthesizer._picker(sample.id)
+            reference, parts=parts, body_region=spec.body_region, oriented=True, pick=synthesizer.picker(sample.id)
         )
         assert sample.query == expected
 

@@ -6,7 +6,7 @@ Errors name the file and the line (:class:`medground.runfolder.RecordFileError`)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from medground.boxes import (
     convention,
 )
 from medground.evaluate.parse import parse_boxes
-from medground.records import Sample, dumps
+from medground.records import Sample, dumps, is_volume_sample
 from medground.runfolder import RecordFileError, RunFolder, read_jsonl, split_name
 
 __all__ = [
@@ -137,7 +137,8 @@ def samples_file(gt: Path | str) -> Path:
 
 
 def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[GroundTruth]:
-    """Reads the samples of an output folder (or of a ``samples.jsonl``).
+    """Reads the samples of an output folder (or of a ``samples.jsonl``); volume samples,
+    scored in 3D, are left to :func:`medground.evaluate.volume.load_volume_truths`.
 
     Args:
         gt: The output folder of ``medground run`` or its ``samples.jsonl``.
@@ -157,6 +158,8 @@ def load_ground_truth(gt: Path | str, *, split: str | None = None) -> list[Groun
     truths: list[GroundTruth] = []
     seen: dict[str, int] = {}
     for line, sample in folder.samples(name=path.name):
+        if is_volume_sample(sample):
+            continue  # scored in 3D (medground.evaluate.volume)
         if sample.id in seen:
             raise RecordFileError(path, line, f"duplicate id {sample.id!r} (first on line {seen[sample.id]})")
         seen[sample.id] = line
@@ -181,7 +184,8 @@ def ground_truths(records: Iterable[Mapping[str, Any]], source: Path | str) -> l
             sample = Sample.from_dict(dict(record))
         except (TypeError, ValueError) as error:
             raise RecordFileError(path, line, str(error)) from error
-        truths.append(_truth(sample, path, line, folder))
+        if not is_volume_sample(sample):
+            truths.append(_truth(sample, path, line, folder))
     return truths
 
 
@@ -257,11 +261,12 @@ class Prediction:
         return parse_boxes(self.text or "")
 
 
-def load_predictions(pred: Path | str) -> dict[str, Prediction]:
+def load_predictions(pred: Path | str, *, skip: Collection[str] = ()) -> dict[str, Prediction]:
     """Reads a predictions JSONL: ``{"id", "text"}``, ``{"id", "bbox"}`` or ``{"id", "bboxes"}``.
 
     Boxes given as numbers are in the run's convention like boxes in text. Other keys are
     ignored, except ``format``, which :func:`resolve_format` checks against ``--format``,
+    (lines whose id is in ``skip``, the volume samples, are left out),
     and ``boxes`` (the convention ``predict`` assumed), which :func:`resolve_convention` reads.
 
     Raises:
@@ -274,6 +279,8 @@ def load_predictions(pred: Path | str) -> dict[str, Prediction]:
         if "id" not in record:
             raise RecordFileError(path, line, "prediction has no 'id'")
         sample_id = str(record["id"])
+        if sample_id in skip:
+            continue  # a volume sample's line (medground.evaluate.volume reads it)
         if sample_id in predictions:
             raise RecordFileError(
                 path, line, f"duplicate id {sample_id!r} (first on line {predictions[sample_id].line})"

@@ -18,6 +18,7 @@ from medground.io.readers import DEFAULT_MAX_BYTES
 
 __all__ = [
     "AXES",
+    "VOLUME_AXIS",
     "CT_WINDOWS",
     "IMAGE_FORMATS",
     "MASK_MODES",
@@ -37,6 +38,8 @@ MODALITIES = ("CT", "MR", "PET", "XR", "US", "endoscopy", "dermoscopy", "microsc
 RADIOLOGY_MODALITIES = ("CT", "MR", "PET", "XR")
 MASK_MODES = ("labelmap", "binary", "per_label_files")
 AXES = ("axial", "coronal", "sagittal")
+#: ``[render] axes`` may also ask for volume samples: the whole volume as one image.
+VOLUME_AXIS = "volume"
 #: How views are stored: ``auto`` keeps JPEG sources as JPEG (photographs, JPEG X-rays)
 #: and writes everything else as lossless PNG.
 IMAGE_FORMATS = ("auto", "png", "jpeg")
@@ -101,7 +104,8 @@ class RenderSpec:
     """How slices are chosen and shown (``[render]``).
 
     Attributes:
-        axes: slicing planes of 3D volumes (axial, coronal, sagittal).
+        axes: slicing planes of 3D volumes (axial, coronal, sagittal), and ``volume`` for
+            volume samples (the whole volume as the image, :mod:`medground.volumes`).
         slices: ``max_area``, ``spread:K`` or ``all`` (per component).
         window: CT window preset name, ``(level, width)``, or three of either for an RGB
             rendering; None for the modality's default (soft tissue for CT, percentiles else).

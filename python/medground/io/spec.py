@@ -31,6 +31,7 @@ from medground.io.schema import (
     MASK_MODES,
     MODALITIES,
     RADIOLOGY_MODALITIES,
+    VOLUME_AXIS,
     AnchorFilters,
     CasesSpec,
     DatasetSpec,
@@ -520,8 +521,9 @@ def _parse_render(table: Any, modality: str, source: Path | None) -> RenderSpec:
     axes = table.get("axes", ["axial"])
     if isinstance(axes, str):
         axes = [axes]
-    if not isinstance(axes, list) or not axes or any(a not in AXES for a in axes):
-        raise SpecError(source, f"[render] axes must be a list of {', '.join(AXES)}, got {axes!r}")
+    allowed = (*AXES, VOLUME_AXIS)
+    if not isinstance(axes, list) or not axes or any(a not in allowed for a in axes):
+        raise SpecError(source, f"[render] axes must be a list of {', '.join(allowed)}, got {axes!r}")
     slices = table.get("slices", "max_area")
     if not isinstance(slices, str) or not _SLICES.match(slices):
         raise SpecError(source, f"[render] slices must be 'max_area', 'spread:K' (K >= 1) or 'all', got {slices!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medground.evaluate import BASELINES, ground_truths, score_baselines
-from medground.records import dumps
+from medground.records import dumps, is_volume_sample
 from medground.runfolder import SAMPLES, atomic_write
 
 __all__ = ["phrasing_diversity", "write_card"]
@@ -54,6 +54,7 @@ def _plots(root: Path, samples: list[dict[str, Any]]) -> list[str]:
         ((t["bbox_xyxy"][2] - t["bbox_xyxy"][0]) * (t["bbox_xyxy"][3] - t["bbox_xyxy"][1])) ** 0.5
         / max(1.0, (s["width"] * s["height"]) ** 0.5)
         for s in samples
+        if not is_volume_sample(s)
         for t in s["targets"]
     ]
     lengths = [len(s["query"].split()) for s in samples]
@@ -268,6 +269,14 @@ def write_card(root: Path, manifest: dict[str, Any], samples: list[dict[str, Any
             "",
         ]
         lines += _table("absent structure", absent)
+    volumes = sum(1 for s in samples if is_volume_sample(s))
+    if volumes:  # [render] axes with "volume": the whole volume is the image
+        lines += [
+            f'{volumes} volume samples ground their query in a whole volume (`view.axis = "volume"`): the image is '
+            "the case's volume in RAS+ orientation (NIfTI), boxes are `bbox_3d` in its voxel indices (max exclusive) "
+            "and `bbox_3d_ras` in millimetres, masks the objects file `view.objects`.",
+            "",
+        ]
     lines += ["## Verification funnel", "", "| stage | passed |", "|---|---:|", f"| drafts | {funnel['drafts']} |"]
     lines += [f"| {_text(stage)} | {n} |" for stage, n in funnel["passed"].items()]
     lines.append("")

@@ -96,10 +96,7 @@ def _process_case(
         accepted, rejected, funnel = verify_drafts(drafts, spec, verifier)
         result.seconds["verify"] = time.perf_counter() - started - sum(result.seconds.values())
         stage = "render"
-        used = {s.image for s in accepted} | {r["image"] for r in rejected}
-        for view in drafts.views:
-            if view.image_file in used:
-                result.images[view.image_file] = view.encoded()
+        result.images = drafts.images({s.image for s in accepted} | {r["image"] for r in rejected})
         result.seconds["render"] = time.perf_counter() - started - sum(result.seconds.values())
         result.accepted = [s.to_dict() for s in accepted]
         result.rejected = rejected

@@ -249,7 +249,9 @@ class TemplateSynthesizer:
         self.template = templates_name
         self.version = str(templates(templates_name)["version"])
 
-    def _picker(self, key: str) -> Pick:
+    def picker(self, key: str) -> Pick:
+        """Picks wordings by a hash of the seed, ``key`` (a sample id) and the slot."""
+
         def pick(options: Sequence[str], slot: str) -> str:
             digest = hashlib.sha256(f"{self.seed}|{key}|{slot}".encode()).digest()
             return options[int.from_bytes(digest[:8], "big") % len(options)]
@@ -279,7 +281,7 @@ class TemplateSynthesizer:
             counters[key] = index + 1
             identifier = sample_id(case.dataset, case.case_id, view_record, reference.targets, query_type, index)
             parts = len(view.objects[reference.targets[0]].pieces) if len(reference.targets) == 1 else 1
-            pick, oriented = self._picker(identifier), case.image.oriented
+            pick, oriented = self.picker(identifier), case.image.oriented
             query, expression = word(
                 reference, parts=parts, body_region=body_region, oriented=oriented, pick=pick, template=self.template
             )

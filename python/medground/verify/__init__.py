@@ -27,6 +27,7 @@ from medground.verify.vlm_judge import VlmJudge
 
 __all__ = [
     "ABSENT_SKIP",
+    "VOLUME_SKIP",
     "STAGES",
     "Claims",
     "Draft",
@@ -54,6 +55,9 @@ __all__ = [
 STAGES = ("format", "rules", "visual")
 #: Why an absent query passes the visual stage unjudged (its ``info.skipped``).
 ABSENT_SKIP = "absent query: no target to judge; the rules checked the absence in the view's label map"
+VOLUME_SKIP = (
+    "volume sample: the visual judges read 2D images; the rules measured every claim from the volume and objects files"
+)
 
 
 class Draft(NamedTuple):
@@ -150,12 +154,15 @@ class Verifier:
                 stages.append(check_rules(draft.sample, draft.facts, draft.measures, settings=self.rules))
             results.append(stages)
         passed = [i for i, stages in enumerate(results) if stages[-1].passed]
-        # An absent query has nothing to look at: no judge is asked (the rules measured its
-        # absence from the view's label map), and the visual result says so.
-        survivors = [i for i in passed if drafts[i].sample.query_type != "absent"]
+        # An absent query has nothing to look at, and a volume is not an image a visual judge
+        # reads: no judge is asked (the rules measured the absence, or every claim in 3D),
+        # and the visual result says so.
+        skipped = {i: _unjudged(drafts[i].sample) for i in passed}
+        survivors = [i for i in passed if skipped[i] is None]
         for i in passed:
-            if drafts[i].sample.query_type == "absent":
-                results[i].append(StageResult("visual", True, info={"judge": self.judge.name, "skipped": ABSENT_SKIP}))
+            if skipped[i] is not None:
+                info = {"judge": self.judge.name, "skipped": skipped[i]}
+                results[i].append(StageResult("visual", True, info=info))
         items = [_judge_item(drafts[i]) for i in survivors]
         verdicts = self.judge.judge(items)
         if len(verdicts) != len(items):
@@ -167,6 +174,15 @@ class Verifier:
             failed = next((r for r in stages if not r.passed), None)
             out.append((with_verification(draft.sample, stages), failed, stages))
         return out
+
+
+def _unjudged(sample: Sample) -> str | None:
+    """Why no visual judge looks at a draft (None when one does)."""
+    if sample.query_type == "absent":
+        return ABSENT_SKIP
+    if (sample.view or {}).get("axis") == "volume":
+        return VOLUME_SKIP
+    return None
 
 
 def _judge_item(draft: Draft) -> JudgeItem:

@@ -53,17 +53,17 @@ def judge_evidence(
     spread = float(np.float32(values.max()) - np.float32(values.min()))
     scale = full_scale if full_scale is not None else max(spread, 1e-6)
     for target in sample.targets:
-        size = tuple(target.mask_rle.get("size", ()))
+        size = tuple(target.mask.get("size", ()))
         if size != (height, width):
             return StageResult.fail(stage, "box_not_tight", f"mask {size} is not on the image grid {(height, width)}")
-        box = rle.bbox_xyxy(target.mask_rle)
-        if box != target.bbox_xyxy:
-            return StageResult.fail(stage, "box_not_tight", f"box {target.bbox_xyxy} but the mask spans {box}")
+        box = rle.bbox_xyxy(target.mask)
+        if box != target.box:
+            return StageResult.fail(stage, "box_not_tight", f"box {target.box} but the mask spans {box}")
         # Everything below reads the box and its ring only.
         margin = settings.ring_px + 1
         y0, y1 = max(0, box[1] - margin), min(height, box[3] + margin)
         x0, x1 = max(0, box[0] - margin), min(width, box[2] + margin)
-        mask = rle.decode_window(target.mask_rle, y0, x0, y1, x1)
+        mask = rle.decode_window(target.mask, y0, x0, y1, x1)
         window = values[y0:y1, x0:x1]
         edge = np.zeros_like(mask)
         edge[0, :] |= y0 == 0

@@ -9,6 +9,7 @@ Reason codes: ``schema``, ``box_outside_image``, ``box_degenerate``, ``box_mask_
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from medground import rle
 from medground.records import Sample, StageResult, Target
@@ -61,8 +62,12 @@ def _record_problem(sample: Sample) -> _Problem | None:
 
 def _boxes_problem(sample: Sample) -> _Problem | None:
     """The first target's box that is not an exact, in-image box of its mask."""
+    view = sample.view or {}
     for target in sample.targets:
-        problem = _box_problem(target, sample.width, sample.height)
+        if view.get("axis") == "volume":
+            problem = _volume_box_problem(target, view)
+        else:
+            problem = _box_problem(target, sample.width, sample.height)
         if problem is not None:
             return problem
     return None
@@ -71,6 +76,8 @@ def _boxes_problem(sample: Sample) -> _Problem | None:
 def _box_problem(target: Target, width: int, height: int) -> _Problem | None:
     """A box that is not four integers, leaves the image, has no area or is not its mask's box."""
     box = target.bbox_xyxy
+    if box is None or target.mask_rle is None:
+        return "schema", f"target {target.object_id} of a 2D view has no bbox_xyxy or mask_rle"
     if len(box) != 4 or not all(isinstance(v, int) for v in box):
         return "schema", f"bbox_xyxy {box} is not four integers"
     x0, y0, x1, y1 = box
@@ -85,6 +92,31 @@ def _box_problem(target: Target, width: int, height: int) -> _Problem | None:
         return "schema", f"mask_rle unreadable: {exc}"
     if size != [height, width] or mask_box != box:
         return "box_mask_mismatch", f"box {box} but the mask's box is {mask_box} (mask size {size})"
+    return None
+
+
+def _volume_box_problem(target: Target, view: dict[str, Any]) -> _Problem | None:
+    """A volume sample's target whose 3D box is not six integers inside the volume with
+    volume, or that has no 3D mask (its 2D box and mask must be absent)."""
+    box = target.bbox_3d
+    shape = list(view.get("shape") or ())
+    if target.bbox_xyxy is not None or target.mask_rle is not None:
+        return "schema", f"target {target.object_id} of a volume sample has a 2D box or mask"
+    if (
+        box is None
+        or len(box) != 2
+        or any(len(corner) != 3 or not all(isinstance(v, int) for v in corner) for corner in box)
+        or len(shape) != 3
+    ):
+        return "schema", f"bbox_3d {box} is not two corners of three integers in a volume of shape {shape}"
+    low, high = box
+    if any(lo < 0 or hi > n for lo, hi, n in zip(low, high, shape, strict=True)):
+        return "box_outside_image", f"box {box} outside the volume of shape {shape}"
+    if any(hi <= lo for lo, hi in zip(low, high, strict=True)):
+        return "box_degenerate", f"box {box} has no volume"
+    mask = target.mask_3d or {}
+    if mask.get("file") != view.get("objects") or mask.get("value") != target.object_id:
+        return "box_mask_mismatch", f"target {target.object_id} has no 3D mask in {view.get('objects')}"
     return None
 
 

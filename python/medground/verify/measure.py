@@ -287,13 +287,16 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Measured:
-    """One object's facts as the verifier measures them (word sets: what a reader may say)."""
+    """One object's facts as the verifier measures them (word sets: what a reader may say).
+    In a view, ``box`` is ``(x0, y0, x1, y1)`` in pixels and ``centre`` in pixels; for a
+    volume sample (:mod:`medground.verify.volume`), ``box`` is ``(i0, j0, k0, i1, j1, k1)``
+    in voxels and ``centre`` the box's centre in RAS+ mm."""
 
     object_id: int
     label: str
     kind: str
     category: str
-    box: tuple[int, int, int, int]
+    box: tuple[int, ...]
     area_px: int
     position: str
     right_share: float | None
@@ -304,7 +307,7 @@ class Measured:
     sizes: frozenset[str] | None
     diameter_mm: float | None
     volume_ml: float | None
-    centre: tuple[float, float]
+    centre: tuple[float, ...]
     boundary: Mapping[int, float]
     clinical: Mapping[str, str]
     cross_section_share: float

@@ -98,7 +98,7 @@ class OnnxJudge:
         return [self(item.sample, item.image) for item in items]
 
     def __call__(self, sample: Sample, image: NDArray[np.uint8]) -> StageResult:
-        score = self.score(image, [t.bbox_xyxy for t in sample.targets])
+        score = self.score(image, [t.box for t in sample.targets])
         info = {"judge": "onnx", "model": self.path.name, "score": round(score, 4)}
         if score >= self.threshold:
             return StageResult("visual", True, info=info)

@@ -245,23 +245,10 @@ class _Judge:
         """Raises facts_disagree when the target's shipped mask or a cue the query relies on
         disagrees with the measurement."""
         m = self.measures.of(object_id)
-        # The stored mask against the object's pixels, within the boxes of both.
-        x0, y0, x1, y1 = m.box
-        shipped = [t for t in self.sample.targets if t.object_id == object_id]
-        for target in shipped:
-            if target.label != m.label:
-                raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the view", "category")
-            size = tuple(target.mask_rle.get("size", ()))
-            box = rle.bbox_xyxy(target.mask_rle) if size == (self.evidence.height, self.evidence.width) else None
-            if box is None:
-                raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
-            x0, y0, x1, y1 = min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3])
-        stored = np.zeros((y1 - y0, x1 - x0), bool)
-        for target in shipped:
-            stored |= rle.decode_window(target.mask_rle, y0, x0, y1, x1)
-        mask = self.evidence.objects[y0:y1, x0:x1] == object_id
-        if (stored & ~mask).any() or self.measures.largest_piece(mask & ~stored) >= self.measures.min_piece:
-            raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
+        if self.evidence.plane == "volume":
+            self.check_volume_target(object_id, m)
+        else:
+            self.check_mask(object_id, m)
         claims = self.claims
         checks = [
             ("position", bool(claims.positions), lambda: fact["position"] == m.position or self.sagittal_row(fact, m)),
@@ -306,6 +293,41 @@ class _Judge:
                     f"measurement ({_measured_value(name, m)})",
                     name,
                 )
+
+    def check_mask(self, object_id: int, m: Measured) -> None:
+        """The stored mask against the object's pixels, within the boxes of both."""
+        x0, y0, x1, y1 = m.box
+        shipped = [t for t in self.sample.targets if t.object_id == object_id]
+        for target in shipped:
+            if target.label != m.label:
+                raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the view", "category")
+            size = tuple(target.mask.get("size", ()))
+            box = rle.bbox_xyxy(target.mask) if size == (self.evidence.height, self.evidence.width) else None
+            if box is None:
+                raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
+            x0, y0, x1, y1 = min(x0, box[0]), min(y0, box[1]), max(x1, box[2]), max(y1, box[3])
+        stored = np.zeros((y1 - y0, x1 - x0), bool)
+        for target in shipped:
+            stored |= rle.decode_window(target.mask, y0, x0, y1, x1)
+        mask = self.evidence.objects[y0:y1, x0:x1] == object_id
+        if (stored & ~mask).any() or self.measures.largest_piece(mask & ~stored) >= self.measures.min_piece:
+            raise _Reject("facts_disagree", f"the stored mask of target {object_id} is not its pixels", "mask")
+
+    def check_volume_target(self, object_id: int, m: Measured) -> None:
+        """A volume sample's target against the objects file: its ``bbox_3d`` is the box of
+        the object's voxels, its ``mask_3d`` names that file and id, ``area_px`` its voxels."""
+        view = self.sample.view or {}
+        box = [list(m.box[:3]), list(m.box[3:])]
+        for target in (t for t in self.sample.targets if t.object_id == object_id):
+            if target.label != m.label:
+                raise _Reject("facts_disagree", f"target {object_id} is a {m.label} in the volume", "category")
+            if target.bbox_3d != box:
+                raise _Reject(
+                    "facts_disagree", f"bbox_3d of target {object_id} is {target.bbox_3d}; its voxels span {box}", "box"
+                )
+            mask = target.mask_3d or {}
+            if mask.get("file") != view.get("objects") or mask.get("value") != object_id or target.area_px != m.area_px:
+                raise _Reject("facts_disagree", f"the 3D mask of target {object_id} is not its voxels", "mask")
 
     @staticmethod
     def sagittal_row(fact: dict[str, Any], m: Measured) -> bool:
@@ -488,6 +510,12 @@ def _unsayable(claims: Claims, measures: Measurements) -> tuple[str, str] | None
         )
     if not evidence.oriented and any(side in ("left", "right") for side in claims.sides):
         return "side_without_orientation", "the image has no patient orientation; left/right may only be image-relative"
+    if evidence.plane == "volume" and (claims.positions or claims.shapes or claims.intensities):
+        said = [*claims.positions, *claims.shapes, *claims.intensities]
+        return (
+            "unsayable_in_volume",
+            f"a volume has no place in an image, in-plane shape or rendered brightness to claim ({', '.join(said)})",
+        )
     if evidence.plane == "sagittal" and any("left" in p or "right" in p for p in claims.positions):
         return (
             "position_on_sagittal",

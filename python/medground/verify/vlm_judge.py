@@ -115,7 +115,7 @@ class VlmJudge:
     def request(self, sample: Sample, image: NDArray[np.uint8]) -> Request:
         """The backend request for one draft: the marked image and the query."""
         prepared, prep = prepare_image(image, self.family)
-        marked = draw_boxes(prepared, [prep.to_prepared(t.bbox_xyxy) for t in sample.targets])
+        marked = draw_boxes(prepared, [prep.to_prepared(t.box) for t in sample.targets])
         region = f"{sample.view['axis']} slice" if sample.view else "2D image"
         # The query (another model's words) and the dataset's modality are data, never instructions.
         text = self.prompt.render(

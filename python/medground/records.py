@@ -52,7 +52,7 @@ class Target:
     A target of a volume sample (``view.axis = "volume"``: the image is the volume) has no
     2D box or mask (``bbox_xyxy``, ``mask_rle`` None): ``bbox_3d`` is in the volume file's
     voxel indices, ``area_px`` counts its voxels, and ``mask_3d`` (``{file, value}``) names
-    the objects file and the object's id in it."""
+    the objects file and the object's id in it (a record leaves ``mask_3d`` out when null)."""
 
     label_id: int
     label: str
@@ -123,7 +123,10 @@ class Sample:
     def to_dict(self) -> dict[str, Any]:
         """The record as plain data (a deep copy: nothing of the sample is shared)."""
         return {
-            name: [{key: _plain(getattr(t, key)) for key in _TARGET_FIELDS} for t in self.targets]
+            name: [
+                {key: _plain(getattr(t, key)) for key in _TARGET_FIELDS if key != "mask_3d" or t.mask_3d is not None}
+                for t in self.targets
+            ]
             if name == "targets"
             else _plain(getattr(self, name))
             for name in _SAMPLE_FIELDS

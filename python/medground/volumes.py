@@ -48,6 +48,10 @@ OBJECTS_SUFFIX = "_objects.nii.gz"
 #: two others (an intervertebral disc between vertebral bodies) touches them over half its
 #: surface without lying inside either.
 CONTAINED_SHARE_3D = 0.8
+#: A structure is "nearby" (a landmark a relation may name) when the gap between the two
+#: boxes is at most this many millimetres: farther ones are true directions a reader would
+#: not use ("the stomach to the left of the right kidney").
+NEARBY_MM = 20.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,6 +292,8 @@ def _relations(
     )
     nearest = None
     for other in others:
+        if _gap_mm(ras[object_id], ras[other]) > NEARBY_MM:
+            break  # sorted by contact then gap: nothing nearer remains
         direction = world_direction(ras[object_id], ras[other])
         if direction is None or (not sided and direction in ("left", "right")):
             continue

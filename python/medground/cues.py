@@ -74,6 +74,7 @@ __all__ = [
     "image_position",
     "in_plane_direction",
     "organ_size_class",
+    "shared_faces",
     "world_direction",
     "intensity_word",
     "laterality",
@@ -459,10 +460,15 @@ def _opposite(code: str) -> str:
 
 def _faces(view: View) -> dict[int, dict[int, int]]:
     """Shared 4-neighbour faces between the objects of a view (0 = background)."""
-    labels = view.object_map
-    background = int(labels.max()) + 1
+    return shared_faces(view.object_map)
+
+
+def shared_faces(labels: NDArray[Any]) -> dict[int, dict[int, int]]:
+    """Shared faces (4-neighbour in 2D, 6 in 3D) between the objects of an id map, both
+    ways, with 0 for the background: one pass of the core over the map."""
+    background = int(labels.max()) + 1 if labels.size else 1
     filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
-    pairs = geometry.contacts(filled, 4)
+    pairs = geometry.contacts(filled, 4 if labels.ndim == 2 else 6)
     faces: dict[int, dict[int, int]] = defaultdict(dict)
     for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
         a_key = 0 if int(a) == background else int(a)

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from medground import geometry, render
+from medground import render
 from medground.anchors import Anchor, Objects
 from medground.boxes import voxel_box_to_ras
-from medground.cues import CaseContext, category_of, organ_size_class, world_direction
+from medground.cues import CaseContext, category_of, organ_size_class, shared_faces, world_direction
 from medground.io.case import Case
 from medground.io.volume import Reorientation, to_ras
 from medground.records import image_path
@@ -158,7 +158,7 @@ def volume_scene(case: Case, objects: Objects, context: CaseContext) -> VolumeSc
     categories = {oid: category_of(a, context.body_region, sided=sided) for oid, a in anchors.items()}
     boxes = {oid: reorientation.box(a.bbox_min, a.bbox_max) for oid, a in anchors.items()}
     ras = {oid: voxel_box_to_ras(low, high, affine) for oid, (low, high) in boxes.items()}
-    faces = _faces(objects.map)
+    faces = shared_faces(objects.map)
     by_category: dict[str, list[Anchor]] = defaultdict(list)
     for object_id, anchor in anchors.items():
         by_category[categories[object_id]].append(anchor)
@@ -222,22 +222,6 @@ def volume_scene(case: Case, objects: Objects, context: CaseContext) -> VolumeSc
             "clinical": clinical,
         }
     return VolumeScene(case, objects, reorientation, facts, cues, tuple(sorted(anchors)))
-
-
-def _faces(object_map: NDArray[Any]) -> dict[int, dict[int, int]]:
-    """Shared voxel faces between the objects of the volume (0 = background), in one pass
-    of the core over the volume."""
-    top = int(object_map.max()) if object_map.size else 0
-    background = top + 1
-    filled = np.where(object_map == 0, np.uint32(background), object_map.astype(np.uint32))
-    pairs = geometry.contacts(filled, 6)
-    faces: dict[int, dict[int, int]] = defaultdict(dict)
-    for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
-        a_key = 0 if int(a) == background else int(a)
-        b_key = 0 if int(b) == background else int(b)
-        faces[a_key][b_key] = faces[a_key].get(b_key, 0) + int(count)
-        faces[b_key][a_key] = faces[b_key].get(a_key, 0) + int(count)
-    return faces
 
 
 def _size_extreme(anchor: Anchor, same: list[Anchor]) -> str | None:

@@ -70,6 +70,7 @@ __all__ = [
     "Measurements",
     "evidence_of_view",
     "intensity_direction",
+    "sides_of",
 ]
 
 #: Relative band around the size thresholds.
@@ -313,6 +314,20 @@ class Measured:
     cross_section_share: float
 
 
+def sides_of(right_share: float | None) -> frozenset[str]:
+    """The sides a reader may give an object with ``right_share`` of it on the patient's
+    right (the bands of the module docstring; none without a share)."""
+    sides: set[str] = set()
+    if right_share is not None:
+        if right_share >= SIDE_RIGHT:
+            sides.add("right")
+        if right_share <= SIDE_LEFT:
+            sides.add("left")
+        if SIDE_MIDLINE[0] < right_share < SIDE_MIDLINE[1]:
+            sides.add("midline")
+    return frozenset(sides)
+
+
 def _otsu(values: NDArray[np.float64]) -> float:
     histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -552,14 +567,7 @@ class Measurements:
         kind = ev.kinds.get(object_id, "organ")
         side = self._midline
         right_share = None if side is None else float(np.mean(side(ys, xs) > 0))
-        sides: set[str] = set()
-        if right_share is not None:
-            if right_share >= SIDE_RIGHT:
-                sides.add("right")
-            if right_share <= SIDE_LEFT:
-                sides.add("left")
-            if SIDE_MIDLINE[0] < right_share < SIDE_MIDLINE[1]:
-                sides.add("midline")
+        sides = sides_of(right_share)
         contrast, intensities = self._intensity(object_id, box)
         scale = ev.pixel_mm or (1.0, 1.0)
         lesion = kind == "instance" and is_lesion(label)
@@ -586,7 +594,7 @@ class Measurements:
             area_px=int(ys.size),
             position=image_position(box, ev.width, ev.height),
             right_share=right_share,
-            sides=frozenset(sides),
+            sides=sides,
             contrast=contrast,
             intensities=intensities,
             shapes=None if touches_image else shapes,
@@ -680,12 +688,7 @@ class Measurements:
         ev = self.evidence
         mine, other = self.of(object_id), self.of(other_id)
         if direction in ("medial", "lateral"):
-            # Both on one side of the body: the other's side, which this object may have too.
-            side = next(iter(other.sides)) if len(other.sides) == 1 else None
-            if side not in ("left", "right") or side not in mine.sides:
-                return False
-            toward_midline = "right" if side == "left" else "left"
-            return self.direction(object_id, other_id, toward_midline if direction == "medial" else side)
+            return self._medial_or_lateral(object_id, other_id, direction)
         if ev.directions is None:
             return False
         codes = {_WORDS[c]: (axis, 1.0) for axis, c in ((1, ev.directions[1]), (0, ev.directions[0]))}
@@ -703,6 +706,16 @@ class Measurements:
         b = (other.box[0], other.box[2]) if axis == 1 else (other.box[1], other.box[3])
         overlap = min(a[1], b[1]) - max(a[0], b[0])
         return overlap <= DIRECTION_OVERLAP * min(a[1] - a[0], b[1] - b[0])
+
+    def _medial_or_lateral(self, object_id: int, other_id: int, direction: str) -> bool:
+        """Medial (lateral): both on one side of the body — the other's side, which this
+        object may have too — and the object toward (away from) the midline of the other."""
+        mine, other = self.of(object_id), self.of(other_id)
+        side = next(iter(other.sides)) if len(other.sides) == 1 else None
+        if side not in ("left", "right") or side not in mine.sides:
+            return False
+        toward_midline = "right" if side == "left" else "left"
+        return self.direction(object_id, other_id, toward_midline if direction == "medial" else side)
 
     @cached_property
     def min_piece(self) -> float:

@@ -39,13 +39,11 @@ from scipy import ndimage
 from medground.verify.measure import (
     DIRECTION_OVERLAP,
     MIN_PIECE_VOXELS,
-    SIDE_LEFT,
-    SIDE_MIDLINE,
-    SIDE_RIGHT,
     CaseEvidence,
     Evidence,
     Measured,
     Measurements,
+    sides_of,
 )
 
 __all__ = ["VolumeMeasurements", "volume_evidence"]
@@ -152,14 +150,6 @@ class VolumeMeasurements(Measurements):
         kind = ev.kinds.get(object_id, "organ")
         midline = ev.case.midline_x if ev.case is not None else None
         right_share = None if midline is None else float(np.mean(world[:, 0] > midline))
-        sides: set[str] = set()
-        if right_share is not None:
-            if right_share >= SIDE_RIGHT:
-                sides.add("right")
-            if right_share <= SIDE_LEFT:
-                sides.add("left")
-            if SIDE_MIDLINE[0] < right_share < SIDE_MIDLINE[1]:
-                sides.add("midline")
         whole = all(lo > 0 for lo in low) and all(hi < n for hi, n in zip(high, ev.objects.shape, strict=True))
         volume_ml = None
         if ev.spacing is not None and whole:
@@ -177,7 +167,7 @@ class VolumeMeasurements(Measurements):
             area_px=int(index.shape[0]),
             position="",
             right_share=right_share,
-            sides=frozenset(sides),
+            sides=sides_of(right_share),
             contrast=None,
             intensities=frozenset(),
             shapes=None,
@@ -225,11 +215,7 @@ class VolumeMeasurements(Measurements):
         docstring); medial and lateral between objects on one side of the body."""
         mine, other = self.of(object_id), self.of(other_id)
         if direction in ("medial", "lateral"):
-            side = next(iter(other.sides)) if len(other.sides) == 1 else None
-            if side not in ("left", "right") or side not in mine.sides:
-                return False
-            toward_midline = "right" if side == "left" else "left"
-            return self.direction(object_id, other_id, toward_midline if direction == "medial" else side)
+            return self._medial_or_lateral(object_id, other_id, direction)
         if direction not in _AXIS_WORDS:
             return False
         axis, sign = _AXIS_WORDS[direction]

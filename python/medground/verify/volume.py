@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from medground.boxes import voxel_box_to_ras
 from medground.verify.measure import (
     DIRECTION_OVERLAP,
     MIN_PIECE_VOXELS,
@@ -130,11 +131,6 @@ class VolumeMeasurements(Measurements):
             raise KeyError(f"object {object_id} has no voxels in the volume")
         return np.asarray(self.evidence.objects[window] == object_id)
 
-    def box_3d(self, object_id: int) -> tuple[list[int], list[int]]:
-        """The object's voxel box in the objects file (``[min, max)``)."""
-        m = self.of(object_id)
-        return list(m.box[:3]), list(m.box[3:])
-
     def _measure(self, object_id: int) -> Measured:
         ev = self.evidence
         window = self._boxes3.get(object_id)
@@ -145,19 +141,18 @@ class VolumeMeasurements(Measurements):
         low = [int(v) for v in index.min(axis=0)]
         high = [int(v) + 1 for v in index.max(axis=0)]
         box = (*low, *high)
-        world = index @ ev.affine[:3, :3].T + ev.affine[:3, 3]
+        world_x = index @ ev.affine[0, :3] + ev.affine[0, 3]  # RAS+ x of every voxel
         label = ev.labels[object_id]
         kind = ev.kinds.get(object_id, "organ")
         midline = ev.case.midline_x if ev.case is not None else None
-        right_share = None if midline is None else float(np.mean(world[:, 0] > midline))
+        right_share = None if midline is None else float(np.mean(world_x > midline))
         whole = all(lo > 0 for lo in low) and all(hi < n for hi, n in zip(high, ev.objects.shape, strict=True))
         volume_ml = None
         if ev.spacing is not None and whole:
             volume_ml = int(index.shape[0]) * float(np.prod(ev.spacing)) / 1000.0
         sizes = self._sizes(label, kind, False, None, volume_ml, whole, int(index.shape[0]))
-        corners = np.array([low, high], dtype=np.float64) - 0.5
-        faces = corners @ ev.affine[:3, :3].T + ev.affine[:3, 3]
-        centre = tuple(float(v) for v in 0.5 * (faces.min(axis=0) + faces.max(axis=0)))
+        extent = voxel_box_to_ras(low, high, ev.affine)
+        centre = tuple(0.5 * (a + b) for a, b in zip(*extent, strict=True))
         return Measured(
             object_id=object_id,
             label=label,
@@ -180,13 +175,11 @@ class VolumeMeasurements(Measurements):
             cross_section_share=1.0,
         )
 
-    def extent_mm(self, object_id: int) -> tuple[list[float], list[float]]:
-        """The object's box faces in RAS+ mm (min, max per world axis)."""
+    def extent_mm(self, object_id: int) -> list[list[float]]:
+        """The object's box in RAS+ mm, ``[min, max]`` per world axis: the faces of its
+        voxels through the affine, as ``bbox_3d_ras`` is made."""
         m = self.of(object_id)
-        ev = self.evidence
-        corners = np.array([m.box[:3], m.box[3:]], dtype=np.float64) - 0.5
-        faces = corners @ ev.affine[:3, :3].T + ev.affine[:3, 3]
-        return [float(v) for v in faces.min(axis=0)], [float(v) for v in faces.max(axis=0)]
+        return voxel_box_to_ras(m.box[:3], m.box[3:], self.evidence.affine)
 
     def _boundary3(self, object_id: int, window: tuple[slice, ...]) -> dict[int, float]:
         """Share of the object's outer boundary (6-neighbour voxels outside it, inside the

@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use ndarray::{Array2, ArrayView3, ArrayViewD, Axis, Ix3};
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewD, Axis, Ix2, Ix3};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -20,6 +20,10 @@ use crate::error::{KernelError, KernelResult};
 use crate::label::{Label, LabelIndex};
 use crate::layout::{
     check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
+};
+use crate::planar::{
+    compress_counts, dilate_diamond, object_stats as object_stats_kernel,
+    rle_by_label as rle_kernel, Ring,
 };
 use crate::regions::{
     moment_shapes, present_labels, region_columns, region_stats, IntensityRows, IntensityStats,
@@ -751,6 +755,127 @@ fn overlap<'py>(
     pair_columns(py, rows, "overlap")
 }
 
+/// A 2D view of a 2D array, or a ValueError naming `what`.
+fn plane<'a, T>(view: ArrayViewD<'a, T>, what: &str) -> PyResult<ArrayView2<'a, T>> {
+    let ndim = view.ndim();
+    view.into_dimensionality::<Ix2>()
+        .map_err(|_| PyValueError::new_err(format!("{what} must be 2D, got {ndim} dimensions")))
+}
+
+/// COCO RLE counts strings of every nonzero label of a 2D label map, ascending:
+/// `[(label, counts), ...]`.
+#[pyfunction]
+fn rle_by_label<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<Vec<(i64, String)>> {
+    let arr = extract_labels(labels, "labels")?;
+    with_labels!(arr, v => {
+        let view = plane(v, "labels")?;
+        let found = run(py, "rle_by_label", move || rle_kernel(view))??;
+        found
+            .into_iter()
+            .map(|(value, counts)| {
+                let key = i64::try_from(value.key())
+                    .map_err(|_| PyOverflowError::new_err("rle_by_label: a label does not fit int64"))?;
+                Ok((key, compress_counts(&counts)))
+            })
+            .collect()
+    })
+}
+
+/// Per-object statistics of a 2D label map against 8-bit grey levels: a dict per id of
+/// `ids` (None for an id not in the map). `ring` is "diamond" or "disk"; the pieces'
+/// sizes only with `pieces`.
+#[pyfunction]
+#[pyo3(signature = (labels, grey, ids, radius, ring, pieces, within=None))]
+#[allow(clippy::too_many_arguments)] // the Python signature
+fn object_stats<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    grey: PyReadonlyArrayDyn<'py, u8>,
+    ids: &Bound<'py, PyAny>,
+    radius: usize,
+    ring: &str,
+    pieces: bool,
+    within: Option<PyReadonlyArrayDyn<'py, i64>>,
+) -> PyResult<Vec<Option<Bound<'py, PyDict>>>> {
+    let ring = match ring {
+        "diamond" => Ring::Diamond,
+        "disk" => Ring::Disk,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "ring must be 'diamond' or 'disk', got {other:?}"
+            )))
+        }
+    };
+    let within: Option<Vec<[usize; 4]>> = match within {
+        None => None,
+        Some(boxes) => {
+            let boxes = boxes.as_array();
+            if boxes.ndim() != 2 || boxes.shape()[1] != 4 {
+                return Err(PyValueError::new_err(format!(
+                    "within must be (n, 4) boxes, got shape {:?}",
+                    boxes.shape()
+                )));
+            }
+            let mut out = Vec::with_capacity(boxes.shape()[0]);
+            for row in boxes.outer_iter() {
+                let b: Vec<usize> = row.iter().map(|&v| v.max(0) as usize).collect();
+                out.push([b[0], b[1], b[2], b[3]]);
+            }
+            Some(out)
+        }
+    };
+    let arr = extract_labels(labels, "labels")?;
+    let grey = plane(grey.as_array(), "grey")?;
+    let found = with_labels!(arr, v => {
+        let view = plane(v, "labels")?;
+        let wanted: PyReadonlyArrayDyn<'_, _> = ids
+            .extract()
+            .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
+        let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
+        run(py, "object_stats", move || object_stats_kernel(view, grey, &wanted, radius, ring, pieces, within.as_deref()))??
+    });
+    found
+        .into_iter()
+        .map(|stats| {
+            let Some(s) = stats else { return Ok(None) };
+            let d = PyDict::new(py);
+            d.set_item("bbox", (s.bbox[0], s.bbox[1], s.bbox[2], s.bbox[3]))?;
+            d.set_item("area", s.area)?;
+            d.set_item("sum_x", s.sum_x)?;
+            d.set_item("sum_y", s.sum_y)?;
+            d.set_item("inside_sum", s.inside_sum)?;
+            d.set_item("inside_sumsq", s.inside_sumsq)?;
+            d.set_item("ring_count", s.ring_count)?;
+            d.set_item("ring_sum", s.ring_sum)?;
+            d.set_item("ring_sumsq", s.ring_sumsq)?;
+            d.set_item("edge_count", s.edge_count)?;
+            d.set_item("edge_sum", s.edge_sum)?;
+            d.set_item("outline", s.outline)?;
+            d.set_item("outline_on_border", s.outline_on_border)?;
+            d.set_item("touching", s.touching)?;
+            let touches: Vec<(i64, u64)> = s.touches.iter().map(|&(k, n)| (k as i64, n)).collect();
+            d.set_item("touches", touches)?;
+            d.set_item("pieces", s.pieces)?;
+            Ok(Some(d))
+        })
+        .collect()
+}
+
+/// Dilation of a 2D boolean mask by `radius` 4-neighbour steps, inside the image.
+#[pyfunction]
+fn dilate<'py>(
+    py: Python<'py>,
+    mask: PyReadonlyArrayDyn<'py, bool>,
+    radius: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let view = plane(mask.as_array(), "mask")?;
+    let dim = view.dim();
+    let grown = run(py, "dilate", move || dilate_diamond(view, radius))??;
+    let out = Array2::from_shape_vec(dim, grown)
+        .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+    Ok(out.into_pyarray(py).into_any())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
@@ -763,6 +888,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(slice_areas, m)?)?;
     m.add_function(wrap_pyfunction!(contacts, m)?)?;
     m.add_function(wrap_pyfunction!(overlap, m)?)?;
+    m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;
+    m.add_function(wrap_pyfunction!(object_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(dilate, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -12,6 +12,7 @@ pub mod ccl;
 pub mod error;
 pub mod label;
 pub mod layout;
+pub mod planar;
 pub mod regions;
 pub mod relations;
 pub mod shape2d;

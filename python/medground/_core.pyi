@@ -11,12 +11,15 @@ __all__ = [
     "__version__",
     "connected_components",
     "contacts",
+    "dilate",
     "dust",
     "dust_in_place",
     "get_num_threads",
     "largest_k",
+    "object_stats",
     "overlap",
     "regionprops",
+    "rle_by_label",
     "set_num_threads",
     "shape2d",
     "slice_areas",
@@ -66,6 +69,24 @@ def contacts(labels: NDArray[Any], connectivity: int) -> dict[str, NDArray[np.in
 
 def overlap(labels_a: NDArray[Any], labels_b: NDArray[Any]) -> dict[str, NDArray[np.int64]]:
     """Co-occurring nonzero label pairs and their voxel counts: keys a, b, count."""
+
+def rle_by_label(labels: NDArray[Any]) -> list[tuple[int, str]]:
+    """(label, COCO counts string) of every nonzero label of a 2D map, ascending."""
+
+def object_stats(
+    labels: NDArray[Any],
+    grey: NDArray[np.uint8],
+    ids: NDArray[Any],
+    radius: int,
+    ring: str,
+    pieces: bool,
+    within: NDArray[np.int64] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Per-object box, sums, ring, edge, outline, touching owners and pieces of a 2D map
+    against 8-bit grey levels; ring "diamond" or "disk"; None for an absent id."""
+
+def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """A 2D mask dilated by radius 4-neighbour steps, inside the image."""
 
 def set_num_threads(n: int) -> None:
     """Runs kernels on n threads (0: rayon's default)."""

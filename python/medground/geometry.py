@@ -25,12 +25,16 @@ __all__ = [
     "PairTable",
     "RegionTable",
     "connected_components",
+    "ObjectStats",
     "contacts",
+    "dilate",
     "dust",
     "get_num_threads",
     "largest_k",
+    "object_stats",
     "overlap",
     "regionprops",
+    "rle_by_label",
     "set_num_threads",
     "slice_areas",
     "slice_bboxes",
@@ -504,3 +508,122 @@ def overlap(labels_a: ArrayLike, labels_b: ArrayLike) -> PairTable:
     if arr_a.shape != arr_b.shape:
         raise ValueError(f"labels_a and labels_b must have one shape, got {arr_a.shape} and {arr_b.shape}")
     return PairTable(**_core.overlap(arr_a, arr_b))
+
+
+# ----------------------------------------------------------------------------- one 2D view
+
+
+def _plane(array: ArrayLike, what: str) -> NDArray[Any]:
+    arr = _as_mask(array, what, as_labels=True)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
+    return arr
+
+
+def rle_by_label(labels: ArrayLike) -> dict[int, str]:
+    """The COCO RLE counts string of every nonzero label's mask in a 2D label map, from one
+    walk of the image: ``{label: counts}``, ascending (the counts of
+    :func:`medground.rle.encode` of ``labels == label``, which pycocotools writes)."""
+    return dict(_core.rle_by_label(_plane(labels, "labels")))
+
+
+@dataclass(frozen=True)
+class ObjectStats:
+    """What one object's box and ring hold in a 2D view (:func:`object_stats`).
+
+    Grey levels are 8-bit, so the sums are exact integers and every mean here equals
+    numpy's mean of the same pixels.
+    """
+
+    bbox: tuple[int, int, int, int]  # (x0, y0, x1, y1), max exclusive
+    area: int
+    sum_x: int
+    sum_y: int
+    inside_sum: int
+    inside_sumsq: int
+    ring_count: int  # pixels outside the object within the ring's radius
+    ring_sum: int
+    ring_sumsq: int
+    edge_count: int  # (object pixel, outside 4-neighbour in the image) pairs
+    edge_sum: int  # their summed absolute grey difference
+    outline: int  # object pixels with a 4-neighbour outside the object or the image
+    outline_on_border: int  # of those, on the image border
+    touching: int  # outside pixels 4-adjacent to the object
+    touches: tuple[tuple[int, int], ...]  # (label, pixels) of the nonzero ones, ascending
+    pieces: tuple[int, ...]  # pixel counts of the 8-connected pieces, largest first
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """``(x, y)`` of the pixel centres' mean."""
+        return self.sum_x / self.area + 0.5, self.sum_y / self.area + 0.5
+
+    @property
+    def inside_mean(self) -> float:
+        return self.inside_sum / self.area
+
+    @property
+    def ring_mean(self) -> float:
+        return self.ring_sum / self.ring_count
+
+    @staticmethod
+    def _var(n: int, total: int, squares: int) -> float:
+        return (n * squares - total * total) / (n * n)  # exact integers until the division
+
+    @property
+    def inside_std(self) -> float:
+        return math.sqrt(self._var(self.area, self.inside_sum, self.inside_sumsq))
+
+    @property
+    def ring_std(self) -> float:
+        return math.sqrt(self._var(self.ring_count, self.ring_sum, self.ring_sumsq))
+
+    @property
+    def edge_mean(self) -> float:
+        """Mean absolute grey difference across the outline (0 without outside neighbours)."""
+        return self.edge_sum / self.edge_count if self.edge_count else 0.0
+
+    @property
+    def border_share(self) -> float:
+        """Share of the outline on the image border."""
+        return self.outline_on_border / max(1, self.outline)
+
+
+def object_stats(
+    labels: ArrayLike,
+    grey: ArrayLike,
+    ids: Iterable[int],
+    radius: int,
+    ring: Literal["diamond", "disk"],
+    *,
+    pieces: bool = True,
+    within: Sequence[tuple[int, int, int, int]] | None = None,
+) -> list[ObjectStats | None]:
+    """Per-object statistics of a 2D label map against 8-bit grey levels of its shape, each
+    object read within its box and a ring of ``radius`` pixels: ``diamond`` rings are the
+    pixels within ``radius`` 4-neighbour steps (a dilation), ``disk`` rings those within
+    Euclidean distance ``radius``. One entry per id, None for an id not in the map;
+    without ``pieces`` the pieces are not counted (``pieces`` is empty). ``within``: for
+    each id a box ``(x0, y0, x1, y1)`` the object lies in, so that only those boxes are
+    read (the statistics still give each object's tight box)."""
+    arr = _plane(labels, "labels")
+    values = np.asarray(grey)
+    if values.dtype != np.uint8 or values.shape != arr.shape:
+        raise ValueError(f"grey must be uint8 of the labels' shape {arr.shape}, got {values.dtype} {values.shape}")
+    wanted = np.asarray(list(ids), dtype=arr.dtype)
+    boxes = None if within is None else np.asarray(within, dtype=np.int64).reshape(-1, 4)
+    rows = _core.object_stats(arr, values, wanted, int(radius), ring, bool(pieces), boxes)
+    return [
+        None
+        if row is None
+        else ObjectStats(**{**row, "touches": tuple(row["touches"]), "pieces": tuple(row["pieces"])})
+        for row in rows
+    ]
+
+
+def dilate(mask: ArrayLike, radius: int) -> NDArray[np.bool_]:
+    """Binary dilation of a 2D mask by ``radius`` steps of the 4-neighbourhood (a diamond),
+    inside the image."""
+    arr = np.asarray(mask, dtype=bool)
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
+    return np.asarray(_core.dilate(arr, int(radius)))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from medground import geometry, render, rle
+from medground import geometry, render
 from medground.anatomy import group_window, label_group
 from medground.anchors import Anchor, Objects
 from medground.io.case import Case
@@ -229,15 +230,7 @@ class View:
 
 def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """Binary dilation of a 2D mask by ``radius`` steps of the 4-neighbourhood (a diamond)."""
-    out = mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:, :] |= out[:-1, :]
-        grown[:-1, :] |= out[1:, :]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
+    return geometry.dilate(mask, radius)
 
 
 def _edge(image: NDArray[np.float64], mask: NDArray[np.bool_]) -> float:
@@ -291,6 +284,17 @@ def _visibility(
     contrast = abs(float(inside.mean()) - float(values[ring].mean())) if ring.any() else 0.0
     edge = _edge(values, local)
     flat = bool(inside.std() < 1.0 and (inside.mean() <= 1.0 or inside.mean() >= 254.0))
+    visible = edge >= 2 * floor if flat else max(contrast, edge) >= floor
+    return Visibility(bool(visible), contrast, edge, flat)
+
+
+def _visibility_of(stats: geometry.ObjectStats, floor: float) -> Visibility:
+    """:func:`_visibility` from an object's statistics in an 8-bit grey view (the ring a
+    diamond of the ring's radius): the same numbers, from one pass of the core."""
+    mean = stats.inside_mean
+    contrast = abs(mean - stats.ring_mean) if stats.ring_count else 0.0
+    edge = stats.edge_mean
+    flat = bool(stats.inside_std < 1.0 and (mean <= 1.0 or mean >= 254.0))
     visible = edge >= 2 * floor if flat else max(contrast, edge) >= floor
     return Visibility(bool(visible), contrast, edge, flat)
 
@@ -437,6 +441,8 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
     owner = geometry.overlap(parts, view_objects)
     object_of = {int(a): int(b) for a, b in zip(owner.a, owner.b, strict=True)}
     table = geometry.regionprops(parts, contours=False)
+    masks = geometry.rle_by_label(parts)
+    size = [int(n) for n in parts.shape]
     out: dict[int, list[Piece]] = defaultdict(list)
     rows = sorted(table, key=lambda r: (int(r["bbox_min"][0]), int(r["bbox_min"][1]), int(r["label"])))
     for row in rows:
@@ -444,10 +450,35 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
         if area < min_piece:
             continue
         (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
-        local = parts[y0:y1, x0:x1] == int(row["label"])
-        mask_rle = rle.encode_window(local, y0, x0, parts.shape)
+        mask_rle = {"size": size, "counts": masks[int(row["label"])]}
         out[object_of[int(row["label"])]].append(Piece((x0, y0, x1, y1), area, mask_rle))
     return out
+
+
+def _object_reader(
+    rendered: NDArray[np.uint8], view_objects: NDArray[Any], ids: list[int], ring_px: int, floor: float
+) -> Callable[[int, tuple[int, int, int, int]], tuple[float, Visibility]]:
+    """``(object id, box) → (border share, visibility)`` for the objects of a view. Grey
+    views are read by the core, one pass per object for every object; photographs (RGB,
+    compared as float luminance) per object in numpy."""
+    if rendered.ndim == 2 and rendered.dtype == np.uint8:
+        stats = dict(
+            zip(ids, geometry.object_stats(view_objects, rendered, ids, ring_px, "diamond", pieces=False), strict=True)
+        )
+
+        def from_core(object_id: int, box: tuple[int, int, int, int]) -> tuple[float, Visibility]:
+            found = stats[object_id]
+            assert found is not None, "every id comes from the view's own table"
+            return found.border_share, _visibility_of(found, floor)
+
+        return from_core
+
+    def from_pixels(object_id: int, box: tuple[int, int, int, int]) -> tuple[float, Visibility]:
+        x0, y0, x1, y1 = box
+        local = view_objects[y0:y1, x0:x1] == object_id
+        return _border_share(local, box, view_objects.shape), _visibility(rendered, local, box, ring_px, floor)
+
+    return from_pixels
 
 
 def _make_view(
@@ -498,6 +529,10 @@ def _make_view(
         )
         pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)))
         pixel_area = pixel_mm[0] * pixel_mm[1]
+        masks = geometry.rle_by_label(view_objects)
+        read = _object_reader(
+            rendered, view_objects, [int(row["label"]) for row in table], ring_px, spec.render.min_contrast
+        )
         for row in table:
             object_id = int(row["label"])
             anchor = objects.anchors.get(object_id)
@@ -505,18 +540,18 @@ def _make_view(
                 continue
             (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
             box = (x0, y0, x1, y1)
-            local = view_objects[y0:y1, x0:x1] == object_id  # the object's pixels, within its box
             share = 1.0
             if index_areas is not None and smap.axis is not None and smap.slice_index is not None:
                 areas = index_areas[object_id]
                 share = float(areas[smap.slice_index]) / float(areas.max())
             area_px = int(row["voxel_count"])
             voxels = int(round(area_px / per_voxel))
+            border_share, seen = read(object_id, box)
             found[object_id] = ViewObject(
                 anchor=anchor,
                 bbox_xyxy=box,
                 area_px=area_px,
-                mask_rle=rle.encode_window(local, y0, x0, (height, width)),
+                mask_rle={"size": [height, width], "counts": masks[object_id]},
                 pieces=tuple(pieces[object_id]),
                 descriptors={
                     "area_mm2": round(area_px * pixel_area, 3) if physical else None,
@@ -530,9 +565,9 @@ def _make_view(
                 },
                 cross_section_share=round(share, 4),
                 cut_by_border=bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
-                border_share=_border_share(local, box, (height, width)),
+                border_share=border_share,
                 voxels=voxels,
-                visibility=_visibility(rendered, local, box, ring_px, spec.render.min_contrast),
+                visibility=seen,
             )
             found[object_id] = replace(found[object_id], not_target=_not_a_target(found[object_id], anchor.label, spec))
     chosen = []

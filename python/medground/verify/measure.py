@@ -314,6 +314,32 @@ class Measured:
     cross_section_share: float
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What one object's pixels, its ring and its outline hold in a view."""
+
+    box: tuple[int, int, int, int]
+    area: int
+    centre: tuple[float, float]
+    difference: float | None  # mean grey inside − mean of the ring; None without a ring
+    ring_std: float
+    boundary: Mapping[int, float]  # share of the outer boundary on each other object
+    pieces: tuple[int, ...]  # pixels of each 8-connected piece, largest first
+
+    @classmethod
+    def of_stats(cls, stats: geometry.ObjectStats) -> _Reading:
+        ring = stats.ring_count > 0
+        return cls(
+            box=stats.bbox,
+            area=stats.area,
+            centre=stats.centre,
+            difference=stats.inside_mean - stats.ring_mean if ring else None,
+            ring_std=stats.ring_std if ring else 0.0,
+            boundary={label: count / stats.touching for label, count in stats.touches},
+            pieces=stats.pieces,
+        )
+
+
 def sides_of(right_share: float | None) -> frozenset[str]:
     """The sides a reader may give an object with ``right_share`` of it on the patient's
     right (the bands of the module docstring; none without a share)."""
@@ -432,7 +458,7 @@ class Measurements:
     def __init__(self, evidence: Evidence) -> None:
         self.evidence = evidence
         self._cache: dict[int, Measured] = {}
-        self._pieces: dict[int, int] = {}
+        self._readings: dict[int, _Reading] = {}
         self._in_case: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- the view
@@ -562,13 +588,14 @@ class Measurements:
         inside = ev.objects[rows, cols] == object_id  # the object's pixels within its box
         ys, xs = np.nonzero(inside)
         ys, xs = ys + rows.start, xs + cols.start
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        reading = self._read(object_id)
+        box = reading.box
         label = ev.labels[object_id]
         kind = ev.kinds.get(object_id, "organ")
         side = self._midline
         right_share = None if side is None else float(np.mean(side(ys, xs) > 0))
         sides = sides_of(right_share)
-        contrast, intensities = self._intensity(object_id, box)
+        contrast, intensities = self._intensity(reading)
         scale = ev.pixel_mm or (1.0, 1.0)
         lesion = kind == "instance" and is_lesion(label)
         shapes, diameter = _shapes(inside, scale) if lesion else (None, None)
@@ -579,7 +606,7 @@ class Measurements:
         volume_ml = None
         if voxels is not None and ev.spacing is not None and ev.slice_axis is not None and object_id not in border:
             volume_ml = voxels * float(np.prod(ev.spacing)) / 1000.0
-        sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, int(ys.size))
+        sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, reading.area)
         share = 1.0
         if ev.case is not None and ev.slice_axis is not None and ev.slice_index is not None:
             largest = ev.case.largest_area(object_id, ev.slice_axis)
@@ -591,7 +618,7 @@ class Measurements:
             kind=kind,
             category=self.category(object_id),
             box=box,
-            area_px=int(ys.size),
+            area_px=reading.area,
             position=image_position(box, ev.width, ev.height),
             right_share=right_share,
             sides=sides,
@@ -601,8 +628,8 @@ class Measurements:
             sizes=sizes,
             diameter_mm=diameter if ev.pixel_mm is not None else None,
             volume_ml=volume_ml,
-            centre=(float(xs.mean()) + 0.5, float(ys.mean()) + 0.5),
-            boundary=self._boundary(object_id, box),
+            centre=reading.centre,
+            boundary=reading.boundary,
             clinical=dict(ev.clinical.get(object_id, {})),
             cross_section_share=share,
         )
@@ -635,22 +662,21 @@ class Measurements:
                 return _classes(volume_ml, (low, high), ("small", "normal", "large"))
         return None
 
-    def _intensity(self, object_id: int, box: tuple[int, int, int, int]) -> tuple[float | None, frozenset[str]]:
+    @property
+    def _ring_radius(self) -> int:
+        """Pixels of the ring an object's grey levels are compared with."""
         ev = self.evidence
-        radius = max(2, math.ceil(RING_MM / min(ev.pixel_mm))) if ev.pixel_mm is not None else 3
-        y0, y1 = max(0, box[1] - radius - 1), min(ev.height, box[3] + radius + 1)
-        x0, x1 = max(0, box[0] - radius - 1), min(ev.width, box[2] + radius + 1)
-        local = ev.objects[y0:y1, x0:x1] == object_id
-        distance = ndimage.distance_transform_edt(~local)
-        ring = (distance > 0) & (distance <= radius)
-        if not ring.any():
+        return max(2, math.ceil(RING_MM / min(ev.pixel_mm))) if ev.pixel_mm is not None else 3
+
+    def _intensity(self, reading: _Reading) -> tuple[float | None, frozenset[str]]:
+        ev = self.evidence
+        if reading.difference is None:
             return None, frozenset()
-        grey = ev.grey_window(slice(y0, y1), slice(x0, x1))
-        difference = float(grey[local].mean() - grey[ring].mean())
+        difference = reading.difference
         if ev.modality == "CT":
             threshold = max(4.0, 15.0 * 255.0 / ev.window_width) if ev.window_width else 4.0
         elif ev.modality in ("MR", "PET"):
-            threshold = max(2.0, 0.5 * float(grey[ring].std()))
+            threshold = max(2.0, 0.5 * reading.ring_std)
         else:
             threshold = 0.05 * 255.0
         words = set()
@@ -661,6 +687,55 @@ class Measurements:
         if abs(difference) < 1.5 * threshold:
             words.add("same")
         return difference, frozenset(words)
+
+    def _read(self, object_id: int) -> _Reading:
+        """The object's box, area, centre, grey levels against its ring, boundary owners
+        and pieces: from the core's one pass over the object's box and ring for 8-bit grey
+        views, from the pixels otherwise (photographs, compared as float luminance)."""
+        if object_id not in self._readings:
+            image = self.evidence.image
+            reading = None
+            rows, cols = self._local(object_id)
+            if image.ndim == 2 and image.dtype == np.uint8 and rows is not None and cols is not None:
+                within = [(cols.start, rows.start, cols.stop, rows.stop)]
+                found = geometry.object_stats(
+                    self.evidence.objects, image, [object_id], self._ring_radius, "disk", within=within
+                )[0]
+                reading = None if found is None else _Reading.of_stats(found)
+            self._readings[object_id] = reading if reading is not None else self._read_pixels(object_id)
+        return self._readings[object_id]
+
+    def _read_pixels(self, object_id: int) -> _Reading:
+        ev = self.evidence
+        rows, cols = self._local(object_id)
+        if rows is None or cols is None:
+            raise KeyError(f"object {object_id} has no pixels in the view")
+        inside = ev.objects[rows, cols] == object_id
+        ys, xs = np.nonzero(inside)
+        ys, xs = ys + rows.start, xs + cols.start
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        radius = self._ring_radius
+        y0, y1 = max(0, box[1] - radius - 1), min(ev.height, box[3] + radius + 1)
+        x0, x1 = max(0, box[0] - radius - 1), min(ev.width, box[2] + radius + 1)
+        local = ev.objects[y0:y1, x0:x1] == object_id
+        distance = ndimage.distance_transform_edt(~local)
+        ring = (distance > 0) & (distance <= radius)
+        difference, ring_std = None, 0.0
+        if ring.any():
+            grey = ev.grey_window(slice(y0, y1), slice(x0, x1))
+            difference = float(grey[local].mean() - grey[ring].mean())
+            ring_std = float(grey[ring].std())
+        labelled, count = ndimage.label(inside, structure=np.ones((3, 3)))
+        pieces = tuple(sorted(np.bincount(labelled.ravel())[1:].tolist(), reverse=True)) if count else ()
+        return _Reading(
+            box=box,
+            area=int(ys.size),
+            centre=(float(xs.mean()) + 0.5, float(ys.mean()) + 0.5),
+            difference=difference,
+            ring_std=ring_std,
+            boundary=self._boundary(object_id, box),
+            pieces=pieces,
+        )
 
     def _boundary(self, object_id: int, box: tuple[int, int, int, int]) -> dict[int, float]:
         """Share of the object's outer boundary (4-neighbour pixels outside it, inside the
@@ -732,13 +807,7 @@ class Measurements:
 
     def pieces(self, object_id: int) -> int:
         """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`."""
-        if object_id not in self._pieces:
-            m = self.of(object_id)
-            local = self.evidence.objects[m.box[1] : m.box[3], m.box[0] : m.box[2]] == object_id
-            labelled, count = ndimage.label(local, structure=np.ones((3, 3)))
-            sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
-            self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
-        return self._pieces[object_id]
+        return sum(1 for size in self._read(object_id).pieces if size >= self.min_piece)
 
     def rank(self, object_id: int) -> frozenset[str]:
         """``largest``/``smallest`` where the object stands out by area among its category."""

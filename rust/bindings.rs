@@ -17,7 +17,7 @@ use pyo3::types::PyDict;
 use crate::alloc::{try_collect_exact, try_with_capacity};
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::{KernelError, KernelResult};
-use crate::label::{Label, LabelIndex};
+use crate::label::{relabel as relabel_kernel, Label, LabelIndex};
 use crate::layout::{
     check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
 };
@@ -31,6 +31,7 @@ use crate::regions::{
 use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
 };
+use crate::sample::c_order_samples as samples_kernel;
 use crate::shape2d::shape2d as shape2d_kernel;
 use crate::surface::surface_areas as surface_kernel;
 
@@ -876,6 +877,102 @@ fn dilate<'py>(
     Ok(out.into_pyarray(py).into_any())
 }
 
+/// A label map renumbered through a table: `lookup[labels]`, in the map's memory order
+/// and the table's dtype (uint8, uint16, uint32 or uint64).
+#[pyfunction]
+fn relabel<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    lookup: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    fn through<'py, T: Label, U: numpy::Element + Copy + Send + Sync>(
+        py: Python<'py>,
+        v: ArrayViewD<'_, T>,
+        table: PyReadonlyArrayDyn<'py, U>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let shape = v.shape().to_vec();
+        let fortran = walk_reversed(v.shape(), v.strides());
+        let input = v
+            .as_slice_memory_order()
+            .ok_or_else(|| PyValueError::new_err("relabel needs a contiguous label map"))?;
+        let table = table.as_array();
+        let table = table
+            .as_slice()
+            .ok_or_else(|| PyValueError::new_err("relabel needs a contiguous table"))?;
+        let mut failed: Option<KernelError> = None;
+        let out = new_output::<U, _>(py, &shape, fortran, "relabel", |out| {
+            if let Err(e) = relabel_kernel(input, table, out) {
+                failed = Some(e);
+            }
+        })?;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(out.into_any()),
+        }
+    }
+    let arr = extract_labels(labels, "labels")?;
+    with_labels!(arr, v => {
+        if let Ok(t) = lookup.extract::<PyReadonlyArrayDyn<'py, u8>>() {
+            through(py, v, t)
+        } else if let Ok(t) = lookup.extract::<PyReadonlyArrayDyn<'py, u16>>() {
+            through(py, v, t)
+        } else if let Ok(t) = lookup.extract::<PyReadonlyArrayDyn<'py, u32>>() {
+            through(py, v, t)
+        } else if let Ok(t) = lookup.extract::<PyReadonlyArrayDyn<'py, u64>>() {
+            through(py, v, t)
+        } else {
+            Err(PyTypeError::new_err("lookup must be a 1D array of uint8, uint16, uint32 or uint64"))
+        }
+    })
+}
+
+/// Every `max(1, count // sample)`-th voxel of each object in C order within its box,
+/// as `(m, 3)` int64 index arrays, found in the volume's own memory order.
+#[pyfunction]
+fn c_order_samples<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    boxes: PyReadonlyArrayDyn<'py, i64>,
+    sample: u64,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let boxes = boxes.as_array();
+    if boxes.ndim() != 2 || boxes.shape()[1] != 6 {
+        return Err(PyValueError::new_err(format!(
+            "boxes must be (n, 6), got shape {:?}",
+            boxes.shape()
+        )));
+    }
+    let mut given = Vec::with_capacity(boxes.shape()[0]);
+    for row in boxes.outer_iter() {
+        let b: Vec<usize> = row.iter().map(|&v| v.max(0) as usize).collect();
+        given.push([b[0], b[1], b[2], b[3], b[4], b[5]]);
+    }
+    let arr = extract_labels(labels, "labels")?;
+    let found = with_labels!(arr, v => {
+        if v.ndim() != 3 {
+            return Err(PyValueError::new_err(format!("labels must be 3D, got {} dimensions", v.ndim())));
+        }
+        let wanted: PyReadonlyArrayDyn<'_, _> = ids
+            .extract()
+            .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
+        let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
+        let o = orient(v)?;
+        let (view, reversed) = (o.view, o.reversed);
+        run(py, "c_order_samples", move || samples_kernel(view, reversed, &wanted, &given, sample))??
+    });
+    found
+        .into_iter()
+        .map(|picks| {
+            let n = picks.len();
+            let flat: Vec<i64> = picks.into_iter().flatten().collect();
+            let table = Array2::from_shape_vec((n, 3), flat)
+                .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+            Ok(table.into_pyarray(py).into_any())
+        })
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
@@ -891,6 +988,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;
     m.add_function(wrap_pyfunction!(object_stats, m)?)?;
     m.add_function(wrap_pyfunction!(dilate, m)?)?;
+    m.add_function(wrap_pyfunction!(relabel, m)?)?;
+    m.add_function(wrap_pyfunction!(c_order_samples, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -167,3 +167,52 @@ mod tests {
         assert_eq!(idx.get(1), None);
     }
 }
+
+/// Writes `lookup[v]` for every element `v` of `input` into `out` (of one length), in
+/// parallel chunks: a label map renumbered through a table (components to objects). A
+/// value that is negative or past the table's end is an error naming it.
+pub fn relabel<T: Label, U: Copy + Send + Sync>(
+    input: &[T],
+    lookup: &[U],
+    out: &mut [U],
+) -> KernelResult<()> {
+    use rayon::prelude::*;
+    if input.len() != out.len() {
+        return Err(crate::error::KernelError::ShapeMismatch(format!(
+            "relabel: {} values but an output of {}",
+            input.len(),
+            out.len()
+        )));
+    }
+    const CHUNK: usize = 1 << 18;
+    let size = lookup.len() as i128;
+    input
+        .par_chunks(CHUNK)
+        .zip(out.par_chunks_mut(CHUNK))
+        .try_for_each(|(from, to)| {
+            for (o, &v) in to.iter_mut().zip(from) {
+                let k = v.key();
+                if k < 0 || k >= size {
+                    return Err(crate::error::KernelError::InvalidArgument(format!(
+                        "relabel: value {k} has no entry in a table of {size}"
+                    )));
+                }
+                *o = lookup[k as usize];
+            }
+            Ok(())
+        })
+}
+
+#[cfg(test)]
+mod relabel_tests {
+    use super::relabel;
+
+    #[test]
+    fn values_go_through_the_table() {
+        let mut out = [0u8; 5];
+        relabel(&[0u16, 2, 1, 2, 0], &[0u8, 7, 9], &mut out).unwrap();
+        assert_eq!(out, [0, 9, 7, 9, 0]);
+        assert!(relabel(&[3u16], &[0u8, 1], &mut out[..1]).is_err());
+        assert!(relabel(&[-1i32], &[0u8, 1], &mut out[..1]).is_err());
+    }
+}

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "__version__",
+    "c_order_samples",
     "connected_components",
     "contacts",
     "dilate",
@@ -19,6 +20,7 @@ __all__ = [
     "object_stats",
     "overlap",
     "regionprops",
+    "relabel",
     "rle_by_label",
     "set_num_threads",
     "shape2d",
@@ -87,6 +89,14 @@ def object_stats(
 
 def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """A 2D mask dilated by radius 4-neighbour steps, inside the image."""
+
+def relabel(labels: NDArray[Any], lookup: NDArray[Any]) -> NDArray[Any]:
+    """lookup[labels] in the map's memory order and the table's dtype."""
+
+def c_order_samples(
+    labels: NDArray[Any], ids: NDArray[Any], boxes: NDArray[np.int64], sample: int
+) -> list[NDArray[np.int64]]:
+    """Every max(1, count // sample)-th voxel of each object in C order within its box."""
 
 def set_num_threads(n: int) -> None:
     """Runs kernels on n threads (0: rayon's default)."""

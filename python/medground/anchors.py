@@ -141,7 +141,7 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
     lookup = np.zeros(int(components.max()) + 1, dtype=dtype)
     for object_id, members in groups.items():
         lookup[list(members)] = object_id
-    object_map = lookup[components]
+    object_map = geometry.relabel(components, lookup)
     del components
     intensity = image.array if not image.is_2d else luminance(image.array)
     table = geometry.regionprops(object_map, image.spacing, intensity=intensity)
@@ -173,7 +173,7 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
     if erase:
         kept = np.arange(int(object_map.max()) + 1, dtype=object_map.dtype)
         kept[erase] = 0
-        object_map = kept[object_map]
+        object_map = geometry.relabel(object_map, kept)
     return Objects(object_map, anchors, tuple(dropped))
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "object_stats",
     "overlap",
     "regionprops",
+    "relabel",
     "rle_by_label",
     "set_num_threads",
     "slice_areas",
@@ -627,3 +628,44 @@ def dilate(mask: ArrayLike, radius: int) -> NDArray[np.bool_]:
     if arr.ndim != 2:
         raise ValueError(f"mask must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
     return np.asarray(_core.dilate(arr, int(radius)))
+
+
+def relabel(labels: ArrayLike, lookup: ArrayLike) -> NDArray[Any]:
+    """``lookup[labels]`` (a label map renumbered through a table, e.g. components to
+    objects) in the map's own memory order and the table's dtype (uint8 to uint64), in
+    parallel chunks and without numpy's index checks per element.
+
+    Raises:
+        ValueError: a label is negative or has no entry in the table.
+    """
+    arr = _as_mask(labels, "labels", as_labels=True)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    table = np.ascontiguousarray(lookup)
+    if table.ndim != 1 or table.dtype.name not in _OUT_DTYPES:
+        raise TypeError(f"lookup must be a 1D array of {', '.join(_OUT_DTYPES)}; got {table.dtype} {table.shape}")
+    return np.asarray(_core.relabel(arr, table))
+
+
+def c_order_samples(
+    labels: ArrayLike, ids: Sequence[int], boxes: Sequence[Sequence[int]], sample: int
+) -> list[NDArray[np.int64]]:
+    """Evenly spaced voxels of each object, as ``np.argwhere(crop == id)[::stride] + lo``
+    picks them (C order within the object's box ``(lo0, lo1, lo2, hi0, hi1, hi2)``,
+    ``stride = max(1, count // sample)``), found in two walks of the volume in its own
+    memory order: a Fortran-ordered volume is not transposed. One ``(m, ndim)`` int64
+    array of indices per id; a 2D map takes boxes ``(lo0, lo1, hi0, hi1)``."""
+    arr = _as_mask(labels, "labels", as_labels=True)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    if sample < 1:
+        raise ValueError(f"sample must be at least 1, got {sample}")
+    ndim = arr.ndim
+    table = np.asarray(boxes, dtype=np.int64).reshape(-1, 2 * ndim)
+    if ndim == 2:  # one plane of a volume: C order is the same
+        arr = arr[np.newaxis]
+        ones = np.ones((len(table), 1), np.int64)
+        table = np.hstack([0 * ones, table[:, :2], ones, table[:, 2:]])
+    wanted = np.asarray(list(ids), dtype=arr.dtype)
+    found = _core.c_order_samples(arr, wanted, table, int(sample))
+    return [np.asarray(t)[:, 3 - ndim :] for t in found]

@@ -62,6 +62,13 @@ _LINK = re.compile(
 
 
 def _alternation(words: list[str]) -> str:
+    return _alternation_of(tuple(words))
+
+
+@lru_cache(maxsize=4096)
+def _alternation_of(words: tuple[str, ...]) -> str:
+    """A regex alternation of the words, longest first (cached: every query of a run reads
+    the same vocabulary lists)."""
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 

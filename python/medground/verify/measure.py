@@ -354,8 +354,12 @@ def sides_of(right_share: float | None) -> frozenset[str]:
     return frozenset(sides)
 
 
-def _otsu(values: NDArray[np.float64]) -> float:
-    histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
+def _otsu(values: NDArray[Any]) -> float:
+    if values.dtype == np.uint8:  # one bin per grey level: the same counts, without binning
+        histogram = np.bincount(values.ravel(), minlength=256)
+        edges = np.arange(257, dtype=np.float64)
+    else:
+        histogram, edges = np.histogram(values, bins=256, range=(0.0, 256.0))
     centres = 0.5 * (edges[:-1] + edges[1:])
     weight = np.cumsum(histogram).astype(np.float64)
     total = weight[-1]
@@ -536,7 +540,8 @@ class Measurements:
         in the stored image: from the first to the last pixel of the body (every component
         above half the image's Otsu threshold bigger than 0.5% of the image; dark organs
         and air inside the body are not its edge); rows without body take the overall middle."""
-        grey = self.evidence.grey
+        image = self.evidence.image
+        grey = image if image.ndim == 2 and image.dtype == np.uint8 else self.evidence.grey
         body = grey > 0.5 * _otsu(grey)
         labelled, count = ndimage.label(body, structure=np.ones((3, 3)))
         if count == 0:

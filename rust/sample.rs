@@ -23,53 +23,157 @@ struct Object {
     hi: [usize; 3],
     /// Rows of the box: extent along the first two axes.
     rows: [usize; 2],
-    /// Voxels per C row, then (after the first walk) each row's first rank.
+    /// Per C row (stored so that a lane of the walk reads consecutive entries): its
+    /// voxels, then (after the first walk) the rank its next voxel gets.
     first: Vec<u64>,
-    /// Voxels of the row handed a rank so far.
-    seen: Vec<u32>,
+    /// Per C row, after the first walk: the next rank to keep (a multiple of the stride).
+    next: Vec<u64>,
     count: u64,
     stride: u64,
     out: Vec<[i64; 3]>,
+    /// The walk's lanes run along the first axis (a Fortran-ordered volume).
+    reversed: bool,
 }
 
 impl Object {
+    /// Where C row (i, j) is stored.
     #[inline(always)]
     fn row(&self, i: usize, j: usize) -> usize {
-        (i - self.lo[0]) * self.rows[1] + (j - self.lo[1])
+        if self.reversed {
+            (j - self.lo[1]) * self.rows[0] + (i - self.lo[0])
+        } else {
+            (i - self.lo[0]) * self.rows[1] + (j - self.lo[1])
+        }
+    }
+
+    /// The part `[from, to)` of a run of this object's label along a lane at (`a`, `b`)
+    /// that lies in the box, as (i, j, k) of its first voxel and its length. Lanes run
+    /// along k, at (i, j) = (a, b); reversed, along i, at (k, j) = (a, b).
+    #[inline(always)]
+    fn clip(&self, a: usize, b: usize, from: usize, to: usize) -> Option<([usize; 3], usize)> {
+        let (fixed, lane_axis) = if self.reversed {
+            ([a, b], 0)
+        } else {
+            ([a, b], 2)
+        };
+        let (other0, other1) = if self.reversed { (2, 1) } else { (0, 1) };
+        if fixed[0] < self.lo[other0] || fixed[0] >= self.hi[other0] {
+            return None;
+        }
+        if fixed[1] < self.lo[other1] || fixed[1] >= self.hi[other1] {
+            return None;
+        }
+        let start = from.max(self.lo[lane_axis]);
+        let end = to.min(self.hi[lane_axis]);
+        if start >= end {
+            return None;
+        }
+        let first = if self.reversed {
+            [start, b, a]
+        } else {
+            [a, b, start]
+        };
+        Some((first, end - start))
+    }
+
+    /// First walk: counts the run's voxels into their rows.
+    fn count_run(&mut self, a: usize, b: usize, from: usize, to: usize) {
+        let Some(([i, j, _], n)) = self.clip(a, b, from, to) else {
+            return;
+        };
+        let row = self.row(i, j);
+        if self.reversed {
+            for slot in &mut self.first[row..row + n] {
+                *slot += 1;
+            }
+        } else {
+            self.first[row] += n as u64;
+        }
+        self.count += n as u64;
+    }
+
+    /// Second walk: ranks the run's voxels and keeps every `stride`-th.
+    fn rank_run(&mut self, a: usize, b: usize, from: usize, to: usize) {
+        let Some(([i, j, k], n)) = self.clip(a, b, from, to) else {
+            return;
+        };
+        let row = self.row(i, j);
+        if self.reversed {
+            // One voxel in each of n consecutive rows (i, i + 1, ...).
+            for step in 0..n {
+                let rank = self.first[row + step];
+                self.first[row + step] += 1;
+                if rank == self.next[row + step] {
+                    self.next[row + step] += self.stride;
+                    self.out[(rank / self.stride) as usize] =
+                        [(i + step) as i64, j as i64, k as i64];
+                }
+            }
+        } else {
+            // n voxels of one row: ranks rank0..rank0 + n, k growing with them.
+            let rank0 = self.first[row];
+            self.first[row] += n as u64;
+            let mut rank = rank0.div_ceil(self.stride) * self.stride;
+            while rank < rank0 + n as u64 {
+                let at = k + (rank - rank0) as usize;
+                self.out[(rank / self.stride) as usize] = [i as i64, j as i64, at as i64];
+                rank += self.stride;
+            }
+        }
+    }
+
+    /// Turns the row counts into each row's first rank, C row after C row.
+    fn rank_rows(&mut self, sample: u64) -> KernelResult<()> {
+        let mut rank = 0u64;
+        for i in self.lo[0]..self.hi[0] {
+            for j in self.lo[1]..self.hi[1] {
+                let row = self.row(i, j);
+                let n = self.first[row];
+                self.first[row] = rank;
+                rank += n;
+            }
+        }
+        self.stride = (self.count / sample.max(1)).max(1);
+        let stride = self.stride;
+        self.next = self
+            .first
+            .iter()
+            .map(|&r| r.div_ceil(stride) * stride)
+            .collect();
+        let picks = self.count.div_ceil(self.stride) as usize;
+        self.out = try_vec_filled(picks, [0i64; 3], "an object's sample")?;
+        Ok(())
     }
 }
 
-/// Calls `visit(slot, i, j, k)` for every voxel of a listed object, walking the view in
-/// its memory order (lane by lane; background skipped in runs, one lookup per run).
+/// Calls `visit(slot, a, b, from, to)` for every run of one listed object's label along a
+/// lane of the view (lanes along its last, fastest axis at (a, b)), walking the view in
+/// memory order; background is skipped, and each run costs one label lookup.
 fn walk<T: Label>(
     view: &ArrayView3<T>,
-    reversed: bool,
     index: &LabelIndex<T>,
-    mut visit: impl FnMut(usize, usize, usize, usize),
+    mut visit: impl FnMut(usize, usize, usize, usize, usize),
 ) {
     let (n0, n1, _) = view.dim();
     for a in 0..n0 {
         for b in 0..n1 {
             let lane = view.slice(ndarray::s![a, b, ..]);
-            let mut last: Option<(T, Option<usize>)> = None;
-            for (c, &v) in lane.iter().enumerate() {
+            let lane = lane
+                .as_slice()
+                .expect("a standard-layout view has contiguous lanes");
+            let mut c = 0;
+            while c < lane.len() {
+                let v = lane[c];
                 if v.is_zero() {
+                    c += 1;
                     continue;
                 }
-                let slot = match last {
-                    Some((w, s)) if w == v => s,
-                    _ => {
-                        let s = index.get(v);
-                        last = Some((v, s));
-                        s
-                    }
-                };
-                if let Some(slot) = slot {
-                    if reversed {
-                        visit(slot, c, b, a);
-                    } else {
-                        visit(slot, a, b, c);
-                    }
+                let from = c;
+                while c < lane.len() && lane[c] == v {
+                    c += 1;
+                }
+                if let Some(slot) = index.get(v) {
+                    visit(slot, a, b, from, c);
                 }
             }
         }
@@ -77,8 +181,9 @@ fn walk<T: Label>(
 }
 
 /// For each id, every `stride`-th of its voxels in C order within `boxes[n]`, where
-/// `stride = max(1, count / sample)`: `(i, j, k)` in the logical axes. `reversed` says the
-/// view's axes are the logical ones reversed (a Fortran-ordered volume seen as C).
+/// `stride = max(1, count / sample)`: `(i, j, k)` in the logical axes. `view` is in
+/// standard layout; `reversed` says its axes are the logical ones reversed (a
+/// Fortran-ordered volume seen as C).
 pub fn c_order_samples<T: Label>(
     view: ArrayView3<T>,
     reversed: bool,
@@ -93,9 +198,13 @@ pub fn c_order_samples<T: Label>(
             ids.len()
         )));
     }
+    if !view.is_standard_layout() {
+        return Err(KernelError::InvalidArgument(
+            "c_order_samples walks a volume in its memory order: C or Fortran contiguous".into(),
+        ));
+    }
     let index = LabelIndex::new(ids.to_vec())?;
-    // The objects in the index's (sorted) order; `slot[row of index]` → position in `ids`.
-    let mut objects: Vec<Object> = Vec::with_capacity(ids.len());
+    // `position[row of the index]` → position in `ids`.
     let mut position = vec![usize::MAX; ids.len()];
     for (n, id) in ids.iter().enumerate() {
         let row = index.get(*id).ok_or_else(|| {
@@ -103,57 +212,34 @@ pub fn c_order_samples<T: Label>(
         })?;
         position[row] = n;
     }
+    let mut objects: Vec<Object> = Vec::with_capacity(ids.len());
     for &n in &position {
         if n == usize::MAX {
             return Err(KernelError::InvalidArgument("ids must be distinct".into()));
         }
         let b = boxes[n];
-        let rows = [b[3].saturating_sub(b[0]), b[4].saturating_sub(b[1])];
+        let hi = [b[3].max(b[0]), b[4].max(b[1]), b[5].max(b[2])];
+        let rows = [hi[0] - b[0], hi[1] - b[1]];
         objects.push(Object {
             lo: [b[0], b[1], b[2]],
-            hi: [b[3], b[4], b[5]],
+            hi,
             rows,
             first: try_vec_zeroed(rows[0] * rows[1], "the rows of an object's box")?,
-            seen: try_vec_zeroed(rows[0] * rows[1], "the rows of an object's box")?,
+            next: Vec::new(),
             count: 0,
             stride: 1,
             out: Vec::new(),
+            reversed,
         });
     }
-    let inside = |o: &Object, i: usize, j: usize, k: usize| {
-        i >= o.lo[0] && i < o.hi[0] && j >= o.lo[1] && j < o.hi[1] && k >= o.lo[2] && k < o.hi[2]
-    };
-    // First walk: voxels per C row.
-    walk(&view, reversed, &index, |slot, i, j, k| {
-        let o = &mut objects[slot];
-        if inside(o, i, j, k) {
-            let row = o.row(i, j);
-            o.first[row] += 1;
-            o.count += 1;
-        }
+    walk(&view, &index, |slot, a, b, from, to| {
+        objects[slot].count_run(a, b, from, to)
     });
     for o in objects.iter_mut() {
-        let mut rank = 0u64;
-        for slot in o.first.iter_mut() {
-            let n = *slot;
-            *slot = rank;
-            rank += n;
-        }
-        o.stride = (o.count / sample.max(1)).max(1);
-        let picks = o.count.div_ceil(o.stride) as usize;
-        o.out = try_vec_filled(picks, [0i64; 3], "an object's sample")?;
+        o.rank_rows(sample)?;
     }
-    // Second walk: ranks within each row (the last axis grows along every row walked).
-    walk(&view, reversed, &index, |slot, i, j, k| {
-        let o = &mut objects[slot];
-        if inside(o, i, j, k) {
-            let row = o.row(i, j);
-            let rank = o.first[row] + o.seen[row] as u64;
-            o.seen[row] += 1;
-            if rank % o.stride == 0 {
-                o.out[(rank / o.stride) as usize] = [i as i64, j as i64, k as i64];
-            }
-        }
+    walk(&view, &index, |slot, a, b, from, to| {
+        objects[slot].rank_run(a, b, from, to)
     });
     // Back in the callers' order.
     let mut out: Vec<Vec<[i64; 3]>> = vec![Vec::new(); ids.len()];

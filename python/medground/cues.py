@@ -387,7 +387,15 @@ def intensity_word(modality: str, difference: float, ring_std: float, window_wid
 
 
 def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, Any]:
-    """The object's mean grey level against a ring of surrounding tissue, in the stored image."""
+    """The object's mean grey level against a ring of surrounding tissue, in the stored image
+    (the ring the view's visibility used: for grey views its statistics are the core's)."""
+    ranges = view.intensity.ranges
+    width = ranges[0][1] - ranges[0][0] if view.intensity.kind == "window" and len(ranges) == 1 else None
+    if obj.grey is not None:
+        if not obj.grey.ring_count:
+            return {"relation": None, "reason": "no surrounding tissue in the view"}
+        mean_in, mean_ring = obj.grey.inside_mean, obj.grey.ring_mean
+        return _relation(modality, mean_in, mean_ring, obj.grey.ring_std, width)
     radius = max(2, int(math.ceil(RING_MM / min(view.pixel_mm)))) if view.case.image.spacing_known else 3
     x0, y0, x1, y1 = obj.bbox_xyxy
     ys = slice(max(0, y0 - radius), min(view.height, y1 + radius))
@@ -399,9 +407,11 @@ def intensity_relation(view: View, obj: ViewObject, modality: str) -> dict[str, 
     if not ring.any():
         return {"relation": None, "reason": "no surrounding tissue in the view"}
     mean_in, mean_ring = float(grey[inside].mean()), float(grey[ring].mean())
-    ranges = view.intensity.ranges
-    width = ranges[0][1] - ranges[0][0] if view.intensity.kind == "window" and len(ranges) == 1 else None
-    relation = intensity_word(modality, mean_in - mean_ring, float(grey[ring].std()), width)
+    return _relation(modality, mean_in, mean_ring, float(grey[ring].std()), width)
+
+
+def _relation(modality: str, mean_in: float, mean_ring: float, ring_std: float, width: float | None) -> dict[str, Any]:
+    relation = intensity_word(modality, mean_in - mean_ring, ring_std, width)
     return {
         "relation": relation,
         "mean_8bit": round(mean_in, 2),

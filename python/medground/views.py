@@ -111,6 +111,8 @@ class ViewObject:
         border_share: the share of its outline that is the image border.
         voxels: its area in voxels of the slice as stored (the view may repeat voxels).
         visibility: how it shows in the stored image.
+        grey: for 8-bit grey views, the core's statistics of its pixels and of the ring
+            ``visibility`` compares them with (None for photographs).
         not_target: why it cannot be asked about in this view (None when it can): too
             small, a sliver of its largest cross-section, or not visible.
     """
@@ -127,6 +129,7 @@ class ViewObject:
     border_share: float = 0.0
     voxels: int = 0
     not_target: tuple[str, str] | None = None
+    grey: geometry.ObjectStats | None = field(default=None, repr=False, compare=False)
 
     @property
     def object_id(self) -> int:
@@ -457,8 +460,9 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
 
 def _object_reader(
     rendered: NDArray[np.uint8], view_objects: NDArray[Any], ids: list[int], ring_px: int, floor: float
-) -> Callable[[int, tuple[int, int, int, int]], tuple[float, Visibility]]:
-    """``(object id, box) → (border share, visibility)`` for the objects of a view. Grey
+) -> Callable[[int, tuple[int, int, int, int]], tuple[float, Visibility, geometry.ObjectStats | None]]:
+    """``(object id, box) → (border share, visibility, statistics)`` for the objects of a
+    view (statistics for grey views only). Grey
     views are read by the core, one pass per object for every object; photographs (RGB,
     compared as float luminance) per object in numpy."""
     if rendered.ndim == 2 and rendered.dtype == np.uint8:
@@ -466,17 +470,22 @@ def _object_reader(
             zip(ids, geometry.object_stats(view_objects, rendered, ids, ring_px, "diamond", pieces=False), strict=True)
         )
 
-        def from_core(object_id: int, box: tuple[int, int, int, int]) -> tuple[float, Visibility]:
+        def from_core(
+            object_id: int, box: tuple[int, int, int, int]
+        ) -> tuple[float, Visibility, geometry.ObjectStats | None]:
             found = stats[object_id]
             assert found is not None, "every id comes from the view's own table"
-            return found.border_share, _visibility_of(found, floor)
+            return found.border_share, _visibility_of(found, floor), found
 
         return from_core
 
-    def from_pixels(object_id: int, box: tuple[int, int, int, int]) -> tuple[float, Visibility]:
+    def from_pixels(
+        object_id: int, box: tuple[int, int, int, int]
+    ) -> tuple[float, Visibility, geometry.ObjectStats | None]:
         x0, y0, x1, y1 = box
         local = view_objects[y0:y1, x0:x1] == object_id
-        return _border_share(local, box, view_objects.shape), _visibility(rendered, local, box, ring_px, floor)
+        seen = _visibility(rendered, local, box, ring_px, floor)
+        return _border_share(local, box, view_objects.shape), seen, None
 
     return from_pixels
 
@@ -546,7 +555,7 @@ def _make_view(
                 share = float(areas[smap.slice_index]) / float(areas.max())
             area_px = int(row["voxel_count"])
             voxels = int(round(area_px / per_voxel))
-            border_share, seen = read(object_id, box)
+            border_share, seen, grey = read(object_id, box)
             found[object_id] = ViewObject(
                 anchor=anchor,
                 bbox_xyxy=box,
@@ -568,6 +577,7 @@ def _make_view(
                 border_share=border_share,
                 voxels=voxels,
                 visibility=seen,
+                grey=grey,
             )
             found[object_id] = replace(found[object_id], not_target=_not_a_target(found[object_id], anchor.label, spec))
     chosen = []

@@ -297,7 +297,8 @@ impl<T: Label> Plane<'_, T> {
         }
         let mut s = ObjectStats::default();
         let mut tight = [usize::MAX, usize::MAX, 0, 0];
-        let mut touches: HashMap<i128, u64> = HashMap::new();
+        // Few owners touch one object: a short list, the last one found first.
+        let mut touches: Vec<(i128, u64)> = Vec::new();
         for yy in 0..h {
             let y = y0 + yy;
             for xx in 0..w {
@@ -313,7 +314,11 @@ impl<T: Label> Plane<'_, T> {
                         s.touching += 1;
                         let owner = self.labels[y * width + x];
                         if !owner.is_zero() {
-                            *touches.entry(owner.key()).or_insert(0) += 1;
+                            let key = owner.key();
+                            match touches.iter_mut().rev().find(|(k, _)| *k == key) {
+                                Some((_, n)) => *n += 1,
+                                None => touches.push((key, 1)),
+                            }
                         }
                     }
                     continue;
@@ -358,15 +363,14 @@ impl<T: Label> Plane<'_, T> {
             return Ok(None);
         }
         s.bbox = tight;
-        let mut touches: Vec<(i128, u64)> = touches.into_iter().collect();
         touches.sort_unstable();
         s.touches = touches;
         // The ring: pixels of the window outside the object within `radius` of it.
         let (distance, limit) = match ring {
-            Ring::Diamond => (city_block(&mask, h, w)?, radius as u64),
+            Ring::Diamond => (city_block(&mask, h, w)?, radius as u32),
             Ring::Disk => (
                 squared_euclidean(&mask, h, w, radius)?,
-                (radius * radius) as u64,
+                (radius * radius) as u32,
             ),
         };
         for yy in 0..h {
@@ -388,12 +392,12 @@ impl<T: Label> Plane<'_, T> {
 }
 
 /// Squared distance beyond any radius asked for.
-const FAR: u64 = u64::MAX / 4;
+const FAR: u32 = u32::MAX / 4;
 
 /// City-block (4-neighbour step) distance of every window pixel to the nearest mask
 /// pixel, by two raster passes; exact in a rectangle. `FAR` when the mask is empty.
-fn city_block(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
-    let mut d: Vec<u64> = try_vec_filled(h * w, FAR, "a distance map")?;
+fn city_block(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u32>> {
+    let mut d: Vec<u32> = try_vec_filled(h * w, FAR, "a distance map")?;
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -425,44 +429,45 @@ fn city_block(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
 
 /// Squared Euclidean distance of every window pixel to the nearest mask pixel, exact
 /// up to `radius` (farther pixels get a value above `radius²`): the distance along each
-/// row, then the best row within `radius` above or below.
-fn squared_euclidean(mask: &[bool], h: usize, w: usize, radius: usize) -> KernelResult<Vec<u64>> {
-    let mut along: Vec<u64> = try_vec_filled(h * w, FAR, "a distance map")?;
+/// row (capped at `radius + 1`), then row by row the best of the rows within `radius`
+/// above or below (whole rows at a time, which the compiler vectorises).
+fn squared_euclidean(mask: &[bool], h: usize, w: usize, radius: usize) -> KernelResult<Vec<u32>> {
+    let cap = (radius + 1) as u32;
+    let mut along: Vec<u32> = try_vec_filled(h * w, cap, "a distance map")?;
     for y in 0..h {
         let row = &mut along[y * w..(y + 1) * w];
+        let marks = &mask[y * w..(y + 1) * w];
         let mut last: Option<usize> = None;
         for x in 0..w {
-            if mask[y * w + x] {
+            if marks[x] {
                 last = Some(x);
             }
             if let Some(l) = last {
-                row[x] = (x - l) as u64;
+                row[x] = ((x - l) as u32).min(cap);
             }
         }
         let mut next: Option<usize> = None;
         for x in (0..w).rev() {
-            if mask[y * w + x] {
+            if marks[x] {
                 next = Some(x);
             }
             if let Some(n) = next {
-                row[x] = row[x].min((n - x) as u64);
+                row[x] = row[x].min(((n - x) as u32).min(cap));
             }
         }
     }
-    let mut d: Vec<u64> = try_vec_filled(h * w, FAR, "a distance map")?;
+    for v in along.iter_mut() {
+        *v *= *v;
+    }
+    let mut d: Vec<u32> = try_vec_filled(h * w, FAR, "a distance map")?;
     for y in 0..h {
-        let lo = y.saturating_sub(radius);
-        let hi = (y + radius + 1).min(h);
-        for x in 0..w {
-            let mut best = FAR;
-            for yy in lo..hi {
-                let a = along[yy * w + x];
-                if a < FAR {
-                    let dy = y.abs_diff(yy) as u64;
-                    best = best.min(dy * dy + a * a);
-                }
+        let out = &mut d[y * w..(y + 1) * w];
+        for yy in y.saturating_sub(radius)..(y + radius + 1).min(h) {
+            let dy = y.abs_diff(yy) as u32;
+            let dy2 = dy * dy;
+            for (o, &a) in out.iter_mut().zip(&along[yy * w..(yy + 1) * w]) {
+                *o = (*o).min(dy2 + a);
             }
-            d[y * w + x] = best;
         }
     }
     Ok(d)
@@ -504,7 +509,7 @@ pub fn dilate_diamond(mask: ArrayView2<bool>, radius: usize) -> KernelResult<Vec
     let (h, w) = mask.dim();
     let flat: Vec<bool> = mask.iter().copied().collect();
     let d = city_block(&flat, h, w)?;
-    Ok(d.into_iter().map(|v| v <= radius as u64).collect())
+    Ok(d.into_iter().map(|v| v as usize <= radius).collect())
 }
 
 #[cfg(test)]

@@ -324,7 +324,6 @@ class _Reading:
     difference: float | None  # mean grey inside − mean of the ring; None without a ring
     ring_std: float
     boundary: Mapping[int, float]  # share of the outer boundary on each other object
-    pieces: tuple[int, ...]  # pixels of each 8-connected piece, largest first
 
     @classmethod
     def of_stats(cls, stats: geometry.ObjectStats) -> _Reading:
@@ -336,7 +335,6 @@ class _Reading:
             difference=stats.inside_mean - stats.ring_mean if ring else None,
             ring_std=stats.ring_std if ring else 0.0,
             boundary={label: count / stats.touching for label, count in stats.touches},
-            pieces=stats.pieces,
         )
 
 
@@ -463,6 +461,7 @@ class Measurements:
         self.evidence = evidence
         self._cache: dict[int, Measured] = {}
         self._readings: dict[int, _Reading] = {}
+        self._pieces: dict[int, int] = {}
         self._in_case: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- the view
@@ -543,12 +542,8 @@ class Measurements:
         image = self.evidence.image
         grey = image if image.ndim == 2 and image.dtype == np.uint8 else self.evidence.grey
         body = grey > 0.5 * _otsu(grey)
-        labelled, count = ndimage.label(body, structure=np.ones((3, 3)))
-        if count == 0:
-            return None
-        sizes = np.bincount(labelled.ravel())
-        sizes[0] = 0
-        body = (sizes >= 0.005 * grey.size)[labelled]
+        # Components (8-connected) of at least 0.5% of the image, in one pass of the core.
+        body = geometry.dust(body, math.ceil(0.005 * grey.size), 8, in_place=True)
         if not body.any():
             return None
         lines = body if axis == 1 else body.T
@@ -694,8 +689,8 @@ class Measurements:
         return difference, frozenset(words)
 
     def _read(self, object_id: int) -> _Reading:
-        """The object's box, area, centre, grey levels against its ring, boundary owners
-        and pieces: from the core's one pass over the object's box and ring for 8-bit grey
+        """The object's box, area, centre, grey levels against its ring and boundary
+        owners: from the core's one pass over the object's box and ring for 8-bit grey
         views, from the pixels otherwise (photographs, compared as float luminance)."""
         if object_id not in self._readings:
             image = self.evidence.image
@@ -704,7 +699,7 @@ class Measurements:
             if image.ndim == 2 and image.dtype == np.uint8 and rows is not None and cols is not None:
                 within = [(cols.start, rows.start, cols.stop, rows.stop)]
                 found = geometry.object_stats(
-                    self.evidence.objects, image, [object_id], self._ring_radius, "disk", within=within
+                    self.evidence.objects, image, [object_id], self._ring_radius, "disk", pieces=False, within=within
                 )[0]
                 reading = None if found is None else _Reading.of_stats(found)
             self._readings[object_id] = reading if reading is not None else self._read_pixels(object_id)
@@ -730,8 +725,6 @@ class Measurements:
             grey = ev.grey_window(slice(y0, y1), slice(x0, x1))
             difference = float(grey[local].mean() - grey[ring].mean())
             ring_std = float(grey[ring].std())
-        labelled, count = ndimage.label(inside, structure=np.ones((3, 3)))
-        pieces = tuple(sorted(np.bincount(labelled.ravel())[1:].tolist(), reverse=True)) if count else ()
         return _Reading(
             box=box,
             area=int(ys.size),
@@ -739,7 +732,6 @@ class Measurements:
             difference=difference,
             ring_std=ring_std,
             boundary=self._boundary(object_id, box),
-            pieces=pieces,
         )
 
     def _boundary(self, object_id: int, box: tuple[int, int, int, int]) -> dict[int, float]:
@@ -811,8 +803,15 @@ class Measurements:
         return int(np.bincount(labelled.ravel())[1:].max()) if count else 0
 
     def pieces(self, object_id: int) -> int:
-        """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`."""
-        return sum(1 for size in self._read(object_id).pieces if size >= self.min_piece)
+        """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`
+        (counted when a query speaks of parts)."""
+        if object_id not in self._pieces:
+            m = self.of(object_id)
+            local = self.evidence.objects[m.box[1] : m.box[3], m.box[0] : m.box[2]] == object_id
+            labelled, count = ndimage.label(local, structure=np.ones((3, 3)))
+            sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
+            self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
+        return self._pieces[object_id]
 
     def rank(self, object_id: int) -> frozenset[str]:
         """``largest``/``smallest`` where the object stands out by area among its category."""

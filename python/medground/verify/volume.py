@@ -118,16 +118,12 @@ class VolumeMeasurements(Measurements):
         return float(MIN_PIECE_VOXELS)
 
     def pieces(self, object_id: int) -> int:
-        if object_id not in self._piece_counts:
+        if object_id not in self._pieces:
             local = self._local_mask(object_id)
             labelled, count = ndimage.label(local, structure=np.ones((3, 3, 3)))
             sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
-            self._piece_counts[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
-        return self._piece_counts[object_id]
-
-    @cached_property
-    def _piece_counts(self) -> dict[int, int]:
-        return {}
+            self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
+        return self._pieces[object_id]
 
     def _local_mask(self, object_id: int) -> NDArray[np.bool_]:
         window = self._boxes3.get(object_id)

@@ -152,9 +152,22 @@ class Sample:
         return cls(**values)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """A deep copy of JSON-like data (dicts, lists, tuples of scalars), as ``asdict`` makes
-    it but without its per-value dataclass checks."""
+    it but without its per-value dataclass checks. Scalars are taken as they are without
+    a call each (records hold hundreds of thousands of them)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _plain(v) for v in value]
+    if kind is tuple:
+        return tuple(v if type(v) in _SCALARS else _plain(v) for v in value)
+    if kind in _SCALARS:
+        return value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):

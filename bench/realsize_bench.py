@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,12 +155,20 @@ def ray_throughput(spec_path: Path, copies: int) -> dict:
     from medground.pipeline import run
 
     source = load_spec(spec_path)
-    with tempfile.TemporaryDirectory() as tmp:
+    # Hard links (a copy across file systems): the pipeline does not follow a symbolic
+    # link out of a dataset's folder.
+    (HERE / ".cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=HERE / ".cache") as tmp:
         root = Path(tmp) / "data"
         root.mkdir()
         (root / "labels.json").write_text((Path(source.root) / "labels.json").read_text())
         for index in range(copies):
-            (root / f"case{index}").symlink_to(Path(source.root) / "case0")
+            (root / f"case{index}").mkdir()
+            for file in (Path(source.root) / "case0").iterdir():
+                try:
+                    os.link(file, root / f"case{index}" / file.name)
+                except OSError:
+                    shutil.copy(file, root / f"case{index}" / file.name)
         spec = Path(tmp) / "spec.toml"
         spec.write_text(spec_path.read_text().replace(f'root = "{source.root}"', f'root = "{root}"'))
         config = RunConfig(datasets=(load_spec(spec),))
@@ -175,6 +184,9 @@ def ray_throughput(spec_path: Path, copies: int) -> dict:
             ray.shutdown()
         outputs = [(Path(tmp) / name / "samples.jsonl").read_bytes() for name in ("inprocess", "ray")]
         same = outputs[0] == outputs[1]
+        cases = {json.loads(line)["case_id"] for line in outputs[0].splitlines()}
+        if len(cases) != copies:
+            raise RuntimeError(f"{len(cases)} of {copies} cases gave samples: the run did not read them all")
     return {
         "copies": copies,
         "inprocess_cases_per_s": copies / inprocess,

@@ -18,6 +18,7 @@ few milliseconds whatever its number of runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -251,6 +252,15 @@ def _decompress(text: str | bytes) -> NDArray[np.int64]:
     return counts
 
 
+@lru_cache(maxsize=1024)
+def _decompress_cached(text: str) -> NDArray[np.int64]:
+    """:func:`_decompress` of a counts string, kept (read-only) for the next reader: a
+    sample's mask is read by the format check, the rules and the judge in turn."""
+    counts = _decompress(text)
+    counts.flags.writeable = False
+    return counts
+
+
 def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
     """Validated ``((height, width), counts)`` of a compressed or uncompressed RLE."""
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
@@ -264,7 +274,9 @@ def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
         raise ValueError(f"RLE size must be [height, width] of non-negative ints, got {size!r}")
     height, width = int(size[0]), int(size[1])
     raw = rle["counts"]
-    if isinstance(raw, (str, bytes)):
+    if isinstance(raw, str):
+        counts = _decompress_cached(raw)
+    elif isinstance(raw, bytes):
         counts = _decompress(raw)
     else:
         counts = np.asarray(raw)

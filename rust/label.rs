@@ -185,19 +185,22 @@ pub fn relabel<T: Label, U: Copy + Send + Sync>(
         )));
     }
     const CHUNK: usize = 1 << 18;
-    let size = lookup.len() as i128;
     input
         .par_chunks(CHUNK)
         .zip(out.par_chunks_mut(CHUNK))
         .try_for_each(|(from, to)| {
             for (o, &v) in to.iter_mut().zip(from) {
-                let k = v.key();
-                if k < 0 || k >= size {
-                    return Err(crate::error::KernelError::InvalidArgument(format!(
-                        "relabel: value {k} has no entry in a table of {size}"
-                    )));
+                // A negative key wraps to a huge index: out of the table either way.
+                match lookup.get(v.key() as u128 as usize) {
+                    Some(&x) if v.key() >= 0 => *o = x,
+                    _ => {
+                        return Err(crate::error::KernelError::InvalidArgument(format!(
+                            "relabel: value {} has no entry in a table of {}",
+                            v.key(),
+                            lookup.len()
+                        )))
+                    }
                 }
-                *o = lookup[k as usize];
             }
             Ok(())
         })

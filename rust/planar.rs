@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use ndarray::ArrayView2;
 
-use crate::alloc::{try_push, try_vec_filled};
+use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_filled, try_with_capacity};
 use crate::error::{KernelError, KernelResult};
 use crate::label::Label;
 
@@ -82,6 +82,7 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
             }
         };
         let runs = &mut found[slot].1;
+        try_reserve(&mut runs.counts, 2, "an object's runs")?;
         if runs.counts.is_empty() {
             runs.counts.extend([start, end - start]);
         } else if start == runs.end {
@@ -111,15 +112,15 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
         }
     }
     found.sort_unstable_by_key(|(v, _)| v.key());
-    Ok(found
+    found
         .into_iter()
         .map(|(value, mut runs)| {
             if runs.end < total {
-                runs.counts.push(total - runs.end);
+                try_push(&mut runs.counts, total - runs.end, "an object's runs")?;
             }
-            (value, runs.counts)
+            Ok((value, runs.counts))
         })
-        .collect())
+        .collect()
 }
 
 /// The shape of the ring of tissue an object is compared with.
@@ -201,7 +202,7 @@ pub fn object_stats<T: Label>(
                     ids.len()
                 )));
             }
-            let mut clipped = Vec::with_capacity(given.len());
+            let mut clipped = try_with_capacity(given.len(), "the objects' boxes")?;
             for b in given {
                 let b = [
                     b[0].min(width),
@@ -215,7 +216,7 @@ pub fn object_stats<T: Label>(
         }
         None => plane.boxes_of(ids)?,
     };
-    let mut out = Vec::with_capacity(ids.len());
+    let mut out = try_with_capacity(ids.len(), "the objects' statistics")?;
     for (&id, found) in ids.iter().zip(boxes) {
         out.push(match found {
             Some(bbox) => plane.object(id, bbox, radius, ring, with_pieces)?,
@@ -477,13 +478,13 @@ fn squared_euclidean(mask: &[bool], h: usize, w: usize, radius: usize) -> Kernel
 fn pieces(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
     let mut seen: Vec<bool> = try_vec_filled(h * w, false, "an object's pieces")?;
     let mut stack: Vec<usize> = Vec::new();
-    let mut sizes = Vec::new();
+    let mut sizes: Vec<u64> = Vec::new();
     for start in 0..h * w {
         if !mask[start] || seen[start] {
             continue;
         }
         seen[start] = true;
-        stack.push(start);
+        try_push(&mut stack, start, "an object's pieces")?;
         let mut size = 0u64;
         while let Some(i) = stack.pop() {
             size += 1;
@@ -493,12 +494,12 @@ fn pieces(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
                     let j = ny * w + nx;
                     if mask[j] && !seen[j] {
                         seen[j] = true;
-                        stack.push(j);
+                        try_push(&mut stack, j, "an object's pieces")?;
                     }
                 }
             }
         }
-        sizes.push(size);
+        try_push(&mut sizes, size, "an object's pieces")?;
     }
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     Ok(sizes)
@@ -507,9 +508,12 @@ fn pieces(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
 /// Dilation of a 2D mask by `radius` 4-neighbour steps (a diamond), inside the image.
 pub fn dilate_diamond(mask: ArrayView2<bool>, radius: usize) -> KernelResult<Vec<bool>> {
     let (h, w) = mask.dim();
-    let flat: Vec<bool> = mask.iter().copied().collect();
+    let flat = try_collect_exact(mask.iter().copied(), "a mask")?;
     let d = city_block(&flat, h, w)?;
-    Ok(d.into_iter().map(|v| v as usize <= radius).collect())
+    try_collect_exact(
+        d.into_iter().map(|v| v as usize <= radius),
+        "a dilated mask",
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 
 use ndarray::ArrayView3;
 
-use crate::alloc::{try_vec_filled, try_vec_zeroed};
+use crate::alloc::{try_collect_exact, try_vec_filled, try_vec_zeroed, try_with_capacity};
 use crate::error::{KernelError, KernelResult};
 use crate::label::{Label, LabelIndex};
 
@@ -135,11 +135,10 @@ impl Object {
         }
         self.stride = (self.count / sample.max(1)).max(1);
         let stride = self.stride;
-        self.next = self
-            .first
-            .iter()
-            .map(|&r| r.div_ceil(stride) * stride)
-            .collect();
+        self.next = try_collect_exact(
+            self.first.iter().map(|&r| r.div_ceil(stride) * stride),
+            "the rows of an object's box",
+        )?;
         let picks = self.count.div_ceil(self.stride) as usize;
         self.out = try_vec_filled(picks, [0i64; 3], "an object's sample")?;
         Ok(())
@@ -205,14 +204,14 @@ pub fn c_order_samples<T: Label>(
     }
     let index = LabelIndex::new(ids.to_vec())?;
     // `position[row of the index]` → position in `ids`.
-    let mut position = vec![usize::MAX; ids.len()];
+    let mut position = try_vec_filled(ids.len(), usize::MAX, "the objects' order")?;
     for (n, id) in ids.iter().enumerate() {
         let row = index.get(*id).ok_or_else(|| {
             KernelError::InvalidArgument("an id is missing from its own index".into())
         })?;
         position[row] = n;
     }
-    let mut objects: Vec<Object> = Vec::with_capacity(ids.len());
+    let mut objects: Vec<Object> = try_with_capacity(ids.len(), "the objects")?;
     for &n in &position {
         if n == usize::MAX {
             return Err(KernelError::InvalidArgument("ids must be distinct".into()));
@@ -242,7 +241,7 @@ pub fn c_order_samples<T: Label>(
         objects[slot].rank_run(a, b, from, to)
     });
     // Back in the callers' order.
-    let mut out: Vec<Vec<[i64; 3]>> = vec![Vec::new(); ids.len()];
+    let mut out: Vec<Vec<[i64; 3]>> = try_vec_filled(ids.len(), Vec::new(), "the samples")?;
     for (slot, o) in objects.into_iter().enumerate() {
         out[position[slot]] = o.out;
     }

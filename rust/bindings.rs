@@ -756,6 +756,30 @@ fn overlap<'py>(
     pair_columns(py, rows, "overlap")
 }
 
+/// Rows of an `(n, N)` int64 table of box corners (negative values read as 0), or a
+/// ValueError naming `what`.
+fn box_rows<const N: usize>(
+    boxes: &PyReadonlyArrayDyn<'_, i64>,
+    what: &str,
+) -> PyResult<Vec<[usize; N]>> {
+    let boxes = boxes.as_array();
+    if boxes.ndim() != 2 || boxes.shape()[1] != N {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be (n, {N}) boxes, got shape {:?}",
+            boxes.shape()
+        )));
+    }
+    let mut out = try_with_capacity(boxes.shape()[0], what)?;
+    for row in boxes.outer_iter() {
+        let mut b = [0usize; N];
+        for (slot, &v) in b.iter_mut().zip(row.iter()) {
+            *slot = v.max(0) as usize;
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
 /// A 2D view of a 2D array, or a ValueError naming `what`.
 fn plane<'a, T>(view: ArrayViewD<'a, T>, what: &str) -> PyResult<ArrayView2<'a, T>> {
     let ndim = view.ndim();
@@ -807,24 +831,7 @@ fn object_stats<'py>(
             )))
         }
     };
-    let within: Option<Vec<[usize; 4]>> = match within {
-        None => None,
-        Some(boxes) => {
-            let boxes = boxes.as_array();
-            if boxes.ndim() != 2 || boxes.shape()[1] != 4 {
-                return Err(PyValueError::new_err(format!(
-                    "within must be (n, 4) boxes, got shape {:?}",
-                    boxes.shape()
-                )));
-            }
-            let mut out = Vec::with_capacity(boxes.shape()[0]);
-            for row in boxes.outer_iter() {
-                let b: Vec<usize> = row.iter().map(|&v| v.max(0) as usize).collect();
-                out.push([b[0], b[1], b[2], b[3]]);
-            }
-            Some(out)
-        }
-    };
+    let within: Option<Vec<[usize; 4]>> = within.map(|b| box_rows(&b, "within")).transpose()?;
     let arr = extract_labels(labels, "labels")?;
     let grey = plane(grey.as_array(), "grey")?;
     let found = with_labels!(arr, v => {
@@ -936,18 +943,7 @@ fn c_order_samples<'py>(
     boxes: PyReadonlyArrayDyn<'py, i64>,
     sample: u64,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let boxes = boxes.as_array();
-    if boxes.ndim() != 2 || boxes.shape()[1] != 6 {
-        return Err(PyValueError::new_err(format!(
-            "boxes must be (n, 6), got shape {:?}",
-            boxes.shape()
-        )));
-    }
-    let mut given = Vec::with_capacity(boxes.shape()[0]);
-    for row in boxes.outer_iter() {
-        let b: Vec<usize> = row.iter().map(|&v| v.max(0) as usize).collect();
-        given.push([b[0], b[1], b[2], b[3], b[4], b[5]]);
-    }
+    let given: Vec<[usize; 6]> = box_rows(&boxes, "boxes")?;
     let arr = extract_labels(labels, "labels")?;
     let found = with_labels!(arr, v => {
         if v.ndim() != 3 {

@@ -175,7 +175,23 @@ def bbox_xyxy(rle: Mapping[str, Any]) -> list[int] | None:
     Raises:
         ValueError: malformed RLE, as for :func:`decode`.
     """
-    (height, _), counts = _parse(rle)
+    counts, size = (rle.get("counts"), rle.get("size")) if isinstance(rle, Mapping) else (None, None)
+    if isinstance(counts, str) and isinstance(size, list) and all(type(n) is int for n in size):
+        # A sample's mask is read by the format check, the rules and the judge in turn: the
+        # box of a (validated) counts string is kept, four ints; the counts are not.
+        found = _bbox_of_string(counts, tuple(size))
+        return None if found is None else list(found)
+    return _bbox_of_counts(*_parse(rle))
+
+
+@lru_cache(maxsize=512)
+def _bbox_of_string(counts: str, size: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    box = _bbox_of_counts(*_parse({"size": list(size), "counts": counts}))
+    return None if box is None else (box[0], box[1], box[2], box[3])
+
+
+def _bbox_of_counts(size: tuple[int, int], counts: NDArray[np.int64]) -> list[int] | None:
+    height = size[0]
     ends = np.cumsum(counts)
     starts = ends - counts
     foreground = (np.arange(counts.size) % 2 == 1) & (counts > 0)
@@ -252,15 +268,6 @@ def _decompress(text: str | bytes) -> NDArray[np.int64]:
     return counts
 
 
-@lru_cache(maxsize=1024)
-def _decompress_cached(text: str) -> NDArray[np.int64]:
-    """:func:`_decompress` of a counts string, kept (read-only) for the next reader: a
-    sample's mask is read by the format check, the rules and the judge in turn."""
-    counts = _decompress(text)
-    counts.flags.writeable = False
-    return counts
-
-
 def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
     """Validated ``((height, width), counts)`` of a compressed or uncompressed RLE."""
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
@@ -274,9 +281,7 @@ def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
         raise ValueError(f"RLE size must be [height, width] of non-negative ints, got {size!r}")
     height, width = int(size[0]), int(size[1])
     raw = rle["counts"]
-    if isinstance(raw, str):
-        counts = _decompress_cached(raw)
-    elif isinstance(raw, bytes):
+    if isinstance(raw, (str, bytes)):
         counts = _decompress(raw)
     else:
         counts = np.asarray(raw)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from medground import cues, render
+from medground import cues, geometry, render
 from medground.anchors import Anchor, find_anchors
 from medground.generate import draft_case
 from medground.io import Case, DatasetSpec, find_cases, load_case, load_spec
@@ -152,10 +152,18 @@ def test_image_position_on_a_three_by_three_grid(box: tuple[int, int, int, int],
     assert cues.image_position(box, 300, 150) == position
 
 
-def band(inside: float, ring: tuple[float, float], *, window: tuple[float, float] | None = None, width: int = 8):
+def band(
+    inside: float,
+    ring: tuple[float, float],
+    *,
+    window: tuple[float, float] | None = None,
+    width: int = 8,
+    core: bool = False,
+):
     """A view of three rows of an 8-bit image: the object is the middle row, its ring (any
     radius) the rows above (``ring[0]``) and below (``ring[1]``): the ring's mean is their
-    mean, its standard deviation half their difference."""
+    mean, its standard deviation half their difference. With ``core``, the object carries
+    the core's statistics of it, as a grey view's objects do (else the pixels are read)."""
     image = np.empty((3, width), np.uint8)
     image[0], image[1], image[2] = ring[0], inside, ring[1]
     objects = np.zeros((3, width), np.uint32)
@@ -170,7 +178,10 @@ def band(inside: float, ring: tuple[float, float], *, window: tuple[float, float
         intensity=intensity,
         case=SimpleNamespace(image=SimpleNamespace(spacing_known=True)),
     )
-    return view, SimpleNamespace(object_id=1, bbox_xyxy=(0, 1, width, 2))
+    obj = SimpleNamespace(object_id=1, bbox_xyxy=(0, 1, width, 2), grey=None)
+    if core:
+        obj.grey = geometry.object_stats(objects, image, [1], 3, "diamond", pieces=False)[0]
+    return view, obj
 
 
 @pytest.mark.parametrize(
@@ -223,18 +234,27 @@ def test_intensity_words_per_modality(
         ("XR", 90.0, (100.0, 100.0), None, "similar"),
     ],
 )
+@pytest.mark.parametrize("core", [False, True], ids=["pixels", "core"])
 def test_intensity_is_measured_on_the_stored_image(
-    modality: str, inside: float, ring: tuple[float, float], window: tuple[float, float] | None, relation: str
+    modality: str,
+    inside: float,
+    ring: tuple[float, float],
+    window: tuple[float, float] | None,
+    relation: str,
+    core: bool,
 ) -> None:
-    view, obj = band(inside, ring, window=window)
+    view, obj = band(inside, ring, window=window, core=core)
     result = cues.intensity_relation(view, obj, modality)
     assert result["relation"] == relation
     assert (result["mean_8bit"], result["ring_mean_8bit"]) == (inside, sum(ring) / 2)
 
 
-def test_no_ring_no_intensity() -> None:
+@pytest.mark.parametrize("core", [False, True], ids=["pixels", "core"])
+def test_no_ring_no_intensity(core: bool) -> None:
     view, obj = band(50.0, (50.0, 50.0))
     view.object_map[:] = 1
+    if core:
+        obj.grey = geometry.object_stats(view.object_map, view.image, [1], 3, "diamond", pieces=False)[0]
     assert cues.intensity_relation(view, obj, "CT")["relation"] is None
 
 

@@ -665,7 +665,7 @@ def c_order_samples(
     if ndim == 2:  # one plane of a volume: C order is the same
         arr = arr[np.newaxis]
         ones = np.ones((len(table), 1), np.int64)
-        table = np.hstack([0 * ones, table[:, :2], ones, table[:, 2:]])
+        table = np.hstack([np.zeros_like(ones), table[:, :2], ones, table[:, 2:]])
     wanted = np.asarray(list(ids), dtype=arr.dtype)
     found = _core.c_order_samples(arr, wanted, table, int(sample))
     return [np.asarray(t)[:, 3 - ndim :] for t in found]

@@ -29,7 +29,8 @@ use crate::regions::{
     moment_shapes, present_labels, region_columns, region_stats, IntensityRows, IntensityStats,
 };
 use crate::relations::{
-    contacts as contacts_kernel, overlap as overlap_kernel, slice_areas as slice_areas_kernel,
+    contacts as contacts_kernel, overlap as overlap_kernel,
+    slice_areas_along as slice_areas_along_kernel,
 };
 use crate::sample::c_order_samples as samples_kernel;
 use crate::shape2d::shape2d as shape2d_kernel;
@@ -644,29 +645,48 @@ fn slice_areas<'py>(
     axis: usize,
     region_labels: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let (found, mut tables) = slice_areas_along(py, labels, vec![axis], region_labels)?;
+    let table = tables.pop().expect("one table per axis");
+    Ok((found, table))
+}
+
+/// [`slice_areas`] along each of `axes` in one read of the map: `(labels, [tables])`.
+#[pyfunction]
+#[pyo3(signature = (labels, axes, region_labels=None))]
+fn slice_areas_along<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    axes: Vec<usize>,
+    region_labels: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)> {
     let arr = extract_labels(labels, "labels")?;
     with_labels!(arr, v => {
         let ndim = v.ndim();
-        if axis >= ndim {
+        if let Some(&axis) = axes.iter().find(|&&a| a >= ndim) {
             return Err(PyValueError::new_err(format!("axis must be in 0..{ndim} for a {ndim}D array, got {axis}")));
         }
-        let size = v.shape()[axis];
+        let sizes: Vec<usize> = axes.iter().map(|&a| v.shape()[a]).collect();
         let given = region_labels.map(label_index_from).transpose()?;
         let o = orient(v)?;
-        let kernel_axis = kernel_axis(axis, ndim, o.reversed);
+        let kernel_axes: Vec<usize> = axes.iter().map(|&a| kernel_axis(a, ndim, o.reversed)).collect();
         let view = o.view;
-        let (index, table) = run(py, "slice_areas", move || {
+        let (index, tables) = run(py, "slice_areas", move || {
             let index = match given {
                 Some(index) => index,
                 None => present_labels(view)?,
             };
-            let table = slice_areas_kernel(view, &index, kernel_axis)?;
-            Ok::<_, KernelError>((index, table))
+            let tables = slice_areas_along_kernel(view, &index, &kernel_axes)?;
+            Ok::<_, KernelError>((index, tables))
         })??;
-        // u64 to i64 of one size: the collect reuses the table's buffer, no allocation.
-        let table = Array2::from_shape_vec((index.len(), size), table.into_iter().map(|c| c as i64).collect())
-            .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
-        Ok((index.into_labels().into_pyarray(py).into_any(), table.into_pyarray(py).into_any()))
+        let n = index.len();
+        let mut out = Vec::with_capacity(tables.len());
+        for (table, size) in tables.into_iter().zip(sizes) {
+            // u64 to i64 of one size: the collect reuses the table's buffer, no allocation.
+            let table = Array2::from_shape_vec((n, size), table.into_iter().map(|c| c as i64).collect())
+                .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+            out.push(table.into_pyarray(py).into_any());
+        }
+        Ok((index.into_labels().into_pyarray(py).into_any(), out))
     })
 }
 
@@ -979,6 +999,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(surface_areas, m)?)?;
     m.add_function(wrap_pyfunction!(shape2d, m)?)?;
     m.add_function(wrap_pyfunction!(slice_areas, m)?)?;
+    m.add_function(wrap_pyfunction!(slice_areas_along, m)?)?;
     m.add_function(wrap_pyfunction!(contacts, m)?)?;
     m.add_function(wrap_pyfunction!(overlap, m)?)?;
     m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;

@@ -93,21 +93,45 @@ pub fn slice_areas<T: Label>(
     index: &LabelIndex<T>,
     axis: usize,
 ) -> KernelResult<Vec<u64>> {
+    let mut tables = slice_areas_along(labels, index, &[axis])?;
+    Ok(tables.pop().unwrap_or_default())
+}
+
+/// [`slice_areas`] along each of `axes`, in the one read of the map: a run adds its
+/// length to one slice of the two axes across it and one voxel to each slice it covers
+/// along its own.
+pub fn slice_areas_along<T: Label>(
+    labels: ArrayView3<T>,
+    index: &LabelIndex<T>,
+    axes: &[usize],
+) -> KernelResult<Vec<Vec<u64>>> {
     let shape = [labels.shape()[0], labels.shape()[1], labels.shape()[2]];
-    let size = shape[axis.min(2)];
+    let axes: Vec<usize> = axes.iter().map(|&a| a.min(2)).collect();
+    if axes.is_empty() {
+        return Ok(Vec::new());
+    }
     let n = index.len();
     // A count past usize is a table no allocator gives: usize::MAX fails below.
     let cells = |width: usize| n.saturating_mul(width);
     if shape.contains(&0) || n == 0 {
-        return try_vec_zeroed(cells(size), "the slice area table");
+        return axes
+            .iter()
+            .map(|&a| try_vec_zeroed(cells(shape[a]), "the slice area table"))
+            .collect();
     }
     // Along x a run covers several slices: mark +1 at its start and −1 past its end,
     // then one prefix sum per region gives the counts.
-    let width = if axis == 2 { size + 1 } else { size };
-    let partial: Vec<Vec<i64>> = fixed_slabs(shape)
+    let widths: Vec<usize> = axes
+        .iter()
+        .map(|&a| if a == 2 { shape[2] + 1 } else { shape[a] })
+        .collect();
+    let partial: Vec<Vec<Vec<i64>>> = fixed_slabs(shape)
         .par_iter()
         .map(|&(first, last)| {
-            let mut table = try_vec_zeroed::<i64>(cells(width), "the slice area table of a slab")?;
+            let mut tables = widths
+                .iter()
+                .map(|&w| try_vec_zeroed::<i64>(cells(w), "the slice area table of a slab"))
+                .collect::<KernelResult<Vec<_>>>()?;
             let mut runs: Vec<Run<T>> = Vec::new();
             for_each_row(&labels, first, last, |z, y, row| {
                 runs.clear();
@@ -117,38 +141,45 @@ pub fn slice_areas<T: Label>(
                         continue;
                     };
                     let len = (run.end - run.start) as i64;
-                    match axis {
-                        0 => table[r * width + z] += len,
-                        1 => table[r * width + y] += len,
-                        _ => {
-                            table[r * width + run.start as usize] += 1;
-                            table[r * width + run.end as usize] -= 1;
+                    for ((table, &axis), &width) in tables.iter_mut().zip(&axes).zip(&widths) {
+                        match axis {
+                            0 => table[r * width + z] += len,
+                            1 => table[r * width + y] += len,
+                            _ => {
+                                table[r * width + run.start as usize] += 1;
+                                table[r * width + run.end as usize] -= 1;
+                            }
                         }
                     }
                 }
                 Ok(())
             })?;
-            Ok(table)
+            Ok(tables)
         })
         .collect::<KernelResult<_>>()?;
-    let mut total = try_vec_zeroed::<i64>(cells(width), "the slice area table")?;
-    for table in partial {
-        for (t, v) in total.iter_mut().zip(table) {
-            *t += v;
+    let mut out = Vec::with_capacity(axes.len());
+    for (t, (&axis, &width)) in axes.iter().zip(&widths).enumerate() {
+        let size = shape[axis];
+        let mut total = try_vec_zeroed::<i64>(cells(width), "the slice area table")?;
+        for tables in &partial {
+            for (acc, v) in total.iter_mut().zip(&tables[t]) {
+                *acc += v;
+            }
         }
-    }
-    let mut out = try_vec_zeroed::<u64>(cells(size), "the slice area table")?;
-    for r in 0..n {
-        let mut acc = 0i64;
-        for s in 0..size {
-            let v = total[r * width + s];
-            out[r * size + s] = if axis == 2 {
-                acc += v;
-                acc as u64
-            } else {
-                v as u64
-            };
+        let mut table = try_vec_zeroed::<u64>(cells(size), "the slice area table")?;
+        for r in 0..n {
+            let mut acc = 0i64;
+            for s in 0..size {
+                let v = total[r * width + s];
+                table[r * size + s] = if axis == 2 {
+                    acc += v;
+                    acc as u64
+                } else {
+                    v as u64
+                };
+            }
         }
+        out.push(table);
     }
     Ok(out)
 }
@@ -325,6 +356,8 @@ mod tests {
         assert_eq!(areas(1), vec![2, 1, 0, 1, 2, 0]);
         assert_eq!(areas(2), vec![1, 2, 0, 0, 0, 0, 2, 1]);
         assert_eq!(areas(0), vec![3, 3]);
+        let along = slice_areas_along(a.view(), &index, &[0, 1, 2]).unwrap();
+        assert_eq!(along, vec![areas(0), areas(1), areas(2)]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ __all__ = [
     "set_num_threads",
     "shape2d",
     "slice_areas",
+    "slice_areas_along",
     "surface_areas",
 ]
 
@@ -64,6 +65,11 @@ def slice_areas(
 ) -> tuple[NDArray[Any], NDArray[np.int64]]:
     """(region labels, (n, shape[axis]) voxel counts per region per slice); by default
     every nonzero label, ascending."""
+
+def slice_areas_along(
+    labels: NDArray[Any], axes: list[int], region_labels: NDArray[Any] | None = None
+) -> tuple[NDArray[Any], list[NDArray[np.int64]]]:
+    """:func:`slice_areas` along each of ``axes`` in one pass: (region labels, one table per axis)."""
 
 def contacts(labels: NDArray[Any], connectivity: int) -> dict[str, NDArray[np.int64]]:
     """Touching label pairs a < b and their count of neighbouring voxel pairs: keys a, b

@@ -13,6 +13,7 @@ is reported (:class:`Dropped`), never dropped silently. How anchors are shown is
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,14 @@ class Objects:
     map: NDArray[Any]
     anchors: dict[int, Anchor]
     dropped: tuple[Dropped, ...]
+
+    @functools.cached_property
+    def slice_areas(self) -> dict[int, tuple[NDArray[Any], NDArray[np.int64]]]:
+        """Array axis → (object ids, each one's voxels on every slice along it), for every
+        axis in one pass over the map in the core; the views choose slices from it and
+        verification measures cross-sections from it."""
+        ids, tables = geometry.slice_areas_along(self.map)
+        return {axis: (ids, table) for axis, table in enumerate(tables)}
 
 
 def _object_of_components(

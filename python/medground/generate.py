@@ -49,6 +49,7 @@ class CaseDrafts:
         labels: the declared labels present in the case (id → name).
         object_volume: the objects' ids on the volume's grid (the masks verification
             measures sizes and completeness from); None for 2D images.
+        object_areas: array axis → (object ids, their voxels per slice) of ``object_volume``.
         clinical: object id → clinical attribute → term, from the dataset's case table.
         volume: the case's volume as the image of its volume samples (``[render] axes``
             with ``volume``), None otherwise.
@@ -63,6 +64,7 @@ class CaseDrafts:
     labels: dict[int, str] = field(default_factory=dict)
     case_id: str = ""
     object_volume: Any = None
+    object_areas: dict[int, tuple[Any, Any]] | None = None
     clinical: dict[int, dict[str, str]] = field(default_factory=dict)
     volume: VolumeScene | None = None
 
@@ -101,6 +103,7 @@ def draft_case(
         case_id=case.case_id,
         labels={i: case.label_names[i] for i in case.present if i in spec.labels},
         object_volume=None if case.image.is_2d else objects.map,
+        object_areas=None if case.image.is_2d else objects.slice_areas,
         clinical={oid: {name: item["value"] for name, item in values.items()} for oid, values in clinical.items()},
     )
     drafts.skipped.extend({"case_id": case.case_id, **dropped.to_record()} for dropped in objects.dropped)
@@ -281,7 +284,7 @@ def case_evidence(drafts: CaseDrafts, spec: DatasetSpec) -> CaseEvidence | None:
     if drafts.object_volume is None or not drafts.views:
         return None
     image = drafts.views[0].case.image
-    return CaseEvidence(drafts.object_volume, image.array, image.affine, spec.modality)
+    return CaseEvidence(drafts.object_volume, image.array, image.affine, spec.modality, areas=drafts.object_areas)
 
 
 def view_measurements(

@@ -38,6 +38,7 @@ __all__ = [
     "rle_by_label",
     "set_num_threads",
     "slice_areas",
+    "slice_areas_along",
     "slice_bboxes",
 ]
 
@@ -440,6 +441,23 @@ def slice_areas(labels: ArrayLike, axis: int, *, return_labels: bool = False) ->
         raise ValueError(f"axis must be an integer in [{-arr.ndim}, {arr.ndim}) for a {arr.ndim}D array, got {axis!r}")
     values, table = _core.slice_areas(arr, int(axis) % arr.ndim)
     return (values, table) if return_labels else table
+
+
+def slice_areas_along(
+    labels: ArrayLike, axes: Sequence[int] | None = None
+) -> tuple[NDArray[Any], tuple[NDArray[np.int64], ...]]:
+    """:func:`slice_areas` along each of ``axes`` (default: every axis) in one pass over the
+    map: ``(labels, tables)`` with one ``(n, labels.shape[axis])`` table per axis, rows in
+    the order of the returned labels (ascending). No axes: the labels alone, no table pass."""
+    arr = _as_mask(labels, "labels", as_labels=True)
+    chosen = tuple(range(arr.ndim)) if axes is None else tuple(axes)
+    for axis in chosen:
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -arr.ndim <= axis < arr.ndim:
+            raise ValueError(
+                f"axis must be an integer in [{-arr.ndim}, {arr.ndim}) for a {arr.ndim}D array, got {axis!r}"
+            )
+    values, tables = _core.slice_areas_along(arr, [int(a) % arr.ndim for a in chosen])
+    return values, tuple(tables)
 
 
 def slice_bboxes(labels: ArrayLike, axis: int, index: int, spacing: Sequence[float] | None = None) -> RegionTable:

@@ -397,7 +397,7 @@ def _choose_slices(
     objects: Objects, axis: int, render_spec: RenderSpec, skips: list[Skip], plane: str
 ) -> tuple[dict[int, list[int]], dict[int, NDArray[np.int64]]]:
     """slice index → the objects chosen on it, and every object's area per slice."""
-    ids, areas = geometry.slice_areas(objects.map, axis, return_labels=True)
+    ids, areas = objects.slice_areas[axis]
     rows = {int(o): row for o, row in zip(ids, areas, strict=True)}
     chosen: dict[int, list[int]] = {}
     margin = render_spec.edge_margin

@@ -62,3 +62,30 @@ def test_samples_stay_within_the_given_box() -> None:
     labels[0, 0, 0] = labels[3, 3, 3] = 1
     (picks,) = geometry.c_order_samples(labels, [1], [(0, 0, 0, 2, 2, 2)], 10)
     np.testing.assert_array_equal(picks, [[0, 0, 0]])
+
+
+@settings(max_examples=100, deadline=None)
+@given(volumes())
+def test_areas_along_every_axis_are_the_one_axis_tables(labels: np.ndarray) -> None:
+    ids, tables = geometry.slice_areas_along(labels)
+    assert len(tables) == labels.ndim
+    for axis, table in enumerate(tables):
+        one_ids, one = geometry.slice_areas(labels, axis, return_labels=True)
+        np.testing.assert_array_equal(ids, one_ids)
+        np.testing.assert_array_equal(table, one)
+        # and what numpy counts: each label's voxels on each slice
+        for row, label in enumerate(ids):
+            other = tuple(a for a in range(labels.ndim) if a != axis)
+            np.testing.assert_array_equal(table[row], (labels == label).sum(axis=other))
+    chosen_ids, chosen = geometry.slice_areas_along(labels, axes=(-1, 0))
+    np.testing.assert_array_equal(chosen_ids, ids)
+    np.testing.assert_array_equal(chosen[0], tables[-1])
+    np.testing.assert_array_equal(chosen[1], tables[0])
+    alone, none = geometry.slice_areas_along(labels, axes=())
+    np.testing.assert_array_equal(alone, ids)
+    assert none == ()
+
+
+def test_areas_along_name_a_bad_axis() -> None:
+    with pytest.raises(ValueError, match="axis must be an integer in \\[-3, 3\\) for a 3D array, got 3"):
+        geometry.slice_areas_along(np.zeros((2, 2, 2), np.uint8), axes=(0, 3))

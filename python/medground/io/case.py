@@ -65,7 +65,7 @@ def present_labels(labels: NDArray[np.integer[Any]]) -> tuple[int, ...]:
         return ()
     flat = labels.ravel(order="K")
     if flat.dtype in (np.uint8, np.uint16):
-        ids, _ = geometry.slice_areas(flat.reshape(1, -1), 0, return_labels=True)
+        ids, _ = geometry.slice_areas_along(flat.reshape(1, -1), axes=())  # the labels, no table
         return tuple(sorted(int(i) for i in ids if i != 0))
     top = int(flat.max())
     if top == 0:

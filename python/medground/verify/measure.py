@@ -112,18 +112,31 @@ class CaseEvidence:
     (each object's voxels and whether it touches the volume's border, its largest area
     along each axis, the body's middle)."""
 
-    def __init__(self, object_volume: NDArray[Any], volume: NDArray[Any], affine: NDArray[np.float64], modality: str):
+    def __init__(
+        self,
+        object_volume: NDArray[Any],
+        volume: NDArray[Any],
+        affine: NDArray[np.float64],
+        modality: str,
+        *,
+        areas: Mapping[int, tuple[NDArray[Any], NDArray[np.int64]]] | None = None,
+    ):
         self.object_volume = object_volume
         self.volume = volume
         self.affine = affine
         self.modality = modality
+        self._given = areas
         self._areas: dict[int, tuple[dict[int, int], NDArray[np.int64]]] = {}
 
     def areas(self, axis: int) -> tuple[dict[int, int], NDArray[np.int64]]:
         """Every object's voxels on each slice along ``axis``: object id → row, and the rows
-        (one pass over the volume in the core, whatever its memory order)."""
+        (the tables handed in, as :attr:`medground.anchors.Objects.slice_areas` counts them
+        from this same map, or one pass over every axis of the volume in the core)."""
         if axis not in self._areas:
-            ids, table = geometry.slice_areas(self.object_volume, axis, return_labels=True)
+            if self._given is None:
+                ids, tables = geometry.slice_areas_along(self.object_volume)
+                self._given = dict(enumerate(zip([ids] * len(tables), tables, strict=True)))
+            ids, table = self._given[axis]
             self._areas[axis] = ({int(i): row for row, i in enumerate(ids) if i}, table)
         return self._areas[axis]
 

@@ -6,6 +6,8 @@ files other than through the case already loaded.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class CaseDrafts:
         clinical: object id → clinical attribute → term, from the dataset's case table.
         volume: the case's volume as the image of its volume samples (``[render] axes``
             with ``volume``), None otherwise.
+        encoding: image file → its bytes being encoded ahead (:meth:`encode_ahead`).
     """
 
     samples: list[Sample] = field(default_factory=list)
@@ -68,12 +71,34 @@ class CaseDrafts:
     clinical: dict[int, dict[str, str]] = field(default_factory=dict)
     volume: VolumeScene | None = None
 
+    encoding: dict[str, Future[bytes]] = field(default_factory=dict)
+
+    def encode_ahead(self) -> None:
+        """Starts encoding the image of every view that has drafts on a second thread (PNG
+        and JPEG encoders release the GIL), so that it overlaps verification: :meth:`images`
+        then takes the finished bytes. Every view with drafts ends up stored (accepted or
+        rejected), so nothing is encoded in vain; the bytes are the same either way."""
+        drafted = {sample.image for sample in self.samples}
+        for view in self.views:
+            if view.image_file in drafted and view.image_file not in self.encoding:
+                self.encoding[view.image_file] = _encoder().submit(view.encoded)
+
     def images(self, used: set[str]) -> dict[str, bytes]:
         """The stored files of the images ``used`` names (a volume with its objects file)."""
-        out = {view.image_file: view.encoded() for view in self.views if view.image_file in used}
+        out = {}
+        for view in self.views:
+            if view.image_file in used:
+                ahead = self.encoding.get(view.image_file)
+                out[view.image_file] = ahead.result() if ahead is not None else view.encoded()
         if self.volume is not None and self.volume.image_file in used:
             out.update(self.volume.files())
         return out
+
+
+@functools.cache
+def _encoder() -> ThreadPoolExecutor:
+    """The one thread of this process that encodes views ahead (:meth:`CaseDrafts.encode_ahead`)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="medground-encode")
 
 
 def draft_case(

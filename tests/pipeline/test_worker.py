@@ -35,3 +35,26 @@ def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypat
         ray.shutdown()
     assert result.error is None and not result.accepted and result.rejected
     assert {r["rejection"]["reason"] for r in result.rejected} == {"judge_rejected"}
+
+
+@pytest.mark.parametrize("dataset", ["demo_ct", "demo_skin"])
+def test_images_encoded_ahead_are_the_images_encoded_after(demo_data: Path, dataset: str) -> None:
+    """With a second core the views' images encode while verification runs: the case's
+    result (images, records, funnel) is the one a single-threaded run gives."""
+    from medground import geometry
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.worker import process_case
+
+    spec = load_spec(demo_data / dataset / "spec.toml")
+    files = find_cases(spec).cases[0]
+    try:
+        geometry.set_num_threads(1)
+        alone = process_case(spec, files)
+        geometry.set_num_threads(2)
+        ahead = process_case(spec, files)
+    finally:
+        geometry.set_num_threads(0)
+    assert alone.error is None and ahead.error is None
+    assert alone.images and ahead.images == alone.images
+    assert ahead.accepted == alone.accepted and ahead.rejected == alone.rejected
+    assert ahead.funnel == alone.funnel

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from medground import geometry
 from medground.generate import CaseDrafts, draft_case, verify_drafts
 from medground.io.case import load_case
 from medground.io.discover import CaseFiles
@@ -91,6 +92,8 @@ def _process_case(
             negatives=synthesis.negatives,
         )
         result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
+        if geometry.get_num_threads() > 1:  # a second core: images encode while verification runs
+            drafts.encode_ahead()
         stage = "verify"
         verifier = _verifier(verification.visual, models.get("judge"), seed)
         accepted, rejected, funnel = verify_drafts(drafts, spec, verifier)

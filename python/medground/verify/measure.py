@@ -480,6 +480,12 @@ class Measurements:
     # ---------------------------------------------------------------- the view
 
     @cached_property
+    def masks(self) -> dict[int, str]:
+        """Every object's COCO RLE counts string on the view, from one walk of its objects
+        map in the core: a stored mask equal to one of these is that object's pixels."""
+        return geometry.rle_by_label(self.evidence.objects)
+
+    @cached_property
     def labels_in_view(self) -> frozenset[str]:
         """The names of every label with a voxel in the view: anywhere in a 2D image's label
         map; for a slice of a volume, on the slice or within :func:`medground.anatomy.absent_margin`

@@ -33,3 +33,31 @@ def test_the_evidence_judge_rejects_a_box_on_flat_tissue(tmp_path: Path) -> None
     target = replace(sample.targets[0], bbox_xyxy=[10, 10, 20, 20], mask_rle=rle.encode(flat), area_px=100)
     result = judge_evidence(replace(sample, targets=[target]), values)
     assert (result.passed, result.reason) == (False, "low_contrast")
+
+
+def test_one_reading_per_target_serves_every_query_on_it(tmp_path: Path) -> None:
+    """The judge reads a target's pixels once for all the drafts that name it (``seen``),
+    but what a query claims is still checked per query."""
+    from medground.verify.evidence import EvidenceJudge
+    from medground.verify.judge import JudgeItem
+
+    _, drafts = phantom(tmp_path)
+    sample = lesion_sample(drafts)
+    view = next(v for v in drafts.views if v.view_record() == sample.view)
+    values = view.values
+    target = sample.targets[0]
+    said = target.cues["intensity"]["relation"]
+    opposite = {"hypodense": "hyperdense", "hyperdense": "hypodense"}.get(said, "hyperdense")
+    flipped = {
+        **target.cues["intensity"],
+        "relation": opposite,
+        "contrast_8bit": -target.cues["intensity"]["contrast_8bit"],
+    }
+    contrary = replace(target, cues={**target.cues, "intensity": flipped})
+    wrong = replace(sample, query=f"the {opposite} {target.label}", targets=[contrary])
+    items = [JudgeItem(s, view.image, values) for s in (sample, wrong, sample)]
+    together = EvidenceJudge().judge(items)
+    alone = [judge_evidence(item.sample, values) for item in items]
+    assert [(r.passed, r.reason, r.info) for r in together] == [(r.passed, r.reason, r.info) for r in alone]
+    assert together[0].passed and together[2].passed
+    assert (together[1].passed, together[1].reason) == (False, "intensity_not_visible")

@@ -32,7 +32,9 @@ use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel,
     slice_areas_along as slice_areas_along_kernel,
 };
-use crate::sample::c_order_samples as samples_kernel;
+use crate::sample::{
+    c_order_samples as samples_kernel, c_order_side_counts as side_counts_kernel, Midline,
+};
 use crate::shape2d::shape2d as shape2d_kernel;
 use crate::surface::surface_areas as surface_kernel;
 
@@ -989,6 +991,47 @@ fn c_order_samples<'py>(
         .collect()
 }
 
+/// For each object, `(picks right of the midline, picks)` over the voxels
+/// [`c_order_samples`] picks: world x (`x_row`, one coefficient per axis of the map's
+/// index and an offset) against `np.interp(world z, levels, mid)`, in numpy's arithmetic.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn c_order_side_counts<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    boxes: PyReadonlyArrayDyn<'py, i64>,
+    sample: u64,
+    x_row: Vec<f64>,
+    z_row: Vec<f64>,
+    levels: Vec<f64>,
+    mid: Vec<f64>,
+) -> PyResult<Vec<(u64, u64)>> {
+    let given: Vec<[usize; 6]> = box_rows(&boxes, "boxes")?;
+    let arr = extract_labels(labels, "labels")?;
+    let midline = Midline {
+        x: x_row,
+        z: z_row,
+        levels,
+        mid,
+    };
+    with_labels!(arr, v => {
+        if v.ndim() != 3 {
+            return Err(PyValueError::new_err(format!("labels must be 3D, got {} dimensions", v.ndim())));
+        }
+        let wanted: PyReadonlyArrayDyn<'_, _> = ids
+            .extract()
+            .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
+        let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
+        let o = orient(v)?;
+        let (view, reversed) = (o.view, o.reversed);
+        let counts = run(py, "c_order_side_counts", move || {
+            side_counts_kernel(view, reversed, &wanted, &given, sample, &midline)
+        })??;
+        Ok(counts)
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
@@ -1007,6 +1050,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dilate, m)?)?;
     m.add_function(wrap_pyfunction!(relabel, m)?)?;
     m.add_function(wrap_pyfunction!(c_order_samples, m)?)?;
+    m.add_function(wrap_pyfunction!(c_order_side_counts, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -30,7 +30,6 @@ struct Object {
     next: Vec<u64>,
     count: u64,
     stride: u64,
-    out: Vec<[i64; 3]>,
     /// The walk's lanes run along the first axis (a Fortran-ordered volume).
     reversed: bool,
 }
@@ -92,8 +91,16 @@ impl Object {
         self.count += n as u64;
     }
 
-    /// Second walk: ranks the run's voxels and keeps every `stride`-th.
-    fn rank_run(&mut self, a: usize, b: usize, from: usize, to: usize) {
+    /// Second walk: ranks the run's voxels and hands every `stride`-th to `keep`, with
+    /// its place among the object's picks.
+    fn rank_run(
+        &mut self,
+        a: usize,
+        b: usize,
+        from: usize,
+        to: usize,
+        mut keep: impl FnMut(usize, [usize; 3]),
+    ) {
         let Some(([i, j, k], n)) = self.clip(a, b, from, to) else {
             return;
         };
@@ -105,8 +112,7 @@ impl Object {
                 self.first[row + step] += 1;
                 if rank == self.next[row + step] {
                     self.next[row + step] += self.stride;
-                    self.out[(rank / self.stride) as usize] =
-                        [(i + step) as i64, j as i64, k as i64];
+                    keep((rank / self.stride) as usize, [i + step, j, k]);
                 }
             }
         } else {
@@ -116,10 +122,15 @@ impl Object {
             let mut rank = rank0.div_ceil(self.stride) * self.stride;
             while rank < rank0 + n as u64 {
                 let at = k + (rank - rank0) as usize;
-                self.out[(rank / self.stride) as usize] = [i as i64, j as i64, at as i64];
+                keep((rank / self.stride) as usize, [i, j, at]);
                 rank += self.stride;
             }
         }
+    }
+
+    /// How many voxels the second walk keeps.
+    fn picks(&self) -> usize {
+        self.count.div_ceil(self.stride) as usize
     }
 
     /// Turns the row counts into each row's first rank, C row after C row.
@@ -139,8 +150,6 @@ impl Object {
             self.first.iter().map(|&r| r.div_ceil(stride) * stride),
             "the rows of an object's box",
         )?;
-        let picks = self.count.div_ceil(self.stride) as usize;
-        self.out = try_vec_filled(picks, [0i64; 3], "an object's sample")?;
         Ok(())
     }
 }
@@ -179,6 +188,88 @@ fn walk<T: Label>(
     }
 }
 
+/// The objects of a sampling, in the order of their label index, ranked by the first
+/// walk; `position[slot]` is the object's place in the callers' `ids`.
+struct Sampling<'a, T: Label> {
+    view: ArrayView3<'a, T>,
+    index: LabelIndex<T>,
+    objects: Vec<Object>,
+    position: Vec<usize>,
+}
+
+impl<'a, T: Label> Sampling<'a, T> {
+    /// Checks the arguments, and counts each object's voxels per C row (the first walk).
+    fn new(
+        view: ArrayView3<'a, T>,
+        reversed: bool,
+        ids: &[T],
+        boxes: &[Box3],
+        sample: u64,
+    ) -> KernelResult<Self> {
+        if ids.len() != boxes.len() {
+            return Err(KernelError::InvalidArgument(format!(
+                "{} boxes for {} ids",
+                boxes.len(),
+                ids.len()
+            )));
+        }
+        if !view.is_standard_layout() {
+            return Err(KernelError::InvalidArgument(
+                "c_order_samples walks a volume in its memory order: C or Fortran contiguous"
+                    .into(),
+            ));
+        }
+        let index = LabelIndex::new(ids.to_vec())?;
+        // `position[row of the index]` → position in `ids`.
+        let mut position = try_vec_filled(ids.len(), usize::MAX, "the objects' order")?;
+        for (n, id) in ids.iter().enumerate() {
+            let row = index.get(*id).ok_or_else(|| {
+                KernelError::InvalidArgument("an id is missing from its own index".into())
+            })?;
+            position[row] = n;
+        }
+        let mut objects: Vec<Object> = try_with_capacity(ids.len(), "the objects")?;
+        for &n in &position {
+            if n == usize::MAX {
+                return Err(KernelError::InvalidArgument("ids must be distinct".into()));
+            }
+            let b = boxes[n];
+            let hi = [b[3].max(b[0]), b[4].max(b[1]), b[5].max(b[2])];
+            let rows = [hi[0] - b[0], hi[1] - b[1]];
+            objects.push(Object {
+                lo: [b[0], b[1], b[2]],
+                hi,
+                rows,
+                first: try_vec_zeroed(rows[0] * rows[1], "the rows of an object's box")?,
+                next: Vec::new(),
+                count: 0,
+                stride: 1,
+                reversed,
+            });
+        }
+        walk(&view, &index, |slot, a, b, from, to| {
+            objects[slot].count_run(a, b, from, to)
+        });
+        for o in objects.iter_mut() {
+            o.rank_rows(sample)?;
+        }
+        Ok(Sampling {
+            view,
+            index,
+            objects,
+            position,
+        })
+    }
+
+    /// The second walk: `keep(slot, place, (i, j, k))` for every pick.
+    fn pick(&mut self, mut keep: impl FnMut(usize, usize, [usize; 3])) {
+        let objects = &mut self.objects;
+        walk(&self.view, &self.index, |slot, a, b, from, to| {
+            objects[slot].rank_run(a, b, from, to, |place, at| keep(slot, place, at))
+        });
+    }
+}
+
 /// For each id, every `stride`-th of its voxels in C order within `boxes[n]`, where
 /// `stride = max(1, count / sample)`: `(i, j, k)` in the logical axes. `view` is in
 /// standard layout; `reversed` says its axes are the logical ones reversed (a
@@ -190,60 +281,117 @@ pub fn c_order_samples<T: Label>(
     boxes: &[Box3],
     sample: u64,
 ) -> KernelResult<Vec<Vec<[i64; 3]>>> {
-    if ids.len() != boxes.len() {
-        return Err(KernelError::InvalidArgument(format!(
-            "{} boxes for {} ids",
-            boxes.len(),
-            ids.len()
-        )));
+    let mut sampling = Sampling::new(view, reversed, ids, boxes, sample)?;
+    let mut found: Vec<Vec<[i64; 3]>> = try_with_capacity(ids.len(), "the samples")?;
+    for o in &sampling.objects {
+        found.push(try_vec_filled(o.picks(), [0i64; 3], "an object's sample")?);
     }
-    if !view.is_standard_layout() {
-        return Err(KernelError::InvalidArgument(
-            "c_order_samples walks a volume in its memory order: C or Fortran contiguous".into(),
-        ));
-    }
-    let index = LabelIndex::new(ids.to_vec())?;
-    // `position[row of the index]` → position in `ids`.
-    let mut position = try_vec_filled(ids.len(), usize::MAX, "the objects' order")?;
-    for (n, id) in ids.iter().enumerate() {
-        let row = index.get(*id).ok_or_else(|| {
-            KernelError::InvalidArgument("an id is missing from its own index".into())
-        })?;
-        position[row] = n;
-    }
-    let mut objects: Vec<Object> = try_with_capacity(ids.len(), "the objects")?;
-    for &n in &position {
-        if n == usize::MAX {
-            return Err(KernelError::InvalidArgument("ids must be distinct".into()));
-        }
-        let b = boxes[n];
-        let hi = [b[3].max(b[0]), b[4].max(b[1]), b[5].max(b[2])];
-        let rows = [hi[0] - b[0], hi[1] - b[1]];
-        objects.push(Object {
-            lo: [b[0], b[1], b[2]],
-            hi,
-            rows,
-            first: try_vec_zeroed(rows[0] * rows[1], "the rows of an object's box")?,
-            next: Vec::new(),
-            count: 0,
-            stride: 1,
-            out: Vec::new(),
-            reversed,
-        });
-    }
-    walk(&view, &index, |slot, a, b, from, to| {
-        objects[slot].count_run(a, b, from, to)
-    });
-    for o in objects.iter_mut() {
-        o.rank_rows(sample)?;
-    }
-    walk(&view, &index, |slot, a, b, from, to| {
-        objects[slot].rank_run(a, b, from, to)
+    sampling.pick(|slot, place, [i, j, k]| {
+        found[slot][place] = [i as i64, j as i64, k as i64];
     });
     // Back in the callers' order.
     let mut out: Vec<Vec<[i64; 3]>> = try_vec_filled(ids.len(), Vec::new(), "the samples")?;
-    for (slot, o) in objects.into_iter().enumerate() {
-        out[position[slot]] = o.out;
+    for (slot, picks) in found.into_iter().enumerate() {
+        out[sampling.position[slot]] = picks;
+    }
+    Ok(out)
+}
+
+/// Which side of a midline a voxel lies on: its world x against the midline's x at its
+/// world z, in numpy's arithmetic to the last bit (so that a share equals
+/// `np.mean(x > np.interp(z, levels, mid))` over the same picks).
+pub struct Midline {
+    /// Coefficients of the logical axes used (the last `x.len() - 1`), then the offset:
+    /// `x = ((c0 * x[0] + c1 * x[1]) + c2 * x[2]) + x[3]`, summed left to right as numpy
+    /// sums arrays axis by axis.
+    pub x: Vec<f64>,
+    pub z: Vec<f64>,
+    /// Ascending world z of the levels, and the midline's x at each.
+    pub levels: Vec<f64>,
+    pub mid: Vec<f64>,
+}
+
+impl Midline {
+    fn world(row: &[f64], at: [usize; 3]) -> f64 {
+        let axes = row.len() - 1;
+        let coords = &at[3 - axes..];
+        let mut out = coords[0] as f64 * row[0];
+        for axis in 1..axes {
+            out += coords[axis] as f64 * row[axis];
+        }
+        out + row[axes]
+    }
+
+    /// `np.interp(z, levels, mid)`: constant beyond the ends, exact at a level.
+    fn at(&self, z: f64) -> f64 {
+        let (xp, fp) = (&self.levels, &self.mid);
+        let last = xp.len() - 1;
+        if last == 0 {
+            return fp[0];
+        }
+        if z.is_nan() {
+            return z;
+        }
+        let above = xp.partition_point(|&level| level <= z);
+        if above == 0 {
+            return fp[0];
+        }
+        let j = above - 1;
+        if j >= last || xp[j] == z {
+            return fp[j.min(last)];
+        }
+        let slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
+        let value = slope * (z - xp[j]) + fp[j];
+        if !value.is_nan() {
+            return value;
+        }
+        let value = slope * (z - xp[j + 1]) + fp[j + 1];
+        if value.is_nan() && fp[j] == fp[j + 1] {
+            fp[j]
+        } else {
+            value
+        }
+    }
+
+    fn right(&self, at: [usize; 3]) -> bool {
+        Self::world(&self.x, at) > self.at(Self::world(&self.z, at))
+    }
+}
+
+/// For each id, (picks right of the midline, picks) over the voxels [`c_order_samples`]
+/// picks, without keeping them: two walks of the volume and no memory per voxel.
+pub fn c_order_side_counts<T: Label>(
+    view: ArrayView3<T>,
+    reversed: bool,
+    ids: &[T],
+    boxes: &[Box3],
+    sample: u64,
+    midline: &Midline,
+) -> KernelResult<Vec<(u64, u64)>> {
+    let axes = midline.x.len().saturating_sub(1);
+    if !(1..=3).contains(&axes) || midline.z.len() != midline.x.len() {
+        return Err(KernelError::InvalidArgument(
+            "the world rows need one coefficient per axis and an offset".into(),
+        ));
+    }
+    if midline.levels.is_empty() || midline.levels.len() != midline.mid.len() {
+        return Err(KernelError::InvalidArgument(format!(
+            "the midline needs levels and as many x values, got {} and {}",
+            midline.levels.len(),
+            midline.mid.len()
+        )));
+    }
+    let mut sampling = Sampling::new(view, reversed, ids, boxes, sample)?;
+    let mut right = try_vec_zeroed::<u64>(ids.len(), "the side counts")?;
+    sampling.pick(|slot, _, at| {
+        if midline.right(at) {
+            right[slot] += 1;
+        }
+    });
+    let mut out = try_vec_filled(ids.len(), (0u64, 0u64), "the side counts")?;
+    for (slot, o) in sampling.objects.iter().enumerate() {
+        out[sampling.position[slot]] =
+            (right[slot], if o.count == 0 { 0 } else { o.picks() as u64 });
     }
     Ok(out)
 }
@@ -288,6 +436,40 @@ mod tests {
                 assert_eq!(c[n], expected, "id {id}, sample {sample}");
                 assert_eq!(f[n], expected, "id {id}, sample {sample}, Fortran");
             }
+        }
+    }
+
+    #[test]
+    fn side_counts_place_the_same_picks() {
+        let labels =
+            Array3::from_shape_fn((7, 6, 9), |(i, j, k)| ((i * 7 + j * 3 + k * 5) % 4) as u8);
+        let boxes = [[0, 0, 0, 7, 6, 9], [1, 2, 0, 6, 6, 8], [0, 0, 0, 7, 6, 9]];
+        let ids = [1u8, 2, 3];
+        // x = k - 4.5 (right of a midline at x = 0 below z = 2, at x = 2 from z = 4 up).
+        let midline = Midline {
+            x: vec![0.0, 0.0, 1.0, -4.5],
+            z: vec![1.0, 0.0, 0.0, 0.0],
+            levels: vec![2.0, 4.0],
+            mid: vec![0.0, 2.0],
+        };
+        let counts = c_order_side_counts(labels.view(), false, &ids, &boxes, 5, &midline).unwrap();
+        let samples = c_order_samples(labels.view(), false, &ids, &boxes, 5).unwrap();
+        for (n, picks) in samples.iter().enumerate() {
+            let right = picks
+                .iter()
+                .filter(|p| {
+                    let (x, z) = (p[2] as f64 - 4.5, p[0] as f64);
+                    let mid = if z <= 2.0 {
+                        0.0
+                    } else if z >= 4.0 {
+                        2.0
+                    } else {
+                        z - 2.0
+                    };
+                    x > mid
+                })
+                .count() as u64;
+            assert_eq!(counts[n], (right, picks.len() as u64), "id {}", ids[n]);
         }
     }
 }

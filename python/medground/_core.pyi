@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 __all__ = [
     "__version__",
     "c_order_samples",
+    "c_order_side_counts",
     "connected_components",
     "contacts",
     "dilate",
@@ -103,6 +104,18 @@ def c_order_samples(
     labels: NDArray[Any], ids: NDArray[Any], boxes: NDArray[np.int64], sample: int
 ) -> list[NDArray[np.int64]]:
     """Every max(1, count // sample)-th voxel of each object in C order within its box."""
+
+def c_order_side_counts(
+    labels: NDArray[Any],
+    ids: NDArray[Any],
+    boxes: NDArray[np.int64],
+    sample: int,
+    x_row: list[float],
+    z_row: list[float],
+    levels: list[float],
+    mid: list[float],
+) -> list[tuple[int, int]]:
+    """Per object, (picks right of the midline, picks) over the c_order_samples picks."""
 
 def set_num_threads(n: int) -> None:
     """Runs kernels on n threads (0: rayon's default)."""

@@ -221,29 +221,15 @@ def _midline(case: Case, body: Body | None) -> Midline | None:
     return None
 
 
-def _world_row(index: list[NDArray[np.float64]], affine: NDArray[np.float64], row: int) -> NDArray[np.float64]:
-    """One RAS+ coordinate (``row`` of the affine) of points given axis by axis."""
-    out = index[0] * affine[row, 0]
-    for axis in range(1, len(index)):
-        out = out + index[axis] * affine[row, axis]
-    return np.asarray(out + affine[row, 3], dtype=np.float64)
-
-
 def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, float]:
     """Each object's share of voxels right of the midline, from up to about
     :data:`SIDE_SAMPLE` of its voxels evenly spaced in C order (all of a smaller object's),
-    picked by the core in two walks of the object map."""
+    picked and placed (world x against the midline at their world z, RAS+) by the core
+    in two walks of the object map, without keeping them."""
     ids = list(objects.anchors)
     boxes = [(*objects.anchors[o].bbox_min, *objects.anchors[o].bbox_max) for o in ids]
-    samples = geometry.c_order_samples(objects.map, ids, boxes, SIDE_SAMPLE)
-    affine = case.image.affine
-    shares = {}
-    for object_id, picks in zip(ids, samples, strict=True):
-        index = [picks[:, axis].astype(np.float64) for axis in range(picks.shape[1])]
-        # World x and z only (RAS+), axis by axis: no (N, 3) tables.
-        x, z = (_world_row(index, affine, row) for row in (0, 2))
-        shares[object_id] = float(np.mean(x > midline.at(z)))
-    return shares
+    found = geometry.c_order_side_shares(objects.map, ids, boxes, SIDE_SAMPLE, case.image.affine, midline.z, midline.x)
+    return {object_id: float(share) for object_id, share in zip(ids, found, strict=True)}
 
 
 def _conflicts(objects: Objects, shares: dict[int, float], body_region: str | None) -> tuple[dict[str, Any], ...]:

@@ -89,3 +89,49 @@ def test_areas_along_every_axis_are_the_one_axis_tables(labels: np.ndarray) -> N
 def test_areas_along_name_a_bad_axis() -> None:
     with pytest.raises(ValueError, match="axis must be an integer in \\[-3, 3\\) for a 3D array, got 3"):
         geometry.slice_areas_along(np.zeros((2, 2, 2), np.uint8), axes=(0, 3))
+
+
+def _numpy_side_share(picks: np.ndarray, affine: np.ndarray, levels: np.ndarray, mid: np.ndarray) -> float:
+    """What the cues computed before the core did: world x and z axis by axis, against
+    ``np.interp``."""
+
+    def world(row: int) -> np.ndarray:
+        index = [picks[:, axis].astype(np.float64) for axis in range(picks.shape[1])]
+        out = index[0] * affine[row, 0]
+        for axis in range(1, len(index)):
+            out = out + index[axis] * affine[row, axis]
+        return out + affine[row, 3]
+
+    return float(np.mean(world(0) > np.interp(world(2), levels, mid)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(volumes(), st.integers(1, 40), st.integers(0, 2**32 - 1), st.integers(1, 6))
+def test_side_shares_are_numpys_over_the_same_picks(labels: np.ndarray, sample: int, seed: int, count: int) -> None:
+    rng = np.random.default_rng(seed)
+    affine = np.eye(4)
+    affine[:3, :3] = rng.normal(0, 1.5, (3, 3))
+    affine[:3, 3] = rng.normal(0, 10, 3)
+    ndim = labels.ndim
+    # Levels on the grid's own z values too, where np.interp answers exactly.
+    corners = np.asarray(np.meshgrid(*[[0, s - 1] for s in labels.shape], indexing="ij")).reshape(ndim, -1).T
+    zs = corners @ affine[2, :ndim] + affine[2, 3]
+    levels = np.unique(np.concatenate([rng.uniform(zs.min() - 2, zs.max() + 2, count), zs[: count // 2]]))
+    mid = rng.normal(affine[0, 3], 3, levels.size)
+    ids = [int(i) for i in np.unique(labels) if i]
+    boxes = []
+    for i in ids:
+        where = np.argwhere(labels == i)
+        boxes.append((*where.min(axis=0), *(where.max(axis=0) + 1)))
+    got = geometry.c_order_side_shares(labels, ids, boxes, sample, affine, levels, mid)
+    picks = geometry.c_order_samples(labels, ids, boxes, sample)
+    expected = [_numpy_side_share(p, affine, levels, mid) for p in picks]
+    assert got.tolist() == expected
+
+
+def test_side_shares_name_a_bad_midline() -> None:
+    labels = np.ones((2, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="the midline needs levels"):
+        geometry.c_order_side_shares(labels, [1], [(0, 0, 0, 2, 2, 2)], 5, np.eye(4), [], [])
+    with pytest.raises(ValueError, match="affine must be 4x4"):
+        geometry.c_order_side_shares(labels, [1], [(0, 0, 0, 2, 2, 2)], 5, np.eye(3), [0.0], [0.0])

@@ -237,3 +237,15 @@ def test_a_worker_admits_a_case_only_while_memory_allows(monkeypatch) -> None:
     assert waiting.most == 4  # plenty: all at once
     cases(3, 1000, 0.1)
     assert waiting.most >= 2  # over again, but the wait ends with the case's time budget
+
+
+def test_a_worker_uses_the_cpus_ray_gave_it(local_ray) -> None:
+    """A CPU worker actor holds one of the node's CPUs: its kernels run on one thread (and
+    its images encode in turn, not ahead), whatever the node's core count."""
+    from medground.pipeline.worker import case_actor_class
+
+    actor = case_actor_class(local_ray).options(num_cpus=1).remote(None)
+    try:
+        assert local_ray.get(actor.status.remote(), timeout=60)["threads"] == 1
+    finally:
+        local_ray.kill(actor)

@@ -241,12 +241,14 @@ class CaseActor:
                 self._turn.notify_all()
 
     def status(self) -> dict[str, Any]:
-        """The cases that hold the CPU turn now, and the seconds each running case has run
-        (from when it first took the turn; cases waiting to start are not listed)."""
+        """The cases that hold the CPU turn now, the seconds each running case has run
+        (from when it first took the turn; cases waiting to start are not listed), and the
+        threads the core's kernels use here."""
         now = time.monotonic()
         return {
             "holders": sorted(self._turns.holders),
             "running": {name: now - started for name, started in list(self._started.items())},
+            "threads": geometry.get_num_threads(),
         }
 
 
@@ -260,6 +262,14 @@ def case_actor_class(ray: Any) -> Any:
     ``control`` thread of its own, answering while every case thread is busy or stuck."""
 
     class WatchedCaseActor(CaseActor):
+        def __init__(self, memory_bytes: int | None) -> None:
+            super().__init__(memory_bytes)
+            # The core's kernels (and the image encoder ahead of verification) use the CPUs
+            # Ray gave this actor, not every core of the node its neighbours share.
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            if cpus:
+                geometry.set_num_threads(max(1, int(cpus)))
+
         @ray.method(concurrency_group="control")
         def status(self) -> dict[str, Any]:
             return super().status()

@@ -28,6 +28,7 @@ Run: python bench/realsize_bench.py [--repeat 3] [--no-ray]
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -220,7 +221,7 @@ def main() -> None:
         spec_path = realsize.ct(lesions=lesions)
         measured = pipeline(spec_path, args.repeat)
         images = measured.pop("images")
-        alone = one_core(lambda: pipeline(spec_path, args.repeat))
+        alone = one_core(functools.partial(pipeline, spec_path, args.repeat))
         measured["one_core_seconds"] = alone["seconds"]
         bottom = floor(spec_path.parent / "case0", images, args.repeat)
         memory = peak_memory(spec_path)

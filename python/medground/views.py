@@ -165,6 +165,9 @@ class View:
             an axial slice in radiological display), None without patient orientation.
         skips: the objects of the view that are not targets, with why.
         encoding: how the image is stored (``[render] image_format``).
+        stored: the stored intensities on the image grid ``image`` was made from (kept for
+            :attr:`values`: verification holds every view's values until the case is
+            verified anyway, so keeping them costs no peak memory and spares a second render).
     """
 
     case: Case
@@ -179,13 +182,13 @@ class View:
     directions: tuple[str, str] | None = None
     skips: tuple[Skip, ...] = field(default_factory=tuple)
     encoding: render.Encoding = field(default_factory=render.Encoding)
+    stored: NDArray[Any] | None = field(default=None, repr=False)
 
     @property
     def values(self) -> NDArray[Any]:
         """The stored intensities on the image grid (luminance for RGB), for the evidence
-        judge: taken from the case's array when asked for, not kept (a case keeps every view
-        until it is verified), in the stored type where float32 holds it exactly."""
-        stored = self.map.render_values(self.case.image.array)
+        judge, in the stored type where float32 holds it exactly."""
+        stored = self.stored if self.stored is not None else self.map.render_values(self.case.image.array)
         return render.luminance(stored) if stored.ndim == 3 else _exact_values(stored)
 
     @property
@@ -601,6 +604,7 @@ def _make_view(
         directions,
         tuple(skips),
         render.encoding_for(image, smap, intensity, spec.render.image_format, spec.render.jpeg_quality),
+        stored,
     )
 
 

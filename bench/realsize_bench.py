@@ -135,17 +135,21 @@ size = case.image.array.nbytes + case.labels.nbytes
 del case
 import gc; gc.collect()
 before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+# The peak from here on: the kernel's high-water mark of this process's own memory, reset
+# now. (Not ru_maxrss: Linux carries the spawning parent's peak across fork and exec, so a
+# child of a large parent would report the parent's size.)
+open("/proc/self/clear_refs", "w").write("5")
 process_case(*work[0])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+peak = int(status["VmHWM"].split()[0]) * 1024
 print(json.dumps({"input_bytes": size, "rss_before": before, "peak_rss": peak}))
 """
 
 
 def peak_memory(spec_path: Path) -> dict:
-    """Peak RSS of one case in a fresh process, beyond the process's RSS after imports.
-
-    The case is loaded once first (to know its decompressed size), then freed; ``ru_maxrss``
-    keeps that first load's peak, so the figure is the larger of the two (an upper bound)."""
+    """Peak RSS of one case in a fresh process, beyond the process's RSS before it (after
+    imports and a first load of the case to know its decompressed size, then freed): the
+    kernel's high-water mark (``VmHWM``), reset just before the case."""
     done = subprocess.run([sys.executable, "-c", _PEAK, str(spec_path)], capture_output=True, text=True, check=True)
     found = json.loads(done.stdout.strip().splitlines()[-1])
     found["extra"] = found["peak_rss"] - found["rss_before"]

@@ -17,7 +17,7 @@ For each CT case, in the same run:
 
 Then the cost against size (three grids) and against objects in one view (50/200/1,000
 nuclei) with the log-log slope, and the throughput of a local Ray instance on 2 CPUs
-against twice the one-core in-process rate on eight copies of the CT case (each Ray worker
+against twice the one-core in-process rate on sixteen copies of the CT case (each Ray worker
 holds one CPU and runs its kernels on one thread).
 
 Writes bench/realsize.json and its section of bench/README.md.
@@ -253,7 +253,7 @@ def main() -> None:
     )
 
     if not args.no_ray:
-        results["ray"] = ray_throughput(realsize.ct(lesions=0), copies=8)
+        results["ray"] = ray_throughput(realsize.ct(lesions=0), copies=16)
 
     results["machine"] = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     Path(args.out).write_text(json.dumps(results, indent=1, default=str))

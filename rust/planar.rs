@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 
 use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_filled, try_with_capacity};
 use crate::error::{KernelError, KernelResult};
@@ -216,14 +217,15 @@ pub fn object_stats<T: Label>(
         }
         None => plane.boxes_of(ids)?,
     };
-    let mut out = try_with_capacity(ids.len(), "the objects' statistics")?;
-    for (&id, found) in ids.iter().zip(boxes) {
-        out.push(match found {
-            Some(bbox) => plane.object(id, bbox, radius, ring, with_pieces)?,
-            None => None,
-        });
-    }
-    Ok(out)
+    // Objects are independent: read on the pool's threads, gathered in the callers' order.
+    let jobs: Vec<(T, Option<[usize; 4]>)> =
+        try_collect_exact(ids.iter().copied().zip(boxes), "the objects' statistics")?;
+    jobs.into_par_iter()
+        .map(|(id, found)| match found {
+            Some(bbox) => plane.object(id, bbox, radius, ring, with_pieces),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 /// A 2D label map and its grey levels, row-major.

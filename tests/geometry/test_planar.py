@@ -133,3 +133,18 @@ def test_bad_input_is_named() -> None:
         geometry.object_stats(labels, np.zeros((4, 4), np.uint8), [1], 2, "square")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must be 2D"):
         geometry.rle_by_label(np.zeros((2, 2, 2), np.int32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(views())
+def test_object_stats_do_not_depend_on_threads(view: tuple[np.ndarray, np.ndarray]) -> None:
+    labels, grey = view
+    ids = [int(i) for i in np.unique(labels) if i] + [99]
+    try:
+        geometry.set_num_threads(1)
+        alone = geometry.object_stats(labels, grey, ids, 2, "diamond", pieces=True)
+        geometry.set_num_threads(2)
+        shared = geometry.object_stats(labels, grey, ids, 2, "diamond", pieces=True)
+    finally:
+        geometry.set_num_threads(0)
+    assert alone == shared and shared[-1] is None

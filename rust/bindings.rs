@@ -955,6 +955,25 @@ fn relabel<'py>(
     })
 }
 
+/// A sampling's volume, seen in its memory order, and its ids in the map's dtype.
+fn sampling_input<'a, T: numpy::Element + Copy>(
+    v: ArrayViewD<'a, T>,
+    ids: &Bound<'_, PyAny>,
+) -> PyResult<(ArrayView3<'a, T>, bool, Vec<T>)> {
+    if v.ndim() != 3 {
+        return Err(PyValueError::new_err(format!(
+            "labels must be 3D, got {} dimensions",
+            v.ndim()
+        )));
+    }
+    let wanted: PyReadonlyArrayDyn<'_, T> = ids
+        .extract()
+        .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
+    let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
+    let o = orient(v)?;
+    Ok((o.view, o.reversed, wanted))
+}
+
 /// Every `max(1, count // sample)`-th voxel of each object in C order within its box,
 /// as `(m, 3)` int64 index arrays, found in the volume's own memory order.
 #[pyfunction]
@@ -968,15 +987,7 @@ fn c_order_samples<'py>(
     let given: Vec<[usize; 6]> = box_rows(&boxes, "boxes")?;
     let arr = extract_labels(labels, "labels")?;
     let found = with_labels!(arr, v => {
-        if v.ndim() != 3 {
-            return Err(PyValueError::new_err(format!("labels must be 3D, got {} dimensions", v.ndim())));
-        }
-        let wanted: PyReadonlyArrayDyn<'_, _> = ids
-            .extract()
-            .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
-        let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
-        let o = orient(v)?;
-        let (view, reversed) = (o.view, o.reversed);
+        let (view, reversed, wanted) = sampling_input(v, ids)?;
         run(py, "c_order_samples", move || samples_kernel(view, reversed, &wanted, &given, sample))??
     });
     found
@@ -1016,15 +1027,7 @@ fn c_order_side_counts<'py>(
         mid,
     };
     with_labels!(arr, v => {
-        if v.ndim() != 3 {
-            return Err(PyValueError::new_err(format!("labels must be 3D, got {} dimensions", v.ndim())));
-        }
-        let wanted: PyReadonlyArrayDyn<'_, _> = ids
-            .extract()
-            .map_err(|_| PyTypeError::new_err("ids must be an array of the label map's dtype"))?;
-        let wanted = try_collect_exact(wanted.as_array().iter().copied(), "the ids")?;
-        let o = orient(v)?;
-        let (view, reversed) = (o.view, o.reversed);
+        let (view, reversed, wanted) = sampling_input(v, ids)?;
         let counts = run(py, "c_order_side_counts", move || {
             side_counts_kernel(view, reversed, &wanted, &given, sample, &midline)
         })??;

@@ -7,6 +7,7 @@ files other than through the case already loaded.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,10 +30,18 @@ from medground.synth.volume import volume_drafts
 from medground.verify import Draft, Funnel, Measurements, Verifier, evidence_of_view
 from medground.verify.measure import CaseEvidence
 from medground.verify.volume import VolumeMeasurements, volume_evidence
-from medground.views import View, build_views
+from medground.views import Skip, View, iter_views
 from medground.volumes import VolumeScene, volume_scene
 
-__all__ = ["CaseDrafts", "case_evidence", "draft_case", "verify_drafts", "view_measurements"]
+__all__ = [
+    "PART_VIEW_BYTES",
+    "CaseDrafts",
+    "case_evidence",
+    "draft_case",
+    "draft_parts",
+    "verify_drafts",
+    "view_measurements",
+]
 
 
 @dataclass
@@ -101,6 +110,12 @@ def _encoder() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="medground-encode")
 
 
+#: The bytes of view arrays (image, object map, stored intensities) one part of a case
+#: holds, about, when the pipeline drafts and verifies it in parts (:func:`draft_parts`):
+#: a 512×512×300 CT has ≈ 250 views of ≈ 1.1 MB; the shared samples' cases are one part.
+PART_VIEW_BYTES = 64 << 20
+
+
 def draft_case(
     case: Case,
     spec: DatasetSpec,
@@ -114,85 +129,139 @@ def draft_case(
     kept in ``failures``). With ``negatives`` (``[synthesis] negatives``), each view may also
     get a query about a structure absent from it, worded by the template whatever the
     synthesizer (:mod:`medground.synth.absent`)."""
-    synthesizer = synthesizer or TemplateSynthesizer(seed)
-    objects = find_anchors(case, spec)
-    body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
-    views, view_skips = build_views(case, objects, spec, body)
-    clinical, listed = _clinical(case, objects.anchors, spec)
-    context = case_context(case, objects, spec.modality, body, spec.body_region, clinical)
-    if spec.metadata is not None:
-        context.checks["metadata"] = {"listed": listed}
-    drafts = CaseDrafts(
-        views=views,
-        checks=context.checks,
-        case_id=case.case_id,
-        labels={i: case.label_names[i] for i in case.present if i in spec.labels},
-        object_volume=None if case.image.is_2d else objects.map,
-        object_areas=None if case.image.is_2d else objects.slice_areas,
-        clinical={oid: {name: item["value"] for name, item in values.items()} for oid, values in clinical.items()},
-    )
-    drafts.skipped.extend({"case_id": case.case_id, **dropped.to_record()} for dropped in objects.dropped)
-    for skip in view_skips:
-        anchor = objects.anchors[skip.object_id]
-        drafts.skipped.append(
-            {
-                "case_id": case.case_id,
-                "label_id": anchor.label_id,
-                "label": skip.label,
-                "object_id": skip.object_id,
-                "view": skip.view,
-                "reason": skip.reason,
-                "detail": skip.detail,
-            }
+    (whole,) = draft_parts(case, spec, seed=seed, synthesizer=synthesizer, negatives=negatives, view_bytes=None)
+    return whole
+
+
+def draft_parts(
+    case: Case,
+    spec: DatasetSpec,
+    *,
+    seed: int = 0,
+    synthesizer: Synthesizer | None = None,
+    negatives: bool = False,
+    view_bytes: int | None = PART_VIEW_BYTES,
+) -> Iterator[CaseDrafts]:
+    """:func:`draft_case` in parts, each the drafts of a run of consecutive views whose
+    arrays hold about ``view_bytes`` together (at least one view; None: the whole case in
+    one part). Views are made as the parts are asked for, so a caller that verifies each
+    part and lets go of it holds one part's views at a time, not the case's. Every part has
+    the case's fields (``checks``, ``labels``, ``object_volume``, ``object_areas``,
+    ``clinical``); the last one also has the volume samples and the case's complete
+    ``skipped``. Together the parts have the samples, facts and failures of
+    :func:`draft_case`, in its order: a model gets one part's views per batch."""
+    drafter = _Drafter(case, spec, synthesizer or TemplateSynthesizer(seed), seed, negatives)
+    views: list[View] = []
+    held = 0
+    for view in drafter.views:
+        views.append(view)
+        held += view.nbytes
+        if view_bytes is not None and held >= view_bytes:
+            yield drafter.part(views)
+            views, held = [], 0
+    last = drafter.part(views)
+    drafter.finish(last)
+    yield last
+
+
+class _Drafter:
+    """The state :func:`draft_parts` keeps across a case's parts: the objects, the case's
+    context, the queries already asked and the skips so far."""
+
+    def __init__(self, case: Case, spec: DatasetSpec, synthesizer: Synthesizer, seed: int, negatives: bool) -> None:
+        self.case, self.spec, self.synthesizer, self.seed = case, spec, synthesizer, seed
+        self.objects = objects = find_anchors(case, spec)
+        body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
+        self.view_skips: list[Skip] = []
+        self.views = iter_views(case, objects, spec, body, self.view_skips)
+        self.clinical, listed = _clinical(case, objects.anchors, spec)
+        self.context = case_context(case, objects, spec.modality, body, spec.body_region, self.clinical)
+        if spec.metadata is not None:
+            self.context.checks["metadata"] = {"listed": listed}
+        self.absent = _Negatives(case, spec, synthesizer, seed) if negatives else None
+        # Provenance names the source file relative to the dataset folder: portable, and the
+        # same wherever the data is mounted.
+        self.source = _relative(case.image.path, spec.root)
+        self.said: set[tuple[str | None, tuple[Any, ...], str]] = set()
+        self.unsaid: list[dict[str, Any]] = []
+
+    def part(self, views: list[View]) -> CaseDrafts:
+        """The drafts of ``views`` (the next views of the case, in order)."""
+        case, spec, objects = self.case, self.spec, self.objects
+        drafts = CaseDrafts(
+            views=views,
+            checks=self.context.checks,
+            case_id=case.case_id,
+            labels={i: case.label_names[i] for i in case.present if i in spec.labels},
+            object_volume=None if case.image.is_2d else objects.map,
+            object_areas=None if case.image.is_2d else objects.slice_areas,
+            clinical={
+                oid: {name: item["value"] for name, item in values.items()} for oid, values in self.clinical.items()
+            },
         )
-    # Provenance names the source file relative to the dataset folder: portable, and the
-    # same wherever the data is mounted.
-    source = _relative(case.image.path, spec.root)
-    said: set[tuple[str | None, tuple[Any, ...], str]] = set()
-    referred = []
-    for view in views:
-        cues = compute_cues(view, context)
-        references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels)
-        referred.append((view, cues, references, skips))
-    # The case's views are worded together: a model gets them in one batch (and, on Ray,
-    # batched with other cases'); the drafts are kept in view order, as before.
-    syntheses = synthesize_views(
-        synthesizer,
-        [(view, cues, references) for view, cues, references, _ in referred],
-        modality=spec.modality,
-        body_region=spec.body_region,
-    )
-    absent = _Negatives(case, spec, synthesizer, seed) if negatives else None
-    for (view, cues, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
-        drafts.failures.extend(failures)
-        for sample in samples:
-            # One (plane, targets, query) per case: spread slices never repeat a query.
-            key = (view.plane, tuple(sorted({t.object_id for t in sample.targets})), sample.query.lower())
-            if key in said:
-                continue
-            said.add(key)
-            drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": source}))
-        if absent is not None:
-            drafts.samples.extend(absent.drafts(view, said, source))
-        drafts.facts[view.image_file] = object_facts(view, cues)
-        for unsaid in skips:
-            labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
+        referred = []
+        for view in views:
+            cues = compute_cues(view, self.context)
+            references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels)
+            referred.append((view, cues, references, skips))
+        # A part's views are worded together: a model gets them in one batch (and, on Ray,
+        # batched with other cases'); the drafts are kept in view order.
+        syntheses = synthesize_views(
+            self.synthesizer,
+            [(view, cues, references) for view, cues, references, _ in referred],
+            modality=spec.modality,
+            body_region=spec.body_region,
+        )
+        for (view, cues, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
+            drafts.failures.extend(failures)
+            for sample in samples:
+                # One (plane, targets, query) per case: spread slices never repeat a query.
+                key = (view.plane, tuple(sorted({t.object_id for t in sample.targets})), sample.query.lower())
+                if key in self.said:
+                    continue
+                self.said.add(key)
+                drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": self.source}))
+            if self.absent is not None:
+                drafts.samples.extend(self.absent.drafts(view, self.said, self.source))
+            drafts.facts[view.image_file] = object_facts(view, cues)
+            for unsaid in skips:
+                labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
+                self.unsaid.append(
+                    {
+                        "case_id": case.case_id,
+                        "label": labels[0] if len(labels) == 1 else None,
+                        "labels": labels,
+                        "view": view.view_record(),
+                        "query_type": unsaid.query_type,
+                        "targets": list(unsaid.targets),
+                        "reason": unsaid.reason,
+                        "detail": unsaid.detail,
+                    }
+                )
+        return drafts
+
+    def finish(self, drafts: CaseDrafts) -> None:
+        """Gives the last part the case's skips (objects dropped, objects no view could ask
+        about, targets no expression singled out) and its volume samples."""
+        case, objects = self.case, self.objects
+        drafts.skipped.extend({"case_id": case.case_id, **dropped.to_record()} for dropped in objects.dropped)
+        for skip in self.view_skips:
+            anchor = objects.anchors[skip.object_id]
             drafts.skipped.append(
                 {
                     "case_id": case.case_id,
-                    "label": labels[0] if len(labels) == 1 else None,
-                    "labels": labels,
-                    "view": view.view_record(),
-                    "query_type": unsaid.query_type,
-                    "targets": list(unsaid.targets),
-                    "reason": unsaid.reason,
-                    "detail": unsaid.detail,
+                    "label_id": anchor.label_id,
+                    "label": skip.label,
+                    "object_id": skip.object_id,
+                    "view": skip.view,
+                    "reason": skip.reason,
+                    "detail": skip.detail,
                 }
             )
-    scene = volume_scene(case, objects, context) if VOLUME_AXIS in spec.render.axes else None
-    if scene is not None:
-        _draft_volume(drafts, scene, spec, synthesizer, seed, source)
-    return drafts
+        drafts.skipped.extend(self.unsaid)
+        scene = volume_scene(case, objects, self.context) if VOLUME_AXIS in self.spec.render.axes else None
+        if scene is not None:
+            _draft_volume(drafts, scene, self.spec, self.synthesizer, self.seed, self.source)
 
 
 def _draft_volume(

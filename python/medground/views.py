@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "ViewObject",
     "Visibility",
     "build_views",
+    "iter_views",
     "component_slices",
     "dilate",
     "select_slices",
@@ -190,6 +191,11 @@ class View:
         judge, in the stored type where float32 holds it exactly."""
         stored = self.stored if self.stored is not None else self.map.render_values(self.case.image.array)
         return render.luminance(stored) if stored.ndim == 3 else _exact_values(stored)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the arrays the view holds (image, object map, stored intensities)."""
+        return self.image.nbytes + self.object_map.nbytes + (self.stored.nbytes if self.stored is not None else 0)
 
     @property
     def plane(self) -> str | None:
@@ -342,11 +348,20 @@ def build_views(
     2D images give one view; volumes give, per plane, the slices the rule picks for any
     object (edge slices excluded), each in the windows its targets need.
     """
+    skips: list[Skip] = []
+    return list(iter_views(case, objects, spec, body, skips)), skips
+
+
+def iter_views(
+    case: Case, objects: Objects, spec: DatasetSpec, body: render.Body | None, skips: list[Skip]
+) -> Iterator[View]:
+    """:func:`build_views` one view at a time, each made only when asked for (a caller that
+    lets go of the views it has used holds one view's arrays, not the case's); ``skips``
+    gets the skips of the views made so far, in :func:`build_views`' order."""
     image = case.image
     render_spec = spec.render
-    skips: list[Skip] = []
     if not objects.anchors:
-        return [], skips
+        return
     default = render.intensity_for(image, spec.modality, render_spec.window, render_spec.percentiles, body)
     if image.is_2d:
         smap = render.image_map(image.shape, image.spacing, square_pixels=False, max_side=render_spec.max_side)
@@ -354,8 +369,10 @@ def build_views(
         view = _make_view(
             case, smap, objects, tuple(sorted(objects.anchors)), default, None, spec, _directions(smap, axcodes)
         )
-        return ([view] if view.objects else []), skips + list(view.skips)
-    views: list[View] = []
+        skips.extend(view.skips)
+        if view.objects:
+            yield view
+        return
     axcodes = image.axcodes if spec.is_radiological else None
     for plane in render_spec.axes:
         if plane == VOLUME_AXIS:
@@ -392,8 +409,7 @@ def build_views(
                 )
                 skips.extend(view.skips)
                 if view.targets:
-                    views.append(view)
-    return views, skips
+                    yield view
 
 
 def _choose_slices(

@@ -58,3 +58,42 @@ def test_images_encoded_ahead_are_the_images_encoded_after(demo_data: Path, data
     assert alone.images and ahead.images == alone.images
     assert ahead.accepted == alone.accepted and ahead.rejected == alone.rejected
     assert ahead.funnel == alone.funnel
+
+
+@pytest.mark.parametrize("kind", ["CT", "MR"])
+def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path, tmp_path: Path, kind: str) -> None:
+    """A case drafted and verified one view at a time (each part let go before the next is
+    made) gives what the whole case gives: the same images, records in the same order,
+    skips (volume samples and absent queries included) and funnel."""
+    from medground.generate import draft_parts
+    from medground.io import find_cases, load_spec
+    from medground.io.case import load_case
+    from medground.pipeline.worker import process_case
+    from medground.settings import SynthesisSettings
+
+    folder = "ct_abdomen_totalseg" if kind == "CT" else "mr_abdomen_totalseg"
+    path = tmp_path / "spec.toml"
+    path.write_text(
+        f'name = "parts"\nmodality = "{kind}"\nbody_region = "abdomen"\nroot = "{shared_data / folder}"\n'
+        f'labels_file = "labels.json"\n[cases]\nimage = "{kind.lower()}.nii.gz"\nmask = "seg.nii.gz"\n'
+        '[render]\naxes = ["axial", "coronal", "volume"]\nslices = "spread:2"\n'
+    )
+    spec = load_spec(path)
+    files = find_cases(spec).cases[0]
+    synthesis = SynthesisSettings.from_table({"negatives": True})
+    whole = process_case(spec, files, synthesis=synthesis, view_bytes=None)
+    parts = process_case(spec, files, synthesis=synthesis, view_bytes=1)
+    assert whole.error is None and parts.error is None
+    assert whole.accepted and whole.rejected and whole.skipped
+    assert any(s["query_type"] == "absent" for s in whole.accepted)
+    assert any((s["view"] or {}).get("axis") == "volume" for s in whole.accepted)
+    assert parts.images == whole.images and list(parts.images) == list(whole.images)
+    assert parts.accepted == whole.accepted
+    assert parts.rejected == whole.rejected
+    assert parts.skipped == whole.skipped
+    assert parts.funnel == whole.funnel and parts.checks == whole.checks
+
+    case = load_case(spec, files)
+    split = list(draft_parts(case, spec, view_bytes=1))
+    assert len(split) > 2 and all(len(part.views) == 1 for part in split[:-1])
+    assert all(not part.skipped for part in split[:-1]) and split[-1].skipped

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from medground import geometry
-from medground.generate import CaseDrafts, draft_case, verify_drafts
+from medground.generate import PART_VIEW_BYTES, CaseDrafts, draft_parts, verify_drafts
 from medground.io.case import load_case
 from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
@@ -28,7 +28,7 @@ from medground.pipeline.store import CaseResult
 from medground.records import Sample, dumps
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
 from medground.synth import Synthesizer, make_synthesizer
-from medground.verify import Verifier, make_judge
+from medground.verify import Funnel, Verifier, make_judge
 
 __all__ = ["CaseActor", "case_actor_class", "process_case"]
 
@@ -44,6 +44,7 @@ def process_case(
     synthesis: SynthesisSettings | None = None,
     models: dict[str, Any] | None = None,
     budget: tuple[float | None, int | None] = (None, None),
+    view_bytes: int | None = PART_VIEW_BYTES,
 ) -> CaseResult:
     """Runs one case through every stage; a bad case becomes ``error``, never an exception.
 
@@ -51,11 +52,13 @@ def process_case(
     handles of the GPU models (``synthesizer``, ``judge``) when they run in actors; without
     them a model backend is built in this process (openai: a client; vllm: the model).
     ``budget`` is (seconds, bytes) the case may take (:func:`medground.pipeline.budget.case_budget`):
-    over either, the case's error says so and this process goes on."""
+    over either, the case's error says so and this process goes on. The case is drafted and
+    verified in parts of about ``view_bytes`` of views (:func:`medground.generate.draft_parts`;
+    None: in one part); its outputs are the same either way."""
     seconds, memory = budget
     try:
         with case_budget(seconds, memory):
-            return _process_case(spec, files, seed, verification, synthesis, models)
+            return _process_case(spec, files, seed, verification, synthesis, models, view_bytes)
     except OverBudget as error:  # raised between statements of the case, or just after it
         failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
         # The watchdog of a case thread raises the bare class: its message is said here.
@@ -71,6 +74,7 @@ def _process_case(
     verification: VerificationSettings | None,
     synthesis: SynthesisSettings | None,
     models: dict[str, Any] | None,
+    view_bytes: int | None,
 ) -> CaseResult:
     result = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())
     memory_budget = memory_budget_text()
@@ -84,26 +88,57 @@ def _process_case(
         result.warnings = list(case.warnings)
         result.seconds["load"] = time.perf_counter() - started
         stage = "draft"
-        drafts = draft_case(
+        verifier = _verifier(verification.visual, models.get("judge"), seed)
+        # In parts of about PART_VIEW_BYTES of views: each part is drafted, verified and
+        # encoded, then let go, so a real-size volume never holds all its views at once.
+        parts = draft_parts(
             case,
             spec,
             seed=seed,
             synthesizer=_synthesizer(synthesis, seed, models.get("synthesizer")),
             negatives=synthesis.negatives,
+            view_bytes=view_bytes,
         )
-        result.seconds["draft"] = time.perf_counter() - started - result.seconds["load"]
-        if geometry.get_num_threads() > 1:  # a second core: images encode while verification runs
-            drafts.encode_ahead()
-        stage = "verify"
-        verifier = _verifier(verification.visual, models.get("judge"), seed)
-        accepted, rejected, funnel = verify_drafts(drafts, spec, verifier)
-        result.seconds["verify"] = time.perf_counter() - started - sum(result.seconds.values())
-        stage = "render"
-        result.images = drafts.images({s.image for s in accepted} | {r["image"] for r in rejected})
-        result.seconds["render"] = time.perf_counter() - started - sum(result.seconds.values())
+        accepted: list[Sample] = []
+        failures: list[dict[str, Any]] = []
+        rejections: list[dict[str, Any]] = []
+        funnel = Funnel()
+        for name in ("draft", "verify", "render"):
+            result.seconds[name] = 0.0
+        drafts: CaseDrafts | None = None
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            result.seconds[name] += now - clock
+            clock = now
+
+        while True:
+            stage = "draft"
+            part = next(parts, None)
+            lap("draft")
+            if part is None:
+                break
+            if geometry.get_num_threads() > 1:  # a second core: images encode while verification runs
+                part.encode_ahead()
+            stage = "verify"
+            kept, rejected, part_funnel = verify_drafts(part, spec, verifier)
+            funnel.merge(part_funnel)
+            # verify_drafts puts the part's synthesis failures first: the case's go first too.
+            failures.extend(rejected[: len(part.failures)])
+            rejections.extend(rejected[len(part.failures) :])
+            accepted.extend(kept)
+            lap("verify")
+            stage = "render"
+            result.images.update(part.images({s.image for s in kept} | {r["image"] for r in rejected}))
+            lap("render")
+            drafts, part = part, None  # the last part has the case's skips; the others go
+            drafts.views = []
+        assert drafts is not None, "draft_parts gives at least one part"
         result.accepted = [s.to_dict() for s in accepted]
-        result.rejected = rejected
-        result.skipped = drafts.skipped + _uncovered(drafts, accepted, rejected)
+        result.rejected = failures + rejections
+        result.skipped = drafts.skipped + _uncovered(drafts, accepted, result.rejected)
         result.checks = drafts.checks
         result.funnel = funnel.to_dict()
     except CaseError as error:

@@ -167,8 +167,9 @@ class View:
         skips: the objects of the view that are not targets, with why.
         encoding: how the image is stored (``[render] image_format``).
         stored: the stored intensities on the image grid ``image`` was made from (kept for
-            :attr:`values`: verification holds every view's values until the case is
-            verified anyway, so keeping them costs no peak memory and spares a second render).
+            :attr:`values`, so verification never renders a slice twice; a case's views are
+            verified in parts, :func:`medground.generate.draft_parts`, so only one part's
+            views hold them at once).
     """
 
     case: Case

@@ -49,6 +49,7 @@ import realsize  # noqa: E402
 from medground import geometry  # noqa: E402
 from medground.io import load_spec  # noqa: E402
 from medground.pipeline import RunConfig  # noqa: E402
+from medground.pipeline.budget import small_pages  # noqa: E402
 from medground.pipeline.runner import plan  # noqa: E402
 from medground.pipeline.worker import process_case  # noqa: E402
 from medground.render import PNG_LEVEL  # noqa: E402
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "realsize.json"))
     args = parser.parse_args()
     results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None}
+    # The pipeline's own page setting (process_case sets it too) for every measurement, the
+    # floor's included: both sides allocate alike.
+    small_pages()
 
     for lesions in (0, 50):
         spec_path = realsize.ct(lesions=lesions)

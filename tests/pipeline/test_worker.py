@@ -97,3 +97,28 @@ def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path,
     split = list(draft_parts(case, spec, view_bytes=1))
     assert len(split) > 2 and all(len(part.views) == 1 for part in split[:-1])
     assert all(not part.skipped for part in split[:-1]) and split[-1].skipped
+
+
+def test_cases_run_on_ordinary_pages_unless_the_user_chose(demo_data: Path, monkeypatch) -> None:
+    """A case turns numpy's huge pages off in its process (fresh huge pages are slow to
+    fault in: bench/README.md), and leaves them alone when NUMPY_MADVISE_HUGEPAGE is set."""
+    import importlib
+
+    import numpy
+
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.budget import small_pages
+    from medground.pipeline.worker import process_case
+
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(numpy, "_core") else "numpy.core.multiarray")
+    before = multiarray._set_madvise_hugepage(True)
+    try:
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+        assert small_pages() is False
+        assert multiarray._set_madvise_hugepage(True) is True  # left on
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE")
+        spec = load_spec(demo_data / "demo_skin" / "spec.toml")
+        assert process_case(spec, find_cases(spec).cases[0]).error is None
+        assert multiarray._set_madvise_hugepage(True) is False  # the case turned them off
+    finally:
+        multiarray._set_madvise_hugepage(before)

@@ -23,7 +23,7 @@ from typing import Any
 
 from medground.io.errors import SpecError
 
-__all__ = ["Budget", "OverBudget", "case_budget", "machine_memory", "memory_budget_text"]
+__all__ = ["Budget", "OverBudget", "case_budget", "machine_memory", "memory_budget_text", "small_pages"]
 
 _KEYS = {"case_timeout_s", "case_memory_gb", "cases_per_worker"}
 
@@ -86,6 +86,28 @@ class Budget:
         if self.cases_per_worker is not None:
             out["cases_per_worker"] = self.cases_per_worker
         return out
+
+
+def small_pages() -> bool:
+    """Puts this process's large numpy arrays on ordinary pages; returns whether they are.
+
+    numpy asks Linux for transparent huge pages for every array of 4 MB and more
+    (``madvise``). A case allocates and frees volumes of hundreds of MB, and a huge page the
+    process has not had before is slow to fault in where its memory is fresh to the kernel
+    (a virtual machine's guest memory in particular): measured on the CI machine, filling a
+    new 157 MB array took 1.9 s on huge pages and 0.07 s on ordinary ones, and one core ran
+    the real-size CT case in 6.9 s against 4.9 s (``bench/README.md``). The setting is the
+    process's; a ``NUMPY_MADVISE_HUGEPAGE`` the user set (numpy's own switch, read when
+    numpy starts) is left as it is."""
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return os.environ["NUMPY_MADVISE_HUGEPAGE"] == "0"
+    import importlib
+
+    import numpy
+
+    where = "numpy._core.multiarray" if hasattr(numpy, "_core") else "numpy.core.multiarray"  # numpy 2 / 1
+    importlib.import_module(where)._set_madvise_hugepage(False)
+    return True
 
 
 def _address_space() -> int:

@@ -23,7 +23,7 @@ from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.pipeline.batching import CpuTurns, QueuedBackend
-from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text
+from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text, small_pages
 from medground.pipeline.store import CaseResult
 from medground.records import Sample, dumps
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
@@ -55,6 +55,7 @@ def process_case(
     over either, the case's error says so and this process goes on. The case is drafted and
     verified in parts of about ``view_bytes`` of views (:func:`medground.generate.draft_parts`;
     None: in one part); its outputs are the same either way."""
+    small_pages()
     seconds, memory = budget
     try:
         with case_budget(seconds, memory):

@@ -110,7 +110,9 @@ def test_cases_run_on_ordinary_pages_unless_the_user_chose(demo_data: Path, monk
     from medground.pipeline.budget import small_pages
     from medground.pipeline.worker import process_case
 
-    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(numpy, "_core") else "numpy.core.multiarray")
+    multiarray = importlib.import_module(
+        "numpy._core.multiarray" if hasattr(numpy, "_core") else "numpy.core.multiarray"
+    )
     before = multiarray._set_madvise_hugepage(True)
     try:
         monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")

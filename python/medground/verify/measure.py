@@ -381,10 +381,14 @@ def _otsu(values: NDArray[Any]) -> float:
 
 def _hull_corners(mask: NDArray[np.bool_], scale: tuple[float, float]) -> NDArray[np.float64]:
     """Convex hull (counter-clockwise) of the pixel squares' corners, in physical units
-    (x scaled by ``scale[1]``, y by ``scale[0]``). Only outline pixels can hold hull corners."""
-    padded = np.pad(mask, 1)
-    inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    ys, xs = np.nonzero(mask & ~inner)
+    (x scaled by ``scale[1]``, y by ``scale[0]``). Only the first and the last pixel of each
+    row can hold hull corners: the squares between them lie in the hull of those two."""
+    ys, xs = np.nonzero(mask)
+    if len(ys):
+        starts = np.flatnonzero(np.diff(ys, prepend=-1))
+        ends = np.append(starts[1:] - 1, len(ys) - 1)
+        ends = ends[ends != starts]
+        ys, xs = np.concatenate([ys[starts], ys[ends]]), np.concatenate([xs[starts], xs[ends]])
     corners = np.concatenate(
         [np.stack([(xs + dx) * scale[1], (ys + dy) * scale[0]], axis=1) for dx in (0, 1) for dy in (0, 1)], axis=0
     ).astype(np.float64)

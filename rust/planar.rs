@@ -290,32 +290,49 @@ impl<T: Label> Plane<'_, T> {
         let (y0, y1) = (by0.saturating_sub(margin), (by1 + margin).min(height));
         let (x0, x1) = (bx0.saturating_sub(margin), (bx1 + margin).min(width));
         let (h, w) = (y1 - y0, x1 - x0);
-        let mut mask: Vec<bool> = try_vec_filled(h * w, false, "an object's window")?;
+        // The object's pixels in the window with a one-pixel frame of zeros, as bytes: a
+        // pixel's four neighbours are read without bounds checks.
+        let pw = w + 2;
+        let mut framed: Vec<u8> = try_vec_filled((h + 2) * pw, 0u8, "an object's window")?;
         for y in by0..by1 {
             let row = &self.labels[y * width + bx0..y * width + bx1];
-            let out = &mut mask[(y - y0) * w + (bx0 - x0)..(y - y0) * w + (bx1 - x0)];
-            for (m, &v) in out.iter_mut().zip(row) {
-                *m = v == id;
+            let at = (y - y0 + 1) * pw + 1 + (bx0 - x0);
+            for (f, &v) in framed[at..at + (bx1 - bx0)].iter_mut().zip(row) {
+                *f = (v == id) as u8;
             }
         }
         let mut s = ObjectStats::default();
         let mut tight = [usize::MAX, usize::MAX, 0, 0];
         // Few owners touch one object: a short list, the last one found first.
         let mut touches: Vec<(i128, u64)> = Vec::new();
-        for yy in 0..h {
+        // Only the box and the pixels next to it can hold the object or touch it.
+        let (ya, yb) = ((by0 - y0).saturating_sub(1), (by1 - y0 + 1).min(h));
+        let (xa, xb) = ((bx0 - x0).saturating_sub(1), (bx1 - x0 + 1).min(w));
+        for yy in ya..yb {
             let y = y0 + yy;
-            for xx in 0..w {
+            let up = &framed[yy * pw..(yy + 1) * pw];
+            let row = &framed[(yy + 1) * pw..(yy + 2) * pw];
+            let down = &framed[(yy + 2) * pw..(yy + 3) * pw];
+            let image_row = y * width;
+            let grey = &self.grey[image_row..image_row + width];
+            // The rows above and below in the image (the row itself at the image's edge,
+            // where no pair is counted).
+            let above = &self.grey[if y > 0 { image_row - width } else { image_row }..][..width];
+            let below = &self.grey[if y + 1 < height {
+                image_row + width
+            } else {
+                image_row
+            }..][..width];
+            let (has_up, has_down) = (y > 0, y + 1 < height);
+            let (mut row_area, mut row_first, mut row_last) = (0u64, usize::MAX, 0usize);
+            for xx in xa..xb {
                 let x = x0 + xx;
-                let i = yy * w + xx;
-                if !mask[i] {
+                let p = xx + 1;
+                if row[p] == 0 {
                     // An outside pixel next to the object: whose it is.
-                    let near = (yy > 0 && mask[i - w])
-                        || (yy + 1 < h && mask[i + w])
-                        || (xx > 0 && mask[i - 1])
-                        || (xx + 1 < w && mask[i + 1]);
-                    if near {
+                    if (up[p] | down[p] | row[p - 1] | row[p + 1]) != 0 {
                         s.touching += 1;
-                        let owner = self.labels[y * width + x];
+                        let owner = self.labels[image_row + x];
                         if !owner.is_zero() {
                             let key = owner.key();
                             match touches.iter_mut().rev().find(|(k, _)| *k == key) {
@@ -326,40 +343,45 @@ impl<T: Label> Plane<'_, T> {
                     }
                     continue;
                 }
-                let v = self.grey[y * width + x] as u64;
-                tight = [
-                    tight[0].min(x),
-                    tight[1].min(y),
-                    tight[2].max(x + 1),
-                    tight[3].max(y + 1),
-                ];
-                s.area += 1;
+                let v = grey[x] as u64;
+                row_area += 1;
+                row_first = row_first.min(x);
+                row_last = x;
                 s.sum_x += x as u64;
-                s.sum_y += y as u64;
                 s.inside_sum += v;
                 s.inside_sumsq += v * v;
-                // Neighbours in the image lie in the window (its margin is at least one).
+                // Each side: the image's border, or an outside neighbour (a pair), or the object.
+                let has_left = x > 0;
+                let has_right = x + 1 < width;
                 let mut on_outline = false;
-                let mut on_border = false;
-                for (inside_image, j, g) in [
-                    (y > 0, i.wrapping_sub(w), (y.wrapping_sub(1)) * width + x),
-                    (y + 1 < height, i + w, (y + 1) * width + x),
-                    (x > 0, i.wrapping_sub(1), y * width + x.wrapping_sub(1)),
-                    (x + 1 < width, i + 1, y * width + x + 1),
+                for (inside_image, neighbour, g) in [
+                    (has_up, up[p], above[x]),
+                    (has_down, down[p], below[x]),
+                    (has_left, row[p - 1], grey[x.saturating_sub(1)]),
+                    (has_right, row[p + 1], grey[(x + 1).min(width - 1)]),
                 ] {
                     if !inside_image {
                         on_outline = true;
-                        on_border = true;
-                    } else if !mask[j] {
+                    } else if neighbour == 0 {
                         on_outline = true;
                         s.edge_count += 1;
-                        s.edge_sum += (v as i64 - self.grey[g] as i64).unsigned_abs();
+                        s.edge_sum += (v as i64 - g as i64).unsigned_abs();
                     }
                 }
                 if on_outline {
                     s.outline += 1;
-                    s.outline_on_border += on_border as u64;
+                    s.outline_on_border += !(has_up && has_down && has_left && has_right) as u64;
                 }
+            }
+            if row_area > 0 {
+                s.area += row_area;
+                s.sum_y += row_area * y as u64;
+                tight = [
+                    tight[0].min(row_first),
+                    tight[1].min(y),
+                    tight[2].max(row_last + 1),
+                    tight[3].max(y + 1),
+                ];
             }
         }
         if s.area == 0 {
@@ -369,61 +391,159 @@ impl<T: Label> Plane<'_, T> {
         touches.sort_unstable();
         s.touches = touches;
         // The ring: pixels of the window outside the object within `radius` of it.
-        let (distance, limit) = match ring {
-            Ring::Diamond => (city_block(&mask, h, w)?, radius as u32),
-            Ring::Disk => (
-                squared_euclidean(&mask, h, w, radius)?,
-                (radius * radius) as u32,
-            ),
-        };
-        for yy in 0..h {
-            let row = &self.grey[(y0 + yy) * width + x0..(y0 + yy) * width + x1];
-            for (&d, &g) in distance[yy * w..(yy + 1) * w].iter().zip(row) {
-                if d > 0 && d <= limit {
-                    let v = g as u64;
-                    s.ring_count += 1;
-                    s.ring_sum += v;
-                    s.ring_sumsq += v * v;
+        let rows = (by0 - y0, by1 - y0);
+        let window = (y0, x0, h, w);
+        let (count, sum, sumsq) = match ring {
+            Ring::Diamond => match city_block_within(&framed, h, w, radius, rows)? {
+                // The radius fits the distances' type (it chose the type).
+                Distances::Short(d) => self.ring_sums(&d, radius as i16, window),
+                Distances::Long(d) => {
+                    self.ring_sums(&d, radius.min(i32::MAX as usize) as i32, window)
                 }
+            },
+            Ring::Disk => {
+                let d = squared_euclidean(&unframed(&framed, h, w)?, h, w, radius)?;
+                self.ring_sums(&d, (radius * radius) as u32, window)
             }
-        }
+        };
+        s.ring_count = count;
+        s.ring_sum = sum;
+        s.ring_sumsq = sumsq;
         if with_pieces {
-            s.pieces = pieces(&mask, h, w)?;
+            s.pieces = pieces(&unframed(&framed, h, w)?, h, w)?;
         }
         Ok(Some(s))
+    }
+
+    /// Pixels of a window `(y0, x0, h, w)` at a distance in `1..=limit`, and the sum and sum
+    /// of squares of their grey levels: per run of at most 65,536 pixels of a row in 32-bit
+    /// sums (they cannot overflow there), so that every x86-64 vectorises the loop.
+    fn ring_sums<D: Copy + PartialOrd + Default>(
+        &self,
+        distance: &[D],
+        limit: D,
+        window: (usize, usize, usize, usize),
+    ) -> (u64, u64, u64) {
+        let (y0, x0, h, w) = window;
+        let zero = D::default();
+        let (mut count, mut sum, mut sumsq) = (0u64, 0u64, 0u64);
+        for yy in 0..h {
+            let start = (y0 + yy) * self.width + x0;
+            let row = &self.grey[start..start + w];
+            let far = &distance[yy * w..(yy + 1) * w];
+            for (ds, gs) in far.chunks(1 << 16).zip(row.chunks(1 << 16)) {
+                let (mut c, mut s1, mut s2) = (0u32, 0u32, 0u32);
+                for (&d, &g) in ds.iter().zip(gs) {
+                    let keep = d > zero && d <= limit;
+                    let v = g as u16;
+                    let square = (v * v) as u32;
+                    c += keep as u32;
+                    s1 += if keep { v as u32 } else { 0 };
+                    s2 += if keep { square } else { 0 };
+                }
+                count += c as u64;
+                sum += s1 as u64;
+                sumsq += s2 as u64;
+            }
+        }
+        (count, sum, sumsq)
     }
 }
 
 /// Squared distance beyond any radius asked for.
 const FAR: u32 = u32::MAX / 4;
 
-/// City-block (4-neighbour step) distance of every window pixel to the nearest mask
-/// pixel, by two raster passes; exact in a rectangle. `FAR` when the mask is empty.
-fn city_block(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u32>> {
-    let mut d: Vec<u32> = try_vec_filled(h * w, FAR, "a distance map")?;
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if mask[i] {
-                d[i] = 0;
-                continue;
-            }
-            if y > 0 {
-                d[i] = d[i].min(d[i - w] + 1);
-            }
-            if x > 0 {
-                d[i] = d[i].min(d[i - 1] + 1);
-            }
+/// The window's mask as booleans, from its framed bytes (rows of `w + 2`, a zero frame).
+fn unframed(framed: &[u8], h: usize, w: usize) -> KernelResult<Vec<bool>> {
+    let mut mask: Vec<bool> = try_vec_filled(h * w, false, "an object's window")?;
+    for (y, out) in mask.chunks_exact_mut(w.max(1)).take(h).enumerate() {
+        for (m, &f) in out.iter_mut().zip(&framed[(y + 1) * (w + 2) + 1..]) {
+            *m = f != 0;
         }
     }
-    for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            let i = y * w + x;
-            if y + 1 < h {
-                d[i] = d[i].min(d[i + w] + 1);
-            }
-            if x + 1 < w {
-                d[i] = d[i].min(d[i + 1] + 1);
+    Ok(mask)
+}
+
+/// City-block (4-neighbour step) distance of every window pixel to the nearest pixel of
+/// the framed mask (rows of `w + 2`, a zero frame; mask pixels only on the window rows
+/// `rows.0..rows.1`), exact up to `radius` and `radius + 1` beyond: the distance along
+/// each row, then for each row the best of the rows within `radius`, whole rows at a time.
+/// In a rectangle the 4-neighbour path distance is |dy| + |dx|, so this is the two-pass
+/// transform's value wherever it is within `radius`. Distances are `i16` (whose add and
+/// min every x86-64 vectorises) up to a radius of 16,383, `i32` beyond.
+fn city_block_within(
+    framed: &[u8],
+    h: usize,
+    w: usize,
+    radius: usize,
+    rows: (usize, usize),
+) -> KernelResult<Distances> {
+    Ok(if radius < (i16::MAX / 2) as usize {
+        Distances::Short(rows_within::<i16>(framed, h, w, radius, rows)?)
+    } else {
+        Distances::Long(rows_within::<i32>(
+            framed,
+            h,
+            w,
+            radius.min((i32::MAX / 2 - 1) as usize),
+            rows,
+        )?)
+    })
+}
+
+/// Distances of a window's pixels, in the smallest type that holds them.
+enum Distances {
+    Short(Vec<i16>),
+    Long(Vec<i32>),
+}
+
+/// [`city_block_within`] in a signed type `D` that holds `2 * radius + 1`.
+fn rows_within<D>(
+    framed: &[u8],
+    h: usize,
+    w: usize,
+    radius: usize,
+    rows: (usize, usize),
+) -> KernelResult<Vec<D>>
+where
+    D: Copy + Ord + std::ops::Add<Output = D> + From<i8> + TryFrom<usize>,
+{
+    let one = D::from(1);
+    let cap = D::try_from(radius)
+        .map_err(|_| KernelError::InvalidArgument(format!("a ring radius of {radius} pixels")))?
+        + one;
+    let reach = radius + 1;
+    let (ra, rb) = rows;
+    let mut along: Vec<D> = try_vec_filled((rb - ra) * w, cap, "a distance map")?;
+    for (r, out) in along.chunks_exact_mut(w.max(1)).enumerate().take(rb - ra) {
+        let marks = &framed[(ra + r + 1) * (w + 2) + 1..][..w];
+        let mut last = cap;
+        for (o, &m) in out.iter_mut().zip(marks) {
+            last = if m != 0 {
+                D::from(0)
+            } else {
+                (last + one).min(cap)
+            };
+            *o = last;
+        }
+        let mut next = cap;
+        for (o, &m) in out.iter_mut().zip(marks).rev() {
+            next = if m != 0 {
+                D::from(0)
+            } else {
+                (next + one).min(cap)
+            };
+            *o = (*o).min(next);
+        }
+    }
+    let mut d: Vec<D> = try_vec_filled(h * w, cap, "a distance map")?;
+    for (y, out) in d.chunks_exact_mut(w.max(1)).enumerate().take(h) {
+        let lo = ra.max(y.saturating_sub(reach - 1));
+        let hi = rb.min(y + reach);
+        for yy in lo..hi {
+            let dy = D::try_from(y.abs_diff(yy)).unwrap_or(cap).min(cap);
+            for (o, &a) in out.iter_mut().zip(&along[(yy - ra) * w..(yy - ra + 1) * w]) {
+                *o = (*o).min(a + dy);
             }
         }
     }
@@ -510,12 +630,22 @@ fn pieces(mask: &[bool], h: usize, w: usize) -> KernelResult<Vec<u64>> {
 /// Dilation of a 2D mask by `radius` 4-neighbour steps (a diamond), inside the image.
 pub fn dilate_diamond(mask: ArrayView2<bool>, radius: usize) -> KernelResult<Vec<bool>> {
     let (h, w) = mask.dim();
-    let flat = try_collect_exact(mask.iter().copied(), "a mask")?;
-    let d = city_block(&flat, h, w)?;
-    try_collect_exact(
-        d.into_iter().map(|v| v as usize <= radius),
-        "a dilated mask",
-    )
+    let mut framed: Vec<u8> = try_vec_filled((h + 2) * (w + 2), 0u8, "a mask")?;
+    for (y, row) in mask.outer_iter().enumerate() {
+        for (f, &m) in framed[(y + 1) * (w + 2) + 1..].iter_mut().zip(row) {
+            *f = m as u8;
+        }
+    }
+    match city_block_within(&framed, h, w, radius, (0, h))? {
+        Distances::Short(d) => try_collect_exact(
+            d.into_iter().map(|v| v as usize <= radius),
+            "a dilated mask",
+        ),
+        Distances::Long(d) => try_collect_exact(
+            d.into_iter().map(|v| v as usize <= radius),
+            "a dilated mask",
+        ),
+    }
 }
 
 #[cfg(test)]

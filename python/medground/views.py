@@ -461,8 +461,6 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
     parts = geometry.connected_components(view_objects, 8)
     if not parts.any():
         return {}
-    owner = geometry.overlap(parts, view_objects)
-    object_of = {int(a): int(b) for a, b in zip(owner.a, owner.b, strict=True)}
     table = geometry.regionprops(parts, contours=False)
     masks = geometry.rle_by_label(parts)
     size = [int(n) for n in parts.shape]
@@ -474,7 +472,10 @@ def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]
             continue
         (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
         mask_rle = {"size": size, "counts": masks[int(row["label"])]}
-        out[object_of[int(row["label"])]].append(Piece((x0, y0, x1, y1), area, mask_rle))
+        # A piece is a component of the object map: all its pixels hold its object's id, read
+        # at its first pixel on its top row.
+        x = x0 + int(np.argmax(parts[y0, x0:x1] == row["label"]))
+        out[int(view_objects[y0, x])].append(Piece((x0, y0, x1, y1), area, mask_rle))
     return out
 
 

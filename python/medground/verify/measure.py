@@ -66,6 +66,7 @@ __all__ = [
     "TOLERANCE",
     "CaseEvidence",
     "Evidence",
+    "Form",
     "Measured",
     "Measurements",
     "evidence_of_view",
@@ -317,14 +318,44 @@ class Measured:
     sides: frozenset[str]
     contrast: float | None
     intensities: frozenset[str]
-    shapes: frozenset[str] | None
-    sizes: frozenset[str] | None
-    diameter_mm: float | None
+    form: Form
     volume_ml: float | None
     centre: tuple[float, ...]
     boundary: Mapping[int, float]
     clinical: Mapping[str, str]
     cross_section_share: float
+
+    @property
+    def shapes(self) -> frozenset[str] | None:
+        """The shape classes a reader may use (lesions wholly in the image)."""
+        return self.form.values[0]
+
+    @property
+    def sizes(self) -> frozenset[str] | None:
+        """The size classes a reader may use."""
+        return self.form.values[1]
+
+    @property
+    def diameter_mm(self) -> float | None:
+        """The longest diameter between hull corners (lesions, with a known spacing)."""
+        return self.form.values[2]
+
+
+class Form:
+    """An object's shape classes, size classes and longest diameter, worked out when first
+    asked for: a lesion's hull is the costliest reading of it, and most queries about one
+    of a thousand nuclei never ask its shape."""
+
+    def __init__(self, work: Callable[[], tuple[frozenset[str] | None, frozenset[str] | None, float | None]]) -> None:
+        self._work = work
+
+    @classmethod
+    def known(cls, shapes: frozenset[str] | None, sizes: frozenset[str] | None, diameter: float | None) -> Form:
+        return cls(lambda: (shapes, sizes, diameter))
+
+    @cached_property
+    def values(self) -> tuple[frozenset[str] | None, frozenset[str] | None, float | None]:
+        return self._work()
 
 
 @dataclass(frozen=True)
@@ -523,13 +554,24 @@ class Measurements:
         return tuple(i for i in self._boxes if i in self.evidence.labels)
 
     @cached_property
+    def _table(self) -> Any:
+        """Every object's box and pixel count on the view, ascending ids (one core pass)."""
+        return geometry.regionprops(self.evidence.objects, contours=False)
+
+    @cached_property
     def _boxes(self) -> dict[int, tuple[slice, slice]]:
-        """Every object's (rows, columns) box on the view, ascending ids (one core pass)."""
-        table = geometry.regionprops(self.evidence.objects, contours=False)
+        """Every object's (rows, columns) box on the view, ascending ids."""
+        table = self._table
         return {
             int(i): (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])))
             for i, lo, hi in zip(table["label"], table["bbox_min"], table["bbox_max"], strict=True)
         }
+
+    @cached_property
+    def _areas(self) -> dict[int, int]:
+        """Every object's pixels (voxels in a volume): what :meth:`rank` compares."""
+        table = self._table
+        return {int(i): int(n) for i, n in zip(table["label"], table["voxel_count"], strict=True)}
 
     @cached_property
     def _midline(self) -> Callable[[NDArray[Any], NDArray[Any]], NDArray[np.float64]] | None:
@@ -624,7 +666,6 @@ class Measurements:
         contrast, intensities = self._intensity(reading)
         scale = ev.pixel_mm or (1.0, 1.0)
         lesion = kind == "instance" and is_lesion(label)
-        shapes, diameter = _shapes(inside, scale) if lesion else (None, None)
         touches_image = box[0] == 0 or box[1] == 0 or box[2] == ev.width or box[3] == ev.height
         counts, border = ev.case.stats if ev.case is not None else ({}, frozenset())
         voxels = counts.get(object_id)
@@ -632,7 +673,12 @@ class Measurements:
         volume_ml = None
         if voxels is not None and ev.spacing is not None and ev.slice_axis is not None and object_id not in border:
             volume_ml = voxels * float(np.prod(ev.spacing)) / 1000.0
-        sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, reading.area)
+
+        def form() -> tuple[frozenset[str] | None, frozenset[str] | None, float | None]:
+            shapes, diameter = _shapes(inside, scale) if lesion else (None, None)
+            sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, reading.area)
+            return None if touches_image else shapes, sizes, diameter if ev.pixel_mm is not None else None
+
         share = 1.0
         if ev.case is not None and ev.slice_axis is not None and ev.slice_index is not None:
             largest = ev.case.largest_area(object_id, ev.slice_axis)
@@ -650,9 +696,7 @@ class Measurements:
             sides=sides,
             contrast=contrast,
             intensities=intensities,
-            shapes=None if touches_image else shapes,
-            sizes=sizes,
-            diameter_mm=diameter if ev.pixel_mm is not None else None,
+            form=Form(form),
             volume_ml=volume_ml,
             centre=reading.centre,
             boundary=reading.boundary,
@@ -841,14 +885,17 @@ class Measurements:
 
     def rank(self, object_id: int) -> frozenset[str]:
         """``largest``/``smallest`` where the object stands out by area among its category."""
-        mine = self.of(object_id)
-        others = [self.of(o).area_px for o in self.object_ids if o != object_id and self.category(o) == mine.category]
+        # The areas from the view's table, not from measuring every object of the category:
+        # the same counts (a thousand nuclei are not each measured to rank one).
+        areas, category = self._areas, self.category(object_id)
+        others = [areas[o] for o in self.object_ids if o != object_id and self.category(o) == category]
         if not others:
             return frozenset()
         out = set()
-        if mine.area_px >= (1 + RANK_MARGIN) * max(others):
+        mine = areas[object_id]
+        if mine >= (1 + RANK_MARGIN) * max(others):
             out.add("largest")
-        if mine.area_px <= (1 - RANK_MARGIN) * min(others):
+        if mine <= (1 - RANK_MARGIN) * min(others):
             out.add("smallest")
         return frozenset(out)
 

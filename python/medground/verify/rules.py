@@ -114,12 +114,15 @@ class _Judge:
         return not sides or all(side in self.measures.of(object_id).sides for side in sides)
 
     def fits(self, object_id: int) -> tuple[str, str] | None:
-        """None when every claim is true of the object, else (reason, detail) of the first that fails."""
+        """None when every claim is true of the object, else (reason, detail) of the first that
+        fails. An object is measured only when a claim needs it (of a thousand nuclei, "the
+        largest" reads their areas, not their shapes)."""
+        claims = self.claims
         return (
             self.fits_kind(object_id)
             or self.fits_words(object_id)
-            or self.fits_measurements(self.measures.of(object_id))
-            or self.fits_relations(object_id)
+            or (self.fits_measurements(self.measures.of(object_id)) if claims.lengths_mm or claims.volumes_ml else None)
+            or (self.fits_relations(object_id) if claims.relations else None)
         )
 
     def fits_kind(self, object_id: int) -> tuple[str, str] | None:
@@ -139,49 +142,53 @@ class _Judge:
 
     def fits_words(self, object_id: int) -> tuple[str, str] | None:
         """The claims a word makes: side, place, shape, intensity, size and rank."""
-        claims, m = self.claims, self.measures.of(object_id)
+        claims, measures = self.claims, self.measures
         ev = self.evidence
-        checks: list[tuple[list[str], Callable[[str], bool], str, str]] = [
+
+        def m() -> Measured:  # measured when a word needs it
+            return measures.of(object_id)
+
+        checks: list[tuple[list[str], Callable[[str], bool], str, Callable[[], str]]] = [
             (
                 [s for s in claims.sides if not (s == "bilateral" and self.multi)],
-                lambda side: side in m.sides,
+                lambda side: side in m().sides,
                 "laterality_mismatch",
-                f"{m.right_share} of it lies on the patient's right",
+                lambda: f"{m().right_share} of it lies on the patient's right",
             ),
             (
                 claims.positions,
-                lambda place: in_cell(m.box, place, ev.width, ev.height),
+                lambda place: in_cell(m().box, place, ev.width, ev.height),
                 "position_mismatch",
-                f"its box centre is in the {m.position} cell",
+                lambda: f"its box centre is in the {m().position} cell",
             ),
             (
                 claims.shapes,
-                lambda shape: m.shapes is not None and shape in m.shapes,
+                lambda shape: m().shapes is not None and shape in (m().shapes or ()),
                 "shape_mismatch",
-                f"measured shape {sorted(m.shapes or [])}",
+                lambda: f"measured shape {sorted(m().shapes or [])}",
             ),
             (
                 claims.intensities,
-                lambda word: intensity_direction(word) in m.intensities,
+                lambda word: intensity_direction(word) in m().intensities,
                 "intensity_mismatch",
-                f"mean grey {m.contrast} against its ring",
+                lambda: f"mean grey {m().contrast} against its ring",
             ),
             (
                 claims.size_classes,
-                lambda size: m.sizes is not None and size in m.sizes,
+                lambda size: m().sizes is not None and size in (m().sizes or ()),
                 "size_mismatch",
-                f"measured size {sorted(m.sizes or [])}",
+                lambda: f"measured size {sorted(m().sizes or [])}",
             ),
             (
                 [] if self.multi else claims.size_ranks,
-                lambda rank: rank in self.measures.rank(object_id),
+                lambda rank: rank in measures.rank(object_id),
                 "size_mismatch",
-                f"rank {sorted(self.measures.rank(object_id)) if claims.size_ranks else []} among its kind",
+                lambda: f"rank {sorted(measures.rank(object_id)) if claims.size_ranks else []} among its kind",
             ),
         ]
         for words, true_of_it, reason, detail in checks:
             if any(not true_of_it(word) for word in words):
-                return reason, detail
+                return reason, detail()
         return None
 
     def fits_measurements(self, m: Measured) -> tuple[str, str] | None:

@@ -178,13 +178,15 @@ def bbox_xyxy(rle: Mapping[str, Any]) -> list[int] | None:
     counts, size = (rle.get("counts"), rle.get("size")) if isinstance(rle, Mapping) else (None, None)
     if isinstance(counts, str) and isinstance(size, list) and all(type(n) is int for n in size):
         # A sample's mask is read by the format check, the rules and the judge in turn: the
-        # box of a (validated) counts string is kept, four ints; the counts are not.
+        # box of a (validated) counts string is kept, four ints; the counts are not. The
+        # cache holds a whole view's masks (up to [render] max_objects = 1000 targets of one
+        # query) through all three readings.
         found = _bbox_of_string(counts, tuple(size))
         return None if found is None else list(found)
     return _bbox_of_counts(*_parse(rle))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=4096)
 def _bbox_of_string(counts: str, size: tuple[int, ...]) -> tuple[int, int, int, int] | None:
     box = _bbox_of_counts(*_parse({"size": list(size), "counts": counts}))
     return None if box is None else (box[0], box[1], box[2], box[3])

@@ -154,7 +154,9 @@ def realsize_section(r: dict) -> list[str]:
         "encoding the run's PNGs. *pipeline* is the wall time as a user runs it (the core's kernels and",
         "the PNG encoder, which runs ahead of verification, may use the second core); *one core* is the",
         "same with `medground.set_num_threads(1)`, the cost each of Ray's one-CPU workers pays. Peak",
-        "memory: a fresh process, peak RSS beyond the RSS after imports.",
+        "memory: a fresh process, its own high-water mark (`VmHWM`, reset before the case) beyond its",
+        "RSS after imports. Every figure with the pipeline's page setting (`pipeline.budget.small_pages`:",
+        "ordinary pages, since fresh transparent huge pages cost 1.9 s per 157 MB on this machine).",
         "",
         "| case | samples | pipeline (s) | load | draft | verify | render | one core (s) | floor (s): read + cc + PNG"
         " | pipeline ÷ floor | one core ÷ floor | peak extra RSS ÷ input |",

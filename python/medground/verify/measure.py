@@ -502,6 +502,35 @@ def _classes(value: float, bounds: tuple[float, float], names: tuple[str, str, s
     return frozenset(out)
 
 
+def _size_classes(
+    ev: Evidence,
+    label: str,
+    kind: str,
+    lesion: bool,
+    diameter: float | None,
+    volume_ml: float | None,
+    whole: bool,
+    area: int,
+) -> frozenset[str] | None:
+    """The size classes a reader may use for an object of the evidence ``ev``."""
+    if kind == "instance":
+        if not lesion:
+            return None
+        if ev.pixel_mm is None:
+            share = area / float(ev.width * ev.height)
+            return _classes(share, IMAGE_SHARE, ("small", "medium", "large")) if whole else None
+        return _classes(diameter, LESION_MM, ("small", "medium", "large")) if whole and diameter else None
+    if kind == "series" or volume_ml is None:
+        return None
+    ranges = priors().get("volume_ml", {})
+    key = label.lower().replace(" ", "_")
+    for name in (key, key.removesuffix("_left").removesuffix("_right")):
+        if name in ranges:
+            low, high = ranges[name]
+            return _classes(volume_ml, (low, high), ("small", "normal", "large"))
+    return None
+
+
 class Measurements:
     """The measured facts of every object of a view, computed when first asked for."""
 
@@ -674,9 +703,14 @@ class Measurements:
         if voxels is not None and ev.spacing is not None and ev.slice_axis is not None and object_id not in border:
             volume_ml = voxels * float(np.prod(ev.spacing)) / 1000.0
 
+        area = reading.area
+
         def form() -> tuple[frozenset[str] | None, frozenset[str] | None, float | None]:
-            shapes, diameter = _shapes(inside, scale) if lesion else (None, None)
-            sizes = self._sizes(label, kind, lesion, diameter, volume_ml, whole, reading.area)
+            # The pixels read again when asked for: a kept mask per object would hold them
+            # all; and not through ``self``, whose cache holds this (a cycle would keep a
+            # verified part's views alive until the garbage collector ran).
+            shapes, diameter = _shapes(ev.objects[rows, cols] == object_id, scale) if lesion else (None, None)
+            sizes = _size_classes(ev, label, kind, lesion, diameter, volume_ml, whole, area)
             return None if touches_image else shapes, sizes, diameter if ev.pixel_mm is not None else None
 
         share = 1.0
@@ -714,23 +748,7 @@ class Measurements:
         whole: bool,
         area: int,
     ) -> frozenset[str] | None:
-        ev = self.evidence
-        if kind == "instance":
-            if not lesion:
-                return None
-            if ev.pixel_mm is None:
-                share = area / float(ev.width * ev.height)
-                return _classes(share, IMAGE_SHARE, ("small", "medium", "large")) if whole else None
-            return _classes(diameter, LESION_MM, ("small", "medium", "large")) if whole and diameter else None
-        if kind == "series" or volume_ml is None:
-            return None
-        ranges = priors().get("volume_ml", {})
-        key = label.lower().replace(" ", "_")
-        for name in (key, key.removesuffix("_left").removesuffix("_right")):
-            if name in ranges:
-                low, high = ranges[name]
-                return _classes(volume_ml, (low, high), ("small", "normal", "large"))
-        return None
+        return _size_classes(self.evidence, label, kind, lesion, diameter, volume_ml, whole, area)
 
     @property
     def _ring_radius(self) -> int:

@@ -72,6 +72,7 @@ __all__ = [
     "evidence_of_view",
     "intensity_direction",
     "sides_of",
+    "size_classes",
 ]
 
 #: Relative band around the size thresholds.
@@ -502,7 +503,7 @@ def _classes(value: float, bounds: tuple[float, float], names: tuple[str, str, s
     return frozenset(out)
 
 
-def _size_classes(
+def size_classes(
     ev: Evidence,
     label: str,
     kind: str,
@@ -710,7 +711,7 @@ class Measurements:
             # all; and not through ``self``, whose cache holds this (a cycle would keep a
             # verified part's views alive until the garbage collector ran).
             shapes, diameter = _shapes(ev.objects[rows, cols] == object_id, scale) if lesion else (None, None)
-            sizes = _size_classes(ev, label, kind, lesion, diameter, volume_ml, whole, area)
+            sizes = size_classes(ev, label, kind, lesion, diameter, volume_ml, whole, area)
             return None if touches_image else shapes, sizes, diameter if ev.pixel_mm is not None else None
 
         share = 1.0
@@ -737,18 +738,6 @@ class Measurements:
             clinical=dict(ev.clinical.get(object_id, {})),
             cross_section_share=share,
         )
-
-    def _sizes(
-        self,
-        label: str,
-        kind: str,
-        lesion: bool,
-        diameter: float | None,
-        volume_ml: float | None,
-        whole: bool,
-        area: int,
-    ) -> frozenset[str] | None:
-        return _size_classes(self.evidence, label, kind, lesion, diameter, volume_ml, whole, area)
 
     @property
     def _ring_radius(self) -> int:

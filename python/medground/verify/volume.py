@@ -46,6 +46,7 @@ from medground.verify.measure import (
     Measured,
     Measurements,
     sides_of,
+    size_classes,
 )
 
 __all__ = ["VolumeMeasurements", "volume_evidence"]
@@ -151,7 +152,7 @@ class VolumeMeasurements(Measurements):
         volume_ml = None
         if ev.spacing is not None and whole:
             volume_ml = int(index.shape[0]) * float(np.prod(ev.spacing)) / 1000.0
-        sizes = self._sizes(label, kind, False, None, volume_ml, whole, int(index.shape[0]))
+        sizes = size_classes(ev, label, kind, False, None, volume_ml, whole, int(index.shape[0]))
         extent = voxel_box_to_ras(low, high, ev.affine)
         centre = tuple(0.5 * (a + b) for a, b in zip(*extent, strict=True))
         return Measured(

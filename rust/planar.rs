@@ -401,9 +401,16 @@ impl<T: Label> Plane<'_, T> {
                     self.ring_sums(&d, radius.min(i32::MAX as usize) as i32, window)
                 }
             },
+            // Squared distances: in i16 while (radius + 1)² + radius² fits, beyond in i64
+            // (a radius past any window is every pixel of it either way).
+            Ring::Disk if radius <= 126 => {
+                let d = rows_within::<i16>(&framed, h, w, radius, rows, true)?;
+                self.ring_sums(&d, (radius * radius) as i16, window)
+            }
             Ring::Disk => {
-                let d = squared_euclidean(&unframed(&framed, h, w)?, h, w, radius)?;
-                self.ring_sums(&d, (radius * radius) as u32, window)
+                let r = radius.min(1 << 20);
+                let d = rows_within::<i64>(&framed, h, w, r, rows, true)?;
+                self.ring_sums(&d, (r * r) as i64, window)
             }
         };
         s.ring_count = count;
@@ -450,9 +457,6 @@ impl<T: Label> Plane<'_, T> {
     }
 }
 
-/// Squared distance beyond any radius asked for.
-const FAR: u32 = u32::MAX / 4;
-
 /// The window's mask as booleans, from its framed bytes (rows of `w + 2`, a zero frame).
 fn unframed(framed: &[u8], h: usize, w: usize) -> KernelResult<Vec<bool>> {
     let mut mask: Vec<bool> = try_vec_filled(h * w, false, "an object's window")?;
@@ -479,7 +483,7 @@ fn city_block_within(
     rows: (usize, usize),
 ) -> KernelResult<Distances> {
     Ok(if radius < (i16::MAX / 2) as usize {
-        Distances::Short(rows_within::<i16>(framed, h, w, radius, rows)?)
+        Distances::Short(rows_within::<i16>(framed, h, w, radius, rows, false)?)
     } else {
         Distances::Long(rows_within::<i32>(
             framed,
@@ -487,6 +491,7 @@ fn city_block_within(
             w,
             radius.min((i32::MAX / 2 - 1) as usize),
             rows,
+            false,
         )?)
     })
 }
@@ -497,16 +502,24 @@ enum Distances {
     Long(Vec<i32>),
 }
 
-/// [`city_block_within`] in a signed type `D` that holds `2 * radius + 1`.
+/// [`city_block_within`] in a signed type `D` that holds `2 * radius + 1`; with `square`,
+/// the squared Euclidean distance instead (the rows' squared distances plus `dy²`: exact up
+/// to `radius²`, above it beyond), in a `D` that holds `(radius + 1)² + radius²`.
 fn rows_within<D>(
     framed: &[u8],
     h: usize,
     w: usize,
     radius: usize,
     rows: (usize, usize),
+    square: bool,
 ) -> KernelResult<Vec<D>>
 where
-    D: Copy + Ord + std::ops::Add<Output = D> + From<i8> + TryFrom<usize>,
+    D: Copy
+        + Ord
+        + std::ops::Add<Output = D>
+        + std::ops::Mul<Output = D>
+        + From<i8>
+        + TryFrom<usize>,
 {
     let one = D::from(1);
     let cap = D::try_from(radius)
@@ -535,61 +548,22 @@ where
             };
             *o = (*o).min(next);
         }
+        if square {
+            for o in out.iter_mut() {
+                *o = *o * *o;
+            }
+        }
     }
-    let mut d: Vec<D> = try_vec_filled(h * w, cap, "a distance map")?;
+    let far = if square { cap * cap } else { cap };
+    let mut d: Vec<D> = try_vec_filled(h * w, far, "a distance map")?;
     for (y, out) in d.chunks_exact_mut(w.max(1)).enumerate().take(h) {
         let lo = ra.max(y.saturating_sub(reach - 1));
         let hi = rb.min(y + reach);
         for yy in lo..hi {
             let dy = D::try_from(y.abs_diff(yy)).unwrap_or(cap).min(cap);
+            let dy = if square { dy * dy } else { dy };
             for (o, &a) in out.iter_mut().zip(&along[(yy - ra) * w..(yy - ra + 1) * w]) {
                 *o = (*o).min(a + dy);
-            }
-        }
-    }
-    Ok(d)
-}
-
-/// Squared Euclidean distance of every window pixel to the nearest mask pixel, exact
-/// up to `radius` (farther pixels get a value above `radius²`): the distance along each
-/// row (capped at `radius + 1`), then row by row the best of the rows within `radius`
-/// above or below (whole rows at a time, which the compiler vectorises).
-fn squared_euclidean(mask: &[bool], h: usize, w: usize, radius: usize) -> KernelResult<Vec<u32>> {
-    let cap = (radius + 1) as u32;
-    let mut along: Vec<u32> = try_vec_filled(h * w, cap, "a distance map")?;
-    for y in 0..h {
-        let row = &mut along[y * w..(y + 1) * w];
-        let marks = &mask[y * w..(y + 1) * w];
-        let mut last: Option<usize> = None;
-        for x in 0..w {
-            if marks[x] {
-                last = Some(x);
-            }
-            if let Some(l) = last {
-                row[x] = ((x - l) as u32).min(cap);
-            }
-        }
-        let mut next: Option<usize> = None;
-        for x in (0..w).rev() {
-            if marks[x] {
-                next = Some(x);
-            }
-            if let Some(n) = next {
-                row[x] = row[x].min(((n - x) as u32).min(cap));
-            }
-        }
-    }
-    for v in along.iter_mut() {
-        *v *= *v;
-    }
-    let mut d: Vec<u32> = try_vec_filled(h * w, FAR, "a distance map")?;
-    for y in 0..h {
-        let out = &mut d[y * w..(y + 1) * w];
-        for yy in y.saturating_sub(radius)..(y + radius + 1).min(h) {
-            let dy = y.abs_diff(yy) as u32;
-            let dy2 = dy * dy;
-            for (o, &a) in out.iter_mut().zip(&along[yy * w..(yy + 1) * w]) {
-                *o = (*o).min(dy2 + a);
             }
         }
     }

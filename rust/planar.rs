@@ -394,13 +394,17 @@ impl<T: Label> Plane<'_, T> {
         let rows = (by0 - y0, by1 - y0);
         let window = (y0, x0, h, w);
         let (count, sum, sumsq) = match ring {
-            Ring::Diamond => match city_block_within(&framed, h, w, radius, rows)? {
-                // The radius fits the distances' type (it chose the type).
-                Distances::Short(d) => self.ring_sums(&d, radius as i16, window),
-                Distances::Long(d) => {
-                    self.ring_sums(&d, radius.min(i32::MAX as usize) as i32, window)
-                }
-            },
+            // City-block distances in i16 while 2 * radius + 1 fits, beyond in i64 (a radius
+            // past any window is every pixel of it either way).
+            Ring::Diamond if radius < SHORT_RADIUS => {
+                let d = rows_within::<i16>(&framed, h, w, radius, rows, false)?;
+                self.ring_sums(&d, radius as i16, window)
+            }
+            Ring::Diamond => {
+                let r = radius.min(LONG_RADIUS);
+                let d = rows_within::<i64>(&framed, h, w, r, rows, false)?;
+                self.ring_sums(&d, r as i64, window)
+            }
             // Squared distances: in i16 while (radius + 1)² + radius² fits, beyond in i64
             // (a radius past any window is every pixel of it either way).
             Ring::Disk if radius <= 126 => {
@@ -408,7 +412,7 @@ impl<T: Label> Plane<'_, T> {
                 self.ring_sums(&d, (radius * radius) as i16, window)
             }
             Ring::Disk => {
-                let r = radius.min(1 << 20);
+                let r = radius.min(LONG_RADIUS);
                 let d = rows_within::<i64>(&framed, h, w, r, rows, true)?;
                 self.ring_sums(&d, (r * r) as i64, window)
             }
@@ -468,43 +472,20 @@ fn unframed(framed: &[u8], h: usize, w: usize) -> KernelResult<Vec<bool>> {
     Ok(mask)
 }
 
+/// The largest radius whose city-block distances (up to `2 * radius + 1`) `i16` holds.
+const SHORT_RADIUS: usize = (i16::MAX / 2) as usize;
+/// A radius past any window (every pixel of it is within it), where larger ones are cut.
+const LONG_RADIUS: usize = 1 << 20;
+
 /// City-block (4-neighbour step) distance of every window pixel to the nearest pixel of
 /// the framed mask (rows of `w + 2`, a zero frame; mask pixels only on the window rows
 /// `rows.0..rows.1`), exact up to `radius` and `radius + 1` beyond: the distance along
-/// each row, then for each row the best of the rows within `radius`, whole rows at a time.
-/// In a rectangle the 4-neighbour path distance is |dy| + |dx|, so this is the two-pass
-/// transform's value wherever it is within `radius`. Distances are `i16` (whose add and
-/// min every x86-64 vectorises) up to a radius of 16,383, `i32` beyond.
-fn city_block_within(
-    framed: &[u8],
-    h: usize,
-    w: usize,
-    radius: usize,
-    rows: (usize, usize),
-) -> KernelResult<Distances> {
-    Ok(if radius < (i16::MAX / 2) as usize {
-        Distances::Short(rows_within::<i16>(framed, h, w, radius, rows, false)?)
-    } else {
-        Distances::Long(rows_within::<i32>(
-            framed,
-            h,
-            w,
-            radius.min((i32::MAX / 2 - 1) as usize),
-            rows,
-            false,
-        )?)
-    })
-}
-
-/// Distances of a window's pixels, in the smallest type that holds them.
-enum Distances {
-    Short(Vec<i16>),
-    Long(Vec<i32>),
-}
-
-/// [`city_block_within`] in a signed type `D` that holds `2 * radius + 1`; with `square`,
-/// the squared Euclidean distance instead (the rows' squared distances plus `dy²`: exact up
-/// to `radius²`, above it beyond), in a `D` that holds `(radius + 1)² + radius²`.
+/// each row, then for each row the best of the rows within `radius`, whole rows at a time
+/// (in `i16`, whose add and min every x86-64 vectorises). In a rectangle the 4-neighbour
+/// path distance is |dy| + |dx|, so this is the two-pass transform's value wherever it is
+/// within `radius`. With `square`, the squared Euclidean distance instead (the rows'
+/// squared distances plus `dy²`: exact up to `radius²`, above it beyond). `D` holds
+/// `2 * radius + 1`, or `(radius + 1)² + radius²` with `square`.
 fn rows_within<D>(
     framed: &[u8],
     h: usize,
@@ -610,15 +591,15 @@ pub fn dilate_diamond(mask: ArrayView2<bool>, radius: usize) -> KernelResult<Vec
             *f = m as u8;
         }
     }
-    match city_block_within(&framed, h, w, radius, (0, h))? {
-        Distances::Short(d) => try_collect_exact(
-            d.into_iter().map(|v| v as usize <= radius),
-            "a dilated mask",
-        ),
-        Distances::Long(d) => try_collect_exact(
-            d.into_iter().map(|v| v as usize <= radius),
-            "a dilated mask",
-        ),
+    // Distances stop at the (cut) radius + 1: an empty mask stays empty at any radius.
+    let radius = radius.min(LONG_RADIUS);
+    let within = |d: i64| d as usize <= radius;
+    if radius < SHORT_RADIUS {
+        let d = rows_within::<i16>(&framed, h, w, radius, (0, h), false)?;
+        try_collect_exact(d.into_iter().map(|v| within(v.into())), "a dilated mask")
+    } else {
+        let d = rows_within::<i64>(&framed, h, w, radius, (0, h), false)?;
+        try_collect_exact(d.into_iter().map(within), "a dilated mask")
     }
 }
 
@@ -679,6 +660,23 @@ mod tests {
         assert_eq!(compress_counts(&[0, 1, 100, 2]), "01T31");
         // A negative difference: 1 - 40 = -39.
         assert_eq!(compress_counts(&[5, 40, 5, 1]), "5X15iN");
+    }
+
+    #[test]
+    fn dilation_at_radii_past_the_short_distances() {
+        let empty = Array2::<bool>::from_elem((3, 4), false);
+        assert!(dilate_diamond(empty.view(), usize::MAX / 2)
+            .unwrap()
+            .iter()
+            .all(|&v| !v));
+        let mut one = empty.clone();
+        one[[1, 1]] = true;
+        assert!(dilate_diamond(one.view(), 40_000)
+            .unwrap()
+            .iter()
+            .all(|&v| v));
+        let near = dilate_diamond(one.view(), 1).unwrap();
+        assert_eq!(near.iter().filter(|&&v| v).count(), 5);
     }
 
     #[test]

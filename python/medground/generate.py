@@ -175,6 +175,9 @@ class _Drafter:
         self.view_skips: list[Skip] = []
         self.views = iter_views(case, objects, spec, body, self.view_skips)
         self.clinical, listed = _clinical(case, objects.anchors, spec)
+        # The case's fields every part carries (the same objects in each).
+        self.labels = {i: case.label_names[i] for i in case.present if i in spec.labels}
+        self.terms = {oid: {name: item["value"] for name, item in v.items()} for oid, v in self.clinical.items()}
         self.context = case_context(case, objects, spec.modality, body, spec.body_region, self.clinical)
         if spec.metadata is not None:
             self.context.checks["metadata"] = {"listed": listed}
@@ -192,12 +195,10 @@ class _Drafter:
             views=views,
             checks=self.context.checks,
             case_id=case.case_id,
-            labels={i: case.label_names[i] for i in case.present if i in spec.labels},
+            labels=self.labels,
             object_volume=None if case.image.is_2d else objects.map,
             object_areas=None if case.image.is_2d else objects.slice_areas,
-            clinical={
-                oid: {name: item["value"] for name, item in values.items()} for oid, values in self.clinical.items()
-            },
+            clinical=self.terms,
         )
         referred = []
         for view in views:

@@ -163,7 +163,7 @@ class _Judge:
             ),
             (
                 claims.shapes,
-                lambda shape: m().shapes is not None and shape in (m().shapes or ()),
+                lambda shape: shape in (m().shapes or ()),
                 "shape_mismatch",
                 lambda: f"measured shape {sorted(m().shapes or [])}",
             ),
@@ -175,7 +175,7 @@ class _Judge:
             ),
             (
                 claims.size_classes,
-                lambda size: m().sizes is not None and size in (m().sizes or ()),
+                lambda size: size in (m().sizes or ()),
                 "size_mismatch",
                 lambda: f"measured size {sorted(m().sizes or [])}",
             ),

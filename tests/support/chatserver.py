@@ -120,6 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a client with dozens of requests in flight on
+    # a loaded machine then sees refused connections a real server (uvicorn: 2048) never gives.
+    request_queue_size = 128
     chat: ChatServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

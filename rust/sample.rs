@@ -353,8 +353,16 @@ impl Midline {
         }
     }
 
-    fn right(&self, at: [usize; 3]) -> bool {
-        Self::world(&self.x, at) > self.at(Self::world(&self.z, at))
+    /// Whether the voxel at `at` lies right of the midline. `last` holds the latest world z
+    /// and the midline's x there: the picks of a run share their z whenever the affine
+    /// does not tilt z along the run (every axis-aligned volume), and the same z gives the
+    /// same x to the bit, so the search among the levels is skipped.
+    fn right(&self, at: [usize; 3], last: &mut (f64, f64)) -> bool {
+        let z = Self::world(&self.z, at);
+        if z.to_bits() != last.0.to_bits() {
+            *last = (z, self.at(z));
+        }
+        Self::world(&self.x, at) > last.1
     }
 }
 
@@ -383,8 +391,10 @@ pub fn c_order_side_counts<T: Label>(
     }
     let mut sampling = Sampling::new(view, reversed, ids, boxes, sample)?;
     let mut right = try_vec_zeroed::<u64>(ids.len(), "the side counts")?;
+    // The start: that NaN's interpolation is NaN, so a z with its very bits finds the truth.
+    let mut last = (f64::NAN, f64::NAN);
     sampling.pick(|slot, _, at| {
-        if midline.right(at) {
+        if midline.right(at, &mut last) {
             right[slot] += 1;
         }
     });
@@ -445,31 +455,52 @@ mod tests {
             Array3::from_shape_fn((7, 6, 9), |(i, j, k)| ((i * 7 + j * 3 + k * 5) % 4) as u8);
         let boxes = [[0, 0, 0, 7, 6, 9], [1, 2, 0, 6, 6, 8], [0, 0, 0, 7, 6, 9]];
         let ids = [1u8, 2, 3];
-        // x = k - 4.5 (right of a midline at x = 0 below z = 2, at x = 2 from z = 4 up).
-        let midline = Midline {
-            x: vec![0.0, 0.0, 1.0, -4.5],
-            z: vec![1.0, 0.0, 0.0, 0.0],
-            levels: vec![2.0, 4.0],
-            mid: vec![0.0, 2.0],
-        };
-        let counts = c_order_side_counts(labels.view(), false, &ids, &boxes, 5, &midline).unwrap();
-        let samples = c_order_samples(labels.view(), false, &ids, &boxes, 5).unwrap();
-        for (n, picks) in samples.iter().enumerate() {
-            let right = picks
-                .iter()
-                .filter(|p| {
-                    let (x, z) = (p[2] as f64 - 4.5, p[0] as f64);
-                    let mid = if z <= 2.0 {
-                        0.0
-                    } else if z >= 4.0 {
-                        2.0
-                    } else {
-                        z - 2.0
-                    };
-                    x > mid
-                })
-                .count() as u64;
-            assert_eq!(counts[n], (right, picks.len() as u64), "id {}", ids[n]);
+        let fortran = labels
+            .view()
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned();
+        // x = k - 4.5, right of a midline at x = 0 below z = 2, at x = 2 from z = 4 up; z
+        // along the first axis (constant along C runs), then tilted (z changes within runs
+        // in either memory order, so no remembered level may be reused).
+        for (z_row, z_of) in [
+            (
+                vec![1.0, 0.0, 0.0, 0.0],
+                (|p: &[i64; 3]| p[0] as f64) as fn(&[i64; 3]) -> f64,
+            ),
+            (vec![0.5, 0.0, 0.75, 0.0], |p: &[i64; 3]| {
+                0.5 * p[0] as f64 + 0.75 * p[2] as f64
+            }),
+        ] {
+            let midline = Midline {
+                x: vec![0.0, 0.0, 1.0, -4.5],
+                z: z_row,
+                levels: vec![2.0, 4.0],
+                mid: vec![0.0, 2.0],
+            };
+            let counts =
+                c_order_side_counts(labels.view(), false, &ids, &boxes, 5, &midline).unwrap();
+            let reversed =
+                c_order_side_counts(fortran.view(), true, &ids, &boxes, 5, &midline).unwrap();
+            let samples = c_order_samples(labels.view(), false, &ids, &boxes, 5).unwrap();
+            for (n, picks) in samples.iter().enumerate() {
+                let right = picks
+                    .iter()
+                    .filter(|p| {
+                        let (x, z) = (p[2] as f64 - 4.5, z_of(p));
+                        let mid = if z <= 2.0 {
+                            0.0
+                        } else if z >= 4.0 {
+                            2.0
+                        } else {
+                            z - 2.0
+                        };
+                        x > mid
+                    })
+                    .count() as u64;
+                assert_eq!(counts[n], (right, picks.len() as u64), "id {}", ids[n]);
+                assert_eq!(reversed[n], counts[n], "id {}, Fortran", ids[n]);
+            }
         }
     }
 }

@@ -49,7 +49,7 @@ import realsize  # noqa: E402
 from medground import geometry  # noqa: E402
 from medground.io import load_spec  # noqa: E402
 from medground.pipeline import RunConfig  # noqa: E402
-from medground.pipeline.budget import small_pages  # noqa: E402
+from medground.pipeline.budget import settle_collector, small_pages  # noqa: E402
 from medground.pipeline.runner import plan  # noqa: E402
 from medground.pipeline.worker import process_case  # noqa: E402
 from medground.render import PNG_LEVEL  # noqa: E402
@@ -222,8 +222,10 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None}
     # The pipeline's own page setting (process_case sets it too) for every measurement, the
-    # floor's included: both sides allocate alike.
+    # floor's included: both sides allocate alike. The collector as in the run's workers
+    # (imports set aside): the in-process cases stand for a worker's.
     small_pages()
+    settle_collector()
 
     for lesions in (0, 50):
         spec_path = realsize.ct(lesions=lesions)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,42 @@ def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path,
     split = list(draft_parts(case, spec, view_bytes=1))
     assert len(split) > 2 and all(len(part.views) == 1 for part in split[:-1])
     assert all(not part.skipped for part in split[:-1]) and split[-1].skipped
+
+
+def test_a_worker_sets_its_start_up_objects_aside_once_without_keeping_garbage(demo_data: Path) -> None:
+    """A case actor collects, then freezes what is alive (the collector's full passes then
+    skip the imports), once per process; garbage cycles from before are freed, not frozen.
+    A case run in-process leaves the caller's collector alone (frozen objects are hidden
+    from gc.get_referrers). In a fresh process: this one may hold an actor already."""
+    script = f"""
+import gc, weakref
+from medground.io import find_cases, load_spec
+from medground.pipeline.budget import settle_collector
+from medground.pipeline.worker import CaseActor, process_case
+
+class Node:
+    pass
+
+a, b = Node(), Node()
+a.other, b.other = b, a
+gone = weakref.ref(a)
+del a, b
+spec = load_spec({str(demo_data / "demo_skin" / "spec.toml")!r})
+case = find_cases(spec).cases[0]
+assert process_case(spec, case).error is None
+assert gc.get_freeze_count() == 0, "an in-process case froze the caller's objects"
+actor = CaseActor(None)
+frozen = gc.get_freeze_count()
+assert frozen > 10_000, frozen
+assert gone() is None, "a garbage cycle was frozen"
+assert actor.process(spec, case).error is None
+assert settle_collector() is False and CaseActor(None) is not None
+assert gc.get_freeze_count() == frozen
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_cases_run_on_ordinary_pages_unless_the_user_chose(demo_data: Path, monkeypatch) -> None:

@@ -12,6 +12,7 @@ statements. The supervisor of a worker process adds the backstop the timer canno
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -23,7 +24,15 @@ from typing import Any
 
 from medground.io.errors import SpecError
 
-__all__ = ["Budget", "OverBudget", "case_budget", "machine_memory", "memory_budget_text", "small_pages"]
+__all__ = [
+    "Budget",
+    "OverBudget",
+    "case_budget",
+    "machine_memory",
+    "memory_budget_text",
+    "settle_collector",
+    "small_pages",
+]
 
 _KEYS = {"case_timeout_s", "case_memory_gb", "cases_per_worker"}
 
@@ -107,6 +116,29 @@ def small_pages() -> bool:
 
     where = "numpy._core.multiarray" if hasattr(numpy, "_core") else "numpy.core.multiarray"  # numpy 2 / 1
     importlib.import_module(where)._set_madvise_hugepage(False)
+    return True
+
+
+_SETTLED: list[bool] = []
+
+
+def settle_collector() -> bool:
+    """In a worker process of the run's own (a Ray case actor, a supervised worker), before
+    its first case: collects, then moves every object alive then (the imported modules:
+    about 90,000 objects) out of the garbage collector's passes (``gc.freeze``); once per
+    process, returns whether this call did it. Python's full collection walks every tracked
+    object, and a case makes enough long-lived objects to start two of them: on the
+    real-size CT case they took 0.11 s against 0.007 s with the imports set aside. Set-aside
+    objects are still freed when their last reference goes; only a reference cycle among
+    them is never collected, and the collection first leaves none. Not for a process the
+    run does not own: frozen objects are hidden from ``gc.get_referrers``, so
+    :func:`~medground.pipeline.worker.process_case` called in-process leaves the collector
+    alone."""
+    if _SETTLED:
+        return False
+    _SETTLED.append(True)
+    gc.collect()
+    gc.freeze()
     return True
 
 

@@ -23,7 +23,7 @@ from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.pipeline.batching import CpuTurns, QueuedBackend
-from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text, small_pages
+from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text, settle_collector, small_pages
 from medground.pipeline.store import CaseResult
 from medground.records import Sample, dumps
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
@@ -243,6 +243,7 @@ class CaseActor:
     ADMIT_SHARE = 0.5
 
     def __init__(self, memory_bytes: int | None) -> None:
+        settle_collector()  # a worker process of the run's own: its imports are set aside
         self._memory = memory_bytes
         self._limit = case_budget(None, memory_bytes)
         self._limit.__enter__()  # held for the actor's life

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -456,26 +456,32 @@ def _pixel_mm(smap: render.SliceMap, spacing: tuple[float, ...]) -> tuple[float,
     return float(rows), float(cols)
 
 
-def _pieces(view_objects: NDArray[Any], min_piece: int) -> dict[int, list[Piece]]:
-    """The visible parts of every object: 2D 8-connected components of its pixels."""
+def _pieces(view_objects: NDArray[Any], min_piece: int, object_masks: dict[int, str]) -> dict[int, list[Piece]]:
+    """The visible parts of every object: 2D 8-connected components of its pixels, top row
+    first, then left column. An object in one component has its own mask (``object_masks``,
+    the view's RLE per object) as its piece's; the components are encoded only for a view
+    where some object is in several."""
     parts = geometry.connected_components(view_objects, 8)
     if not parts.any():
         return {}
     table = geometry.regionprops(parts, contours=False)
-    masks = geometry.rle_by_label(parts)
+    labels = table["label"].tolist()
+    lo, hi, areas = table["bbox_min"].tolist(), table["bbox_max"].tolist(), table["voxel_count"].tolist()
+    # A piece is a component of the object map: all its pixels hold its object's id, read
+    # at its first pixel on its top row.
+    owners = []
+    for (y0, x0), (_, x1), label in zip(lo, hi, labels, strict=True):
+        owners.append(int(view_objects[y0, x0 + int(np.argmax(parts[y0, x0:x1] == label))]))
+    components = Counter(owners)
+    masks = geometry.rle_by_label(parts) if len(components) < len(owners) else {}
     size = [int(n) for n in parts.shape]
     out: dict[int, list[Piece]] = defaultdict(list)
-    rows = sorted(table, key=lambda r: (int(r["bbox_min"][0]), int(r["bbox_min"][1]), int(r["label"])))
-    for row in rows:
-        area = int(row["voxel_count"])
-        if area < min_piece:
+    for i in np.lexsort((labels, [x for _, x in lo], [y for y, _ in lo])).tolist():
+        if areas[i] < min_piece:
             continue
-        (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
-        mask_rle = {"size": size, "counts": masks[int(row["label"])]}
-        # A piece is a component of the object map: all its pixels hold its object's id, read
-        # at its first pixel on its top row.
-        x = x0 + int(np.argmax(parts[y0, x0:x1] == row["label"]))
-        out[int(view_objects[y0, x])].append(Piece((x0, y0, x1, y1), area, mask_rle))
+        (y0, x0), (y1, x1), owner = lo[i], hi[i], owners[i]
+        counts = object_masks[owner] if components[owner] == 1 else masks[labels[i]]
+        out[owner].append(Piece((x0, y0, x1, y1), int(areas[i]), {"size": size, "counts": counts}))
     return out
 
 
@@ -557,9 +563,9 @@ def _make_view(
         per_voxel = (
             height * width / float(np.prod([smap.volume_shape[smap.row_axis], smap.volume_shape[smap.col_axis]]))
         )
-        pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)))
-        pixel_area = pixel_mm[0] * pixel_mm[1]
         masks = geometry.rle_by_label(view_objects)
+        pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)), masks)
+        pixel_area = pixel_mm[0] * pixel_mm[1]
         read = _object_reader(
             rendered, view_objects, [int(row["label"]) for row in table], ring_px, spec.render.min_contrast
         )

@@ -450,6 +450,19 @@ def _choose_slices(
     return chosen, rows
 
 
+#: The region table's columns a view reads per object.
+_VIEW_COLUMNS = (
+    "label",
+    "voxel_count",
+    "perimeter",
+    "circularity",
+    "solidity",
+    "eccentricity",
+    "elongation",
+    "feret_diameter_max",
+)
+
+
 def _pixel_mm(smap: render.SliceMap, spacing: tuple[float, ...]) -> tuple[float, float]:
     rows = spacing[smap.row_axis] * smap.volume_shape[smap.row_axis] / smap.height
     cols = spacing[smap.col_axis] * smap.volume_shape[smap.col_axis] / smap.width
@@ -566,21 +579,21 @@ def _make_view(
         masks = geometry.rle_by_label(view_objects)
         pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)), masks)
         pixel_area = pixel_mm[0] * pixel_mm[1]
-        read = _object_reader(
-            rendered, view_objects, [int(row["label"]) for row in table], ring_px, spec.render.min_contrast
-        )
-        for row in table:
-            object_id = int(row["label"])
+        # The table's columns as Python numbers, read by position (no row dicts).
+        column = {name: table[name].tolist() for name in _VIEW_COLUMNS}
+        ids, lo, hi = column["label"], table["bbox_min"].tolist(), table["bbox_max"].tolist()
+        read = _object_reader(rendered, view_objects, ids, ring_px, spec.render.min_contrast)
+        for i, object_id in enumerate(ids):
             anchor = objects.anchors.get(object_id)
             if anchor is None or not pieces.get(object_id):
                 continue
-            (y0, x0), (y1, x1) = (int(v) for v in row["bbox_min"]), (int(v) for v in row["bbox_max"])
+            (y0, x0), (y1, x1) = lo[i], hi[i]
             box = (x0, y0, x1, y1)
             share = 1.0
             if index_areas is not None and smap.axis is not None and smap.slice_index is not None:
                 areas = index_areas[object_id]
                 share = float(areas[smap.slice_index]) / float(areas.max())
-            area_px = int(row["voxel_count"])
+            area_px = column["voxel_count"][i]
             voxels = int(round(area_px / per_voxel))
             border_share, seen, grey = read(object_id, box)
             found[object_id] = ViewObject(
@@ -591,12 +604,12 @@ def _make_view(
                 pieces=tuple(pieces[object_id]),
                 descriptors={
                     "area_mm2": round(area_px * pixel_area, 3) if physical else None,
-                    "perimeter_mm": round(float(row["perimeter"]), 3) if physical else None,
-                    "circularity": round(float(row["circularity"]), 4),
-                    "solidity": round(float(row["solidity"]), 4),
-                    "eccentricity": round(float(row["eccentricity"]), 4),
-                    "elongation": round(float(row["elongation"]), 4),
-                    "diameter_mm": round(float(row["feret_diameter_max"]), 3) if physical else None,
+                    "perimeter_mm": round(column["perimeter"][i], 3) if physical else None,
+                    "circularity": round(column["circularity"][i], 4),
+                    "solidity": round(column["solidity"][i], 4),
+                    "eccentricity": round(column["eccentricity"][i], 4),
+                    "elongation": round(column["elongation"][i], 4),
+                    "diameter_mm": round(column["feret_diameter_max"][i], 3) if physical else None,
                     "image_share": round(area_px / float(height * width), 5),
                 },
                 cross_section_share=round(share, 4),

@@ -645,6 +645,28 @@ mod tests {
     }
 
     #[test]
+    fn runs_are_the_same_in_every_memory_layout() {
+        // C order, Fortran order, a strided view.
+        let labels =
+            Array2::from_shape_fn((150, 97), |(y, x)| ((y / 7 + x / 5 + y * x % 3) % 5) as u32);
+        let fortran = labels.t().as_standard_layout().into_owned();
+        let fortran = fortran.t();
+        let wide = Array2::from_shape_fn((150, 194), |(y, x)| labels[[y, x / 2]]);
+        let strided = wide.slice(ndarray::s![.., ..;2]);
+        let expected = rle_by_label(labels.view()).unwrap();
+        assert_eq!(expected.len(), 4);
+        for (value, counts) in &expected {
+            assert_eq!(
+                counts,
+                &reference_runs(&labels.mapv(|v| v == *value)),
+                "label {value}"
+            );
+        }
+        assert_eq!(rle_by_label(fortran).unwrap(), expected);
+        assert_eq!(rle_by_label(strided).unwrap(), expected);
+    }
+
+    #[test]
     fn a_run_goes_on_across_columns() {
         // Column-major: rows 2..3 of column 0 then rows 0..1 of column 1: one run of 4.
         let labels = array![[0u8, 5], [0, 5], [5, 0]];

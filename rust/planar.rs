@@ -353,6 +353,14 @@ impl<T: Label> Plane<'_, T> {
                 // Each side: the image's border, or an outside neighbour (a pair), or the object.
                 let has_left = x > 0;
                 let has_right = x + 1 < width;
+                if (up[p] & down[p] & row[p - 1] & row[p + 1]) != 0
+                    && has_up
+                    && has_down
+                    && has_left
+                    && has_right
+                {
+                    continue; // inside the object and the image on every side: most pixels
+                }
                 let mut on_outline = false;
                 for (inside_image, neighbour, g) in [
                     (has_up, up[p], above[x]),

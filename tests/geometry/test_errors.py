@@ -61,6 +61,21 @@ def test_core_rejects_bad_dtype_and_ndim_directly():
         _core.regionprops(MASK3, [1.0, float("nan"), 1.0])
 
 
+def test_core_reads_each_label_dtype_as_itself_and_nothing_else():
+    """The core picks an array's variant from its dtype: every supported dtype gives the
+    same answer; a list, a swapped byte order or a float map is refused with the dtype named."""
+    plane = np.array([[0, 1, 1], [2, 0, 1], [2, 2, 0]])
+    expected = _core.rle_by_label(plane.astype(np.uint8))
+    for dtype in (np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64, np.intc, np.longlong):
+        assert _core.rle_by_label(plane.astype(dtype)) == expected, dtype
+    assert _core.rle_by_label(plane.astype(bool)) == _core.rle_by_label((plane > 0).astype(np.uint8))
+    for bad, named in ((plane.astype(">i4"), ">i4"), (plane.astype(np.float32), "float32")):
+        with pytest.raises(TypeError, match=named):
+            _core.rle_by_label(bad)
+    with pytest.raises(TypeError, match="labels must be a numpy array"):
+        _core.rle_by_label(plane.tolist())
+
+
 @pytest.mark.parametrize(
     "spacing",
     [

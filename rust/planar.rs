@@ -55,8 +55,8 @@ struct Runs {
 
 /// The COCO run lengths (uncompressed, zeros first, no trailing zero run) of the mask of
 /// every nonzero label of a 2D label map, in ascending label order. One walk of the
-/// image in column-major order, as COCO reads masks; a run that ends at a column's last
-/// row and goes on at the next column's top is one run.
+/// image, its runs taken in column-major order as COCO reads masks; a run that ends at a
+/// column's last row and goes on at the next column's top is one run.
 pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec<u64>)>> {
     let (height, width) = labels.dim();
     let total = (height * width) as u64;
@@ -94,22 +94,72 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
         runs.end = end;
         Ok(())
     };
-    for x in 0..width {
-        let column = labels.column(x);
-        let base = (x * height) as u64;
-        let mut current = T::ZERO;
-        let mut start = 0usize;
-        for (y, &value) in column.iter().enumerate() {
-            if value != current {
-                if !current.is_zero() {
-                    push_run(current, base + start as u64, base + y as u64)?;
+    match labels.to_slice() {
+        // C order (as views are made): strips of a cache line's worth of columns, read row
+        // after row, each column's runs kept until the strip ends and then handed out
+        // column after column. Walking down a column here would load a new cache line at
+        // every pixel and wait for it (half of a view's time).
+        Some(rows) if width > 1 => {
+            let strip = (64 / std::mem::size_of::<T>()).clamp(8, 64).min(width);
+            let mut current = try_vec_filled(strip, T::ZERO, "a strip's runs")?;
+            let mut start = try_vec_filled(strip, 0usize, "a strip's runs")?;
+            let mut kept: Vec<Vec<(T, usize, usize)>> =
+                try_vec_filled(strip, Vec::new(), "a strip's runs")?;
+            for x0 in (0..width).step_by(strip) {
+                let n = strip.min(width - x0);
+                current[..n].fill(T::ZERO);
+                for y in 0..height {
+                    let row = &rows[y * width + x0..y * width + x0 + n];
+                    for (c, &value) in row.iter().enumerate() {
+                        if value != current[c] {
+                            if !current[c].is_zero() {
+                                try_push(
+                                    &mut kept[c],
+                                    (current[c], start[c], y),
+                                    "a column's runs",
+                                )?;
+                            }
+                            current[c] = value;
+                            start[c] = y;
+                        }
+                    }
                 }
-                current = value;
-                start = y;
+                for c in 0..n {
+                    if !current[c].is_zero() {
+                        try_push(
+                            &mut kept[c],
+                            (current[c], start[c], height),
+                            "a column's runs",
+                        )?;
+                    }
+                    let base = ((x0 + c) * height) as u64;
+                    for &(value, from, to) in &kept[c] {
+                        push_run(value, base + from as u64, base + to as u64)?;
+                    }
+                    kept[c].clear();
+                }
             }
         }
-        if !current.is_zero() {
-            push_run(current, base + start as u64, base + height as u64)?;
+        // Any other layout: down each column (contiguous when Fortran-ordered).
+        _ => {
+            for x in 0..width {
+                let column = labels.column(x);
+                let base = (x * height) as u64;
+                let mut current = T::ZERO;
+                let mut start = 0usize;
+                for (y, &value) in column.iter().enumerate() {
+                    if value != current {
+                        if !current.is_zero() {
+                            push_run(current, base + start as u64, base + y as u64)?;
+                        }
+                        current = value;
+                        start = y;
+                    }
+                }
+                if !current.is_zero() {
+                    push_run(current, base + start as u64, base + height as u64)?;
+                }
+            }
         }
     }
     found.sort_unstable_by_key(|(v, _)| v.key());

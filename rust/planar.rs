@@ -112,26 +112,14 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
                     let row = &rows[y * width + x0..y * width + x0 + n];
                     for (c, &value) in row.iter().enumerate() {
                         if value != current[c] {
-                            if !current[c].is_zero() {
-                                try_push(
-                                    &mut kept[c],
-                                    (current[c], start[c], y),
-                                    "a column's runs",
-                                )?;
-                            }
+                            keep_run(&mut kept[c], current[c], start[c], y)?;
                             current[c] = value;
                             start[c] = y;
                         }
                     }
                 }
                 for c in 0..n {
-                    if !current[c].is_zero() {
-                        try_push(
-                            &mut kept[c],
-                            (current[c], start[c], height),
-                            "a column's runs",
-                        )?;
-                    }
+                    keep_run(&mut kept[c], current[c], start[c], height)?;
                     let base = ((x0 + c) * height) as u64;
                     for &(value, from, to) in &kept[c] {
                         push_run(value, base + from as u64, base + to as u64)?;
@@ -172,6 +160,20 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
             Ok((value, runs.counts))
         })
         .collect()
+}
+
+/// Keeps a column's run of `value` over rows `[from, to)` for the end of its strip
+/// (background is not kept).
+fn keep_run<T: Label>(
+    kept: &mut Vec<(T, usize, usize)>,
+    value: T,
+    from: usize,
+    to: usize,
+) -> KernelResult<()> {
+    if value.is_zero() {
+        return Ok(());
+    }
+    try_push(kept, (value, from, to), "a column's runs")
 }
 
 /// The shape of the ring of tissue an object is compared with.

@@ -391,7 +391,8 @@ pub fn c_order_side_counts<T: Label>(
     }
     let mut sampling = Sampling::new(view, reversed, ids, boxes, sample)?;
     let mut right = try_vec_zeroed::<u64>(ids.len(), "the side counts")?;
-    // The start: that NaN's interpolation is NaN, so a z with its very bits finds the truth.
+    // Nothing remembered yet: a NaN. Should the first z have exactly these bits, it is
+    // NaN too, whose interpolation is NaN, so the remembered x is still right.
     let mut last = (f64::NAN, f64::NAN);
     sampling.pick(|slot, _, at| {
         if midline.right(at, &mut last) {

@@ -100,13 +100,16 @@ def test_a_stuck_case_is_blamed_alone_among_the_cases_it_starves(local_ray, tmp_
     assert made == set(names) - {"hang"}
 
 
-def test_a_worker_says_which_cases_hold_the_turn_and_how_long_they_ran() -> None:
+def test_a_worker_says_which_cases_hold_the_turn_and_how_long_they_ran(monkeypatch) -> None:
     """The status a worker gives the driver: the turn's holders and each running case's
     seconds (a case waiting for its turn is not running yet)."""
     import threading
 
+    from medground.pipeline import worker
     from medground.pipeline.worker import CaseActor
 
+    # The actor here lives in the test process: its collector is not the actor's to freeze.
+    monkeypatch.setattr(worker, "settle_collector", lambda: False)
     actor = CaseActor(None)
     inside, release = threading.Event(), threading.Event()
 
@@ -124,6 +127,26 @@ def test_a_worker_says_which_cases_hold_the_turn_and_how_long_they_ran() -> None
     release.set()
     thread.join(10)
     assert actor.status()["holders"] == []
+
+
+def test_each_worker_holds_its_next_case_while_it_runs_one() -> None:
+    """A worker runs ``cases_per_worker`` cases at once and one more waits in its queue, so
+    it starts that case the moment one ends instead of idling while the driver fetches and
+    writes the result; the waiting cases spread over the workers."""
+    handed: list[tuple[int, str]] = []
+
+    class Worker:
+        def __init__(self, n: int) -> None:
+            self.process = SimpleNamespace(remote=lambda spec, files, **_: handed.append((n, files)) or object())
+
+    for per in (1, 3):
+        handed.clear()
+        pool = runner._Pool(SimpleNamespace(put=lambda value: value), [Worker(0), Worker(1)], per, {})
+        queue = [runner._Job(SimpleNamespace(name="d"), f"case{i}") for i in range(20)]
+        while pool.has_room():
+            pool.submit(queue.pop(0))
+        assert len(handed) == 2 * (per + runner.CASES_AHEAD) == len(pool.pending)
+        assert sorted(n for n, _ in handed) == [0] * (per + 1) + [1] * (per + 1)
 
 
 def test_the_time_budget_holds_in_a_case_thread(local_ray, tmp_path: Path) -> None:

@@ -6,14 +6,16 @@ files other than through the case already loaded.
 
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from medground import render
+from medground import geometry, render
 from medground.anchors import find_anchors
 from medground.cues import case_context, compute_cues
 from medground.facts import object_facts
@@ -151,17 +153,85 @@ def draft_parts(
     ``skipped``. Together the parts have the samples, facts and failures of
     :func:`draft_case`, in its order: a model gets one part's views per batch."""
     drafter = _Drafter(case, spec, synthesizer or TemplateSynthesizer(seed), seed, negatives)
-    views: list[View] = []
-    held = 0
-    for view in drafter.views:
-        views.append(view)
-        held += view.nbytes
-        if view_bytes is not None and held >= view_bytes:
-            yield drafter.part(views)
-            views, held = [], 0
-    last = drafter.part(views)
-    drafter.finish(last)
-    yield last
+    made: Iterator[View] = drafter.views
+    ahead = None
+    if geometry.get_num_threads() > 1:  # a second core: the next views are made meanwhile
+        made = ahead = _Ahead(drafter.views, view_bytes or PART_VIEW_BYTES)
+    try:
+        views: list[View] = []
+        held = 0
+        for view in made:
+            views.append(view)
+            held += view.nbytes
+            if view_bytes is not None and held >= view_bytes:
+                yield drafter.part(views)
+                views, held = [], 0
+        last = drafter.part(views)
+        drafter.finish(last)
+        yield last
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+class _Ahead:
+    """The views of ``views`` made on a thread of their own, at most ``limit`` bytes of them
+    ahead of the ones taken: while a part is referred, worded and verified (Python, holding
+    the GIL), the next part's views are made, mostly in the core's kernels (no GIL). The
+    views come in the same order, and an error making one is raised where it is taken."""
+
+    def __init__(self, views: Iterator[View], limit: int) -> None:
+        self._views, self._limit = views, limit
+        self._ready: collections.deque[tuple[View | None, BaseException | None]] = collections.deque()
+        self._held = 0
+        self._stop = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._make, name="medground-views", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            for view in self._views:
+                with self._changed:
+                    while self._held >= self._limit and not self._stop:
+                        self._changed.wait()
+                    if self._stop:
+                        return
+                    self._ready.append((view, None))
+                    self._held += view.nbytes
+                    self._changed.notify_all()
+            outcome: tuple[View | None, BaseException | None] = (None, None)
+        except BaseException as error:  # noqa: BLE001 - raised again in the taker's thread
+            outcome = (None, error)
+        with self._changed:
+            self._ready.append(outcome)
+            self._changed.notify_all()
+
+    def __iter__(self) -> _Ahead:
+        return self
+
+    def __next__(self) -> View:
+        with self._changed:
+            # A short wait at a time: the case's time budget raises in this thread only
+            # between its bytecodes.
+            while not self._ready:
+                self._changed.wait(0.05)
+            view, error = self._ready.popleft()
+            if view is None:
+                self._ready.appendleft((None, error))  # the end stays the end
+                if error is not None:
+                    raise error
+                raise StopIteration
+            self._held -= view.nbytes
+            self._changed.notify_all()
+            return view
+
+    def close(self) -> None:
+        """Stops making views (the one being made is finished) and waits for the thread."""
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        self._thread.join()
 
 
 class _Drafter:

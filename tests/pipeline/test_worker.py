@@ -41,8 +41,9 @@ def test_models_in_a_ray_actor(demo_data: Path, tmp_path: Path, serve, monkeypat
 
 @pytest.mark.parametrize("dataset", ["demo_ct", "demo_skin"])
 def test_images_encoded_ahead_are_the_images_encoded_after(demo_data: Path, dataset: str) -> None:
-    """With a second core the views' images encode while verification runs: the case's
-    result (images, records, funnel) is the one a single-threaded run gives."""
+    """With a second core the views' images encode while verification runs, and the next
+    views are made while a part is worded and verified: the case's result (images, records,
+    funnel) is the one a single-threaded run gives."""
     from medground import geometry
     from medground.io import find_cases, load_spec
     from medground.pipeline.worker import process_case
@@ -60,6 +61,52 @@ def test_images_encoded_ahead_are_the_images_encoded_after(demo_data: Path, data
     assert alone.images and ahead.images == alone.images
     assert ahead.accepted == alone.accepted and ahead.rejected == alone.rejected
     assert ahead.funnel == alone.funnel
+
+
+def test_views_made_ahead_come_in_order_within_their_byte_limit() -> None:
+    """The views a second thread makes ahead come in the order they were made; the thread
+    holds at most the limit's bytes (and the view it was making) beyond those taken; an
+    error making a view is raised where it is taken, after the views before it; closing
+    stops the thread, even one waiting for room."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from medground.generate import _Ahead
+
+    made: list[int] = []
+
+    def views(count: int, fail_at: int | None = None):
+        for n in range(count):
+            if n == fail_at:
+                raise ValueError(f"view {n} is broken")
+            made.append(n)
+            yield SimpleNamespace(n=n, nbytes=10)
+
+    ahead = _Ahead(views(50), limit=30)
+    taken = []
+    for view in ahead:
+        time.sleep(0.002)  # the taker is slower: the maker waits for room
+        # Three views' bytes ready, the one being made, and this one.
+        assert len(made) - len(taken) <= 5, (len(made), len(taken))
+        taken.append(view.n)
+    assert taken == list(range(50))
+    ahead.close()
+
+    made.clear()
+    broken = _Ahead(views(10, fail_at=3), limit=1000)
+    assert [next(broken).n for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="view 3 is broken"):
+        next(broken)
+    with pytest.raises(ValueError):  # the error stays where the views end
+        next(broken)
+    broken.close()
+
+    endless = _Ahead((SimpleNamespace(nbytes=10) for _ in iter(int, 1)), limit=30)
+    next(endless)
+    endless.close()
+    assert not endless._thread.is_alive()
+    assert not any(t.name == "medground-views" for t in threading.enumerate())
 
 
 @pytest.mark.parametrize("kind", ["CT", "MR"])

@@ -468,3 +468,33 @@ def test_whole_structures_relate_in_the_patient_whatever_the_storage(shared_data
     assert cues.world_direction(box, [[2.0, 1.0, 0.0], [8.0, 9.0, 10.0]]) is None
     assert cues.world_direction(box, [[0.0, 0.0, 10.5], [10.0, 10.0, 20.0]]) == "inferior"
     assert cues.world_direction(box, [[0.0, -20.0, 0.0], [10.0, -0.5, 10.0]]) == "anterior"
+
+
+def test_the_nearest_structure_is_the_one_the_plain_definition_picks() -> None:
+    """``relations``' nearest named structure: the most shared outline (by category), then
+    the smallest box gap, then the lowest id — the plain minimum over every other object,
+    on seeded scenes dense with ties (equal gaps, several equally touching neighbours)."""
+    import math
+
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        n = int(rng.integers(2, 30))
+        corner = rng.integers(0, 40, size=(n, 2))
+        size = rng.integers(1, 8, size=(n, 2))
+        objects = [
+            SimpleNamespace(
+                object_id=i + 1, bbox_xyxy=tuple(int(v) for v in (*corner[i], *(corner[i] + size[i])))
+            )
+            for i in range(n)
+        ]
+        names = {o.object_id: f"s{int(rng.integers(0, n))}" for o in objects}
+        shared = {f"s{int(k)}": int(rng.integers(0, 3)) for k in rng.integers(0, n, size=int(rng.integers(0, 4)))}
+        obj, others = objects[0], objects[1:]
+
+        def gap(a, b):
+            return math.hypot(max(0, max(a[0], b[0]) - min(a[2], b[2])), max(0, max(a[1], b[1]) - min(a[3], b[3])))
+
+        plain = min(
+            others, key=lambda o: (-shared.get(names[o.object_id], 0), gap(obj.bbox_xyxy, o.bbox_xyxy), o.object_id)
+        )
+        assert cues._nearest(obj, others, names, shared) is plain

@@ -479,6 +479,30 @@ def _gap_px(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return math.hypot(gx, gy)
 
 
+def _nearest(
+    obj: ViewObject, others: list[ViewObject], names: dict[int, str], shared: dict[str, int]
+) -> ViewObject:
+    """The other object sharing the most outline with ``obj`` (by its category's share),
+    then the nearest by box gap, then the lowest id: the minimum of (−shared, gap, id).
+    The gaps are compared squared, in integers, and :func:`_gap_px` is taken only among
+    the equally near (the same order: distinct squares are far apart beside a rounding)."""
+    if shared:
+        most = max(shared.get(names[o.object_id], 0) for o in others)
+        if most:
+            others = [o for o in others if shared.get(names[o.object_id], 0) == most]
+    x0, y0, x1, y1 = obj.bbox_xyxy
+    squares = []
+    for o in others:
+        b = o.bbox_xyxy
+        gx, gy = max(0, max(x0, b[0]) - min(x1, b[2])), max(0, max(y0, b[1]) - min(y1, b[3]))
+        squares.append(gx * gx + gy * gy)
+    least = min(squares)
+    near = [o for o, square in zip(others, squares, strict=True) if square == least]
+    if len(near) == 1:
+        return near[0]
+    return min(near, key=lambda o: (_gap_px(obj.bbox_xyxy, o.bbox_xyxy), o.object_id))
+
+
 def relations(
     view: View,
     obj: ViewObject,
@@ -510,10 +534,7 @@ def relations(
     others = [o for o in unique if names[o.object_id] != names[obj.object_id]]
     nearest = None
     if others:
-        best = min(
-            others,
-            key=lambda o: (-by_name.get(names[o.object_id], 0), _gap_px(obj.bbox_xyxy, o.bbox_xyxy), o.object_id),
-        )
+        best = _nearest(obj, others, names, by_name)
         gap = _gap_px(obj.bbox_xyxy, best.bbox_xyxy) * min(view.pixel_mm)
         direction = in_plane_direction(obj.bbox_xyxy, best.bbox_xyxy, view.directions)
         nearest = {

@@ -25,8 +25,8 @@ use crate::layout::{
     check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
 };
 use crate::planar::{
-    compress_counts, dilate_diamond, object_stats as object_stats_kernel,
-    rle_by_label as rle_kernel, Ring,
+    body_lines as body_lines_kernel, compress_counts, dilate_diamond,
+    object_stats as object_stats_kernel, rle_by_label as rle_kernel, Ring,
 };
 use crate::regions::{
     moment_shapes, present_labels, region_columns, region_stats, IntensityRows, IntensityStats,
@@ -828,6 +828,29 @@ fn plane<'a, T>(view: ArrayViewD<'a, T>, what: &str) -> PyResult<ArrayView2<'a, 
         .map_err(|_| PyValueError::new_err(format!("{what} must be 2D, got {ndim} dimensions")))
 }
 
+/// The body in an 8-bit grey view, line by line: `(otsu, first, last)` with the image's
+/// Otsu threshold and, per row (`along_rows`) or column, the first and last pixel of the
+/// body (pixels above `fraction × otsu` in 8-connected components of at least `min_size`
+/// pixels), -1 where a line has none.
+#[pyfunction]
+fn body_lines<'py>(
+    py: Python<'py>,
+    grey: PyReadonlyArrayDyn<'py, u8>,
+    fraction: f64,
+    min_size: u64,
+    along_rows: bool,
+) -> PyResult<(f64, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let view = plane(grey.as_array(), "grey")?;
+    let found = run(py, "body_lines", move || {
+        body_lines_kernel(view, fraction, min_size, along_rows)
+    })??;
+    Ok((
+        found.otsu,
+        found.first.into_pyarray(py).into_any(),
+        found.last.into_pyarray(py).into_any(),
+    ))
+}
+
 /// COCO RLE counts strings of every nonzero label of a 2D label map, ascending:
 /// `[(label, counts), ...]`.
 #[pyfunction]
@@ -1069,6 +1092,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(overlap, m)?)?;
     m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;
     m.add_function(wrap_pyfunction!(object_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(body_lines, m)?)?;
     m.add_function(wrap_pyfunction!(dilate, m)?)?;
     m.add_function(wrap_pyfunction!(relabel, m)?)?;
     m.add_function(wrap_pyfunction!(c_order_samples, m)?)?;

@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 
-use ndarray::ArrayView2;
+use ndarray::{Array3, ArrayView2};
 use rayon::prelude::*;
 
 use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_filled, try_with_capacity};
+use crate::ccl::{label_runs, Connectivity};
 use crate::error::{KernelError, KernelResult};
 use crate::label::Label;
 
@@ -663,6 +664,116 @@ pub fn dilate_diamond(mask: ArrayView2<bool>, radius: usize) -> KernelResult<Vec
     }
 }
 
+/// Otsu's threshold of an 8-bit image from its histogram (one bin per grey level): the
+/// centre `k + 0.5` of the bin that maximises the between-class variance over bins
+/// `0..255`, in numpy's float64 arithmetic step for step (cumulative sums left to
+/// right), so that it equals `medground.verify.measure._otsu` to the bit.
+pub fn otsu_u8(histogram: &[u64; 256]) -> f64 {
+    let mut weight = [0f64; 256];
+    let mut mean = [0f64; 256];
+    let (mut count, mut moment) = (0u64, 0f64);
+    for k in 0..256 {
+        count += histogram[k];
+        moment += histogram[k] as f64 * (k as f64 + 0.5);
+        weight[k] = count as f64;
+        mean[k] = moment;
+    }
+    let (total, last) = (weight[255], mean[255]);
+    let mut best = (0usize, f64::NEG_INFINITY);
+    for k in 0..255 {
+        let d = last * weight[k] / total - mean[k];
+        let between = d * d / (weight[k] * (total - weight[k])).max(1e-12);
+        // numpy's argmax: the first maximum, and the first NaN if any.
+        if between.is_nan() {
+            if !best.1.is_nan() {
+                best = (k, between);
+            }
+        } else if !best.1.is_nan() && between > best.1 {
+            best = (k, between);
+        }
+    }
+    best.0 as f64 + 0.5
+}
+
+/// The body in an 8-bit grey view, line by line: the pixels above `fraction` of the
+/// image's Otsu threshold, in 8-connected components of at least `min_size` pixels (dark
+/// organs and air inside the body are not its edge; specks outside it are not body).
+pub struct BodyLines {
+    /// The image's Otsu threshold (before `fraction`).
+    pub otsu: f64,
+    /// Per line (a row with `along_rows`, else a column): the first and the last body
+    /// pixel along it, -1 for a line without body.
+    pub first: Vec<i64>,
+    pub last: Vec<i64>,
+}
+
+/// [`BodyLines`] of `grey`: one histogram, one threshold pass, the components' runs.
+pub fn body_lines(
+    grey: ArrayView2<u8>,
+    fraction: f64,
+    min_size: u64,
+    along_rows: bool,
+) -> KernelResult<BodyLines> {
+    let (ny, nx) = grey.dim();
+    let mut histogram = [0u64; 256];
+    let mut body = try_vec_filled(ny * nx, false, "the body mask")?;
+    // The grey levels in C order: the view itself when it is laid out so, else a copy.
+    let owned;
+    let levels: &[u8] = match grey.as_slice() {
+        Some(levels) => levels,
+        None => {
+            owned = grey.iter().copied().collect::<Vec<u8>>();
+            &owned
+        }
+    };
+    for &g in levels {
+        histogram[g as usize] += 1;
+    }
+    let otsu = otsu_u8(&histogram);
+    // `g > fraction × otsu` in float64 once per grey level, looked up per pixel.
+    let threshold = fraction * otsu;
+    let mut above = [false; 256];
+    for (g, cell) in above.iter_mut().enumerate() {
+        *cell = g as f64 > threshold;
+    }
+    for (cell, &g) in body.iter_mut().zip(levels) {
+        *cell = above[g as usize];
+    }
+    let body = Array3::from_shape_vec((1, ny, nx), body)
+        .map_err(|e| KernelError::InvalidArgument(format!("body mask shape: {e}")))?;
+    let runs = label_runs(body.view(), Connectivity::from_count(2, 8)?, true)?;
+    let keep = runs.keep_by_size(min_size, false)?;
+    let lines = if along_rows { ny } else { nx };
+    let mut first = try_vec_filled(lines, -1i64, "the body's lines")?;
+    let mut last = try_vec_filled(lines, -1i64, "the body's lines")?;
+    for (slab, &offset) in runs.slabs.iter().zip(runs.slab_offset.iter()) {
+        for i in 0..slab.n_rows() {
+            let y = slab.first_row + i;
+            let base = offset + slab.row_start[i] as usize;
+            for (j, run) in slab.row(i).iter().enumerate() {
+                if !keep[runs.labels[base + j] as usize] {
+                    continue;
+                }
+                let (start, end) = (run.start as i64, run.end as i64 - 1);
+                if along_rows {
+                    if first[y] < 0 {
+                        first[y] = start;
+                    }
+                    last[y] = end; // runs come left to right
+                } else {
+                    for x in run.start as usize..run.end as usize {
+                        if first[x] < 0 {
+                            first[x] = y as i64; // rows come top to bottom
+                        }
+                        last[x] = y as i64;
+                    }
+                }
+            }
+        }
+    }
+    Ok(BodyLines { otsu, first, last })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -809,5 +920,35 @@ mod tests {
         // Within distance 2 of the square: 2 rows of 3 on each side (24) and one pixel at
         // each corner diagonal (sqrt 2) -> 28.
         assert_eq!(disk.ring_count, 28);
+    }
+    #[test]
+    fn body_lines_keep_big_components_and_read_each_line() {
+        // A 12x10 view: a bright 6x5 block (the body) with a dark hole, and a bright speck.
+        let mut grey = Array2::<u8>::from_elem((12, 10), 0);
+        for y in 3..9 {
+            for x in 2..7 {
+                grey[[y, x]] = 200;
+            }
+        }
+        grey[[5, 4]] = 0; // air inside: not the edge
+        grey[[0, 9]] = 220; // a speck: not body
+        let rows = body_lines(grey.view(), 0.5, 5, true).unwrap();
+        let mut first = vec![-1i64; 12];
+        let mut last = vec![-1i64; 12];
+        for y in 3..9 {
+            first[y] = 2;
+            last[y] = 6;
+        }
+        assert_eq!((rows.first, rows.last), (first, last));
+        let cols = body_lines(grey.view(), 0.5, 5, false).unwrap();
+        let mut first = vec![-1i64; 10];
+        let mut last = vec![-1i64; 10];
+        for x in 2..7 {
+            first[x] = 3;
+            last[x] = 8;
+        }
+        assert_eq!((cols.first, cols.last), (first, last));
+        // Levels 0 and 200-220: every split between them is as good, numpy takes the first.
+        assert_eq!(rows.otsu, 0.5);
     }
 }

@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "__version__",
+    "body_lines",
     "c_order_samples",
     "c_order_side_counts",
     "connected_components",
@@ -93,6 +94,12 @@ def object_stats(
 ) -> list[dict[str, Any] | None]:
     """Per-object box, sums, ring, edge, outline, touching owners and pieces of a 2D map
     against 8-bit grey levels; ring "diamond" or "disk"; None for an absent id."""
+
+def body_lines(
+    grey: NDArray[np.uint8], fraction: float, min_size: int, along_rows: bool
+) -> tuple[float, NDArray[np.int64], NDArray[np.int64]]:
+    """(Otsu threshold, first and last body pixel per row or column, -1 for none) of an
+    8-bit view: pixels above fraction × Otsu in 8-connected components of min_size or more."""
 
 def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """A 2D mask dilated by radius 4-neighbour steps, inside the image."""

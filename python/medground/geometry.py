@@ -24,6 +24,7 @@ from medground import _core
 __all__ = [
     "PairTable",
     "RegionTable",
+    "body_lines",
     "connected_components",
     "ObjectStats",
     "contacts",
@@ -637,6 +638,23 @@ def object_stats(
         else ObjectStats(**{**row, "touches": tuple(row["touches"]), "pieces": tuple(row["pieces"])})
         for row in rows
     ]
+
+
+def body_lines(
+    grey: ArrayLike, fraction: float, min_size: int, *, along_rows: bool = True
+) -> tuple[float, NDArray[np.int64], NDArray[np.int64]]:
+    """The body in an 8-bit grey view, line by line, in one pass of the core: the image's
+    Otsu threshold (one bin per grey level, as :func:`medground.verify.measure._otsu`), and
+    per row (``along_rows``) or column the first and last pixel of the body — the pixels
+    above ``fraction`` × that threshold, in 8-connected components of at least ``min_size``
+    pixels — or -1 where a line has none."""
+    values = np.asarray(grey)
+    if values.dtype != np.uint8 or values.ndim != 2:
+        raise ValueError(f"grey must be a 2D uint8 image, got {values.dtype} with shape {values.shape}")
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+        raise ValueError(f"min_size must be a non-negative pixel count, got {min_size!r}")
+    otsu, first, last = _core.body_lines(values, float(fraction), int(min_size), bool(along_rows))
+    return float(otsu), np.asarray(first), np.asarray(last)
 
 
 def dilate(mask: ArrayLike, radius: int) -> NDArray[np.bool_]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from medground import geometry
+from medground.verify.measure import _otsu
 
 coco_mask = pytest.importorskip("pycocotools.mask")
 
@@ -148,3 +149,81 @@ def test_object_stats_do_not_depend_on_threads(view: tuple[np.ndarray, np.ndarra
     finally:
         geometry.set_num_threads(0)
     assert alone == shared and shared[-1] is None
+
+
+def _body_lines_reference(grey: np.ndarray, fraction: float, min_size: int, along_rows: bool):
+    """The body by numpy and scipy: Otsu over one bin per grey level, the pixels above
+    ``fraction`` of it, scipy's 8-connected components of ``min_size`` or more, and each
+    line's first and last pixel (-1 for none)."""
+    otsu = _otsu(grey)
+    above = grey > fraction * otsu
+    components, _ = ndimage.label(above, structure=np.ones((3, 3)))
+    sizes = np.bincount(components.ravel())
+    body = (sizes >= min_size)[components] & above
+    lines = body if along_rows else body.T
+    present = lines.any(axis=1)
+    first = np.where(present, np.argmax(lines, axis=1), -1)
+    last = np.where(present, lines.shape[1] - 1 - np.argmax(lines[:, ::-1], axis=1), -1)
+    return otsu, first, last
+
+
+@st.composite
+def grey_views(draw: st.DrawFn) -> np.ndarray:
+    """8-bit views: smoothed noise (bodies with holes and specks), few grey levels (ties in
+    Otsu's criterion), or one level; C- or Fortran-ordered, or a strided window."""
+    height, width = draw(st.integers(1, 60)), draw(st.integers(1, 60))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["smooth", "levels", "flat"]))
+    if kind == "smooth":
+        grey = ndimage.uniform_filter(rng.integers(0, 256, (height, width)).astype(np.float64), 5).astype(np.uint8)
+    elif kind == "levels":
+        grey = rng.choice(np.asarray(draw(st.lists(st.integers(0, 255), min_size=1, max_size=3)), np.uint8), (height, width))
+    else:
+        grey = np.full((height, width), draw(st.integers(0, 255)), np.uint8)
+    layout = draw(st.sampled_from(["C", "F", "strided"]))
+    if layout == "F":
+        grey = np.asfortranarray(grey)
+    elif layout == "strided":
+        grey = np.repeat(np.repeat(grey, 2, axis=0), 2, axis=1)[::2, ::2]
+    return grey
+
+
+@given(grey_views(), st.sampled_from([0.5, 1.0]), st.integers(0, 40), st.booleans())
+def test_body_lines_equal_the_numpy_and_scipy_reading(grey: np.ndarray, fraction: float, min_size: int, rows: bool) -> None:
+    """The verifier's body outline per line, in one core pass: the same Otsu threshold to
+    the bit, the same components kept, the same first and last pixel of every line."""
+    otsu, first, last = geometry.body_lines(grey, fraction, min_size, along_rows=rows)
+    expected = _body_lines_reference(grey, fraction, min_size, rows)
+    assert otsu == expected[0]
+    np.testing.assert_array_equal(first, expected[1])
+    np.testing.assert_array_equal(last, expected[2])
+
+
+def test_body_lines_on_real_slices(shared_data) -> None:
+    """Every axial and coronal slice of the shared CT and MR at their display window: the
+    core's body lines are the numpy/scipy ones (0.5% of the slice as the smallest body)."""
+    import nibabel as nib
+
+    for folder, name in (("ct_abdomen_totalseg", "ct.nii.gz"), ("mr_abdomen_totalseg", "mr.nii.gz")):
+        volume = np.asanyarray(nib.load(shared_data / folder / name).dataobj).astype(np.float64)
+        low, high = np.percentile(volume, [1, 99])
+        grey = np.clip((volume - low) / (high - low) * 255, 0, 255).astype(np.uint8)
+        for axis in (1, 2):
+            for index in range(grey.shape[axis]):
+                view = np.take(grey, index, axis=axis)
+                smallest = int(np.ceil(0.005 * view.size))
+                for rows in (True, False):
+                    otsu, first, last = geometry.body_lines(view, 0.5, smallest, along_rows=rows)
+                    expected = _body_lines_reference(view, 0.5, smallest, rows)
+                    assert otsu == expected[0]
+                    np.testing.assert_array_equal(first, expected[1])
+                    np.testing.assert_array_equal(last, expected[2])
+
+
+def test_body_lines_name_bad_input() -> None:
+    with pytest.raises(ValueError, match="2D uint8"):
+        geometry.body_lines(np.zeros((4, 4), np.float32), 0.5, 1)
+    with pytest.raises(ValueError, match="2D uint8"):
+        geometry.body_lines(np.zeros((2, 4, 4), np.uint8), 0.5, 1)
+    with pytest.raises(ValueError, match="min_size"):
+        geometry.body_lines(np.zeros((4, 4), np.uint8), 0.5, -1)

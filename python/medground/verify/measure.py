@@ -639,22 +639,32 @@ class Measurements:
         and air inside the body are not its edge); rows without body take the overall middle."""
         image = self.evidence.image
         grey = image if image.ndim == 2 and image.dtype == np.uint8 else self.evidence.grey
-        body = grey > 0.5 * _otsu(grey)
-        # Components (8-connected) of at least 0.5% of the image, in one pass of the core.
-        body = geometry.dust(body, math.ceil(0.005 * grey.size), 8, in_place=True)
-        if not body.any():
-            return None
-        lines = body if axis == 1 else body.T
-        present = lines.any(axis=1)
-        first = np.argmax(lines, axis=1).astype(np.float64)
-        last = (lines.shape[1] - 1 - np.argmax(lines[:, ::-1], axis=1)).astype(np.float64)
+        # Components (8-connected) of at least 0.5% of the image.
+        smallest = math.ceil(0.005 * grey.size)
+        length = grey.shape[1] if axis == 1 else grey.shape[0]  # of a line
+        if grey.dtype == np.uint8:  # the threshold, the components and the lines: one core pass
+            _, starts, ends = geometry.body_lines(grey, 0.5, smallest, along_rows=axis == 1)
+            present = starts >= 0
+            if not present.any():
+                return None
+            # A line without body reads as spanning the image (masked out below).
+            first = np.where(present, starts, 0).astype(np.float64)
+            last = np.where(present, ends, length - 1).astype(np.float64)
+        else:
+            body = geometry.dust(grey > 0.5 * _otsu(grey), smallest, 8, in_place=True)
+            if not body.any():
+                return None
+            lines = body if axis == 1 else body.T
+            present = lines.any(axis=1)
+            first = np.argmax(lines, axis=1).astype(np.float64)
+            last = (length - 1 - np.argmax(lines[:, ::-1], axis=1)).astype(np.float64)
         middle = 0.5 * (first + last + 1.0)
         overall = float(np.median(middle[present]))
         if self.evidence.plane == "axial" or self.evidence.plane is None:
             # One axial level: the body's middle, from the rows where the body is widest.
             widths = np.where(present, last - first, 0.0)
             wide = widths >= 0.5 * widths.max()
-            return np.full(lines.shape[0], float(np.median(middle[wide])))
+            return np.full(present.size, float(np.median(middle[wide])))
         middle = np.where(present, middle, overall)
         return np.asarray(ndimage.median_filter(middle, size=15, mode="nearest"), dtype=np.float64)
 

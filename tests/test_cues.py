@@ -482,9 +482,7 @@ def test_the_nearest_structure_is_the_one_the_plain_definition_picks() -> None:
         corner = rng.integers(0, 40, size=(n, 2))
         size = rng.integers(1, 8, size=(n, 2))
         objects = [
-            SimpleNamespace(
-                object_id=i + 1, bbox_xyxy=tuple(int(v) for v in (*corner[i], *(corner[i] + size[i])))
-            )
+            SimpleNamespace(object_id=i + 1, bbox_xyxy=tuple(int(v) for v in (*corner[i], *(corner[i] + size[i]))))
             for i in range(n)
         ]
         names = {o.object_id: f"s{int(rng.integers(0, n))}" for o in objects}

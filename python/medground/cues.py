@@ -479,9 +479,7 @@ def _gap_px(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return math.hypot(gx, gy)
 
 
-def _nearest(
-    obj: ViewObject, others: list[ViewObject], names: dict[int, str], shared: dict[str, int]
-) -> ViewObject:
+def _nearest(obj: ViewObject, others: list[ViewObject], names: dict[int, str], shared: dict[str, int]) -> ViewObject:
     """The other object sharing the most outline with ``obj`` (by its category's share),
     then the nearest by box gap, then the lowest id: the minimum of (−shared, gap, id).
     The gaps are compared squared, in integers, and :func:`_gap_px` is taken only among

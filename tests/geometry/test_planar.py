@@ -177,7 +177,9 @@ def grey_views(draw: st.DrawFn) -> np.ndarray:
     if kind == "smooth":
         grey = ndimage.uniform_filter(rng.integers(0, 256, (height, width)).astype(np.float64), 5).astype(np.uint8)
     elif kind == "levels":
-        grey = rng.choice(np.asarray(draw(st.lists(st.integers(0, 255), min_size=1, max_size=3)), np.uint8), (height, width))
+        grey = rng.choice(
+            np.asarray(draw(st.lists(st.integers(0, 255), min_size=1, max_size=3)), np.uint8), (height, width)
+        )
     else:
         grey = np.full((height, width), draw(st.integers(0, 255)), np.uint8)
     layout = draw(st.sampled_from(["C", "F", "strided"]))
@@ -189,7 +191,9 @@ def grey_views(draw: st.DrawFn) -> np.ndarray:
 
 
 @given(grey_views(), st.sampled_from([0.5, 1.0]), st.integers(0, 40), st.booleans())
-def test_body_lines_equal_the_numpy_and_scipy_reading(grey: np.ndarray, fraction: float, min_size: int, rows: bool) -> None:
+def test_body_lines_equal_the_numpy_and_scipy_reading(
+    grey: np.ndarray, fraction: float, min_size: int, rows: bool
+) -> None:
     """The verifier's body outline per line, in one core pass: the same Otsu threshold to
     the bit, the same components kept, the same first and last pixel of every line."""
     otsu, first, last = geometry.body_lines(grey, fraction, min_size, along_rows=rows)

@@ -655,7 +655,7 @@ class Measurements:
             if not body.any():
                 return None
             lines = body if axis == 1 else body.T
-            present = lines.any(axis=1)
+            present = np.asarray(lines.any(axis=1), dtype=bool)
             first = np.argmax(lines, axis=1).astype(np.float64)
             last = (length - 1 - np.argmax(lines[:, ::-1], axis=1)).astype(np.float64)
         middle = 0.5 * (first + last + 1.0)

@@ -361,7 +361,7 @@ def test_the_openai_path_keeps_its_requests_in_flight_and_answers_the_same(
     """The same model behind a loopback OpenAI-compatible server: the queue keeps
     ``concurrency`` requests in flight across cases, and the records are the stand-in
     engine's, but for the engine's name."""
-    with SimulatedServer(latency_s=0.05, concurrency=64) as server:
+    with SimulatedServer(latency_s=0.1, concurrency=64) as server:
         table = f'model = "simulated"\nbase_url = "{server.base_url}"\nconcurrency = 8'
         path = demo_data / "openai.toml"
         path.write_text(
@@ -369,7 +369,7 @@ def test_the_openai_path_keeps_its_requests_in_flight_and_answers_the_same(
             + f'\n[synthesis]\nbackend = "openai"\n{table}\n\n[verification.visual]\nbackend = "vlm"\n{table}\n'
         )
         summary = run(load_run_config(path), tmp_path / "out", progress=False)
-        assert server.in_flight_share(8) > 0.5, server.durations
+        assert server.in_flight_share(8) > 0.5, (server.in_flight_share(8), server.durations)
     assert normalised(tmp_path / "out") == normalised(in_process)
     assert summary.model_stats["synthesizer"]["engine"] == "openai"
     assert summary.model_stats["synthesizer"]["slots"] == 8

@@ -921,6 +921,23 @@ mod tests {
         // each corner diagonal (sqrt 2) -> 28.
         assert_eq!(disk.ring_count, 28);
     }
+
+    /// `n` lines of which `lines` hold body from `from` to `to` (others -1).
+    fn extents(
+        n: usize,
+        lines: std::ops::Range<usize>,
+        from: i64,
+        to: i64,
+    ) -> (Vec<i64>, Vec<i64>) {
+        let mut first = vec![-1i64; n];
+        let mut last = vec![-1i64; n];
+        for k in lines {
+            first[k] = from;
+            last[k] = to;
+        }
+        (first, last)
+    }
+
     #[test]
     fn body_lines_keep_big_components_and_read_each_line() {
         // A 12x10 view: a bright 6x5 block (the body) with a dark hole, and a bright speck.
@@ -933,21 +950,9 @@ mod tests {
         grey[[5, 4]] = 0; // air inside: not the edge
         grey[[0, 9]] = 220; // a speck: not body
         let rows = body_lines(grey.view(), 0.5, 5, true).unwrap();
-        let mut first = vec![-1i64; 12];
-        let mut last = vec![-1i64; 12];
-        for y in 3..9 {
-            first[y] = 2;
-            last[y] = 6;
-        }
-        assert_eq!((rows.first, rows.last), (first, last));
+        assert_eq!((rows.first, rows.last), extents(12, 3..9, 2, 6));
         let cols = body_lines(grey.view(), 0.5, 5, false).unwrap();
-        let mut first = vec![-1i64; 10];
-        let mut last = vec![-1i64; 10];
-        for x in 2..7 {
-            first[x] = 3;
-            last[x] = 8;
-        }
-        assert_eq!((cols.first, cols.last), (first, last));
+        assert_eq!((cols.first, cols.last), extents(10, 2..7, 3, 8));
         // Levels 0 and 200-220: every split between them is as good, numpy takes the first.
         assert_eq!(rows.otsu, 0.5);
     }

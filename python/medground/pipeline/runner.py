@@ -326,8 +326,8 @@ def _on_ray(
 
 #: Cases handed to each CPU worker beyond the ``cases_per_worker`` it runs at once: they wait
 #: in the actor's queue and start the moment a running case ends, while the driver fetches
-#: and writes that case's result (else the worker idles through both, ≈ 0.3 s a real-size
-#: case). A waiting case holds no memory and is never blamed for an overrun (its time
+#: and writes that case's result (else the worker idles through both: the writing alone is
+#: ≈ 0.12 s a real-size CT case). A waiting case holds no memory and is never blamed for an overrun (its time
 #: counts from when it starts computing).
 CASES_AHEAD = 1
 

@@ -57,3 +57,31 @@ def test_photographs_take_no_patient_side(shared_data: Path) -> None:
     measures = view_measurements(drafts, spec, drafts.views[0])
     result = check_rules(replace(sample, query="Locate the polyp on the left."), facts, measures)
     assert (result.passed, result.reason) == (False, "side_without_orientation")
+
+
+def test_parts_are_counted_from_the_view_without_measuring_the_object(shared_data: Path, tmp_path: Path) -> None:
+    """A query about parts is checked against every object of the view: each object's parts
+    are its 8-connected pieces of at least ``min_piece`` pixels (scipy's labelling of the
+    whole view), counted without measuring the object (its ring and grey levels are read
+    only when a claim needs them)."""
+    import numpy as np
+    from scipy import ndimage
+
+    (tmp_path / "ct.toml").write_text(
+        f'name = "ct"\nmodality = "CT"\nbody_region = "abdomen"\nroot = "{shared_data / "ct_abdomen_totalseg"}"\n'
+        'labels_file = "labels.json"\n[cases]\nimage = "ct.nii.gz"\nmask = "seg.nii.gz"\n'
+    )
+    spec = load_spec(tmp_path / "ct.toml")
+    drafts = draft_case(load_case(spec, find_cases(spec).cases[0]), spec)
+    several = 0
+    for view in drafts.views[::4]:
+        measures = view_measurements(drafts, spec, view)
+        objects = measures.evidence.objects
+        for object_id in measures.object_ids:
+            labelled, count = ndimage.label(objects == object_id, structure=np.ones((3, 3)))
+            sizes = np.bincount(labelled.ravel())[1:]
+            expected = int(np.count_nonzero(sizes >= measures.min_piece))
+            assert measures.pieces(object_id) == expected, (view.image_file, object_id)
+            several += expected > 1
+        assert not measures._cache, "counting parts measured an object"
+    assert several > 0, "some object of the shared CT shows in several parts"

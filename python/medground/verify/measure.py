@@ -893,8 +893,13 @@ class Measurements:
         """How many parts the object shows: 8-connected pieces of at least :attr:`min_piece`
         (counted when a query speaks of parts)."""
         if object_id not in self._pieces:
-            m = self.of(object_id)
-            local = self.evidence.objects[m.box[1] : m.box[3], m.box[0] : m.box[2]] == object_id
+            # Within the object's box from the view's table (the tight box :meth:`of` gives
+            # too): counting an object's parts does not measure it, so a query about parts
+            # does not measure every object of the view it is checked against.
+            rows, cols = self._local(object_id)
+            if rows is None or cols is None:
+                raise KeyError(f"object {object_id} has no pixels in the view")
+            local = self.evidence.objects[rows, cols] == object_id
             labelled, count = ndimage.label(local, structure=np.ones((3, 3)))
             sizes = np.bincount(labelled.ravel())[1:] if count else np.zeros(0, np.int64)
             self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))

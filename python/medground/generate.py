@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,15 +152,21 @@ def draft_parts(
     ``clinical``); the last one also has the volume samples and the case's complete
     ``skipped``. Together the parts have the samples, facts and failures of
     :func:`draft_case`, in its order: a model gets one part's views per batch."""
-    drafter = _Drafter(case, spec, synthesizer or TemplateSynthesizer(seed), seed, negatives)
-    made: Iterator[View] = drafter.views
-    ahead = None
-    if geometry.get_num_threads() > 1:  # a second core: the next views are made meanwhile
-        made = ahead = _Ahead(drafter.views, view_bytes or PART_VIEW_BYTES)
+    ahead: list[_Ahead] = []
+
+    def start(views: Iterator[View]) -> Iterator[View]:
+        if geometry.get_num_threads() <= 1:
+            return views
+        # A second core: the views are made on it from here on, while this thread works out
+        # the case's context, then refers, words and verifies the parts.
+        ahead.append(_Ahead(views, view_bytes or PART_VIEW_BYTES))
+        return ahead[0]
+
     try:
+        drafter = _Drafter(case, spec, synthesizer or TemplateSynthesizer(seed), seed, negatives, start)
         views: list[View] = []
         held = 0
-        for view in made:
+        for view in drafter.views:
             views.append(view)
             held += view.nbytes
             if view_bytes is not None and held >= view_bytes:
@@ -170,8 +176,8 @@ def draft_parts(
         drafter.finish(last)
         yield last
     finally:
-        if ahead is not None:
-            ahead.close()
+        for making in ahead:
+            making.close()
 
 
 class _Ahead:
@@ -238,12 +244,23 @@ class _Drafter:
     """The state :func:`draft_parts` keeps across a case's parts: the objects, the case's
     context, the queries already asked and the skips so far."""
 
-    def __init__(self, case: Case, spec: DatasetSpec, synthesizer: Synthesizer, seed: int, negatives: bool) -> None:
+    def __init__(
+        self,
+        case: Case,
+        spec: DatasetSpec,
+        synthesizer: Synthesizer,
+        seed: int,
+        negatives: bool,
+        start: Callable[[Iterator[View]], Iterator[View]] | None = None,
+    ) -> None:
         self.case, self.spec, self.synthesizer, self.seed = case, spec, synthesizer, seed
         self.objects = objects = find_anchors(case, spec)
         body = None if case.image.is_2d or not objects.anchors else render.body_mask(case.image, spec.modality)
         self.view_skips: list[Skip] = []
-        self.views = iter_views(case, objects, spec, body, self.view_skips)
+        # ``start`` takes the views as soon as they can be made (before the case's context,
+        # which they do not need): :func:`draft_parts` makes them on a second core.
+        made = iter_views(case, objects, spec, body, self.view_skips)
+        self.views = start(made) if start is not None else made
         self.clinical, listed = _clinical(case, objects.anchors, spec)
         # The case's fields every part carries (the same objects in each).
         self.labels = {i: case.label_names[i] for i in case.present if i in spec.labels}

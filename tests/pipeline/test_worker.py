@@ -109,6 +109,35 @@ def test_views_made_ahead_come_in_order_within_their_byte_limit() -> None:
     assert not any(t.name == "medground-views" for t in threading.enumerate())
 
 
+def test_a_case_whose_context_fails_while_its_views_are_made_stops_them(
+    demo_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a second core the views are made while the case's context is worked out: when
+    that fails, the case reports the error (stage and message) and the thread making its
+    views is stopped, not left running."""
+    import threading
+
+    from medground import generate, geometry
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.worker import process_case
+
+    def broken(*args, **kwargs):
+        raise ValueError("no context for this case")
+
+    monkeypatch.setattr(generate, "case_context", broken)
+    spec = load_spec(demo_data / "demo_ct" / "spec.toml")
+    files = find_cases(spec).cases[0]
+    try:
+        geometry.set_num_threads(2)
+        # One view's bytes ahead at most: the thread waits for room until it is stopped.
+        result = process_case(spec, files, view_bytes=1)
+    finally:
+        geometry.set_num_threads(0)
+    assert result.error is not None and result.error["stage"] == "draft"
+    assert "no context for this case" in result.error["error"]
+    assert not any(t.name == "medground-views" for t in threading.enumerate())
+
+
 @pytest.mark.parametrize("kind", ["CT", "MR"])
 def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path, tmp_path: Path, kind: str) -> None:
     """A case drafted and verified one view at a time (each part let go before the next is

@@ -76,3 +76,33 @@ def test_bad_ground_truth_lines_name_the_file_and_line(tmp_path):
     pred = write_preds(tmp_path / "preds.jsonl", [])
     result = CliRunner().invoke(eval_command, ["--gt", str(path), "--pred", str(pred), "--format", "pixel"])
     assert result.exit_code == 1 and f"{path}:1: sample has no 'width'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("box", "fine"),
+    [
+        ([0, 0, 10, 10], True),
+        ([0.5, 1, 10.25, 10], True),
+        ([1e308, 1e308, 1.5e308, 1.5e308], True),  # finite numbers whose sum is not
+        ([0, 0, True, 10], False),
+        ([0, 0, float("nan"), 10], False),
+        ([0, 0, float("inf"), 10], False),
+        ([0, 0, "10", 10], False),
+        ([0, 0, 10, 10, 10], False),
+        ({"x": 0}, False),
+    ],
+)
+def test_a_box_is_four_finite_numbers(tmp_path, box, fine):
+    """Boxes in ground truth are checked one by one: four finite JSON numbers (no bool, no
+    NaN or infinity, however the numbers add up), each read as a float."""
+    sample = make_sample("s1", [[0, 0, 10, 10]])
+    sample["targets"][0]["bbox_xyxy"] = box
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps(sample) + "\n")
+    if fine:
+        (truth,) = load_ground_truth(path)
+        assert truth.boxes[0] == tuple(float(v) for v in box)
+        assert all(type(v) is float for v in truth.boxes[0])
+    else:
+        with pytest.raises(EvalFileError, match=r"samples.jsonl:1: targets\[0\].bbox_xyxy must be 4 finite numbers"):
+            load_ground_truth(path)

@@ -5,6 +5,7 @@ Errors name the file and the line (:class:`medground.runfolder.RecordFileError`)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -119,13 +120,35 @@ class GroundTruth:
         return tuple(zip(self.labels, self.boxes, strict=True)) + self.others
 
 
+def _shown(value: Any) -> str:
+    """A value read from a record, as an error message quotes it: JSON as the file had it
+    (NaN and Infinity included, which medground never writes), anything else by its repr."""
+    return json.dumps(value, default=repr)
+
+
+#: The types a box's numbers have when read from JSON (a bool is an int to isinstance).
+_JSON_NUMBERS = (int, float)
+
+
 def _box(value: Any, path: Path, line: int, what: str) -> Box:
+    # Most boxes are four JSON numbers whose sum is finite (then so is each): checked in
+    # one pass; anything else (numpy numbers, a bool, an overflowing sum) takes the full check.
+    if type(value) is list and len(value) == 4:
+        x1, y1, x2, y2 = value
+        if (
+            type(x1) in _JSON_NUMBERS
+            and type(y1) in _JSON_NUMBERS
+            and type(x2) in _JSON_NUMBERS
+            and type(y2) in _JSON_NUMBERS
+            and math.isfinite(x1 + y1 + x2 + y2)
+        ):
+            return (float(x1), float(y1), float(x2), float(y2))
     if (
         not isinstance(value, (list, tuple))
         or len(value) != 4
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {dumps(value)}")
+        raise RecordFileError(path, line, f"{what} must be 4 finite numbers [x1, y1, x2, y2], got {_shown(value)}")
     x1, y1, x2, y2 = (float(v) for v in value)
     return (x1, y1, x2, y2)
 
@@ -205,7 +228,7 @@ def _truth(sample: Sample, path: Path, line: int, folder: RunFolder) -> GroundTr
     boxes = tuple(_box(t.bbox_xyxy, path, line, f"targets[{k}].bbox_xyxy") for k, t in enumerate(sample.targets))
     for k, t in enumerate(sample.targets):
         if not isinstance(t.label, str):
-            raise RecordFileError(path, line, f"targets[{k}].label must be a string, got {dumps(t.label)}")
+            raise RecordFileError(path, line, f"targets[{k}].label must be a string, got {_shown(t.label)}")
     labels = tuple(t.label for t in sample.targets)
     same_label = sum(1 for d in sample.distractors if isinstance(d, dict) and d.get("label") in labels)
     others = tuple(
@@ -293,12 +316,12 @@ def load_predictions(pred: Path | str, *, skip: Collection[str] = ()) -> dict[st
         if given[0] == "text":
             text = record["text"]
             if not isinstance(text, str):
-                raise RecordFileError(path, line, f"'text' must be a string, got {dumps(text)}")
+                raise RecordFileError(path, line, f"'text' must be a string, got {_shown(text)}")
         elif given[0] == "bbox":
             boxes = (_box(record["bbox"], path, line, "bbox"),)
         else:
             if not isinstance(record["bboxes"], list):
-                raise RecordFileError(path, line, f"'bboxes' must be a list of boxes, got {dumps(record['bboxes'])}")
+                raise RecordFileError(path, line, f"'bboxes' must be a list of boxes, got {_shown(record['bboxes'])}")
             boxes = tuple(_box(b, path, line, f"bboxes[{k}]") for k, b in enumerate(record["bboxes"]))
         fmt, recorded = _recorded(record, path, line)
         predictions[sample_id] = Prediction(sample_id, text, boxes, fmt, line, recorded)
@@ -309,10 +332,10 @@ def _recorded(record: dict[str, Any], path: Path, line: int) -> tuple[str | None
     """The ``format`` and ``boxes`` (convention) a prediction line records, if any."""
     fmt = record.get("format")
     if fmt is not None and not isinstance(fmt, str):
-        raise RecordFileError(path, line, f"'format' must be a string, got {dumps(fmt)}")
+        raise RecordFileError(path, line, f"'format' must be a string, got {_shown(fmt)}")
     boxes = record.get("boxes")
     if boxes is not None and not (isinstance(boxes, dict) and "name" in boxes):
-        raise RecordFileError(path, line, f"'boxes' must be a box convention record, got {dumps(boxes)}")
+        raise RecordFileError(path, line, f"'boxes' must be a box convention record, got {_shown(boxes)}")
     return fmt, boxes
 
 

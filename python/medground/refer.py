@@ -150,10 +150,15 @@ class Scene:
         return candidates & self.holding(attribute, value)
 
     def values(self, target: int) -> dict[str, Any]:
-        """The attribute values the referring step may use for an object (computed once)."""
+        """The attribute values the referring step may use for an object (computed once;
+        a copy of its own)."""
+        return dict(self.value_of(target))
+
+    def value_of(self, target: int) -> Mapping[str, Any]:
+        """The object's attribute values as the scene keeps them (read, never changed)."""
         if target not in self._values:
             self._values[target] = _values(self, target)
-        return dict(self._values[target])
+        return self._values[target]
 
 
 def _hashable(value: Any) -> bool:
@@ -372,10 +377,11 @@ def _distractors(chosen: dict[str, Any], scene: Scene, targets: tuple[int, ...])
                 if fact["bbox_xyxy"] is not None
                 else {"bbox_3d": [list(v) for v in fact["bbox_3d"]]}
             ),
-            "values": {k: scene.values(c).get(k) for k in chosen if k != "count"},
+            "values": {k: values.get(k) for k in chosen if k != "count"},
         }
         for c, fact in sorted(scene.facts.items())
         if c not in targets
+        for values in (scene.value_of(c),)
     )
 
 

@@ -108,6 +108,11 @@ BAD_CASES = {
         ),
         ["seg/garbage.nii.gz", "unreadable"],
     ),
+    # Both broken: the image's error is the case's, however the two are read.
+    "both": (
+        lambda d: (truncated(d / "img/both.nii.gz"), (d / "seg/both.nii.gz").write_bytes(gzip.compress(b"x" * 400))),
+        ["img/both.nii.gz", "unreadable"],
+    ),
 }
 
 
@@ -121,16 +126,45 @@ def dataset(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", sorted(BAD_CASES))
-def test_bad_input_is_a_case_error_naming_the_file(dataset: Path, name: str) -> None:
+def test_bad_input_is_a_case_error_naming_the_file(dataset: Path, name: str, threads: int) -> None:
+    """Whether the label map is read in turn or (a second core) beside the image."""
     spec = load_spec(dataset / "spec.toml")
     files = next(c for c in find_cases(spec).cases if c.case_id == name)
-    with pytest.raises(CaseError) as caught:
-        load_case(spec, files)
+    try:
+        geometry.set_num_threads(threads)
+        with pytest.raises(CaseError) as caught:
+            load_case(spec, files)
+    finally:
+        geometry.set_num_threads(0)
     message = str(caught.value)
     for expected in BAD_CASES[name][1]:
         assert expected in message, message
     assert caught.value.case_id == name
+    if name == "both":
+        assert "seg/both" not in message
+
+
+def test_a_label_map_read_beside_its_image_is_the_one_read_after_it(shared_data: Path, tmp_path: Path) -> None:
+    """With a second core the label map is read on a thread while the image is read: the
+    case is the one a single thread reads."""
+    (tmp_path / "ct.toml").write_text(
+        f'name = "ct"\nmodality = "CT"\nroot = "{shared_data / "ct_abdomen_totalseg"}"\n'
+        'labels_file = "labels.json"\n[cases]\nimage = "ct.nii.gz"\nmask = "seg.nii.gz"\n'
+    )
+    spec = load_spec(tmp_path / "ct.toml")
+    files = find_cases(spec).cases[0]
+    try:
+        geometry.set_num_threads(1)
+        alone = load_case(spec, files)
+        geometry.set_num_threads(2)
+        beside = load_case(spec, files)
+    finally:
+        geometry.set_num_threads(0)
+    assert np.array_equal(alone.labels, beside.labels) and alone.labels.dtype == beside.labels.dtype
+    assert np.array_equal(alone.image.array, beside.image.array)
+    assert alone.present == beside.present and alone.warnings == beside.warnings
 
 
 def test_bad_cases_cost_nothing_else(dataset: Path) -> None:

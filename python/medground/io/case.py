@@ -9,6 +9,8 @@ mask is not an error: the case loads with a warning and yields no samples.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,9 @@ def _integer_labels(array: NDArray[Any], path: Path) -> NDArray[np.unsignedinteg
     return array.astype(dtype, order="K")
 
 
-def _read_mask(path: Path, spec: DatasetSpec, image: Volume) -> NDArray[Any]:
+def _read_mask(path: Path, spec: DatasetSpec, image: Volume, read: Future[Volume] | None = None) -> NDArray[Any]:
+    """The mask's array, checked against the image; ``read``: the mask's volume being read
+    already (:func:`_read_ahead`)."""
     if image.is_2d:
         if suffix_of(path) in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
             try:
@@ -193,11 +197,11 @@ def _read_mask(path: Path, spec: DatasetSpec, image: Volume) -> NDArray[Any]:
             except Exception as exc:  # noqa: BLE001
                 raise unreadable(path, exc) from exc
         else:
-            array = read_image(path, max_bytes=spec.cases.max_bytes).array
+            array = (read.result() if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)).array
         if array.ndim == 3:
             array = _collapse_colour(array, path, spec)
         return array
-    volume = read_image(path, max_bytes=spec.cases.max_bytes)
+    volume = read.result() if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)
     array = _squeeze_trailing(volume.array, 3)
     if array.ndim != 3:
         raise CaseError(path, f"mask has shape {volume.array.shape}; expected a 3D label map")
@@ -280,13 +284,40 @@ def _check_headers(spec: DatasetSpec, files: CaseFiles) -> None:
             )
 
 
+@functools.cache
+def _reader() -> ThreadPoolExecutor:
+    """The thread of this process that reads a case's label map while its image is read."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="medground-read")
+
+
+def _read_ahead(spec: DatasetSpec, files: CaseFiles) -> Future[Volume] | None:
+    """With a second core, a case's one label map (not a raster) read on a thread while the
+    image is read on this one (inflating both takes a core each); None otherwise."""
+    if geometry.get_num_threads() <= 1 or spec.cases.mask_mode != "labelmap" or len(files.masks) != 1:
+        return None
+    (path,) = files.masks
+    if suffix_of(path) in IMAGE_2D_SUFFIXES or suffix_of(files.image) in IMAGE_2D_SUFFIXES:
+        return None
+    return _reader().submit(read_image, path, max_bytes=spec.cases.max_bytes)
+
+
 def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
     cases = spec.cases
     _check_headers(spec, files)
-    image = read_image(
-        files.image, max_bytes=cases.max_bytes, radiological_2d=spec.is_radiological, pixel_spacing=cases.pixel_spacing
-    )
-    image = _image_array(image, spec)
+    ahead = _read_ahead(spec, files)
+    try:
+        image = read_image(
+            files.image,
+            max_bytes=cases.max_bytes,
+            radiological_2d=spec.is_radiological,
+            pixel_spacing=cases.pixel_spacing,
+        )
+        image = _image_array(image, spec)
+    except BaseException:
+        # The image's error is the case's (as when read in turn); the mask is not waited for.
+        if ahead is not None:
+            ahead.cancel()
+        raise
     warnings: list[str] = []
     if cases.mask_mode == "per_label_files":
         labels = _stack_label_files(spec, files, image, warnings)
@@ -299,7 +330,7 @@ def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
             labels = foreground.astype(_smallest_unsigned(label_id)) * label_id
         else:
             (path,) = files.masks
-            raw = _read_mask(path, spec, image)
+            raw = _read_mask(path, spec, image, ahead)
             if raw.shape[: image.ndim] != image.shape:
                 raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
             labels = _integer_labels(raw, path)

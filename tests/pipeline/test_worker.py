@@ -238,3 +238,23 @@ def test_cases_run_on_ordinary_pages_unless_the_user_chose(demo_data: Path, monk
         assert multiarray._set_madvise_hugepage(True) is False  # the case turned them off
     finally:
         multiarray._set_madvise_hugepage(before)
+
+
+def test_parts_are_small_unless_a_model_batches_a_parts_views() -> None:
+    """A case's parts hold 64 MB of views when a model (the synthesizer or the visual judge)
+    gets a part's views as one batch, and 8 MB when none does (the template and the evidence
+    judge): small parts keep the view thread busy through the case."""
+    from dataclasses import replace
+
+    from medground.generate import PART_VIEW_BYTES
+    from medground.pipeline.worker import OFFLINE_PART_VIEW_BYTES, part_bytes
+    from medground.settings import SynthesisSettings, VerificationSettings
+
+    offline, verification = SynthesisSettings(), VerificationSettings()
+    assert OFFLINE_PART_VIEW_BYTES < PART_VIEW_BYTES
+    assert part_bytes(offline, verification) == OFFLINE_PART_VIEW_BYTES
+    for backend in ("vllm", "openai"):
+        assert part_bytes(replace(offline, backend=backend), verification) == PART_VIEW_BYTES
+    for judge in ("vlm", "onnx"):
+        judged = replace(verification, visual=replace(verification.visual, backend=judge))
+        assert part_bytes(offline, judged) == PART_VIEW_BYTES

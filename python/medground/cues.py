@@ -465,11 +465,12 @@ def shared_faces(labels: NDArray[Any]) -> dict[int, dict[int, int]]:
     filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
     pairs = geometry.contacts(filled, 4 if labels.ndim == 2 else 6)
     faces: dict[int, dict[int, int]] = defaultdict(dict)
-    for a, b, count in zip(pairs.a, pairs.b, pairs.count, strict=True):
-        a_key = 0 if int(a) == background else int(a)
-        b_key = 0 if int(b) == background else int(b)
-        faces[a_key][b_key] = faces[a_key].get(b_key, 0) + int(count)
-        faces[b_key][a_key] = faces[b_key].get(a_key, 0) + int(count)
+    # Python ints from the table at once (not a numpy scalar per element and conversion).
+    for a, b, count in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.count.tolist(), strict=True):
+        a_key = 0 if a == background else a
+        b_key = 0 if b == background else b
+        faces[a_key][b_key] = faces[a_key].get(b_key, 0) + count
+        faces[b_key][a_key] = faces[b_key].get(a_key, 0) + count
     return faces
 
 

@@ -227,3 +227,49 @@ def test_input_is_walked_in_place_not_copied(order):
     # numpy's allocations are traced: only the output (and the small table) may appear.
     assert peak < labels.nbytes + vol.nbytes // 4
     assert len(table) > 0
+
+
+_ONE_THREAD_SCRIPT = """
+import os, threading
+import numpy as np
+from medground import geometry
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+default = geometry.get_num_threads()
+labels = np.zeros((96, 96), np.uint8)
+labels[10:40, 10:40] = 1
+labels[50:90, 20:30] = 2
+before = threads()
+geometry.set_num_threads(1)
+one = [geometry.connected_components(labels, 8) for _ in range(3)]
+stats = geometry.object_stats(labels, labels * 100, [1, 2], 3, "disk")
+print("one", geometry.get_num_threads(), threads() - before)
+
+# Another thread of the process runs its kernels on itself too.
+done = []
+worker = threading.Thread(target=lambda: done.append(geometry.connected_components(labels, 8)))
+worker.start(); worker.join()
+print("other", threads() - before)
+
+geometry.set_num_threads(0)
+print("all", geometry.get_num_threads() == default, default)
+again = geometry.connected_components(labels, 8)
+print("same", all(np.array_equal(again, o) for o in one + done))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_one_thread_means_the_calling_thread_and_all_threads_come_back():
+    """``set_num_threads(1)`` runs each kernel on the thread that calls it (no pool thread
+    is started to hand the calls to: on a virtual machine each hand-off woke the other core);
+    ``set_num_threads(0)`` then gives every core back, also to a thread that ran kernels
+    on itself, and the labels are the same. In a fresh process (no pool started yet)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ONE_THREAD_SCRIPT], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
+    assert out[0] == "one 1 0", out
+    assert out[1] == "other 0", out
+    assert out[2].startswith("all True"), out
+    assert out[3] == "same True", out

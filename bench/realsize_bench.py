@@ -164,31 +164,67 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
+_ONE_CORE_RUN = """
+import sys
+from pathlib import Path
+from medground import geometry
+from medground.io import load_spec
+from medground.pipeline import RunConfig, run
+
+if __name__ == "__main__":
+    geometry.set_num_threads(1)
+    run(RunConfig(datasets=(load_spec(Path(sys.argv[1])),)), Path(sys.argv[2]), use_ray=False, progress=False)
+"""
+
+
+def _copies(spec_path: Path, folder: Path, indices: range) -> Path:
+    """A dataset of copies of the case (hard links; a copy across file systems: the
+    pipeline does not follow a symbolic link out of a dataset's folder); its spec's path."""
+    source = load_spec(spec_path)
+    root = folder / "data"
+    root.mkdir(parents=True)
+    (root / "labels.json").write_text((Path(source.root) / "labels.json").read_text())
+    for index in indices:
+        (root / f"case{index}").mkdir()
+        for file in (Path(source.root) / "case0").iterdir():
+            try:
+                os.link(file, root / f"case{index}" / file.name)
+            except OSError:
+                shutil.copy(file, root / f"case{index}" / file.name)
+    spec = folder / "spec.toml"
+    spec.write_text(spec_path.read_text().replace(f'root = "{source.root}"', f'root = "{root}"'))
+    return spec
+
+
+def side_by_side(spec_path: Path, copies: int, tmp: Path) -> float:
+    """Seconds for two processes, started together, each running half of ``copies`` copies
+    in-process on one core: what the two CPUs give without Ray (each one-core run then
+    shares the machine's memory and caches with the other, as Ray's two workers do)."""
+    halves = [range(0, copies // 2), range(copies // 2, copies)]
+    specs = [_copies(spec_path, tmp / f"half{k}", half) for k, half in enumerate(halves)]
+    start = time.perf_counter()
+    runs = [
+        subprocess.Popen([sys.executable, "-c", _ONE_CORE_RUN, str(spec), str(tmp / f"half{k}" / "out")])
+        for k, spec in enumerate(specs)
+    ]
+    if any(r.wait() != 0 for r in runs):
+        raise RuntimeError("a side-by-side run failed")
+    return time.perf_counter() - start
+
+
 def ray_throughput(spec_path: Path, copies: int) -> dict:
-    """Cases per second on ``copies`` copies of a case: in-process, and with a local Ray
-    instance on 2 CPUs (started before the clock), through ``medground.pipeline.run``."""
+    """Cases per second on ``copies`` copies of a case: in-process on one core, in two
+    one-core processes side by side, and with a local Ray instance on 2 CPUs (started
+    before the clock), through ``medground.pipeline.run``."""
     import ray
 
     from medground.pipeline import run
 
-    source = load_spec(spec_path)
-    # Hard links (a copy across file systems): the pipeline does not follow a symbolic
-    # link out of a dataset's folder.
     (HERE / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=HERE / ".cache") as tmp:
-        root = Path(tmp) / "data"
-        root.mkdir()
-        (root / "labels.json").write_text((Path(source.root) / "labels.json").read_text())
-        for index in range(copies):
-            (root / f"case{index}").mkdir()
-            for file in (Path(source.root) / "case0").iterdir():
-                try:
-                    os.link(file, root / f"case{index}" / file.name)
-                except OSError:
-                    shutil.copy(file, root / f"case{index}" / file.name)
-        spec = Path(tmp) / "spec.toml"
-        spec.write_text(spec_path.read_text().replace(f'root = "{source.root}"', f'root = "{root}"'))
+        spec = _copies(spec_path, Path(tmp), range(copies))
         config = RunConfig(datasets=(load_spec(spec),))
+        both = side_by_side(spec_path, copies, Path(tmp) / "sides")
         start = time.perf_counter()
         # The rate of one core: what each of Ray's one-CPU workers can at best reach.
         one_core(lambda: run(config, Path(tmp) / "inprocess", use_ray=False, progress=False))
@@ -210,6 +246,8 @@ def ray_throughput(spec_path: Path, copies: int) -> dict:
         "inprocess_cases_per_s": copies / inprocess,
         "ray_cases_per_s": copies / with_ray,
         "ratio_to_twice_inprocess": (copies / with_ray) / (2 * copies / inprocess),
+        "side_by_side_cases_per_s": copies / both,
+        "ratio_to_side_by_side": (copies / with_ray) / (copies / both),
         "same_samples": same,
     }
 

@@ -204,6 +204,14 @@ def realsize_section(r: dict) -> list[str]:
             f" of twice that rate (each worker holds one CPU); samples identical: {ray['same_samples']}.",
             "",
         ]
+        if "side_by_side_cases_per_s" in ray:
+            lines += [
+                f"Two one-core processes side by side, half the copies each, in-process:"
+                f" {ray['side_by_side_cases_per_s']:.3f} cases/s (what the two CPUs give when both are busy;"
+                f" a one-core run alone has the other CPU to itself): Ray reaches"
+                f" **{ray['ratio_to_side_by_side']:.0%}** of it.",
+                "",
+            ]
     lines += [f"Measured {r['machine']['date']}. Reproduce: `python bench/realsize_bench.py`.", ""]
     return lines
 

@@ -14,6 +14,7 @@ from PIL import Image
 from medground import geometry
 from medground.io import CaseError, find_cases, load_case, load_preset, load_spec, resolve_labels
 from medground.io.inventory import inventory
+from thread_counts import one_then_two
 
 AFFINE = np.array([[-1.5, 0, 0, 90], [0, -1.5, 0, 100], [0, 0, 3.0, -40], [0, 0, 0, 1]])
 SHAPE = (10, 9, 6)
@@ -155,13 +156,7 @@ def test_a_label_map_read_beside_its_image_is_the_one_read_after_it(shared_data:
     )
     spec = load_spec(tmp_path / "ct.toml")
     files = find_cases(spec).cases[0]
-    try:
-        geometry.set_num_threads(1)
-        alone = load_case(spec, files)
-        geometry.set_num_threads(2)
-        beside = load_case(spec, files)
-    finally:
-        geometry.set_num_threads(0)
+    alone, beside = one_then_two(lambda: load_case(spec, files))
     assert np.array_equal(alone.labels, beside.labels) and alone.labels.dtype == beside.labels.dtype
     assert np.array_equal(alone.image.array, beside.image.array)
     assert alone.present == beside.present and alone.warnings == beside.warnings

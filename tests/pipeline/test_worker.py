@@ -44,19 +44,13 @@ def test_images_encoded_ahead_are_the_images_encoded_after(demo_data: Path, data
     """With a second core the views' images encode while verification runs, and the next
     views are made while a part is worded and verified: the case's result (images, records,
     funnel) is the one a single-threaded run gives."""
-    from medground import geometry
     from medground.io import find_cases, load_spec
     from medground.pipeline.worker import process_case
+    from thread_counts import one_then_two
 
     spec = load_spec(demo_data / dataset / "spec.toml")
     files = find_cases(spec).cases[0]
-    try:
-        geometry.set_num_threads(1)
-        alone = process_case(spec, files)
-        geometry.set_num_threads(2)
-        ahead = process_case(spec, files)
-    finally:
-        geometry.set_num_threads(0)
+    alone, ahead = one_then_two(lambda: process_case(spec, files))
     assert alone.error is None and ahead.error is None
     assert alone.images and ahead.images == alone.images
     assert ahead.accepted == alone.accepted and ahead.rejected == alone.rejected

@@ -253,25 +253,19 @@ fn set_num_threads(n: usize) -> PyResult<()> {
     Ok(())
 }
 
-fn all_pool() -> PyResult<&'static rayon::ThreadPool> {
-    if let Some(pool) = ALL.get() {
+/// The pool kept in `cell`, built with `threads` threads (0: one per core) when first used.
+fn lazy_pool(
+    cell: &'static OnceLock<rayon::ThreadPool>,
+    threads: usize,
+) -> PyResult<&'static rayon::ThreadPool> {
+    if let Some(pool) = cell.get() {
         return Ok(pool);
     }
     let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .build()
         .map_err(pool_error)?;
-    Ok(ALL.get_or_init(|| pool))
-}
-
-fn one_pool() -> PyResult<&'static rayon::ThreadPool> {
-    if let Some(pool) = ONE.get() {
-        return Ok(pool);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .map_err(pool_error)?;
-    Ok(ONE.get_or_init(|| pool))
+    Ok(cell.get_or_init(|| pool))
 }
 
 /// The number of threads kernels run on.
@@ -281,7 +275,7 @@ fn get_num_threads() -> PyResult<usize> {
     Ok(match threads {
         // rayon's global pool, unless this thread is the worker of a pool of its own.
         Threads::All if rayon::current_thread_index().is_none() => rayon::current_num_threads(),
-        Threads::All => all_pool()?.current_num_threads(),
+        Threads::All => lazy_pool(&ALL, 0)?.current_num_threads(),
         Threads::One => 1,
         Threads::Pool(pool) => pool.current_num_threads(),
     })
@@ -303,7 +297,7 @@ fn on_this_thread<T: Send, F: FnOnce() -> T + Send>(f: F) -> PyResult<T> {
         match own.as_ref().and_then(Option::as_ref) {
             // This thread is the pool's worker: `install` runs `f` right here.
             Some(pool) => Ok(pool.install(f)),
-            None => Ok(one_pool()?.install(f)),
+            None => Ok(lazy_pool(&ONE, 1)?.install(f)),
         }
     })
 }
@@ -318,7 +312,7 @@ fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, what: &str, f: F) -> Py
             // kernels on one thread before (the worker of a pool of its own, whose
             // iterators would stay on it), in a pool of one thread per core.
             Threads::All if rayon::current_thread_index().is_none() => Ok(f()),
-            Threads::All => all_pool().map(|pool| pool.install(f)),
+            Threads::All => lazy_pool(&ALL, 0).map(|pool| pool.install(f)),
             Threads::One => on_this_thread(f),
             Threads::Pool(pool) => Ok(pool.install(f)),
         }))

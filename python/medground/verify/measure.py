@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage, spatial
+from scipy import ndimage
 
 from medground import geometry
 from medground.anatomy import absent_margin, is_lesion, priors
@@ -411,67 +411,16 @@ def _otsu(values: NDArray[Any]) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def _hull_corners(mask: NDArray[np.bool_], scale: tuple[float, float]) -> NDArray[np.float64]:
-    """Convex hull (counter-clockwise) of the pixel squares' corners, in physical units
-    (x scaled by ``scale[1]``, y by ``scale[0]``). Only the first and the last pixel of each
-    row can hold hull corners: the squares between them lie in the hull of those two."""
-    ys, xs = np.nonzero(mask)
-    if len(ys):
-        starts = np.flatnonzero(np.diff(ys, prepend=-1))
-        ends = np.append(starts[1:] - 1, len(ys) - 1)
-        ends = ends[ends != starts]
-        ys, xs = np.concatenate([ys[starts], ys[ends]]), np.concatenate([xs[starts], xs[ends]])
-    corners = np.concatenate(
-        [np.stack([(xs + dx) * scale[1], (ys + dy) * scale[0]], axis=1) for dx in (0, 1) for dy in (0, 1)], axis=0
-    ).astype(np.float64)
-    corners = np.unique(corners, axis=0)
-    if len(corners) < 3:
-        return corners
-    try:
-        hull = spatial.ConvexHull(corners)
-    except spatial.QhullError:  # all corners on a line
-        return corners[[int(np.argmin(corners[:, 0] + corners[:, 1])), int(np.argmax(corners[:, 0] + corners[:, 1]))]]
-    return np.asarray(corners[hull.vertices])
-
-
-def _polygon_area(points: NDArray[np.float64]) -> float:
-    if len(points) < 3:
-        return 0.0
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def _perimeter(mask: NDArray[np.bool_], scale: tuple[float, float]) -> float:
-    """Length of the marching-squares contour at level 0.5, per 2×2 cell configuration."""
-    padded = np.pad(mask, 1).astype(np.uint8)
-    code = padded[:-1, :-1] | (padded[:-1, 1:] << 1) | (padded[1:, 1:] << 2) | (padded[1:, :-1] << 3)
-    row_mm, col_mm = scale
-    diagonal = 0.5 * math.hypot(row_mm, col_mm)
-    lengths = np.zeros(16)
-    for single in (1, 2, 4, 8, 14, 13, 11, 7):
-        lengths[single] = diagonal
-    lengths[[3, 12]] = col_mm  # top pair or bottom pair inside: a horizontal segment
-    lengths[[6, 9]] = row_mm  # right pair or left pair: a vertical segment
-    lengths[[5, 10]] = 2 * diagonal
-    return float(lengths[code].sum())
-
-
 def _shapes(mask: NDArray[np.bool_], scale: tuple[float, float]) -> tuple[frozenset[str], float]:
     """The shape classes within the band of the measured descriptors, and the longest
-    diameter between hull corners (physical units)."""
-    ys, xs = np.nonzero(mask)
-    coords = np.stack([xs * scale[1], ys * scale[0]], axis=1)
-    if len(coords) > 1:
-        eigen = np.linalg.eigvalsh(np.cov(coords, rowvar=False, bias=True))
-        elongation = math.sqrt(max(eigen[0], 0.0) / eigen[1]) if eigen[1] > 0 else 1.0
-    else:
-        elongation = 1.0
-    hull = _hull_corners(mask, scale)
-    area = float(mask.sum()) * scale[0] * scale[1]
-    hull_area = _polygon_area(hull)
-    solidity = min(1.0, area / hull_area) if hull_area > 0 else 1.0
-    perimeter = _perimeter(mask, scale)
-    circularity = 4 * math.pi * area / perimeter**2 if perimeter > 0 else 0.0
+    diameter between hull corners (physical units), measured by the core from the mask
+    alone: elongation from the pixels' covariance, solidity against the convex hull of the
+    pixel squares, circularity from the marching-squares contour."""
+    table = geometry.regionprops(mask.view(np.uint8), scale)
+    # One pixel has no spread: read as round (the core gives it elongation 0).
+    elongation = float(table["elongation"][0]) if table["axis_lengths"][0, 0] > 0 else 1.0
+    solidity = min(1.0, float(table["solidity"][0]))
+    circularity = float(table["circularity"][0])
     classes = set()
     for de in (-1, 0, 1):
         for ds in (-1, 0, 1):
@@ -483,11 +432,7 @@ def _shapes(mask: NDArray[np.bool_], scale: tuple[float, float]) -> tuple[frozen
                         circularity + dc * SHAPE_BAND["circularity"],
                     )
                 )
-    diameter = 0.0
-    if len(hull) > 1:
-        differences = hull[:, None, :] - hull[None, :, :]
-        diameter = float(np.sqrt((differences**2).sum(-1)).max())
-    return frozenset(classes), diameter
+    return frozenset(classes), float(table["feret_diameter_max"][0])
 
 
 def _classes(value: float, bounds: tuple[float, float], names: tuple[str, str, str]) -> frozenset[str]:

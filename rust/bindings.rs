@@ -16,7 +16,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::alloc::{try_collect_exact, try_with_capacity};
 use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
@@ -26,8 +26,8 @@ use crate::layout::{
     check_spacing, kernel_axis, oriented_spacing, unreverse_moments, walk_reversed,
 };
 use crate::planar::{
-    body_lines as body_lines_kernel, compress_counts, dilate_diamond,
-    object_stats as object_stats_kernel, rle_by_label as rle_kernel, Ring,
+    body_lines as body_lines_kernel, dilate_diamond, object_stats as object_stats_kernel,
+    rle_by_label as rle_kernel, Ring,
 };
 use crate::regions::{
     moment_shapes, present_labels, region_columns, region_stats, IntensityRows, IntensityStats,
@@ -36,6 +36,7 @@ use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel,
     slice_areas_along as slice_areas_along_kernel,
 };
+use crate::rle::{compress_counts, decode_window as decode_window_kernel, decompress_counts};
 use crate::sample::{
     c_order_samples as samples_kernel, c_order_side_counts as side_counts_kernel, Midline,
 };
@@ -947,6 +948,61 @@ fn rle_by_label<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<Ve
     })
 }
 
+/// Rows `top..bottom` and columns `left..right` of the mask of a COCO counts string (str
+/// or bytes) of a `height` × `width` image, as a boolean array. Small work: done on the
+/// calling thread, the GIL held.
+/// The bytes of a counts string given as str or bytes.
+fn counts_text<'a>(counts: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(s) = counts.cast::<PyString>() {
+        Ok(s.to_str()?.as_bytes())
+    } else if let Ok(b) = counts.cast::<PyBytes>() {
+        Ok(b.as_bytes())
+    } else {
+        Err(PyTypeError::new_err("counts must be a str or bytes"))
+    }
+}
+
+/// The run lengths of a COCO counts string (str or bytes) of a mask of `pixels` pixels,
+/// checked (see `rle::decompress_counts`), as an int64 array.
+#[pyfunction]
+fn rle_counts<'py>(
+    py: Python<'py>,
+    counts: &Bound<'py, PyAny>,
+    pixels: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let runs = decompress_counts(counts_text(counts)?, pixels)?;
+    let runs: Vec<i64> = runs.into_iter().map(|n| n as i64).collect();
+    Ok(runs.into_pyarray(py).into_any())
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // the Python signature
+fn rle_decode_window<'py>(
+    py: Python<'py>,
+    counts: &Bound<'py, PyAny>,
+    height: usize,
+    width: usize,
+    top: usize,
+    left: usize,
+    bottom: usize,
+    right: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = counts_text(counts)?;
+    if !(top <= bottom && bottom <= height && left <= right && right <= width) {
+        return Err(PyValueError::new_err(format!(
+            "window rows [{top}, {bottom}), columns [{left}, {right}) is not inside {height}x{width}"
+        )));
+    }
+    let pixels = (height as u64)
+        .checked_mul(width as u64)
+        .ok_or_else(|| PyOverflowError::new_err("the image size does not fit 64 bits"))?;
+    let runs = decompress_counts(text, pixels)?;
+    let window = decode_window_kernel(&runs, height, [top, left, bottom, right])?;
+    let out = Array2::from_shape_vec((bottom - top, right - left), window)
+        .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?;
+    Ok(out.into_pyarray(py).into_any())
+}
+
 /// Per-object statistics of a 2D label map against 8-bit grey levels: a dict per id of
 /// `ids` (None for an id not in the map). `ring` is "diamond" or "disk"; the pieces'
 /// sizes only with `pieces`.
@@ -1168,6 +1224,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(contacts, m)?)?;
     m.add_function(wrap_pyfunction!(overlap, m)?)?;
     m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;
+    m.add_function(wrap_pyfunction!(rle_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(rle_decode_window, m)?)?;
     m.add_function(wrap_pyfunction!(object_stats, m)?)?;
     m.add_function(wrap_pyfunction!(body_lines, m)?)?;
     m.add_function(wrap_pyfunction!(dilate, m)?)?;

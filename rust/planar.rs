@@ -21,32 +21,6 @@ use crate::ccl::{label_runs, Connectivity};
 use crate::error::{KernelError, KernelResult};
 use crate::label::Label;
 
-/// COCO's counts string of run lengths (zeros first): for the fourth count on, its
-/// difference from the count two before, in 5-bit groups, least significant first; 0x20
-/// marks that another group follows, 0x10 of the last group is the sign; 48 is added.
-pub fn compress_counts(counts: &[u64]) -> String {
-    let mut out = String::with_capacity(counts.len() * 2);
-    for (i, &c) in counts.iter().enumerate() {
-        let mut x = c as i64;
-        if i > 2 {
-            x -= counts[i - 2] as i64;
-        }
-        loop {
-            let mut group = x & 0x1f;
-            x >>= 5; // arithmetic: a negative value ends at -1
-            let more = if group & 0x10 != 0 { x != -1 } else { x != 0 };
-            if more {
-                group |= 0x20;
-            }
-            out.push(char::from((group + 48) as u8));
-            if !more {
-                break;
-            }
-        }
-    }
-    out
-}
-
 /// One object's runs while the image is walked column by column.
 struct Runs {
     counts: Vec<u64>,
@@ -843,16 +817,6 @@ mod tests {
         let labels = array![[0u8, 5], [0, 5], [5, 0]];
         let found = rle_by_label(labels.view()).unwrap();
         assert_eq!(found, vec![(5, vec![2, 3, 1])]);
-    }
-
-    #[test]
-    fn compressed_counts_follow_coco() {
-        // As pycocotools writes them: a count over 15 takes two groups; from the fourth
-        // count on, the difference from the count two before (2 - 1 = 1).
-        assert_eq!(compress_counts(&[3, 40]), "3X1");
-        assert_eq!(compress_counts(&[0, 1, 100, 2]), "01T31");
-        // A negative difference: 1 - 40 = -39.
-        assert_eq!(compress_counts(&[5, 40, 5, 1]), "5X15iN");
     }
 
     #[test]

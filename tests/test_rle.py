@@ -143,23 +143,25 @@ def test_noise_1024() -> None:
     np.testing.assert_array_equal(rle.decode(ours), mask)
 
 
-@pytest.mark.parametrize(
-    ("bad", "message"),
-    [
-        ({"size": [2, 2]}, "'size' and 'counts'"),
-        ([4], "mapping"),
-        ({"size": [2], "counts": [4]}, r"\[height, width\]"),
-        ({"size": [2, -1], "counts": [4]}, r"\[height, width\]"),
-        ({"size": [2, 2], "counts": [3]}, "add up to 3 pixels"),
-        ({"size": [2, 2], "counts": [2, -1, 3]}, "negative"),
-        ({"size": [2, 2], "counts": []}, "non-empty list"),
-        ({"size": [2, 2], "counts": [1.5, 2.5]}, "non-empty list"),
-        ({"size": [2, 2], "counts": ""}, "empty"),
-        ({"size": [2, 2], "counts": "4 "}, "outside COCO's alphabet"),
-        ({"size": [2, 2], "counts": "4P"}, "ends inside a count"),
-        ({"size": [2, 2], "counts": "P" * 12 + "0"}, "longer than 12"),
-    ],
-)
+MALFORMED = [
+    ({"size": [2, 2]}, "'size' and 'counts'"),
+    ([4], "mapping"),
+    ({"size": [2], "counts": [4]}, r"\[height, width\]"),
+    ({"size": [2, -1], "counts": [4]}, r"\[height, width\]"),
+    ({"size": [2, 2], "counts": [3]}, "add up to 3 pixels"),
+    ({"size": [2, 2], "counts": [2, -1, 3]}, "negative"),
+    ({"size": [2, 2], "counts": []}, "non-empty list"),
+    ({"size": [2, 2], "counts": [1.5, 2.5]}, "non-empty list"),
+    ({"size": [2, 2], "counts": ""}, "empty"),
+    ({"size": [2, 2], "counts": "4 "}, "outside COCO's alphabet"),
+    ({"size": [2, 2], "counts": "4P"}, "ends inside a count"),
+    ({"size": [2, 2], "counts": "P" * 12 + "0"}, "longer than 12"),
+    ({"size": [2, 2], "counts": "1211"}, "add up to 7 pixels"),
+    ({"size": [2, 2], "counts": "00O"}, "negative, got -1"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), MALFORMED)
 def test_malformed_rle(bad: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         rle.decode(bad)  # type: ignore[arg-type]
@@ -198,3 +200,59 @@ def test_window_whole_columns_join_into_one_run() -> None:
 def test_window_outside_the_image() -> None:
     with pytest.raises(ValueError, match="does not lie inside"):
         rle.encode_window(np.ones((3, 3), bool), 2, 0, (4, 4))
+
+
+# pycocotools' decode still calls __array__ without numpy 2's copy keyword.
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+@settings(max_examples=300, deadline=None)
+@given(mask=masks(), corner=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)))
+def test_decode_window_equals_pycocotools(mask: np.ndarray, corner: tuple[float, ...]) -> None:
+    """A window of a counts string (str, bytes, or the list of runs) decoded by the core
+    is that window of pycocotools' whole mask, empty windows included."""
+    height, width = mask.shape
+    top, left = int(corner[0] * height), int(corner[1] * width)
+    bottom = top + int(corner[2] * (height - top))
+    right = left + int(corner[3] * (width - left))
+    theirs = coco_encode(mask)
+    expected = coco_mask.decode(theirs).astype(bool)[top:bottom, left:right]
+    text = theirs["counts"].decode("ascii")
+    for counts in (text, theirs["counts"], rle._decompress(text).tolist()):
+        got = rle.decode_window({"size": [height, width], "counts": counts}, top, left, bottom, right)
+        assert got.dtype == bool and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(rle.decode({"size": [height, width], "counts": text}), mask)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.binary(max_size=16) | st.text(alphabet="0123456789:;<=>?@ABOPQXYZ_`ijo", max_size=16))
+def test_counts_strings_read_as_the_reference_reads_them(text: bytes | str) -> None:
+    """Any string, well formed or not: the core's run lengths are the reference decoder's,
+    and a string it refuses is refused with the reference's words."""
+    raw = text.encode("ascii") if isinstance(text, str) else text
+    try:
+        reference = rle._decompress(raw)
+    except ValueError:
+        reference = None
+    pixels = int(reference.sum()) if reference is not None and (reference >= 0).all() else 7
+    rle_ = {"size": [1, pixels], "counts": text}
+    if reference is None or (reference < 0).any():
+        with pytest.raises(ValueError, match="RLE counts"):
+            rle.decode_window(rle_, 0, 0, 1, pixels)
+        return
+    np.testing.assert_array_equal(rle._parse(rle_)[1], reference)
+    np.testing.assert_array_equal(
+        rle.decode_window(rle_, 0, 0, 1, pixels), rle.decode({**rle_, "counts": reference.tolist()})
+    )
+
+
+@pytest.mark.parametrize(("bad", "message"), MALFORMED)
+def test_malformed_rle_windows(bad: object, message: str) -> None:
+    """A window of a malformed RLE says what is wrong with the RLE, as a whole decode does."""
+    with pytest.raises(ValueError, match=message):
+        rle.decode_window(bad, 0, 0, 1, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("window", [(0, 0, 3, 2), (-1, 0, 1, 1), (2, 0, 1, 1), (0, 1, 1, 0)])
+def test_window_outside_the_mask(window: tuple[int, int, int, int]) -> None:
+    with pytest.raises(ValueError, match="is not inside 2x2"):
+        rle.decode_window(rle.encode(np.eye(2, dtype=bool)), *window)

@@ -24,6 +24,8 @@ __all__ = [
     "regionprops",
     "relabel",
     "rle_by_label",
+    "rle_counts",
+    "rle_decode_window",
     "set_num_threads",
     "shape2d",
     "slice_areas",
@@ -82,6 +84,15 @@ def overlap(labels_a: NDArray[Any], labels_b: NDArray[Any]) -> dict[str, NDArray
 
 def rle_by_label(labels: NDArray[Any]) -> list[tuple[int, str]]:
     """(label, COCO counts string) of every nonzero label of a 2D map, ascending."""
+
+def rle_counts(counts: str | bytes, pixels: int) -> NDArray[np.int64]:
+    """Run lengths of a COCO counts string of a mask of ``pixels`` pixels (ValueError if
+    malformed or not adding up)."""
+
+def rle_decode_window(
+    counts: str | bytes, height: int, width: int, top: int, left: int, bottom: int, right: int
+) -> NDArray[np.bool_]:
+    """Rows [top, bottom), columns [left, right) of the mask of a COCO counts string."""
 
 def object_stats(
     labels: NDArray[Any],

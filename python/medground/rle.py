@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from medground import _core
+
 __all__ = ["area", "bbox_xyxy", "decode", "decode_window", "encode", "encode_window"]
 
 _OFFSET = 48  # added to each 5-bit group to make it a printable character
@@ -113,6 +115,9 @@ def decode(rle: Mapping[str, Any]) -> NDArray[np.bool_]:
         ValueError: malformed size or counts, or counts that do not add up to
             ``height * width``.
     """
+    (height, width), text = _size_and_text(rle)
+    if text is not None:
+        return _window_of_string(rle, text, height, width, (0, 0, height, width))
     (height, width), counts = _parse(rle)
     values = np.arange(counts.size) % 2 == 1  # runs alternate, zeros first
     flat = np.repeat(values, counts)
@@ -126,6 +131,9 @@ def decode_window(rle: Mapping[str, Any], top: int, left: int, bottom: int, righ
     Raises:
         ValueError: malformed RLE, as for :func:`decode`, or a window outside the image.
     """
+    (height, width), text = _size_and_text(rle)
+    if text is not None:
+        return _window_of_string(rle, text, height, width, (top, left, bottom, right))
     (height, width), counts = _parse(rle)
     if not (0 <= top <= bottom <= height and 0 <= left <= right <= width):
         raise ValueError(f"window rows [{top}, {bottom}), columns [{left}, {right}) is not inside {height}x{width}")
@@ -143,6 +151,22 @@ def decode_window(rle: Mapping[str, Any], top: int, left: int, bottom: int, righ
     inside = (row >= top) & (row < bottom) & (column >= left) & (column < right)
     out[row[inside] - top, column[inside] - left] = True
     return out
+
+
+def _window_of_string(
+    rle: Mapping[str, Any], text: str | bytes, height: int, width: int, window: tuple[int, int, int, int]
+) -> NDArray[np.bool_]:
+    """A window of the mask of a counts string, decoded by the core (which checks the
+    window); a string the core refuses is read again here, for the error that says what
+    is wrong with it."""
+    top, left, bottom, right = window
+    if min(window) < 0:
+        raise ValueError(f"window rows [{top}, {bottom}), columns [{left}, {right}) is not inside {height}x{width}")
+    try:
+        return np.asarray(_core.rle_decode_window(text, height, width, top, left, bottom, right))
+    except ValueError:
+        _parse(rle)  # a malformed RLE is said first, as for a list of counts
+        raise
 
 
 def area(rle: Mapping[str, Any]) -> int:
@@ -270,6 +294,21 @@ def _decompress(text: str | bytes) -> NDArray[np.int64]:
     return counts
 
 
+def _size_and_text(rle: Mapping[str, Any]) -> tuple[tuple[int, int], str | bytes | None]:
+    """``((height, width), counts string)`` of an RLE whose counts are a string and size
+    two non-negative ints, else ``((0, 0), None)`` (read by :func:`_parse`)."""
+    if isinstance(rle, Mapping):
+        size, counts = rle.get("size"), rle.get("counts")
+        if (
+            isinstance(counts, (str, bytes))
+            and isinstance(size, (list, tuple))
+            and len(size) == 2
+            and all(type(n) is int and n >= 0 for n in size)
+        ):
+            return (size[0], size[1]), counts
+    return (0, 0), None
+
+
 def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
     """Validated ``((height, width), counts)`` of a compressed or uncompressed RLE."""
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
@@ -284,7 +323,10 @@ def _parse(rle: Mapping[str, Any]) -> tuple[tuple[int, int], NDArray[np.int64]]:
     height, width = int(size[0]), int(size[1])
     raw = rle["counts"]
     if isinstance(raw, (str, bytes)):
-        counts = _decompress(raw)
+        try:
+            counts = np.asarray(_core.rle_counts(raw, height * width))
+        except ValueError:
+            counts = _decompress(raw)  # the reference decoder: it says what is wrong
     else:
         counts = np.asarray(raw)
         if counts.ndim != 1 or counts.size == 0 or not np.issubdtype(counts.dtype, np.integer):

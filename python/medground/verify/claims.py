@@ -61,6 +61,54 @@ _LINK = re.compile(
 )
 
 
+_SPACES = re.compile(r"\s+")
+_PLACEHOLDER = re.compile(r"@\d+@")
+_PARTS = re.compile(
+    r"\b(?:the |every |each |all )?(?:visible |separate )?(?:parts?|portions?|pieces?) of (?=(?:the )?@)"
+)
+_GENERIC = re.compile(r"\b(?:lesion|tumou?r|mass|nodule|cyst|polyp|metastas[ie]s)(?:es|s)?\b")
+_MEASUREMENT = re.compile(r"(\d+(?:\.\d+)?)\s*(mm|cm|ml|cc|cm3|cm³)\b")
+_DIGIT_COUNT = re.compile(r"(?<![\w.])(\d+)\s+(?=[a-z]+s\b)")
+_ONE_OF = re.compile(r"one of\b")
+#: The vocabulary's word tables read as words, in the order the query is read.
+_WORD_TABLES = ("side", "shape", "intensity", "size_class", "size_rank")
+
+
+def _words(words: list[str] | tuple[str, ...]) -> str:
+    """A pattern matching any of the words as a whole word (hyphens join words)."""
+    return rf"(?<![\w-])({_alternation(list(words))})(?![\w-])"
+
+
+@lru_cache(maxsize=1)
+def _patterns() -> dict[str, re.Pattern[str]]:
+    """The vocabulary's patterns, compiled once (every query of a run reads them)."""
+    vocab = vocabulary()
+    positions = _alternation(list(vocab["position"]))
+    target = r"(?:the |a )?(?:(?P<side>left|right) )?@(?P<i>\d+)@"
+    out = {
+        "foreign": re.compile(_words(vocab["foreign"]["words"])),
+        "position": re.compile(
+            rf"\b(?:in|at|on|toward|towards) the ({positions})"
+            r"(?: (?:part|portion|region|corner|side|half|area|aspect))? of the (?:image|picture|frame|view|slice)\b"
+        ),
+        "position_possessive": re.compile(rf"\b(?:image|picture)'s ({positions})\b"),
+        "request": re.compile(rf"\b(?:{_alternation(vocab['request']['words'])})\b"),
+        "direction": re.compile(rf"\b({_alternation(list(vocab['direction']))}) (?:to |from |of )?{target}"),
+        "touches": re.compile(rf"\b({_alternation(list(vocab['contact']))}) {target}"),
+        "within": re.compile(rf"\b({_alternation(list(vocab['containment']))}) {target}"),
+        "anatomy": re.compile(rf"\b({_alternation(vocab['anatomy']['words'])})\b"),
+        "numbers": re.compile(rf"\b({_alternation(list(vocab['numbers']))})\b"),
+    }
+    for key in _WORD_TABLES:
+        out[key] = re.compile(_words(list(vocab[key])))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _clinical_pattern(clinical: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(_words([c.lower() for c in clinical]))
+
+
 def _alternation(words: list[str]) -> str:
     return _alternation_of(tuple(words))
 
@@ -90,8 +138,11 @@ def _term_forms(label: str, body_region: str | None) -> list[tuple[str, str]]:
 
 
 @lru_cache(maxsize=64)
-def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str, dict[str, str], frozenset[str]]:
-    """The term pattern of a label set (cached: a dataset's views share a few label sets)."""
+def _label_terms(
+    labels: tuple[str, ...], body_region: str | None
+) -> tuple[re.Pattern[str], dict[str, str], frozenset[str]]:
+    """The term pattern of a label set, compiled (cached: a dataset's views share a few
+    label sets), the label each form names, and the forms without a side."""
     # Terms of every label, longest first, so "left kidney" wins over "kidney".
     forms = sorted(
         (item for label in labels for item in _term_forms(label, body_region)),
@@ -106,7 +157,7 @@ def _label_terms(labels: tuple[str, ...], body_region: str | None) -> tuple[str,
     sideless = frozenset(
         form.lower() for label in labels for form in _sideless_forms(clinical_term(label, body_region))
     )
-    return term_pattern, label_of, sideless
+    return re.compile(rf"(?<![\w-])({term_pattern})(?![\w-])"), label_of, sideless
 
 
 def _sideless_forms(term: Any) -> list[str]:
@@ -125,19 +176,16 @@ def extract_claims(
     is never read as the target's side.
     """
     vocab = vocabulary()
-    text = " " + re.sub(r"\s+", " ", query.lower()).strip() + " "
+    patterns = _patterns()
+    text = " " + _SPACES.sub(" ", query.lower()).strip() + " "
     claims = Claims()
     # Read first, from the whole query: a label's own name may carry the foreign text.
-    _take_foreign(text, vocab["foreign"]["words"], claims)
+    _take_foreign(text, patterns["foreign"], claims)
     text = _take_positions(text, vocab["position"], claims)
     # Words of the request, not of the target ("the location of", "the region occupied by").
-    text = _consume(text, rf"\b(?:{_alternation(vocab['request']['words'])})\b", lambda m: None)
+    text = _consume(text, patterns["request"], lambda m: None)
     if clinical:
-        text = _consume(
-            text,
-            rf"(?<![\w-])({_alternation([c.lower() for c in clinical])})(?![\w-])",
-            lambda m: claims.clinical.append(m.group(1)),
-        )
+        text = _consume(text, _clinical_pattern(clinical), lambda m: claims.clinical.append(m.group(1)))
     text = _take_structures(text, labels, body_region, vocab, claims)
     text = _take_descriptors(text, vocab, claims)
     _take_measurements(text, claims)
@@ -145,13 +193,13 @@ def extract_claims(
     return claims
 
 
-def _take_foreign(text: str, words: list[str], claims: Claims) -> None:
+def _take_foreign(text: str, words: re.Pattern[str], claims: Claims) -> None:
     """What no referring query says (links, addresses, the words of an instruction)."""
     claims.foreign.extend(match.group(0).rstrip(".,;:?!") for match in _LINK.finditer(text))
-    claims.foreign.extend(m.group(1) for m in re.finditer(rf"(?<![\w-])({_alternation(words)})(?![\w-])", text))
+    claims.foreign.extend(m.group(1) for m in words.finditer(text))
 
 
-def _consume(text: str, pattern: str, handler: Callable[[re.Match[str]], object]) -> str:
+def _consume(text: str, pattern: re.Pattern[str], handler: Callable[[re.Match[str]], object]) -> str:
     """Calls ``handler`` on each match of ``pattern``, left to right; returns ``text`` with
     the matches blanked (in one pass: the matches ``finditer`` would give)."""
 
@@ -159,22 +207,14 @@ def _consume(text: str, pattern: str, handler: Callable[[re.Match[str]], object]
         handler(match)
         return " "
 
-    return re.sub(pattern, blank, text)
+    return pattern.sub(blank, text)
 
 
 def _take_positions(text: str, positions: dict[str, str], claims: Claims) -> str:
     """Places in the image ("in the upper left part of the image", "the image's left")."""
-    text = _consume(
-        text,
-        rf"\b(?:in|at|on|toward|towards) the ({_alternation(list(positions))})"
-        r"(?: (?:part|portion|region|corner|side|half|area|aspect))? of the (?:image|picture|frame|view|slice)\b",
-        lambda m: claims.positions.append(positions[m.group(1)]),
-    )
-    return _consume(
-        text,
-        rf"\b(?:image|picture)'s ({_alternation(list(positions))})\b",
-        lambda m: claims.positions.append(positions[m.group(1)]),
-    )
+    patterns = _patterns()
+    text = _consume(text, patterns["position"], lambda m: claims.positions.append(positions[m.group(1)]))
+    return _consume(text, patterns["position_possessive"], lambda m: claims.positions.append(positions[m.group(1)]))
 
 
 def _take_structures(
@@ -193,14 +233,10 @@ def _take_structures(
         plural.append(match.group(1) in sideless)
         return f" @{len(found) - 1}@ "
 
-    text = re.sub(rf"(?<![\w-])({term_pattern})(?![\w-])", placeholder, text)
-    text = re.sub(r"\s+", " ", text)
+    text = term_pattern.sub(placeholder, text)
+    text = _SPACES.sub(" ", text)
     # "the visible parts of the colon": an object seen in pieces, not a containment.
-    text = _consume(
-        text,
-        r"\b(?:the |every |each |all )?(?:visible |separate )?(?:parts?|portions?|pieces?) of (?=(?:the )?@)",
-        lambda m: claims.parts.append(True),
-    )
+    text = _consume(text, _PARTS, lambda m: claims.parts.append(True))
     text, related = _take_relations(text, found, vocab, claims)
     for index, label in enumerate(found):
         if index in related:
@@ -209,7 +245,7 @@ def _take_structures(
         side = clinical_term(label, body_region).side
         if side is not None and not plural[index]:  # "kidney(s)" names no side
             claims.sides.append(side)
-    return re.sub(r"@\d+@", " ", text)
+    return _PLACEHOLDER.sub(" ", text)
 
 
 def _take_relations(text: str, found: list[str], vocab: dict[str, Any], claims: Claims) -> tuple[str, set[int]]:
@@ -218,7 +254,7 @@ def _take_relations(text: str, found: list[str], vocab: dict[str, Any], claims: 
     structure's name belongs to it ("to the left of the left rib": the left rib)."""
     related: set[int] = set()
     directions = vocab["direction"]
-    target = r"(?:the |a )?(?:(?P<side>left|right) )?@(?P<i>\d+)@"
+    patterns = _patterns()
 
     def relation(kind: str) -> Callable[[re.Match[str]], None]:
         def handle(match: re.Match[str]) -> None:
@@ -229,28 +265,22 @@ def _take_relations(text: str, found: list[str], vocab: dict[str, Any], claims: 
 
         return handle
 
-    text = _consume(text, rf"\b({_alternation(list(directions))}) (?:to |from |of )?{target}", relation("direction"))
-    text = _consume(text, rf"\b({_alternation(list(vocab['contact']))}) {target}", relation("touches"))
-    text = _consume(text, rf"\b({_alternation(list(vocab['containment']))}) {target}", relation("within"))
+    text = _consume(text, patterns["direction"], relation("direction"))
+    text = _consume(text, patterns["touches"], relation("touches"))
+    text = _consume(text, patterns["within"], relation("within"))
     return text, related
 
 
 def _take_descriptors(text: str, vocab: dict[str, Any], claims: Claims) -> str:
     """Generic lesion words, anatomy no label matches, and the side, shape, intensity and
     size words."""
-    if re.search(r"\b(?:lesion|tumou?r|mass|nodule|cyst|polyp|metastas[ie]s)(?:es|s)?\b", text):
+    patterns = _patterns()
+    if _GENERIC.search(text):
         claims.generic.append("lesion")
-    anatomy = vocab["anatomy"]["words"]
-    claims.unknown.extend(m.group(1) for m in re.finditer(rf"\b({_alternation(anatomy)})\b", text))
-    for key, target in (
-        ("side", claims.sides),
-        ("shape", claims.shapes),
-        ("intensity", claims.intensities),
-        ("size_class", claims.size_classes),
-        ("size_rank", claims.size_ranks),
-    ):
-        table = vocab[key]
-        text = _consume(text, rf"(?<![\w-])({_alternation(list(table))})(?![\w-])", _collect(table, target))
+    claims.unknown.extend(m.group(1) for m in patterns["anatomy"].finditer(text))
+    targets = (claims.sides, claims.shapes, claims.intensities, claims.size_classes, claims.size_ranks)
+    for key, target in zip(_WORD_TABLES, targets, strict=True):
+        text = _consume(text, patterns[key], _collect(vocab[key], target))
     return text
 
 
@@ -265,7 +295,7 @@ def _collect(table: dict[str, str], out: list[str]) -> Callable[[re.Match[str]],
 
 def _take_measurements(text: str, claims: Claims) -> None:
     """Lengths (mm, cm; in millimetres) and volumes (ml, cc, cm3)."""
-    for match in re.finditer(r"(\d+(?:\.\d+)?)\s*(mm|cm|ml|cc|cm3|cm³)\b", text):
+    for match in _MEASUREMENT.finditer(text):
         value, unit = float(match.group(1)), match.group(2)
         if unit in ("mm", "cm"):
             claims.lengths_mm.append(value * (10.0 if unit == "cm" else 1.0))
@@ -275,9 +305,9 @@ def _take_measurements(text: str, claims: Claims) -> None:
 
 def _take_counts(text: str, numbers: dict[str, Any], claims: Claims) -> None:
     """Counts: number words (not "one of") and digits before a plural."""
-    for match in re.finditer(rf"\b({_alternation(list(numbers))})\b", text):
-        if match.group(1) == "one" and re.match(r"one of\b", text[match.start() :]):
+    for match in _patterns()["numbers"].finditer(text):
+        if match.group(1) == "one" and _ONE_OF.match(text, match.start()):
             continue
         claims.counts.append(int(numbers[match.group(1)]))
-    for match in re.finditer(r"(?<![\w.])(\d+)\s+(?=[a-z]+s\b)", text):
+    for match in _DIGIT_COUNT.finditer(text):
         claims.counts.append(int(match.group(1)))

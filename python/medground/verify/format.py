@@ -9,6 +9,7 @@ Reason codes: ``schema``, ``box_outside_image``, ``box_degenerate``, ``box_mask_
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from medground import rle
@@ -23,6 +24,7 @@ QUERY_TYPES = ("direct", "descriptive", "relational", "multi_object", "absent")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?!\s*(?:mm|cm|ml|cc|cm3|%)\b)(?![\w.])")
 _SLOT = re.compile(r"[{}<>\[\]]|\bTODO\b|\bN/A\b|\bnull\b|\bNone\b|\$\w+")
 _FILE = re.compile(r"\.\s?(?:nii|gz|png|jpe?g|bmp|tiff?|nrrd|mha|mhd|dcm)\b", re.IGNORECASE)
+_LABEL_ID = re.compile(r"\b(?:label|class|id)\s*#?\s*\d", re.IGNORECASE)
 _REGISTER = re.compile(r"\b(?:I|I'm|I am|sure|as an ai|certainly|here is|here's|the answer)\b", re.IGNORECASE)
 
 
@@ -136,14 +138,30 @@ def _query_problem(sample: Sample, min_words: int, max_words: int) -> _Problem |
     return _leak_problem(query, sample.case_id) or _register_problem(query)
 
 
+@lru_cache(maxsize=1)
+def _leak_words() -> tuple[re.Pattern[str], tuple[tuple[str, re.Pattern[str]], ...]]:
+    """The vocabulary's leak words: one pattern that finds any of them, and each word's
+    own pattern (to name the first word of the vocabulary a query holds)."""
+    words = vocabulary()["leaks"]["words"]
+    each = tuple((w, re.compile(rf"(?<![\w-]){re.escape(w)}(?![\w-])", re.IGNORECASE)) for w in words)
+    alternatives = "|".join(re.escape(w) for w in words) or r"(?!x)x"
+    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE), each
+
+
+@lru_cache(maxsize=4096)
+def _case_id_pattern(case_id: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(case_id)}\b")
+
+
 def _leak_problem(query: str, case_id: str) -> _Problem | None:
     """A query that mentions the rendering, a file, the case id or a label id."""
-    for word in vocabulary()["leaks"]["words"]:
-        if re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", query, re.IGNORECASE):
-            return "leaked_rendering", f"the query mentions {word!r}"
-    if _FILE.search(query) or re.search(rf"\b{re.escape(case_id)}\b", query) and len(case_id) > 3:
+    any_word, each = _leak_words()
+    if any_word.search(query):
+        word = next(w for w, pattern in each if pattern.search(query))
+        return "leaked_rendering", f"the query mentions {word!r}"
+    if _FILE.search(query) or _case_id_pattern(case_id).search(query) and len(case_id) > 3:
         return "leaked_identifier", "the query names a file or the case id"
-    if re.search(r"\b(?:label|class|id)\s*#?\s*\d", query, re.IGNORECASE):
+    if _LABEL_ID.search(query):
         return "leaked_identifier", "the query names a label id"
     return None
 

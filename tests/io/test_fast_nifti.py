@@ -68,3 +68,45 @@ def test_present_labels_equal_numpy_unique(dtype: type, order: str) -> None:
     labels.ravel(order="K")[rng.choice(labels.size, size=25, replace=False)] = ids
     assert present_labels(labels) == tuple(int(i) for i in np.unique(labels) if i != 0)
     assert present_labels(np.zeros((3, 3), dtype=dtype)) == ()
+
+
+@pytest.mark.parametrize(("feed", "give"), [(7, 13), (64, 5), (1 << 22, 1 << 24)])
+def test_pieces_of_any_size_equal_nibabel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, feed: int, give: int
+) -> None:
+    """The file inflated in pieces (a few bytes in, a few out: the header's end and the
+    voxels' start fall inside pieces) is nibabel's read, voxel for voxel."""
+    monkeypatch.setattr(readers, "_INFLATE_IN", feed)
+    monkeypatch.setattr(readers, "_INFLATE_OUT", give)
+    data = np.random.default_rng(3).integers(-1000, 1000, (11, 9, 7)).astype(np.int16)
+    path = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.7, 2.0, 1.0])), path)
+    fast = readers._fast_gzip_voxels(nib.load(path), path)
+    assert fast is not None and fast.flags.f_contiguous
+    assert np.array_equal(fast, data)
+
+
+def test_a_file_of_several_gzip_members(tmp_path: Path) -> None:
+    """gzip files may be several members one after another (as ``cat a.gz b.gz`` makes):
+    every member is read, as nibabel reads them."""
+    import gzip
+
+    data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    plain = tmp_path / "image.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), plain)
+    raw = plain.read_bytes()
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(b"".join(gzip.compress(raw[i : i + 100]) for i in range(0, len(raw), 100)))
+    fast = readers._fast_gzip_voxels(nib.load(path), path)
+    assert fast is not None and np.array_equal(fast, np.asanyarray(nib.load(path).dataobj))
+    assert np.array_equal(fast, data)
+
+
+def test_corrupt_gzip_is_this_files_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(1).random((30, 30, 30)).astype(np.float32), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(64)  # zeros in the middle of the stream
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CaseError, match="bad.nii.gz"):
+        readers.read_image(path, max_bytes=1 << 30)

@@ -353,7 +353,7 @@ def _fast_gzip_voxels(image: Any, path: Path) -> NDArray[Any] | None:
     from isal import isal_zlib
 
     array = np.empty(tuple(int(s) for s in proxy.shape), dtype=dtype, order="F")
-    out = memoryview(array.reshape(-1, order="A").view(np.uint8))
+    out = array.reshape(-1, order="A").view(np.uint8)
     skip, filled, total = int(proxy.offset), 0, array.nbytes
     inflater = isal_zlib.decompressobj(31)  # gzip
     pending = b""
@@ -371,7 +371,9 @@ def _fast_gzip_voxels(image: Any, path: Path) -> NDArray[Any] | None:
                 cut = min(skip, len(piece))
                 piece, skip = piece[cut:], skip - cut
             n = min(len(piece), total - filled)
-            out[filled : filled + n] = piece[:n]
+            # numpy copies without the GIL (the first touch of each fresh page is the
+            # slow part of the copy).
+            out[filled : filled + n] = np.frombuffer(piece, dtype=np.uint8, count=n)
             filled += n
     if filled != total:
         raise CaseError(path, f"read {filled} of {total} voxel bytes (truncated file?)")

@@ -948,9 +948,6 @@ fn rle_by_label<'py>(py: Python<'py>, labels: &Bound<'py, PyAny>) -> PyResult<Ve
     })
 }
 
-/// Rows `top..bottom` and columns `left..right` of the mask of a COCO counts string (str
-/// or bytes) of a `height` × `width` image, as a boolean array. Small work: done on the
-/// calling thread, the GIL held.
 /// The bytes of a counts string given as str or bytes.
 fn counts_text<'a>(counts: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     if let Ok(s) = counts.cast::<PyString>() {
@@ -975,6 +972,9 @@ fn rle_counts<'py>(
     Ok(runs.into_pyarray(py).into_any())
 }
 
+/// Rows `top..bottom` and columns `left..right` of the mask of a COCO counts string (str
+/// or bytes) of a `height` × `width` image, as a boolean array. Small work: done on the
+/// calling thread, the GIL held.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)] // the Python signature
 fn rle_decode_window<'py>(

@@ -240,9 +240,11 @@ def test_counts_strings_read_as_the_reference_reads_them(text: bytes | str) -> N
             rle.decode_window(rle_, 0, 0, 1, pixels)
         return
     np.testing.assert_array_equal(rle._parse(rle_)[1], reference)
-    np.testing.assert_array_equal(
-        rle.decode_window(rle_, 0, 0, 1, pixels), rle.decode({**rle_, "counts": reference.tolist()})
-    )
+    # Its first 4,096 pixels at most (a random string may stand for 2^59 of them): the runs,
+    # each cut to that length, laid end to end.
+    width = min(pixels, 4096)
+    expected = np.repeat(np.arange(reference.size) % 2 == 1, np.minimum(reference, width))[:width]
+    np.testing.assert_array_equal(rle.decode_window(rle_, 0, 0, 1, width), expected[None, :])
 
 
 @pytest.mark.parametrize(("bad", "message"), MALFORMED)

@@ -557,11 +557,10 @@ class Measurements:
         if directions is None:
             return None
         if "L" in directions or "R" in directions:
-            axis = 1 if directions[1] in ("L", "R") else 0
-            toward_right = 1.0 if directions[axis] == "R" else -1.0
-            centre = self._body_centre(axis)
-            if centre is None:
+            line = self._line_middle
+            if line is None:
                 return None
+            axis, toward_right, centre = line
 
             def image_side(ys: NDArray[Any], xs: NDArray[Any]) -> NDArray[np.float64]:
                 along, across = (xs, ys) if axis == 1 else (ys, xs)
@@ -576,6 +575,36 @@ class Measurements:
             return ev.world_x(ys, xs) - body_x  # RAS+: x grows toward the patient's right
 
         return slice_side
+
+    def _right_share(self, object_id: int, rows: slice, cols: slice) -> float | None:
+        """The share of the object's pixels on the patient's right of the midline (None
+        without orientation). Against a body middle per line, read over the object's box
+        (a row of the box against its row's middle), not over a list of its pixels."""
+        side = self._midline
+        if side is None:
+            return None
+        inside = self.evidence.objects[rows, cols] == object_id  # the object's pixels within its box
+        line = self._line_middle
+        if line is None:
+            ys, xs = np.nonzero(inside)
+            return float(np.mean(side(ys + rows.start, xs + cols.start) > 0))
+        axis, toward_right, centre = line
+        ys = np.arange(rows.start, rows.stop)[:, None]
+        xs = np.arange(cols.start, cols.stop)[None, :]
+        along, across = (xs, ys) if axis == 1 else (ys, xs)
+        right = toward_right * (along + 0.5 - centre[across]) > 0
+        return float(np.count_nonzero(right & inside)) / float(np.count_nonzero(inside))
+
+    @cached_property
+    def _line_middle(self) -> tuple[int, float, NDArray[np.float64]] | None:
+        """``(axis, toward right, middle per line)`` where the view's sides run along its
+        rows or columns (:attr:`_midline`'s ``image_side``), else None."""
+        directions = self.evidence.directions
+        if directions is None or not ("L" in directions or "R" in directions):
+            return None
+        axis = 1 if directions[1] in ("L", "R") else 0
+        centre = self._body_centre(axis)
+        return None if centre is None else (axis, 1.0 if directions[axis] == "R" else -1.0, centre)
 
     def _body_centre(self, axis: int) -> NDArray[np.float64] | None:
         """Per row (or column, when sides run along rows), the middle of the body's extent
@@ -638,15 +667,11 @@ class Measurements:
         rows, cols = self._local(object_id)
         if rows is None or cols is None:
             raise KeyError(f"object {object_id} has no pixels in the view")
-        inside = ev.objects[rows, cols] == object_id  # the object's pixels within its box
-        ys, xs = np.nonzero(inside)
-        ys, xs = ys + rows.start, xs + cols.start
         reading = self._read(object_id)
         box = reading.box
         label = ev.labels[object_id]
         kind = ev.kinds.get(object_id, "organ")
-        side = self._midline
-        right_share = None if side is None else float(np.mean(side(ys, xs) > 0))
+        right_share = self._right_share(object_id, rows, cols)
         sides = sides_of(right_share)
         contrast, intensities = self._intensity(reading)
         scale = ev.pixel_mm or (1.0, 1.0)

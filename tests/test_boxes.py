@@ -217,3 +217,25 @@ def test_voxel_boxes_in_ras_millimetres() -> None:
     # A 90-degree rotation in plane (i runs along A, j along R): the bounds follow.
     rotated = np.array([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
     assert voxel_box_to_ras([0, 10, 0], [4, 12, 1], rotated) == [[9.5, -0.5, -0.5], [11.5, 3.5, 0.5]]
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_voxel_box_in_ras_is_the_bounds_of_its_corners(oblique: bool) -> None:
+    """The box's eight face corners through the affine (nibabel's ``apply_affine``), their
+    bounds rounded to 0.01 mm; asked again, the same numbers in new lists."""
+    from nibabel.affines import apply_affine
+
+    affine = np.diag([-0.78, -0.78, 2.5, 1.0])
+    affine[:3, 3] = [200.0, 180.0, -400.0]
+    if oblique:
+        angle = np.deg2rad(12.0)
+        turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+        affine[:3, :3] = turn @ affine[:3, :3]
+    low, high = (10, 20, 3), (40, 61, 9)
+    corners = np.array([[(low, high)[p][a] - 0.5 for a, p in enumerate(c)] for c in np.ndindex(2, 2, 2)])
+    world = apply_affine(affine, corners)
+    expected = [[round(float(v), 2) for v in world.min(0)], [round(float(v), 2) for v in world.max(0)]]
+    first = voxel_box_to_ras(low, high, affine)
+    np.testing.assert_allclose(first, expected, atol=0.0100001)
+    first[0][0] = 1e9  # the caller's lists are its own
+    np.testing.assert_allclose(voxel_box_to_ras(list(low), list(high), affine), expected, atol=0.0100001)

@@ -458,13 +458,24 @@ def voxel_box_to_ras(bbox_min: Sequence[int], bbox_max: Sequence[int], affine: A
     voxel centres sit at integer indices, so its faces are at ``bbox_min - 0.5`` and
     ``bbox_max - 0.5``. The eight corners go through the index-to-RAS ``affine``; the result
     is their axis-aligned bounds (the box itself for an affine without obliquity), rounded
-    to 0.01 mm.
+    to 0.01 mm. Worked out once per box and affine (every query about an object reports its
+    box: a case asks for the same few dozen boxes thousands of times).
     """
     matrix = np.asarray(affine, dtype=np.float64)
+    key = (tuple(float(v) for v in bbox_min), tuple(float(v) for v in bbox_max), matrix.shape, matrix.tobytes())
+    low, high = _ras_bounds(*key)
+    return [list(low), list(high)]
+
+
+@lru_cache(maxsize=4096)
+def _ras_bounds(
+    bbox_min: tuple[float, ...], bbox_max: tuple[float, ...], shape: tuple[int, ...], affine: bytes
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    matrix = np.frombuffer(affine, dtype=np.float64).reshape(shape)
     low = np.asarray(bbox_min, dtype=np.float64) - 0.5
     high = np.asarray(bbox_max, dtype=np.float64) - 0.5
     corners = np.array(
         [[(low, high)[pick][axis] for axis, pick in enumerate(c)] for c in itertools.product((0, 1), repeat=3)]
     )
     world = corners @ matrix[:3, :3].T + matrix[:3, 3]
-    return [[round(float(v), 2) for v in world.min(axis=0)], [round(float(v), 2) for v in world.max(axis=0)]]
+    return tuple(round(float(v), 2) for v in world.min(axis=0)), tuple(round(float(v), 2) for v in world.max(axis=0))

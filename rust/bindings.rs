@@ -443,6 +443,33 @@ fn connected_components<'py>(
     })
 }
 
+/// The components of a label map (values never join) and the value of each:
+/// `(labels, n, values)` with `values[l]` the value of component `l` (`values[0]` = 0).
+#[pyfunction]
+#[pyo3(signature = (mask, connectivity, out_dtype=None))]
+fn connected_components_values<'py>(
+    py: Python<'py>,
+    mask: &Bound<'py, PyAny>,
+    connectivity: u32,
+    out_dtype: Option<&str>,
+) -> PyResult<(Bound<'py, PyAny>, u64, Bound<'py, PyAny>)> {
+    let arr = extract_labels(mask, "mask")?;
+    with_labels!(arr, v => {
+        let shape = v.shape().to_vec();
+        let o = orient(v)?;
+        let conn = connectivity_for(o.ndim, connectivity)?;
+        let view = o.view;
+        let (rl, values) = run(py, "connected_components", move || {
+            let rl = label_runs(view, conn, false)?;
+            let values = rl.values()?;
+            Ok::<_, KernelError>((rl, values))
+        })??;
+        let n = rl.n as u64;
+        let labels = emit_labels(py, &rl, n, &shape, o.reversed, out_dtype, None)?;
+        Ok((labels, n, values.into_pyarray(py).into_any()))
+    })
+}
+
 /// The `k` largest components relabelled `1..=k` by decreasing size; returns `(labels, n)`.
 #[pyfunction]
 #[pyo3(signature = (mask, k, connectivity, binary, out_dtype=None))]
@@ -1213,6 +1240,7 @@ fn c_order_side_counts<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
+    m.add_function(wrap_pyfunction!(connected_components_values, m)?)?;
     m.add_function(wrap_pyfunction!(largest_k, m)?)?;
     m.add_function(wrap_pyfunction!(dust, m)?)?;
     m.add_function(wrap_pyfunction!(dust_in_place, m)?)?;

@@ -15,7 +15,9 @@
 use ndarray::{s, ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
-use crate::alloc::{try_collect_exact, try_push, try_reserve, try_vec_zeroed, try_with_capacity};
+use crate::alloc::{
+    try_collect_exact, try_push, try_reserve, try_vec_filled, try_vec_zeroed, try_with_capacity,
+};
 use crate::error::{KernelError, KernelResult};
 use crate::label::Label;
 
@@ -533,6 +535,19 @@ impl<T: Label> RunLabels<T> {
             }
         }
         Ok(sizes)
+    }
+
+    /// The value of every component's voxels: entry `l` is label `l`'s (entry 0, the
+    /// background's, is zero). Without `binary` all runs of a component share their value,
+    /// so a label map's components say which label each belongs to without another pass.
+    pub fn values(&self) -> KernelResult<Vec<T>> {
+        let mut values = try_vec_filled(self.n as usize + 1, T::ZERO, "the component values")?;
+        for (slab, &offset) in self.slabs.iter().zip(&self.slab_offset) {
+            for (j, run) in slab.runs.iter().enumerate() {
+                values[self.labels[offset + j] as usize] = run.value;
+            }
+        }
+        Ok(values)
     }
 
     /// Which components [`dust`](RunLabels::erase) keeps: those of `threshold` voxels or

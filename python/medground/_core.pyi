@@ -13,6 +13,7 @@ __all__ = [
     "c_order_samples",
     "c_order_side_counts",
     "connected_components",
+    "connected_components_values",
     "contacts",
     "dilate",
     "dust",
@@ -39,6 +40,11 @@ def connected_components(
     mask: NDArray[Any], connectivity: int, binary: bool, out_dtype: str | None = None
 ) -> tuple[NDArray[np.unsignedinteger], int]:
     """Labels components 1..N in memory order; returns (labels, N)."""
+
+def connected_components_values(
+    mask: NDArray[Any], connectivity: int, out_dtype: str | None = None
+) -> tuple[NDArray[np.unsignedinteger], int, NDArray[Any]]:
+    """Components of a label map and the value of each; returns (labels, N, values)."""
 
 def largest_k(
     mask: NDArray[Any], k: int, connectivity: int, binary: bool, out_dtype: str | None = None

@@ -101,13 +101,14 @@ class Objects:
 
 
 def _object_of_components(
-    case: Case, spec: DatasetSpec, components: NDArray[Any]
+    case: Case, spec: DatasetSpec, values: NDArray[Any]
 ) -> tuple[dict[int, tuple[int, ...]], dict[int, int], list[Dropped]]:
-    """Groups the components into objects: (object id → label id and components)."""
-    pairs = geometry.overlap(components, case.labels)
+    """Groups the components into objects: (object id → label id and components), with
+    ``values[k]`` the label of component ``k``."""
     by_label: dict[int, list[int]] = defaultdict(list)
-    for component, label_id in zip(pairs.a, pairs.b, strict=True):
-        by_label[int(label_id)].append(int(component))
+    for component, label_id in enumerate(values.tolist()):
+        if label_id:
+            by_label[int(label_id)].append(component)
     groups: dict[int, tuple[int, ...]] = {}
     label_of: dict[int, int] = {}
     dropped = []
@@ -140,14 +141,14 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
     """
     filters = spec.anchors
     image = case.image
-    components = geometry.connected_components(case.labels)
+    components, values = geometry.component_values(case.labels)
     if not case.present:
         return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
-    groups, label_of, dropped = _object_of_components(case, spec, components)
+    groups, label_of, dropped = _object_of_components(case, spec, values)
     # The object map in the smallest unsigned type that holds every object id (a volume's
     # worth of uint32 would be four times the label map).
     dtype = np.min_scalar_type(max(groups, default=0))
-    lookup = np.zeros(int(components.max()) + 1, dtype=dtype)
+    lookup = np.zeros(values.size, dtype=dtype)  # components 1..n, without a pass for their maximum
     for object_id, members in groups.items():
         lookup[list(members)] = object_id
     object_map = geometry.relabel(components, lookup)
@@ -180,7 +181,7 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
             Dropped(label_id, name, "too_small", f"{count} object(s) of {name} under the [anchors] minimum size")
         )
     if erase:
-        kept = np.arange(int(object_map.max()) + 1, dtype=object_map.dtype)
+        kept = np.arange(max(groups, default=0) + 1, dtype=object_map.dtype)  # the ids are 1..len(groups)
         kept[erase] = 0
         object_map = geometry.relabel(object_map, kept)
     return Objects(object_map, anchors, tuple(dropped))

@@ -25,6 +25,7 @@ __all__ = [
     "PairTable",
     "RegionTable",
     "body_lines",
+    "component_values",
     "connected_components",
     "ObjectStats",
     "contacts",
@@ -174,6 +175,19 @@ def connected_components(
     conn = _connectivity(arr.ndim, connectivity)
     labels, n = _core.connected_components(arr, conn, bool(binary), _out_dtype(out_dtype))
     return (labels, int(n)) if return_n else labels
+
+
+def component_values(
+    labels: ArrayLike, connectivity: int | None = None, *, out_dtype: Any = None
+) -> tuple[NDArray[np.unsignedinteger], NDArray[Any]]:
+    """The connected components of a label map, numbered as :func:`connected_components`
+    numbers them (voxels of different values never join), and the value of each:
+    ``values[k]`` is component ``k``'s label (``values[0]`` = 0), in the map's dtype, from
+    the same pass (no second walk of the volume to learn which label a component is of)."""
+    arr = _as_mask(labels)
+    conn = _connectivity(arr.ndim, connectivity)
+    components, _, values = _core.connected_components_values(arr, conn, _out_dtype(out_dtype))
+    return components, np.asarray(values)
 
 
 def largest_k(

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from medground import phantoms
-from medground.geometry import connected_components, regionprops
+from medground.geometry import component_values, connected_components, overlap, regionprops
 from partitions import LABEL_DTYPES, same_partition
 
 STRUCTURE = {(2, 4): 1, (2, 8): 2, (3, 6): 1, (3, 18): 2, (3, 26): 3}
@@ -273,3 +273,25 @@ def test_one_thread_means_the_calling_thread_and_all_threads_come_back():
     assert out[1] == "other 0", out
     assert out[2].startswith("all True"), out
     assert out[3] == "same True", out
+
+
+@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_component_values_are_each_components_label(dtype, order, ndim):
+    """The components are connected_components' own (same numbers), and ``values[k]`` is
+    the label under every voxel of component ``k``, as scipy's ``labeled_comprehension``
+    reads it (the overlap table the anchors used to build for it)."""
+    vol = np.asarray(structured_volume(dtype), order=order)
+    if ndim == 2:
+        vol = np.asarray(vol[vol.shape[0] // 2], order=order)
+    components, values = component_values(vol)
+    np.testing.assert_array_equal(components, connected_components(vol))
+    assert values.dtype == vol.dtype and values[0] == 0 and values.size == int(components.max()) + 1
+    ids = np.arange(1, values.size)
+    lowest = ndimage.minimum(vol, components, ids)
+    highest = ndimage.maximum(vol, components, ids)
+    np.testing.assert_array_equal(lowest, highest)  # one label per component
+    np.testing.assert_array_equal(values[1:], lowest)
+    pairs = overlap(components, vol)
+    assert dict(zip(pairs.a.tolist(), pairs.b.tolist(), strict=True)) == dict(enumerate(values.tolist()[1:], start=1))

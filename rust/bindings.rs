@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::alloc::{try_collect_exact, try_with_capacity};
-use crate::ccl::{label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
+use crate::ccl::{group_components, label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
 use crate::error::{KernelError, KernelResult};
 use crate::label::{relabel as relabel_kernel, Label, LabelIndex};
 use crate::layout::{
@@ -443,30 +443,40 @@ fn connected_components<'py>(
     })
 }
 
-/// The components of a label map (values never join) and the value of each:
-/// `(labels, n, values)` with `values[l]` the value of component `l` (`values[0]` = 0).
+/// The objects of a label map from its components in one labelling pass: `policy[v]` says
+/// what the components of label `v` become (0, negative or past the table: nothing; 1: one object
+/// for all of them; 2: an object each). Objects are numbered `1..` in ascending label, then
+/// component, order. Returns `(object map, objects, values, owners)`: the map in the
+/// smallest unsigned dtype that holds the objects (uint8 first), `values[c]` the label of
+/// component `c` and `owners[c]` its object (0: none), both with entry 0 for the background.
 #[pyfunction]
-#[pyo3(signature = (mask, connectivity, out_dtype=None))]
-fn connected_components_values<'py>(
+fn object_components<'py>(
     py: Python<'py>,
     mask: &Bound<'py, PyAny>,
     connectivity: u32,
-    out_dtype: Option<&str>,
-) -> PyResult<(Bound<'py, PyAny>, u64, Bound<'py, PyAny>)> {
+    policy: PyReadonlyArrayDyn<'py, u8>,
+) -> PyResult<(Bound<'py, PyAny>, u64, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let policy: Vec<u8> = policy.as_array().iter().copied().collect();
     let arr = extract_labels(mask, "mask")?;
     with_labels!(arr, v => {
         let shape = v.shape().to_vec();
         let o = orient(v)?;
         let conn = connectivity_for(o.ndim, connectivity)?;
         let view = o.view;
-        let (rl, values) = run(py, "connected_components", move || {
+        let (rl, values, owners, n) = run(py, "object_components", move || {
             let rl = label_runs(view, conn, false)?;
             let values = rl.values()?;
-            Ok::<_, KernelError>((rl, values))
+            let (owners, n) = group_components(&values, &policy)?;
+            Ok::<_, KernelError>((rl, values, owners, n))
         })??;
-        let n = rl.n as u64;
-        let labels = emit_labels(py, &rl, n, &shape, o.reversed, out_dtype, None)?;
-        Ok((labels, n, values.into_pyarray(py).into_any()))
+        let dtype = match n {
+            n if n <= u8::MAX as u64 => "uint8",
+            n if n <= u16::MAX as u64 => "uint16",
+            n if n <= u32::MAX as u64 => "uint32",
+            _ => "uint64",
+        };
+        let map = emit_labels(py, &rl, n, &shape, o.reversed, Some(dtype), Some(&owners))?;
+        Ok((map, n, values.into_pyarray(py).into_any(), owners.into_pyarray(py).into_any()))
     })
 }
 
@@ -1240,7 +1250,7 @@ fn c_order_side_counts<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
-    m.add_function(wrap_pyfunction!(connected_components_values, m)?)?;
+    m.add_function(wrap_pyfunction!(object_components, m)?)?;
     m.add_function(wrap_pyfunction!(largest_k, m)?)?;
     m.add_function(wrap_pyfunction!(dust, m)?)?;
     m.add_function(wrap_pyfunction!(dust_in_place, m)?)?;

@@ -118,6 +118,35 @@ pub struct RunLabels<T> {
 /// than it saves.
 const PARALLEL_MIN_VOXELS: usize = 1 << 18;
 
+/// The object of every component (`values[c]`: its label, entry 0 the background's) under
+/// `policy[label]`: 0 (or a label past the table) none, 1 one object for all the label's
+/// components, 2 an object per component. Objects are numbered `1..` in ascending label,
+/// then component, order; returns `(owners, number of objects)` with `owners[0]` = 0.
+pub fn group_components<T: Label>(values: &[T], policy: &[u8]) -> KernelResult<(Vec<u32>, u64)> {
+    let mut order: Vec<u32> = try_collect_exact(1..values.len() as u32, "the components' order")?;
+    order.sort_unstable_by_key(|&c| (values[c as usize].key(), c));
+    let mut owners = try_vec_zeroed::<u32>(values.len(), "the components' objects")?;
+    let (mut objects, mut last): (u32, Option<i128>) = (0, None);
+    for c in order {
+        let key = values[c as usize].key();
+        let rule = usize::try_from(key)
+            .ok()
+            .and_then(|k| policy.get(k))
+            .copied()
+            .unwrap_or(0);
+        match rule {
+            1 if last == Some(key) => owners[c as usize] = objects,
+            1 | 2 => {
+                objects += 1;
+                owners[c as usize] = objects;
+            }
+            _ => {}
+        }
+        last = Some(key);
+    }
+    Ok((owners, objects as u64))
+}
+
 /// Number of slabs the row sequence is cut into: several per thread for balance.
 fn slab_count(shape: [usize; 3]) -> usize {
     let voxels = shape.iter().product::<usize>();
@@ -635,6 +664,17 @@ mod tests {
         Array3::from_shape_fn((1, ny, nx), |(_, y, x)| {
             rows[y].as_bytes()[x].wrapping_sub(b'0') % 10
         })
+    }
+
+    #[test]
+    fn components_grouped_into_objects() {
+        // Components 1..=6 of labels 3, 1, 3, 2, 1, 7: label 1 one object, label 2 none,
+        // label 3 one per component, label 7 past the table.
+        let values = [0u8, 3, 1, 3, 2, 1, 7];
+        let (owners, n) = group_components(&values, &[0, 1, 0, 2]).unwrap();
+        assert_eq!(owners, vec![0, 2, 1, 3, 0, 1, 0]);
+        assert_eq!(n, 3);
+        assert_eq!(group_components::<u8>(&[0], &[1]).unwrap(), (vec![0], 0));
     }
 
     #[test]

@@ -13,13 +13,13 @@ __all__ = [
     "c_order_samples",
     "c_order_side_counts",
     "connected_components",
-    "connected_components_values",
     "contacts",
     "dilate",
     "dust",
     "dust_in_place",
     "get_num_threads",
     "largest_k",
+    "object_components",
     "object_stats",
     "overlap",
     "regionprops",
@@ -41,10 +41,11 @@ def connected_components(
 ) -> tuple[NDArray[np.unsignedinteger], int]:
     """Labels components 1..N in memory order; returns (labels, N)."""
 
-def connected_components_values(
-    mask: NDArray[Any], connectivity: int, out_dtype: str | None = None
-) -> tuple[NDArray[np.unsignedinteger], int, NDArray[Any]]:
-    """Components of a label map and the value of each; returns (labels, N, values)."""
+def object_components(
+    mask: NDArray[Any], connectivity: int, policy: NDArray[np.uint8]
+) -> tuple[NDArray[np.unsignedinteger], int, NDArray[Any], NDArray[np.uint32]]:
+    """Objects of a label map from its components (policy per label: 0 none, 1 one object,
+    2 one per component); returns (object map, objects, values, owners)."""
 
 def largest_k(
     mask: NDArray[Any], k: int, connectivity: int, binary: bool, out_dtype: str | None = None

@@ -100,20 +100,13 @@ class Objects:
         return {axis: (ids, table) for axis, table in enumerate(tables)}
 
 
-def _object_of_components(
-    case: Case, spec: DatasetSpec, values: NDArray[Any]
-) -> tuple[dict[int, tuple[int, ...]], dict[int, int], list[Dropped]]:
-    """Groups the components into objects: (object id → label id and components), with
-    ``values[k]`` the label of component ``k``."""
-    by_label: dict[int, list[int]] = defaultdict(list)
-    for component, label_id in enumerate(values.tolist()):
-        if label_id:
-            by_label[int(label_id)].append(component)
-    groups: dict[int, tuple[int, ...]] = {}
-    label_of: dict[int, int] = {}
+def _policy(case: Case, spec: DatasetSpec) -> tuple[NDArray[np.uint8], list[Dropped]]:
+    """What the components of each label present become (:func:`geometry.object_components`:
+    an organ is one object in however many pieces, an instance label gives an object per
+    component), and the labels the spec does not declare (never objects)."""
+    policy = np.zeros(max(case.present, default=0) + 1, dtype=np.uint8)
     dropped = []
-    for label_id in sorted(by_label):
-        members = sorted(by_label[label_id])
+    for label_id in sorted(case.present):
         name = case.label_names[label_id]
         if label_id not in spec.labels:
             dropped.append(
@@ -125,12 +118,8 @@ def _object_of_components(
                 )
             )
             continue
-        units: list[tuple[int, ...]] = [(m,) for m in members] if spec.kind_of(name) == "instance" else [tuple(members)]
-        for unit in units:
-            object_id = len(groups) + 1
-            groups[object_id] = unit
-            label_of[object_id] = label_id
-    return groups, label_of, dropped
+        policy[label_id] = 2 if spec.kind_of(name) == "instance" else 1
+    return policy, dropped
 
 
 def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
@@ -141,18 +130,18 @@ def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
     """
     filters = spec.anchors
     image = case.image
-    components, values = geometry.component_values(case.labels)
     if not case.present:
         return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
-    groups, label_of, dropped = _object_of_components(case, spec, values)
-    # The object map in the smallest unsigned type that holds every object id (a volume's
-    # worth of uint32 would be four times the label map).
-    dtype = np.min_scalar_type(max(groups, default=0))
-    lookup = np.zeros(values.size, dtype=dtype)  # components 1..n, without a pass for their maximum
-    for object_id, members in groups.items():
-        lookup[list(members)] = object_id
-    object_map = geometry.relabel(components, lookup)
-    del components
+    policy, dropped = _policy(case, spec)
+    # The object map straight from the labelling pass, in the smallest unsigned type that
+    # holds every object id (a volume's worth of uint32 would be four times the label map).
+    object_map, values, owners = geometry.object_components(case.labels, policy)
+    groups: dict[int, list[int]] = defaultdict(list)  # object id → its components, ascending
+    label_of: dict[int, int] = {}
+    for component, (owner, label_id) in enumerate(zip(owners.tolist(), values.tolist(), strict=True)):
+        if owner:
+            groups[owner].append(component)
+            label_of[owner] = int(label_id)
     intensity = image.array if not image.is_2d else luminance(image.array)
     table = geometry.regionprops(object_map, image.spacing, intensity=intensity)
     voxel_volume = float(np.prod(image.spacing))

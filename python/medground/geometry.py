@@ -25,7 +25,6 @@ __all__ = [
     "PairTable",
     "RegionTable",
     "body_lines",
-    "component_values",
     "connected_components",
     "ObjectStats",
     "contacts",
@@ -33,6 +32,7 @@ __all__ = [
     "dust",
     "get_num_threads",
     "largest_k",
+    "object_components",
     "object_stats",
     "overlap",
     "regionprops",
@@ -177,17 +177,27 @@ def connected_components(
     return (labels, int(n)) if return_n else labels
 
 
-def component_values(
-    labels: ArrayLike, connectivity: int | None = None, *, out_dtype: Any = None
-) -> tuple[NDArray[np.unsignedinteger], NDArray[Any]]:
-    """The connected components of a label map, numbered as :func:`connected_components`
-    numbers them (voxels of different values never join), and the value of each:
-    ``values[k]`` is component ``k``'s label (``values[0]`` = 0), in the map's dtype, from
-    the same pass (no second walk of the volume to learn which label a component is of)."""
+def object_components(
+    labels: ArrayLike, policy: ArrayLike, connectivity: int | None = None
+) -> tuple[NDArray[np.unsignedinteger], NDArray[Any], NDArray[np.uint32]]:
+    """The objects of a label map, made from its connected components (numbered as
+    :func:`connected_components` numbers them) in the same pass: ``policy[v]`` says what
+    the components of label ``v`` become — 0 (or ``v`` negative or past the table) nothing, 1 one object
+    for all of them (an organ in pieces), 2 an object each (instances). Objects are numbered
+    ``1..`` by ascending label, then component.
+
+    Returns:
+        ``(object map, values, owners)``: the map, in the smallest unsigned dtype that holds
+        the objects (``uint8`` first); ``values[c]`` the label of component ``c`` and
+        ``owners[c]`` its object (0: none), entry 0 for the background.
+    """
     arr = _as_mask(labels)
     conn = _connectivity(arr.ndim, connectivity)
-    components, _, values = _core.connected_components_values(arr, conn, _out_dtype(out_dtype))
-    return components, np.asarray(values)
+    rules = np.ascontiguousarray(policy, dtype=np.uint8)
+    if rules.ndim != 1:
+        raise ValueError(f"policy must be one rule per label value, got shape {rules.shape}")
+    objects, _, values, owners = _core.object_components(arr, conn, rules)
+    return objects, np.asarray(values), np.asarray(owners)
 
 
 def largest_k(

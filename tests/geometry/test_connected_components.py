@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from medground import phantoms
-from medground.geometry import component_values, connected_components, overlap, regionprops
+from medground.geometry import connected_components, object_components, regionprops
 from partitions import LABEL_DTYPES, same_partition
 
 STRUCTURE = {(2, 4): 1, (2, 8): 2, (3, 6): 1, (3, 18): 2, (3, 26): 3}
@@ -275,23 +275,50 @@ def test_one_thread_means_the_calling_thread_and_all_threads_come_back():
     assert out[3] == "same True", out
 
 
-@pytest.mark.parametrize("dtype", LABEL_DTYPES)
+def _objects_by_hand(vol: np.ndarray, policy: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+    """The reference: connected_components, each component's label from scipy, the objects
+    numbered by ascending label then component, the map through a lookup table."""
+    components = connected_components(vol)
+    ids = np.arange(1, int(components.max()) + 1)
+    values = [0] + [int(v) for v in ndimage.minimum(vol, components, ids)] if ids.size else [0]
+    owners, objects = [0] * len(values), 0
+    for label in sorted(set(values[1:])):
+        members = [c for c in range(1, len(values)) if values[c] == label]
+        rule = int(policy[label]) if 0 <= label < len(policy) else 0  # negative labels: none
+        if rule == 1:
+            objects += 1
+        for c in members if rule else []:
+            if rule == 2:
+                objects += 1
+            owners[c] = objects
+    return np.asarray(owners, dtype=np.int64)[components], values, owners
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int32])
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_component_values_are_each_components_label(dtype, order, ndim):
-    """The components are connected_components' own (same numbers), and ``values[k]`` is
-    the label under every voxel of component ``k``, as scipy's ``labeled_comprehension``
-    reads it (the overlap table the anchors used to build for it)."""
+@pytest.mark.parametrize("rules", ["merge", "split", "mixed"])
+def test_object_components_equal_grouping_by_hand(dtype, order, ndim, rules):
+    """The objects made in the labelling pass are those of labelling, reading each
+    component's label and relabelling through a table (the anchors' old three passes),
+    for organs (one object per label), instances (one per component), undeclared labels
+    (none) and labels past the policy table (none)."""
     vol = np.asarray(structured_volume(dtype), order=order)
     if ndim == 2:
         vol = np.asarray(vol[vol.shape[0] // 2], order=order)
-    components, values = component_values(vol)
-    np.testing.assert_array_equal(components, connected_components(vol))
-    assert values.dtype == vol.dtype and values[0] == 0 and values.size == int(components.max()) + 1
-    ids = np.arange(1, values.size)
-    lowest = ndimage.minimum(vol, components, ids)
-    highest = ndimage.maximum(vol, components, ids)
-    np.testing.assert_array_equal(lowest, highest)  # one label per component
-    np.testing.assert_array_equal(values[1:], lowest)
-    pairs = overlap(components, vol)
-    assert dict(zip(pairs.a.tolist(), pairs.b.tolist(), strict=True)) == dict(enumerate(values.tolist()[1:], start=1))
+    policy = {"merge": np.array([0, 1, 1, 1]), "split": np.array([0, 2, 2, 2]), "mixed": np.array([0, 2, 0])}[rules]
+    objects, values, owners = object_components(vol, policy)
+    expected, expected_values, expected_owners = _objects_by_hand(vol, policy)
+    np.testing.assert_array_equal(objects, expected)
+    assert values.dtype == vol.dtype and values.tolist() == expected_values
+    assert owners.tolist() == expected_owners
+    assert objects.dtype == np.min_scalar_type(max(expected_owners))
+    assert objects.flags.f_contiguous == (order == "F" and ndim > 1 and not vol.flags.c_contiguous)
+
+
+def test_object_components_of_many_objects_widen_the_map():
+    """Past 255 objects the map is uint16 (uint8 first)."""
+    vol = np.zeros((40, 40), np.uint16)
+    vol[::2, ::2] = 1  # 400 lone pixels of one instance label
+    objects, _, owners = object_components(vol, np.array([0, 2]), connectivity=4)
+    assert objects.dtype == np.uint16 and int(objects.max()) == 400 == max(owners.tolist())

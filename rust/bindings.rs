@@ -443,6 +443,10 @@ fn connected_components<'py>(
     })
 }
 
+/// `object_components`' answer: the object map, the number of objects, each component's
+/// value and each component's object.
+type ObjectComponents<'py> = (Bound<'py, PyAny>, u64, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
 /// The objects of a label map from its components in one labelling pass: `policy[v]` says
 /// what the components of label `v` become (0, negative or past the table: nothing; 1: one object
 /// for all of them; 2: an object each). Objects are numbered `1..` in ascending label, then
@@ -455,7 +459,7 @@ fn object_components<'py>(
     mask: &Bound<'py, PyAny>,
     connectivity: u32,
     policy: PyReadonlyArrayDyn<'py, u8>,
-) -> PyResult<(Bound<'py, PyAny>, u64, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+) -> PyResult<ObjectComponents<'py>> {
     let policy: Vec<u8> = policy.as_array().iter().copied().collect();
     let arr = extract_labels(mask, "mask")?;
     with_labels!(arr, v => {

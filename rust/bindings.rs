@@ -6,6 +6,7 @@
 //! reversed, which makes it C-ordered, instead of being copied.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -447,9 +448,9 @@ fn connected_components<'py>(
 /// value and each component's object.
 type ObjectComponents<'py> = (Bound<'py, PyAny>, u64, Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-/// The objects of a label map from its components in one labelling pass: `policy[v]` says
-/// what the components of label `v` become (0, negative or past the table: nothing; 1: one object
-/// for all of them; 2: an object each). Objects are numbered `1..` in ascending label, then
+/// The objects of a label map from its components in one labelling pass: the rule
+/// `rules[i]` says what the components of label `keys[i]` become (1: one object for all of
+/// them; 2: an object each; any other rule, or a label without one: nothing). Objects are numbered `1..` in ascending label, then
 /// component, order. Returns `(object map, objects, values, owners)`: the map in the
 /// smallest unsigned dtype that holds the objects (uint8 first), `values[c]` the label of
 /// component `c` and `owners[c]` its object (0: none), both with entry 0 for the background.
@@ -458,9 +459,22 @@ fn object_components<'py>(
     py: Python<'py>,
     mask: &Bound<'py, PyAny>,
     connectivity: u32,
-    policy: PyReadonlyArrayDyn<'py, u8>,
+    keys: PyReadonlyArrayDyn<'py, u64>,
+    rules: PyReadonlyArrayDyn<'py, u8>,
 ) -> PyResult<ObjectComponents<'py>> {
-    let policy: Vec<u8> = policy.as_array().iter().copied().collect();
+    let (keys, rules) = (keys.as_array(), rules.as_array());
+    if keys.len() != rules.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} labels but {} rules",
+            keys.len(),
+            rules.len()
+        )));
+    }
+    let policy: HashMap<i128, u8> = keys
+        .iter()
+        .map(|&k| k as i128)
+        .zip(rules.iter().copied())
+        .collect();
     let arr = extract_labels(mask, "mask")?;
     with_labels!(arr, v => {
         let shape = v.shape().to_vec();

@@ -12,6 +12,8 @@
 //! of each component's first voxel in the raster order of the view handed in
 //! (C order of its shape).
 
+use std::collections::HashMap;
+
 use ndarray::{s, ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
@@ -119,21 +121,20 @@ pub struct RunLabels<T> {
 const PARALLEL_MIN_VOXELS: usize = 1 << 18;
 
 /// The object of every component (`values[c]`: its label, entry 0 the background's) under
-/// `policy[label]`: 0 (or a label past the table) none, 1 one object for all the label's
-/// components, 2 an object per component. Objects are numbered `1..` in ascending label,
-/// then component, order; returns `(owners, number of objects)` with `owners[0]` = 0.
-pub fn group_components<T: Label>(values: &[T], policy: &[u8]) -> KernelResult<(Vec<u32>, u64)> {
+/// `policy[label]`: 1 one object for all the label's components, 2 an object per component,
+/// anything else (or a label without a rule) none. Objects are numbered `1..` in ascending
+/// label, then component, order; returns `(owners, number of objects)` with `owners[0]` = 0.
+pub fn group_components<T: Label>(
+    values: &[T],
+    policy: &HashMap<i128, u8>,
+) -> KernelResult<(Vec<u32>, u64)> {
     let mut order: Vec<u32> = try_collect_exact(1..values.len() as u32, "the components' order")?;
     order.sort_unstable_by_key(|&c| (values[c as usize].key(), c));
     let mut owners = try_vec_zeroed::<u32>(values.len(), "the components' objects")?;
     let (mut objects, mut last): (u32, Option<i128>) = (0, None);
     for c in order {
         let key = values[c as usize].key();
-        let rule = usize::try_from(key)
-            .ok()
-            .and_then(|k| policy.get(k))
-            .copied()
-            .unwrap_or(0);
+        let rule = policy.get(&key).copied().unwrap_or(0);
         match rule {
             1 if last == Some(key) => owners[c as usize] = objects,
             1 | 2 => {
@@ -671,10 +672,18 @@ mod tests {
         // Components 1..=6 of labels 3, 1, 3, 2, 1, 7: label 1 one object, label 2 none,
         // label 3 one per component, label 7 past the table.
         let values = [0u8, 3, 1, 3, 2, 1, 7];
-        let (owners, n) = group_components(&values, &[0, 1, 0, 2]).unwrap();
+        let policy = HashMap::from([(1, 1), (2, 0), (3, 2)]);
+        let (owners, n) = group_components(&values, &policy).unwrap();
         assert_eq!(owners, vec![0, 2, 1, 3, 0, 1, 0]);
         assert_eq!(n, 3);
-        assert_eq!(group_components::<u8>(&[0], &[1]).unwrap(), (vec![0], 0));
+        assert_eq!(group_components::<u8>(&[0], &policy).unwrap(), (vec![0], 0));
+        // Labels past 2^63 (uint64 maps) have rules like any other.
+        let huge = [0u64, u64::MAX, 5];
+        let policy = HashMap::from([(u64::MAX as i128, 2), (5, 1)]);
+        assert_eq!(
+            group_components(&huge, &policy).unwrap(),
+            (vec![0, 2, 1], 2)
+        );
     }
 
     #[test]

@@ -42,10 +42,10 @@ def connected_components(
     """Labels components 1..N in memory order; returns (labels, N)."""
 
 def object_components(
-    mask: NDArray[Any], connectivity: int, policy: NDArray[np.uint8]
+    mask: NDArray[Any], connectivity: int, keys: NDArray[np.uint64], rules: NDArray[np.uint8]
 ) -> tuple[NDArray[np.unsignedinteger], int, NDArray[Any], NDArray[np.uint32]]:
-    """Objects of a label map from its components (policy per label: 0 none, 1 one object,
-    2 one per component); returns (object map, objects, values, owners)."""
+    """Objects of a label map from its components (rules[i] for label keys[i]: 1 one
+    object, 2 one per component, else none); returns (object map, objects, values, owners)."""
 
 def largest_k(
     mask: NDArray[Any], k: int, connectivity: int, binary: bool, out_dtype: str | None = None

@@ -100,11 +100,12 @@ class Objects:
         return {axis: (ids, table) for axis, table in enumerate(tables)}
 
 
-def _policy(case: Case, spec: DatasetSpec) -> tuple[NDArray[np.uint8], list[Dropped]]:
-    """What the components of each label present become (:func:`geometry.object_components`:
-    an organ is one object in however many pieces, an instance label gives an object per
-    component), and the labels the spec does not declare (never objects)."""
-    policy = np.zeros(max(case.present, default=0) + 1, dtype=np.uint8)
+def _policy(case: Case, spec: DatasetSpec) -> tuple[dict[int, int], list[Dropped]]:
+    """What the components of each declared label present become
+    (:func:`geometry.object_components`: 1, an organ is one object in however many pieces;
+    2, an instance label gives an object per component), and the labels the spec does not
+    declare (never objects, whatever their ids)."""
+    policy: dict[int, int] = {}
     dropped = []
     for label_id in sorted(case.present):
         name = case.label_names[label_id]

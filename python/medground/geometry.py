@@ -12,7 +12,7 @@ Fortran-ordered array (as nibabel returns) is not copied.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -178,13 +178,13 @@ def connected_components(
 
 
 def object_components(
-    labels: ArrayLike, policy: ArrayLike, connectivity: int | None = None
+    labels: ArrayLike, policy: Mapping[int, int], connectivity: int | None = None
 ) -> tuple[NDArray[np.unsignedinteger], NDArray[Any], NDArray[np.uint32]]:
     """The objects of a label map, made from its connected components (numbered as
     :func:`connected_components` numbers them) in the same pass: ``policy[v]`` says what
-    the components of label ``v`` become — 0 (or ``v`` negative or past the table) nothing, 1 one object
-    for all of them (an organ in pieces), 2 an object each (instances). Objects are numbered
-    ``1..`` by ascending label, then component.
+    the components of label ``v`` become — 1 one object for all of them (an organ in
+    pieces), 2 an object each (instances), anything else (or a label without a rule)
+    nothing. Objects are numbered ``1..`` by ascending label, then component.
 
     Returns:
         ``(object map, values, owners)``: the map, in the smallest unsigned dtype that holds
@@ -193,10 +193,10 @@ def object_components(
     """
     arr = _as_mask(labels)
     conn = _connectivity(arr.ndim, connectivity)
-    rules = np.ascontiguousarray(policy, dtype=np.uint8)
-    if rules.ndim != 1:
-        raise ValueError(f"policy must be one rule per label value, got shape {rules.shape}")
-    objects, _, values, owners = _core.object_components(arr, conn, rules)
+    ruled = {int(k): int(v) for k, v in policy.items() if 0 <= int(k) < 1 << 64}  # labels are never negative
+    keys = np.fromiter(ruled, dtype=np.uint64, count=len(ruled))
+    rules = np.fromiter(ruled.values(), dtype=np.uint8, count=len(ruled))
+    objects, _, values, owners = _core.object_components(arr, conn, keys, rules)
     return objects, np.asarray(values), np.asarray(owners)
 
 

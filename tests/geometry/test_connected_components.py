@@ -275,7 +275,7 @@ def test_one_thread_means_the_calling_thread_and_all_threads_come_back():
     assert out[3] == "same True", out
 
 
-def _objects_by_hand(vol: np.ndarray, policy: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+def _objects_by_hand(vol: np.ndarray, policy: dict[int, int]) -> tuple[np.ndarray, list[int], list[int]]:
     """The reference: connected_components, each component's label from scipy, the objects
     numbered by ascending label then component, the map through a lookup table."""
     components = connected_components(vol)
@@ -284,7 +284,7 @@ def _objects_by_hand(vol: np.ndarray, policy: np.ndarray) -> tuple[np.ndarray, l
     owners, objects = [0] * len(values), 0
     for label in sorted(set(values[1:])):
         members = [c for c in range(1, len(values)) if values[c] == label]
-        rule = int(policy[label]) if 0 <= label < len(policy) else 0  # negative labels: none
+        rule = policy.get(label, 0) if label >= 0 else 0  # label maps hold no negative ids
         if rule == 1:
             objects += 1
         for c in members if rule else []:
@@ -301,12 +301,12 @@ def _objects_by_hand(vol: np.ndarray, policy: np.ndarray) -> tuple[np.ndarray, l
 def test_object_components_equal_grouping_by_hand(dtype, order, ndim, rules):
     """The objects made in the labelling pass are those of labelling, reading each
     component's label and relabelling through a table (the anchors' old three passes),
-    for organs (one object per label), instances (one per component), undeclared labels
-    (none) and labels past the policy table (none)."""
+    for organs (one object per label), instances (one per component), a label ruled out
+    and labels without a rule (none; a negative label never has one)."""
     vol = np.asarray(structured_volume(dtype), order=order)
     if ndim == 2:
         vol = np.asarray(vol[vol.shape[0] // 2], order=order)
-    policy = {"merge": np.array([0, 1, 1, 1]), "split": np.array([0, 2, 2, 2]), "mixed": np.array([0, 2, 0])}[rules]
+    policy = {"merge": {1: 1, 2: 1, 3: 1}, "split": {1: 2, 2: 2, 3: 2}, "mixed": {1: 2, 2: 0, -1: 1}}[rules]
     objects, values, owners = object_components(vol, policy)
     expected, expected_values, expected_owners = _objects_by_hand(vol, policy)
     np.testing.assert_array_equal(objects, expected)
@@ -320,5 +320,17 @@ def test_object_components_of_many_objects_widen_the_map():
     """Past 255 objects the map is uint16 (uint8 first)."""
     vol = np.zeros((40, 40), np.uint16)
     vol[::2, ::2] = 1  # 400 lone pixels of one instance label
-    objects, _, owners = object_components(vol, np.array([0, 2]), connectivity=4)
+    objects, _, owners = object_components(vol, {1: 2}, connectivity=4)
     assert objects.dtype == np.uint16 and int(objects.max()) == 400 == max(owners.tolist())
+
+
+def test_object_components_of_label_ids_past_two_to_the_63():
+    """uint64 label maps may hold any id: a rule reaches it, and an id without one (an
+    undeclared label) costs no table of its size."""
+    vol = np.zeros((6, 6), np.uint64)
+    vol[0, :2] = 2**63 + 5
+    vol[4:, 4:] = 2**64 - 1
+    vol[2, 2] = 3
+    objects, values, owners = object_components(vol, {3: 1, 2**63 + 5: 2})
+    assert sorted(values.tolist()[1:]) == [3, 2**63 + 5, 2**64 - 1]
+    assert objects[2, 2] == 1 and objects[0, 0] == 2 and objects[5, 5] == 0 and objects.dtype == np.uint8

@@ -127,9 +127,14 @@ class _Judge:
 
     def fits_kind(self, object_id: int) -> tuple[str, str] | None:
         """The claims of what it is: in pieces, its category, a lesion, its clinical finding."""
-        claims, label = self.claims, self.evidence.labels[object_id]
-        if claims.parts and self.pieces(object_id) < 2:
+        if self.claims.parts and self.pieces(object_id) < 2:
             return "count_mismatch", "it is seen in one piece"
+        return self.fits_label(object_id)
+
+    def fits_label(self, object_id: int) -> tuple[str, str] | None:
+        """The claims its label and clinical attributes settle (its category, a lesion, its
+        clinical finding): nothing is measured or counted to check them."""
+        claims, label = self.claims, self.evidence.labels[object_id]
         # What it is comes from the view's labels: objects of another kind are never measured.
         if claims.categories and not any(self.named(c, object_id, sided=False) for c in claims.categories):
             return "category_mismatch", f"it is a {label}"
@@ -237,7 +242,10 @@ class _Judge:
             expected = len([o for o in self.measures.object_ids if self.of_kind(o)])
             if any(count != expected for count in self.claims.counts) or (self.multi and expected != len(targets)):
                 raise _Reject("count_mismatch", f"claims {self.claims.counts}, the view has {expected}")
-        matching = {o for o in self.measures.object_ids if o in targets or self.fits(o) is None}
+        # Objects of another kind are passed over before their parts are counted.
+        matching = {
+            o for o in self.measures.object_ids if o in targets or (self.fits_label(o) is None and self.fits(o) is None)
+        }
         if matching != targets:
             extra = sorted(matching - targets)
             names = ", ".join(self.evidence.labels[c] + " " + str(c) for c in extra)

@@ -11,8 +11,10 @@ is the sign, and 48 is added to make each group a printable character.
 :func:`encode` gives the same ``counts`` string as
 ``pycocotools.mask.encode(np.asfortranarray(mask.astype(np.uint8)))``, as a ``str``.
 Boxes are ``[x_min, y_min, x_max, y_max]`` with the max exclusive: pixel column ``i``
-spans ``[i, i + 1)``. Everything is vectorised with numpy, so a 1024 x 1024 mask costs a
-few milliseconds whatever its number of runs.
+spans ``[i, i + 1)``. Encoding is vectorised with numpy, so a 1024 x 1024 mask costs a
+few milliseconds whatever its number of runs; counts strings are read, and masks or
+windows of them decoded, by the core (``_core.rle_counts``, ``_core.rle_decode_window``),
+with the numpy decoder kept to say what is wrong with a malformed string.
 """
 
 from __future__ import annotations

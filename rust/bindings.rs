@@ -450,10 +450,11 @@ type ObjectComponents<'py> = (Bound<'py, PyAny>, u64, Bound<'py, PyAny>, Bound<'
 
 /// The objects of a label map from its components in one labelling pass: the rule
 /// `rules[i]` says what the components of label `keys[i]` become (1: one object for all of
-/// them; 2: an object each; any other rule, or a label without one: nothing). Objects are numbered `1..` in ascending label, then
-/// component, order. Returns `(object map, objects, values, owners)`: the map in the
-/// smallest unsigned dtype that holds the objects (uint8 first), `values[c]` the label of
-/// component `c` and `owners[c]` its object (0: none), both with entry 0 for the background.
+/// them; 2: an object each; any other rule, or a label without one: nothing). Objects are
+/// numbered `1..` in ascending label, then component, order. Returns `(object map,
+/// objects, values, owners)`: the map in the smallest unsigned dtype that holds the objects
+/// (uint8 first), `values[c]` the label of component `c` and `owners[c]` its object (0:
+/// none), both with entry 0 for the background.
 #[pyfunction]
 fn object_components<'py>(
     py: Python<'py>,

@@ -5,7 +5,7 @@
 //! (Fortran order, as nibabel hands them out) is handed to the kernels with its axes
 //! reversed, which makes it C-ordered, instead of being copied.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -232,6 +232,19 @@ thread_local! {
     /// process pinned to one core). `Some(None)`: the pool could not be built; the calls go
     /// to `ONE`. The pool lives as long as the thread (rayon then leaks its small registry).
     static OWN: RefCell<Option<Option<rayon::ThreadPool>>> = const { RefCell::new(None) };
+
+    /// This thread's kernels run on it alone, whatever `set_num_threads` says
+    /// (`kernels_on_caller`): set by a thread whose calls would otherwise queue in the
+    /// pool behind another thread's kernels.
+    static ON_CALLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread's kernels run on it alone (true) or on the threads
+/// `set_num_threads` sets (false, the default); returns the setting it replaces. The
+/// setting belongs to the calling thread: other threads keep theirs.
+#[pyfunction]
+fn kernels_on_caller(on: bool) -> bool {
+    ON_CALLER.with(|cell| cell.replace(on))
 }
 
 fn pool_error(e: rayon::ThreadPoolBuildError) -> PyErr {
@@ -307,7 +320,11 @@ fn on_this_thread<T: Send, F: FnOnce() -> T + Send>(f: F) -> PyResult<T> {
 /// Runs a kernel without the GIL on the threads set by `set_num_threads`, turning a panic
 /// into a RuntimeError.
 fn run<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, what: &str, f: F) -> PyResult<T> {
-    let threads = THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let threads = if ON_CALLER.with(Cell::get) {
+        Threads::One
+    } else {
+        THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    };
     py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| match threads {
             // Here, its parallel iterators in rayon's global pool; from a thread that ran
@@ -1291,6 +1308,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(c_order_side_counts, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels_on_caller, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

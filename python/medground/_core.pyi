@@ -18,6 +18,7 @@ __all__ = [
     "dust",
     "dust_in_place",
     "get_num_threads",
+    "kernels_on_caller",
     "largest_k",
     "object_components",
     "object_stats",
@@ -147,3 +148,6 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """Threads the kernels run on."""
+
+def kernels_on_caller(on: bool) -> bool:
+    """This thread's kernels on it alone (True) or on the set threads; the setting replaced."""

@@ -153,13 +153,18 @@ def draft_parts(
     ``skipped``. Together the parts have the samples, facts and failures of
     :func:`draft_case`, in its order: a model gets one part's views per batch."""
     ahead: list[_Ahead] = []
+    caller = threading.get_ident()
+    on_caller: list[bool] = []
 
     def start(views: Iterator[View]) -> Iterator[View]:
         if geometry.get_num_threads() <= 1:
             return views
         # A second core: the views are made on it from here on, while this thread works out
-        # the case's context, then refers, words and verifies the parts.
+        # the case's context, then refers, words and verifies the parts. The views' kernels
+        # keep the pool busy; this thread's (many and short: an object, a view) would wait
+        # behind them there, so it runs its own on itself meanwhile.
         ahead.append(_Ahead(views, view_bytes or PART_VIEW_BYTES))
+        on_caller.append(geometry.kernels_on_caller(True))
         return ahead[0]
 
     try:
@@ -178,6 +183,8 @@ def draft_parts(
     finally:
         for making in ahead:
             making.close()
+        if on_caller and threading.get_ident() == caller:  # the setting is this thread's
+            geometry.kernels_on_caller(on_caller[0])
 
 
 class _Ahead:

@@ -31,6 +31,7 @@ __all__ = [
     "dilate",
     "dust",
     "get_num_threads",
+    "kernels_on_caller",
     "largest_k",
     "object_components",
     "object_stats",
@@ -113,8 +114,23 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads the kernels run on."""
+    """The number of threads the kernels run on (:func:`set_num_threads`; a thread that
+    runs its kernels on itself, :func:`kernels_on_caller`, still reads the process's)."""
     return int(_core.get_num_threads())
+
+
+def kernels_on_caller(on: bool) -> bool:
+    """Whether the calling thread runs its kernels on itself alone (True), or on the
+    threads :func:`set_num_threads` sets (False, the default); returns the setting it
+    replaces, for restoring. The setting belongs to the calling thread.
+
+    For a thread that calls many short kernels while another thread keeps the pool busy
+    with large ones: a call handed to the pool waits behind those (rayon's workers take
+    their own queued work first), often longer than the call itself takes. Results never
+    depend on it."""
+    if not isinstance(on, (bool, np.bool_)):
+        raise ValueError(f"on must be True or False, got {on!r}")
+    return bool(_core.kernels_on_caller(bool(on)))
 
 
 @overload

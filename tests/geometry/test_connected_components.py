@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from medground import phantoms
+from medground import geometry, phantoms
 from medground.geometry import connected_components, object_components, regionprops
 from partitions import LABEL_DTYPES, same_partition
 
@@ -273,6 +273,65 @@ def test_one_thread_means_the_calling_thread_and_all_threads_come_back():
     assert out[1] == "other 0", out
     assert out[2].startswith("all True"), out
     assert out[3] == "same True", out
+
+
+_ON_CALLER_SCRIPT = """
+import os, threading, time
+import numpy as np
+from medground import geometry, phantoms
+
+def cpu(task):
+    fields = open(f"/proc/self/task/{task}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+def share_on_this_thread(work):
+    # The share of the process's CPU time, while ``work`` runs, spent on this thread.
+    tasks = os.listdir("/proc/self/task")
+    me = str(threading.get_native_id())
+    before = {t: cpu(t) for t in tasks}
+    start = time.process_time()
+    while time.process_time() - start < 0.5:
+        out = work()
+    spent = {t: cpu(t) - before[t] for t in tasks}
+    return round(spent[me] / max(1, sum(spent.values())), 1), out
+
+volume = phantoms.ellipsoids((64, 96, 96), 40, labels=3, radius=(2.0, 10.0), seed=5)
+work = lambda: geometry.connected_components(volume, 26)
+geometry.set_num_threads(2)  # a pool of two threads
+print("was", geometry.kernels_on_caller(True))
+here, first = share_on_this_thread(work)
+print("here", geometry.get_num_threads(), here >= 0.9)
+
+# The setting is this thread's: another thread hands its kernels to the pool.
+done = []
+worker = threading.Thread(target=lambda: done.append((geometry.kernels_on_caller(False),) + share_on_this_thread(work)))
+worker.start(); worker.join()
+print("other", done[0][0], done[0][1] <= 0.1)
+
+print("restored", geometry.kernels_on_caller(False), geometry.kernels_on_caller(False))
+pooled, again = share_on_this_thread(work)
+print("pooled", pooled <= 0.1, np.array_equal(first, again) and np.array_equal(done[0][2], again))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_kernels_on_the_caller_run_on_its_thread_and_belong_to_it():
+    """With a pool of two threads set, ``kernels_on_caller(True)`` runs the calling
+    thread's kernels on that thread (its CPU time is the process's), leaves other threads'
+    on the pool (theirs ~none of it), says what it replaced, and changes no result."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ON_CALLER_SCRIPT], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
+    assert out[0] == "was False", out
+    assert out[1] == "here 2 True", out
+    assert out[2] == "other False True", out
+    assert out[3] == "restored True False", out
+    assert out[4] == "pooled True True", out
+
+
+def test_kernels_on_caller_takes_only_a_truth_value():
+    with pytest.raises(ValueError, match="True or False"):
+        geometry.kernels_on_caller(1)  # type: ignore[arg-type]
 
 
 def _objects_by_hand(vol: np.ndarray, policy: dict[int, int]) -> tuple[np.ndarray, list[int], list[int]]:

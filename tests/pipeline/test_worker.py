@@ -130,6 +130,42 @@ def test_a_case_whose_context_fails_while_its_views_are_made_stops_them(
     assert result.error is not None and result.error["stage"] == "draft"
     assert "no context for this case" in result.error["error"]
     assert not any(t.name == "medground-views" for t in threading.enumerate())
+    assert geometry.kernels_on_caller(False) is False  # and this thread's kernels are as before
+    assert geometry.kernels_on_caller(False) is False  # and this thread's kernels are as before
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_a_case_made_on_two_threads_runs_its_own_kernels_on_itself_meanwhile(demo_data: Path, before: bool) -> None:
+    """While a second thread makes a case's views (and keeps the kernels' pool busy), the
+    thread that drafts and verifies the case runs its kernels on itself; afterwards its
+    setting is what it was. The records are those of one thread."""
+    from medground import generate, geometry
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.worker import process_case
+
+    spec = load_spec(demo_data / "demo_ct" / "spec.toml")
+    files = find_cases(spec).cases[0]
+    seen: list[bool] = []
+    verify = generate.verify_drafts
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(geometry.kernels_on_caller(True))  # reads the setting (and keeps it)
+        return verify(*args, **kwargs)
+
+    alone = process_case(spec, files)
+    try:
+        geometry.set_num_threads(2)
+        geometry.kernels_on_caller(before)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("medground.pipeline.worker.verify_drafts", watched)
+            beside = process_case(spec, files)
+        after = geometry.kernels_on_caller(False)
+    finally:
+        geometry.kernels_on_caller(False)
+        geometry.set_num_threads(0)
+    assert seen and all(seen)
+    assert after is before
+    assert beside.error is None and beside.accepted == alone.accepted and beside.images == alone.images
 
 
 @pytest.mark.parametrize("kind", ["CT", "MR"])

@@ -37,6 +37,7 @@ use crate::relations::{
     contacts as contacts_kernel, overlap as overlap_kernel,
     slice_areas_along as slice_areas_along_kernel,
 };
+use crate::resample::{area_mean, gather, Lines};
 use crate::rle::{compress_counts, decode_window as decode_window_kernel, decompress_counts};
 use crate::sample::{
     c_order_samples as samples_kernel, c_order_side_counts as side_counts_kernel, Midline,
@@ -972,6 +973,91 @@ fn box_rows<const N: usize>(
     Ok(out)
 }
 
+/// Line numbers from a 1D int64 array, refusing negatives.
+fn line_numbers(array: &PyReadonlyArrayDyn<'_, i64>, what: &str) -> PyResult<Vec<usize>> {
+    let view = array.as_array();
+    if view.ndim() != 1 {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be 1D, got shape {:?}",
+            view.shape()
+        )));
+    }
+    let mut out = try_with_capacity(view.len(), what)?;
+    for &v in view.iter() {
+        out.push(
+            usize::try_from(v).map_err(|_| PyValueError::new_err(format!("{what} holds {v}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A plane on an image's grid: image row `i` shows plane row `rows[i]`, or with
+/// `row_ends` the mean of plane rows `rows[i]..row_ends[i]` (columns alike). Means along
+/// one axis at most, of integers of at most 32 bits, rounded half to even and clipped to
+/// the dtype; a gather keeps any numeric dtype. The image is C-ordered.
+#[pyfunction]
+#[pyo3(signature = (values, rows, cols, row_ends=None, col_ends=None))]
+fn resample_plane<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    rows: PyReadonlyArrayDyn<'py, i64>,
+    cols: PyReadonlyArrayDyn<'py, i64>,
+    row_ends: Option<PyReadonlyArrayDyn<'py, i64>>,
+    col_ends: Option<PyReadonlyArrayDyn<'py, i64>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let rows = line_numbers(&rows, "rows")?;
+    let cols = line_numbers(&cols, "cols")?;
+    let row_ends = row_ends.map(|e| line_numbers(&e, "row_ends")).transpose()?;
+    let col_ends = col_ends.map(|e| line_numbers(&e, "col_ends")).transpose()?;
+    let shape = (rows.len(), cols.len());
+    let arr = ValueArray::of(values).ok_or_else(|| {
+        let dtype = values
+            .getattr("dtype")
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!(
+            "plane must be a numpy array of a numeric dtype; got {dtype}"
+        ))
+    })?;
+    macro_rules! image {
+        ($out:expr) => {
+            Array2::from_shape_vec(shape, $out)
+                .map_err(|e| PyRuntimeError::new_err(format!("internal error: {e}")))?
+                .into_pyarray(py)
+                .into_any()
+        };
+    }
+    if row_ends.is_none() && col_ends.is_none() {
+        return Ok(with_values!(arr, v => {
+            let view = plane(v, "plane")?;
+            image!(run(py, "resample_plane", move || gather(view, &rows, &cols))??)
+        }));
+    }
+    let lines = |index: &[usize], ends: &Option<Vec<usize>>| -> Vec<usize> {
+        ends.clone().unwrap_or_else(|| index.to_vec())
+    };
+    let (row_to, col_to) = (lines(&rows, &row_ends), lines(&cols, &col_ends));
+    macro_rules! means {
+        ($($variant:ident),+) => {
+            match arr {
+                $(ValueArray::$variant(a) => {
+                    let view = plane(a.as_array(), "plane")?;
+                    let out = run(py, "resample_plane", move || {
+                        let r = if row_ends.is_some() { Lines::Mean(&rows, &row_to) } else { Lines::Each(&rows) };
+                        let c = if col_ends.is_some() { Lines::Mean(&cols, &col_to) } else { Lines::Each(&cols) };
+                        area_mean(view, r, c)
+                    })??;
+                    Ok(image!(out))
+                })+
+                _ => Err(PyTypeError::new_err(
+                    "means need a plane of integers of at most 32 bits (int8 to uint32)",
+                )),
+            }
+        };
+    }
+    means!(I8, U8, I16, U16, I32, U32)
+}
+
 /// A 2D view of a 2D array, or a ValueError naming `what`.
 fn plane<'a, T>(view: ArrayViewD<'a, T>, what: &str) -> PyResult<ArrayView2<'a, T>> {
     let ndim = view.ndim();
@@ -1298,6 +1384,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(contacts, m)?)?;
     m.add_function(wrap_pyfunction!(overlap, m)?)?;
     m.add_function(wrap_pyfunction!(rle_by_label, m)?)?;
+    m.add_function(wrap_pyfunction!(resample_plane, m)?)?;
     m.add_function(wrap_pyfunction!(rle_counts, m)?)?;
     m.add_function(wrap_pyfunction!(rle_decode_window, m)?)?;
     m.add_function(wrap_pyfunction!(object_stats, m)?)?;

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod planar;
 pub mod regions;
 pub mod relations;
+pub mod resample;
 pub mod rle;
 pub mod sample;
 pub mod shape2d;

@@ -403,3 +403,63 @@ def test_a_broken_spacing_cannot_ask_for_a_huge_view():
     assert max(smap.height, smap.width) <= 2048 and smap.height * smap.width <= 2048 * 224
     normal = slice_map((512, 512, 30), (0.7, 0.7, 5.0), ("R", "A", "S"), "coronal", 200, min_side=224, max_side=1024)
     assert min(normal.height, normal.width) >= 224  # thin slabs still readable
+
+
+_CORE_DTYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float32, np.float64, np.bool_)
+
+
+@pytest.mark.parametrize("dtype", _CORE_DTYPES)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_views_from_the_core_equal_numpys_views(dtype, order):
+    """The core's views (one read of the plane in its memory order) are numpy's to the
+    bit: gathers of every dtype, and area means along one shrunk axis (integers: exact
+    sums, ties rounded to even, clipped at the type's limits), for every plane of volumes
+    in both memory orders, flipped tables included, shrinking along rows or columns."""
+    from medground.render import slice_map
+
+    rng = np.random.default_rng(abs(hash((np.dtype(dtype).str, order))) % 2**32)
+    shape = (37, 29, 23)
+    if np.dtype(dtype) == np.bool_:
+        volume = rng.random(shape) < 0.5
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if info.bits == 64:  # means are numpy's (float64 does not hold these limits)
+            info = np.iinfo(np.int32)
+        # The type's limits appear (clipping), and runs of equal neighbours give exact halves.
+        volume = rng.choice(np.asarray([info.min, info.max, 0, 1, 2, 3]).astype(dtype), size=shape)
+        volume[::3] = rng.integers(info.min, info.max, size=volume[::3].shape, endpoint=True).astype(dtype)
+    else:
+        volume = rng.normal(0, 100, shape).astype(dtype)
+    volume = np.asarray(volume, order=order)
+    checked = {"gather": 0, "mean": 0}
+    for axcodes in (("R", "A", "S"), ("L", "P", "I"), ("A", "S", "L")):
+        for plane in ("axial", "coronal", "sagittal"):
+            for spacing, max_side in (((1.0, 1.0, 1.0), None), ((0.7, 0.7, 2.9), None), ((0.7, 1.3, 2.9), 31)):
+                axis = plane_axis(axcodes, plane)
+                m = slice_map(shape, spacing, axcodes, plane, shape[axis] // 2, max_side=max_side)
+                flat = m.plane_of(volume)
+                shrunk = [m.row_source.size < flat.shape[0], m.col_source.size < flat.shape[1]]
+                expected = m._values_by_numpy(flat)
+                shown = m.render_values(volume)
+                assert shown.dtype == volume.dtype and shown.flags.c_contiguous
+                np.testing.assert_array_equal(shown, expected)
+                np.testing.assert_array_equal(m.render(volume), flat[m.row_source][:, m.col_source])
+                checked["mean" if any(shrunk) else "gather"] += 1
+    assert checked["mean"] and checked["gather"]
+
+
+def test_the_cores_resampling_refuses_what_it_cannot_do_exactly():
+    from medground import geometry
+
+    plane = np.arange(12, dtype=np.int16).reshape(3, 4)
+    with pytest.raises(ValueError, match="one axis at most"):
+        geometry.resample_plane(plane, ([0], [2]), ([0], [2]))
+    with pytest.raises(TypeError, match="at most 32 bits"):
+        geometry.resample_plane(plane.astype(np.float32), ([0], [2]), [0, 1])
+    with pytest.raises(ValueError, match="outside the plane"):
+        geometry.resample_plane(plane, [0, 3], [0])
+    with pytest.raises(ValueError, match="empty or outside"):
+        geometry.resample_plane(plane, ([1], [1]), [0])
+    with pytest.raises(ValueError, match="holds -1"):
+        geometry.resample_plane(plane, [-1], [0])
+    np.testing.assert_array_equal(geometry.resample_plane(plane, ([0, 1], [2, 3]), [3, 0]), [[5, 2], [9, 6]])

@@ -25,6 +25,7 @@ __all__ = [
     "overlap",
     "regionprops",
     "relabel",
+    "resample_plane",
     "rle_by_label",
     "rle_counts",
     "rle_decode_window",
@@ -142,6 +143,15 @@ def c_order_side_counts(
     mid: list[float],
 ) -> list[tuple[int, int]]:
     """Per object, (picks right of the midline, picks) over the c_order_samples picks."""
+
+def resample_plane(
+    values: NDArray[Any],
+    rows: NDArray[np.int64],
+    cols: NDArray[np.int64],
+    row_ends: NDArray[np.int64] | None = None,
+    col_ends: NDArray[np.int64] | None = None,
+) -> NDArray[Any]:
+    """A plane on an image's grid: lines gathered, or means of runs of lines along one axis."""
 
 def set_num_threads(n: int) -> None:
     """Runs kernels on n threads (0: rayon's default)."""

@@ -38,6 +38,7 @@ __all__ = [
     "overlap",
     "regionprops",
     "relabel",
+    "resample_plane",
     "rle_by_label",
     "set_num_threads",
     "slice_areas",
@@ -578,6 +579,42 @@ def _plane(array: ArrayLike, what: str) -> NDArray[Any]:
     if arr.ndim != 2:
         raise ValueError(f"{what} must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
     return arr
+
+
+#: Intensity types whose means :func:`resample_plane` takes (every sum an exact integer).
+MEAN_DTYPES = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32))
+
+
+def resample_plane(
+    plane: ArrayLike,
+    rows: ArrayLike | tuple[ArrayLike, ArrayLike],
+    cols: ArrayLike | tuple[ArrayLike, ArrayLike],
+) -> NDArray[Any]:
+    """A 2D plane on an image's grid, in one read of the plane in its memory order: image
+    row ``i`` shows plane row ``rows[i]``, or, with ``rows = (start, end)``, the mean of
+    plane rows ``start[i]:end[i]`` (columns alike). Means go along one axis at most, over
+    integers of :data:`MEAN_DTYPES`, rounded half to even and clipped to the dtype (numpy's
+    float64 mean, ``rint`` and ``clip``: the sums are exact); a gather keeps any numeric
+    dtype. C-ordered, in the plane's dtype.
+
+    Raises:
+        ValueError: a line outside the plane, an empty run, means along both axes.
+        TypeError: means of a dtype outside :data:`MEAN_DTYPES`.
+    """
+    arr = np.asarray(plane)
+    if arr.ndim != 2:
+        raise ValueError(f"plane must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
+
+    def lines(spec: ArrayLike | tuple[ArrayLike, ArrayLike]) -> tuple[NDArray[np.int64], NDArray[np.int64] | None]:
+        if isinstance(spec, tuple):
+            start, end = spec
+            return np.asarray(start, dtype=np.int64), np.asarray(end, dtype=np.int64)
+        return np.asarray(spec, dtype=np.int64), None
+
+    (row_index, row_ends), (col_index, col_ends) = lines(rows), lines(cols)
+    if row_ends is not None and col_ends is not None:
+        raise ValueError("means along one axis at most (the means of means depend on their order)")
+    return np.asarray(_core.resample_plane(arr, row_index, col_index, row_ends, col_ends))
 
 
 def rle_by_label(labels: ArrayLike) -> dict[int, str]:

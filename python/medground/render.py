@@ -146,6 +146,8 @@ class SliceMap:
         """The view of ``array`` (intensities or labels, on the volume's grid): each pixel
         shows the one voxel its tables name (labels stay labels)."""
         plane = self._checked_plane(array)
+        if plane.ndim == 2 and plane.dtype in _GATHERED:
+            return geometry.resample_plane(plane, self.row_source, self.col_source)
         return np.ascontiguousarray(plane[self.row_source][:, self.col_source])
 
     def render_values(self, array: NDArray[Any]) -> NDArray[Any]:
@@ -155,6 +157,22 @@ class SliceMap:
         rounded back to the stored type for integer data. Equal to :meth:`render` on any
         map that does not shrink."""
         plane = self._checked_plane(array)
+        lines = [
+            source if source.size >= plane.shape[axis] else _bins(source, plane.shape[axis])
+            for axis, source in ((0, self.row_source), (1, self.col_source))
+        ]
+        means = sum(isinstance(spec, tuple) for spec in lines)
+        if plane.ndim == 2 and (
+            (means == 0 and plane.dtype in _GATHERED) or (means == 1 and plane.dtype in geometry.MEAN_DTYPES)
+        ):
+            # The core reads the plane once in its memory order (the sums of integers are
+            # exact: numpy's float64 means below, to the bit).
+            return geometry.resample_plane(plane, lines[0], lines[1])
+        return self._values_by_numpy(plane)
+
+    def _values_by_numpy(self, plane: NDArray[Any]) -> NDArray[Any]:
+        """:meth:`render_values` of a plane by numpy: RGB planes, floats (whose sums
+        depend on their order) and means along both axes; the reference of the core's."""
         dtype = plane.dtype
         shrunk = False
         for axis, source in ((0, self.row_source), (1, self.col_source)):
@@ -214,6 +232,38 @@ class SliceMap:
             "volume_shape": list(self.volume_shape),
             "size": [self.width, self.height],
         }
+
+
+#: dtypes the core gathers (:func:`medground.geometry.resample_plane`).
+_GATHERED = frozenset(
+    np.dtype(t)
+    for t in (
+        np.bool_,
+        np.int8,
+        np.uint8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float32,
+        np.float64,
+    )
+)
+
+
+def _bins(source: NDArray[np.intp], n: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``(start, end)`` of the plane lines each image line averages where the image
+    shrinks an axis of ``n`` lines (:func:`_area_mean`'s bins, in the plane's order)."""
+    flipped = source.size > 1 and bool(source[0] > source[-1])
+    ascending = n - 1 - source if flipped else source
+    edges = np.empty(source.size + 1, dtype=np.intp)
+    edges[0], edges[-1] = 0, n
+    edges[1:-1] = (ascending[:-1] + ascending[1:] + 1) // 2
+    if flipped:  # bin i holds flipped lines edges[i]:edges[i + 1], plane lines n - edges[i + 1]:n - edges[i]
+        return n - edges[1:], n - edges[:-1]
+    return edges[:-1], edges[1:]
 
 
 def _area_mean(plane: NDArray[Any], source: NDArray[np.intp], axis: int) -> NDArray[np.float64]:

@@ -515,12 +515,13 @@ const LONG_RADIUS: usize = 1 << 20;
 /// City-block (4-neighbour step) distance of every window pixel to the nearest pixel of
 /// the framed mask (rows of `w + 2`, a zero frame; mask pixels only on the window rows
 /// `rows.0..rows.1`), exact up to `radius` and `radius + 1` beyond: the distance along
-/// each row, then for each row the best of the rows within `radius`, whole rows at a time
-/// (in `i16`, whose add and min every x86-64 vectorises). In a rectangle the 4-neighbour
-/// path distance is |dy| + |dx|, so this is the two-pass transform's value wherever it is
-/// within `radius`. With `square`, the squared Euclidean distance instead (the rows'
-/// squared distances plus `dy²`: exact up to `radius²`, above it beyond). `D` holds
-/// `2 * radius + 1`, or `(radius + 1)² + radius²` with `square`.
+/// each row, then a sweep down and one up the columns (whole rows at a time, in `i16`,
+/// whose add and min every x86-64 vectorises). In a rectangle the 4-neighbour path
+/// distance is |dy| + |dx|, so this is the two-pass transform's value wherever it is
+/// within `radius`. With `square`, the squared Euclidean distance instead: for each row
+/// the best of the rows within `radius` (their squared distances plus `dy²`: exact up to
+/// `radius²`, above it beyond). `D` holds `2 * radius + 1`, or `(radius + 1)² + radius²`
+/// with `square`.
 fn rows_within<D>(
     framed: &[u8],
     h: usize,
@@ -570,7 +571,27 @@ where
             }
         }
     }
-    let far = if square { cap * cap } else { cap };
+    if !square {
+        // The city-block distance is separable: along the rows (above), then down and up
+        // the columns, each pixel one more than its neighbour's at most — two sweeps of
+        // whole rows, whatever the radius.
+        let mut d: Vec<D> = try_vec_filled(h * w, cap, "a distance map")?;
+        d[ra * w..rb * w].copy_from_slice(&along);
+        for y in 1..h {
+            let (done, rest) = d.split_at_mut(y * w);
+            for (o, &p) in rest[..w].iter_mut().zip(&done[(y - 1) * w..]) {
+                *o = (*o).min((p + one).min(cap));
+            }
+        }
+        for y in (0..h.saturating_sub(1)).rev() {
+            let (head, tail) = d.split_at_mut((y + 1) * w);
+            for (o, &n) in head[y * w..].iter_mut().zip(&tail[..w]) {
+                *o = (*o).min((n + one).min(cap));
+            }
+        }
+        return Ok(d);
+    }
+    let far = cap * cap;
     let mut d: Vec<D> = try_vec_filled(h * w, far, "a distance map")?;
     for (y, out) in d.chunks_exact_mut(w.max(1)).enumerate().take(h) {
         let lo = ra.max(y.saturating_sub(reach - 1));

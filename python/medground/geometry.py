@@ -36,6 +36,7 @@ __all__ = [
     "object_components",
     "object_stats",
     "overlap",
+    "padded",
     "regionprops",
     "relabel",
     "resample_plane",
@@ -732,6 +733,22 @@ def body_lines(
         raise ValueError(f"min_size must be a non-negative pixel count, got {min_size!r}")
     otsu, first, last = _core.body_lines(values, float(fraction), int(min_size), bool(along_rows))
     return float(otsu), np.asarray(first), np.asarray(last)
+
+
+def padded(mask: ArrayLike, width: int | tuple[tuple[int, int], tuple[int, int]]) -> NDArray[np.bool_]:
+    """A 2D mask inside a frame of False: ``width`` pixels on every side, or
+    ``((top, bottom), (left, right))``. ``np.pad(mask, width, constant_values=False)``
+    without its general machinery, which costs more than the copy for an object's box
+    (tens of microseconds a call; a view of a thousand nuclei pads each object's box)."""
+    arr = np.asarray(mask, dtype=bool)
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2D, got {arr.ndim} dimensions with shape {arr.shape}")
+    (top, bottom), (left, right) = ((width, width), (width, width)) if isinstance(width, int) else width
+    if min(top, bottom, left, right) < 0:
+        raise ValueError(f"pad widths must be non-negative, got {width!r}")
+    out = np.zeros((arr.shape[0] + top + bottom, arr.shape[1] + left + right), dtype=bool)
+    out[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
+    return out
 
 
 def dilate(mask: ArrayLike, radius: int) -> NDArray[np.bool_]:

@@ -262,7 +262,7 @@ def _edge(image: NDArray[np.float64], mask: NDArray[np.bool_]) -> float:
 def _border_share(local: NDArray[np.bool_], box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
     """The share of an object's outline pixels that lie on the image border, from its
     pixels within its box ``(x0, y0, x1, y1)`` in an image of ``size`` (height, width)."""
-    padded = np.pad(local, 1, constant_values=False)
+    padded = geometry.padded(local, 1)
     inner = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     outline = local & ~inner
     edge = np.zeros_like(local)
@@ -291,7 +291,7 @@ def _visibility(
     x0, x1 = max(0, box[0] - ring_px), min(width, box[2] + ring_px)
     patch = image[y0:y1, x0:x1]
     values = render.luminance(patch).astype(np.float64) if patch.ndim == 3 else patch.astype(np.float64)
-    local = np.pad(local, ((box[1] - y0, y1 - box[3]), (box[0] - x0, x1 - box[2])), constant_values=False)
+    local = geometry.padded(local, ((box[1] - y0, y1 - box[3]), (box[0] - x0, x1 - box[2])))
     inside = values[local]
     ring = dilate(local, ring_px) & ~local
     contrast = abs(float(inside.mean()) - float(values[ring].mean())) if ring.any() else 0.0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from medground import geometry
@@ -231,3 +232,25 @@ def test_body_lines_name_bad_input() -> None:
         geometry.body_lines(np.zeros((2, 4, 4), np.uint8), 0.5, 1)
     with pytest.raises(ValueError, match="min_size"):
         geometry.body_lines(np.zeros((4, 4), np.uint8), 0.5, -1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    mask=arrays(np.bool_, st.tuples(st.integers(0, 9), st.integers(0, 9))),
+    widths=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
+    uniform=st.booleans(),
+)
+def test_padding_a_mask_is_numpys_padding_with_false(mask, widths, uniform) -> None:
+    top, bottom, left, right = widths
+    width = top if uniform else ((top, bottom), (left, right))
+    expected = np.pad(mask, width, constant_values=False)
+    out = geometry.padded(mask, width)
+    assert out.dtype == np.bool_ and out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_padding_names_bad_widths_and_shapes() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        geometry.padded(np.ones((2, 2), bool), ((0, -1), (0, 0)))
+    with pytest.raises(ValueError, match="2D"):
+        geometry.padded(np.ones((2, 2, 2), bool), 1)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from medground import rle
+from medground import geometry, rle
 from medground.cues import contrast, dilate
 from medground.records import Sample, StageResult
 from medground.verify.claims import extract_claims
@@ -153,8 +153,7 @@ def _read_target(
 
 def _erode(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """Erosion that treats outside the image as background, so pixels on the border are outline."""
-    padded = np.pad(mask, 1, constant_values=False)
-    return ~dilate(~padded, 1)[1:-1, 1:-1]
+    return ~dilate(~geometry.padded(mask, 1), 1)[1:-1, 1:-1]
 
 
 class EvidenceJudge:

@@ -174,3 +174,31 @@ def test_appearance_queries_say_no_position_or_side_word(tmp_path: Path) -> None
         elif sample["referring_attributes"].get("laterality") != "bilateral":  # "both kidneys", or "… on both sides"
             assert words, sample["query"]
     assert {s["query_type"] for s in marked} >= {"direct", "multi_object"}
+
+
+def test_all_hold_says_whether_keep_keeps_every_candidate(shared_data: Path, tmp_path: Path) -> None:
+    """The incremental algorithm asks whether an attribute rules a distractor out by
+    ``Scene.all_hold`` (stopping at the first object without the value): it answers as
+    comparing :meth:`Scene.keep` with its candidates does, for every value of every object
+    of the views of a real CT, over few candidates (read one by one) and many (the index)."""
+    import random
+
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, "CT"))
+    case = load_case(spec, find_cases(spec).cases[0])
+    drafts = draft_case(case, spec, seed=3)
+    rng = random.Random(5)
+    asked = {True: 0, False: 0}
+    for image, facts in list(drafts.facts.items())[:12]:
+        first = next(s for s in drafts.samples if s.image == image)
+        scene = Scene(facts, first.width, first.height, spec.body_region)
+        ids = list(facts)
+        for target in ids:
+            for attribute, value in scene.value_of(target).items():
+                if value is None:  # an object without the attribute: never asked
+                    continue
+                for size in (1, 3, len(ids)):
+                    candidates = set(rng.sample(ids, min(size, len(ids))))
+                    expected = scene.keep(attribute, value, set(candidates)) == candidates
+                    assert scene.all_hold(attribute, value, candidates) is expected, (attribute, value)
+                    asked[expected] += 1
+    assert asked[True] and asked[False]

@@ -149,6 +149,13 @@ class Scene:
             return {c for c in candidates if self.holds(attribute, value, c)}
         return candidates & self.holding(attribute, value)
 
+    def all_hold(self, attribute: str, value: Any, candidates: set[int]) -> bool:
+        """Whether every candidate has ``attribute`` = ``value`` (:meth:`keep` keeps them
+        all), stopping at the first that does not."""
+        if len(candidates) <= _DIRECT or not _hashable(value):
+            return all(self.holds(attribute, value, c) for c in candidates)
+        return candidates <= self.holding(attribute, value)
+
     def values(self, target: int) -> dict[str, Any]:
         """The attribute values the referring step may use for an object (computed once;
         a copy of its own)."""
@@ -281,8 +288,7 @@ class _Incremental:
         return frame is None or not self.frames - {frame}
 
     def rules_out(self, attribute: str) -> bool:
-        value = self.mine[attribute]
-        return len(self.scene.keep(attribute, value, self.remaining)) < len(self.remaining)
+        return not self.scene.all_hold(attribute, self.mine[attribute], self.remaining)
 
     def choose(self, attribute: str) -> None:
         value = self.mine[attribute]

@@ -4,9 +4,10 @@
 //! shrunk view is not aliased).
 //!
 //! The plane is usually a strided view of a volume (a coronal plane of a Fortran-ordered
-//! CT steps half a megabyte between rows): it is read once, in its memory order, into a
-//! row-major copy, and the image is made from that copy. numpy's two fancy-indexing
-//! passes walked the strided plane in the image's order instead.
+//! CT steps half a megabyte between rows): a gather reads its rows in place where each is
+//! contiguous, and otherwise — and for means — the plane is read once, in its memory
+//! order, into a row-major copy the image is made from. numpy's two fancy-indexing passes
+//! walked the strided plane in the image's order instead.
 //!
 //! Means are taken over integer intensities of at most 32 bits, where every sum is an
 //! exact integer and so equals numpy's float64 sum in any order; they are rounded half to
@@ -95,28 +96,54 @@ macro_rules! level {
 }
 level!(i8, u8, i16, u16, i32, u32);
 
-/// The plane as a row-major copy, read in its memory order (the axis of the smaller
-/// stride innermost).
-fn rows_of<T: Copy>(plane: ArrayView2<T>) -> KernelResult<(Vec<T>, usize)> {
-    let (h, w) = plane.dim();
-    if let Some(flat) = plane.as_slice() {
-        return Ok((flat.to_vec(), w));
-    }
-    let mut out = try_with_capacity(h * w, "a plane's copy")?;
-    let strides = plane.strides();
-    if strides[1].unsigned_abs() <= strides[0].unsigned_abs() {
-        for row in plane.rows() {
-            out.extend(row.iter().copied());
+/// The plane's rows as slices: its own memory where each row is contiguous (axial and
+/// coronal planes of either memory order), else a row-major copy read in the plane's
+/// memory order (the axis of the smaller stride innermost).
+enum Rows<'a, T> {
+    Direct(ArrayView2<'a, T>),
+    Copied(Vec<T>, usize),
+}
+
+impl<'a, T: Copy> Rows<'a, T> {
+    fn of(plane: ArrayView2<'a, T>) -> KernelResult<Self> {
+        let w = plane.dim().1;
+        if w <= 1 || plane.strides()[1] == 1 {
+            return Ok(Rows::Direct(plane));
         }
-    } else if h * w > 0 {
-        out.resize(h * w, plane[[0, 0]]);
-        for (x, column) in plane.columns().into_iter().enumerate() {
-            for (y, &v) in column.iter().enumerate() {
-                out[y * w + x] = v;
+        Self::copied(plane)
+    }
+
+    /// Always the row-major copy: the means read each row once or twice, in the order of
+    /// their runs (descending for a flipped axis), faster from a copy in cache than from
+    /// rows half a megabyte apart in the volume (0.8 against 1.0 ms a coronal CT view).
+    fn copied(plane: ArrayView2<'a, T>) -> KernelResult<Self> {
+        let (h, w) = plane.dim();
+        let mut out = try_with_capacity(h * w, "a plane's copy")?;
+        let strides = plane.strides();
+        if strides[1].unsigned_abs() <= strides[0].unsigned_abs() {
+            for row in plane.rows() {
+                out.extend(row.iter().copied());
+            }
+        } else if h * w > 0 {
+            out.resize(h * w, plane[[0, 0]]);
+            for (x, column) in plane.columns().into_iter().enumerate() {
+                for (y, &v) in column.iter().enumerate() {
+                    out[y * w + x] = v;
+                }
             }
         }
+        Ok(Rows::Copied(out, w))
     }
-    Ok((out, w))
+
+    fn line(&self, r: usize) -> &[T] {
+        match self {
+            Rows::Direct(plane) => plane
+                .row(r)
+                .to_slice()
+                .expect("rows of unit stride are contiguous"),
+            Rows::Copied(flat, w) => &flat[r * w..(r + 1) * w],
+        }
+    }
 }
 
 /// The image of `plane` whose rows and columns show the plane's lines `rows` and `cols`
@@ -132,10 +159,10 @@ pub fn gather<T: Copy>(
     if rows.is_empty() || cols.is_empty() {
         return Ok(Vec::new());
     }
-    let (flat, pw) = rows_of(plane)?;
+    let lines = Rows::of(plane)?;
     let mut out = try_with_capacity(rows.len() * cols.len(), "an image")?;
     for &r in rows {
-        let line = &flat[r * pw..(r + 1) * pw];
+        let line = lines.line(r);
         out.extend(cols.iter().map(|&c| line[c]));
     }
     Ok(out)
@@ -152,7 +179,8 @@ pub fn area_mean<T: Level>(plane: ArrayView2<T>, rows: Lines, cols: Lines) -> Ke
     if height == 0 || width == 0 {
         return Ok(Vec::new());
     }
-    let (flat, pw) = rows_of(plane)?;
+    let lines = Rows::copied(plane)?;
+    let pw = w;
     let mut out = try_with_capacity(height * width, "an image")?;
     match (rows, cols) {
         (Lines::Mean(start, end), Lines::Each(index)) => {
@@ -162,8 +190,8 @@ pub fn area_mean<T: Level>(plane: ArrayView2<T>, rows: Lines, cols: Lines) -> Ke
             let mut means: Vec<T> = try_with_capacity(pw, "a row of means")?;
             for (&s, &e) in start.iter().zip(end) {
                 sums.fill(0);
-                for line in flat[s * pw..e * pw].chunks_exact(pw) {
-                    for (sum, &v) in sums.iter_mut().zip(line) {
+                for r in s..e {
+                    for (sum, &v) in sums.iter_mut().zip(lines.line(r)) {
                         *sum += v.wide();
                     }
                 }
@@ -177,7 +205,7 @@ pub fn area_mean<T: Level>(plane: ArrayView2<T>, rows: Lines, cols: Lines) -> Ke
             // Running sums along the row: each column's sum is a difference of two.
             let mut running: Vec<i64> = try_vec_filled(pw + 1, 0, "a row of sums")?;
             for &r in index {
-                for (j, &v) in flat[r * pw..(r + 1) * pw].iter().enumerate() {
+                for (j, &v) in lines.line(r).iter().enumerate() {
                     running[j + 1] = running[j] + v.wide();
                 }
                 out.extend(start.iter().zip(end).map(|(&s, &e)| {

@@ -1033,18 +1033,14 @@ fn resample_plane<'py>(
             image!(run(py, "resample_plane", move || gather(view, &rows, &cols))??)
         }));
     }
-    let lines = |index: &[usize], ends: &Option<Vec<usize>>| -> Vec<usize> {
-        ends.clone().unwrap_or_else(|| index.to_vec())
-    };
-    let (row_to, col_to) = (lines(&rows, &row_ends), lines(&cols, &col_ends));
     macro_rules! means {
         ($($variant:ident),+) => {
             match arr {
                 $(ValueArray::$variant(a) => {
                     let view = plane(a.as_array(), "plane")?;
                     let out = run(py, "resample_plane", move || {
-                        let r = if row_ends.is_some() { Lines::Mean(&rows, &row_to) } else { Lines::Each(&rows) };
-                        let c = if col_ends.is_some() { Lines::Mean(&cols, &col_to) } else { Lines::Each(&cols) };
+                        let r = row_ends.as_deref().map_or(Lines::Each(&rows), |e| Lines::Mean(&rows, e));
+                        let c = col_ends.as_deref().map_or(Lines::Each(&cols), |e| Lines::Mean(&cols, e));
                         area_mean(view, r, c)
                     })??;
                     Ok(image!(out))

@@ -1,12 +1,20 @@
-"""Views: which slices are shown (max_area, spread:N, all) and the slices of each component."""
+"""Views: which slices are shown (max_area, spread:N, all), the slices of each component, and
+a slice shown in several windows drawn once."""
 
 from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medground import geometry
+from medground import geometry, render, views
+from medground.anchors import find_anchors
+from medground.io import find_cases, load_case, load_spec
 from medground.views import component_slices, select_slices
+from real_specs import ct_mr_spec
 
 
 @pytest.mark.parametrize(
@@ -52,3 +60,43 @@ def test_spread_one_takes_the_middle_and_component_slices_cover_every_component(
     assert component_slices(labels, 0, "max_area") == {1: [1], 4: [0]}
     ids, table = geometry.slice_areas(labels, 2, return_labels=True)
     assert ids.tolist() == [1, 4] and table.shape == (2, 8) and table.sum() == labels.astype(bool).sum()
+
+
+def test_a_slice_in_several_windows_is_drawn_once(shared_data: Path, tmp_path: Path) -> None:
+    """The shared CT's bones are shown in the bone window on slices whose organs are shown
+    in soft tissue: those views share the slice's drawing (intensities, object map, masks,
+    pieces) and differ only in their 8-bit image and what it lets a reader see; each is
+    the view :func:`views._make_view` makes of that slice and window alone."""
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, "CT"))
+    case = load_case(spec, find_cases(spec).cases[0])
+    objects = find_anchors(case, spec)
+    body = render.body_mask(case.image, spec.modality)
+    by_slice = defaultdict(list)
+    for view in views.iter_views(case, objects, spec, body, []):
+        by_slice[(view.plane, view.slice_index)].append(view)
+    shared = [made for made in by_slice.values() if len(made) > 1]
+    assert shared, "some slice of the shared CT is shown in two windows"
+    for made in shared:
+        first = made[0]
+        assert len({view.window for view in made}) == len(made)
+        for view in made[1:]:
+            assert view.object_map is first.object_map and view.stored is first.stored
+            assert not np.array_equal(view.image, first.image)
+        for view in made:
+            alone = views._make_view(
+                case,
+                view.map,
+                objects,
+                tuple(view.targets),
+                view.intensity,
+                view.window,
+                spec,
+                view.directions,
+            )
+            assert np.array_equal(alone.image, view.image) and np.array_equal(alone.object_map, view.object_map)
+            assert alone.objects.keys() == view.objects.keys()
+            for object_id, obj in view.objects.items():
+                # (the slice's share of the object's largest cross-section is the caller's to give)
+                unshared = {"grey": None, "cross_section_share": 0.0, "not_target": None}
+                assert replace(obj, **unshared) == replace(alone.objects[object_id], **unshared)
+                assert obj.grey == alone.objects[object_id].grey

@@ -394,6 +394,8 @@ def iter_views(
             by_window: dict[tuple[str, Any] | None, list[int]] = defaultdict(list)
             for object_id in chosen[index]:
                 by_window[_window_of(objects.anchors[object_id].label, spec)].append(object_id)
+            # The slice is drawn once for all its windows.
+            drawn = _draw(case, smap, objects, spec)
             for window in sorted(by_window, key=lambda w: ("", "") if w is None else (w[0], str(w[1]))):
                 intensity = default if window is None else render.window_intensity(window[1])
                 name = None if window is None else window[0]
@@ -407,6 +409,7 @@ def iter_views(
                     spec,
                     _directions(smap, axcodes),
                     index_areas=areas,
+                    drawn=drawn,
                 )
                 skips.extend(view.skips)
                 if view.targets:
@@ -530,6 +533,43 @@ def _object_reader(
     return from_pixels
 
 
+@dataclass(frozen=True, eq=False)
+class _Drawn:
+    """What a slice shows whatever its window: the stored intensities and object ids on the
+    image grid, the objects' table and, where the view is not crowded, their masks and
+    pieces. A slice shown in two windows (soft tissue and bone) draws them once."""
+
+    stored: NDArray[Any]
+    object_map: NDArray[Any]
+    pixel_mm: tuple[float, float]
+    table: geometry.RegionTable | None
+    crowded: bool
+    per_voxel: float
+    masks: dict[int, str]
+    pieces: dict[int, list[Piece]]
+
+
+def _draw(case: Case, smap: render.SliceMap, objects: Objects, spec: DatasetSpec) -> _Drawn:
+    stored = smap.render_values(case.image.array)
+    view_objects = smap.render(objects.map)
+    pixel_mm = _pixel_mm(smap, case.image.spacing)
+    table = geometry.regionprops(view_objects, pixel_mm) if view_objects.any() else None
+    # No expression can be checked unique among thousands of look-alikes at a cost that
+    # stays linear: a crowded view gets neither masks nor pieces (it asks nothing).
+    crowded = table is not None and len(table) > spec.render.max_objects
+    masks: dict[int, str] = {}
+    pieces: dict[int, list[Piece]] = {}
+    per_voxel = 1.0
+    if table is not None and not crowded:
+        height, width = view_objects.shape
+        per_voxel = (
+            height * width / float(np.prod([smap.volume_shape[smap.row_axis], smap.volume_shape[smap.col_axis]]))
+        )
+        masks = geometry.rle_by_label(view_objects)
+        pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)), masks)
+    return _Drawn(stored, view_objects, pixel_mm, table, crowded, per_voxel, masks, pieces)
+
+
 def _make_view(
     case: Case,
     smap: render.SliceMap,
@@ -541,24 +581,22 @@ def _make_view(
     directions: tuple[str, str] | None,
     *,
     index_areas: dict[int, NDArray[np.int64]] | None = None,
+    drawn: _Drawn | None = None,
 ) -> View:
+    """The view of ``smap`` in ``intensity``; ``drawn``: its window-independent part, when
+    the slice was drawn already (:func:`_draw`)."""
     image = case.image
-    stored = smap.render_values(image.array)
+    if drawn is None:
+        drawn = _draw(case, smap, objects, spec)
+    stored, view_objects, pixel_mm, table = drawn.stored, drawn.object_map, drawn.pixel_mm, drawn.table
     rendered = render.to_uint8(stored, intensity)
-    view_objects = smap.render(objects.map)
-    pixel_mm = _pixel_mm(smap, image.spacing)
     physical = image.spacing_known
     record = None if smap.plane is None else {"axis": smap.plane, "slice_index": smap.slice_index}
     ring_px = max(2, int(math.ceil(RING_MM / min(pixel_mm)))) if physical else 3
     found: dict[int, ViewObject] = {}
     skips: list[Skip] = []
-    crowded = False
-    if view_objects.any():
-        table = geometry.regionprops(view_objects, pixel_mm)
-        crowded = len(table) > spec.render.max_objects
-    if crowded:
-        # No expression can be checked unique among thousands of look-alikes at a cost that
-        # stays linear; the view is recorded as too crowded and asks nothing.
+    if drawn.crowded:
+        assert table is not None, "a crowded view has objects"
         count = len(table)
         for object_id in targets:
             skips.append(
@@ -571,13 +609,9 @@ def _make_view(
                 )
             )
         targets = ()
-    elif view_objects.any():
+    elif table is not None:
         height, width = view_objects.shape
-        per_voxel = (
-            height * width / float(np.prod([smap.volume_shape[smap.row_axis], smap.volume_shape[smap.col_axis]]))
-        )
-        masks = geometry.rle_by_label(view_objects)
-        pieces = _pieces(view_objects, int(math.ceil(MIN_PIECE_VOXELS * per_voxel)), masks)
+        per_voxel, masks, pieces = drawn.per_voxel, drawn.masks, drawn.pieces
         pixel_area = pixel_mm[0] * pixel_mm[1]
         # The table's columns as Python numbers, read by position (no row dicts).
         column = {name: table[name].tolist() for name in _VIEW_COLUMNS}

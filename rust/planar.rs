@@ -429,6 +429,8 @@ impl<T: Label> Plane<'_, T> {
         let rows = (by0 - y0, by1 - y0);
         let window = (y0, x0, h, w);
         let (count, sum, sumsq) = match ring {
+            // A ring of a few pixels (the views' and the verifier's): from the object's runs.
+            _ if radius <= RUN_RADIUS => self.ring_by_runs(&framed, window, rows, radius, ring)?,
             // City-block distances in i16 while 2 * radius + 1 fits, beyond in i64 (a radius
             // past any window is every pixel of it either way).
             Ring::Diamond if radius < SHORT_RADIUS => {
@@ -459,6 +461,113 @@ impl<T: Label> Plane<'_, T> {
             s.pieces = pieces(&unframed(&framed, h, w)?, h, w)?;
         }
         Ok(Some(s))
+    }
+
+    /// The ring's pixel count, sum and sum of squares from the object's runs (`framed`:
+    /// the window's mask with a zero frame; object pixels only on the window rows
+    /// `rows.0..rows.1`): on each window row, the union of the runs of the rows within
+    /// `radius`, each widened by what is left of the radius across that many rows
+    /// (`radius - dy` for the diamond, `⌊√(radius² − dy²)⌋` for the disk), less the row's
+    /// own runs. The same pixels as a distance map thresholded at `radius` (a pixel is
+    /// within it of the object exactly when it is within the widened run of some row), at
+    /// the cost of the runs and the ring instead of passes over the window.
+    fn ring_by_runs(
+        &self,
+        framed: &[u8],
+        window: (usize, usize, usize, usize),
+        rows: (usize, usize),
+        radius: usize,
+        ring: Ring,
+    ) -> KernelResult<(u64, u64, u64)> {
+        let (y0, x0, h, w) = window;
+        let (ra, rb) = rows;
+        let pw = w + 2;
+        // The object's runs (window columns), row by row: those of box row `i` are
+        // `runs[first[i]..first[i + 1]]`.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut first: Vec<usize> = try_with_capacity(rb - ra + 1, "an object's rows")?;
+        for y in ra..rb {
+            try_push(&mut first, runs.len(), "an object's rows")?;
+            let marks = &framed[(y + 1) * pw + 1..][..w];
+            let mut x = 0;
+            while x < w {
+                if marks[x] == 0 {
+                    x += 1;
+                    continue;
+                }
+                let start = x;
+                while x < w && marks[x] != 0 {
+                    x += 1;
+                }
+                try_push(&mut runs, (start, x), "an object's runs")?;
+            }
+        }
+        try_push(&mut first, runs.len(), "an object's rows")?;
+        // How far a run widens `dy` rows away.
+        let mut reach: Vec<usize> = try_with_capacity(radius + 1, "the ring's reach")?;
+        for dy in 0..=radius {
+            let across = match ring {
+                Ring::Diamond => radius - dy,
+                Ring::Disk => isqrt(radius * radius - dy * dy),
+            };
+            try_push(&mut reach, across, "the ring's reach")?;
+        }
+        let (mut count, mut sum, mut sumsq) = (0u64, 0u64, 0u64);
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for y in ra.saturating_sub(radius)..(rb + radius).min(h) {
+            spans.clear();
+            for yy in ra.max(y.saturating_sub(radius))..rb.min(y + radius + 1) {
+                let k = reach[y.abs_diff(yy)];
+                for &(a, b) in &runs[first[yy - ra]..first[yy - ra + 1]] {
+                    try_push(
+                        &mut spans,
+                        (a.saturating_sub(k), (b + k).min(w)),
+                        "a row's ring",
+                    )?;
+                }
+            }
+            if spans.is_empty() {
+                continue;
+            }
+            spans.sort_unstable();
+            let own: &[(usize, usize)] = if (ra..rb).contains(&y) {
+                &runs[first[y - ra]..first[y - ra + 1]]
+            } else {
+                &[]
+            };
+            let start = (y0 + y) * self.width + x0;
+            let grey = &self.grey[start..start + w];
+            let mut add = |from: usize, to: usize| {
+                let (n, s1, s2) = grey_sums(&grey[from..to]);
+                count += n;
+                sum += s1;
+                sumsq += s2;
+            };
+            // Merged spans, each less the row's own runs inside it (every own run lies
+            // in one span: the widening at dy = 0 holds it).
+            let mut next_own = 0;
+            let (mut from, mut to) = spans[0];
+            for &(a, b) in spans[1..].iter().chain([(usize::MAX, usize::MAX)].iter()) {
+                if a <= to {
+                    to = to.max(b);
+                    continue;
+                }
+                let mut at = from;
+                while next_own < own.len() && own[next_own].0 < to {
+                    let (s, e) = own[next_own];
+                    if s > at {
+                        add(at, s);
+                    }
+                    at = at.max(e);
+                    next_own += 1;
+                }
+                if at < to {
+                    add(at, to);
+                }
+                (from, to) = (a, b);
+            }
+        }
+        Ok((count, sum, sumsq))
     }
 
     /// Pixels of a window `(y0, x0, h, w)` at a distance in `1..=limit`, and the sum and sum
@@ -495,6 +604,39 @@ impl<T: Label> Plane<'_, T> {
         (count, sum, sumsq)
     }
 }
+
+/// The count, sum and sum of squares of 8-bit levels: in 32-bit sums per 65,536 pixels
+/// (they cannot overflow there), so that the loop vectorises.
+fn grey_sums(levels: &[u8]) -> (u64, u64, u64) {
+    let (mut sum, mut sumsq) = (0u64, 0u64);
+    for chunk in levels.chunks(1 << 16) {
+        let (mut s1, mut s2) = (0u32, 0u32);
+        for &g in chunk {
+            let v = g as u32;
+            s1 += v;
+            s2 += v * v;
+        }
+        sum += s1 as u64;
+        sumsq += s2 as u64;
+    }
+    (levels.len() as u64, sum, sumsq)
+}
+
+/// `⌊√n⌋`, exactly.
+fn isqrt(n: usize) -> usize {
+    let mut k = (n as f64).sqrt() as usize;
+    while k * k > n {
+        k -= 1;
+    }
+    while (k + 1) * (k + 1) <= n {
+        k += 1;
+    }
+    k
+}
+
+/// The largest ring radius read from the object's runs: each row gathers the runs of
+/// `2 * radius + 1` rows, so far wider rings take the distance map's passes instead.
+const RUN_RADIUS: usize = 32;
 
 /// The window's mask as booleans, from its framed bytes (rows of `w + 2`, a zero frame).
 fn unframed(framed: &[u8], h: usize, w: usize) -> KernelResult<Vec<bool>> {
@@ -905,6 +1047,74 @@ mod tests {
         // Within distance 2 of the square: 2 rows of 3 on each side (24) and one pixel at
         // each corner diagonal (sqrt 2) -> 28.
         assert_eq!(disk.ring_count, 28);
+    }
+
+    /// Every ring, from the object's runs or from a distance map, holds the pixels a
+    /// brute-force search finds within the radius (city-block or Euclidean) of the object.
+    #[test]
+    fn rings_from_runs_and_from_distances_hold_the_searched_pixels() {
+        let mut seed = 12345u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for case in 0..40 {
+            let (h, w) = (1 + next() % 23, 1 + next() % 29);
+            // Blobs: a few random rectangles of three labels over noise of a fourth.
+            let mut labels = Array2::<u8>::from_shape_fn((h, w), |_| (next() % 9 == 0) as u8 * 4);
+            for _ in 0..4 {
+                let (ya, xa) = (next() % h, next() % w);
+                let (yb, xb) = ((ya + 1 + next() % 8).min(h), (xa + 1 + next() % 8).min(w));
+                let id = 1 + (next() % 3) as u8;
+                labels.slice_mut(ndarray::s![ya..yb, xa..xb]).fill(id);
+            }
+            let grey = Array2::<u8>::from_shape_fn((h, w), |_| (next() % 256) as u8);
+            for radius in [0usize, 1, 2, 3, 5, 8, RUN_RADIUS, RUN_RADIUS + 1, 60] {
+                for ring in [Ring::Diamond, Ring::Disk] {
+                    let ids = [1u8, 2, 3, 4];
+                    let found =
+                        object_stats(labels.view(), grey.view(), &ids, radius, ring, false, None)
+                            .unwrap();
+                    for (id, stats) in ids.iter().zip(found) {
+                        let Some(stats) = stats else { continue };
+                        let mut expected = (0u64, 0u64, 0u64);
+                        for ((y, x), &v) in labels.indexed_iter() {
+                            if v == *id {
+                                continue;
+                            }
+                            let near = labels.indexed_iter().any(|((yy, xx), &u)| {
+                                let (dy, dx) = (y.abs_diff(yy), x.abs_diff(xx));
+                                u == *id
+                                    && match ring {
+                                        Ring::Diamond => dy + dx <= radius,
+                                        Ring::Disk => dy * dy + dx * dx <= radius * radius,
+                                    }
+                            });
+                            if near {
+                                let g = grey[[y, x]] as u64;
+                                expected = (expected.0 + 1, expected.1 + g, expected.2 + g * g);
+                            }
+                        }
+                        assert_eq!(
+                            (stats.ring_count, stats.ring_sum, stats.ring_sumsq),
+                            expected,
+                            "case {case}, id {id}, radius {radius}, {ring:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integer_square_roots_are_exact() {
+        for n in 0..100_000usize {
+            let k = isqrt(n);
+            assert!(k * k <= n && (k + 1) * (k + 1) > n, "{n}");
+        }
+        assert_eq!(isqrt(usize::MAX >> 2), (1usize << 31) - 1);
     }
 
     /// `n` lines of which `lines` hold body from `from` to `to` (others -1).

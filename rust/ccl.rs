@@ -21,7 +21,7 @@ use crate::alloc::{
     try_collect_exact, try_push, try_reserve, try_vec_filled, try_vec_zeroed, try_with_capacity,
 };
 use crate::error::{KernelError, KernelResult};
-use crate::label::Label;
+use crate::label::{run_end, run_end_nonzero, skip_zeros, Label};
 
 /// Which voxels count as neighbours.
 ///
@@ -188,25 +188,6 @@ pub fn fixed_slabs(shape: [usize; 3]) -> Vec<(usize, usize)> {
     slab_bounds(shape, n)
 }
 
-/// Whether every element of `row[from..]` is zero up to the returned index, which is
-/// the first nonzero position (or `row.len()`). Checks 32 elements at a time with a
-/// branch-free reduction so the compiler can vectorise the scan through background.
-#[inline]
-fn skip_zeros<T: Label>(row: &[T], mut from: usize) -> usize {
-    const BLOCK: usize = 32;
-    while from + BLOCK <= row.len() {
-        let block = &row[from..from + BLOCK];
-        if block.iter().fold(false, |any, v| any | !v.is_zero()) {
-            break;
-        }
-        from += BLOCK;
-    }
-    while from < row.len() && row[from].is_zero() {
-        from += 1;
-    }
-    from
-}
-
 /// Appends the runs of one row. In `binary` mode every nonzero value joins one run
 /// (stored with the first value seen); otherwise a run holds one value.
 /// `runs` grows fallibly, by the amortised doubling of `Vec::push`.
@@ -218,15 +199,11 @@ pub fn push_runs<T: Label>(row: &[T], binary: bool, runs: &mut Vec<Run<T>>) -> K
         let value = row[x];
         let start = x;
         x += 1;
-        if binary {
-            while x < n && !row[x].is_zero() {
-                x += 1;
-            }
+        x = if binary {
+            run_end_nonzero(row, x)
         } else {
-            while x < n && row[x] == value {
-                x += 1;
-            }
-        }
+            run_end(row, x, value)
+        };
         try_push(
             runs,
             Run {

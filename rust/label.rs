@@ -42,6 +42,61 @@ impl Label for bool {
     }
 }
 
+/// Elements a scan of a row checks at a time (a branch-free reduction over each block,
+/// which the compiler vectorises).
+const SCAN_BLOCK: usize = 32;
+
+/// The first position at or after `from` whose element is nonzero (or `row.len()`): the
+/// scan through background, a block at a time.
+#[inline]
+pub fn skip_zeros<T: Label>(row: &[T], mut from: usize) -> usize {
+    while from + SCAN_BLOCK <= row.len() {
+        let block = &row[from..from + SCAN_BLOCK];
+        if block.iter().fold(false, |any, v| any | !v.is_zero()) {
+            break;
+        }
+        from += SCAN_BLOCK;
+    }
+    while from < row.len() && row[from].is_zero() {
+        from += 1;
+    }
+    from
+}
+
+/// The first position at or after `from` whose element is not `value` (or `row.len()`):
+/// the end of a run, a block at a time.
+#[inline]
+pub fn run_end<T: Label>(row: &[T], mut from: usize, value: T) -> usize {
+    while from + SCAN_BLOCK <= row.len() {
+        let block = &row[from..from + SCAN_BLOCK];
+        if block.iter().fold(false, |other, v| other | (*v != value)) {
+            break;
+        }
+        from += SCAN_BLOCK;
+    }
+    while from < row.len() && row[from] == value {
+        from += 1;
+    }
+    from
+}
+
+/// The first position at or after `from` whose element is zero (or `row.len()`): the end
+/// of a run of any nonzero values, a block at a time.
+#[inline]
+pub fn run_end_nonzero<T: Label>(row: &[T], mut from: usize) -> usize {
+    while from + SCAN_BLOCK <= row.len() {
+        let block = &row[from..from + SCAN_BLOCK];
+        if block.iter().fold(false, |zero, v| zero | v.is_zero()) {
+            break;
+        }
+        from += SCAN_BLOCK;
+    }
+    while from < row.len() && !row[from].is_zero() {
+        from += 1;
+    }
+    from
+}
+
 /// Largest span of label values looked up through a dense table rather than a hash map.
 const DENSE_SPAN: i128 = 1 << 24;
 
@@ -165,6 +220,43 @@ mod tests {
         let idx = LabelIndex::<u8>::new(vec![]).unwrap();
         assert!(idx.is_empty());
         assert_eq!(idx.get(1), None);
+    }
+
+    #[test]
+    fn block_scans_stop_where_an_element_at_a_time_would() {
+        // Rows of runs of every length around the block's, at every offset.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for _ in 0..300 {
+            let mut row: Vec<u16> = Vec::new();
+            while row.len() < 200 {
+                let value = if next(3) == 0 { 0 } else { 1 + next(3) as u16 };
+                let length = [1, 2, 31, 32, 33, 64, 65, 100][next(8) as usize];
+                row.extend(std::iter::repeat_n(value, length));
+            }
+            for from in 0..=row.len() {
+                let naive_skip = (from..row.len())
+                    .find(|&i| row[i] != 0)
+                    .unwrap_or(row.len());
+                assert_eq!(skip_zeros(&row, from), naive_skip);
+                let naive_zero = (from..row.len())
+                    .find(|&i| row[i] == 0)
+                    .unwrap_or(row.len());
+                assert_eq!(run_end_nonzero(&row, from), naive_zero);
+                if from < row.len() {
+                    let v = row[from];
+                    let naive_end = (from..row.len())
+                        .find(|&i| row[i] != v)
+                        .unwrap_or(row.len());
+                    assert_eq!(run_end(&row, from, v), naive_end);
+                }
+            }
+        }
     }
 }
 

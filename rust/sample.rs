@@ -13,7 +13,7 @@ use ndarray::ArrayView3;
 
 use crate::alloc::{try_collect_exact, try_vec_filled, try_vec_zeroed, try_with_capacity};
 use crate::error::{KernelError, KernelResult};
-use crate::label::{Label, LabelIndex};
+use crate::label::{run_end, skip_zeros, Label, LabelIndex};
 
 /// One object's box `[lo0, lo1, lo2, hi0, hi1, hi2]` (hi exclusive), logical axes.
 pub type Box3 = [usize; 6];
@@ -169,20 +169,15 @@ fn walk<T: Label>(
             let lane = lane
                 .as_slice()
                 .expect("a standard-layout view has contiguous lanes");
-            let mut c = 0;
+            let mut c = skip_zeros(lane, 0);
             while c < lane.len() {
                 let v = lane[c];
-                if v.is_zero() {
-                    c += 1;
-                    continue;
-                }
                 let from = c;
-                while c < lane.len() && lane[c] == v {
-                    c += 1;
-                }
+                c = run_end(lane, c + 1, v);
                 if let Some(slot) = index.get(v) {
                     visit(slot, a, b, from, c);
                 }
+                c = skip_zeros(lane, c);
             }
         }
     }

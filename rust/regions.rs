@@ -168,20 +168,24 @@ impl Default for IntensityStats {
 }
 
 impl IntensityStats {
-    fn add_values(&mut self, values: &[f64]) {
-        if values.is_empty() {
+    /// The statistics of `values` (taken twice: their mean, then the squared deviations
+    /// from it with the extremes), merged into these.
+    fn add_values<I: ExactSizeIterator<Item = f64> + Clone>(&mut self, values: I) {
+        let count = values.len();
+        if count == 0 {
             return;
         }
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let m2 = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+        let mean = values.clone().sum::<f64>() / count as f64;
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for &v in values {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
+        let m2 = values
+            .map(|v| {
+                lo = lo.min(v);
+                hi = hi.max(v);
+                (v - mean) * (v - mean)
+            })
+            .sum::<f64>();
         self.merge(&IntensityStats {
-            count: values.len() as u64,
+            count: count as u64,
             mean,
             m2,
             min: lo,
@@ -217,10 +221,10 @@ impl IntensityStats {
     }
 }
 
-/// A source of intensity rows as `f64`, whatever the intensity array's dtype.
+/// A source of intensities as `f64`, whatever the intensity array's dtype.
 pub trait IntensityRows: Sync {
-    /// Fills `buf` with row `(z, y)` converted to `f64` and returns it.
-    fn row<'a>(&self, z: usize, y: usize, buf: &'a mut Vec<f64>) -> &'a [f64];
+    /// Merges the intensities of row `(z, y)` over `start..end` into `stats`.
+    fn add_run(&self, stats: &mut IntensityStats, z: usize, y: usize, start: usize, end: usize);
 }
 
 /// Numeric element types an intensity image may have.
@@ -246,10 +250,13 @@ impl AsF64 for bool {
 }
 
 impl<V: AsF64> IntensityRows for ArrayView3<'_, V> {
-    fn row<'a>(&self, z: usize, y: usize, buf: &'a mut Vec<f64>) -> &'a [f64] {
-        buf.clear();
-        buf.extend(self.slice(ndarray::s![z, y, ..]).iter().map(|v| v.as_f64()));
-        buf
+    /// Converts the run's values only (not its row), straight from the array.
+    fn add_run(&self, stats: &mut IntensityStats, z: usize, y: usize, start: usize, end: usize) {
+        let run = self.slice(ndarray::s![z, y, start..end]);
+        match run.as_slice() {
+            Some(values) => stats.add_values(values.iter().map(|v| v.as_f64())),
+            None => stats.add_values(run.iter().map(|v| v.as_f64())),
+        }
     }
 }
 
@@ -402,18 +409,12 @@ fn scan_stats<T: Label>(
     };
     let mut slots = Slots::new();
     let mut runs: Vec<Run<T>> = Vec::new();
-    // Room for one row of intensities up front, so filling a row never reallocates.
-    let mut values: Vec<f64> = match intensity {
-        Some(_) => try_with_capacity(labels.shape()[2], "a row of intensities")?,
-        None => Vec::new(),
-    };
     for_each_row(labels, first, last, |z, y, row| {
         runs.clear();
         push_runs(row, false, &mut runs)?;
         if runs.is_empty() {
             return Ok(());
         }
-        let row_values = intensity.map(|src| src.row(z, y, &mut values));
         for run in &runs {
             let (slot, new) = slots.get_or_insert(run.value.key(), out.labels.len() as u32)?;
             if new {
@@ -433,8 +434,14 @@ fn scan_stats<T: Label>(
             }
             let slot = slot as usize;
             out.moments[slot].add_run(z as u32, y as u32, run.start, run.end);
-            if let Some(v) = row_values {
-                out.intensity[slot].add_values(&v[run.start as usize..run.end as usize]);
+            if let Some(src) = intensity {
+                src.add_run(
+                    &mut out.intensity[slot],
+                    z,
+                    y,
+                    run.start as usize,
+                    run.end as usize,
+                );
             }
         }
         Ok(())

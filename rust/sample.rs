@@ -15,6 +15,9 @@ use crate::alloc::{try_collect_exact, try_vec_filled, try_vec_zeroed, try_with_c
 use crate::error::{KernelError, KernelResult};
 use crate::label::{run_end, skip_zeros, Label, LabelIndex};
 
+/// Rows a run across rows (a Fortran-ordered volume's) ranks at a time.
+const PICK_BLOCK: usize = 16;
+
 /// One object's box `[lo0, lo1, lo2, hi0, hi1, hi2]` (hi exclusive), logical axes.
 pub type Box3 = [usize; 6];
 
@@ -106,13 +109,29 @@ impl Object {
         };
         let row = self.row(i, j);
         if self.reversed {
-            // One voxel in each of n consecutive rows (i, i + 1, ...).
-            for step in 0..n {
-                let rank = self.first[row + step];
-                self.first[row + step] += 1;
-                if rank == self.next[row + step] {
-                    self.next[row + step] += self.stride;
-                    keep((rank / self.stride) as usize, [i + step, j, k]);
+            // One voxel in each of n consecutive rows (i, i + 1, ...): their ranks moved on
+            // a block at a time, and only a block holding a pick looked at row by row.
+            let stride = self.stride;
+            let ranks = self.first[row..row + n].chunks_mut(PICK_BLOCK);
+            let picks = self.next[row..row + n].chunks_mut(PICK_BLOCK);
+            for (block, (ranks, picks)) in ranks.zip(picks).enumerate() {
+                let due = ranks
+                    .iter()
+                    .zip(picks.iter())
+                    .fold(false, |due, (r, p)| due | (r == p));
+                if due {
+                    for (step, (rank, pick)) in ranks.iter_mut().zip(picks.iter_mut()).enumerate() {
+                        if *rank == *pick {
+                            *pick += stride;
+                            keep(
+                                (*rank / stride) as usize,
+                                [i + block * PICK_BLOCK + step, j, k],
+                            );
+                        }
+                    }
+                }
+                for rank in ranks.iter_mut() {
+                    *rank += 1;
                 }
             }
         } else {
@@ -307,14 +326,18 @@ pub struct Midline {
 }
 
 impl Midline {
+    /// `row` applied to the index, summed axis by axis as numpy does.
+    #[inline(always)]
     fn world(row: &[f64], at: [usize; 3]) -> f64 {
-        let axes = row.len() - 1;
-        let coords = &at[3 - axes..];
-        let mut out = coords[0] as f64 * row[0];
-        for axis in 1..axes {
-            out += coords[axis] as f64 * row[axis];
+        let [i, j, k] = at.map(|c| c as f64);
+        match *row {
+            [c0, c1, c2, offset] => ((i * c0 + j * c1) + k * c2) + offset,
+            [c1, c2, offset] => (j * c1 + k * c2) + offset,
+            [c2, offset] => k * c2 + offset,
+            _ => {
+                unreachable!("the rows are checked to hold one to three coefficients and an offset")
+            }
         }
-        out + row[axes]
     }
 
     /// `np.interp(z, levels, mid)`: constant beyond the ends, exact at a level.
@@ -352,6 +375,7 @@ impl Midline {
     /// and the midline's x there: the picks of a run share their z whenever the affine
     /// does not tilt z along the run (every axis-aligned volume), and the same z gives the
     /// same x to the bit, so the search among the levels is skipped.
+    #[inline(always)]
     fn right(&self, at: [usize; 3], last: &mut (f64, f64)) -> bool {
         let z = Self::world(&self.z, at);
         if z.to_bits() != last.0.to_bits() {

@@ -170,7 +170,7 @@ impl Default for IntensityStats {
 impl IntensityStats {
     /// The statistics of `values` (taken twice: their mean, then the squared deviations
     /// from it with the extremes), merged into these.
-    fn add_values<I: ExactSizeIterator<Item = f64> + Clone>(&mut self, values: I) {
+    pub fn add_values<I: ExactSizeIterator<Item = f64> + Clone>(&mut self, values: I) {
         let count = values.len();
         if count == 0 {
             return;

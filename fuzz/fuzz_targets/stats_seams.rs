@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use medground::regions::{region_stats, IntensityRows};
+use medground::regions::{region_stats, IntensityRows, IntensityStats};
 use medground::relations::{contacts, overlap, slice_areas};
 use medground_fuzz::{
     check_intensity, intensities, pool, ref_contacts, ref_regions, ref_slice_areas, volume,
@@ -39,23 +39,23 @@ fuzz_target!(|data: &[u8]| {
     });
 });
 
-/// Intensity rows of the padded volume: the pattern's values at `x0..x0 + px`,
+/// Intensities of the padded volume: the pattern's values at `x0..x0 + px`,
 /// NaN elsewhere (the kernels must only read values under foreground runs).
 struct PaddedRows<'a> {
     values: &'a Array3<f64>,
     x0: usize,
-    nx: usize,
 }
 
 impl IntensityRows for PaddedRows<'_> {
-    fn row<'b>(&self, z: usize, y: usize, buf: &'b mut Vec<f64>) -> &'b [f64] {
+    fn add_run(&self, stats: &mut IntensityStats, z: usize, y: usize, start: usize, end: usize) {
         let px = self.values.shape()[2];
-        buf.clear();
-        buf.resize(self.nx, f64::NAN);
-        for x in 0..px {
-            buf[self.x0 + x] = self.values[[z, y, x]];
-        }
-        buf
+        let run: Vec<f64> = (start..end)
+            .map(|x| match x.checked_sub(self.x0) {
+                Some(at) if at < px => self.values[[z, y, at]],
+                _ => f64::NAN,
+            })
+            .collect();
+        stats.add_values(run.iter().copied());
     }
 }
 
@@ -76,7 +76,6 @@ fn check<T: Elem>(pattern: &Array3<T>, intensity: &Array3<f64>, x0: usize, threa
     let rows = PaddedRows {
         values: intensity,
         x0,
-        nx,
     };
     let st = region_stats(view, Some(&rows)).unwrap();
     let got_keys: Vec<i128> = st.index.labels().iter().map(|v| v.key()).collect();

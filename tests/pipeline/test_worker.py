@@ -270,6 +270,75 @@ def test_cases_run_on_ordinary_pages_unless_the_user_chose(demo_data: Path, monk
         multiarray._set_madvise_hugepage(before)
 
 
+def test_a_case_collects_young_objects_less_often_and_puts_the_collector_back(demo_data: Path) -> None:
+    """While a case runs the youngest generation is collected every 10,000 allocations (its
+    containers made 570 collections on the real-size CT: bench/README.md); afterwards, and
+    after a failed case, the caller's thresholds are back, cycles made meanwhile collected."""
+    import gc
+    import threading
+    import weakref
+
+    from medground import generate
+    from medground.io import find_cases, load_spec
+    from medground.pipeline.budget import CASE_GEN0_THRESHOLD, fewer_collections
+    from medground.pipeline.worker import process_case
+
+    spec = load_spec(demo_data / "demo_skin" / "spec.toml")
+    case = find_cases(spec).cases[0]
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    real = generate.find_anchors
+
+    def watched(*args, **kwargs):  # inside the case
+        seen.append(gc.get_threshold())
+        return real(*args, **kwargs)
+
+    gc.set_threshold(500, 7, 9)
+    try:
+        generate.find_anchors = watched
+        assert process_case(spec, case).error is None
+        assert seen == [(CASE_GEN0_THRESHOLD, 7, 9)]
+        assert gc.get_threshold() == (500, 7, 9)
+        # Nested and concurrent: the outermost puts it back, whatever order they end in.
+        inner_in, inner_done = threading.Event(), threading.Event()
+
+        def inner() -> None:
+            with fewer_collections():
+                inner_in.set()
+                inner_done.wait(5)
+
+        with fewer_collections():
+            other = threading.Thread(target=inner)
+            other.start()
+            assert inner_in.wait(5)
+        assert gc.get_threshold()[0] == CASE_GEN0_THRESHOLD  # the other case still runs
+        inner_done.set()
+        other.join()
+        assert gc.get_threshold() == (500, 7, 9)
+        # A failing case puts it back too, and a cycle made in a case is still collected.
+        generate.find_anchors = _raise
+
+        class Node:
+            pass
+
+        with fewer_collections():
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # type: ignore[attr-defined]
+            gone = weakref.ref(a)
+            del a, b
+            assert process_case(spec, case).error is not None
+        assert gc.get_threshold() == (500, 7, 9)
+        gc.collect()
+        assert gone() is None
+    finally:
+        generate.find_anchors = real
+        gc.set_threshold(*before)
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("a broken case")
+
+
 def test_parts_are_small_unless_a_model_batches_a_parts_views() -> None:
     """A case's parts hold 64 MB of views when a model (the synthesizer or the visual judge)
     gets a part's views as one batch, and 8 MB when none does (the template and the evidence

@@ -23,7 +23,14 @@ from medground.io.discover import CaseFiles
 from medground.io.errors import CaseError
 from medground.io.schema import DatasetSpec
 from medground.pipeline.batching import CpuTurns, QueuedBackend
-from medground.pipeline.budget import OverBudget, case_budget, memory_budget_text, settle_collector, small_pages
+from medground.pipeline.budget import (
+    OverBudget,
+    case_budget,
+    fewer_collections,
+    memory_budget_text,
+    settle_collector,
+    small_pages,
+)
 from medground.pipeline.store import CaseResult
 from medground.records import Sample, dumps
 from medground.settings import SynthesisSettings, VerificationSettings, VisualSettings
@@ -60,7 +67,7 @@ def process_case(
     if view_bytes == "auto":
         view_bytes = part_bytes(synthesis or SynthesisSettings(), verification or VerificationSettings())
     try:
-        with case_budget(seconds, memory):
+        with case_budget(seconds, memory), fewer_collections():
             return _process_case(spec, files, seed, verification, synthesis, models, view_bytes)
     except OverBudget as error:  # raised between statements of the case, or just after it
         failed = CaseResult(spec.name, files.case_id, files.patient_id, spec.modality, node=_ray_node())

@@ -496,3 +496,22 @@ def test_the_nearest_structure_is_the_one_the_plain_definition_picks() -> None:
             others, key=lambda o: (-shared.get(names[o.object_id], 0), gap(obj.bbox_xyxy, o.bbox_xyxy), o.object_id)
         )
         assert cues._nearest(obj, others, names, shared) is plain
+
+
+@pytest.mark.parametrize(
+    "dtype, shape", [(np.uint8, (23, 31)), (np.uint16, (7, 9, 11)), (np.uint32, (19, 17)), (np.int64, (6, 8, 5))]
+)
+def test_shared_faces_are_every_pair_of_face_neighbours_counted_both_ways(dtype, shape) -> None:
+    """Faces between objects and with the background (0), from every id type a map comes
+    in: a brute-force count of each pair of face neighbours along every axis."""
+    rng = np.random.default_rng(7)
+    labels = rng.choice(np.array([0, 1, 2, 5, 200], dtype=dtype), size=shape, p=[0.4, 0.2, 0.2, 0.1, 0.1])
+    expected: dict[int, dict[int, int]] = {}
+    for axis in range(labels.ndim):
+        a = np.moveaxis(labels, axis, 0)
+        for x, y in zip(a[:-1].ravel().tolist(), a[1:].ravel().tolist(), strict=True):
+            if x != y:
+                for p, q in ((x, y), (y, x)):
+                    expected.setdefault(p, {})
+                    expected[p][q] = expected[p].get(q, 0) + 1
+    assert {k: dict(v) for k, v in cues.shared_faces(labels).items()} == expected

@@ -460,15 +460,21 @@ def _faces(view: View) -> dict[int, dict[int, int]]:
 
 def shared_faces(labels: NDArray[Any]) -> dict[int, dict[int, int]]:
     """Shared faces (4-neighbour in 2D, 6 in 3D) between the objects of an id map, both
-    ways, with 0 for the background: one pass of the core over the map."""
-    background = int(labels.max()) + 1 if labels.size else 1
-    filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
+    ways, with 0 for the background: one pass of the core over the map (the background
+    made a region of its own by shifting every id up by one, in one pass over the map where
+    the ids are narrower than 32 bits)."""
+    if labels.dtype.kind in "ub" and labels.dtype.itemsize < 4:
+        shift, background = 1, 1
+        filled = np.add(labels, 1, dtype=np.uint32)
+    else:
+        shift, background = 0, int(labels.max()) + 1 if labels.size else 1
+        filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
     pairs = geometry.contacts(filled, 4 if labels.ndim == 2 else 6)
     faces: dict[int, dict[int, int]] = defaultdict(dict)
     # Python ints from the table at once (not a numpy scalar per element and conversion).
     for a, b, count in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.count.tolist(), strict=True):
-        a_key = 0 if a == background else a
-        b_key = 0 if b == background else b
+        a_key = 0 if a == background else a - shift
+        b_key = 0 if b == background else b - shift
         faces[a_key][b_key] = faces[a_key].get(b_key, 0) + count
         faces[b_key][a_key] = faces[b_key].get(a_key, 0) + count
     return faces

@@ -85,6 +85,9 @@ pub fn rle_by_label<T: Label>(labels: ArrayView2<T>) -> KernelResult<Vec<(T, Vec
                 current[..n].fill(T::ZERO);
                 for y in 0..height {
                     let row = &rows[y * width + x0..y * width + x0 + n];
+                    if row == &current[..n] {
+                        continue; // every column's run goes on: one comparison of the strip
+                    }
                     for (c, &value) in row.iter().enumerate() {
                         if value != current[c] {
                             keep_run(&mut kept[c], current[c], start[c], y)?;

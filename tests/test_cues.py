@@ -6,6 +6,7 @@ table, at and on both sides of each threshold: the laterality share, the shape c
 from __future__ import annotations
 
 import tomllib
+from collections import Counter
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -471,14 +472,16 @@ def test_whole_structures_relate_in_the_patient_whatever_the_storage(shared_data
 
 
 def test_the_nearest_structure_is_the_one_the_plain_definition_picks() -> None:
-    """``relations``' nearest named structure: the most shared outline (by category), then
-    the smallest box gap, then the lowest id — the plain minimum over every other object,
-    on seeded scenes dense with ties (equal gaps, several equally touching neighbours)."""
+    """``relations``' nearest named structure: among the view's nameable structures (the
+    only one of their category) of another category, the most shared outline (by
+    category), then the smallest box gap, then the lowest id — the plain minimum, for every
+    object of seeded scenes dense with ties (equal gaps, several equally touching
+    neighbours, categories shared or alone); None where there is no other."""
     import math
 
     rng = np.random.default_rng(7)
-    for _ in range(400):
-        n = int(rng.integers(2, 30))
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
         corner = rng.integers(0, 40, size=(n, 2))
         size = rng.integers(1, 8, size=(n, 2))
         objects = [
@@ -487,15 +490,27 @@ def test_the_nearest_structure_is_the_one_the_plain_definition_picks() -> None:
         ]
         names = {o.object_id: f"s{int(rng.integers(0, n))}" for o in objects}
         shared = {f"s{int(k)}": int(rng.integers(0, 3)) for k in rng.integers(0, n, size=int(rng.integers(0, 4)))}
-        obj, others = objects[0], objects[1:]
+        view = SimpleNamespace(objects={o.object_id: o for o in objects})
+        nearby = cues._Nearby(view, names)
+        counts = Counter(names.values())
+        unique = [o for o in objects if counts[names[o.object_id]] == 1]
 
         def gap(a, b):
             return math.hypot(max(0, max(a[0], b[0]) - min(a[2], b[2])), max(0, max(a[1], b[1]) - min(a[3], b[3])))
 
-        plain = min(
-            others, key=lambda o: (-shared.get(names[o.object_id], 0), gap(obj.bbox_xyxy, o.bbox_xyxy), o.object_id)
-        )
-        assert cues._nearest(obj, others, names, shared) is plain
+        for obj in objects:
+            own = names[obj.object_id]
+            others = [o for o in unique if names[o.object_id] != own]
+            touching = {name: count for name, count in shared.items() if name != own}  # as relations gives it
+            plain = (
+                min(
+                    others,
+                    key=lambda o: (-touching.get(names[o.object_id], 0), gap(obj.bbox_xyxy, o.bbox_xyxy), o.object_id),
+                )
+                if others
+                else None
+            )
+            assert nearby.nearest(obj, touching) is plain
 
 
 @pytest.mark.parametrize(

@@ -486,26 +486,56 @@ def _gap_px(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return math.hypot(gx, gy)
 
 
-def _nearest(obj: ViewObject, others: list[ViewObject], names: dict[int, str], shared: dict[str, int]) -> ViewObject:
-    """The other object sharing the most outline with ``obj`` (by its category's share),
-    then the nearest by box gap, then the lowest id: the minimum of (−shared, gap, id).
-    The gaps are compared squared, in integers, and :func:`_gap_px` is taken only among
-    the equally near (the same order: distinct squares are far apart beside a rounding)."""
-    if shared:
-        most = max(shared.get(names[o.object_id], 0) for o in others)
+class _Nearby:
+    """The view's nameable structures (each the only one of its category) and the squared
+    box gaps of every object to each, for :func:`relations`' nearest structure: the gaps
+    of a view's objects in one broadcast, not a loop over the nameable per object."""
+
+    def __init__(self, view: View, names: dict[int, str], unique: list[ViewObject] | None = None) -> None:
+        self.unique = _unique(view, names) if unique is None else unique
+        self.names = names
+        # Each nameable structure's category is its own: a category names one column.
+        self.column = {names[o.object_id]: j for j, o in enumerate(self.unique)}
+        self.row = {oid: i for i, oid in enumerate(view.objects)}
+        self.least: NDArray[np.int64] | None = None
+        if self.unique:
+            ob = np.array([o.bbox_xyxy for o in view.objects.values()], dtype=np.int64).reshape(-1, 4)
+            ub = np.array([o.bbox_xyxy for o in self.unique], dtype=np.int64).reshape(-1, 4)
+            gx = np.maximum(np.maximum(ob[:, None, 0], ub[None, :, 0]) - np.minimum(ob[:, None, 2], ub[None, :, 2]), 0)
+            gy = np.maximum(np.maximum(ob[:, None, 1], ub[None, :, 1]) - np.minimum(ob[:, None, 3], ub[None, :, 3]), 0)
+            squares = gx * gx + gy * gy
+            # An object's own category is never its nearest other structure.
+            own = np.array([self.column.get(names[oid], -1) for oid in view.objects], dtype=np.int64)
+            mine = np.flatnonzero(own >= 0)
+            squares[mine, own[mine]] = np.iinfo(np.int64).max
+            self.squares = squares
+            self.least = squares.min(axis=1)
+            self.ties = (squares == self.least[:, None]).sum(axis=1)
+
+    def nearest(self, obj: ViewObject, shared: dict[str, int]) -> ViewObject | None:
+        """The other nameable structure sharing the most outline with ``obj`` (``shared``:
+        its faces by category, its own left out), then the nearest by box gap, then the
+        lowest id: the minimum of (−shared, gap, id); None when there is none. The gaps are
+        compared squared, in integers, and :func:`_gap_px` is taken only among the equally
+        near (the same order: distinct squares are far apart beside a rounding)."""
+        own = self.names[obj.object_id]
+        if self.least is None or (len(self.unique) == 1 and own in self.column):
+            return None
+        row = self.row[obj.object_id]
+        named = {name: count for name, count in shared.items() if name in self.column and name != own}
+        most = max(named.values(), default=0)
         if most:
-            others = [o for o in others if shared.get(names[o.object_id], 0) == most]
-    x0, y0, x1, y1 = obj.bbox_xyxy
-    squares = []
-    for o in others:
-        b = o.bbox_xyxy
-        gx, gy = max(0, max(x0, b[0]) - min(x1, b[2])), max(0, max(y0, b[1]) - min(y1, b[3]))
-        squares.append(gx * gx + gy * gy)
-    least = min(squares)
-    near = [o for o, square in zip(others, squares, strict=True) if square == least]
-    if len(near) == 1:
-        return near[0]
-    return min(near, key=lambda o: (_gap_px(obj.bbox_xyxy, o.bbox_xyxy), o.object_id))
+            near = [self.unique[self.column[name]] for name, count in named.items() if count == most]
+            if len(near) > 1:
+                squares = [int(self.squares[row, self.column[self.names[o.object_id]]]) for o in near]
+                near = [o for o, square in zip(near, squares, strict=True) if square == min(squares)]
+        elif self.ties[row] == 1:
+            return self.unique[int(np.argmin(self.squares[row]))]
+        else:
+            near = [self.unique[int(j)] for j in np.flatnonzero(self.squares[row] == self.least[row])]
+        if len(near) == 1:
+            return near[0]
+        return min(near, key=lambda o: (_gap_px(obj.bbox_xyxy, o.bbox_xyxy), o.object_id))
 
 
 def relations(
@@ -515,7 +545,7 @@ def relations(
     categories: dict[int, str] | None = None,
     *,
     sided: bool = True,
-    unique: list[ViewObject] | None = None,
+    nearby: _Nearby | None = None,
 ) -> dict[str, Any]:
     """Containing and touching structures in the slice, and the nearest other structure a
     reader can name unambiguously (the only one of its category in the view) with the
@@ -523,8 +553,8 @@ def relations(
     tell them to be: ``left rib``, not ``rib_left_7``); without trusted sides (``sided``
     false) no direction is left or right."""
     names = categories or {oid: o.anchor.label for oid, o in view.objects.items()}
-    if unique is None:
-        unique = _unique(view, names)
+    if nearby is None:
+        nearby = _Nearby(view, names)
     mine = faces.get(obj.object_id, {})
     total = sum(mine.values())
     by_name: dict[str, int] = defaultdict(int)
@@ -536,10 +566,9 @@ def relations(
         name, count = max(by_name.items(), key=lambda kv: (kv[1], kv[0]))
         if count / total >= CONTAINED_SHARE:
             within = name
-    others = [o for o in unique if names[o.object_id] != names[obj.object_id]]
     nearest = None
-    if others:
-        best = _nearest(obj, others, names, by_name)
+    best = nearby.nearest(obj, by_name)
+    if best is not None:
         gap = _gap_px(obj.bbox_xyxy, best.bbox_xyxy) * min(view.pixel_mm)
         direction = in_plane_direction(obj.bbox_xyxy, best.bbox_xyxy, view.directions)
         nearest = {
@@ -583,7 +612,7 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
         for rank, other in enumerate(sorted(same, key=lambda o: (-o.area_px, o.object_id)), start=1):
             ranks[other.object_id] = rank
         ends[category] = _Ends(same)
-    unique = _unique(view, categories)
+    nearby = _Nearby(view, categories)
     cues: dict[int, dict[str, Any]] = {}
     for object_id, obj in view.objects.items():
         anchor = obj.anchor
@@ -601,7 +630,7 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
             "midline_offset_mm": offset,
             "centroid_world": None if anchor.centroid_world is None else [round(c, 2) for c in anchor.centroid_world],
             "image_position": image_position(obj.bbox_xyxy, view.width, view.height),
-            "relations": relations(view, obj, faces, categories, sided=sided, unique=unique),
+            "relations": relations(view, obj, faces, categories, sided=sided, nearby=nearby),
             "size": {
                 "diameter_mm": obj.descriptors["diameter_mm"] if measurable else None,
                 "area_mm2": obj.descriptors["area_mm2"] if measurable else None,

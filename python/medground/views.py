@@ -23,7 +23,7 @@ import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -630,6 +630,8 @@ def _make_view(
             area_px = column["voxel_count"][i]
             voxels = int(round(area_px / per_voxel))
             border_share, seen, grey = read(object_id, box)
+            area_mm2 = round(area_px * pixel_area, 3) if physical else None
+            share = round(share, 4)
             found[object_id] = ViewObject(
                 anchor=anchor,
                 bbox_xyxy=box,
@@ -637,7 +639,7 @@ def _make_view(
                 mask_rle={"size": [height, width], "counts": masks[object_id]},
                 pieces=tuple(pieces[object_id]),
                 descriptors={
-                    "area_mm2": round(area_px * pixel_area, 3) if physical else None,
+                    "area_mm2": area_mm2,
                     "perimeter_mm": round(column["perimeter"][i], 3) if physical else None,
                     "circularity": round(column["circularity"][i], 4),
                     "solidity": round(column["solidity"][i], 4),
@@ -646,18 +648,18 @@ def _make_view(
                     "diameter_mm": round(column["feret_diameter_max"][i], 3) if physical else None,
                     "image_share": round(area_px / float(height * width), 5),
                 },
-                cross_section_share=round(share, 4),
+                cross_section_share=share,
                 cut_by_border=bool(x0 == 0 or y0 == 0 or x1 == width or y1 == height),
                 border_share=border_share,
                 voxels=voxels,
                 visibility=seen,
                 grey=grey,
+                not_target=_why_not(voxels, area_mm2, border_share, share, seen, anchor.label, spec),
             )
-            found[object_id] = replace(found[object_id], not_target=_not_a_target(found[object_id], anchor.label, spec))
     chosen = []
     for object_id in targets:
         label = objects.anchors[object_id].label
-        reason = _not_a_target(found.get(object_id), label, spec)
+        reason = _not_a_target(found.get(object_id))
         if reason is None:
             chosen.append(object_id)
         else:
@@ -687,20 +689,32 @@ def _exact_values(stored: NDArray[Any]) -> NDArray[Any]:
     return stored if stored.dtype in _EXACT_IN_FLOAT32 else stored.astype(np.float32)
 
 
-def _not_a_target(obj: ViewObject | None, label: str, spec: DatasetSpec) -> tuple[str, str] | None:
+def _not_a_target(obj: ViewObject | None) -> tuple[str, str] | None:
     """Why an object chosen for a view cannot be asked about on it (None when it can)."""
-    filters = spec.anchors
     if obj is None:
         return "too_small_in_view", "no piece of it is large enough to box on this slice"
+    return obj.not_target
+
+
+def _why_not(
+    voxels: int,
+    area_mm2: float | None,
+    border_share: float,
+    cross_section_share: float,
+    seen: Visibility,
+    label: str,
+    spec: DatasetSpec,
+) -> tuple[str, str] | None:
+    """Why an object of a view with these readings cannot be asked about (None when it
+    can): the ``not_target`` it is made with."""
+    filters = spec.anchors
     min_area = filters.get("min_area_px", label)
-    area_mm2 = obj.descriptors["area_mm2"]
-    if obj.voxels < min_area or (area_mm2 is not None and area_mm2 < filters.get("min_area_mm2", label)):
-        return "too_small_in_view", f"{obj.voxels} voxels on this slice (minimum {min_area:g})"
-    if obj.border_share > MAX_BORDER_SHARE:
-        return "cut_by_border", f"{obj.border_share:.0%} of its outline is the image border"
-    if obj.cross_section_share < spec.render.min_target_share:
-        return "sliver", f"{obj.cross_section_share:.0%} of its largest cross-section"
-    seen = obj.visibility
+    if voxels < min_area or (area_mm2 is not None and area_mm2 < filters.get("min_area_mm2", label)):
+        return "too_small_in_view", f"{voxels} voxels on this slice (minimum {min_area:g})"
+    if border_share > MAX_BORDER_SHARE:
+        return "cut_by_border", f"{border_share:.0%} of its outline is the image border"
+    if cross_section_share < spec.render.min_target_share:
+        return "sliver", f"{cross_section_share:.0%} of its largest cross-section"
     if not seen.visible:
         flat = "flat, saturated pixels; " if seen.flat else ""
         return "not_visible_in_image", (

@@ -548,8 +548,12 @@ def to_uint8(values: NDArray[Any], intensity: Intensity) -> NDArray[np.uint8]:
     channels: list[NDArray[np.uint8]] = []
     data = np.asarray(values, dtype=np.float32)
     for low, high in intensity.ranges:
-        scaled = (data - low) * (255.0 / (high - low))
-        channels.append(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+        # In place after the first pass: the same float32 steps, one scratch array.
+        scaled = np.subtract(data, low)
+        scaled *= 255.0 / (high - low)
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, 255, out=scaled)
+        channels.append(scaled.astype(np.uint8))
     if len(channels) == 1:
         return channels[0]
     stacked: NDArray[np.uint8] = np.stack(channels, axis=-1)

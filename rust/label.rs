@@ -46,55 +46,41 @@ impl Label for bool {
 /// which the compiler vectorises).
 const SCAN_BLOCK: usize = 32;
 
-/// The first position at or after `from` whose element is nonzero (or `row.len()`): the
-/// scan through background, a block at a time.
-#[inline]
-pub fn skip_zeros<T: Label>(row: &[T], mut from: usize) -> usize {
+/// The first position at or after `from` whose element does not satisfy `keep` (or
+/// `row.len()`), a block at a time: the scans through background and through runs.
+#[inline(always)]
+fn scan_while<T: Label>(row: &[T], mut from: usize, keep: impl Fn(T) -> bool) -> usize {
     while from + SCAN_BLOCK <= row.len() {
         let block = &row[from..from + SCAN_BLOCK];
-        if block.iter().fold(false, |any, v| any | !v.is_zero()) {
+        if block.iter().fold(false, |stop, &v| stop | !keep(v)) {
             break;
         }
         from += SCAN_BLOCK;
     }
-    while from < row.len() && row[from].is_zero() {
+    while from < row.len() && keep(row[from]) {
         from += 1;
     }
     from
+}
+
+/// The first position at or after `from` whose element is nonzero (or `row.len()`).
+#[inline]
+pub fn skip_zeros<T: Label>(row: &[T], from: usize) -> usize {
+    scan_while(row, from, |v| v.is_zero())
 }
 
 /// The first position at or after `from` whose element is not `value` (or `row.len()`):
-/// the end of a run, a block at a time.
+/// the end of a run.
 #[inline]
-pub fn run_end<T: Label>(row: &[T], mut from: usize, value: T) -> usize {
-    while from + SCAN_BLOCK <= row.len() {
-        let block = &row[from..from + SCAN_BLOCK];
-        if block.iter().fold(false, |other, v| other | (*v != value)) {
-            break;
-        }
-        from += SCAN_BLOCK;
-    }
-    while from < row.len() && row[from] == value {
-        from += 1;
-    }
-    from
+pub fn run_end<T: Label>(row: &[T], from: usize, value: T) -> usize {
+    scan_while(row, from, |v| v == value)
 }
 
 /// The first position at or after `from` whose element is zero (or `row.len()`): the end
-/// of a run of any nonzero values, a block at a time.
+/// of a run of any nonzero values.
 #[inline]
-pub fn run_end_nonzero<T: Label>(row: &[T], mut from: usize) -> usize {
-    while from + SCAN_BLOCK <= row.len() {
-        let block = &row[from..from + SCAN_BLOCK];
-        if block.iter().fold(false, |zero, v| zero | v.is_zero()) {
-            break;
-        }
-        from += SCAN_BLOCK;
-    }
-    while from < row.len() && !row[from].is_zero() {
-        from += 1;
-    }
-    from
+pub fn run_end_nonzero<T: Label>(row: &[T], from: usize) -> usize {
+    scan_while(row, from, |v| !v.is_zero())
 }
 
 /// Largest span of label values looked up through a dense table rather than a hash map.

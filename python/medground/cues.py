@@ -491,8 +491,8 @@ class _Nearby:
     box gaps of every object to each, for :func:`relations`' nearest structure: the gaps
     of a view's objects in one broadcast, not a loop over the nameable per object."""
 
-    def __init__(self, view: View, names: dict[int, str], unique: list[ViewObject] | None = None) -> None:
-        self.unique = _unique(view, names) if unique is None else unique
+    def __init__(self, view: View, names: dict[int, str]) -> None:
+        self.unique = _unique(view, names)
         self.names = names
         # Each nameable structure's category is its own: a category names one column.
         self.column = {names[o.object_id]: j for j, o in enumerate(self.unique)}

@@ -158,9 +158,9 @@ def fewer_collections() -> Iterator[None]:
     thresholds back (the outermost of nested or concurrent cases does). A case allocates
     hundreds of thousands of short-lived containers (cues, references, records) and keeps
     many of them to its end: at the default the collector started about 570 collections on
-    the real-size CT with 50 lesions, four of them full ones over every object alive, 0.37 s
-    of a case on one core; at 10,000, 24 collections and 0.11 s. Reference cycles are
-    still collected, a little later."""
+    the real-size CT with 50 lesions, four of them full ones over every object alive,
+    0.37–0.67 s of a case on one core; at 10,000, 23 collections and 0.08 s. Reference
+    cycles are still collected, a little later."""
     with _COLLECTOR_LOCK:
         if not _COLLECTOR_DEPTH:
             before = gc.get_threshold()

@@ -22,11 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medground import geometry
-from medground.io.case import Case
+from medground.io.case import Case, LabelWork
 from medground.io.schema import DatasetSpec
 from medground.render import luminance
 
-__all__ = ["Anchor", "Dropped", "Objects", "find_anchors"]
+__all__ = ["Anchor", "Dropped", "LabelObjects", "Objects", "find_anchors", "label_objects", "objects_ahead"]
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,15 @@ class Objects:
         return {axis: (ids, table) for axis, table in enumerate(tables)}
 
 
-def _policy(case: Case, spec: DatasetSpec) -> tuple[dict[int, int], list[Dropped]]:
+def _policy(present: tuple[int, ...], names: dict[int, str], spec: DatasetSpec) -> tuple[dict[int, int], list[Dropped]]:
     """What the components of each declared label present become
     (:func:`geometry.object_components`: 1, an organ is one object in however many pieces;
     2, an instance label gives an object per component), and the labels the spec does not
     declare (never objects, whatever their ids)."""
     policy: dict[int, int] = {}
     dropped = []
-    for label_id in sorted(case.present):
-        name = case.label_names[label_id]
+    for label_id in sorted(present):
+        name = names[label_id]
         if label_id not in spec.labels:
             dropped.append(
                 Dropped(
@@ -123,58 +123,136 @@ def _policy(case: Case, spec: DatasetSpec) -> tuple[dict[int, int], list[Dropped
     return policy, dropped
 
 
-def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
-    """The objects of a case (organs whole, instances per connected component) and their anchors.
+@dataclass(frozen=True, eq=False)
+class LabelObjects:
+    """What a label map alone says of a case's objects (no intensities): the object map with
+    the objects under the ``[anchors]`` minimum sizes erased, each kept object's region row
+    (without intensity statistics unless they were asked for), its label and pieces, and what
+    was dropped. :func:`label_objects` makes it; with two cores, on the thread that read the
+    label map while the image is still being read (:func:`medground.io.load_case`'s ``then``)."""
 
-    Objects under the spec's ``[anchors]`` minimum sizes are erased from the object map and
-    reported as dropped.
-    """
+    map: NDArray[Any]
+    rows: dict[int, dict[str, Any]]
+    label_of: dict[int, int]
+    pieces: dict[int, int]
+    dropped: tuple[Dropped, ...]
+    spacing: tuple[float, ...]
+    intensities: bool
+    slice_areas: dict[int, tuple[NDArray[Any], NDArray[np.int64]]] | None = None
+
+
+def label_objects(
+    labels: NDArray[Any],
+    present: tuple[int, ...],
+    names: dict[int, str],
+    spec: DatasetSpec,
+    spacing: tuple[float, ...],
+    intensity: NDArray[Any] | None = None,
+    *,
+    slice_areas: bool = False,
+) -> LabelObjects:
+    """The objects of a label map (organs whole, instances per connected component) measured
+    on a grid of ``spacing``, with ``intensity``'s statistics when given; ``slice_areas``:
+    also every object's area on every slice (:attr:`Objects.slice_areas`)."""
     filters = spec.anchors
-    image = case.image
-    if not case.present:
-        return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
-    policy, dropped = _policy(case, spec)
+    is_2d = labels.ndim == 2
+    policy, dropped = _policy(present, names, spec)
     # The object map straight from the labelling pass, in the smallest unsigned type that
     # holds every object id (a volume's worth of uint32 would be four times the label map).
-    object_map, values, owners = geometry.object_components(case.labels, policy)
-    groups: dict[int, list[int]] = defaultdict(list)  # object id → its components, ascending
+    object_map, values, owners = geometry.object_components(labels, policy)
+    pieces: dict[int, int] = defaultdict(int)  # object id → its components
     label_of: dict[int, int] = {}
-    for component, (owner, label_id) in enumerate(zip(owners.tolist(), values.tolist(), strict=True)):
+    for owner, label_id in zip(owners.tolist(), values.tolist(), strict=True):
         if owner:
-            groups[owner].append(component)
+            pieces[owner] += 1
             label_of[owner] = int(label_id)
-    intensity = image.array if not image.is_2d else luminance(image.array)
-    table = geometry.regionprops(object_map, image.spacing, intensity=intensity)
-    voxel_volume = float(np.prod(image.spacing))
-    shape = np.asarray(case.labels.shape)
-    anchors: dict[int, Anchor] = {}
+    table = geometry.regionprops(object_map, spacing, intensity=intensity)
+    voxel_volume = float(np.prod(spacing))
+    rows: dict[int, dict[str, Any]] = {}
     erase: list[int] = []
     too_small: dict[int, int] = defaultdict(int)
     for row in table:
         object_id = int(row["label"])
         label_id = label_of[object_id]
-        name = case.label_names[label_id]
+        name = names[label_id]
         count = int(row["voxel_count"])
         physical = count * voxel_volume
-        if image.is_2d:
+        if is_2d:
             keep = count >= filters.get("min_area_px", name) and physical >= filters.get("min_area_mm2", name)
         else:
             keep = count >= filters.get("min_voxels", name) and physical >= filters.get("min_volume_mm3", name)
-        if not keep:
+        if keep:
+            rows[object_id] = row
+        else:
             erase.append(object_id)
             too_small[label_id] += 1
-            continue
-        anchors[object_id] = _anchor(case, spec, row, object_id, label_id, len(groups[object_id]), shape, voxel_volume)
     for label_id, count in sorted(too_small.items()):
-        name = case.label_names[label_id]
+        name = names[label_id]
         dropped.append(
             Dropped(label_id, name, "too_small", f"{count} object(s) of {name} under the [anchors] minimum size")
         )
     if erase:
-        kept = np.arange(max(groups, default=0) + 1, dtype=object_map.dtype)  # the ids are 1..len(groups)
+        kept = np.arange(max(label_of, default=0) + 1, dtype=object_map.dtype)  # the ids are 1..len(label_of)
         kept[erase] = 0
         object_map = geometry.relabel(object_map, kept)
-    return Objects(object_map, anchors, tuple(dropped))
+    areas = None
+    if slice_areas and rows:
+        ids, tables = geometry.slice_areas_along(object_map)
+        areas = {axis: (ids, table) for axis, table in enumerate(tables)}
+    return LabelObjects(
+        object_map, rows, label_of, dict(pieces), tuple(dropped), tuple(spacing), intensity is not None, areas
+    )
+
+
+def objects_ahead(spec: DatasetSpec) -> LabelWork:
+    """:func:`medground.io.load_case`'s ``then`` for :func:`find_anchors`: a volume's objects,
+    their regions and slice areas measured from the label map while the image is still being
+    read (the intensity statistics wait for the image)."""
+
+    def work(
+        labels: NDArray[Any], present: tuple[int, ...], names: dict[int, str], spacing: tuple[float, ...]
+    ) -> LabelObjects:
+        return label_objects(labels, present, names, spec, spacing, slice_areas=True)
+
+    return work
+
+
+def find_anchors(case: Case, spec: DatasetSpec) -> Objects:
+    """The objects of a case (organs whole, instances per connected component) and their anchors.
+
+    Objects under the spec's ``[anchors]`` minimum sizes are erased from the object map and
+    reported as dropped. What the label map alone gives may have been measured while the
+    image was read (``case.ahead``, a :class:`LabelObjects` on the image's spacing): then
+    only the intensity statistics are measured here.
+    """
+    image = case.image
+    if not case.present:
+        return Objects(np.zeros(case.labels.shape, np.uint32), {}, ())
+    intensity = image.array if not image.is_2d else luminance(image.array)
+    found = case.ahead
+    if not isinstance(found, LabelObjects) or found.spacing != image.spacing:
+        found = label_objects(case.labels, case.present, case.label_names, spec, image.spacing, intensity)
+    rows = found.rows
+    if not found.intensities and rows:
+        # The intensity statistics of the kept objects (the others are erased from the map).
+        measured = geometry.regionprops(found.map, image.spacing, intensity=intensity, contours=False)
+        means, spreads = measured["intensity_mean"], measured["intensity_std"]
+        rows = {
+            object_id: {**row, "intensity_mean": means[i].item(), "intensity_std": spreads[i].item()}
+            for i, (object_id, row) in enumerate(rows.items())
+        }
+    voxel_volume = float(np.prod(image.spacing))
+    shape = np.asarray(case.labels.shape)
+    anchors = {
+        object_id: _anchor(
+            case, spec, row, object_id, found.label_of[object_id], found.pieces[object_id], shape, voxel_volume
+        )
+        for object_id, row in rows.items()
+    }
+    objects = Objects(found.map, anchors, found.dropped)
+    if found.slice_areas is not None:
+        objects.__dict__["slice_areas"] = found.slice_areas  # measured beside the image's read
+    return objects
 
 
 def _anchor(

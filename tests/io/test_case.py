@@ -4,6 +4,7 @@ sample datasets load with the right masks and labels."""
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -12,8 +13,11 @@ import pytest
 from PIL import Image
 
 from medground import geometry
+from medground.anchors import LabelObjects, Objects, find_anchors, objects_ahead
 from medground.io import CaseError, find_cases, load_case, load_preset, load_spec, resolve_labels
+from medground.io.discover import CaseFiles
 from medground.io.inventory import inventory
+from medground.io.schema import DatasetSpec
 from thread_counts import one_then_two
 
 AFFINE = np.array([[-1.5, 0, 0, 90], [0, -1.5, 0, 100], [0, 0, 3.0, -40], [0, 0, 0, 1]])
@@ -109,6 +113,15 @@ BAD_CASES = {
         ),
         ["seg/garbage.nii.gz", "unreadable"],
     ),
+    # A label map off the image's grid and with bad values: the grid is the error, however
+    # the two are read (the values are checked on the reader thread, raised after the grid).
+    "gridfirst": (
+        lambda d: (
+            nifti(d / "img/gridfirst.nii.gz", image()),
+            nifti(d / "seg/gridfirst.nii.gz", good_mask().astype(np.int16) - 1, AFFINE + np.diag([0, 0, 0.5, 0])),
+        ),
+        ["seg/gridfirst.nii.gz", "affine differs"],
+    ),
     # Both broken: the image's error is the case's, however the two are read.
     "both": (
         lambda d: (truncated(d / "img/both.nii.gz"), (d / "seg/both.nii.gz").write_bytes(gzip.compress(b"x" * 400))),
@@ -127,16 +140,18 @@ def dataset(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("ahead", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", sorted(BAD_CASES))
-def test_bad_input_is_a_case_error_naming_the_file(dataset: Path, name: str, threads: int) -> None:
-    """Whether the label map is read in turn or (a second core) beside the image."""
+def test_bad_input_is_a_case_error_naming_the_file(dataset: Path, name: str, threads: int, ahead: bool) -> None:
+    """Whether the label map is read in turn or (a second core) beside the image, with its
+    objects measured there (``then``) or not."""
     spec = load_spec(dataset / "spec.toml")
     files = next(c for c in find_cases(spec).cases if c.case_id == name)
     try:
         geometry.set_num_threads(threads)
         with pytest.raises(CaseError) as caught:
-            load_case(spec, files)
+            load_case(spec, files, then=objects_ahead(spec) if ahead else None)
     finally:
         geometry.set_num_threads(0)
     message = str(caught.value)
@@ -145,6 +160,8 @@ def test_bad_input_is_a_case_error_naming_the_file(dataset: Path, name: str, thr
     assert caught.value.case_id == name
     if name == "both":
         assert "seg/both" not in message
+    if name == "gridfirst":
+        assert "negative" not in message
 
 
 def test_a_label_map_read_beside_its_image_is_the_one_read_after_it(shared_data: Path, tmp_path: Path) -> None:
@@ -160,6 +177,66 @@ def test_a_label_map_read_beside_its_image_is_the_one_read_after_it(shared_data:
     assert np.array_equal(alone.labels, beside.labels) and alone.labels.dtype == beside.labels.dtype
     assert np.array_equal(alone.image.array, beside.image.array)
     assert alone.present == beside.present and alone.warnings == beside.warnings
+
+
+def _shared_ct(shared_data: Path, tmp_path: Path, extra: str = "") -> tuple[DatasetSpec, CaseFiles]:
+    (tmp_path / "ct.toml").write_text(
+        f'name = "ct"\nmodality = "CT"\nroot = "{shared_data / "ct_abdomen_totalseg"}"\n'
+        f'labels_file = "labels.json"\n[cases]\nimage = "ct.nii.gz"\nmask = "seg.nii.gz"\n{extra}'
+    )
+    spec = load_spec(tmp_path / "ct.toml")
+    return spec, find_cases(spec).cases[0]
+
+
+def _same_objects(a: Objects, b: Objects) -> None:
+    assert np.array_equal(a.map, b.map) and a.map.dtype == b.map.dtype
+    assert a.anchors == b.anchors and a.dropped == b.dropped
+    for axis, (ids, table) in a.slice_areas.items():
+        assert np.array_equal(ids, b.slice_areas[axis][0]) and np.array_equal(table, b.slice_areas[axis][1])
+
+
+def test_objects_measured_beside_the_image_are_the_ones_measured_after_it(shared_data: Path, tmp_path: Path) -> None:
+    """With a second core, the objects' label-only measures (components, regions, slice
+    areas, the minimum-size filter) are taken on the thread that read the label map while
+    the image is read: the anchors, object map and drops are the ones a single thread finds
+    (the filter drops some objects here, so the erased map is compared too)."""
+    spec, files = _shared_ct(shared_data, tmp_path, "[anchors]\nmin_voxels = 400\n")
+    alone, beside = one_then_two(lambda: load_case(spec, files, then=objects_ahead(spec)))
+    assert alone.ahead is None  # one core: nothing is read beside the image
+    assert isinstance(beside.ahead, LabelObjects) and not beside.ahead.intensities
+    assert beside.ahead.slice_areas is not None
+    plain = find_anchors(alone, spec)
+    assert any(d.reason == "too_small" for d in plain.dropped)
+    found = find_anchors(beside, spec)
+    _same_objects(found, plain)
+    assert found.slice_areas is beside.ahead.slice_areas  # not counted again
+
+
+def test_label_work_that_fails_or_sees_another_spacing_is_done_again(shared_data: Path, tmp_path: Path) -> None:
+    """``then`` raising leaves the case without it (the work is done where the case needs
+    it, and raises there); a label map whose spacing differs from the image's within the
+    affine tolerance is measured again on the image's spacing."""
+    spec, files = _shared_ct(shared_data, tmp_path)
+    plain = find_anchors(load_case(spec, files), spec)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("label work failed")
+
+    try:
+        geometry.set_num_threads(2)
+        case = load_case(spec, files, then=broken)
+        assert case.ahead is None
+        _same_objects(find_anchors(case, spec), plain)
+        # The label file's spacing off by 1e-4 mm (within the 1e-3 mm tolerance).
+        image = nib.load(files.masks[0])
+        affine = image.affine.copy()
+        affine[0, 0] *= 1 + 1e-4 / abs(affine[0, 0])
+        moved = nifti(tmp_path / "seg.nii.gz", np.asanyarray(image.dataobj), affine)
+        case = load_case(spec, replace(files, masks=(moved,)), then=objects_ahead(spec))
+    finally:
+        geometry.set_num_threads(0)
+    assert isinstance(case.ahead, LabelObjects) and case.ahead.spacing != case.image.spacing
+    _same_objects(find_anchors(case, spec), plain)
 
 
 def test_bad_cases_cost_nothing_else(dataset: Path) -> None:

@@ -10,6 +10,8 @@ mask is not an error: the case loads with a warning and yields no samples.
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ class Case:
             spec does not declare are named ``unknown_<id>``.
         present: ids present in ``labels``, ascending.
         warnings: what is odd but not fatal (empty mask, undeclared ids, overlapping files).
+        ahead: what :func:`load_case`'s ``then`` made of the label map on the thread that
+            read it, while the image was still being read; None without it.
     """
 
     dataset: str
@@ -50,6 +54,7 @@ class Case:
     label_names: dict[int, str]
     present: tuple[int, ...]
     warnings: tuple[str, ...]
+    ahead: Any = None
 
     @property
     def case_id(self) -> str:
@@ -185,8 +190,8 @@ def _integer_labels(array: NDArray[Any], path: Path) -> NDArray[np.unsignedinteg
     return array.astype(dtype, order="K")
 
 
-def _read_mask(path: Path, spec: DatasetSpec, image: Volume, read: Future[Volume] | None = None) -> NDArray[Any]:
-    """The mask's array, checked against the image; ``read``: the mask's volume being read
+def _read_mask(path: Path, spec: DatasetSpec, image: Volume, read: Volume | None = None) -> NDArray[Any]:
+    """The mask's array, checked against the image; ``read``: the mask's volume read
     already (:func:`_read_ahead`)."""
     if image.is_2d:
         if suffix_of(path) in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
@@ -197,12 +202,18 @@ def _read_mask(path: Path, spec: DatasetSpec, image: Volume, read: Future[Volume
             except Exception as exc:  # noqa: BLE001
                 raise unreadable(path, exc) from exc
         else:
-            array = (read.result() if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)).array
+            array = (read if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)).array
         if array.ndim == 3:
             array = _collapse_colour(array, path, spec)
         return array
-    volume = read.result() if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)
-    array = _squeeze_trailing(volume.array, 3)
+    volume = read if read is not None else read_image(path, max_bytes=spec.cases.max_bytes)
+    return _checked_volume_mask(volume, _squeeze_trailing(volume.array, 3), path, spec, image)
+
+
+def _checked_volume_mask(
+    volume: Volume, array: NDArray[Any], path: Path, spec: DatasetSpec, image: Volume
+) -> NDArray[Any]:
+    """A 3D mask's (squeezed) array, checked: three dimensions, the image's grid."""
     if array.ndim != 3:
         raise CaseError(path, f"mask has shape {volume.array.shape}; expected a 3D label map")
     _check_grid(image, volume, path, spec.cases.affine_tolerance)
@@ -253,21 +264,31 @@ def _check_grid(image: Volume, mask: Volume, mask_path: Path, tolerance: float) 
             )
 
 
-def load_case(spec: DatasetSpec, files: CaseFiles) -> Case:
+LabelWork = Callable[[NDArray[Any], tuple[int, ...], dict[int, str], tuple[float, ...]], Any]
+
+
+def load_case(spec: DatasetSpec, files: CaseFiles, then: LabelWork | None = None) -> Case:
     """Reads and checks one case.
+
+    ``then(labels, present, label_names, spacing)``: work on the checked label map alone
+    (spacing the label file's own) that the thread which read it does while this one still
+    reads the image (two cores, one label map file): its result is the case's ``ahead``.
+    An exception it raises is dropped (``ahead`` stays None: the work is done again where
+    the case needs it, and raises there).
 
     Raises:
         CaseError: tagged with the case id; the message names the file and the problem.
     """
     try:
-        return _load(spec, files)
+        return _load(spec, files, then)
     except CaseError as error:
         raise error.for_case(files.case_id) from error.__cause__
 
 
-def _check_headers(spec: DatasetSpec, files: CaseFiles) -> None:
+def _check_headers(spec: DatasetSpec, files: CaseFiles) -> tuple[int, ...]:
     """Compares the grids the image's and masks' headers declare before any pixels are read:
-    a mask that does not fit costs a header read, not the decoding of both volumes."""
+    a mask that does not fit costs a header read, not the decoding of both volumes. Returns
+    the image's shape as its header gives it."""
     image = read_header(files.image, radiological_2d=spec.is_radiological)
     image_raster = suffix_of(files.image) in IMAGE_2D_SUFFIXES
     for path in files.masks or tuple(p for _, p in files.label_masks):
@@ -282,6 +303,7 @@ def _check_headers(spec: DatasetSpec, files: CaseFiles) -> None:
                 f"mask grid {mask_grid} does not match image {files.image} grid {image_grid} "
                 "(read from the headers; no pixels were decoded)",
             )
+    return tuple(image.shape)
 
 
 @functools.cache
@@ -290,21 +312,76 @@ def _reader() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="medground-read")
 
 
-def _read_ahead(spec: DatasetSpec, files: CaseFiles) -> Future[Volume] | None:
+@dataclass(frozen=True, eq=False)
+class _Mask:
+    """A label map volume read on the reader thread, and what was made of it there: for a
+    3D map the squeezed array, its checked labels, the ids present and ``then``'s result; a
+    label-value error waits here until the grids have been compared (as when read in turn)."""
+
+    volume: Volume
+    array: NDArray[Any] | None = None
+    labels: NDArray[np.unsignedinteger[Any]] | None = None
+    present: tuple[int, ...] | None = None
+    error: CaseError | None = None
+    ahead: Any = None
+
+
+def _label_names(spec: DatasetSpec, present: tuple[int, ...]) -> tuple[dict[int, str], list[int]]:
+    """The spec's names with ``unknown_<id>`` for each id present it does not declare; those ids."""
+    names = dict(spec.labels)
+    unknown = [i for i in present if i not in names]
+    for label_id in unknown:
+        names[label_id] = f"unknown_{label_id}"
+    return names, unknown
+
+
+def _read_mask_ahead(
+    path: Path, spec: DatasetSpec, volume_3d: bool, then: LabelWork | None, stop: threading.Event
+) -> _Mask:
+    volume = read_image(path, max_bytes=spec.cases.max_bytes)
+    if not volume_3d:
+        return _Mask(volume)
+    array = _squeeze_trailing(volume.array, 3)
+    if array.ndim != 3:
+        return _Mask(volume, array)
+    try:
+        labels = _integer_labels(array, path)
+    except CaseError as error:
+        return _Mask(volume, array, error=error)
+    present = present_labels(labels)
+    ahead = None
+    if then is not None and present and not stop.is_set():
+        # On this thread alone: the other core is still inflating the image.
+        alone = geometry.kernels_on_caller(True)
+        try:
+            ahead = then(labels, present, _label_names(spec, present)[0], volume.spacing)
+        except Exception:  # noqa: BLE001 — done again (and raised) where the case needs it
+            ahead = None
+        finally:
+            geometry.kernels_on_caller(alone)
+    return _Mask(volume, array, labels, present, None, ahead)
+
+
+def _read_ahead(
+    spec: DatasetSpec, files: CaseFiles, image_shape: tuple[int, ...], then: LabelWork | None, stop: threading.Event
+) -> Future[_Mask] | None:
     """With a second core, a case's one label map (not a raster) read on a thread while the
-    image is read on this one (inflating both takes a core each); None otherwise."""
+    image is read on this one (inflating both takes a core each), and a 3D map's labels
+    checked and ``then`` done there too; None otherwise."""
     if geometry.get_num_threads() <= 1 or spec.cases.mask_mode != "labelmap" or len(files.masks) != 1:
         return None
     (path,) = files.masks
     if suffix_of(path) in IMAGE_2D_SUFFIXES or suffix_of(files.image) in IMAGE_2D_SUFFIXES:
         return None
-    return _reader().submit(read_image, path, max_bytes=spec.cases.max_bytes)
+    volume_3d = len(image_shape) >= 3 and image_shape[2] > 1
+    return _reader().submit(_read_mask_ahead, path, spec, volume_3d, then, stop)
 
 
-def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
+def _load(spec: DatasetSpec, files: CaseFiles, then: LabelWork | None = None) -> Case:
     cases = spec.cases
-    _check_headers(spec, files)
-    ahead = _read_ahead(spec, files)
+    image_shape = _check_headers(spec, files)
+    stop = threading.Event()
+    ahead = _read_ahead(spec, files, image_shape, then, stop)
     try:
         image = read_image(
             files.image,
@@ -316,34 +393,51 @@ def _load(spec: DatasetSpec, files: CaseFiles) -> Case:
     except BaseException:
         # The image's error is the case's (as when read in turn); the mask is not waited for.
         if ahead is not None:
+            stop.set()
             ahead.cancel()
         raise
     warnings: list[str] = []
+    present: tuple[int, ...] | None = None
+    made = None
     if cases.mask_mode == "per_label_files":
         labels = _stack_label_files(spec, files, image, warnings)
+    elif cases.mask_mode == "binary":
+        label_id = next(iter(spec.labels))
+        foreground = np.zeros(image.shape, dtype=bool)
+        for path in files.masks:
+            foreground |= _binary_foreground(_read_mask(path, spec, image), path, image, cases.mask_threshold)
+        labels = foreground.astype(_smallest_unsigned(label_id)) * label_id
     else:
-        if cases.mask_mode == "binary":
-            label_id = next(iter(spec.labels))
-            foreground = np.zeros(image.shape, dtype=bool)
-            for path in files.masks:
-                foreground |= _binary_foreground(_read_mask(path, spec, image), path, image, cases.mask_threshold)
-            labels = foreground.astype(_smallest_unsigned(label_id)) * label_id
-        else:
-            (path,) = files.masks
-            raw = _read_mask(path, spec, image, ahead)
-            if raw.shape[: image.ndim] != image.shape:
-                raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
-            labels = _integer_labels(raw, path)
-    present = present_labels(labels)
-    names = dict(spec.labels)
-    unknown = [i for i in present if i not in names]
-    for label_id in unknown:
-        names[label_id] = f"unknown_{label_id}"
+        labels, present, made = _label_map(spec, files, image, None if ahead is None else ahead.result())
+    if present is None:
+        present = present_labels(labels)
+    names, unknown = _label_names(spec, present)
     if unknown:
         warnings.append(f"mask ids {unknown} are not in the label map; named unknown_<id>")
     if not present:
         warnings.append(f"empty mask: no labelled {'pixels' if image.is_2d else 'voxels'}; the case yields no samples")
-    return Case(spec.name, files, image, labels, names, present, tuple(warnings))
+    return Case(spec.name, files, image, labels, names, present, tuple(warnings), made)
+
+
+def _label_map(
+    spec: DatasetSpec, files: CaseFiles, image: Volume, mask: _Mask | None
+) -> tuple[NDArray[np.unsignedinteger[Any]], tuple[int, ...] | None, Any]:
+    """A case's one label map file, checked: its labels, and the ids present and ``then``'s
+    result where the reader thread made them (``mask``), else None."""
+    (path,) = files.masks
+    if mask is not None and mask.array is not None and not image.is_2d:
+        # Checked in the order of a read in turn: dimensions, grid, then the values.
+        raw = _checked_volume_mask(mask.volume, mask.array, path, spec, image)
+        if raw.shape != image.shape:
+            raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
+        if mask.error is not None:
+            raise mask.error
+        assert mask.labels is not None
+        return mask.labels, mask.present, mask.ahead
+    raw = _read_mask(path, spec, image, None if mask is None else mask.volume)
+    if raw.shape[: image.ndim] != image.shape:
+        raise CaseError(path, f"mask grid {raw.shape} does not match image {image.path} grid {image.shape}")
+    return _integer_labels(raw, path), None, None
 
 
 def _binary_foreground(raw: NDArray[Any], path: Path, image: Volume, threshold: float | None) -> NDArray[np.bool_]:

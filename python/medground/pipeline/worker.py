@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar, cast
 
 from medground import geometry
+from medground.anchors import objects_ahead
 from medground.generate import PART_VIEW_BYTES, CaseDrafts, draft_parts, verify_drafts
 from medground.io.case import load_case
 from medground.io.discover import CaseFiles
@@ -110,7 +111,7 @@ def _process_case(
     started = time.perf_counter()
     stage = "load"
     try:
-        case = load_case(spec, files)
+        case = load_case(spec, files, then=objects_ahead(spec))
         result.warnings = list(case.warnings)
         result.seconds["load"] = time.perf_counter() - started
         stage = "draft"

@@ -19,6 +19,7 @@ from medground import cues, geometry, render
 from medground.anchors import Anchor, find_anchors
 from medground.generate import draft_case
 from medground.io import Case, DatasetSpec, find_cases, load_case, load_spec
+from medground.views import iter_views
 from orientations import reoriented_case
 from real_specs import ct_mr_spec
 
@@ -32,6 +33,28 @@ def _sides_by_name(case: Case, spec: DatasetSpec, original_names: dict[int, str]
         if anchor.voxel_count >= 50 and (name.endswith("_left") or name.endswith("_right")):
             sides.setdefault(name, set()).add(cues.laterality(context.laterality.right_share[object_id]))
     return sides
+
+
+def test_an_objects_place_is_the_same_in_every_view_and_follows_the_midline(shared_data: Path, tmp_path: Path) -> None:
+    """Every view's ``midline_offset_mm`` and ``centroid_world`` of an object are its 3D
+    anchor's (|x − midline at z|, rounded to 0.01 mm); measured once per case, so a context
+    with another midline (``dataclasses.replace``) measures them again."""
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, "CT"))
+    case = load_case(spec, find_cases(spec).cases[0])
+    objects = find_anchors(case, spec)
+    context = cues.case_context(case, objects, spec.modality, render.body_mask(case.image, spec.modality))
+    assert context.midline is not None and not context.laterality.withheld
+    shifted = replace(context, midline=cues.Midline("body", context.midline.z, context.midline.x + 7.5))
+    seen = 0
+    for view in iter_views(case, objects, spec, render.body_mask(case.image, spec.modality), []):
+        for ctx, dx in ((context, 0.0), (shifted, 7.5)):
+            for object_id, cue in cues.compute_cues(view, ctx).items():
+                x, _, z = objects.anchors[object_id].centroid_world
+                expected = round(abs(x - float(np.interp(z, context.midline.z, context.midline.x)) - dx), 2)
+                assert cue["midline_offset_mm"] == expected
+                assert cue["centroid_world"] == [round(c, 2) for c in objects.anchors[object_id].centroid_world]
+                seen += 1
+    assert seen > 100
 
 
 def _reoriented(case: Case, codes: tuple[str, str, str]) -> Case:

@@ -170,6 +170,24 @@ class CaseContext:
     spacing_known: bool = True
     checks: dict[str, Any] = field(default_factory=dict)
     clinical: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
+    _placed: dict[int, tuple[float | None, tuple[float, ...] | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def placed(self, anchor: Anchor) -> tuple[float | None, tuple[float, ...] | None]:
+        """An object's distance from the midline (mm, None without one or with its sides
+        withheld) and its rounded world centroid: properties of the 3D object, the same in
+        every view of it, so measured once per case."""
+        known = self._placed.get(anchor.object_id)
+        if known is None:
+            offset = None
+            centroid = anchor.centroid_world
+            if self.midline is not None and centroid is not None and not self.laterality.withheld:
+                x, _, z = centroid
+                offset = round(abs(x - float(self.midline.at(z))), 2)
+            known = (offset, None if centroid is None else tuple(round(c, 2) for c in centroid))
+            self._placed[anchor.object_id] = known
+        return known
 
 
 # ----------------------------------------------------------------------------- midline and sides
@@ -619,16 +637,13 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
         same = by_category[categories[object_id]]
         counted = anchor.is_instance and len(same) > 1
         rank = ranks[object_id]
-        offset = None
-        if context.midline is not None and anchor.centroid_world is not None and not context.laterality.withheld:
-            x, _, z = anchor.centroid_world
-            offset = round(abs(x - float(context.midline.at(z))), 2)
+        offset, centroid = context.placed(anchor)
         measurable = context.spacing_known and not obj.cut_by_border and anchor.kind == "instance"
         cues[object_id] = {
             "kind": anchor.kind,
             "laterality": context.laterality.side(object_id),
             "midline_offset_mm": offset,
-            "centroid_world": None if anchor.centroid_world is None else [round(c, 2) for c in anchor.centroid_world],
+            "centroid_world": None if centroid is None else list(centroid),
             "image_position": image_position(obj.bbox_xyxy, view.width, view.height),
             "relations": relations(view, obj, faces, categories, sided=sided, nearby=nearby),
             "size": {

@@ -629,7 +629,8 @@ def compute_cues(view: View, context: CaseContext) -> dict[int, dict[str, Any]]:
     for category, same in by_category.items():
         for rank, other in enumerate(sorted(same, key=lambda o: (-o.area_px, o.object_id)), start=1):
             ranks[other.object_id] = rank
-        ends[category] = _Ends(same)
+        if len(same) > 1:  # the ends of a kind are read only where its objects are counted
+            ends[category] = _Ends(same)
     nearby = _Nearby(view, categories)
     cues: dict[int, dict[str, Any]] = {}
     for object_id, obj in view.objects.items():

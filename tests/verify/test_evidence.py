@@ -9,6 +9,7 @@ import numpy as np
 
 from medground import rle
 from medground.verify import judge_evidence
+from medground.verify.measure import _distinct
 from phantom_drafts import lesion_sample, phantom
 
 
@@ -61,3 +62,16 @@ def test_one_reading_per_target_serves_every_query_on_it(tmp_path: Path) -> None
     assert [(r.passed, r.reason, r.info) for r in together] == [(r.passed, r.reason, r.info) for r in alone]
     assert together[0].passed and together[2].passed
     assert (together[1].passed, together[1].reason) == (False, "intensity_not_visible")
+
+
+def test_the_voxels_a_views_rows_show_are_counted_as_numpy_counts_them() -> None:
+    """A view's pixel size divides its voxels shown by its pixels: the distinct sources of
+    its rows (or columns), counted from the steps where the map runs one way (upsampled,
+    flipped, constant) and by numpy's unique otherwise."""
+    rng = np.random.default_rng(5)
+    maps = [np.zeros(0, np.intp), np.array([3]), np.full(40, 7), np.arange(300), np.arange(300)[::-1]]
+    for _ in range(200):
+        up = np.repeat(np.arange(int(rng.integers(1, 60))), rng.integers(1, 4, size=1)[0])
+        maps += [up, up[::-1], rng.integers(0, 20, size=int(rng.integers(2, 50)))]
+    for source in maps:
+        assert _distinct(source.astype(np.intp)) == len(np.unique(source))

@@ -186,6 +186,17 @@ class CaseEvidence:
         return float(0.5 * (low + high))
 
 
+def _distinct(source: NDArray[np.intp]) -> int:
+    """Distinct voxels a row (or column) map shows: its steps plus one where it runs one
+    way (a view's rows and columns, flipped or not), else numpy's unique."""
+    if source.size < 2:
+        return int(source.size)
+    steps = np.diff(source)
+    if (steps >= 0).all() or (steps <= 0).all():
+        return int(np.count_nonzero(steps)) + 1
+    return len(np.unique(source))
+
+
 @dataclass(frozen=True, eq=False)
 class Evidence:
     """What the samples of one view ship, as the verifier reads it.
@@ -256,8 +267,8 @@ class Evidence:
         """Millimetres per pixel (rows, columns), from the map and the voxel size."""
         if self.spacing is None:
             return None
-        rows = len(np.unique(self.row_source)) / float(self.height)
-        cols = len(np.unique(self.col_source)) / float(self.width)
+        rows = _distinct(self.row_source) / float(self.height)
+        cols = _distinct(self.col_source) / float(self.width)
         return self.spacing[self.row_axis] * rows, self.spacing[self.col_axis] * cols
 
     @cached_property
@@ -850,7 +861,7 @@ class Measurements:
     def min_piece(self) -> float:
         """Pixels of the smallest piece that counts as a part (specks are not parts)."""
         ev = self.evidence
-        per_voxel = ev.height * ev.width / float(len(np.unique(ev.row_source)) * len(np.unique(ev.col_source)))
+        per_voxel = ev.height * ev.width / float(_distinct(ev.row_source) * _distinct(ev.col_source))
         return MIN_PIECE_VOXELS * per_voxel
 
     @staticmethod

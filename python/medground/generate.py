@@ -297,7 +297,8 @@ class _Drafter:
         referred = []
         for view in views:
             cues = compute_cues(view, self.context)
-            references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels)
+            facts = drafts.facts[view.image_file] = object_facts(view, cues)
+            references, skips = refer_view(view, cues, spec.body_region, exhaustive=spec.exhaustive_labels, facts=facts)
             referred.append((view, cues, references, skips))
         # A part's views are worded together: a model gets them in one batch (and, on Ray,
         # batched with other cases'); the drafts are kept in view order.
@@ -307,7 +308,7 @@ class _Drafter:
             modality=spec.modality,
             body_region=spec.body_region,
         )
-        for (view, cues, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
+        for (view, _, _, skips), (samples, failures) in zip(referred, syntheses, strict=True):
             drafts.failures.extend(failures)
             for sample in samples:
                 # One (plane, targets, query) per case: spread slices never repeat a query.
@@ -318,7 +319,6 @@ class _Drafter:
                 drafts.samples.append(replace(sample, provenance={**sample.provenance, "image_path": self.source}))
             if self.absent is not None:
                 drafts.samples.extend(self.absent.drafts(view, self.said, self.source))
-            drafts.facts[view.image_file] = object_facts(view, cues)
             for unsaid in skips:
                 labels = sorted({view.objects[t].anchor.label for t in unsaid.targets})
                 self.unsaid.append(

@@ -451,11 +451,13 @@ def refer_view(
     body_region: str | None = None,
     *,
     exhaustive: Collection[str] = (),
+    facts: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[list[Reference], list[Skip]]:
     """References for every target of a view: direct, descriptive, implicit (named through
     a description or as an exhaustively annotated finding), relational, and the
-    multi-object sets; at most one per (targets, attribute set)."""
-    scene = Scene(object_facts(view, cues), view.width, view.height, body_region)
+    multi-object sets; at most one per (targets, attribute set). ``facts``: the view's
+    :func:`object_facts` where the caller has them (read, never changed)."""
+    scene = Scene(object_facts(view, cues) if facts is None else facts, view.width, view.height, body_region)
     not_target = {object_id: obj.not_target for object_id, obj in view.objects.items()}
     return refer_scene(scene, view.targets, not_target, exhaustive=exhaustive)
 

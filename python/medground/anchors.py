@@ -96,8 +96,13 @@ class Objects:
         """Array axis → (object ids, each one's voxels on every slice along it), for every
         axis in one pass over the map in the core; the views choose slices from it and
         verification measures cross-sections from it."""
-        ids, tables = geometry.slice_areas_along(self.map)
-        return {axis: (ids, table) for axis, table in enumerate(tables)}
+        return _slice_areas(self.map)
+
+
+def _slice_areas(object_map: NDArray[Any]) -> dict[int, tuple[NDArray[Any], NDArray[np.int64]]]:
+    """:attr:`Objects.slice_areas` of an object map."""
+    ids, tables = geometry.slice_areas_along(object_map)
+    return {axis: (ids, table) for axis, table in enumerate(tables)}
 
 
 def _policy(present: tuple[int, ...], names: dict[int, str], spec: DatasetSpec) -> tuple[dict[int, int], list[Dropped]]:
@@ -195,10 +200,7 @@ def label_objects(
         kept = np.arange(max(label_of, default=0) + 1, dtype=object_map.dtype)  # the ids are 1..len(label_of)
         kept[erase] = 0
         object_map = geometry.relabel(object_map, kept)
-    areas = None
-    if slice_areas and rows:
-        ids, tables = geometry.slice_areas_along(object_map)
-        areas = {axis: (ids, table) for axis, table in enumerate(tables)}
+    areas = _slice_areas(object_map) if slice_areas and rows else None
     return LabelObjects(
         object_map, rows, label_of, dict(pieces), tuple(dropped), tuple(spacing), intensity is not None, areas
     )

@@ -258,6 +258,31 @@ pub fn object_stats<T: Label>(
         .collect()
 }
 
+/// Over a row's pixels and their 0/1 object marks: the object's pixel count, the sum of
+/// their positions in the row, of their grey levels and of the squares of those. In
+/// blocks whose sums fit 32 bits (255² × 4096 < 2³²), so the pass vectorises.
+fn masked_sums(marks: &[u8], grey: &[u8]) -> (u64, u64, u64, u64) {
+    const BLOCK: usize = 4096;
+    let (mut area, mut sum_x, mut sum, mut sumsq) = (0u64, 0u64, 0u64, 0u64);
+    for (block, (m, g)) in marks.chunks(BLOCK).zip(grey.chunks(BLOCK)).enumerate() {
+        let (mut a, mut sx, mut s1, mut s2) = (0u32, 0u32, 0u32, 0u32);
+        for (i, (&m, &g)) in m.iter().zip(g).enumerate() {
+            let keep = (m != 0) as u32;
+            let v = g as u32 * keep;
+            a += keep;
+            sx += i as u32 * keep;
+            s1 += v;
+            s2 += v * v;
+        }
+        let offset = (block * BLOCK) as u64;
+        area += a as u64;
+        sum_x += sx as u64 + offset * a as u64;
+        sum += s1 as u64;
+        sumsq += s2 as u64;
+    }
+    (area, sum_x, sum, sumsq)
+}
+
 /// A 2D label map and its grey levels, row-major.
 struct Plane<'a, T> {
     labels: &'a [T],
@@ -345,6 +370,28 @@ impl<T: Label> Plane<'_, T> {
             let down = &framed[(yy + 2) * pw..(yy + 3) * pw];
             let image_row = y * width;
             let grey = &self.grey[image_row..image_row + width];
+            // The object's pixels of the row: counts and sums without a branch per pixel
+            // (the compiler vectorises the pass), the row's ends by a search.
+            let cells = &row[xa + 1..xb + 1];
+            if let Some(first) = cells.iter().position(|&m| m != 0) {
+                let last = cells.iter().rposition(|&m| m != 0).expect("a first pixel");
+                let (area, sum_x, sum, sumsq) = masked_sums(
+                    &cells[first..=last],
+                    &grey[x0 + xa + first..=x0 + xa + last],
+                );
+                let start = (x0 + xa + first) as u64;
+                s.area += area;
+                s.sum_x += sum_x + area * start;
+                s.sum_y += area * y as u64;
+                s.inside_sum += sum;
+                s.inside_sumsq += sumsq;
+                tight = [
+                    tight[0].min(x0 + xa + first),
+                    tight[1].min(y),
+                    tight[2].max(x0 + xa + last + 1),
+                    tight[3].max(y + 1),
+                ];
+            }
             // The rows above and below in the image (the row itself at the image's edge,
             // where no pair is counted).
             let above = &self.grey[if y > 0 { image_row - width } else { image_row }..][..width];
@@ -354,10 +401,27 @@ impl<T: Label> Plane<'_, T> {
                 image_row
             }..][..width];
             let (has_up, has_down) = (y > 0, y + 1 < height);
-            let (mut row_area, mut row_first, mut row_last) = (0u64, usize::MAX, 0usize);
-            for xx in xa..xb {
-                let x = x0 + xx;
-                let p = xx + 1;
+            let mut p = xa + 1;
+            while p < xb + 1 {
+                // Eight pixels at a time where each equals its four neighbours (inside the
+                // object, or away from it): nothing to count there. A pixel by the image's
+                // edge has the zero frame beside it, so it is never skipped.
+                if p + 8 <= xb + 1 {
+                    let word = |at: usize, line: &[u8]| {
+                        u64::from_ne_bytes(line[at..at + 8].try_into().expect("8 bytes"))
+                    };
+                    let here = word(p, row);
+                    if (here ^ word(p - 1, row))
+                        | (here ^ word(p + 1, row))
+                        | (here ^ word(p, up))
+                        | (here ^ word(p, down))
+                        == 0
+                    {
+                        p += 8;
+                        continue;
+                    }
+                }
+                let x = x0 + p - 1;
                 if row[p] == 0 {
                     // An outside pixel next to the object: whose it is.
                     if (up[p] | down[p] | row[p - 1] | row[p + 1]) != 0 {
@@ -371,15 +435,10 @@ impl<T: Label> Plane<'_, T> {
                             }
                         }
                     }
+                    p += 1;
                     continue;
                 }
                 let v = grey[x] as u64;
-                row_area += 1;
-                row_first = row_first.min(x);
-                row_last = x;
-                s.sum_x += x as u64;
-                s.inside_sum += v;
-                s.inside_sumsq += v * v;
                 // Each side: the image's border, or an outside neighbour (a pair), or the object.
                 let has_left = x > 0;
                 let has_right = x + 1 < width;
@@ -389,7 +448,8 @@ impl<T: Label> Plane<'_, T> {
                     && has_left
                     && has_right
                 {
-                    continue; // inside the object and the image on every side: most pixels
+                    p += 1;
+                    continue; // inside the object and the image on every side
                 }
                 let mut on_outline = false;
                 for (inside_image, neighbour, g) in [
@@ -410,16 +470,7 @@ impl<T: Label> Plane<'_, T> {
                     s.outline += 1;
                     s.outline_on_border += !(has_up && has_down && has_left && has_right) as u64;
                 }
-            }
-            if row_area > 0 {
-                s.area += row_area;
-                s.sum_y += row_area * y as u64;
-                tight = [
-                    tight[0].min(row_first),
-                    tight[1].min(y),
-                    tight[2].max(row_last + 1),
-                    tight[3].max(y + 1),
-                ];
+                p += 1;
             }
         }
         if s.area == 0 {
@@ -516,7 +567,12 @@ impl<T: Label> Plane<'_, T> {
             try_push(&mut reach, across, "the ring's reach")?;
         }
         let (mut count, mut sum, mut sumsq) = (0u64, 0u64, 0u64);
+        // A span `(a, b)` as one number, `a` above `b`, while the window's columns fit 32
+        // bits (always, short of a 4-gigapixel row): numbers sort faster than pairs, to the
+        // same order.
+        let packed = u32::try_from(w).is_ok();
         let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut keys: Vec<u64> = Vec::new();
         for y in ra.saturating_sub(radius)..(rb + radius).min(h) {
             spans.clear();
             for yy in ra.max(y.saturating_sub(radius))..rb.min(y + radius + 1) {
@@ -532,7 +588,17 @@ impl<T: Label> Plane<'_, T> {
             if spans.is_empty() {
                 continue;
             }
-            spans.sort_unstable();
+            if packed {
+                keys.clear();
+                try_reserve(&mut keys, spans.len(), "a row's ring")?;
+                keys.extend(spans.iter().map(|&(a, b)| ((a as u64) << 32) | b as u64));
+                keys.sort_unstable();
+                for (span, &key) in spans.iter_mut().zip(&keys) {
+                    *span = ((key >> 32) as usize, (key & u64::from(u32::MAX)) as usize);
+                }
+            } else {
+                spans.sort_unstable();
+            }
             let own: &[(usize, usize)] = if (ra..rb).contains(&y) {
                 &runs[first[y - ra]..first[y - ra + 1]]
             } else {

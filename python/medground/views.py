@@ -502,16 +502,23 @@ def _pieces(view_objects: NDArray[Any], min_piece: int, object_masks: dict[int, 
 
 
 def _object_reader(
-    rendered: NDArray[np.uint8], view_objects: NDArray[Any], ids: list[int], ring_px: int, floor: float
+    rendered: NDArray[np.uint8],
+    view_objects: NDArray[Any],
+    ids: list[int],
+    boxes: list[tuple[int, int, int, int]],
+    ring_px: int,
+    floor: float,
 ) -> Callable[[int, tuple[int, int, int, int]], tuple[float, Visibility, geometry.ObjectStats | None]]:
     """``(object id, box) → (border share, visibility, statistics)`` for the objects of a
-    view (statistics for grey views only). Grey
-    views are read by the core, one pass per object for every object; photographs (RGB,
-    compared as float luminance) per object in numpy."""
+    view (statistics for grey views only), ``boxes`` their boxes ``(x0, y0, x1, y1)`` from
+    the view's table. Grey views are read by the core, one pass per object over its box
+    and ring for every object; photographs (RGB, compared as float luminance) per object in
+    numpy."""
     if rendered.ndim == 2 and rendered.dtype == np.uint8:
-        stats = dict(
-            zip(ids, geometry.object_stats(view_objects, rendered, ids, ring_px, "diamond", pieces=False), strict=True)
-        )
+        # The table's boxes: the core reads each object's window only, without a walk of
+        # the whole view to find them.
+        found = geometry.object_stats(view_objects, rendered, ids, ring_px, "diamond", pieces=False, within=boxes)
+        stats = dict(zip(ids, found, strict=True))
 
         def from_core(
             object_id: int, box: tuple[int, int, int, int]
@@ -616,13 +623,14 @@ def _make_view(
         # The table's columns as Python numbers, read by position (no row dicts).
         column = {name: table[name].tolist() for name in _VIEW_COLUMNS}
         ids, lo, hi = column["label"], table["bbox_min"].tolist(), table["bbox_max"].tolist()
-        read = _object_reader(rendered, view_objects, ids, ring_px, spec.render.min_contrast)
+        boxes = [(x0, y0, x1, y1) for (y0, x0), (y1, x1) in zip(lo, hi, strict=True)]
+        read = _object_reader(rendered, view_objects, ids, boxes, ring_px, spec.render.min_contrast)
         for i, object_id in enumerate(ids):
             anchor = objects.anchors.get(object_id)
             if anchor is None or not pieces.get(object_id):
                 continue
-            (y0, x0), (y1, x1) = lo[i], hi[i]
-            box = (x0, y0, x1, y1)
+            box = boxes[i]
+            x0, y0, x1, y1 = box
             share = 1.0
             if index_areas is not None and smap.axis is not None and smap.slice_index is not None:
                 areas = index_areas[object_id]

@@ -111,6 +111,40 @@ def test_object_stats_equal_the_pixel_readings(view: tuple[np.ndarray, np.ndarra
         assert b.pieces == a.pieces
 
 
+def test_object_stats_of_long_rows_and_large_interiors() -> None:
+    """Rows longer than the core's 4,096-pixel blocks of 32-bit sums, and interiors wide
+    enough to be passed over eight pixels at a time, give numpy's numbers."""
+    rng = np.random.default_rng(7)
+    labels = np.zeros((5, 9000), np.int32)
+    labels[1:4, 3:8990] = 2  # one object across three blocks of a row
+    labels[2, 4000:4100] = 3  # a second one inside it, across a block's end
+    grey = rng.integers(0, 256, labels.shape).astype(np.uint8)
+    big = np.zeros((120, 140), np.uint16)
+    big[10:110, 5:135] = 1
+    big[40:60, 20:30] = 4
+    big_grey = rng.integers(0, 256, big.shape).astype(np.uint8)
+    for lab, values in ((labels, grey), (big, big_grey)):
+        ids = [int(i) for i in np.unique(lab) if i]
+        for i, found in zip(ids, geometry.object_stats(lab, values, ids, 3, "diamond"), strict=True):
+            assert found is not None
+            mask = lab == i
+            ys, xs = np.nonzero(mask)
+            inside = values[mask].astype(np.int64)
+            assert found.area == mask.sum()
+            assert found.bbox == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert found.centre == (xs.mean() + 0.5, ys.mean() + 0.5)
+            assert (found.inside_sum, found.inside_sumsq) == (inside.sum(), (inside**2).sum())
+            padded = np.pad(mask, 1)
+            outline = mask & ~ndimage.binary_erosion(padded, ndimage.generate_binary_structure(2, 1))[1:-1, 1:-1]
+            assert found.outline == outline.sum()
+            touching = _dilate(mask, 1) & ~mask
+            owners, counts = np.unique(lab[touching], return_counts=True)
+            assert found.touching == touching.sum()
+            assert dict(found.touches) == {int(o): int(c) for o, c in zip(owners, counts, strict=True) if o}
+            ring = _dilate(mask, 3) & ~mask
+            assert (found.ring_count, found.ring_mean) == (ring.sum(), values[ring].astype(np.float64).mean())
+
+
 def test_pieces_are_counted_only_when_asked() -> None:
     labels = np.zeros((6, 6), np.uint8)
     labels[1, 1] = labels[4, 4] = 3

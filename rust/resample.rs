@@ -189,6 +189,13 @@ pub fn area_mean<T: Level>(plane: ArrayView2<T>, rows: Lines, cols: Lines) -> Ke
             let mut sums: Vec<i64> = try_vec_filled(pw, 0, "a row of sums")?;
             let mut means: Vec<T> = try_with_capacity(pw, "a row of means")?;
             for (&s, &e) in start.iter().zip(end) {
+                if e - s == 1 {
+                    // A run of one line: its mean is the line itself (rint and the clip
+                    // give a stored value back unchanged).
+                    let line = lines.line(s);
+                    out.extend(index.iter().map(|&c| line[c]));
+                    continue;
+                }
                 sums.fill(0);
                 for r in s..e {
                     for (sum, &v) in sums.iter_mut().zip(lines.line(r)) {
@@ -205,11 +212,16 @@ pub fn area_mean<T: Level>(plane: ArrayView2<T>, rows: Lines, cols: Lines) -> Ke
             // Running sums along the row: each column's sum is a difference of two.
             let mut running: Vec<i64> = try_vec_filled(pw + 1, 0, "a row of sums")?;
             for &r in index {
-                for (j, &v) in lines.line(r).iter().enumerate() {
+                let line = lines.line(r);
+                for (j, &v) in line.iter().enumerate() {
                     running[j + 1] = running[j] + v.wide();
                 }
                 out.extend(start.iter().zip(end).map(|(&s, &e)| {
-                    T::from_mean((running[e] - running[s]) as f64 / (e - s) as f64)
+                    if e - s == 1 {
+                        line[s] // a run of one column: its value
+                    } else {
+                        T::from_mean((running[e] - running[s]) as f64 / (e - s) as f64)
+                    }
                 }));
             }
         }
@@ -274,6 +286,54 @@ mod tests {
         assert_eq!(
             area_mean(top.view(), Lines::Mean(&[0], &[2]), Lines::Each(&[0])).unwrap(),
             vec![u32::MAX]
+        );
+    }
+
+    #[test]
+    fn runs_of_one_line_are_the_line() {
+        // Runs of one and of two lines side by side, along either axis, against the
+        // same means taken one by one; the extremes of the type come back unchanged.
+        let mut p = plane(4, 6, true);
+        p[[0, 0]] = i16::MIN;
+        p[[3, 5]] = i16::MAX;
+        let rows = area_mean(
+            p.view(),
+            Lines::Mean(&[0, 1, 3], &[1, 3, 4]),
+            Lines::Each(&[5, 0, 2]),
+        )
+        .unwrap();
+        let mean2 = |a: i16, b: i16| i16::from_mean((a as f64 + b as f64) / 2.0);
+        assert_eq!(
+            rows,
+            vec![
+                p[[0, 5]],
+                p[[0, 0]],
+                p[[0, 2]],
+                mean2(p[[1, 5]], p[[2, 5]]),
+                mean2(p[[1, 0]], p[[2, 0]]),
+                mean2(p[[1, 2]], p[[2, 2]]),
+                p[[3, 5]],
+                p[[3, 0]],
+                p[[3, 2]]
+            ]
+        );
+        let cols = area_mean(
+            p.view(),
+            Lines::Each(&[3, 0]),
+            Lines::Mean(&[0, 4, 5], &[4, 5, 6]),
+        )
+        .unwrap();
+        let mean4 = |r: usize| i16::from_mean((0..4).map(|c| p[[r, c]] as f64).sum::<f64>() / 4.0);
+        assert_eq!(
+            cols,
+            vec![
+                mean4(3),
+                p[[3, 4]],
+                p[[3, 5]],
+                mean4(0),
+                p[[0, 4]],
+                p[[0, 5]]
+            ]
         );
     }
 

@@ -77,6 +77,24 @@ def test_laterality_comes_from_geometry_not_names(shared_data: Path, tmp_path: P
         assert found == {name.rsplit("_", 1)[1]}, (name, found)
 
 
+@pytest.mark.parametrize("kind", ["CT", "MR"])
+def test_a_views_faces_equal_the_background_as_a_region(shared_data: Path, tmp_path: Path, kind: str) -> None:
+    """A grey view's faces (the background's from each object's outline pairs, without a
+    widened copy of the map) equal :func:`cues.shared_faces` of its object map for every
+    object of the view, on the real CT and MR; a photograph's come from ``shared_faces``."""
+    spec = load_spec(ct_mr_spec(shared_data, tmp_path, kind))
+    case = load_case(spec, find_cases(spec).cases[0])
+    objects = find_anchors(case, spec)
+    checked = 0
+    for view in iter_views(case, objects, spec, render.body_mask(case.image, spec.modality), []):
+        assert all(obj.grey is not None for obj in view.objects.values())
+        fast, plain = cues._faces(view), cues.shared_faces(view.object_map)
+        for object_id in view.objects:
+            assert dict(fast.get(object_id, {})) == dict(plain.get(object_id, {}))
+            checked += bool(plain.get(object_id, {}).get(0))
+    assert checked > 50  # objects with faces on the background
+
+
 def test_dermoscopy_has_no_patient_side(shared_data: Path, tmp_path: Path) -> None:
     (tmp_path / "ph2.toml").write_text(
         f'name = "ph2"\nmodality = "dermoscopy"\nbody_region = "skin"\nroot = "{shared_data / "dermoscopy_ph2"}"\n'

@@ -472,8 +472,24 @@ def _opposite(code: str) -> str:
 
 
 def _faces(view: View) -> dict[int, dict[int, int]]:
-    """Shared 4-neighbour faces between the objects of a view (0 = background)."""
-    return shared_faces(view.object_map)
+    """Shared 4-neighbour faces of the view's objects with each other and with the
+    background (0), as :func:`shared_faces` gives them for the objects of ``view.objects``.
+    Where the view read every object's statistics (grey views), an object's faces with the
+    background are its faces with anything outside it (``edge_count``) less those with other
+    objects: the core then walks the object map as it is, not a widened copy in which the
+    background is a region of its own."""
+    objects = view.objects
+    stats = [obj.grey for obj in objects.values()]
+    if not objects or any(found is None for found in stats):
+        return shared_faces(view.object_map)
+    faces = _pair_faces(geometry.contacts(view.object_map, 4), 0, 0)
+    for object_id, found in zip(objects, stats, strict=True):
+        assert found is not None
+        mine = faces[object_id]
+        rest = found.edge_count - sum(mine.values())
+        if rest:
+            mine[0] = rest
+    return faces
 
 
 def shared_faces(labels: NDArray[Any]) -> dict[int, dict[int, int]]:
@@ -487,7 +503,12 @@ def shared_faces(labels: NDArray[Any]) -> dict[int, dict[int, int]]:
     else:
         shift, background = 0, int(labels.max()) + 1 if labels.size else 1
         filled = np.where(labels == 0, np.uint32(background), labels.astype(np.uint32))
-    pairs = geometry.contacts(filled, 4 if labels.ndim == 2 else 6)
+    return _pair_faces(geometry.contacts(filled, 4 if labels.ndim == 2 else 6), shift, background)
+
+
+def _pair_faces(pairs: geometry.PairTable, shift: int, background: int) -> dict[int, dict[int, int]]:
+    """A contact table's faces both ways, by id: ``background`` read as 0 and every other
+    id less ``shift``."""
     faces: dict[int, dict[int, int]] = defaultdict(dict)
     # Python ints from the table at once (not a numpy scalar per element and conversion).
     for a, b, count in zip(pairs.a.tolist(), pairs.b.tolist(), pairs.count.tolist(), strict=True):

@@ -127,6 +127,7 @@ def _process_case(
             view_bytes=view_bytes,
         )
         accepted: list[Sample] = []
+        records: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
         rejections: list[dict[str, Any]] = []
         funnel = Funnel()
@@ -156,6 +157,9 @@ def _process_case(
             failures.extend(rejected[: len(part.failures)])
             rejections.extend(rejected[len(part.failures) :])
             accepted.extend(kept)
+            # The records as each part is verified: with a second core this overlaps the
+            # next part's views, where at the case's end the other core would stand idle.
+            records.extend(sample.to_dict() for sample in kept)
             lap("verify")
             stage = "render"
             result.images.update(part.images({s.image for s in kept} | {r["image"] for r in rejected}))
@@ -163,7 +167,7 @@ def _process_case(
             drafts, part = part, None  # the last part has the case's skips; the others go
             drafts.views = []
         assert drafts is not None, "draft_parts gives at least one part"
-        result.accepted = [s.to_dict() for s in accepted]
+        result.accepted = records
         result.rejected = failures + rejections
         result.skipped = drafts.skipped + _uncovered(drafts, accepted, result.rejected)
         result.checks = drafts.checks

@@ -111,9 +111,10 @@ def object_stats(
     ring: str,
     pieces: bool,
     within: NDArray[np.int64] | None = None,
-) -> list[dict[str, Any] | None]:
+) -> list[tuple[Any, ...] | None]:
     """Per-object box, sums, ring, edge, outline, touching owners and pieces of a 2D map
-    against 8-bit grey levels; ring "diamond" or "disk"; None for an absent id."""
+    against 8-bit grey levels, as a tuple in ``geometry.ObjectStats``' field order; ring
+    "diamond" or "disk"; None for an absent id."""
 
 def body_lines(
     grey: NDArray[np.uint8], fraction: float, min_size: int, along_rows: bool

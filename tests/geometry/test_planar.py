@@ -145,6 +145,26 @@ def test_object_stats_of_long_rows_and_large_interiors() -> None:
             assert (found.ring_count, found.ring_mean) == (ring.sum(), values[ring].astype(np.float64).mean())
 
 
+def test_object_stats_are_the_dataclass_its_constructor_makes() -> None:
+    """The statistics built from the core's rows are ``ObjectStats`` as its constructor
+    makes them: equal, of equal hash, frozen, and the same after a pickle round trip (Ray
+    moves them between processes)."""
+    import dataclasses
+    import pickle
+
+    labels = np.zeros((8, 9), np.uint8)
+    labels[1:5, 2:6] = 3
+    labels[5, 2] = 4
+    grey = np.arange(72, dtype=np.uint8).reshape(8, 9)
+    (found,) = geometry.object_stats(labels, grey, [3], 2, "diamond")
+    assert found is not None
+    made = geometry.ObjectStats(**{f.name: getattr(found, f.name) for f in dataclasses.fields(found)})
+    assert found == made and hash(found) == hash(made) and found.touches == ((4, 1),)
+    assert pickle.loads(pickle.dumps(found)) == found
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.area = 1  # type: ignore[misc]
+
+
 def test_pieces_are_counted_only_when_asked() -> None:
     labels = np.zeros((6, 6), np.uint8)
     labels[1, 1] = labels[4, 4] = 3

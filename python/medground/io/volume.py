@@ -14,6 +14,7 @@ photographs (endoscopy, dermoscopy) have no patient orientation and ``axcodes`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,9 +216,10 @@ class Volume:
         """Spatial shape (channels excluded)."""
         return tuple(int(s) for s in self.array.shape[: self.ndim])
 
-    @property
+    @functools.cached_property
     def spacing(self) -> tuple[float, ...]:
-        """Voxel size along each array axis, in millimetres (pixels for unscaled 2D images)."""
+        """Voxel size along each array axis, in millimetres (pixels for unscaled 2D images).
+        Worked out once (every view and check of a case asks for it)."""
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, : self.ndim], axis=0))
 
     @property

@@ -149,6 +149,16 @@ class Skip:
 
 
 @dataclass(frozen=True, eq=False)
+class MapReading:
+    """What the core's passes over a view's object map gave, once: every id's COCO RLE
+    counts and the map's region table (boxes and pixels, ascending ids). Verification
+    measures the same map (``View.object_map``): it takes these instead of walking it again."""
+
+    masks: dict[int, str]
+    table: geometry.RegionTable
+
+
+@dataclass(frozen=True, eq=False)
 class View:
     """One rendered image and the objects in it.
 
@@ -170,6 +180,8 @@ class View:
             :attr:`values`, so verification never renders a slice twice; a case's views are
             verified in parts, :func:`medground.generate.draft_parts`, so only one part's
             views hold them at once).
+        reading: the masks and region table of :attr:`object_map` as the view read them
+            (None where it read no masks: a crowded view, or one without objects).
     """
 
     case: Case
@@ -185,6 +197,7 @@ class View:
     skips: tuple[Skip, ...] = field(default_factory=tuple)
     encoding: render.Encoding = field(default_factory=render.Encoding)
     stored: NDArray[Any] | None = field(default=None, repr=False)
+    reading: MapReading | None = field(default=None, repr=False)
 
     @property
     def values(self) -> NDArray[Any]:
@@ -686,6 +699,7 @@ def _make_view(
         tuple(skips),
         render.encoding_for(image, smap, intensity, spec.render.image_format, spec.render.jpeg_quality),
         stored,
+        None if table is None or drawn.crowded else MapReading(drawn.masks, table),
     )
 
 

@@ -222,6 +222,9 @@ class Evidence:
             label's voxels before any became an object: what an absent query is checked
             against (None: only the objects of the view are known).
         label_names: label id → name for the ids of ``label_map``.
+        masks, table: every id's COCO RLE counts and the region table of ``objects``, where
+            whoever made the view read them already (the same core passes over the same
+            map); None: measured here.
     """
 
     image: NDArray[np.uint8]
@@ -249,6 +252,8 @@ class Evidence:
     full_scale: float | None = None
     label_map: NDArray[Any] | None = None
     label_names: Mapping[int, str] = field(default_factory=dict)
+    masks: Mapping[int, str] | None = None
+    table: Any = None
 
     @property
     def height(self) -> int:
@@ -504,7 +509,8 @@ class Measurements:
     def masks(self) -> dict[int, str]:
         """Every object's COCO RLE counts string on the view, from one walk of its objects
         map in the core: a stored mask equal to one of these is that object's pixels."""
-        return geometry.rle_by_label(self.evidence.objects)
+        given = self.evidence.masks
+        return dict(given) if given is not None else geometry.rle_by_label(self.evidence.objects)
 
     @cached_property
     def labels_in_view(self) -> frozenset[str]:
@@ -542,7 +548,8 @@ class Measurements:
     @cached_property
     def _table(self) -> Any:
         """Every object's box and pixel count on the view, ascending ids (one core pass)."""
-        return geometry.regionprops(self.evidence.objects, contours=False)
+        given = self.evidence.table
+        return given if given is not None else geometry.regionprops(self.evidence.objects, contours=False)
 
     @cached_property
     def _boxes(self) -> dict[int, tuple[slice, slice]]:
@@ -951,6 +958,8 @@ def evidence_of_view(
         full_scale=full_scale_of(image.array, values),
         label_map=case.labels,
         label_names=dict(case.label_names),
+        masks=None if view.reading is None else view.reading.masks,
+        table=None if view.reading is None else view.reading.table,
     )
 
 

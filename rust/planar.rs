@@ -567,12 +567,11 @@ impl<T: Label> Plane<'_, T> {
             try_push(&mut reach, across, "the ring's reach")?;
         }
         let (mut count, mut sum, mut sumsq) = (0u64, 0u64, 0u64);
-        // A span `(a, b)` as one number, `a` above `b`, while the window's columns fit 32
-        // bits (always, short of a 4-gigapixel row): numbers sort faster than pairs, to the
+        // A span `(a, b)` sorts by one number, `a` above `b`, while the window's columns fit
+        // 32 bits (always, short of a 4-gigapixel row): faster than comparing pairs, and the
         // same order.
         let packed = u32::try_from(w).is_ok();
         let mut spans: Vec<(usize, usize)> = Vec::new();
-        let mut keys: Vec<u64> = Vec::new();
         for y in ra.saturating_sub(radius)..(rb + radius).min(h) {
             spans.clear();
             for yy in ra.max(y.saturating_sub(radius))..rb.min(y + radius + 1) {
@@ -589,13 +588,7 @@ impl<T: Label> Plane<'_, T> {
                 continue;
             }
             if packed {
-                keys.clear();
-                try_reserve(&mut keys, spans.len(), "a row's ring")?;
-                keys.extend(spans.iter().map(|&(a, b)| ((a as u64) << 32) | b as u64));
-                keys.sort_unstable();
-                for (span, &key) in spans.iter_mut().zip(&keys) {
-                    *span = ((key >> 32) as usize, (key & u64::from(u32::MAX)) as usize);
-                }
+                spans.sort_unstable_by_key(|&(a, b)| ((a as u64) << 32) | b as u64);
             } else {
                 spans.sort_unstable();
             }

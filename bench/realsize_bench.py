@@ -4,14 +4,16 @@ Cases come from the seeded generators of ``bench/realsize.py``: the shared CT re
 512×512×300 (41 structures) without and with 50 liver lesions, dermoscopy photographs at
 camera size, slides with 50/200/1,000 nuclei, and the CT at three grid sizes.
 
-For each CT case, in the same run:
+For each CT case, in the same run, pass by pass in turn (after a pass that warms up):
+- **pipeline**: ``process_case`` in-process (load → anchors → views → cues → references →
+  template → verification → PNG), and the share of each stage: as a user runs it (the
+  core's kernels, and the PNG encoder ahead of verification, may use the second core);
 - **floor**: reading and inflating both files (ISA-L, the fastest inflate installed),
   ``connected_components`` + ``regionprops`` on the label map, and encoding the PNGs the
   run writes (at the run's PNG level); the pipeline cannot do less than this;
-- **pipeline**: ``process_case`` in-process (load → anchors → views → cues → references →
-  template → verification → PNG), median of ``--repeat`` passes, and the share of each
-  stage: as a user runs it (the core's kernels, and the PNG encoder ahead of verification,
-  may use the second core) and on one core (``set_num_threads(1)``);
+- **one core**: the pipeline again with ``set_num_threads(1)``;
+medians of ``--repeat`` passes, and the ratios as the median of each pass's ratio to the
+floor measured beside it (the machine is shared: its speed drifts over a run);
 - **peak memory**: a fresh process runs the case; peak RSS beyond the RSS after imports,
   against the decompressed input size.
 
@@ -22,7 +24,7 @@ holds one CPU and runs its kernels on one thread).
 
 Writes bench/realsize.json and its section of bench/README.md.
 
-Run: python bench/realsize_bench.py [--repeat 3] [--no-ray]
+Run: python bench/realsize_bench.py [--repeat 5] [--no-ray]
 """
 
 from __future__ import annotations
@@ -120,6 +122,35 @@ def floor(case_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
     out["total"] = sum(out.values())
     out["pngs"] = len(decoded)
     return out
+
+
+def against_floor(spec_path: Path, repeat: int) -> dict:
+    """The case's pipeline, on both cores and on one, and its floor, measured in turn pass by
+    pass (after a pass that warms up and gives the PNGs the floor encodes): each pass's
+    ratio sets the pipeline against a floor measured seconds apart, so a machine that speeds
+    up or slows down over the run moves both alike. Medians of the times and of the ratios."""
+    images = pipeline(spec_path, 1)["images"]
+    both, alone, floors = [], [], []
+    for _ in range(repeat):
+        both.append(pipeline(spec_path, 1))
+        floors.append(floor(spec_path.parent / "case0", images, 1))
+        alone.append(one_core(functools.partial(pipeline, spec_path, 1)))
+    median = statistics.median
+    bottom = {key: median(f[key] for f in floors) for key in ("read", "components", "png", "total")}
+    bottom["pngs"] = floors[0]["pngs"]
+    return {
+        "seconds": median(p["seconds"] for p in both),
+        "samples": both[0]["samples"],
+        "stages": {key: median(p["stages"][key] for p in both) for key in both[0]["stages"]},
+        "one_core_seconds": median(p["seconds"] for p in alone),
+        "floor": bottom,
+        "ratio": median(p["seconds"] / f["total"] for p, f in zip(both, floors, strict=True)),
+        "one_core_ratio": median(p["seconds"] / f["total"] for p, f in zip(alone, floors, strict=True)),
+        "passes": [
+            {"seconds": p["seconds"], "one_core_seconds": a["seconds"], "floor": f["total"]}
+            for p, a, f in zip(both, alone, floors, strict=True)
+        ],
+    }
 
 
 _PEAK = """
@@ -254,11 +285,11 @@ def ray_throughput(spec_path: Path, copies: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", default=str(HERE / "realsize.json"))
     args = parser.parse_args()
-    results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None}
+    results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None, "repeat": args.repeat}
     # The pipeline's own page setting (process_case sets it too) for every measurement, the
     # floor's included: both sides allocate alike. The collector as in the run's workers
     # (imports set aside): the in-process cases stand for a worker's.
@@ -267,16 +298,9 @@ def main() -> None:
 
     for lesions in (0, 50):
         spec_path = realsize.ct(lesions=lesions)
-        measured = pipeline(spec_path, args.repeat)
-        images = measured.pop("images")
-        alone = one_core(functools.partial(pipeline, spec_path, args.repeat))
-        measured["one_core_seconds"] = alone["seconds"]
-        bottom = floor(spec_path.parent / "case0", images, args.repeat)
+        measured = against_floor(spec_path, args.repeat)
         memory = peak_memory(spec_path)
-        row = {"name": f"CT 512×512×300, 41 structures, {lesions} lesions", **measured, "floor": bottom}
-        row["ratio"] = measured["seconds"] / bottom["total"]
-        row["one_core_ratio"] = measured["one_core_seconds"] / bottom["total"]
-        row["memory"] = memory
+        row = {"name": f"CT 512×512×300, 41 structures, {lesions} lesions", **measured, "memory": memory}
         results["cases"].append(row)
         print(json.dumps({k: v for k, v in row.items()}, default=str), flush=True)
 

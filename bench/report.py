@@ -149,9 +149,10 @@ def realsize_section(r: dict) -> list[str]:
         REALSIZE_TITLE,
         "",
         "`bench/realsize_bench.py` (cases from the seeded `bench/realsize.py`): one case in-process,",
-        "median of 3 passes, against its floor measured in the same run on one core — reading and",
-        "inflating both files with ISA-L, `connected_components` + `regionprops` on the label map, and",
-        "encoding the run's PNGs. *pipeline* is the wall time as a user runs it (the core's kernels and",
+        f"median of {r.get('repeat', 3)} passes, each against its floor measured beside it on one core (pipeline,",
+        "floor and one core in turn, pass by pass; the ratios are the medians of the passes' ratios) —",
+        "reading and inflating both files with ISA-L, `connected_components` + `regionprops` on the label",
+        "map, and encoding the run's PNGs. *pipeline* is the wall time as a user runs it (the core's kernels and",
         "the PNG encoder, which runs ahead of verification, may use the second core); *one core* is the",
         "same with `medground.set_num_threads(1)`, the cost each of Ray's one-CPU workers pays. Peak",
         "memory: a fresh process, its own high-water mark (`VmHWM`, reset before the case) beyond its",
@@ -159,17 +160,21 @@ def realsize_section(r: dict) -> list[str]:
         "ordinary pages, since fresh transparent huge pages cost 1.9 s per 157 MB on this machine).",
         "",
         "| case | samples | pipeline (s) | load | draft | verify | render | one core (s) | floor (s): read + cc + PNG"
-        " | pipeline ÷ floor | one core ÷ floor | peak extra RSS ÷ input |",
+        " | pipeline ÷ floor (passes) | one core ÷ floor | peak extra RSS ÷ input |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in r["cases"]:
         f, st, m = c["floor"], c["stages"], c["memory"]
+        spread = ""
+        if c.get("passes"):  # the passes' own ratios, lowest to highest
+            each = sorted(p["seconds"] / p["floor"] for p in c["passes"])
+            spread = f" ({each[0]:.1f}–{each[-1]:.1f})"
         lines.append(
             f"| {c['name']} | {c['samples']} | {c['seconds']:.2f} | "
             + " | ".join(f"{st.get(k, 0):.2f}" for k in ("load", "draft", "verify", "render"))
             + f" | {c.get('one_core_seconds', float('nan')):.2f}"
             + f" | {f['total']:.2f}: {f['read']:.2f} + {f['components']:.2f} + {f['png']:.2f} ({f['pngs']} PNGs)"
-            f" | **{c['ratio']:.1f}×** | {c.get('one_core_ratio', float('nan')):.1f}×"
+            f" | **{c['ratio']:.1f}×**{spread} | {c.get('one_core_ratio', float('nan')):.1f}×"
             f" | {m['extra'] / 2**20:.0f} MiB ÷ {m['input_bytes'] / 2**20:.0f} MiB ="
             f" {m['ratio']:.1f}× |"
         )

@@ -195,6 +195,49 @@ def test_a_case_that_kills_or_hangs_its_worker_is_that_cases_error(tmp_path: Pat
     )
 
 
+_SCRIPT = """
+import sys
+from pathlib import Path
+from medground.pipeline import load_run_config, run
+
+def main():
+    summary = run(load_run_config(Path(sys.argv[1])), Path(sys.argv[2]), use_ray=False, progress=False)
+    print("accepted", summary.accepted)
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_script_without_a_main_guard_is_told_so(tmp_path: Path, guarded: bool) -> None:
+    """The worker is a spawned process that imports the script's main module: a script
+    that runs the pipeline at import (no ``if __name__ == "__main__":``) makes every worker
+    exit before its first case. The run stops at once saying so, instead of recording each
+    case as a worker that "exited with status 1"; the guarded script runs."""
+    import subprocess
+    import sys
+
+    spec = photos(tmp_path / "data", ["a", "b"])
+    script = tmp_path / "make.py"
+    script.write_text(_SCRIPT + ('if __name__ == "__main__":\n    main()\n' if guarded else "main()\n"))
+    done = subprocess.run(
+        [sys.executable, str(script), str(spec), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    if guarded:
+        assert done.returncode == 0, done.stderr
+        assert "accepted" in done.stdout and int(done.stdout.split()[-1]) > 0
+    else:
+        assert done.returncode != 0
+        assert "WorkerStartError" in done.stderr and "before it could take a case" in done.stderr
+        assert 'if __name__ == "__main__":' in done.stderr
+        assert (
+            not (tmp_path / "out" / "errors.jsonl").exists()
+            or "exited with status" not in (tmp_path / "out" / "errors.jsonl").read_text()
+        )
+
+
 def test_time_and_memory_budgets_make_errors_not_casualties(tmp_path: Path) -> None:
     """``[run] case_timeout_s`` and ``case_memory_gb``: a case over either is an error with
     the budget named, in the worker that ran it; the run itself finishes."""

@@ -5,7 +5,9 @@ in a decoder) or hangs in a native call that the in-case timer cannot interrupt 
 take the run, or every ``--resume``, with it. The driver starts one worker process that
 runs the cases one at a time and sends each result back; when the worker dies, or has
 not answered a grace period after the case's time budget, the case becomes an error
-(``stage = "worker"``) and a fresh worker takes the next case.
+(``stage = "worker"``) and a fresh worker takes the next case. A worker that exits before
+it can take a case at all (a script without a main guard, which the spawned process
+re-runs) stops the run with that reason: every case would fail alike.
 """
 
 from __future__ import annotations
@@ -22,18 +24,27 @@ from medground.io.schema import DatasetSpec
 from medground.pipeline.budget import settle_collector
 from medground.pipeline.store import CaseResult
 
-__all__ = ["CaseWorker"]
+__all__ = ["CaseWorker", "WorkerStartError"]
 
 #: Seconds the supervisor waits past a case's time budget before it kills the worker.
 GRACE_S = 30.0
 
 Call = Callable[[DatasetSpec, CaseFiles], CaseResult]
 
+#: What a worker sends once it has started, before its first case.
+_READY = "ready"
+
+
+class WorkerStartError(RuntimeError):
+    """The worker process exited before it could take a case: no case can run, so the run
+    stops here rather than record every case as a worker error."""
+
 
 def _serve(conn: Connection, call: Call) -> None:
     """The worker's loop: a case in, its result out, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     settle_collector()
+    conn.send(_READY)
     while True:
         try:
             message = conn.recv()
@@ -52,7 +63,7 @@ def _serve(conn: Connection, call: Call) -> None:
 
 
 class CaseWorker:
-    """One forked worker process running cases through ``call``; replaced when it dies or
+    """One spawned worker process running cases through ``call``; replaced when it dies or
     overruns. Use as a context manager (the worker stops on exit)."""
 
     def __init__(self, call: Call, *, timeout_s: float | None, grace_s: float = GRACE_S) -> None:
@@ -65,6 +76,7 @@ class CaseWorker:
         self.restarts = 0
         self._process: Any = None
         self._conn: Connection | None = None
+        self._ready = False
         self._start()
 
     def _start(self) -> None:
@@ -72,7 +84,27 @@ class CaseWorker:
         self._process = self._context.Process(target=_serve, args=(child, self._call), daemon=True)
         self._process.start()
         child.close()
-        self._conn = parent
+        self._conn, self._ready = parent, False
+
+    def _await_start(self) -> None:
+        """Waits for the worker's word that it has started (outside any case's budget);
+        raises :class:`WorkerStartError` when it exited first."""
+        assert self._conn is not None
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(timeout=10)
+            code = self._process.exitcode
+            self._stop(kill=True)
+            raise WorkerStartError(
+                f"the case worker process exited (status {code}) before it could take a case. It is a"
+                " spawned process that imports the main module, so a script that runs the pipeline at"
+                " import runs it again there (what that printed is above, on stderr): start the pipeline"
+                ' under `if __name__ == "__main__":`'
+            ) from None
+        if message != _READY:
+            raise WorkerStartError(f"the case worker process sent {message!r} before it took a case")
+        self._ready = True
 
     def _stop(self, kill: bool) -> None:
         if self._process is None:
@@ -89,6 +121,8 @@ class CaseWorker:
 
     def run(self, spec: DatasetSpec, files: CaseFiles) -> CaseResult:
         """The case's result, or its error when the worker died or overran."""
+        if not self._ready:
+            self._await_start()
         assert self._conn is not None
         wait = None if self.timeout_s is None else self.timeout_s + self.grace_s
         try:

@@ -110,6 +110,7 @@ def test_a_worker_says_which_cases_hold_the_turn_and_how_long_they_ran(monkeypat
 
     # The actor here lives in the test process: its collector is not the actor's to freeze.
     monkeypatch.setattr(worker, "settle_collector", lambda: False)
+    monkeypatch.setattr(worker, "keep_freed_memory", lambda: False)
     actor = CaseActor(None)
     inside, release = threading.Event(), threading.Event()
 
@@ -234,6 +235,7 @@ def test_a_worker_admits_a_case_only_while_memory_allows(monkeypatch) -> None:
         return files
 
     monkeypatch.setattr(worker, "process_case", case)
+    monkeypatch.setattr(worker, "keep_freed_memory", lambda: False)  # the test process's allocator as it is
     actor = worker.CaseActor(None)  # no limit on this test process
 
     def cases(count: int, memory: int, budget: float) -> float:

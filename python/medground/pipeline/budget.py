@@ -29,6 +29,7 @@ __all__ = [
     "OverBudget",
     "case_budget",
     "fewer_collections",
+    "keep_freed_memory",
     "machine_memory",
     "memory_budget_text",
     "settle_collector",
@@ -141,6 +142,44 @@ def settle_collector() -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+#: glibc's ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+#: Free memory at the top of the heap glibc keeps rather than hand back (a C int: 2 GiB - 1).
+_KEEP_BYTES = (1 << 31) - 1
+_KEPT: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """In a worker process of the run's own, before its first case: memory the process
+    frees stays with it for the next case (glibc's heap for every allocation, none given
+    back); once per process, returns whether this call set it.
+
+    By default glibc maps each allocation of 32 MB or more (a case's volumes, object maps,
+    views' stacks) fresh from the kernel and unmaps it when freed, so every case faults
+    its memory in again page by page: ≈ 93,000 faults and 0.25 s of kernel time for the
+    real-size CT case, and more when both CPUs' workers fault at once. Kept, the next case
+    reuses the pages (≈ 2,000 faults); the worker's resident memory stays near its largest
+    case's peak (540 MB after CT, 50-lesion CT and nuclei cases in turn, against a 498 MB
+    peak). glibc only (elsewhere nothing changes); ``MALLOC_MMAP_MAX_``,
+    ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` set by the user are left as they are.
+    Not for a process the run does not own (:func:`settle_collector`'s rule)."""
+    if _KEPT:
+        return False
+    _KEPT.append(True)
+    if any(k in os.environ for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
+        return False
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
 
 
 #: Allocations between two collections of the youngest generation while a case runs

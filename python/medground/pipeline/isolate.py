@@ -21,7 +21,7 @@ from typing import Any
 
 from medground.io.discover import CaseFiles
 from medground.io.schema import DatasetSpec
-from medground.pipeline.budget import settle_collector
+from medground.pipeline.budget import keep_freed_memory, settle_collector
 from medground.pipeline.store import CaseResult
 
 __all__ = ["CaseWorker", "WorkerStartError"]
@@ -44,6 +44,7 @@ def _serve(conn: Connection, call: Call) -> None:
     """The worker's loop: a case in, its result out, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     settle_collector()
+    keep_freed_memory()
     conn.send(_READY)
     while True:
         try:

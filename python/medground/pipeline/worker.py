@@ -28,6 +28,7 @@ from medground.pipeline.budget import (
     OverBudget,
     case_budget,
     fewer_collections,
+    keep_freed_memory,
     memory_budget_text,
     settle_collector,
     small_pages,
@@ -274,6 +275,7 @@ class CaseActor:
 
     def __init__(self, memory_bytes: int | None) -> None:
         settle_collector()  # a worker process of the run's own: its imports are set aside
+        keep_freed_memory()  # and the memory one case frees is the next one's
         self._memory = memory_bytes
         self._limit = case_budget(None, memory_bytes)
         self._limit.__enter__()  # held for the actor's life

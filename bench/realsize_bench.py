@@ -14,8 +14,9 @@ For each CT case, in the same run, pass by pass in turn (after a pass that warms
 - **one core**: the pipeline again with ``set_num_threads(1)``;
 medians of ``--repeat`` passes, and the ratios as the median of each pass's ratio to the
 floor measured beside it (the machine is shared: its speed drifts over a run);
-- **peak memory**: a fresh process runs the case; peak RSS beyond the RSS after imports,
-  against the decompressed input size.
+- **peak memory**: a fresh process with a worker's allocator setting (freed memory kept)
+  runs the case three times; peak RSS beyond the RSS after imports, against the
+  decompressed input size.
 
 Then the cost against size (three grids) and against objects in one view (50/200/1,000
 nuclei) with the log-log slope, and the throughput of a local Ray instance on 2 CPUs
@@ -51,7 +52,7 @@ import realsize  # noqa: E402
 from medground import geometry  # noqa: E402
 from medground.io import load_spec  # noqa: E402
 from medground.pipeline import RunConfig  # noqa: E402
-from medground.pipeline.budget import settle_collector, small_pages  # noqa: E402
+from medground.pipeline.budget import keep_freed_memory, settle_collector, small_pages  # noqa: E402
 from medground.pipeline.runner import plan  # noqa: E402
 from medground.pipeline.worker import process_case  # noqa: E402
 from medground.render import PNG_LEVEL  # noqa: E402
@@ -158,20 +159,24 @@ import resource, sys, json
 import numpy as np
 from medground.io import load_spec
 from medground.pipeline import RunConfig
+from medground.pipeline.budget import keep_freed_memory
 from medground.pipeline.runner import plan
 from medground.pipeline.worker import process_case
 from medground.io.case import load_case
+keep_freed_memory()  # as a worker process: what a case frees stays for the next
 work = plan(RunConfig(datasets=(load_spec(sys.argv[1]),)))
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 case = load_case(*work[0])
 size = case.image.array.nbytes + case.labels.nbytes
 del case
 import gc; gc.collect()
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
 # The peak from here on: the kernel's high-water mark of this process's own memory, reset
 # now. (Not ru_maxrss: Linux carries the spawning parent's peak across fork and exec, so a
-# child of a large parent would report the parent's size.)
+# child of a large parent would report the parent's size.) The memory the first load freed
+# is still the process's (kept), and counts.
 open("/proc/self/clear_refs", "w").write("5")
-process_case(*work[0])
+for _ in range(3):  # a worker's cases one after another: the kept memory reused, not added to
+    process_case(*work[0])
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 peak = int(status["VmHWM"].split()[0]) * 1024
 print(json.dumps({"input_bytes": size, "rss_before": before, "peak_rss": peak}))
@@ -179,9 +184,10 @@ print(json.dumps({"input_bytes": size, "rss_before": before, "peak_rss": peak}))
 
 
 def peak_memory(spec_path: Path) -> dict:
-    """Peak RSS of one case in a fresh process, beyond the process's RSS before it (after
-    imports and a first load of the case to know its decompressed size, then freed): the
-    kernel's high-water mark (``VmHWM``), reset just before the case."""
+    """Peak RSS of a worker's cases in a fresh process, beyond the process's RSS after
+    imports: a load of the case to know its decompressed size, then the case three times,
+    with the workers' allocator setting (freed memory kept, so the peak is what the worker
+    holds between cases too); the kernel's high-water mark (``VmHWM``)."""
     done = subprocess.run([sys.executable, "-c", _PEAK, str(spec_path)], capture_output=True, text=True, check=True)
     found = json.loads(done.stdout.strip().splitlines()[-1])
     found["extra"] = found["peak_rss"] - found["rss_before"]
@@ -291,10 +297,12 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"cases": [], "sizes": [], "instances": [], "photos": None, "ray": None, "repeat": args.repeat}
     # The pipeline's own page setting (process_case sets it too) for every measurement, the
-    # floor's included: both sides allocate alike. The collector as in the run's workers
-    # (imports set aside): the in-process cases stand for a worker's.
+    # floor's included: both sides allocate alike. The collector and the allocator as in the
+    # run's workers (imports set aside, freed memory kept for the next case): the in-process
+    # cases stand for a worker's, and the floor allocates alike.
     small_pages()
     settle_collector()
+    keep_freed_memory()
 
     for lesions in (0, 50):
         spec_path = realsize.ct(lesions=lesions)

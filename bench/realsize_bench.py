@@ -163,17 +163,16 @@ from medground.pipeline.budget import keep_freed_memory
 from medground.pipeline.runner import plan
 from medground.pipeline.worker import process_case
 from medground.io.case import load_case
-keep_freed_memory()  # as a worker process: what a case frees stays for the next
 work = plan(RunConfig(datasets=(load_spec(sys.argv[1]),)))
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
-case = load_case(*work[0])
+case = load_case(*work[0])  # the readers' imports, and the decompressed size
 size = case.image.array.nbytes + case.labels.nbytes
 del case
 import gc; gc.collect()
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+keep_freed_memory()  # from here on as a worker process: what a case frees stays for the next
 # The peak from here on: the kernel's high-water mark of this process's own memory, reset
 # now. (Not ru_maxrss: Linux carries the spawning parent's peak across fork and exec, so a
-# child of a large parent would report the parent's size.) The memory the first load freed
-# is still the process's (kept), and counts.
+# child of a large parent would report the parent's size.)
 open("/proc/self/clear_refs", "w").write("5")
 for _ in range(3):  # a worker's cases one after another: the kept memory reused, not added to
     process_case(*work[0])
@@ -185,9 +184,9 @@ print(json.dumps({"input_bytes": size, "rss_before": before, "peak_rss": peak}))
 
 def peak_memory(spec_path: Path) -> dict:
     """Peak RSS of a worker's cases in a fresh process, beyond the process's RSS after
-    imports: a load of the case to know its decompressed size, then the case three times,
-    with the workers' allocator setting (freed memory kept, so the peak is what the worker
-    holds between cases too); the kernel's high-water mark (``VmHWM``)."""
+    imports and a first load of the case (to know its decompressed size, then freed): the
+    case three times with the workers' allocator setting (freed memory kept, so the peak is
+    what the worker holds between cases too); the kernel's high-water mark (``VmHWM``)."""
     done = subprocess.run([sys.executable, "-c", _PEAK, str(spec_path)], capture_output=True, text=True, check=True)
     found = json.loads(done.stdout.strip().splitlines()[-1])
     found["extra"] = found["peak_rss"] - found["rss_before"]

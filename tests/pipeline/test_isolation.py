@@ -238,6 +238,21 @@ def test_a_script_without_a_main_guard_is_told_so(tmp_path: Path, guarded: bool)
         )
 
 
+def test_a_worker_that_does_not_start_is_given_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that has not said it started within ``START_S`` (its imports stuck) is
+    killed and the run stops saying so, rather than wait for it without end."""
+    from medground.io import find_cases
+    from medground.pipeline import isolate
+
+    spec = load_run_config(photos(tmp_path / "data", ["a"])).datasets[0]
+    [files] = find_cases(spec).cases
+    monkeypatch.setattr(isolate, "START_S", 0.0)  # a spawned interpreter takes longer than that
+    worker = isolate.CaseWorker(worker_module.process_case, timeout_s=None)
+    with pytest.raises(isolate.WorkerStartError, match="did not start within 0 s"):
+        worker.run(spec, files)
+    worker.close()
+
+
 def test_time_and_memory_budgets_make_errors_not_casualties(tmp_path: Path) -> None:
     """``[run] case_timeout_s`` and ``case_memory_gb``: a case over either is an error with
     the budget named, in the worker that ran it; the run itself finishes."""

@@ -28,6 +28,8 @@ __all__ = ["CaseWorker", "WorkerStartError"]
 
 #: Seconds the supervisor waits past a case's time budget before it kills the worker.
 GRACE_S = 30.0
+#: Seconds a worker may take to start (its imports) before the run gives up on it.
+START_S = 300.0
 
 Call = Callable[[DatasetSpec, CaseFiles], CaseResult]
 
@@ -92,6 +94,9 @@ class CaseWorker:
         raises :class:`WorkerStartError` when it exited first."""
         assert self._conn is not None
         try:
+            if not self._conn.poll(START_S):
+                self._stop(kill=True)
+                raise WorkerStartError(f"the case worker process did not start within {START_S:g} s; killed")
             message = self._conn.recv()
         except (EOFError, OSError):
             self._process.join(timeout=10)
@@ -104,6 +109,7 @@ class CaseWorker:
                 ' under `if __name__ == "__main__":`'
             ) from None
         if message != _READY:
+            self._stop(kill=True)
             raise WorkerStartError(f"the case worker process sent {message!r} before it took a case")
         self._ready = True
 

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,31 +99,35 @@ def pipeline(spec_path: Path, repeat: int) -> dict:
     }
 
 
-def floor(case_dir: Path, images: dict[str, bytes], repeat: int) -> dict:
-    """The least any pipeline does for the case: read + inflate, components + regions, PNGs."""
+def floor(case_dir: Path, images: dict[str, bytes]) -> Callable[[], dict]:
+    """The least any pipeline does for the case: read + inflate, components + regions, PNGs.
+    Its inputs (the label map, the run's images decoded) are prepared once; the returned
+    call measures one pass."""
     import nibabel as nib
     from isal import igzip
     from PIL import Image
 
     decoded = [np.asarray(Image.open(io.BytesIO(png))) for png in images.values()]
     labels = np.asanyarray(nib.load(case_dir / "seg.nii.gz").dataobj)
-    parts: dict[str, list[float]] = {"read": [], "components": [], "png": []}
-    for _ in range(repeat):
+
+    def measure() -> dict:
+        out: dict = {}
         start = time.perf_counter()
         for name in ("ct.nii.gz", "seg.nii.gz"):
             igzip.decompress((case_dir / name).read_bytes())
-        parts["read"].append(time.perf_counter() - start)
+        out["read"] = time.perf_counter() - start
         start = time.perf_counter()
         geometry.regionprops(geometry.connected_components(labels), contours=False)
-        parts["components"].append(time.perf_counter() - start)
+        out["components"] = time.perf_counter() - start
         start = time.perf_counter()
         for image in decoded:
             Image.fromarray(image).save(io.BytesIO(), format="PNG", compress_level=PNG_LEVEL)
-        parts["png"].append(time.perf_counter() - start)
-    out = {k: statistics.median(v) for k, v in parts.items()}
-    out["total"] = sum(out.values())
-    out["pngs"] = len(decoded)
-    return out
+        out["png"] = time.perf_counter() - start
+        out["total"] = out["read"] + out["components"] + out["png"]
+        out["pngs"] = len(decoded)
+        return out
+
+    return measure
 
 
 def against_floor(spec_path: Path, repeat: int) -> dict:
@@ -130,11 +135,11 @@ def against_floor(spec_path: Path, repeat: int) -> dict:
     pass (after a pass that warms up and gives the PNGs the floor encodes): each pass's
     ratio sets the pipeline against a floor measured seconds apart, so a machine that speeds
     up or slows down over the run moves both alike. Medians of the times and of the ratios."""
-    images = pipeline(spec_path, 1)["images"]
+    bottom_pass = floor(spec_path.parent / "case0", pipeline(spec_path, 1)["images"])
     both, alone, floors = [], [], []
     for _ in range(repeat):
         both.append(pipeline(spec_path, 1))
-        floors.append(floor(spec_path.parent / "case0", images, 1))
+        floors.append(bottom_pass())
         alone.append(one_core(functools.partial(pipeline, spec_path, 1)))
     median = statistics.median
     bottom = {key: median(f[key] for f in floors) for key in ("read", "components", "png", "total")}

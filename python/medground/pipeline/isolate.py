@@ -99,11 +99,10 @@ class CaseWorker:
                 raise WorkerStartError(f"the case worker process did not start within {START_S:g} s; killed")
             message = self._conn.recv()
         except (EOFError, OSError):
-            self._process.join(timeout=10)
-            code = self._process.exitcode
+            ended = self._ended()
             self._stop(kill=True)
             raise WorkerStartError(
-                f"the case worker process exited (status {code}) before it could take a case. It is a"
+                f"the case worker process {ended} before it could take a case. It is a"
                 " spawned process that imports the main module, so a script that runs the pipeline at"
                 " import runs it again there (what that printed is above, on stderr): start the pipeline"
                 ' under `if __name__ == "__main__":`'
@@ -112,6 +111,16 @@ class CaseWorker:
             self._stop(kill=True)
             raise WorkerStartError(f"the case worker process sent {message!r} before it took a case")
         self._ready = True
+
+    def _ended(self) -> str:
+        """How the worker process that closed its end of the pipe ended, in words."""
+        self._process.join(timeout=10)
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            hint = " (an allocation failure in native code aborts)" if name == "SIGABRT" else ""
+            return f"was killed by {name}{hint}"
+        return f"exited with status {code}"
 
     def _stop(self, kill: bool) -> None:
         if self._process is None:
@@ -139,14 +148,7 @@ class CaseWorker:
                 return result
             problem = f"no result {wait:g} s after it started (time budget {self.timeout_s:g} s + grace); killed"
         except (EOFError, OSError, BrokenPipeError):
-            self._process.join(timeout=10)
-            code = self._process.exitcode
-            if code is not None and code < 0:
-                name = signal.Signals(-code).name
-                hint = " (an allocation failure in native code aborts)" if name == "SIGABRT" else ""
-                problem = f"its worker process was killed by {name}{hint}"
-            else:
-                problem = f"its worker process exited with status {code}"
+            problem = f"its worker process {self._ended()}"
         self._stop(kill=True)
         self.restarts += 1
         self._start()

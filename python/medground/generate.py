@@ -67,6 +67,9 @@ class CaseDrafts:
         volume: the case's volume as the image of its volume samples (``[render] axes``
             with ``volume``), None otherwise.
         encoding: image file → its bytes being encoded ahead (:meth:`encode_ahead`).
+        evidence: the case's volume evidence (:func:`case_evidence`), made once for the case
+            and handed to each of its parts, so what it measures once per case (each
+            object's voxels, the body's middle) is not measured again for every part.
     """
 
     samples: list[Sample] = field(default_factory=list)
@@ -83,6 +86,7 @@ class CaseDrafts:
     volume: VolumeScene | None = None
 
     encoding: dict[str, Future[bytes]] = field(default_factory=dict)
+    evidence: CaseEvidence | None = None
 
     def encode_ahead(self) -> None:
         """Starts encoding the image of every view that has drafts on a second thread (PNG
@@ -283,6 +287,13 @@ class _Drafter:
         # same wherever the data is mounted.
         self.source = _relative(case.image.path, spec.root)
         self.said: set[tuple[str | None, tuple[Any, ...], str]] = set()
+        self.evidence = (
+            None
+            if case.image.is_2d
+            else CaseEvidence(
+                objects.map, case.image.array, case.image.affine, spec.modality, areas=objects.slice_areas
+            )
+        )
         self.unsaid: list[dict[str, Any]] = []
 
     def part(self, views: list[View]) -> CaseDrafts:
@@ -296,6 +307,7 @@ class _Drafter:
             object_volume=None if case.image.is_2d else objects.map,
             object_areas=None if case.image.is_2d else objects.slice_areas,
             clinical=self.terms,
+            evidence=self.evidence,
         )
         referred = []
         for view in views:
@@ -472,9 +484,12 @@ def _relative(path: Path, root: Path) -> str:
 
 def case_evidence(drafts: CaseDrafts, spec: DatasetSpec) -> CaseEvidence | None:
     """The case's volume evidence (objects on the volume's grid, the image volume), shared by
-    its views' measurements; None for 2D images."""
+    its views' measurements (the one the case's parts share, where they have it); None for
+    2D images."""
     if drafts.object_volume is None or not drafts.views:
         return None
+    if drafts.evidence is not None:
+        return drafts.evidence
     image = drafts.views[0].case.image
     return CaseEvidence(drafts.object_volume, image.array, image.affine, spec.modality, areas=drafts.object_areas)
 

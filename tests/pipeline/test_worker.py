@@ -175,7 +175,7 @@ def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path,
     """A case drafted and verified one view at a time (each part let go before the next is
     made) gives what the whole case gives: the same images, records in the same order,
     skips (volume samples and absent queries included) and funnel."""
-    from medground.generate import draft_parts
+    from medground.generate import case_evidence, draft_parts
     from medground.io import find_cases, load_spec
     from medground.io.case import load_case
     from medground.pipeline.worker import process_case
@@ -207,6 +207,10 @@ def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path,
     split = list(draft_parts(case, spec, view_bytes=1))
     assert len(split) > 2 and all(len(part.views) == 1 for part in split[:-1])
     assert all(not part.skipped for part in split[:-1]) and split[-1].skipped
+    # The parts share the case's volume evidence: what it measures once (each object's
+    # voxels, the objects on the volume's border) is measured once for the case.
+    shared = case_evidence(split[0], spec)
+    assert shared is not None and all(case_evidence(part, spec) is shared for part in split if part.views)
 
 
 def test_a_worker_sets_its_start_up_objects_aside_once_without_keeping_garbage(demo_data: Path) -> None:

@@ -149,9 +149,14 @@ class CaseEvidence:
         counts: dict[int, int] = {}
         for axis in range(self.object_volume.ndim):
             rows, table = self.areas(axis)
+            if not rows:
+                continue
+            # Whole tables at once: an object's voxels are its row's sum along any axis.
+            sums = table.sum(axis=1).tolist()
+            edge = ((table[:, 0] != 0) | (table[:, -1] != 0)).tolist()
             for object_id, row in rows.items():
-                counts[object_id] = int(table[row].sum())
-                if table[row, 0] or table[row, -1]:
+                counts[object_id] = int(sums[row])
+                if edge[row]:
                     border.add(object_id)
         return counts, frozenset(border)
 

@@ -30,7 +30,7 @@ is not where the label map lacks it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,19 +117,25 @@ class _Judge:
         """None when every claim is true of the object, else (reason, detail) of the first that
         fails. An object is measured only when a claim needs it (of a thousand nuclei, "the
         largest" reads their areas, not their shapes)."""
+        return self.fits_kind(object_id) or self.fits_said(object_id)
+
+    def fits_said(self, object_id: int) -> tuple[str, str] | None:
+        """The claims past what it is: its words, measurements and relations."""
         claims = self.claims
         return (
-            self.fits_kind(object_id)
-            or self.fits_words(object_id)
+            self.fits_words(object_id)
             or (self.fits_measurements(self.measures.of(object_id)) if claims.lengths_mm or claims.volumes_ml else None)
             or (self.fits_relations(object_id) if claims.relations else None)
         )
 
     def fits_kind(self, object_id: int) -> tuple[str, str] | None:
         """The claims of what it is: in pieces, its category, a lesion, its clinical finding."""
+        return self.fits_pieces(object_id) or self.fits_label(object_id)
+
+    def fits_pieces(self, object_id: int) -> tuple[str, str] | None:
         if self.claims.parts and self.pieces(object_id) < 2:
             return "count_mismatch", "it is seen in one piece"
-        return self.fits_label(object_id)
+        return None
 
     def fits_label(self, object_id: int) -> tuple[str, str] | None:
         """The claims its label and clinical attributes settle (its category, a lesion, its
@@ -146,54 +152,43 @@ class _Judge:
         return None
 
     def fits_words(self, object_id: int) -> tuple[str, str] | None:
-        """The claims a word makes: side, place, shape, intensity, size and rank."""
+        """The claims a word makes: side, place, shape, intensity, size and rank, in that
+        order (the object measured only when one of them is claimed)."""
+        return self.fits_place(object_id) or self.fits_look(object_id)
+
+    def fits_place(self, object_id: int) -> tuple[str, str] | None:
+        """Side and place words."""
+        claims, measures, ev = self.claims, self.measures, self.evidence
+        sides = [s for s in claims.sides if not (s == "bilateral" and self.multi)]
+        if sides:
+            m = measures.of(object_id)
+            if any(side not in m.sides for side in sides):
+                return "laterality_mismatch", f"{m.right_share} of it lies on the patient's right"
+        if claims.positions:
+            m = measures.of(object_id)
+            if any(not in_cell(m.box, place, ev.width, ev.height) for place in claims.positions):
+                return "position_mismatch", f"its box centre is in the {m.position} cell"
+        return None
+
+    def fits_look(self, object_id: int) -> tuple[str, str] | None:
+        """Shape, intensity, size and rank words."""
         claims, measures = self.claims, self.measures
-        ev = self.evidence
-
-        def m() -> Measured:  # measured when a word needs it
-            return measures.of(object_id)
-
-        checks: list[tuple[list[str], Callable[[str], bool], str, Callable[[], str]]] = [
-            (
-                [s for s in claims.sides if not (s == "bilateral" and self.multi)],
-                lambda side: side in m().sides,
-                "laterality_mismatch",
-                lambda: f"{m().right_share} of it lies on the patient's right",
-            ),
-            (
-                claims.positions,
-                lambda place: in_cell(m().box, place, ev.width, ev.height),
-                "position_mismatch",
-                lambda: f"its box centre is in the {m().position} cell",
-            ),
-            (
-                claims.shapes,
-                lambda shape: shape in (m().shapes or ()),
-                "shape_mismatch",
-                lambda: f"measured shape {sorted(m().shapes or [])}",
-            ),
-            (
-                claims.intensities,
-                lambda word: intensity_direction(word) in m().intensities,
-                "intensity_mismatch",
-                lambda: f"mean grey {m().contrast} against its ring",
-            ),
-            (
-                claims.size_classes,
-                lambda size: size in (m().sizes or ()),
-                "size_mismatch",
-                lambda: f"measured size {sorted(m().sizes or [])}",
-            ),
-            (
-                [] if self.multi else claims.size_ranks,
-                lambda rank: rank in measures.rank(object_id),
-                "size_mismatch",
-                lambda: f"rank {sorted(measures.rank(object_id)) if claims.size_ranks else []} among its kind",
-            ),
-        ]
-        for words, true_of_it, reason, detail in checks:
-            if any(not true_of_it(word) for word in words):
-                return reason, detail()
+        if claims.shapes:
+            m = measures.of(object_id)
+            if any(shape not in (m.shapes or ()) for shape in claims.shapes):
+                return "shape_mismatch", f"measured shape {sorted(m.shapes or [])}"
+        if claims.intensities:
+            m = measures.of(object_id)
+            if any(intensity_direction(word) not in m.intensities for word in claims.intensities):
+                return "intensity_mismatch", f"mean grey {m.contrast} against its ring"
+        if claims.size_classes:
+            m = measures.of(object_id)
+            if any(size not in (m.sizes or ()) for size in claims.size_classes):
+                return "size_mismatch", f"measured size {sorted(m.sizes or [])}"
+        if claims.size_ranks and not self.multi:
+            rank = measures.rank(object_id)
+            if any(word not in rank for word in claims.size_ranks):
+                return "size_mismatch", f"rank {sorted(rank)} among its kind"
         return None
 
     def fits_measurements(self, m: Measured) -> tuple[str, str] | None:
@@ -243,8 +238,12 @@ class _Judge:
             if any(count != expected for count in self.claims.counts) or (self.multi and expected != len(targets)):
                 raise _Reject("count_mismatch", f"claims {self.claims.counts}, the view has {expected}")
         # Objects of another kind are passed over before their parts are counted.
+        # (What it is first: its label settles most objects without a measurement.)
         matching = {
-            o for o in self.measures.object_ids if o in targets or (self.fits_label(o) is None and self.fits(o) is None)
+            o
+            for o in self.measures.object_ids
+            if o in targets
+            or (self.fits_label(o) is None and self.fits_pieces(o) is None and self.fits_said(o) is None)
         }
         if matching != targets:
             extra = sorted(matching - targets)

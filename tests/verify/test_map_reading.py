@@ -1,6 +1,7 @@
 """Verification measures a view's object map itself, or takes the masks and region table the
 view read from that same map (``View.reading``): the measurements are the same either way,
-for every view of the shared CT and MR and of a 2D set (dermoscopy)."""
+for every view of the shared CT and MR and of a 2D set (dermoscopy); and an object's side,
+box and place read alone (before the rest of it) are those of its whole measurement."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def _same_with_and_without(spec_path: Path) -> int:
         for view in drafts.views:
             handed = view_measurements(drafts, spec, view, shared)
             own = Measurements(dataclasses.replace(handed.evidence, masks=None, table=None))
+            alone = Measurements(handed.evidence)  # each fact asked for before the rest is measured
+            for object_id in alone.object_ids:
+                share, box, place = alone.right_share(object_id), alone.box(object_id), alone.position(object_id)
+                m = own.of(object_id)
+                assert (share, box, place) == (m.right_share, m.box, m.position)
+                assert alone.sides(object_id) == m.sides
             read += view.reading is not None
             assert handed.masks == own.masks
             assert handed.object_ids == own.object_ids

@@ -505,6 +505,7 @@ class Measurements:
         self.evidence = evidence
         self._cache: dict[int, Measured] = {}
         self._readings: dict[int, _Reading] = {}
+        self._shares: dict[int, float | None] = {}
         self._pieces: dict[int, int] = {}
         self._in_case: dict[str, bool] = {}
 
@@ -676,6 +677,39 @@ class Measurements:
         term = clinical_term(label, self.evidence.body_region)
         return f"{term.side} {term.noun}" if term.side else term.noun
 
+    def right_share(self, object_id: int) -> float | None:
+        """The object's share of pixels right of the midline (what its side words rest on),
+        measured alone while nothing else of it is asked for: an ambiguity sweep over the
+        lesions of a view that says "left" reads their sides, not their grey levels."""
+        known = self._cache.get(object_id)
+        if known is not None:
+            return known.right_share
+        if object_id not in self._shares:
+            rows, cols = self._local(object_id)
+            if rows is None or cols is None:
+                raise KeyError(f"object {object_id} has no pixels in the view")
+            self._shares[object_id] = self._right_share(object_id, rows, cols)
+        return self._shares[object_id]
+
+    def sides(self, object_id: int) -> frozenset[str]:
+        """The side words the object allows (:func:`sides_of` its :meth:`right_share`)."""
+        return sides_of(self.right_share(object_id))
+
+    def box(self, object_id: int) -> tuple[int, ...]:
+        """The object's box ``(x0, y0, x1, y1)`` (the region table's: the tight box its
+        reading gives too), without measuring the rest of it."""
+        known = self._cache.get(object_id)
+        if known is not None:
+            return known.box
+        rows, cols = self._local(object_id)
+        if rows is None or cols is None:
+            raise KeyError(f"object {object_id} has no pixels in the view")
+        return (cols.start, rows.start, cols.stop, rows.stop)
+
+    def position(self, object_id: int) -> str:
+        """The image cell of the object's box centre (:func:`medground.words.image_position`)."""
+        return image_position(self.box(object_id), self.evidence.width, self.evidence.height)
+
     def of(self, object_id: int) -> Measured:
         if object_id not in self._cache:
             self._cache[object_id] = self._measure(object_id)
@@ -694,7 +728,7 @@ class Measurements:
         box = reading.box
         label = ev.labels[object_id]
         kind = ev.kinds.get(object_id, "organ")
-        right_share = self._right_share(object_id, rows, cols)
+        right_share = self.right_share(object_id)
         sides = sides_of(right_share)
         contrast, intensities = self._intensity(reading)
         scale = ev.pixel_mm or (1.0, 1.0)

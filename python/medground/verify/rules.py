@@ -41,7 +41,7 @@ from medground.anatomy import is_lesion, names_overlap, priors
 from medground.records import Sample, StageResult
 from medground.terms import category_key, clinical_term
 from medground.verify.claims import Claims, extract_claims
-from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction
+from medground.verify.measure import WITHIN_SHARE, Measured, Measurements, intensity_direction, sides_of
 from medground.words import in_cell
 
 __all__ = ["RuleSettings", "check_absent", "check_rules"]
@@ -91,9 +91,7 @@ class _Judge:
         if not sided:
             return True
         side = clinical_term(value, self.region).side
-        return (
-            side is None or clinical_term(label, self.region).side == side or side in self.measures.of(object_id).sides
-        )
+        return side is None or clinical_term(label, self.region).side == side or side in self.measures.sides(object_id)
 
     def others_named(self, value: str, object_id: int) -> list[int]:
         return [o for o in self.measures.object_ids if o != object_id and self.named(value, o)]
@@ -111,7 +109,7 @@ class _Judge:
         if any(term not in self.evidence.clinical.get(object_id, {}).values() for term in claims.clinical):
             return False
         sides = [side for side in claims.sides if side != "bilateral"]
-        return not sides or all(side in self.measures.of(object_id).sides for side in sides)
+        return not sides or all(side in self.measures.sides(object_id) for side in sides)
 
     def fits(self, object_id: int) -> tuple[str, str] | None:
         """None when every claim is true of the object, else (reason, detail) of the first that
@@ -161,13 +159,13 @@ class _Judge:
         claims, measures, ev = self.claims, self.measures, self.evidence
         sides = [s for s in claims.sides if not (s == "bilateral" and self.multi)]
         if sides:
-            m = measures.of(object_id)
-            if any(side not in m.sides for side in sides):
-                return "laterality_mismatch", f"{m.right_share} of it lies on the patient's right"
+            share = measures.right_share(object_id)
+            if any(side not in sides_of(share) for side in sides):
+                return "laterality_mismatch", f"{share} of it lies on the patient's right"
         if claims.positions:
-            m = measures.of(object_id)
-            if any(not in_cell(m.box, place, ev.width, ev.height) for place in claims.positions):
-                return "position_mismatch", f"its box centre is in the {m.position} cell"
+            box = measures.box(object_id)
+            if any(not in_cell(box, place, ev.width, ev.height) for place in claims.positions):
+                return "position_mismatch", f"its box centre is in the {measures.position(object_id)} cell"
         return None
 
     def fits_look(self, object_id: int) -> tuple[str, str] | None:

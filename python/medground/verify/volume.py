@@ -127,6 +127,15 @@ class VolumeMeasurements(Measurements):
             self._pieces[object_id] = int(np.count_nonzero(sizes >= self.min_piece))
         return self._pieces[object_id]
 
+    def right_share(self, object_id: int) -> float | None:
+        return self.of(object_id).right_share
+
+    def box(self, object_id: int) -> tuple[int, ...]:
+        return self.of(object_id).box
+
+    def position(self, object_id: int) -> str:
+        return self.of(object_id).position
+
     def _local_mask(self, object_id: int) -> NDArray[np.bool_]:
         window = self._boxes3.get(object_id)
         if window is None:

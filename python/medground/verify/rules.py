@@ -235,8 +235,8 @@ class _Judge:
             expected = len([o for o in self.measures.object_ids if self.of_kind(o)])
             if any(count != expected for count in self.claims.counts) or (self.multi and expected != len(targets)):
                 raise _Reject("count_mismatch", f"claims {self.claims.counts}, the view has {expected}")
-        # Objects of another kind are passed over before their parts are counted.
-        # (What it is first: its label settles most objects without a measurement.)
+        # Objects of another kind are passed over (on their labels, without a measurement)
+        # before their parts are counted or anything else of them is measured.
         matching = {
             o
             for o in self.measures.object_ids

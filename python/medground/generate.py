@@ -60,16 +60,15 @@ class CaseDrafts:
         failures: synthesis rejections (model backends).
         checks: the case's self-checks (midline source, laterality witnessed by side-named labels).
         labels: the declared labels present in the case (id → name).
-        object_volume: the objects' ids on the volume's grid (the masks verification
-            measures sizes and completeness from); None for 2D images.
-        object_areas: array axis → (object ids, their voxels per slice) of ``object_volume``.
         clinical: object id → clinical attribute → term, from the dataset's case table.
         volume: the case's volume as the image of its volume samples (``[render] axes``
             with ``volume``), None otherwise.
         encoding: image file → its bytes being encoded ahead (:meth:`encode_ahead`).
-        evidence: the case's volume evidence (:func:`case_evidence`), made once for the case
-            and handed to each of its parts, so what it measures once per case (each
-            object's voxels, the body's middle) is not measured again for every part.
+        evidence: the case's volume evidence (the objects' ids on the volume's grid, which
+            verification measures sizes and completeness from, and the image volume; None
+            for 2D images), made once for the case and handed to each of its parts, so what
+            it measures once per case (each object's voxels, the body's middle) is not
+            measured again for every part.
     """
 
     samples: list[Sample] = field(default_factory=list)
@@ -80,8 +79,6 @@ class CaseDrafts:
     checks: dict[str, Any] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)
     case_id: str = ""
-    object_volume: Any = None
-    object_areas: dict[int, tuple[Any, Any]] | None = None
     clinical: dict[int, dict[str, str]] = field(default_factory=dict)
     volume: VolumeScene | None = None
 
@@ -152,10 +149,10 @@ def draft_parts(
     arrays hold about ``view_bytes`` together (at least one view; None: the whole case in
     one part). Views are made as the parts are asked for, so a caller that verifies each
     part and lets go of it holds one part's views at a time, not the case's. Every part has
-    the case's fields (``checks``, ``labels``, ``object_volume``, ``object_areas``,
-    ``clinical``); the last one also has the volume samples and the case's complete
-    ``skipped``. Together the parts have the samples, facts and failures of
-    :func:`draft_case`, in its order: a model gets one part's views per batch."""
+    the case's fields (``checks``, ``labels``, ``evidence``, ``clinical``); the last one
+    also has the volume samples and the case's complete ``skipped``. Together the parts
+    have the samples, facts and failures of :func:`draft_case`, in its order: a model gets
+    one part's views per batch."""
     ahead: list[_Ahead] = []
     caller = threading.get_ident()
     on_caller: list[bool] = []
@@ -298,14 +295,12 @@ class _Drafter:
 
     def part(self, views: list[View]) -> CaseDrafts:
         """The drafts of ``views`` (the next views of the case, in order)."""
-        case, spec, objects = self.case, self.spec, self.objects
+        case, spec = self.case, self.spec
         drafts = CaseDrafts(
             views=views,
             checks=self.context.checks,
             case_id=case.case_id,
             labels=self.labels,
-            object_volume=None if case.image.is_2d else objects.map,
-            object_areas=None if case.image.is_2d else objects.slice_areas,
             clinical=self.terms,
             evidence=self.evidence,
         )
@@ -484,14 +479,9 @@ def _relative(path: Path, root: Path) -> str:
 
 def case_evidence(drafts: CaseDrafts, spec: DatasetSpec) -> CaseEvidence | None:
     """The case's volume evidence (objects on the volume's grid, the image volume), shared by
-    its views' measurements (the one the case's parts share, where they have it); None for
-    2D images."""
-    if drafts.object_volume is None or not drafts.views:
-        return None
-    if drafts.evidence is not None:
-        return drafts.evidence
-    image = drafts.views[0].case.image
-    return CaseEvidence(drafts.object_volume, image.array, image.affine, spec.modality, areas=drafts.object_areas)
+    its views' measurements and by the case's parts; None for 2D images and a part without
+    views."""
+    return drafts.evidence if drafts.views else None
 
 
 def view_measurements(

@@ -180,6 +180,16 @@ def realsize_section(r: dict) -> list[str]:
             f" | {m['extra'] / 2**20:.0f} MiB ÷ {m['input_bytes'] / 2**20:.0f} MiB ="
             f" {m['ratio']:.1f}× |"
         )
+    if all("png_zlib1" in c["floor"] for c in r["cases"]):
+        lines += [
+            "",
+            "The floor's PNGs are encoded as the run encodes them (the core's fdeflate encoder). With zlib"
+            " at level 1 (Pillow), the run's encoder until 2026-12-08, the same images take "
+            + ", ".join(f"{c['floor']['png_zlib1']:.2f} s" for c in r["cases"])
+            + "; against a floor with those, the pipeline is "
+            + ", ".join(f"{c['ratio_zlib1_floor']:.1f}×" for c in r["cases"])
+            + ".",
+        ]
     if r.get("photos"):
         p = r["photos"]
         lines += ["", f"Dermoscopy photographs at 3060×2288 (3 cases): {p['seconds']:.2f} s, {p['samples']} samples."]

@@ -21,6 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::alloc::{try_collect_exact, try_with_capacity};
 use crate::ccl::{group_components, label_runs, largest_k_map, Connectivity, OutLabel, RunLabels};
+use crate::encode::png as png_kernel;
 use crate::error::{KernelError, KernelResult};
 use crate::label::{relabel as relabel_kernel, Label, LabelIndex};
 use crate::layout::{
@@ -1084,6 +1085,44 @@ fn body_lines<'py>(
     ))
 }
 
+/// An 8-bit greyscale (H, W) or RGB (H, W, 3) image as the bytes of a PNG file
+/// (lossless; see `encode.rs`), encoded without the GIL. Any memory order: a
+/// non-contiguous image is copied to C order first.
+#[pyfunction]
+fn encode_png<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArrayDyn<'py, u8>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let view = image.as_array();
+    let (height, width, channels) = match *view.shape() {
+        [h, w] => (h, w, 1),
+        [h, w, c] if c == 1 || c == 3 => (h, w, c),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "PNG output needs an 8-bit (H, W) or (H, W, 3) image, got shape {:?}",
+                view.shape()
+            )))
+        }
+    };
+    let file = match view.as_slice() {
+        Some(pixels) => run(py, "encode_png", move || {
+            png_kernel(pixels, height, width, channels)
+        })??,
+        None => {
+            let owned = view.as_standard_layout().into_owned();
+            run(py, "encode_png", move || {
+                png_kernel(
+                    owned.as_slice().unwrap_or_default(),
+                    height,
+                    width,
+                    channels,
+                )
+            })??
+        }
+    };
+    Ok(PyBytes::new(py, &file))
+}
+
 /// COCO RLE counts strings of every nonzero label of a 2D label map, ascending:
 /// `[(label, counts), ...]`.
 #[pyfunction]
@@ -1393,6 +1432,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rle_decode_window, m)?)?;
     m.add_function(wrap_pyfunction!(object_stats, m)?)?;
     m.add_function(wrap_pyfunction!(body_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(dilate, m)?)?;
     m.add_function(wrap_pyfunction!(relabel, m)?)?;
     m.add_function(wrap_pyfunction!(c_order_samples, m)?)?;

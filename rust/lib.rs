@@ -9,6 +9,7 @@
 
 pub mod alloc;
 pub mod ccl;
+pub mod encode;
 pub mod error;
 pub mod label;
 pub mod layout;

@@ -17,6 +17,7 @@ __all__ = [
     "dilate",
     "dust",
     "dust_in_place",
+    "encode_png",
     "get_num_threads",
     "kernels_on_caller",
     "largest_k",
@@ -121,6 +122,10 @@ def body_lines(
 ) -> tuple[float, NDArray[np.int64], NDArray[np.int64]]:
     """(Otsu threshold, first and last body pixel per row or column, -1 for none) of an
     8-bit view: pixels above fraction × Otsu in 8-connected components of min_size or more."""
+
+def encode_png(image: NDArray[np.uint8]) -> bytes:
+    """An 8-bit (H, W) or (H, W, 3) image as a PNG file's bytes: lossless, deterministic
+    (fdeflate, filters chosen row by row), encoded without the GIL."""
 
 def dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """A 2D mask dilated by radius 4-neighbour steps, inside the image."""

@@ -597,20 +597,17 @@ def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = 
 
 #: zlib level of the PNGs a run writes: level 1 encodes a CT slice about 4× faster than
 #: the default 6 for files about 14% larger (lossless and deterministic either way).
-PNG_LEVEL = 1
-
-
 def png_bytes(image: NDArray[np.uint8]) -> bytes:
-    """An 8-bit grayscale or RGB image encoded as PNG (lossless, :data:`PNG_LEVEL`)."""
-    import io
+    """An 8-bit grayscale (H, W) or RGB (H, W, 3) image encoded as PNG: lossless and
+    deterministic (the same pixels, the same bytes), by the core without the GIL (fdeflate
+    with a filter chosen row by row: on the run's views about seven times faster than
+    zlib's fastest level for files within a few percent of its size)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        found = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"PNG output needs an 8-bit (H, W) or (H, W, 3) image, got {found}")
+    from medground import _core
 
-    from PIL import Image
-
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"PNG output needs an 8-bit (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=PNG_LEVEL)
-    return buffer.getvalue()
+    return bytes(_core.encode_png(image))
 
 
 #: Quality of the JPEGs a run encodes from sources that are not JPEG (``image_format = "jpeg"``).
@@ -661,7 +658,7 @@ def encoding_for(
 
 
 def encode(image: NDArray[np.uint8], encoding: Encoding, source: Path | None = None) -> bytes:
-    """The bytes of a stored view: PNG (:data:`PNG_LEVEL`), JPEG (deterministic for one
+    """The bytes of a stored view: PNG (:func:`png_bytes`), JPEG (deterministic for one
     libjpeg; see :class:`Encoding` for its quality) or, for a copying encoding, ``source``'s
     bytes."""
     if encoding.copy:

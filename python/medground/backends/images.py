@@ -16,7 +16,6 @@ here writes an image to disk, and the exported training images never carry overl
 from __future__ import annotations
 
 import base64
-import io
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -164,11 +163,8 @@ def draw_boxes(
 def png_data_url(image: NDArray[np.uint8]) -> str:
     """The image as a ``data:image/png;base64,…`` URL (what chat APIs take).
 
-    Lossless, at zlib level 1: on medical images about six times faster to write than the
-    default level and under a tenth larger.
+    Lossless, encoded as the run's stored views are (the core's fast PNG encoder).
     """
-    from PIL import Image
+    from medground import _core
 
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(_core.encode_png(image)).decode("ascii")

@@ -41,7 +41,8 @@ use crate::relations::{
 use crate::resample::{area_mean, gather, Lines};
 use crate::rle::{compress_counts, decode_window as decode_window_kernel, decompress_counts};
 use crate::sample::{
-    c_order_samples as samples_kernel, c_order_side_counts as side_counts_kernel, Midline,
+    c_order_samples as samples_kernel, c_order_side_counts as side_counts_kernel,
+    side_counts as exact_sides_kernel, Midline,
 };
 use crate::shape2d::shape2d as shape2d_kernel;
 use crate::surface::surface_areas as surface_kernel;
@@ -1412,6 +1413,32 @@ fn c_order_side_counts<'py>(
     })
 }
 
+/// For each object, `(voxels right of the midline, voxels)` over all its voxels: world x
+/// (`x_row`, one coefficient per axis of the map's index and an offset) against
+/// `np.interp(world z, levels, mid)`, in numpy's arithmetic; one walk in memory order.
+#[pyfunction]
+fn side_counts<'py>(
+    py: Python<'py>,
+    labels: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    x_row: Vec<f64>,
+    z_row: Vec<f64>,
+    levels: Vec<f64>,
+    mid: Vec<f64>,
+) -> PyResult<Vec<(u64, u64)>> {
+    let arr = extract_labels(labels, "labels")?;
+    let midline = Midline {
+        x: x_row,
+        z: z_row,
+        levels,
+        mid,
+    };
+    with_labels!(arr, v => {
+        let (view, reversed, wanted) = sampling_input(v, ids)?;
+        Ok(run(py, "side_counts", move || exact_sides_kernel(view, reversed, &wanted, &midline))??)
+    })
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(connected_components, m)?)?;
@@ -1437,6 +1464,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(relabel, m)?)?;
     m.add_function(wrap_pyfunction!(c_order_samples, m)?)?;
     m.add_function(wrap_pyfunction!(c_order_side_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(side_counts, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(kernels_on_caller, m)?)?;

@@ -12,8 +12,10 @@
 use ndarray::ArrayView3;
 
 use crate::alloc::{try_collect_exact, try_vec_filled, try_vec_zeroed, try_with_capacity};
+use crate::ccl::fixed_slabs;
 use crate::error::{KernelError, KernelResult};
 use crate::label::{run_end, skip_zeros, Label, LabelIndex};
+use rayon::prelude::*;
 
 /// Rows a run across rows (a Fortran-ordered volume's) ranks at a time.
 const PICK_BLOCK: usize = 16;
@@ -426,6 +428,144 @@ pub fn c_order_side_counts<T: Label>(
     Ok(out)
 }
 
+/// For each id, (voxels right of the midline, voxels): every voxel of the object, in
+/// one walk of the volume in its memory order, slab by slab on the kernel threads.
+///
+/// A run along a lane at one world z (the affine does not tilt z along the lane: every
+/// axis-aligned volume) is counted without visiting its voxels: its world x, evaluated
+/// as [`Midline::world`] does, never decreases (or never increases) along the lane,
+/// since each rounded product and sum is monotone in the index, so the voxels right of
+/// the midline are one end of the run, found by bisection on the same comparison a voxel
+/// gets. A lane that tilts z is compared voxel by voxel. Either way each count equals
+/// `(x > np.interp(z, levels, mid)).sum()` over the object's voxels in numpy's arithmetic.
+pub fn side_counts<T: Label>(
+    view: ArrayView3<T>,
+    reversed: bool,
+    ids: &[T],
+    midline: &Midline,
+) -> KernelResult<Vec<(u64, u64)>> {
+    let axes = midline.x.len().saturating_sub(1);
+    if !(1..=3).contains(&axes) || midline.z.len() != midline.x.len() {
+        return Err(KernelError::InvalidArgument(
+            "the world rows need one coefficient per axis and an offset".into(),
+        ));
+    }
+    if midline.levels.is_empty() || midline.levels.len() != midline.mid.len() {
+        return Err(KernelError::InvalidArgument(format!(
+            "the midline needs levels and as many x values, got {} and {}",
+            midline.levels.len(),
+            midline.mid.len()
+        )));
+    }
+    if !view.is_standard_layout() {
+        return Err(KernelError::InvalidArgument(
+            "side_counts walks a volume in its memory order: C or Fortran contiguous".into(),
+        ));
+    }
+    let index = LabelIndex::new(ids.to_vec())?;
+    // The lane's logical axis, and its coefficient in each world row (rows name the
+    // last `axes` logical axes).
+    let lane_axis: usize = if reversed { 0 } else { 2 };
+    let coefficient = |row: &[f64]| -> f64 {
+        match lane_axis.checked_sub(3 - axes) {
+            Some(at) => row[at],
+            None => 0.0, // an axis the rows do not use: the lane moves nothing
+        }
+    };
+    // Bisection rests on finite rows (an infinite coefficient can give NaN at index 0).
+    let finite = midline.x.iter().chain(&midline.z).all(|c| c.is_finite());
+    let flat_z = finite && coefficient(&midline.z) == 0.0;
+    let (n0, n1, n2) = view.dim();
+    if n0 * n1 * n2 == 0 {
+        return Ok(vec![(0, 0); ids.len()]);
+    }
+    let slabs = fixed_slabs([n0, n1, n2]);
+    let partial: Vec<KernelResult<Vec<(u64, u64)>>> = slabs
+        .par_iter()
+        .map(|&(first, last)| {
+            let mut counts =
+                try_vec_filled(index.len(), (0u64, 0u64), "the side counts of a slab")?;
+            let mut remembered = (f64::NAN, f64::NAN);
+            // Slab bounds count rows (lanes): row r is (r / n1, r % n1).
+            for r in first..last {
+                let (a, b) = (r / n1, r % n1);
+                {
+                    let lane = view.slice(ndarray::s![a, b, ..]);
+                    let lane = lane
+                        .as_slice()
+                        .expect("a standard-layout view has contiguous lanes");
+                    // Logical (i, j, k) of the lane's voxel at `c`.
+                    let at = |c: usize| if reversed { [c, b, a] } else { [a, b, c] };
+                    let mut c = skip_zeros(lane, 0);
+                    while c < lane.len() {
+                        let v = lane[c];
+                        let from = c;
+                        c = run_end(lane, c + 1, v);
+                        if let Some(slot) = index.get(v) {
+                            let right = if flat_z {
+                                // One z along the run: one midline x, one monotone comparison.
+                                let z = Midline::world(&midline.z, at(from));
+                                if z.to_bits() != remembered.0.to_bits() {
+                                    remembered = (z, midline.at(z));
+                                }
+                                let mid = remembered.1;
+                                let is_right = |l: usize| Midline::world(&midline.x, at(l)) > mid;
+                                let (head, tail) = (is_right(from), is_right(c - 1));
+                                if head == tail {
+                                    if head {
+                                        c - from
+                                    } else {
+                                        0
+                                    }
+                                } else {
+                                    // First index whose answer differs from the head's.
+                                    let (mut lo, mut hi) = (from + 1, c - 1);
+                                    while lo < hi {
+                                        let m = lo + (hi - lo) / 2;
+                                        if is_right(m) == head {
+                                            lo = m + 1;
+                                        } else {
+                                            hi = m;
+                                        }
+                                    }
+                                    if head {
+                                        lo - from
+                                    } else {
+                                        c - lo
+                                    }
+                                }
+                            } else {
+                                (from..c)
+                                    .filter(|&l| midline.right(at(l), &mut remembered))
+                                    .count()
+                            };
+                            counts[slot].0 += right as u64;
+                            counts[slot].1 += (c - from) as u64;
+                        }
+                        c = skip_zeros(lane, c);
+                    }
+                }
+            }
+            Ok(counts)
+        })
+        .collect();
+    let mut total = try_vec_filled(index.len(), (0u64, 0u64), "the side counts")?;
+    for slab in partial {
+        for (sum, (right, n)) in total.iter_mut().zip(slab?) {
+            sum.0 += right;
+            sum.1 += n;
+        }
+    }
+    // Back in the callers' order.
+    ids.iter()
+        .map(|id| {
+            index.get(*id).map(|slot| total[slot]).ok_or_else(|| {
+                KernelError::InvalidArgument("an id is missing from its own index".into())
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +661,57 @@ mod tests {
                 assert_eq!(counts[n], (right, picks.len() as u64), "id {}", ids[n]);
                 assert_eq!(reversed[n], counts[n], "id {}, Fortran", ids[n]);
             }
+        }
+    }
+
+    #[test]
+    fn exact_side_counts_are_every_voxel_compared() {
+        // Runs long enough to cross the midline inside them, along either memory order's
+        // lanes; x grows along k, falls along i.
+        let labels = Array3::from_shape_fn((9, 5, 23), |(i, j, k)| {
+            if (i + j) % 4 == 3 {
+                0u16
+            } else {
+                1 + ((i / 3 + k / 8) % 3) as u16
+            }
+        });
+        let fortran = labels
+            .view()
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned();
+        let ids = [3u16, 1, 2, 7];
+        let everything = [[0, 0, 0, 9, 5, 23]; 4];
+        for (x_row, z_row) in [
+            // z along j only: every lane of either order at one z (bisected runs).
+            (vec![-0.7, 0.1, 0.9, -6.0], vec![0.0, 1.5, 0.0, 0.25]),
+            // x constant along the lanes of the Fortran order.
+            (vec![0.0, 0.3, 1.1, -12.0], vec![0.0, 2.0, 0.0, 0.0]),
+            // z tilted along both lane axes: voxel by voxel.
+            (vec![0.4, -0.2, 0.8, -7.0], vec![0.5, 1.0, 0.75, 0.0]),
+        ] {
+            let midline = Midline {
+                x: x_row,
+                z: z_row,
+                levels: vec![1.0, 3.0, 6.5],
+                mid: vec![0.5, -1.0, 2.25],
+            };
+            let expected =
+                c_order_side_counts(labels.view(), false, &ids, &everything, u64::MAX, &midline)
+                    .unwrap();
+            assert!(expected
+                .iter()
+                .take(3)
+                .all(|&(right, n)| right > 0 && right < n));
+            assert_eq!(expected[3], (0, 0), "an absent id has no voxels");
+            assert_eq!(
+                side_counts(labels.view(), false, &ids, &midline).unwrap(),
+                expected
+            );
+            assert_eq!(
+                side_counts(fortran.view(), true, &ids, &midline).unwrap(),
+                expected
+            );
         }
     }
 }

@@ -32,6 +32,7 @@ __all__ = [
     "rle_decode_window",
     "set_num_threads",
     "shape2d",
+    "side_counts",
     "slice_areas",
     "slice_areas_along",
     "surface_areas",
@@ -149,6 +150,16 @@ def c_order_side_counts(
     mid: list[float],
 ) -> list[tuple[int, int]]:
     """Per object, (picks right of the midline, picks) over the c_order_samples picks."""
+
+def side_counts(
+    labels: NDArray[Any],
+    ids: NDArray[Any],
+    x_row: list[float],
+    z_row: list[float],
+    levels: list[float],
+    mid: list[float],
+) -> list[tuple[int, int]]:
+    """Per object, (voxels right of the midline, voxels) over all its voxels, in one walk."""
 
 def resample_plane(
     values: NDArray[Any],

@@ -90,8 +90,6 @@ DIRECTION_OVERLAP = 0.1
 LESION_MM = (10.0, 30.0)
 #: Relative size classes by share of the image (photographs without spacing).
 IMAGE_SHARE = (0.02, 0.15)
-#: Voxels of an object used for its side (a strided subsample of larger objects).
-SIDE_SAMPLE = 200_000
 
 _WORDS = {"R": "right", "L": "left", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 
@@ -240,13 +238,10 @@ def _midline(case: Case, body: Body | None) -> Midline | None:
 
 
 def _right_shares(case: Case, objects: Objects, midline: Midline) -> dict[int, float]:
-    """Each object's share of voxels right of the midline, from up to about
-    :data:`SIDE_SAMPLE` of its voxels evenly spaced in C order (all of a smaller object's),
-    picked and placed (world x against the midline at their world z, RAS+) by the core
-    in two walks of the object map, without keeping them."""
+    """Each object's share of its voxels right of the midline (world x against the midline
+    at their world z, RAS+), every voxel counted by the core in one walk of the object map."""
     ids = list(objects.anchors)
-    boxes = [(*objects.anchors[o].bbox_min, *objects.anchors[o].bbox_max) for o in ids]
-    found = geometry.c_order_side_shares(objects.map, ids, boxes, SIDE_SAMPLE, case.image.affine, midline.z, midline.x)
+    found = geometry.side_shares(objects.map, ids, case.image.affine, midline.z, midline.x)
     return {object_id: float(share) for object_id, share in zip(ids, found, strict=True)}
 
 

@@ -809,6 +809,28 @@ def c_order_samples(
     return [np.asarray(t)[:, 3 - ndim :] for t in found]
 
 
+def _midline_rows(
+    labels: ArrayLike, affine: ArrayLike, levels: ArrayLike, midline: ArrayLike
+) -> tuple[NDArray[Any], list[list[float]], list[float], list[float]]:
+    """The label map as the side walks take it (3D, contiguous in some order), the affine's
+    x and z rows on its index, and the midline's levels and x values."""
+    arr = _as_mask(labels, "labels", as_labels=True)
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = np.ascontiguousarray(arr)
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {matrix.shape}")
+    ndim = arr.ndim
+    rows = [[float(v) for v in (*matrix[r, :ndim], matrix[r, 3])] for r in (0, 2)]
+    xp = np.asarray(levels, dtype=np.float64).ravel()
+    fp = np.asarray(midline, dtype=np.float64).ravel()
+    return arr, rows, xp.tolist(), fp.tolist()
+
+
+def _shares(counts: Sequence[tuple[int, int]]) -> NDArray[np.float64]:
+    return np.asarray([right / n if n else np.nan for right, n in counts], dtype=np.float64)
+
+
 def c_order_side_shares(
     labels: ArrayLike,
     ids: Sequence[int],
@@ -822,24 +844,29 @@ def c_order_side_shares(
     a midline: world x (row 0 of ``affine`` on the index) above ``np.interp(world z,
     levels, midline)`` (z: row 2), in numpy's arithmetic, so the share equals
     ``np.mean(x > np.interp(z, levels, midline))`` over those picks; NaN for an object
-    with none. Same two walks, no memory per voxel."""
-    arr = _as_mask(labels, "labels", as_labels=True)
-    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
-        arr = np.ascontiguousarray(arr)
+    with none. Same two walks, no memory per voxel. :func:`side_shares` counts every voxel."""
+    arr, rows, xp, fp = _midline_rows(labels, affine, levels, midline)
     if sample < 1:
         raise ValueError(f"sample must be at least 1, got {sample}")
-    matrix = np.asarray(affine, dtype=np.float64)
-    if matrix.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4, got shape {matrix.shape}")
-    ndim = arr.ndim
-    table = np.asarray(boxes, dtype=np.int64).reshape(-1, 2 * ndim)
-    if ndim == 2:
+    table = np.asarray(boxes, dtype=np.int64).reshape(-1, 2 * arr.ndim)
+    if arr.ndim == 2:
         arr = arr[np.newaxis]
         ones = np.ones((len(table), 1), np.int64)
         table = np.hstack([np.zeros_like(ones), table[:, :2], ones, table[:, 2:]])
-    rows = [[float(v) for v in (*matrix[r, :ndim], matrix[r, 3])] for r in (0, 2)]
-    xp = np.asarray(levels, dtype=np.float64).ravel()
-    fp = np.asarray(midline, dtype=np.float64).ravel()
     wanted = np.asarray(list(ids), dtype=arr.dtype)
-    counts = _core.c_order_side_counts(arr, wanted, table, int(sample), rows[0], rows[1], xp.tolist(), fp.tolist())
-    return np.asarray([right / picks if picks else np.nan for right, picks in counts], dtype=np.float64)
+    return _shares(_core.c_order_side_counts(arr, wanted, table, int(sample), rows[0], rows[1], xp, fp))
+
+
+def side_shares(
+    labels: ArrayLike, ids: Sequence[int], affine: ArrayLike, levels: ArrayLike, midline: ArrayLike
+) -> NDArray[np.float64]:
+    """Each object's share of its voxels right of a midline: world x (row 0 of ``affine`` on
+    the index) above ``np.interp(world z, levels, midline)`` (z: row 2), in numpy's
+    arithmetic, so the share equals ``np.mean(x > np.interp(z, levels, midline))`` over all
+    the object's voxels; NaN for an id without any. One walk of the map in its memory
+    order; a run at one world z is counted without visiting its voxels."""
+    arr, rows, xp, fp = _midline_rows(labels, affine, levels, midline)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    wanted = np.asarray(list(ids), dtype=arr.dtype)
+    return _shares(_core.side_counts(arr, wanted, rows[0], rows[1], xp, fp))

@@ -129,9 +129,43 @@ def test_side_shares_are_numpys_over_the_same_picks(labels: np.ndarray, sample: 
     assert got.tolist() == expected
 
 
+@settings(max_examples=150, deadline=None)
+@given(volumes(), st.integers(0, 2**32 - 1), st.integers(1, 6), st.booleans(), st.integers(1, 9))
+def test_exact_side_shares_are_numpys_over_every_voxel(
+    labels: np.ndarray, seed: int, count: int, level: bool, stretch: int
+) -> None:
+    """``side_shares`` counts every voxel: numpy's share over ``np.argwhere(labels == id)``,
+    to the bit, in either memory order, on runs long enough to cross the midline (counted
+    by bisection where the lanes keep one world z, voxel by voxel where they tilt)."""
+    fortran = labels.flags.f_contiguous and not labels.flags.c_contiguous
+    for axis in range(labels.ndim):
+        labels = np.repeat(labels, stretch, axis=axis)
+    labels = np.asfortranarray(labels) if fortran else np.ascontiguousarray(labels)
+    rng = np.random.default_rng(seed)
+    ndim = labels.ndim
+    affine = np.eye(4)
+    affine[:3, :3] = rng.normal(0, 1.5, (3, 3))
+    affine[:3, 3] = rng.normal(0, 10, 3)
+    if level:  # z along the middle axis alone: every lane of either order at one z
+        affine[2, [0, ndim - 1]] = 0.0
+    corners = np.asarray(np.meshgrid(*[[0, s - 1] for s in labels.shape], indexing="ij")).reshape(ndim, -1).T
+    zs = corners @ affine[2, :ndim] + affine[2, 3]
+    levels = np.unique(np.concatenate([rng.uniform(zs.min() - 2, zs.max() + 2, count), zs[: count // 2]]))
+    mid = rng.normal(affine[0, 3], 3, levels.size)
+    ids = [int(i) for i in np.unique(labels) if i] + [9]
+    got = geometry.side_shares(labels, ids, affine, levels, mid)
+    expected = [_numpy_side_share(np.argwhere(labels == i), affine, levels, mid) for i in ids[:-1]]
+    assert got[:-1].tolist() == expected
+    assert np.isnan(got[-1])
+
+
 def test_side_shares_name_a_bad_midline() -> None:
     labels = np.ones((2, 2, 2), np.uint8)
     with pytest.raises(ValueError, match="the midline needs levels"):
         geometry.c_order_side_shares(labels, [1], [(0, 0, 0, 2, 2, 2)], 5, np.eye(4), [], [])
     with pytest.raises(ValueError, match="affine must be 4x4"):
         geometry.c_order_side_shares(labels, [1], [(0, 0, 0, 2, 2, 2)], 5, np.eye(3), [0.0], [0.0])
+    with pytest.raises(ValueError, match="the midline needs levels"):
+        geometry.side_shares(labels, [1], np.eye(4), [0.0, 1.0], [0.0])
+    with pytest.raises(ValueError, match="affine must be 4x4"):
+        geometry.side_shares(labels, [1], np.eye(3), [0.0], [0.0])

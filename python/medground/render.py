@@ -595,8 +595,6 @@ def render_image(volume: Volume, intensity: Intensity, *, square_pixels: bool = 
     return RenderedSlice(to_uint8(smap.render_values(volume.array), intensity), smap, intensity)
 
 
-#: zlib level of the PNGs a run writes: level 1 encodes a CT slice about 4× faster than
-#: the default 6 for files about 14% larger (lossless and deterministic either way).
 def png_bytes(image: NDArray[np.uint8]) -> bytes:
     """An 8-bit grayscale (H, W) or RGB (H, W, 3) image encoded as PNG: lossless and
     deterministic (the same pixels, the same bytes), by the core without the GIL (fdeflate

@@ -433,7 +433,7 @@ pub fn c_order_side_counts<T: Label>(
 ///
 /// A run along a lane at one world z (the affine does not tilt z along the lane: every
 /// axis-aligned volume) is counted without visiting its voxels: its world x, evaluated
-/// as [`Midline::world`] does, never decreases (or never increases) along the lane,
+/// as `Midline::world` does, never decreases (or never increases) along the lane,
 /// since each rounded product and sum is monotone in the index, so the voxels right of
 /// the midline are one end of the run, found by bisection on the same comparison a voxel
 /// gets. A lane that tilts z is compared voxel by voxel. Either way each count equals

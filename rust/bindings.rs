@@ -1398,12 +1398,7 @@ fn c_order_side_counts<'py>(
 ) -> PyResult<Vec<(u64, u64)>> {
     let given: Vec<[usize; 6]> = box_rows(&boxes, "boxes")?;
     let arr = extract_labels(labels, "labels")?;
-    let midline = Midline {
-        x: x_row,
-        z: z_row,
-        levels,
-        mid,
-    };
+    let midline = Midline::new(x_row, z_row, levels, mid)?;
     with_labels!(arr, v => {
         let (view, reversed, wanted) = sampling_input(v, ids)?;
         let counts = run(py, "c_order_side_counts", move || {
@@ -1427,12 +1422,7 @@ fn side_counts<'py>(
     mid: Vec<f64>,
 ) -> PyResult<Vec<(u64, u64)>> {
     let arr = extract_labels(labels, "labels")?;
-    let midline = Midline {
-        x: x_row,
-        z: z_row,
-        levels,
-        mid,
-    };
+    let midline = Midline::new(x_row, z_row, levels, mid)?;
     with_labels!(arr, v => {
         let (view, reversed, wanted) = sampling_input(v, ids)?;
         Ok(run(py, "side_counts", move || exact_sides_kernel(view, reversed, &wanted, &midline))??)

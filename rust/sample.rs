@@ -181,25 +181,38 @@ impl Object {
 fn walk<T: Label>(
     view: &ArrayView3<T>,
     index: &LabelIndex<T>,
-    mut visit: impl FnMut(usize, usize, usize, usize, usize),
+    visit: impl FnMut(usize, usize, usize, usize, usize),
 ) {
     let (n0, n1, _) = view.dim();
-    for a in 0..n0 {
-        for b in 0..n1 {
-            let lane = view.slice(ndarray::s![a, b, ..]);
-            let lane = lane
-                .as_slice()
-                .expect("a standard-layout view has contiguous lanes");
-            let mut c = skip_zeros(lane, 0);
-            while c < lane.len() {
-                let v = lane[c];
-                let from = c;
-                c = run_end(lane, c + 1, v);
-                if let Some(slot) = index.get(v) {
-                    visit(slot, a, b, from, c);
-                }
-                c = skip_zeros(lane, c);
+    walk_lanes(view, index, 0..n0 * n1, visit);
+}
+
+/// [`walk`] over the lanes numbered `lanes` (lane r at (a, b) = (r / n1, r % n1)).
+fn walk_lanes<T: Label>(
+    view: &ArrayView3<T>,
+    index: &LabelIndex<T>,
+    lanes: std::ops::Range<usize>,
+    mut visit: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let n1 = view.dim().1;
+    if n1 == 0 {
+        return;
+    }
+    for r in lanes {
+        let (a, b) = (r / n1, r % n1);
+        let lane = view.slice(ndarray::s![a, b, ..]);
+        let lane = lane
+            .as_slice()
+            .expect("a standard-layout view has contiguous lanes");
+        let mut c = skip_zeros(lane, 0);
+        while c < lane.len() {
+            let v = lane[c];
+            let from = c;
+            c = run_end(lane, c + 1, v);
+            if let Some(slot) = index.get(v) {
+                visit(slot, a, b, from, c);
             }
+            c = skip_zeros(lane, c);
         }
     }
 }
@@ -328,6 +341,32 @@ pub struct Midline {
 }
 
 impl Midline {
+    /// A midline whose rows and levels are checked (see [`Midline::axes`]).
+    pub fn new(x: Vec<f64>, z: Vec<f64>, levels: Vec<f64>, mid: Vec<f64>) -> KernelResult<Self> {
+        let midline = Midline { x, z, levels, mid };
+        midline.axes()?;
+        Ok(midline)
+    }
+
+    /// How many logical axes the world rows use (1 to 3): each row holds one coefficient
+    /// per axis and an offset; the levels are not empty and have as many x values.
+    pub fn axes(&self) -> KernelResult<usize> {
+        let axes = self.x.len().saturating_sub(1);
+        if !(1..=3).contains(&axes) || self.z.len() != self.x.len() {
+            return Err(KernelError::InvalidArgument(
+                "the world rows need one coefficient per axis and an offset".into(),
+            ));
+        }
+        if self.levels.is_empty() || self.levels.len() != self.mid.len() {
+            return Err(KernelError::InvalidArgument(format!(
+                "the midline needs levels and as many x values, got {} and {}",
+                self.levels.len(),
+                self.mid.len()
+            )));
+        }
+        Ok(axes)
+    }
+
     /// `row` applied to the index, summed axis by axis as numpy does.
     #[inline(always)]
     fn world(row: &[f64], at: [usize; 3]) -> f64 {
@@ -397,19 +436,7 @@ pub fn c_order_side_counts<T: Label>(
     sample: u64,
     midline: &Midline,
 ) -> KernelResult<Vec<(u64, u64)>> {
-    let axes = midline.x.len().saturating_sub(1);
-    if !(1..=3).contains(&axes) || midline.z.len() != midline.x.len() {
-        return Err(KernelError::InvalidArgument(
-            "the world rows need one coefficient per axis and an offset".into(),
-        ));
-    }
-    if midline.levels.is_empty() || midline.levels.len() != midline.mid.len() {
-        return Err(KernelError::InvalidArgument(format!(
-            "the midline needs levels and as many x values, got {} and {}",
-            midline.levels.len(),
-            midline.mid.len()
-        )));
-    }
+    midline.axes()?;
     let mut sampling = Sampling::new(view, reversed, ids, boxes, sample)?;
     let mut right = try_vec_zeroed::<u64>(ids.len(), "the side counts")?;
     // Nothing remembered yet: a NaN. Should the first z have exactly these bits, it is
@@ -444,19 +471,7 @@ pub fn side_counts<T: Label>(
     ids: &[T],
     midline: &Midline,
 ) -> KernelResult<Vec<(u64, u64)>> {
-    let axes = midline.x.len().saturating_sub(1);
-    if !(1..=3).contains(&axes) || midline.z.len() != midline.x.len() {
-        return Err(KernelError::InvalidArgument(
-            "the world rows need one coefficient per axis and an offset".into(),
-        ));
-    }
-    if midline.levels.is_empty() || midline.levels.len() != midline.mid.len() {
-        return Err(KernelError::InvalidArgument(format!(
-            "the midline needs levels and as many x values, got {} and {}",
-            midline.levels.len(),
-            midline.mid.len()
-        )));
-    }
+    let axes = midline.axes()?;
     if !view.is_standard_layout() {
         return Err(KernelError::InvalidArgument(
             "side_counts walks a volume in its memory order: C or Fortran contiguous".into(),
@@ -486,66 +501,50 @@ pub fn side_counts<T: Label>(
             let mut counts =
                 try_vec_filled(index.len(), (0u64, 0u64), "the side counts of a slab")?;
             let mut remembered = (f64::NAN, f64::NAN);
-            // Slab bounds count rows (lanes): row r is (r / n1, r % n1).
-            for r in first..last {
-                let (a, b) = (r / n1, r % n1);
-                {
-                    let lane = view.slice(ndarray::s![a, b, ..]);
-                    let lane = lane
-                        .as_slice()
-                        .expect("a standard-layout view has contiguous lanes");
-                    // Logical (i, j, k) of the lane's voxel at `c`.
-                    let at = |c: usize| if reversed { [c, b, a] } else { [a, b, c] };
-                    let mut c = skip_zeros(lane, 0);
-                    while c < lane.len() {
-                        let v = lane[c];
-                        let from = c;
-                        c = run_end(lane, c + 1, v);
-                        if let Some(slot) = index.get(v) {
-                            let right = if flat_z {
-                                // One z along the run: one midline x, one monotone comparison.
-                                let z = Midline::world(&midline.z, at(from));
-                                if z.to_bits() != remembered.0.to_bits() {
-                                    remembered = (z, midline.at(z));
-                                }
-                                let mid = remembered.1;
-                                let is_right = |l: usize| Midline::world(&midline.x, at(l)) > mid;
-                                let (head, tail) = (is_right(from), is_right(c - 1));
-                                if head == tail {
-                                    if head {
-                                        c - from
-                                    } else {
-                                        0
-                                    }
-                                } else {
-                                    // First index whose answer differs from the head's.
-                                    let (mut lo, mut hi) = (from + 1, c - 1);
-                                    while lo < hi {
-                                        let m = lo + (hi - lo) / 2;
-                                        if is_right(m) == head {
-                                            lo = m + 1;
-                                        } else {
-                                            hi = m;
-                                        }
-                                    }
-                                    if head {
-                                        lo - from
-                                    } else {
-                                        c - lo
-                                    }
-                                }
-                            } else {
-                                (from..c)
-                                    .filter(|&l| midline.right(at(l), &mut remembered))
-                                    .count()
-                            };
-                            counts[slot].0 += right as u64;
-                            counts[slot].1 += (c - from) as u64;
-                        }
-                        c = skip_zeros(lane, c);
+            // Slab bounds count lanes (rows of the standard-layout view).
+            walk_lanes(&view, &index, first..last, |slot, a, b, from, to| {
+                // Logical (i, j, k) of the lane's voxel at `c`.
+                let at = |c: usize| if reversed { [c, b, a] } else { [a, b, c] };
+                let right = if flat_z {
+                    // One z along the run: one midline x, one monotone comparison.
+                    let z = Midline::world(&midline.z, at(from));
+                    if z.to_bits() != remembered.0.to_bits() {
+                        remembered = (z, midline.at(z));
                     }
-                }
-            }
+                    let mid = remembered.1;
+                    let is_right = |l: usize| Midline::world(&midline.x, at(l)) > mid;
+                    let (head, tail) = (is_right(from), is_right(to - 1));
+                    if head == tail {
+                        if head {
+                            to - from
+                        } else {
+                            0
+                        }
+                    } else {
+                        // First index whose answer differs from the head's.
+                        let (mut lo, mut hi) = (from + 1, to - 1);
+                        while lo < hi {
+                            let m = lo + (hi - lo) / 2;
+                            if is_right(m) == head {
+                                lo = m + 1;
+                            } else {
+                                hi = m;
+                            }
+                        }
+                        if head {
+                            lo - from
+                        } else {
+                            to - lo
+                        }
+                    }
+                } else {
+                    (from..to)
+                        .filter(|&l| midline.right(at(l), &mut remembered))
+                        .count()
+                };
+                counts[slot].0 += right as u64;
+                counts[slot].1 += (to - from) as u64;
+            });
             Ok(counts)
         })
         .collect();

@@ -477,23 +477,21 @@ def _relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def case_evidence(drafts: CaseDrafts, spec: DatasetSpec) -> CaseEvidence | None:
+def case_evidence(drafts: CaseDrafts) -> CaseEvidence | None:
     """The case's volume evidence (objects on the volume's grid, the image volume), shared by
     its views' measurements and by the case's parts; None for 2D images and a part without
     views."""
     return drafts.evidence if drafts.views else None
 
 
-def view_measurements(
-    drafts: CaseDrafts, spec: DatasetSpec, view: View, shared: CaseEvidence | None = None
-) -> Measurements:
+def view_measurements(drafts: CaseDrafts, spec: DatasetSpec, view: View) -> Measurements:
     """What verification measures a view's samples against: the view's stored image, its
-    masks, its map and the case's volume (:mod:`medground.verify.measure`); ``shared`` is
-    the case's volume evidence when the caller measures several views."""
+    masks, its map and the case's volume evidence, which the case's views and parts share
+    (:mod:`medground.verify.measure`)."""
     terms = tuple(t for a in spec.metadata.attributes for t in a.terms) if spec.metadata is not None else ()
     evidence = evidence_of_view(
         view,
-        case_evidence=shared if shared is not None else case_evidence(drafts, spec),
+        case_evidence=case_evidence(drafts),
         clinical=drafts.clinical,
         clinical_terms=terms,
         modality=spec.modality,
@@ -542,13 +540,12 @@ def verify_drafts(
         funnel.add_failure(failure["rejection"]["stage"], failure["rejection"]["reason"])
     batch = []
     measures: dict[str, Measurements] = {}
-    shared = case_evidence(drafts, spec)
     for sample in drafts.samples:
         if sample.image not in measures:
             if drafts.volume is not None and sample.image == drafts.volume.image_file:
                 measures[sample.image] = volume_measurements(drafts.volume, drafts, spec)
             else:
-                measures[sample.image] = view_measurements(drafts, spec, views[sample.image], shared)
+                measures[sample.image] = view_measurements(drafts, spec, views[sample.image])
         batch.append(Draft(sample, drafts.facts[sample.image], measures[sample.image]))
     for checked, failed, results in verifier.verify_many(batch):
         funnel.add(results)

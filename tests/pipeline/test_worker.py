@@ -209,8 +209,8 @@ def test_a_case_drafted_in_parts_gives_the_case_drafted_whole(shared_data: Path,
     assert all(not part.skipped for part in split[:-1]) and split[-1].skipped
     # The parts share the case's volume evidence: what it measures once (each object's
     # voxels, the objects on the volume's border) is measured once for the case.
-    shared = case_evidence(split[0], spec)
-    assert shared is not None and all(case_evidence(part, spec) is shared for part in split if part.views)
+    shared = case_evidence(split[0])
+    assert shared is not None and all(case_evidence(part) is shared for part in split if part.views)
 
 
 def test_a_worker_sets_its_start_up_objects_aside_once_without_keeping_garbage(demo_data: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medground.generate import case_evidence, draft_case, view_measurements
+from medground.generate import draft_case, view_measurements
 from medground.io import find_cases, load_case, load_spec
 from medground.verify import Measurements
 from real_specs import ct_mr_spec
@@ -22,9 +22,8 @@ def _same_with_and_without(spec_path: Path) -> int:
     read = 0
     for files in find_cases(spec, limit=2).cases:
         drafts = draft_case(load_case(spec, files), spec)
-        shared = case_evidence(drafts, spec)
         for view in drafts.views:
-            handed = view_measurements(drafts, spec, view, shared)
+            handed = view_measurements(drafts, spec, view)
             own = Measurements(dataclasses.replace(handed.evidence, masks=None, table=None))
             alone = Measurements(handed.evidence)  # each fact asked for before the rest is measured
             for object_id in alone.object_ids:

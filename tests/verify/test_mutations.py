@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medground.generate import case_evidence, draft_case, verify_drafts, view_measurements
+from medground.generate import draft_case, verify_drafts, view_measurements
 from medground.io import find_cases, load_case, load_preset, load_spec
 from medground.verify import Verifier
 from mutations import KINDS, Context, mutations
@@ -50,12 +50,11 @@ def tally(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         for files in find_cases(spec).cases:
             drafts = draft_case(load_case(spec, files), spec)
             accepted, _, _ = verify_drafts(drafts, spec)
-            shared = case_evidence(drafts, spec)
             views = {v.image_file: v for v in drafts.views}
             measures = {}
             for sample in accepted:
                 if sample.image not in measures:
-                    measures[sample.image] = view_measurements(drafts, spec, views[sample.image], shared)
+                    measures[sample.image] = view_measurements(drafts, spec, views[sample.image])
                 facts, measure = drafts.facts[sample.image], measures[sample.image]
                 _, failed = verifier.verify(replace(sample, verification={}), facts, measure)
                 counts["original"]["tried"] += 1

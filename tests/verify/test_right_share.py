@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medground.generate import case_evidence, draft_case, view_measurements
+from medground.generate import draft_case, view_measurements
 from medground.io import find_cases, load_case, load_spec
 from real_specs import ct_mr_spec
 
@@ -18,10 +18,9 @@ def _shares(spec_path: Path) -> tuple[int, int]:
     spec = load_spec(spec_path)
     case = load_case(spec, find_cases(spec).cases[0])
     drafts = draft_case(case, spec)
-    shared = case_evidence(drafts, spec)
     checked = oriented = 0
     for view in drafts.views:
-        measures = view_measurements(drafts, spec, view, shared)
+        measures = view_measurements(drafts, spec, view)
         side = measures._midline
         for object_id in measures.object_ids:
             rows, cols = measures._local(object_id)
